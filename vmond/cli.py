@@ -1,0 +1,189 @@
+"""The ``vmond`` command: run, check-config, user, tls, send-test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from pathlib import Path
+
+import vmond
+from vmond import auth
+from vmond.config import Config, ConfigError, describe, load_config
+
+DEFAULT_CONFIG = "/etc/vmond/vmond.yaml"
+EXIT_CONFIG = 2
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("VMOND_CONFIG") or DEFAULT_CONFIG)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    """The configuration, or exit 2 with every problem on stderr as FILE:LINE: key: message."""
+    path = _config_path(args)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    except OSError as exc:
+        print(f"{path}: cannot read the configuration: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _setup_logging(level: str) -> None:
+    # Under systemd the journal stamps each line itself.
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level.upper(), format=fmt)
+    from vmond.ingest.smtp import quiet_aiosmtpd_logging
+
+    quiet_aiosmtpd_logging()
+    logging.getLogger("vmond.access").setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    _setup_logging(config.logging.level)
+    from vmond.daemon import serve  # the daemon's imports are heavy; other subcommands do without
+
+    logging.getLogger(__name__).info("vmond %s starting with %s", vmond.__version__, config.source)
+    asyncio.run(serve(config))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    print(f"{config.source}: {describe(config)}")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise SystemExit("the passwords differ")
+    if problem := auth.check_password_policy(password):
+        raise SystemExit(f"password too weak: it needs {problem}")
+    return password
+
+
+def _open_db(config: Config):  # noqa: ANN202 - a peewee database
+    from vmond.store.db import open_sqlite
+
+    return open_sqlite(config.storage.data_dir / "vmond.db")
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from vmond.store.users import UserExists, create_user
+    from vmond.web.login import USERNAME_PATTERN
+
+    config = _load(args)
+    if not USERNAME_PATTERN.fullmatch(args.name):
+        raise SystemExit("a user name is 1 to 64 letters, digits, dots, dashes, underscores or @")
+    encoded = auth.hash_password(_read_password(args))
+    db = _open_db(config)
+    try:
+        with db.atomic("IMMEDIATE"):
+            create_user(args.name, encoded, args.role)
+    except UserExists:
+        raise SystemExit(f"user {args.name} exists already (use 'vmond user passwd')") from None
+    finally:
+        db.close()
+    print(f"created {args.role} {args.name}")
+    return 0
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    from vmond.store.users import UserNotFound, set_password
+
+    config = _load(args)
+    encoded = auth.hash_password(_read_password(args))
+    db = _open_db(config)
+    try:
+        with db.atomic("IMMEDIATE"):
+            set_password(args.name, encoded)
+    except UserNotFound:
+        raise SystemExit(f"no user {args.name}") from None
+    finally:
+        db.close()
+    print(f"password of {args.name} changed; their sessions were ended")
+    return 0
+
+
+def cmd_tls_fingerprint(args: argparse.Namespace) -> int:
+    from vmond.tlscert import certificate_path, fingerprint
+
+    config = _load(args)
+    path = certificate_path(config)
+    if not path.is_file():
+        raise SystemExit(f"no certificate at {path} (set web.tls.certificate, or web.tls.self_signed: true "
+                         "and start vmond once)")
+    print(f"SHA-256 {fingerprint(path)}  {path}")
+    return 0
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    from vmond.testmail import send_test_mail
+
+    config = _load(args)
+    reply = send_test_mail(config, to=args.to, server=args.server, password=args.password)
+    print(reply)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    config_help = f"configuration file (default: $VMOND_CONFIG, then {DEFAULT_CONFIG})"
+    parser = argparse.ArgumentParser(prog="vmond", description="Video alarm appliance daemon.")
+    parser.add_argument("-c", "--config", metavar="FILE", help=config_help)
+    # Every subcommand takes --config too; SUPPRESS keeps a subcommand from erasing one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
+    parser.add_argument("--version", action="version", version=f"vmond {vmond.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("run", parents=[common], help="run the daemon in the foreground").set_defaults(func=cmd_run)
+    commands.add_parser("check-config", parents=[common], help="validate the configuration file"
+                        ).set_defaults(func=cmd_check_config)
+
+    user = commands.add_parser("user", parents=[common], help="manage dashboard users")
+    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_commands.add_parser("add", parents=[common], help="create a user")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=auth.ROLES)
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add.set_defaults(func=cmd_user_add)
+    passwd = user_commands.add_parser("passwd", parents=[common], help="change a password")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    passwd.set_defaults(func=cmd_user_passwd)
+
+    tls = commands.add_parser("tls", parents=[common], help="the dashboard's TLS certificate")
+    tls_commands = tls.add_subparsers(dest="tls_command", required=True, metavar="ACTION")
+    tls_commands.add_parser("fingerprint", parents=[common], help="print the certificate's SHA-256 fingerprint"
+                            ).set_defaults(func=cmd_tls_fingerprint)
+
+    send = commands.add_parser("send-test", parents=[common],
+                               help="send a camera-like alarm mail with a picture to a running vmond")
+    send.add_argument("--to", help="camera address (default: the first camera in the configuration)")
+    send.add_argument("--server", help="host:port (default: smtp.listen of the configuration)")
+    send.add_argument("--password", help="SMTP password, for smtp.auth: per-camera")
+    send.set_defaults(func=cmd_send_test)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,236 @@
+"""Walking a composed configuration document and checking keys against each other.
+
+:func:`check_document` turns the YAML node tree into nested dicts of parsed
+values (defaults filled in), recording every problem in the :class:`Ctx`
+instead of stopping at the first. Checks that involve more than one key
+(certificate without key, duplicate camera addresses ...) run afterwards on
+those dicts, using the line numbers remembered during the walk.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+import yaml
+
+from vmond.configschema import (
+    LOCAL_PART,
+    REQUIRED,
+    SECTIONS,
+    Ctx,
+    Invalid,
+    ListOf,
+    Table,
+    is_null,
+    kind,
+    suggest,
+)
+
+_ALLOWED_TAGS = {f"tag:yaml.org,2002:{name}" for name in
+                 ("null", "bool", "int", "float", "str", "timestamp", "seq", "map", "merge")}
+
+
+
+def check_document(root: yaml.Node | None, ctx: Ctx) -> dict[str, Any]:
+    """Parse the whole document; problems go to ``ctx.problems``."""
+    if root is not None:
+        _check_tags(root, ctx)
+    values = _walk(root, SECTIONS, "", ctx)
+    _check_combinations(values, ctx)
+    _check_accounts(values, ctx)
+    return values
+
+
+def _check_tags(root: yaml.Node, ctx: Ctx) -> None:
+    # Explicit tags (!!python/..., !custom) would be read as plain text; refuse them.
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # aliases share nodes
+            continue
+        seen.add(id(node))
+        if node.tag not in _ALLOWED_TAGS:
+            ctx.problem(node, "(yaml)", f"unsupported tag {node.tag!r}")
+        if isinstance(node, yaml.MappingNode):
+            stack += [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+
+
+def _walk(node: yaml.Node | None, table: Table, path: str, ctx: Ctx) -> dict[str, Any]:
+    """Parse one mapping against ``table``; absent keys get defaults (None if required)."""
+    values: dict[str, Any] = {}
+    present: set[str] = set()
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                ctx.problem(line, path or "(top level)", "keys must be plain names")
+                continue
+            key = key_node.value
+            sub = f"{path}.{key}" if path else key
+            if key in seen:  # PyYAML would silently keep the last one
+                ctx.problem(line, sub, f"duplicate key (first on line {seen[key]})")
+                continue
+            seen[key] = line
+            present.add(key)
+            spec = table.get(key)
+            if spec is None:
+                merge = key_node.tag.endswith(":merge")
+                ctx.problem(line, sub, "merge keys (<<) are not supported; write the keys out"
+                            if merge else suggest(key, table, path))
+                continue
+            ctx.lines[sub] = line
+            if isinstance(spec, dict):
+                values[key] = _walk(value_node, spec, sub, ctx)
+            elif isinstance(spec, ListOf):
+                values[key] = _walk_list(value_node, spec.table, sub, ctx)
+            else:
+                try:
+                    values[key] = spec.parse(value_node, ctx, sub)
+                except Invalid as exc:
+                    ctx.failed.add(sub)
+                    ctx.problem(value_node, sub, str(exc))
+    elif node is not None and not is_null(node):
+        if path:
+            ctx.problem(node, path, f"expected a mapping, found {kind(node)}")
+        else:
+            ctx.problem(node, "(top level)", f"expected a mapping of sections (site:, smtp:, ...), "
+                        f"found {kind(node)}")
+    for key, spec in table.items():
+        if key in values:
+            continue
+        if isinstance(spec, dict):
+            values[key] = _walk(None, spec, f"{path}.{key}" if path else key, ctx)
+        elif isinstance(spec, ListOf):
+            values[key] = ()
+        elif spec.default is REQUIRED:
+            values[key] = None
+            if key not in present and isinstance(node, yaml.MappingNode):
+                ctx.problem(node, path, f"missing required key `{key}`")
+        else:
+            values[key] = spec.default
+    return values
+
+
+def _walk_list(node: yaml.Node, table: Table, path: str, ctx: Ctx) -> tuple[Any, ...]:
+    """Parse a list of mappings; broken items become None to keep indices aligned."""
+    if is_null(node):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        ctx.problem(node, path, f"expected a list, found {kind(node)}")
+        return ()
+    items: list[dict[str, Any] | None] = []
+    for index, item in enumerate(node.value):
+        sub = f"{path}[{index}]"
+        ctx.lines[sub] = item.start_mark.line + 1
+        if isinstance(item, yaml.MappingNode):
+            items.append(_walk(item, table, sub, ctx))
+        else:
+            ctx.problem(item, sub, f"expected a mapping, found {kind(item)}")
+            items.append(None)
+    return tuple(items)
+
+
+# --- checks across keys ---------------------------------------------------
+
+_ALL_ADDRESSES = {"", "0.0.0.0", "::"}
+
+
+def _report(ctx: Ctx, path: str, message: str) -> None:
+    ctx.problem(ctx.lines.get(path, 0), path, message)
+
+
+def _given(values: dict[str, Any], path: str, ctx: Ctx) -> bool:
+    # A key that failed to parse counts as given, to avoid a second, misleading problem.
+    return values[path.rsplit(".", 1)[-1]] is not None or path in ctx.failed
+
+
+def _together(values: dict[str, Any], prefix: str, ctx: Ctx, a: str = "certificate",
+              b: str = "key") -> None:
+    has_a, has_b = _given(values, f"{prefix}.{a}", ctx), _given(values, f"{prefix}.{b}", ctx)
+    if has_a != has_b:
+        given, missing = (a, b) if has_a else (b, a)
+        _report(ctx, f"{prefix}.{given}", f"`{prefix}.{missing}` must be set as well")
+
+
+def _check_combinations(values: dict[str, Any], ctx: Ctx) -> None:
+    smtp_tls, web_tls, mqtt = values["smtp"]["tls"], values["web"]["tls"], values["mqtt"]
+    _together(smtp_tls, "smtp.tls", ctx)
+    _together(web_tls, "web.tls", ctx)
+    _together(mqtt["tls"], "mqtt.tls", ctx)
+    if smtp_tls["implicit_tls_listen"] and not _given(smtp_tls, "smtp.tls.certificate", ctx):
+        _report(ctx, "smtp.tls.implicit_tls_listen", "needs `smtp.tls.certificate` and `smtp.tls.key`")
+    if web_tls["self_signed"] and _given(web_tls, "web.tls.certificate", ctx):
+        _report(ctx, "web.tls.self_signed", "use either a certificate or self_signed, not both")
+    has_password = _given(mqtt, "mqtt.password", ctx)
+    has_file = _given(mqtt, "mqtt.password_file", ctx)
+    if has_password and has_file:
+        _report(ctx, "mqtt.password_file", "set either `mqtt.password` or `mqtt.password_file`, not both")
+    if (has_password or has_file) and not _given(mqtt, "mqtt.username", ctx):
+        path = "mqtt.password" if has_password else "mqtt.password_file"
+        _report(ctx, path, "a password needs `mqtt.username` as well (MQTT has no password-only login)")
+    listens = [("smtp.listen", values["smtp"]["listen"]),
+               ("smtp.tls.implicit_tls_listen", smtp_tls["implicit_tls_listen"]),
+               ("web.listen", values["web"]["listen"])]
+    for (path_a, a), (path_b, b) in combinations(listens, 2):
+        # Port 0 picks a free port, so it never clashes.
+        if a and b and a.port and a.port == b.port and (
+                a.host == b.host or a.host in _ALL_ADDRESSES or b.host in _ALL_ADDRESSES):
+            path, other = (path_b, path_a) if path_b in ctx.lines else (path_a, path_b)
+            _report(ctx, path, f"port {a.port} is also used by `{other}`")
+
+
+def _check_accounts(values: dict[str, Any], ctx: Ctx) -> None:
+    domain = values["smtp"]["domain"]
+    per_camera = values["smtp"]["auth"] == "per-camera"
+    names: dict[str, str] = {}
+    addresses: dict[str, str] = {}
+    for i, account in enumerate(values["accounts"]):
+        if account is None:
+            continue
+        path = f"accounts[{i}]"
+        if account["name"] is not None:
+            first = names.setdefault(account["name"].strip().casefold(), path)
+            if first != path:
+                _report(ctx, f"{path}.name", f"duplicate account name {account['name']!r} "
+                        f"(also `{first}` on line {ctx.lines[first + '.name']})")
+        for position, contact in enumerate(account["contacts"], start=1):
+            if contact is not None and contact["priority"] is None:
+                contact["priority"] = position
+        for j, camera in enumerate(account["cameras"]):
+            if camera is None:
+                continue
+            cam_path = f"{path}.cameras[{j}]"
+            if per_camera and camera["smtp_password"] is None \
+                    and f"{cam_path}.smtp_password" not in ctx.failed:
+                _report(ctx, cam_path, "smtp.auth is per-camera, so this camera needs an smtp_password")
+            if camera["smtp_address"] is None:
+                continue
+            key = f"{cam_path}.smtp_address"
+            try:
+                camera["smtp_address"] = _local_part(
+                    camera["smtp_address"], None if "smtp.domain" in ctx.failed else domain)
+            except Invalid as exc:
+                _report(ctx, key, str(exc))
+                continue
+            first = addresses.setdefault(camera["smtp_address"], key)
+            if first != key:
+                _report(ctx, key, f"duplicate camera address {camera['smtp_address']!r} "
+                        f"(also `{first}` on line {ctx.lines[first]})")
+
+
+def _local_part(address: str, domain: str | None) -> str:
+    local = address
+    if "@" in address:
+        local, _, other = address.rpartition("@")
+        if domain is not None and other != domain:
+            raise Invalid(f"domain {other!r} is not smtp.domain {domain!r}; "
+                          "write just the part before the @")
+    if not LOCAL_PART.fullmatch(local):
+        raise Invalid(f"{local!r} is not a valid camera address: use up to 64 of a-z, 0-9, "
+                      "'.', '_', '+' and '-', starting with a letter or digit")
+    return local

@@ -1,0 +1,115 @@
+"""Assembling and running the daemon: each service an async context, entered in order, left in reverse.
+
+Start: database (migrated, YAML accounts synced) -> spool and media directories -> camera directory ->
+pipeline (replays the spool) -> HTTP -> SMTP. READY=1 goes to systemd only once both sockets are bound.
+Stop (SIGTERM/SIGINT): STOPPING=1, then SMTP stops taking mail (open sessions finish or get 421), the web
+server closes WebSockets with GOING_AWAY, the pipeline task is cancelled and awaited, the database closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from vmond.bus import Bus
+from vmond.config import Config
+from vmond.ingest.cameras import CameraDirectory
+from vmond.ingest.pipeline import Pipeline
+from vmond.ingest.smtp import IngestHandler, SmtpServer
+from vmond.ingest.spool import Spool
+from vmond.media.store import MediaStore
+from vmond.services import Services
+from vmond.store.db import Database
+from vmond.store.sync import sync_accounts
+from vmond.store.users import user_count
+from vmond.systemd import Notifier, watchdog_interval, watchdog_loop
+from vmond.tlscert import ensure_self_signed
+from vmond.web.app import WebServer, create_app
+
+log = logging.getLogger(__name__)
+
+IO_THREADS = 4  # spool and media writes (mostly waiting for fsync) and small file reads
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Services]:
+    """All services up and listening; yields them, and stops them in reverse order on exit."""
+    loop = asyncio.get_running_loop()
+    data_dir = config.storage.data_dir
+    async with contextlib.AsyncExitStack() as stack:
+        io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io")
+        stack.push_async_callback(loop.run_in_executor, None, io.shutdown)
+
+        db = await stack.enter_async_context(Database(data_dir / "vmond.db"))
+        counts = await db.write(sync_accounts, config.accounts)
+        log.info("configuration: %(accounts)d account(s), %(cameras)d camera(s) declared, %(retired)d retired",
+                 counts)
+        spool = Spool(data_dir / "spool", config.storage.min_free_space)
+        media = MediaStore(data_dir / "media")
+        await loop.run_in_executor(io, spool.prepare)
+        await loop.run_in_executor(io, media.prepare)
+        if config.web.tls.self_signed and config.web.tls.certificate is None:
+            config = await loop.run_in_executor(io, ensure_self_signed, config)
+
+        bus = Bus()
+        cameras = CameraDirectory(db, config)
+        await cameras.reload()
+        pipeline = Pipeline(config, spool, media, db, bus, io)
+        ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify)
+        services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
+                            ingest=ingest, pipeline=pipeline, started_at=time.monotonic())
+
+        await stack.enter_async_context(pipeline)
+        web_server = await stack.enter_async_context(WebServer(config, create_app(config, services)))
+        services.web_port = web_server.port
+        services.smtp = await stack.enter_async_context(SmtpServer(config, ingest, cameras))
+        yield services
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier()
+    try:
+        async with running(config) as services:
+            assert services.smtp is not None
+            summary = (f"SMTP on port {services.smtp.port}, dashboard on port {services.web_port}, "
+                       f"{len(services.cameras)} camera(s)")
+            notifier.ready(summary)
+            log.info("vmond ready: %s", summary)
+            await _first_run_hint(services)
+            watchdog = None
+            if (interval := watchdog_interval()) is not None:
+                watchdog = asyncio.create_task(watchdog_loop(notifier, interval, services.db.ping), name="watchdog")
+            await stop.wait()
+            log.info("stopping")
+            notifier.stopping()
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        notifier.close()
+    log.info("vmond stopped")
+
+
+async def _first_run_hint(services: Services) -> None:
+    if await services.db.read(user_count) == 0:
+        config = services.config
+        host = config.web.listen.host or "this-host"
+        if host in ("0.0.0.0", "::"):
+            host = "this-host"
+        scheme = "https" if config.web.tls.certificate or config.web.tls.self_signed else "http"
+        log.warning("no users yet: open %s://%s:%d/setup to create the first admin, or run "
+                    "'vmond user add NAME --role admin --config %s'", scheme, host, services.web_port,
+                    config.source or "FILE")

@@ -1,0 +1,71 @@
+"""The camera directory: which SMTP addresses belong to a camera, answered from memory at RCPT time.
+
+Loaded from the database at start and reloaded whenever cameras change, so the SMTP dialogue never waits for a
+query. Per-camera SMTP passwords of cameras declared in the YAML stay in the config (in memory) and are compared
+in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TYPE_CHECKING, NamedTuple
+
+from vmond.store.models import Camera
+
+if TYPE_CHECKING:
+    from vmond.config import Config
+    from vmond.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class CameraEntry(NamedTuple):
+    id: int
+    name: str
+    local_part: str
+    account_id: int
+
+
+def _active_cameras() -> list[CameraEntry]:
+    return [CameraEntry(c.id, c.name, c.smtp_local_part, c.account_id)
+            for c in Camera.select().where(Camera.active == True)]  # noqa: E712 - peewee expression
+
+
+class CameraDirectory:
+    def __init__(self, db: Database, config: Config) -> None:
+        self._db = db
+        self.domain = config.smtp.domain.lower()
+        self._by_local_part: dict[str, CameraEntry] = {}
+        self._passwords = {cam.smtp_address: cam.smtp_password.reveal()
+                           for account in config.accounts for cam in account.cameras
+                           if cam.smtp_password is not None}
+
+    async def reload(self) -> None:
+        cameras = await self._db.read(_active_cameras)
+        self._by_local_part = {c.local_part: c for c in cameras}
+        log.debug("camera directory: %d active cameras", len(cameras))
+
+    def split(self, address: str) -> tuple[str, str]:
+        """(local part, domain) of *address*, lower-cased."""
+        local, _, domain = address.strip().strip("<>").rpartition("@")
+        return local.lower(), domain.lower()
+
+    def lookup(self, address: str) -> CameraEntry | None:
+        """The camera receiving mail at *address* (``local@domain``; the domain must be ours), or None."""
+        local, domain = self.split(address)
+        if domain != self.domain:
+            return None
+        return self._by_local_part.get(local)
+
+    def check_password(self, username: str, password: str) -> CameraEntry | None:
+        """The camera whose SMTP credentials these are (username: full address or local part), or None."""
+        local = self.split(username)[0] if "@" in username else username.lower()
+        expected = self._passwords.get(local)
+        camera = self._by_local_part.get(local)
+        if camera is None or expected is None:
+            return None
+        return camera if hmac.compare_digest(password.encode(), expected.encode()) else None
+
+    def __len__(self) -> int:
+        return len(self._by_local_part)

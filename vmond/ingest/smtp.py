@@ -1,0 +1,232 @@
+"""The SMTP door: aiosmtpd hosted in the daemon's own event loop, answering cameras honestly and fast.
+
+250 is sent only once the message is durable in the spool. Every failure before that point is a 4xx, so the
+camera keeps its alarm and retries; aiosmtpd's default for an unexpected exception is a permanent 500, which
+makes cameras drop the alarm, hence :meth:`IngestHandler.handle_exception`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import Session as SmtpSession
+
+from vmond.ingest.replies import Reply
+from vmond.ingest.smtpsession import CameraSMTP, RefuseConnection, peer_text
+from vmond.ingest.spool import InsufficientStorage, Spool, SpoolEnvelope
+from vmond.store.refusals import add_refusal
+
+if TYPE_CHECKING:
+    from vmond.config import Config
+    from vmond.ingest.cameras import CameraDirectory
+    from vmond.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class IngestHandler:
+    """aiosmtpd handler hooks: recipient check, spooling, and honest failure replies."""
+
+    def __init__(self, config: Config, directory: CameraDirectory, spool: Spool, db: Database,
+                 io_executor: Executor, on_spooled: Callable[[str], None]) -> None:
+        self._config = config
+        self._directory = directory
+        self._spool = spool
+        self._db = db
+        self._io = io_executor
+        self._on_spooled = on_spooled
+        self._refusal_budget = _TokenBucket(rate=5.0, burst=50)
+        self.accepted = 0
+        self.refused = 0
+
+    async def handle_RCPT(self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        camera = self._directory.lookup(address)
+        if camera is None:
+            reply = Reply.UNKNOWN_RECIPIENT.format(address=address)
+            await self._remember_refusal(session, envelope, address, reply)
+            return reply
+        if self._config.smtp.auth == "per-camera" and session.auth_data != camera:
+            reply = Reply.WRONG_CAMERA.format(address=address)
+            await self._remember_refusal(session, envelope, address, reply)
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return Reply.RECIPIENT_OK
+
+    async def _remember_refusal(self, session: SmtpSession, envelope: Envelope, address: str, reply: str) -> None:
+        self.refused += 1
+        log.info("%s refused recipient %s (from %s)", peer_text(session.peer), address, envelope.mail_from)
+        if not self._refusal_budget.take():
+            return  # a flood of bad recipients must not turn into a flood of writes
+        try:
+            await self._db.write(add_refusal, peer_text(session.peer), str(envelope.mail_from or ""), address, reply)
+        except Exception:
+            log.exception("could not record an SMTP refusal")
+
+    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+        content = envelope.original_content
+        assert isinstance(content, bytes)
+        spool_envelope = SpoolEnvelope(
+            received_at=datetime.now(UTC).isoformat(),
+            peer=peer_text(session.peer),
+            mail_from=str(envelope.mail_from or ""),
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            helo=session.host_name,
+            auth_user=_auth_user(session.auth_data),
+            tls=session.ssl is not None,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            name = await loop.run_in_executor(self._io, self._spool.store_sync, content, spool_envelope)
+        except InsufficientStorage:
+            log.warning("refusing mail from %s: free space below storage.min_free_space", spool_envelope.peer)
+            return Reply.INSUFFICIENT_STORAGE
+        except Exception:
+            log.exception("could not spool mail from %s; the camera will retry", spool_envelope.peer)
+            return Reply.LOCAL_ERROR
+        self.accepted += 1
+        log.info("%s accepted %d bytes for %s as %s", spool_envelope.peer, len(content),
+                 ", ".join(envelope.rcpt_tos), name)
+        self._on_spooled(name)
+        return Reply.QUEUED.format(name=name)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session error: %s: %s", type(error).__name__, error, exc_info=error)
+        return Reply.LOCAL_ERROR
+
+
+def _auth_user(auth_data: Any) -> str | None:
+    """Who the client authenticated as: the login it gave (accept-any) or the camera it proved to be (per-camera)."""
+    if isinstance(auth_data, LoginPassword):
+        return auth_data.login.decode("utf-8", "replace")
+    local_part = getattr(auth_data, "local_part", None)
+    return None if local_part is None else str(local_part)
+
+
+class _QuietLoginData(logging.Filter):
+    """aiosmtpd warns about its own use of a deprecated attribute at every AUTH; that is not news to anyone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "login_data is deprecated" not in record.getMessage()
+
+
+def quiet_aiosmtpd_logging() -> None:
+    """aiosmtpd narrates every command at INFO and repeats a deprecation notice at every AUTH."""
+    aiosmtpd_log = logging.getLogger("mail.log")
+    aiosmtpd_log.setLevel(logging.WARNING)
+    aiosmtpd_log.addFilter(_QuietLoginData())
+
+
+class _TokenBucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate, self._burst = rate, burst
+        self._tokens, self._stamp = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class SmtpServer:
+    """The listening socket and its sessions, as an async context (graceful stop on exit)."""
+
+    def __init__(self, config: Config, handler: IngestHandler, directory: CameraDirectory,
+                 stop_grace: float = 10.0) -> None:
+        self._config = config
+        self._handler = handler
+        self._directory = directory
+        self._networks = tuple(config.smtp.allow_networks)
+        self._stop_grace = stop_grace
+        self._server: asyncio.AbstractServer | None = None
+        self.sessions: set[CameraSMTP] = set()
+        self.stopping = False
+        self.port = 0
+
+    def peer_allowed(self, peer: Any) -> bool:
+        try:
+            address = ipaddress.ip_address(peer[0].split("%", 1)[0])
+        except (TypeError, ValueError, IndexError):
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._networks)
+
+    def _authenticator(self, server: SMTP, session: SmtpSession, envelope: Envelope, mechanism: str,
+                       auth_data: Any) -> AuthResult:
+        mode = self._config.smtp.auth
+        if mode == "accept-any":
+            return AuthResult(success=True, auth_data=auth_data, message=Reply.AUTH_OK)
+        if mode == "per-camera" and isinstance(auth_data, LoginPassword):
+            camera = self._directory.check_password(auth_data.login.decode("utf-8", "replace"),
+                                                    auth_data.password.decode("utf-8", "replace"))
+            if camera is not None:
+                return AuthResult(success=True, auth_data=camera, message=Reply.AUTH_OK)
+        # handled=False: aiosmtpd then sends 535 itself; handled=True would leave the client waiting.
+        return AuthResult(success=False, handled=False)
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        smtp = self._config.smtp
+        if len(self.sessions) >= smtp.max_connections or self.stopping:
+            return RefuseConnection(Reply.SHUTTING_DOWN if self.stopping else Reply.TOO_MANY_CONNECTIONS)
+        with warnings.catch_warnings():
+            # per-camera without TLS makes aiosmtpd warn about plain-text AUTH: cameras on a LAN need exactly that
+            warnings.simplefilter("ignore")
+            return CameraSMTP(
+                self._handler,
+                self,
+                hostname=smtp.domain,  # never let aiosmtpd call the blocking socket.getfqdn() per connection
+                ident="vmond",
+                data_size_limit=smtp.max_message_size,
+                timeout=60,
+                auth_required=smtp.auth == "per-camera",
+                auth_require_tls=smtp.auth == "off",  # off: AUTH is not offered on plain connections
+                authenticator=self._authenticator,
+            )
+
+    async def __aenter__(self) -> SmtpServer:
+        loop = asyncio.get_running_loop()
+        host, port = self._config.smtp.listen
+        self._server = await loop.create_server(self._protocol, host or None, port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("SMTP listening on %s:%d for *@%s", host or "*", self.port, self._config.smtp.domain)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop accepting; idle sessions get 421 now, sessions inside DATA may finish within the grace time."""
+        if self._server is None:
+            return
+        self.stopping = True
+        self._server.close()
+        for session in list(self.sessions):
+            if not session.in_data:
+                session.goodbye()
+        deadline = time.monotonic() + self._stop_grace
+        while any(s.in_data for s in self.sessions) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            session.goodbye()
+        # Give the transports a moment to flush the 421 and report connection_lost.
+        for _ in range(40):
+            if not self.sessions:
+                break
+            await asyncio.sleep(0.025)
+        self._server = None
+        log.info("SMTP stopped (%d accepted, %d recipients refused)", self._handler.accepted, self._handler.refused)

@@ -1,0 +1,161 @@
+"""One SMTP session: aiosmtpd's protocol with what real cameras need.
+
+- DATA is read in large chunks up to ``<CR><LF>.<CR><LF>`` instead of aiosmtpd's line-at-a-time loop: a
+  camera's 1 MB of base64 is a few reads, not ten thousand awaits, and a line longer than RFC 5321's 1,000
+  octets (or bare LF line ends, as some camera firmware sends) is accepted instead of earning a permanent 500
+  that would lose the alarm. Only CRLF.CRLF ends the data (a bare ``\\n.\\n`` does not: aiosmtpd's
+  SMTP-smuggling fix), dot-unstuffing is that of aiosmtpd (byte-identical content), and the size limit is
+  enforced while reading: past ``max_message_size`` the rest is discarded as it arrives, then 552.
+- AUTH works after HELO and with lower-case mechanism names.
+- Peers outside ``smtp.allow_networks`` get 554 before anything else.
+- The server can end idle sessions with 421 when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import MISSING, SMTP
+
+from vmond.ingest.replies import Reply
+
+if TYPE_CHECKING:
+    from vmond.ingest.smtp import SmtpServer
+
+log = logging.getLogger(__name__)
+
+END_OF_DATA = b"\r\n.\r\n"
+
+
+def peer_text(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer)
+
+
+def unstuff(raw: bytes) -> bytes:
+    """Message content from the bytes between DATA and the final dot (which *raw* includes, after its CRLF).
+
+    A leading dot is removed from every line that has one, as aiosmtpd does (RFC 5321 section 4.5.2).
+    """
+    body = b"\r\n" + raw[:-3]  # drop ".\r\n"; the leading CRLF stands for the end of the DATA command line
+    return body.replace(b"\r\n.", b"\r\n")[2:]
+
+
+class CameraSMTP(SMTP):
+    def __init__(self, handler: Any, server: SmtpServer, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._vmond_server = server
+        self.in_data = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._vmond_server.sessions.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._vmond_server.sessions.discard(self)
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        if self.in_data:
+            self._reset_timeout()  # a big mail on a slow link is not an idle session
+        super().data_received(data)
+
+    async def _handle_client(self) -> None:
+        assert self.session is not None
+        if not self._vmond_server.peer_allowed(self.session.peer):
+            log.warning("refused SMTP connection from %s: not in smtp.allow_networks", peer_text(self.session.peer))
+            await self.push(Reply.NETWORK_REFUSED)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        # Cameras send "auth login" in any case, and some send AUTH after falling back to HELO.
+        assert self.session is not None
+        if arg:
+            mechanism, _, rest = arg.partition(" ")
+            arg = f"{mechanism.upper()} {rest}".rstrip()
+        if self.session.host_name and not self.session.extended_smtp:
+            self.session.extended_smtp = True
+            try:
+                await super().smtp_AUTH(arg)
+            finally:
+                self.session.extended_smtp = False
+        else:
+            await super().smtp_AUTH(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push(Reply.NEED_RCPT)
+            return
+        if arg:
+            await self.push(Reply.DATA_SYNTAX)
+            return
+        await self.push(Reply.START_DATA)
+        self.in_data = True
+        try:
+            raw = await self._read_data()
+            if raw is None:
+                status = Reply.TOO_BIG.format(limit=self.data_size_limit)
+            else:
+                content = unstuff(raw)
+                self.envelope.content = self.envelope.original_content = content
+                status = await self._call_handler_hook("DATA")
+                if status is MISSING:
+                    status = Reply.LOCAL_ERROR  # no handler: never claim the mail is safe
+        finally:
+            self.in_data = False
+            self._set_post_data_state()
+        await self.push(status)
+        if self._vmond_server.stopping:
+            self.goodbye()
+
+    async def _read_data(self) -> bytes | None:
+        """The bytes up to and including the final ".\\r\\n"; None when the message exceeded the size limit."""
+        reader = self._reader
+        limit = self.data_size_limit or 0
+        # StreamReader's own limit is aiosmtpd's line length; widen it to the message limit while in DATA.
+        # aiosmtpd itself reaches into the reader's private buffer the same way (STARTTLS).
+        saved_limit = reader._limit  # type: ignore[attr-defined]
+        reader._limit = limit + len(END_OF_DATA) if limit else 2**31  # type: ignore[attr-defined]
+        # The CRLF that ended the DATA command line counts for the terminator of an empty message.
+        reader._buffer[0:0] = b"\r\n"  # type: ignore[attr-defined]
+        try:
+            try:
+                return (await reader.readuntil(END_OF_DATA))[2:]
+            except asyncio.LimitOverrunError as overrun:
+                await reader.read(overrun.consumed)  # discard; the partial terminator stays in the buffer
+            while True:
+                try:
+                    await reader.readuntil(END_OF_DATA)
+                    return None
+                except asyncio.LimitOverrunError as overrun:
+                    await reader.read(overrun.consumed)
+        finally:
+            reader._limit = saved_limit  # type: ignore[attr-defined]
+
+    def goodbye(self) -> None:
+        """Tell the client we are going away (421) and close, without waiting for it."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(Reply.SHUTTING_DOWN.encode() + b"\r\n")
+            self.transport.close()
+
+
+class RefuseConnection(asyncio.Protocol):
+    """Answers one line and hangs up: for connections beyond ``smtp.max_connections``, or while stopping."""
+
+    def __init__(self, reply: str) -> None:
+        self._reply = reply
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(self._reply.encode() + b"\r\n")
+        transport.close()

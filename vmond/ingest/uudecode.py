@@ -1,0 +1,136 @@
+"""Tolerant uudecoding for camera mail attachments.
+
+Some camera firmware (e.g. community builds for Xiaomi Dafang cameras) sends
+snapshots with ``Content-Transfer-Encoding: uuencode``; a few older devices put a
+``begin 644 name`` block straight into a text/plain body.  The stdlib ``uu``
+module is gone from Python 3.13, and ``binascii.a2b_uu`` raises on the first
+odd line, so this module decodes line by line and repairs what it can.
+
+Repair policy: a line whose characters are out of range is decoded by hand
+(mapping every character modulo 64), and every line is padded or truncated to
+the byte count its length character declares.  Keeping each line at its
+declared length means one corrupt line damages only its own 45 bytes instead
+of shifting everything after it, which matters for JPEG snapshots.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from dataclasses import dataclass
+
+__all__ = ["UUBlock", "decode_uu", "find_uu_blocks", "split_uu_blocks"]
+
+# "begin <mode> <name>"; a "begin" line without an octal mode is still accepted
+# inside a part labelled uuencode, but not when scanning prose (see below).
+# Greedy name group (stripped later): a lazy one backtracks quadratically on
+# a hostile line full of blanks.
+_BEGIN = re.compile(rb"^begin[ \t]+([0-7]{3,4}(?=[ \t]))?[ \t]*([^\r\n]*)", re.MULTILINE)
+_END = re.compile(rb"^end[ \t]*\r?$", re.MULTILINE)
+# Longest sensible payload line: length char + 4 * ceil(63 / 3) chars (+ slack).
+_MAX_LINE = 200
+
+
+@dataclass(frozen=True)
+class UUBlock:
+    """One uuencoded file found in a byte string."""
+
+    filename: str | None
+    data: bytes
+    start: int  # offset of the "begin" line
+    end: int  # offset just past the "end" line (or the end of the input)
+    bad_lines: int  # lines that needed repair
+
+
+def _decode_line(line: bytes) -> tuple[bytes, bool]:
+    """Decode one uuencoded line; return (bytes, repaired)."""
+    count = (line[0] - 32) & 63
+    if count == 0:
+        return b"", False
+    need = (count + 2) // 3 * 4
+    body = line[1 : 1 + need]
+    try:
+        # a2b_uu pads short lines with zero bits and checks the characters.
+        out = binascii.a2b_uu(line[:1] + body)
+        # Characters past the declared length are junk (checksums, garbage).
+        repaired = bool(line[1 + need :].strip(b" `\t"))
+        return out[:count], repaired
+    except (binascii.Error, ValueError):
+        pass
+    # Out-of-range characters: decode by hand, six bits per character.
+    bits = [(c - 32) & 63 for c in body] + [0] * (need - len(body))
+    out = bytearray()
+    for i in range(0, need, 4):
+        a, b, c, d = bits[i : i + 4]
+        out += bytes(((a << 2 | b >> 4) & 255, (b << 4 | c >> 2) & 255, (c << 6 | d) & 255))
+    return bytes(out[:count]), True
+
+
+def decode_uu(data: bytes) -> tuple[bytes, int]:
+    """Decode uuencoded ``data`` (with or without begin/end lines).
+
+    Returns ``(decoded, bad_lines)``.  Never raises for malformed input.
+    """
+    out = bytearray()
+    bad = 0
+    started = _BEGIN.search(data) is None  # no "begin": treat everything as payload
+    for raw in data.split(b"\n"):
+        line = raw.rstrip(b"\r")
+        if not started:
+            started = _BEGIN.match(line) is not None
+            continue
+        if not line.strip():
+            continue
+        if line.startswith(b"end"):  # "e" is outside the uu alphabet: never payload
+            break
+        if len(line) > _MAX_LINE:
+            bad += 1
+            continue
+        chunk, repaired = _decode_line(line)
+        bad += repaired
+        out += chunk
+    return bytes(out), bad
+
+
+def _looks_uu(text: bytes, pos: int) -> bool:
+    """Is the line after ``pos`` (the end of a begin line) a uuencoded line?"""
+    start = text.find(b"\n", pos) + 1
+    end = text.find(b"\n", start)
+    line = text[start : end if end >= 0 else len(text)].rstrip(b"\r")
+    if not start or not line or not all(32 <= c <= 96 for c in line):
+        return False
+    count = (line[0] - 32) & 63
+    # Transports may strip trailing blanks (zero bits), so short lines are fine.
+    return 0 < count and len(line) - 1 <= (count + 2) // 3 * 4 + 2
+
+
+def find_uu_blocks(text: bytes, limit: int = 50) -> list[UUBlock]:
+    """Find ``begin ... end`` blocks embedded in a text body (at most ``limit``)."""
+    blocks: list[UUBlock] = []
+    pos = 0
+    while len(blocks) < limit:
+        begin = _BEGIN.search(text, pos)
+        if begin is None:
+            break
+        if begin.group(1) is None or not _looks_uu(text, begin.end()):
+            pos = begin.end()  # "begin" in prose, not "begin 644 name" + data
+            continue
+        end = _END.search(text, begin.end())
+        stop = end.end() if end else len(text)
+        data, bad = decode_uu(text[begin.start() : stop])
+        name = begin.group(2).decode("utf-8", "replace").strip() or None
+        blocks.append(UUBlock(name, data, begin.start(), stop, bad))
+        pos = stop
+    return blocks
+
+
+def split_uu_blocks(text: bytes, limit: int = 50) -> tuple[bytes, list[UUBlock]]:
+    """Return ``text`` without its uuencoded blocks, and the blocks."""
+    if b"begin " not in text:
+        return text, []
+    blocks = find_uu_blocks(text, limit)
+    kept, pos = [], 0
+    for block in blocks:
+        kept.append(text[pos : block.start])
+        pos = block.end
+    return b"".join(kept) + text[pos:], blocks

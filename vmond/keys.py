@@ -1,0 +1,49 @@
+"""Typed handles for the services the web application uses (``app[DB]``) and for what a request carries
+(``request[PRINCIPAL]``), declared in one place.
+
+aiohttp 3.8 (Debian 12) has no ``web.AppKey`` and before 3.12 no ``web.RequestKey``; there a plain string key does
+the same job at run time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from vmond.bus import Bus
+    from vmond.config import Config
+    from vmond.ingest.cameras import CameraDirectory
+    from vmond.media.store import MediaStore
+    from vmond.services import Services
+    from vmond.store.db import Database
+    from vmond.web.auth import LoginLimiter
+    from vmond.web.paths import WebPaths
+
+
+def _app_key(name: str, type_: Any) -> Any:
+    app_key = getattr(web, "AppKey", None)
+    return app_key(name, type_) if app_key is not None else f"vmond.{name}"
+
+
+def _request_key(name: str, type_: Any) -> Any:
+    request_key = getattr(web, "RequestKey", None)  # aiohttp >= 3.12
+    return request_key(name, type_) if request_key is not None else f"vmond.{name}"
+
+
+CONFIG: web.AppKey[Config] = _app_key("config", object)
+SERVICES: web.AppKey[Services] = _app_key("services", object)
+DB: web.AppKey[Database] = _app_key("db", object)
+BUS: web.AppKey[Bus] = _app_key("bus", object)
+MEDIA: web.AppKey[MediaStore] = _app_key("media", object)
+CAMERAS: web.AppKey[CameraDirectory] = _app_key("cameras", object)
+IO: web.AppKey[Executor] = _app_key("io", object)
+LOGIN_LIMITER: web.AppKey[LoginLimiter] = _app_key("login_limiter", object)
+WEB_PATHS: web.AppKey[WebPaths] = _app_key("web_paths", object)
+WS_CLIENTS: web.AppKey[set[web.WebSocketResponse]] = _app_key("ws_clients", set)
+
+PRINCIPAL: web.RequestKey[dict[str, Any] | None] = _request_key("principal", object)  # the signed-in user, or None
+AUTH_VIA: web.RequestKey[str | None] = _request_key("auth_via", object)  # "cookie", "bearer" or None

@@ -1,0 +1,33 @@
+"""The long-lived services of one running daemon, handed explicitly to the parts that need them."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vmond.bus import Bus
+    from vmond.config import Config
+    from vmond.ingest.cameras import CameraDirectory
+    from vmond.ingest.pipeline import Pipeline
+    from vmond.ingest.smtp import IngestHandler, SmtpServer
+    from vmond.ingest.spool import Spool
+    from vmond.media.store import MediaStore
+    from vmond.store.db import Database
+
+
+@dataclass
+class Services:
+    config: Config
+    db: Database
+    bus: Bus
+    spool: Spool
+    media: MediaStore
+    cameras: CameraDirectory
+    io: Executor
+    ingest: IngestHandler
+    pipeline: Pipeline
+    smtp: SmtpServer | None = None  # set once listening
+    web_port: int = 0
+    started_at: float = field(default=0.0)

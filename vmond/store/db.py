@@ -1,0 +1,162 @@
+"""The SQLite database: one writer thread that coroutines await, a few reader threads, durable commits.
+
+SQLite allows one writer at a time, and a blocking call on the event loop stalls SMTP and the dashboard, so every
+statement runs on a thread of ours: writes on the single writer thread (each call one ``BEGIN IMMEDIATE``
+transaction), reads on a small pool of reader threads with their own connections (WAL lets them read while the
+writer writes). Coroutines submit a plain function and await its result, as datasette does.
+
+Durability: WAL with ``synchronous=FULL`` fsyncs the log at every commit, so a committed event survives power
+loss and the spool file that carried it may be deleted right after the commit returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import peewee as pw
+
+from vmond.store import migrations
+from vmond.store.models import MODELS
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PRAGMAS = (
+    ("journal_mode", "wal"),
+    ("synchronous", "full"),
+    ("foreign_keys", 1),
+    ("cache_size", -8000),  # KiB: small boxes have little memory to spare
+)
+BUSY_TIMEOUT = 10.0  # seconds a connection waits for a lock held by another process (e.g. the CLI)
+MAX_PENDING = 512  # queued calls per thread pool before callers wait: a flood backs up, memory does not grow
+
+
+def open_sqlite(path: Path) -> pw.SqliteDatabase:
+    """A peewee database for *path* with our pragmas, models bound, schema migrated to the latest version.
+
+    Connections are per thread (peewee's default); the caller's thread gets one now.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = pw.SqliteDatabase(str(path), pragmas=PRAGMAS, timeout=BUSY_TIMEOUT)
+    db.bind(MODELS, bind_refs=False, bind_backrefs=False)
+    db.connect(reuse_if_open=True)
+    migrations.migrate(db.connection(), path)
+    return db
+
+
+class _DbThread(threading.Thread):
+    """A thread that owns one connection and runs submitted functions, one at a time, each in a transaction."""
+
+    def __init__(self, db: pw.SqliteDatabase, name: str, lock_type: str | None) -> None:
+        super().__init__(name=name, daemon=True)
+        self._db = db
+        self._lock_type = lock_type
+        self.jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self.last_done = time.monotonic()
+
+    def run(self) -> None:
+        self._db.connect(reuse_if_open=True)
+        try:
+            while (job := self.jobs.get()) is not None:
+                fn, args, future, loop = job
+                try:
+                    with self._db.atomic(self._lock_type) if self._lock_type else self._db.atomic():
+                        result = fn(*args)
+                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                    loop.call_soon_threadsafe(_deliver, future, None, exc)
+                else:
+                    loop.call_soon_threadsafe(_deliver, future, result, None)
+                self.last_done = time.monotonic()
+        finally:
+            self._db.close()
+
+
+def _deliver(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+class Database:
+    """The daemon's database handle: ``await db.write(fn, *args)`` and ``await db.read(fn, *args)``.
+
+    *fn* is a plain synchronous function using the peewee models; it runs inside a transaction on a database
+    thread, and must return plain values (dicts, ints), not lazy queries. A cancelled caller does not undo a
+    write that has started.
+    """
+
+    def __init__(self, path: Path, readers: int = 2) -> None:
+        self.path = path
+        self._reader_count = readers
+        self._db: pw.SqliteDatabase | None = None
+        self._writer: _DbThread | None = None
+        self._readers: list[_DbThread] = []
+        self._next_reader = 0
+        self._write_slots: asyncio.Semaphore | None = None
+        self._read_slots: asyncio.Semaphore | None = None
+
+    async def __aenter__(self) -> Database:
+        loop = asyncio.get_running_loop()
+        # Migration may take a while on a big database: do it on a thread, before the threads start.
+        self._db = await loop.run_in_executor(None, self._open)
+        self._writer = _DbThread(self._db, "db-writer", "IMMEDIATE")
+        self._readers = [_DbThread(self._db, f"db-reader-{i}", None) for i in range(self._reader_count)]
+        for thread in (self._writer, *self._readers):
+            thread.start()
+        self._write_slots = asyncio.Semaphore(MAX_PENDING)
+        self._read_slots = asyncio.Semaphore(MAX_PENDING)
+        log.info("database %s open (schema %d)", self.path, migrations.LATEST)
+        return self
+
+    def _open(self) -> pw.SqliteDatabase:
+        db = open_sqlite(self.path)
+        db.close()  # this executor thread's connection; the database threads open their own
+        return db
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        threads = [t for t in (self._writer, *self._readers) if t is not None]
+        for thread in threads:
+            thread.jobs.put(None)
+        loop = asyncio.get_running_loop()
+        for thread in threads:
+            await loop.run_in_executor(None, thread.join)
+        log.info("database closed")
+
+    async def _submit(self, thread: _DbThread, slots: asyncio.Semaphore, fn: Callable[..., T], args: tuple) -> T:
+        loop = asyncio.get_running_loop()
+        async with slots:
+            future: asyncio.Future[T] = loop.create_future()
+            thread.jobs.put((fn, args, future, loop))
+            return await future
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run *fn(*args)* in one write transaction on the writer thread."""
+        assert self._writer is not None and self._write_slots is not None, "database not open"
+        return await self._submit(self._writer, self._write_slots, fn, args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run *fn(*args)* in a read transaction (a consistent snapshot) on a reader thread."""
+        assert self._readers and self._read_slots is not None, "database not open"
+        self._next_reader = (self._next_reader + 1) % len(self._readers)
+        return await self._submit(self._readers[self._next_reader], self._read_slots, fn, args)
+
+    async def ping(self) -> float:
+        """Round trip through the writer thread, in seconds: proof for the watchdog that writes still flow."""
+        started = time.monotonic()
+        await self.write(_select_one)
+        return time.monotonic() - started
+
+
+def _select_one() -> None:
+    MODELS[0]._meta.database.execute_sql("SELECT 1")

@@ -1,0 +1,258 @@
+"""Alarm events in the database: recording an ingested mail, listing, status changes, and the Event JSON shape.
+
+Every function here is synchronous and runs on a database thread (see :class:`vmond.store.db.Database`);
+they return plain dicts, ready for JSON, so nothing lazy crosses back to the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import peewee as pw
+
+from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, utcnow
+
+STATUSES = ("active", "dismissed", "alarmed")
+MAX_IMAGES_PER_EVENT = 100  # a camera stuck in a mail loop must not grow one event without end
+
+
+class EventNotFound(LookupError):
+    pass
+
+
+class StatusConflict(ValueError):
+    """The event is not in a state that allows the change (e.g. dismissing an event that became an alarm)."""
+
+
+@dataclass(frozen=True)
+class MediaRecord:
+    kind: str  # image | video | raw
+    path: str
+    content_type: str
+    sha256: str
+    bytes: int
+    thumb_path: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class IngestRecord:
+    """One accepted mail for one camera, parsed and with its media already on disk."""
+
+    ingest_key: str
+    local_part: str
+    received_at: datetime
+    event_time: datetime
+    event_type: str
+    subject: str = ""
+    body_excerpt: str = ""
+    channel: str | None = None
+    vendor: str | None = None
+    is_test: bool = False
+    flags: tuple[str, ...] = ()
+    peer: str = ""
+    mail_from: str = ""
+    recipient: str = ""
+    message_id: str | None = None
+    size: int = 0
+    defects: tuple[str, ...] = ()
+    media: tuple[MediaRecord, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    event: dict[str, Any]
+    created: bool  # False: the mail extended an open event, or was already recorded (replay)
+    replayed: bool = False
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | None, media: list[Media],
+                domain: str) -> dict[str, Any]:
+    images = [m for m in media if m.kind == "image"]
+    video = next((m for m in media if m.kind == "video"), None)
+    return {
+        "id": event.id,
+        "camera": None if camera is None else {
+            "id": camera.id,
+            "name": camera.name,
+            "smtp_address": f"{camera.smtp_local_part}@{domain}",
+        },
+        "account": None if account is None else {"id": account.id, "name": account.name},
+        "received_at": _iso(event.received_at),
+        "updated_at": _iso(event.updated_at),
+        "event_time": _iso(event.event_time),
+        "event_type": event.event_type,
+        "subject": event.subject,
+        "channel": event.channel,
+        "vendor": event.vendor,
+        "status": event.status,
+        "is_test": event.is_test,
+        "flags": list(event.flags or []),
+        "mail_count": event.mail_count,
+        "images": [
+            {
+                "id": m.id,
+                "url": f"/media/{m.id}",
+                "thumbnail_url": f"/media/{m.id}/thumbnail",
+                "width": m.width,
+                "height": m.height,
+            }
+            for m in sorted(images, key=lambda m: m.position)
+        ],
+        "video": {
+            "state": event.video_state,
+            "url": f"/media/{video.id}" if video is not None and event.video_state == "ready" else None,
+        },
+    }
+
+
+def _serialize(events: list[AlarmEvent], domain: str) -> list[dict[str, Any]]:
+    """Event dicts for *events* (already joined with camera and account), media fetched in one query."""
+    if not events:
+        return []
+    by_event: dict[int, list[Media]] = {e.id: [] for e in events}
+    for m in Media.select().where(Media.event.in_(list(by_event)), Media.kind != "raw"):
+        by_event[m.event_id].append(m)
+    result = []
+    for e in events:
+        camera = e.camera if e.camera_id is not None else None
+        account = camera.account if camera is not None else None
+        result.append(_event_dict(e, camera, account, by_event[e.id], domain))
+    return result
+
+
+def _event_query() -> pw.ModelSelect:
+    return (AlarmEvent.select(AlarmEvent, Camera, Account)
+            .join(Camera, pw.JOIN.LEFT_OUTER)
+            .join(Account, pw.JOIN.LEFT_OUTER))
+
+
+def list_events(domain: str, status: str = "active", limit: int = 100, include_tests: bool = False
+                ) -> list[dict[str, Any]]:
+    """Events newest first; *status* is one of :data:`STATUSES` or ``all``."""
+    query = _event_query()
+    if status != "all":
+        query = query.where(AlarmEvent.status == status)
+    if not include_tests:
+        query = query.where(AlarmEvent.is_test == False)  # noqa: E712 - peewee expression
+    events = list(query.order_by(AlarmEvent.received_at.desc(), AlarmEvent.id.desc()).limit(limit))
+    return _serialize(events, domain)
+
+
+def get_event(domain: str, event_id: int) -> dict[str, Any]:
+    event = _event_query().where(AlarmEvent.id == event_id).first()
+    if event is None:
+        raise EventNotFound(event_id)
+    return _serialize([event], domain)[0]
+
+
+def _coalesce_target(camera: Camera, record: IngestRecord, window: float) -> AlarmEvent | None:
+    if window <= 0 or record.is_test:
+        return None
+    cutoff = record.received_at - timedelta(seconds=window)
+    return (AlarmEvent.select()
+            .join(Mail)
+            .where(AlarmEvent.camera == camera, AlarmEvent.status == "active", AlarmEvent.is_test == False,  # noqa: E712
+                   Mail.received_at >= cutoff)
+            .order_by(AlarmEvent.id.desc())
+            .first())
+
+
+def record_mail(domain: str, record: IngestRecord, coalesce_window: float) -> IngestResult:
+    """Store one mail: a new event, or more images on the camera's open event within the coalescing window.
+
+    Idempotent by ``record.ingest_key``: replaying a spool file that was already committed changes nothing.
+    """
+    existing = Mail.get_or_none(Mail.ingest_key == record.ingest_key)
+    if existing is not None:
+        return IngestResult(get_event(domain, existing.event_id), created=False, replayed=True)
+
+    camera = Camera.get_or_none(Camera.smtp_local_part == record.local_part)
+    flags = list(record.flags)
+    if camera is None:
+        flags.append("unknown_camera")  # the camera was removed between RCPT and now; keep the alarm anyway
+    event = _coalesce_target(camera, record, coalesce_window) if camera is not None else None
+    now = utcnow()
+    created = event is None
+    if created:
+        event = AlarmEvent.create(
+            camera=camera,
+            received_at=record.received_at,
+            updated_at=now,
+            event_time=record.event_time,
+            event_type=record.event_type,
+            subject=record.subject,
+            body_excerpt=record.body_excerpt,
+            channel=record.channel,
+            vendor=record.vendor,
+            is_test=record.is_test,
+            flags=sorted(set(flags)),
+        )
+        position = 0
+    else:
+        event.mail_count += 1
+        event.updated_at = now
+        event.flags = sorted(set(event.flags or []) | set(flags))
+        event.save()
+        position = Media.select().where(Media.event == event).count()
+
+    mail = Mail.create(
+        ingest_key=record.ingest_key,
+        event=event,
+        received_at=record.received_at,
+        peer=record.peer,
+        mail_from=record.mail_from,
+        recipient=record.recipient,
+        message_id=record.message_id,
+        subject=record.subject,
+        size=record.size,
+        defects=list(record.defects),
+    )
+    for item in record.media:
+        if item.kind == "image" and position >= MAX_IMAGES_PER_EVENT:
+            continue
+        Media.create(event=event, mail=mail, kind=item.kind, position=position, path=item.path,
+                     thumb_path=item.thumb_path, content_type=item.content_type, sha256=item.sha256,
+                     width=item.width, height=item.height, bytes=item.bytes)
+        position += 1
+    if camera is not None:
+        camera.last_mail_at = record.received_at
+        if record.is_test:
+            camera.test_mail_at = record.received_at
+        camera.save()
+    return IngestResult(get_event(domain, event.id), created=created)
+
+
+def set_status(domain: str, event_id: int, status: str, user_id: int | None) -> tuple[dict[str, Any], bool]:
+    """Move an event to *status*; returns the event and whether anything changed (repeating it is harmless)."""
+    event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
+    if event is None:
+        raise EventNotFound(event_id)
+    if event.status == status:
+        return get_event(domain, event_id), False
+    if event.status == "alarmed":
+        raise StatusConflict(f"event {event_id} is an alarm; work it on the alarm page")
+    previous = event.status
+    event.status = status
+    event.status_changed_by = user_id
+    event.status_changed_at = event.updated_at = utcnow()
+    event.save()
+    AuditEntry.create(user=user_id, action=f"event.{status}", target_type="event", target_id=event_id,
+                      detail={"from": previous, "to": status})
+    return get_event(domain, event_id), True
+
+
+def media_for_download(media_id: int) -> dict[str, Any] | None:
+    """Path and type of a media file (the web layer checks the caller's rights before serving it)."""
+    media = Media.get_or_none(Media.id == media_id)
+    if media is None:
+        return None
+    return {"id": media.id, "event_id": media.event_id, "kind": media.kind, "path": media.path,
+            "thumb_path": media.thumb_path, "content_type": media.content_type}

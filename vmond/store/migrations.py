@@ -1,0 +1,260 @@
+"""Numbered schema migrations, tracked in SQLite's ``PRAGMA user_version``.
+
+Each migration is frozen SQL: it must create exactly what the models of its day described, whatever the models
+say now, so that every database walks the same path. Add a migration for every model change; never edit one
+that has shipped. A test compares the migrated schema with the models.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SCHEMA_1 = """
+CREATE TABLE "user" (
+    "id" INTEGER NOT NULL PRIMARY KEY,
+    "username" VARCHAR(255) NOT NULL,
+    "password_hash" VARCHAR(255) NOT NULL,
+    "role" VARCHAR(255) NOT NULL,
+    "active" INTEGER NOT NULL,
+    "created_at" TEXT NOT NULL
+);
+CREATE UNIQUE INDEX "user_username" ON "user" ("username");
+
+CREATE TABLE "session" (
+    "id" INTEGER NOT NULL PRIMARY KEY,
+    "token_hash" VARCHAR(255) NOT NULL,
+    "user_id" INTEGER NOT NULL,
+    "kind" VARCHAR(255) NOT NULL,
+    "csrf_token" VARCHAR(255),
+    "created_at" TEXT NOT NULL,
+    "expires_at" TEXT NOT NULL,
+    "peer" VARCHAR(255),
+    FOREIGN KEY ("user_id") REFERENCES "user" ("id") ON DELETE CASCADE
+);
+CREATE UNIQUE INDEX "session_token_hash" ON "session" ("token_hash");
+CREATE INDEX "session_user_id" ON "session" ("user_id");
+CREATE INDEX "session_expires_at" ON "session" ("expires_at");
+
+CREATE TABLE "account" (
+    "id" INTEGER NOT NULL PRIMARY KEY,
+    "name" VARCHAR(255) NOT NULL,
+    "address" TEXT NOT NULL,
+    "notes" TEXT NOT NULL,
+    "armed" INTEGER NOT NULL,
+    "from_config" INTEGER NOT NULL,
+    "created_at" TEXT NOT NULL,
+    "updated_at" TEXT NOT NULL
+);
+
+CREATE TABLE "contact" (
+    "id" INTEGER NOT NULL PRIMARY KEY,
+    "account_id" INTEGER NOT NULL,
+    "name" VARCHAR(255) NOT NULL,
+    "phone" VARCHAR(255),
+    "email" VARCHAR(255),
+    "role" VARCHAR(255),
+    "priority" INTEGER NOT NULL,
+    FOREIGN KEY ("account_id") REFERENCES "account" ("id") ON DELETE CASCADE
+);
+CREATE INDEX "contact_account_id" ON "contact" ("account_id");
+
+CREATE TABLE "camera" (
+    "id" INTEGER NOT NULL PRIMARY KEY,
+    "account_id" INTEGER NOT NULL,
+    "name" VARCHAR(255) NOT NULL,
+    "smtp_local_part" VARCHAR(255) NOT NULL,
+    "smtp_password_hash" VARCHAR(255),
+    "rtsp_url" TEXT,
+    "vendor_hint" VARCHAR(255),
+    "active" INTEGER NOT NULL,
+    "from_config" INTEGER NOT NULL,
+    "created_at" TEXT NOT NULL,
+    "last_mail_at" TEXT,
+    "test_mail_at" TEXT,
+    "last_refusal" TEXT,
+    FOREIGN KEY ("account_id") REFERENCES "account" ("id") ON DELETE RESTRICT
+);
+CREATE INDEX "camera_account_id" ON "camera" ("account_id");
+CREATE UNIQUE INDEX "camera_smtp_local_part" ON "camera" ("smtp_local_part");
+
+CREATE TABLE "alarm_event" (
+    "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "camera_id" INTEGER,
+    "received_at" TEXT NOT NULL,
+    "updated_at" TEXT NOT NULL,
+    "event_time" TEXT NOT NULL,
+    "event_type" VARCHAR(255) NOT NULL,
+    "subject" TEXT NOT NULL,
+    "body_excerpt" TEXT NOT NULL,
+    "channel" VARCHAR(255),
+    "vendor" VARCHAR(255),
+    "status" VARCHAR(255) NOT NULL,
+    "is_test" INTEGER NOT NULL,
+    "flags" TEXT NOT NULL,
+    "mail_count" INTEGER NOT NULL,
+    "video_state" VARCHAR(255) NOT NULL,
+    "status_changed_by_id" INTEGER,
+    "status_changed_at" TEXT,
+    FOREIGN KEY ("camera_id") REFERENCES "camera" ("id") ON DELETE RESTRICT,
+    FOREIGN KEY ("status_changed_by_id") REFERENCES "user" ("id") ON DELETE SET NULL
+);
+CREATE INDEX "alarm_event_camera_id" ON "alarm_event" ("camera_id");
+CREATE INDEX "alarm_event_received_at" ON "alarm_event" ("received_at");
+CREATE INDEX "alarm_event_status" ON "alarm_event" ("status");
+CREATE INDEX "alarm_event_status_changed_by_id" ON "alarm_event" ("status_changed_by_id");
+
+CREATE TABLE "mail" (
+    "id" INTEGER NOT NULL PRIMARY KEY,
+    "ingest_key" VARCHAR(255) NOT NULL,
+    "event_id" INTEGER NOT NULL,
+    "received_at" TEXT NOT NULL,
+    "peer" VARCHAR(255) NOT NULL,
+    "mail_from" TEXT NOT NULL,
+    "recipient" TEXT NOT NULL,
+    "message_id" TEXT,
+    "subject" TEXT NOT NULL,
+    "size" INTEGER NOT NULL,
+    "defects" TEXT NOT NULL,
+    FOREIGN KEY ("event_id") REFERENCES "alarm_event" ("id") ON DELETE CASCADE
+);
+CREATE UNIQUE INDEX "mail_ingest_key" ON "mail" ("ingest_key");
+CREATE INDEX "mail_event_id" ON "mail" ("event_id");
+
+CREATE TABLE "media" (
+    "id" INTEGER NOT NULL PRIMARY KEY,
+    "event_id" INTEGER NOT NULL,
+    "mail_id" INTEGER,
+    "kind" VARCHAR(255) NOT NULL,
+    "position" INTEGER NOT NULL,
+    "path" TEXT NOT NULL,
+    "thumb_path" TEXT,
+    "content_type" VARCHAR(255) NOT NULL,
+    "sha256" VARCHAR(255) NOT NULL,
+    "width" INTEGER,
+    "height" INTEGER,
+    "bytes" INTEGER NOT NULL,
+    "created_at" TEXT NOT NULL,
+    FOREIGN KEY ("event_id") REFERENCES "alarm_event" ("id") ON DELETE CASCADE,
+    FOREIGN KEY ("mail_id") REFERENCES "mail" ("id") ON DELETE SET NULL
+);
+CREATE INDEX "media_event_id" ON "media" ("event_id");
+CREATE INDEX "media_mail_id" ON "media" ("mail_id");
+
+CREATE TABLE "alarm" (
+    "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "event_id" INTEGER NOT NULL,
+    "opened_by_id" INTEGER,
+    "opened_at" TEXT NOT NULL,
+    "state" VARCHAR(255) NOT NULL,
+    "resolved_by_id" INTEGER,
+    "resolved_at" TEXT,
+    "resolution" TEXT,
+    FOREIGN KEY ("event_id") REFERENCES "alarm_event" ("id") ON DELETE RESTRICT,
+    FOREIGN KEY ("opened_by_id") REFERENCES "user" ("id") ON DELETE SET NULL,
+    FOREIGN KEY ("resolved_by_id") REFERENCES "user" ("id") ON DELETE SET NULL
+);
+CREATE UNIQUE INDEX "alarm_event_id" ON "alarm" ("event_id");
+CREATE INDEX "alarm_opened_by_id" ON "alarm" ("opened_by_id");
+CREATE INDEX "alarm_state" ON "alarm" ("state");
+CREATE INDEX "alarm_resolved_by_id" ON "alarm" ("resolved_by_id");
+
+CREATE TABLE "alarm_note" (
+    "id" INTEGER NOT NULL PRIMARY KEY,
+    "alarm_id" INTEGER NOT NULL,
+    "author_id" INTEGER,
+    "created_at" TEXT NOT NULL,
+    "text" TEXT NOT NULL,
+    FOREIGN KEY ("alarm_id") REFERENCES "alarm" ("id") ON DELETE CASCADE,
+    FOREIGN KEY ("author_id") REFERENCES "user" ("id") ON DELETE SET NULL
+);
+CREATE INDEX "alarm_note_alarm_id" ON "alarm_note" ("alarm_id");
+CREATE INDEX "alarm_note_author_id" ON "alarm_note" ("author_id");
+
+CREATE TABLE "audit_entry" (
+    "id" INTEGER NOT NULL PRIMARY KEY,
+    "at" TEXT NOT NULL,
+    "user_id" INTEGER,
+    "action" VARCHAR(255) NOT NULL,
+    "target_type" VARCHAR(255) NOT NULL,
+    "target_id" INTEGER,
+    "detail" TEXT NOT NULL,
+    FOREIGN KEY ("user_id") REFERENCES "user" ("id") ON DELETE SET NULL
+);
+CREATE INDEX "audit_entry_at" ON "audit_entry" ("at");
+CREATE INDEX "audit_entry_user_id" ON "audit_entry" ("user_id");
+
+CREATE TABLE "outbox_message" (
+    "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "topic" TEXT NOT NULL,
+    "payload" BLOB NOT NULL,
+    "qos" INTEGER NOT NULL,
+    "retain" INTEGER NOT NULL,
+    "created_at" TEXT NOT NULL,
+    "attempts" INTEGER NOT NULL
+);
+
+CREATE TABLE "smtp_refusal" (
+    "id" INTEGER NOT NULL PRIMARY KEY,
+    "at" TEXT NOT NULL,
+    "peer" VARCHAR(255) NOT NULL,
+    "mail_from" TEXT NOT NULL,
+    "recipient" TEXT NOT NULL,
+    "reply" TEXT NOT NULL
+);
+CREATE INDEX "smtp_refusal_at" ON "smtp_refusal" ("at");
+
+"""
+
+
+def _apply_script(conn: sqlite3.Connection, script: str) -> None:
+    # executescript() would commit on its own; run statement by statement inside our transaction instead.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    lambda conn: _apply_script(conn, SCHEMA_1),
+]
+LATEST = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, db_path: Path | None) -> int:
+    """Bring the database to :data:`LATEST`, one transaction per step; returns the version it started at.
+
+    An existing database is copied next to itself (``<name>.v<N>.bak``) before its first migration, so an
+    installer can roll back a failed upgrade.
+    """
+    start = schema_version(conn)
+    if start > LATEST:
+        raise RuntimeError(
+            f"database schema version {start} is newer than this vmond understands ({LATEST}); "
+            "refusing to touch it (was vmond downgraded?)"
+        )
+    if 0 < start < LATEST and db_path is not None:
+        backup = db_path.with_name(f"{db_path.name}.v{start}.bak")
+        log.warning("migrating database from schema %d to %d; backup in %s", start, LATEST, backup)
+        with sqlite3.connect(backup) as copy:
+            conn.backup(copy)
+        copy.close()
+    for version in range(start, LATEST):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version](conn)
+            # PRAGMA does not take parameters; the value is our own integer.
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        log.info("database schema now at version %d", version + 1)
+    return start

@@ -1,0 +1,215 @@
+"""The data model: peewee models for users, accounts, cameras, events, media, alarms and the MQTT outbox.
+
+The models are not bound to a database here: :class:`vmond.store.db.Database` binds them when it opens the file.
+The schema itself is created by the numbered migrations in :mod:`vmond.store.migrations`, never by
+``create_tables``, so that an old database is always brought forward the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import peewee as pw
+
+_UTC_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC (the only kind of datetime the store keeps)."""
+    return datetime.now(UTC)
+
+
+class UtcDateTimeField(pw.TextField):
+    """A point in time stored as fixed-width ISO 8601 UTC text, so that text order is time order."""
+
+    field_type = "TEXT"
+
+    def db_value(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC field")
+        return value.astimezone(UTC).strftime(_UTC_FORMAT)
+
+    def python_value(self, value: str | None) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.strptime(value, _UTC_FORMAT).replace(tzinfo=UTC)
+
+
+class JSONField(pw.TextField):
+    """JSON text; playhouse's JSON fields differ between peewee 3.14 and 4, so keep our own."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        legacy_table_names = False
+
+
+class User(BaseModel):
+    username = pw.CharField(unique=True)
+    password_hash = pw.CharField()
+    role = pw.CharField()  # admin | supervisor | guard
+    active = pw.BooleanField(default=True)
+    created_at = UtcDateTimeField(default=utcnow)
+
+
+class Session(BaseModel):
+    token_hash = pw.CharField(unique=True)
+    user = pw.ForeignKeyField(User, backref="sessions", on_delete="CASCADE")
+    kind = pw.CharField()  # web | api
+    csrf_token = pw.CharField(null=True)
+    created_at = UtcDateTimeField(default=utcnow)
+    expires_at = UtcDateTimeField(index=True)
+    peer = pw.CharField(null=True)
+
+
+class Account(BaseModel):
+    name = pw.CharField()
+    address = pw.TextField(default="")
+    notes = pw.TextField(default="")
+    armed = pw.BooleanField(default=True)
+    from_config = pw.BooleanField(default=False)  # declared in the YAML: read-only in the UI
+    created_at = UtcDateTimeField(default=utcnow)
+    updated_at = UtcDateTimeField(default=utcnow)
+
+
+class Contact(BaseModel):
+    account = pw.ForeignKeyField(Account, backref="contacts", on_delete="CASCADE")
+    name = pw.CharField()
+    phone = pw.CharField(null=True)
+    email = pw.CharField(null=True)
+    role = pw.CharField(null=True)
+    priority = pw.IntegerField(default=1)
+
+
+class Camera(BaseModel):
+    account = pw.ForeignKeyField(Account, backref="cameras", on_delete="RESTRICT")
+    name = pw.CharField()
+    smtp_local_part = pw.CharField(unique=True)
+    smtp_password_hash = pw.CharField(null=True)
+    rtsp_url = pw.TextField(null=True)
+    vendor_hint = pw.CharField(null=True)
+    active = pw.BooleanField(default=True)  # retired cameras keep their events but refuse mail
+    from_config = pw.BooleanField(default=False)
+    created_at = UtcDateTimeField(default=utcnow)
+    last_mail_at = UtcDateTimeField(null=True)
+    test_mail_at = UtcDateTimeField(null=True)
+    last_refusal = pw.TextField(null=True)
+
+
+class AlarmEvent(BaseModel):
+    camera = pw.ForeignKeyField(Camera, backref="events", null=True, on_delete="RESTRICT")
+    received_at = UtcDateTimeField(index=True)
+    updated_at = UtcDateTimeField()
+    event_time = UtcDateTimeField()
+    event_type = pw.CharField()
+    subject = pw.TextField(default="")
+    body_excerpt = pw.TextField(default="")
+    channel = pw.CharField(null=True)
+    vendor = pw.CharField(null=True)
+    status = pw.CharField(default="active", index=True)  # active | dismissed | alarmed
+    is_test = pw.BooleanField(default=False)
+    flags = JSONField(default=list)
+    mail_count = pw.IntegerField(default=1)
+    video_state = pw.CharField(default="none")  # none | pending | ready | failed
+    status_changed_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    status_changed_at = UtcDateTimeField(null=True)
+
+
+class Mail(BaseModel):
+    """One accepted message for one recipient camera; ``ingest_key`` makes replaying the spool idempotent."""
+
+    ingest_key = pw.CharField(unique=True)
+    event = pw.ForeignKeyField(AlarmEvent, backref="mails", on_delete="CASCADE")
+    received_at = UtcDateTimeField()
+    peer = pw.CharField(default="")
+    mail_from = pw.TextField(default="")
+    recipient = pw.TextField(default="")
+    message_id = pw.TextField(null=True)
+    subject = pw.TextField(default="")
+    size = pw.IntegerField(default=0)
+    defects = JSONField(default=list)
+
+
+class Media(BaseModel):
+    event = pw.ForeignKeyField(AlarmEvent, backref="media", on_delete="CASCADE")
+    mail = pw.ForeignKeyField(Mail, null=True, on_delete="SET NULL")
+    kind = pw.CharField()  # image | video | raw
+    position = pw.IntegerField(default=0)
+    path = pw.TextField()  # relative to the media directory
+    thumb_path = pw.TextField(null=True)
+    content_type = pw.CharField()
+    sha256 = pw.CharField()
+    width = pw.IntegerField(null=True)
+    height = pw.IntegerField(null=True)
+    bytes = pw.IntegerField()
+    created_at = UtcDateTimeField(default=utcnow)
+
+
+class Alarm(BaseModel):
+    event = pw.ForeignKeyField(AlarmEvent, backref="alarms", unique=True, on_delete="RESTRICT")
+    opened_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    opened_at = UtcDateTimeField(default=utcnow)
+    state = pw.CharField(default="open", index=True)  # open | acknowledged | resolved
+    resolved_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    resolved_at = UtcDateTimeField(null=True)
+    resolution = pw.TextField(null=True)
+
+
+class AlarmNote(BaseModel):
+    alarm = pw.ForeignKeyField(Alarm, backref="notes", on_delete="CASCADE")
+    author = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    created_at = UtcDateTimeField(default=utcnow)
+    text = pw.TextField()
+
+
+class AuditEntry(BaseModel):
+    at = UtcDateTimeField(default=utcnow, index=True)
+    user = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    action = pw.CharField()
+    target_type = pw.CharField()
+    target_id = pw.IntegerField(null=True)
+    detail = JSONField(default=dict)
+
+
+class OutboxMessage(BaseModel):
+    topic = pw.TextField()
+    payload = pw.BlobField()
+    qos = pw.IntegerField(default=1)
+    retain = pw.BooleanField(default=False)
+    created_at = UtcDateTimeField(default=utcnow)
+    attempts = pw.IntegerField(default=0)
+
+
+class SmtpRefusal(BaseModel):
+    at = UtcDateTimeField(default=utcnow, index=True)
+    peer = pw.CharField(default="")
+    mail_from = pw.TextField(default="")
+    recipient = pw.TextField(default="")
+    reply = pw.TextField()
+
+
+MODELS: tuple[type[BaseModel], ...] = (
+    User,
+    Session,
+    Account,
+    Contact,
+    Camera,
+    AlarmEvent,
+    Mail,
+    Media,
+    Alarm,
+    AlarmNote,
+    AuditEntry,
+    OutboxMessage,
+    SmtpRefusal,
+)

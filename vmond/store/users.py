@@ -1,0 +1,87 @@
+"""Users and their sessions (web cookies and API bearer tokens). Synchronous: run on a database thread."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from vmond.store.models import AuditEntry, Session, User, utcnow
+
+
+class UserExists(ValueError):
+    pass
+
+
+class UserNotFound(LookupError):
+    pass
+
+
+def user_dict(user: User) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username, "role": user.role, "active": user.active,
+            "created_at": user.created_at.isoformat()}
+
+
+def user_count() -> int:
+    return User.select().count()
+
+
+def create_user(username: str, password_hash: str, role: str, *, only_if_first: bool = False,
+                by_user_id: int | None = None) -> dict[str, Any] | None:
+    """Create a user; with *only_if_first*, only while no user exists (first-run setup) and None otherwise."""
+    if only_if_first and User.select().exists():
+        return None
+    if User.select().where(User.username == username).exists():
+        raise UserExists(username)
+    user = User.create(username=username, password_hash=password_hash, role=role)
+    AuditEntry.create(user=by_user_id or user.id, action="user.create", target_type="user", target_id=user.id,
+                      detail={"username": username, "role": role})
+    return user_dict(user)
+
+
+def set_password(username: str, password_hash: str) -> None:
+    user = User.get_or_none(User.username == username)
+    if user is None:
+        raise UserNotFound(username)
+    user.password_hash = password_hash
+    user.save()
+    # A changed password ends every session that knew the old one.
+    Session.delete().where(Session.user == user).execute()
+    AuditEntry.create(user=user.id, action="user.password", target_type="user", target_id=user.id, detail={})
+
+
+def credentials(username: str) -> dict[str, Any] | None:
+    """The user with its password hash, for a login check; None when unknown or inactive."""
+    user = User.get_or_none(User.username == username)
+    if user is None or not user.active:
+        return None
+    return {**user_dict(user), "password_hash": user.password_hash}
+
+
+def list_users() -> list[dict[str, Any]]:
+    return [user_dict(u) for u in User.select().order_by(User.username)]
+
+
+def create_session(user_id: int, kind: str, token_hash: str, expires_at: datetime, csrf_token: str | None,
+                   peer: str | None) -> None:
+    now = utcnow()
+    Session.delete().where(Session.expires_at < now).execute()
+    Session.create(token_hash=token_hash, user=user_id, kind=kind, csrf_token=csrf_token, expires_at=expires_at,
+                   peer=peer)
+    AuditEntry.create(user=user_id, action=f"session.{kind}", target_type="user", target_id=user_id,
+                      detail={"peer": peer})
+
+
+def session_principal(token_hash: str, kind: str) -> dict[str, Any] | None:
+    """The active user behind a session token of *kind*, or None (unknown, expired, or user disabled)."""
+    row = (Session.select(Session, User).join(User)
+           .where(Session.token_hash == token_hash, Session.kind == kind, Session.expires_at > utcnow(),
+                  User.active == True)  # noqa: E712 - peewee expression
+           .first())
+    if row is None:
+        return None
+    return {"user_id": row.user.id, "username": row.user.username, "role": row.user.role,
+            "csrf_token": row.csrf_token, "kind": kind, "expires_at": row.expires_at}
+
+
+def delete_session(token_hash: str) -> None:
+    Session.delete().where(Session.token_hash == token_hash).execute()

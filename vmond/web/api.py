@@ -1,0 +1,109 @@
+"""The JSON API under ``/api/``: health, events, and what the installer needs to see about SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from typing import Any
+
+from aiohttp import web
+
+import vmond
+from vmond.keys import BUS, CONFIG, DB, IO, SERVICES
+from vmond.store.events import STATUSES, EventNotFound, StatusConflict, get_event, list_events, set_status
+from vmond.store.refusals import list_refusals
+from vmond.web.security import json_error, principal, public, require
+
+MAX_LIMIT = 500
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be a whole number") from None
+    return max(low, min(high, value))
+
+
+def _event_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["event_id"])
+    except ValueError:
+        raise web.HTTPNotFound() from None
+
+
+@public
+async def health(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    config = request.app[CONFIG]
+    loop = asyncio.get_running_loop()
+    disk = await loop.run_in_executor(request.app[IO], shutil.disk_usage, services.spool.root)
+    spooled = await loop.run_in_executor(request.app[IO], services.spool.count_pending)
+    try:
+        db_latency = await asyncio.wait_for(services.db.ping(), timeout=5)
+        db_state: dict[str, Any] = {"ok": True, "write_latency_ms": round(db_latency * 1000, 1)}
+    except (TimeoutError, Exception) as exc:  # noqa: BLE001 - health reports, never raises
+        db_state = {"ok": False, "error": type(exc).__name__}
+    low_disk = disk.free < config.storage.min_free_space
+    status = "ok" if db_state["ok"] and not low_disk else "degraded"
+    body = {
+        "status": status,
+        "version": vmond.__version__,
+        "uptime_s": round(time.monotonic() - services.started_at, 1),
+        "site": {"id": config.site.id, "name": config.site.name},
+        "database": db_state,
+        "disk": {"free_bytes": disk.free, "total_bytes": disk.total, "min_free_bytes": config.storage.min_free_space,
+                 "low": low_disk},
+        "queues": {"spool_pending": spooled, "live_clients": services.bus.subscriber_count},
+        "smtp": {"listening": services.smtp is not None, "accepted": services.ingest.accepted,
+                 "recipients_refused": services.ingest.refused, "cameras": len(services.cameras)},
+        "pipeline": {"processed": services.pipeline.processed, "failed": services.pipeline.failed},
+        "mqtt": {"enabled": config.mqtt.enabled, "connected": False},
+    }
+    return web.json_response(body)
+
+
+@require("guard")
+async def events_list(request: web.Request) -> web.Response:
+    status = request.query.get("status", "active")
+    if status not in (*STATUSES, "all"):
+        return json_error(400, f"status must be one of {', '.join((*STATUSES, 'all'))}")
+    limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
+    include_tests = request.query.get("include_tests") in ("1", "true", "yes")
+    events = await request.app[DB].read(list_events, request.app[CONFIG].smtp.domain, status, limit, include_tests)
+    return web.json_response({"events": events})
+
+
+@require("guard")
+async def event_detail(request: web.Request) -> web.Response:
+    try:
+        event = await request.app[DB].read(get_event, request.app[CONFIG].smtp.domain, _event_id(request))
+    except EventNotFound:
+        return json_error(404, "no such event")
+    return web.json_response(event)
+
+
+@require("guard")
+async def event_dismiss(request: web.Request) -> web.Response:
+    who = principal(request)
+    assert who is not None
+    try:
+        event, changed = await request.app[DB].write(set_status, request.app[CONFIG].smtp.domain, _event_id(request),
+                                                     "dismissed", who["user_id"])
+    except EventNotFound:
+        return json_error(404, "no such event")
+    except StatusConflict as exc:
+        return json_error(409, str(exc))
+    if changed:
+        request.app[BUS].publish("event.dismissed", {**event, "by": who["username"]})
+    return web.json_response(event)
+
+
+@require("supervisor")
+async def smtp_refusals(request: web.Request) -> web.Response:
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    return web.json_response({"refusals": await request.app[DB].read(list_refusals, limit)})

@@ -1,0 +1,105 @@
+"""The web application factory and the HTTP listener that serves it."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from vmond import keys
+from vmond.web import api, login, pages, ws
+from vmond.web.login import LoginLimiter
+from vmond.web.paths import WebPaths, find_web_paths
+from vmond.web.security import authenticate, security_headers
+
+if TYPE_CHECKING:
+    from vmond.config import Config
+    from vmond.services import Services
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BODY = 1024 * 1024  # forms and JSON only; uploads are not a thing here
+_AIOHTTP_VERSION = tuple(int(part) for part in aiohttp.__version__.split(".")[:2])
+
+
+def create_app(config: Config, services: Services, web_paths: WebPaths | None = None) -> web.Application:
+    """The dashboard and API, wired to *services*; the daemon and the tests both build it here."""
+    paths = web_paths or find_web_paths()
+    app = web.Application(middlewares=[security_headers, authenticate], client_max_size=MAX_REQUEST_BODY)
+    app[keys.CONFIG] = config
+    app[keys.SERVICES] = services
+    app[keys.DB] = services.db
+    app[keys.BUS] = services.bus
+    app[keys.MEDIA] = services.media
+    app[keys.CAMERAS] = services.cameras
+    app[keys.IO] = services.io
+    app[keys.LOGIN_LIMITER] = LoginLimiter()
+    app[keys.WEB_PATHS] = paths
+    app[keys.WS_CLIENTS] = set()
+
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(str(paths.templates)),
+        autoescape=True,  # every template, whatever its file name
+    )
+
+    app.router.add_get("/", pages.home)
+    app.router.add_get("/login", login.login_page)
+    app.router.add_post("/login", login.login_submit)
+    app.router.add_post("/logout", login.logout)
+    app.router.add_get("/setup", login.setup_page)
+    app.router.add_post("/setup", login.setup_submit)
+    app.router.add_get("/media/{media_id}", pages.media_file)
+    app.router.add_get("/media/{media_id}/{variant:thumbnail}", pages.media_file)
+    app.router.add_get("/ws", ws.websocket)
+    app.router.add_get("/api/health", api.health)
+    app.router.add_post("/api/token", login.api_token)
+    app.router.add_get("/api/events", api.events_list)
+    app.router.add_get("/api/events/{event_id}", api.event_detail)
+    app.router.add_post("/api/events/{event_id}/dismiss", api.event_dismiss)
+    app.router.add_get("/api/smtp/refusals", api.smtp_refusals)
+    app.router.add_static("/static/", str(paths.static), name="static")
+    app.on_shutdown.append(ws.close_all)
+    return app
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    tls = config.web.tls
+    if tls.certificate is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.certificate), str(tls.key) if tls.key else None)
+    return context
+
+
+class WebServer:
+    """The HTTP(S) listener as an async context: bound on entry, graceful shutdown (WebSockets closed) on exit."""
+
+    def __init__(self, config: Config, app: web.Application) -> None:
+        self._config = config
+        self._app = app
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> WebServer:
+        options: dict[str, Any] = {"handle_signals": False, "access_log": logging.getLogger("vmond.access")}
+        if _AIOHTTP_VERSION >= (3, 9):
+            options["shutdown_timeout"] = 5.0  # seconds for requests in flight; older aiohttp takes it elsewhere
+        self._runner = web.AppRunner(self._app, **options)
+        await self._runner.setup()
+        host, port = self._config.web.listen
+        context = _ssl_context(self._config)
+        site = web.TCPSite(self._runner, host or None, port, ssl_context=context, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        log.info("dashboard on %s://%s:%d/", "https" if context else "http", host or "*", self.port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

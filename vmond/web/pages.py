@@ -1,0 +1,52 @@
+"""Server-rendered pages (the guard's wall) and media files served by id to signed-in users."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from vmond.keys import BUS, CONFIG, DB, IO, MEDIA
+from vmond.store.events import list_events, media_for_download
+from vmond.store.users import user_count
+from vmond.web.render import render
+from vmond.web.security import principal, public, require
+
+
+@public
+async def home(request: web.Request) -> web.StreamResponse:
+    if principal(request) is None:
+        first_run = await request.app[DB].read(user_count) == 0
+        raise web.HTTPSeeOther("/setup" if first_run else "/login")
+    return await wall(request)
+
+
+@require("guard")
+async def wall(request: web.Request) -> web.StreamResponse:
+    # Take the sequence number before reading: anything published in between is replayed over /ws (the page
+    # merges by event id), so nothing falls between the rendered list and the live stream.
+    seq = request.app[BUS].last_seq
+    events = await request.app[DB].read(list_events, request.app[CONFIG].smtp.domain, "active", 200)
+    return render("wall.html", request, {"events": events, "seq": seq})
+
+
+@require("guard")
+async def media_file(request: web.Request) -> web.StreamResponse:
+    try:
+        media_id = int(request.match_info["media_id"])
+    except ValueError:
+        raise web.HTTPNotFound() from None
+    media = await request.app[DB].read(media_for_download, media_id)
+    if media is None or media["kind"] == "raw":
+        raise web.HTTPNotFound()
+    thumbnail = request.match_info.get("variant") == "thumbnail"
+    relpath = media["thumb_path"] if thumbnail else media["path"]
+    if relpath is None:
+        raise web.HTTPNotFound()
+    path = request.app[MEDIA].resolve(relpath)
+    if not await asyncio.get_running_loop().run_in_executor(request.app[IO], path.is_file):
+        raise web.HTTPNotFound()  # removed by retention after the page was rendered
+    return web.FileResponse(path, headers={
+        "Content-Type": "image/jpeg" if thumbnail else media["content_type"],
+        "Cache-Control": "private, max-age=86400",  # media never change under an id
+    })

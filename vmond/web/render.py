@@ -1,0 +1,24 @@
+"""Rendering a page: the template's own context plus what every page needs (user, CSRF token, site)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+import vmond
+from vmond.keys import CONFIG, PRINCIPAL
+
+
+def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
+    # Not aiohttp_jinja2's context processors: their middleware stores under a plain string request key,
+    # which newer aiohttp warns about on every request.
+    who = request.get(PRINCIPAL)
+    base = {
+        "user": who,
+        "session_csrf": who.get("csrf_token") if who else None,
+        "version": vmond.__version__,
+        "site": request.app[CONFIG].site,
+    }
+    return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
