@@ -12,6 +12,7 @@ loss and the spool file that carried it may be deleted right after the commit re
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import threading
@@ -66,10 +67,10 @@ class _DbThread(threading.Thread):
         self._db.connect(reuse_if_open=True)
         try:
             while (job := self.jobs.get()) is not None:
-                fn, args, future, loop = job
+                call, future, loop = job
                 try:
                     with self._db.atomic(self._lock_type) if self._lock_type else self._db.atomic():
-                        result = fn(*args)
+                        result = call()
                 except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
                     loop.call_soon_threadsafe(_deliver, future, None, exc)
                 else:
@@ -133,23 +134,24 @@ class Database:
             await loop.run_in_executor(None, thread.join)
         log.info("database closed")
 
-    async def _submit(self, thread: _DbThread, slots: asyncio.Semaphore, fn: Callable[..., T], args: tuple) -> T:
+    async def _submit(self, thread: _DbThread, slots: asyncio.Semaphore, call: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         async with slots:
             future: asyncio.Future[T] = loop.create_future()
-            thread.jobs.put((fn, args, future, loop))
+            thread.jobs.put((call, future, loop))
             return await future
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run *fn(*args)* in one write transaction on the writer thread."""
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run *fn(*args, **kwargs)* in one write transaction on the writer thread."""
         assert self._writer is not None and self._write_slots is not None, "database not open"
-        return await self._submit(self._writer, self._write_slots, fn, args)
+        return await self._submit(self._writer, self._write_slots, functools.partial(fn, *args, **kwargs))
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run *fn(*args)* in a read transaction (a consistent snapshot) on a reader thread."""
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run *fn(*args, **kwargs)* in a read transaction (a consistent snapshot) on a reader thread."""
         assert self._readers and self._read_slots is not None, "database not open"
         self._next_reader = (self._next_reader + 1) % len(self._readers)
-        return await self._submit(self._readers[self._next_reader], self._read_slots, fn, args)
+        return await self._submit(self._readers[self._next_reader], self._read_slots,
+                                  functools.partial(fn, *args, **kwargs))
 
     async def ping(self) -> float:
         """Round trip through the writer thread, in seconds: proof for the watchdog that writes still flow."""

@@ -109,7 +109,7 @@ def _safe_next(target: str | None) -> str:
 
 def _render_form(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     token = request.cookies.get(PRECSRF_COOKIE) or secrets.token_urlsafe(24)
-    response = render(template, request, {"csrf_token": token, **context}, status=status)
+    response = render(request, template, {"csrf_token": token, **context}, status=status)
     response.set_cookie(PRECSRF_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure or None,
                         path="/")
     return response

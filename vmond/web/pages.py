@@ -27,7 +27,7 @@ async def wall(request: web.Request) -> web.StreamResponse:
     # merges by event id), so nothing falls between the rendered list and the live stream.
     seq = request.app[BUS].last_seq
     events = await request.app[DB].read(list_events, request.app[CONFIG].smtp.domain, "active", 200)
-    return render("wall.html", request, {"events": events, "seq": seq})
+    return render(request, "wall.html", {"events": events, "seq": seq})
 
 
 @require("guard")
