@@ -558,7 +558,8 @@ def test_fuzzed_samples_never_raise_anything_else() -> None:
                 )
             try:
                 parsed = parse_mail(bytes(data))
-            except MailParseError:
+            except MailParseError as exc:
+                assert exc.__cause__ is None, "an unforeseen exception was wrapped"
                 continue
             parsed_count += 1
             assert sum(len(a.data) for a in parsed.attachments) <= len(data)

@@ -368,9 +368,6 @@ def html_to_text(markup: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-_B64_ONLY = re.compile(rb"[A-Za-z0-9+/=\s]+")
-
-
 @dataclass
 class _Walk:
     """Accumulates what a depth-first walk over the MIME entities finds."""
@@ -398,7 +395,7 @@ class _Walk:
             self.defects.append("too_deep")
             return
         if ctype == "message/rfc822":  # e.g. an alarm forwarded by a person
-            inner_headers, inner_body = _split_headers(self.decode(headers, body, ctype), self.defects)
+            inner_headers, inner_body = _split_headers(self.decode(headers, body), self.defects)
             self.entity(inner_headers, inner_body, depth + 1)
             return
         try:
@@ -416,7 +413,7 @@ class _Walk:
             part_headers, part_body = _split_headers(part, self.defects)
             self.entity(part_headers, part_body, depth + 1)
 
-    def decode(self, headers: dict[str, bytes], body: bytes, ctype: str) -> bytes:
+    def decode(self, headers: dict[str, bytes], body: bytes) -> bytes:
         cte = _hstr(headers.get("content-transfer-encoding")).strip().strip("\"'").lower()
         try:
             if "base64" in cte:
@@ -437,17 +434,11 @@ class _Walk:
             return body
         if cte not in ("", "7bit", "8bit", "binary"):
             self.defects.append("unknown_cte")
-        if cte in ("", "7bit") and not ctype.startswith(("text/", "message/")):
-            # Some firmware forgets the CTE header on base64 snapshots.
-            head = body.lstrip()[:64]
-            if head and _B64_ONLY.fullmatch(body[:4096]) and sniff_type(_b64decode(head)):
-                self.defects.append("guessed_base64")
-                return _b64decode(body)
         return body
 
     def leaf(self, headers: dict[str, bytes], body: bytes, ctype: str) -> None:
         params = _params(headers)
-        data = self.decode(headers, body, ctype)
+        data = self.decode(headers, body)
         try:
             filename = _clean_filename(params.get_filename())
             disposition = params.get_content_disposition()

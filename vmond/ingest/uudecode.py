@@ -6,11 +6,11 @@ snapshots with ``Content-Transfer-Encoding: uuencode``; a few older devices put 
 module is gone from Python 3.13, and ``binascii.a2b_uu`` raises on the first
 odd line, so this module decodes line by line and repairs what it can.
 
-Repair policy: a line whose characters are out of range is decoded by hand
-(mapping every character modulo 64), and every line is padded or truncated to
-the byte count its length character declares.  Keeping each line at its
-declared length means one corrupt line damages only its own 45 bytes instead
-of shifting everything after it, which matters for JPEG snapshots.
+Repair policy: a line with out-of-range characters is decoded modulo 64 (as a
+hand decoder would), and every line is padded or truncated to the byte count
+its length character declares.  Keeping each line at its declared length means
+one corrupt line damages only its own 45 bytes instead of shifting everything
+after it, which matters for JPEG snapshots.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ _BEGIN = re.compile(rb"^begin[ \t]+([0-7]{3,4}(?=[ \t]))?[ \t]*([^\r\n]*)", re.M
 _END = re.compile(rb"^end[ \t]*\r?$", re.MULTILINE)
 # Longest sensible payload line: length char + 4 * ceil(63 / 3) chars (+ slack).
 _MAX_LINE = 200
+_FOLD = bytes(32 + ((b - 32) & 63) for b in range(256))
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,9 @@ def _decode_line(line: bytes) -> tuple[bytes, bool]:
         return out[:count], repaired
     except (binascii.Error, ValueError):
         pass
-    # Out-of-range characters: decode by hand, six bits per character.
-    bits = [(c - 32) & 63 for c in body] + [0] * (need - len(body))
-    out = bytearray()
-    for i in range(0, need, 4):
-        a, b, c, d = bits[i : i + 4]
-        out += bytes(((a << 2 | b >> 4) & 255, (b << 4 | c >> 2) & 255, (c << 6 | d) & 255))
-    return bytes(out[:count]), True
+    # Out-of-range characters: fold every byte into the alphabet (modulo 64, as
+    # a hand decoder would) and let a2b_uu decode the now-valid line.
+    return binascii.a2b_uu(line[: 1 + need].translate(_FOLD))[:count], True
 
 
 def decode_uu(data: bytes) -> tuple[bytes, int]:

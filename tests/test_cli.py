@@ -1,0 +1,121 @@
+"""The ``vmond`` command as an installer uses it: check-config, users, TLS fingerprint, send-test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD, Daemon, write_config
+
+from vmond import auth
+from vmond.store.db import open_sqlite
+from vmond.store.models import Session, utcnow
+from vmond.store.users import credentials
+
+
+def vmond(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmond", *args], input=stdin, capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_check_config_ok_prints_a_summary(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    result = vmond("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{config}: ok: site test-site, 1 account(s), 2 camera(s)")
+    assert len(result.stdout.splitlines()) == 1
+
+
+def test_check_config_reports_every_problem_with_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site:\n  id: Not Valid\nsmpt:\n  listen: x\nweb:\n  listen: \"127.0.0.1:99999\"\n")
+    result = vmond("check-config", "--config", str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert any(line.startswith(f"{bad}:2: site.id: ") for line in lines), lines
+    assert any(line.startswith(f"{bad}:3: smpt: ") and "did you mean `smtp`" in line for line in lines), lines
+    assert any(line.startswith(f"{bad}:6: web.listen: ") for line in lines), lines
+    assert result.stdout == ""
+
+
+def test_config_comes_from_the_environment_then_the_default(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    result = vmond("check-config", env={"VMOND_CONFIG": str(config), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0 and str(config) in result.stdout
+    missing = vmond("check-config", "--config", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "nope.yaml" in missing.stderr
+
+
+def test_config_option_before_or_after_the_subcommand(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    assert vmond("--config", str(config), "check-config").returncode == 0
+    assert vmond("check-config", "-c", str(config)).returncode == 0
+
+
+def test_user_add_and_passwd(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    created = vmond("user", "add", "alice", "--role", "supervisor", "--password-stdin", "--config", str(config),
+                    stdin=f"{PASSWORD}\n")
+    assert created.returncode == 0, created.stderr
+    again = vmond("user", "add", "alice", "--role", "guard", "--password-stdin", "--config", str(config),
+                  stdin=f"{PASSWORD}\n")
+    assert again.returncode != 0 and "exists already" in again.stderr
+    weak = vmond("user", "add", "bob", "--role", "guard", "--password-stdin", "--config", str(config), stdin="abc\n")
+    assert weak.returncode != 0 and "too weak" in weak.stderr
+    db = open_sqlite(tmp_path / "data" / "vmond.db")
+    try:
+        user = credentials("alice")
+        assert user is not None and user["role"] == "supervisor"
+        assert auth.verify_password(PASSWORD, user["password_hash"])
+        Session.create(token_hash="x", user=user["id"], kind="web", expires_at=utcnow() + timedelta(hours=1))
+    finally:
+        db.close()
+    changed = vmond("user", "passwd", "alice", "--password-stdin", "--config", str(config),
+                    stdin="another good password\n")
+    assert changed.returncode == 0, changed.stderr
+    db = open_sqlite(tmp_path / "data" / "vmond.db")
+    try:
+        user = credentials("alice")
+        assert user is not None and auth.verify_password("another good password", user["password_hash"])
+        assert Session.select().count() == 0  # the old password's sessions are gone
+    finally:
+        db.close()
+    unknown = vmond("user", "passwd", "nobody", "--password-stdin", "--config", str(config), stdin=f"{PASSWORD}\n")
+    assert unknown.returncode != 0 and "no user nobody" in unknown.stderr
+
+
+def test_tls_fingerprint_of_the_self_signed_certificate(tmp_path: Path) -> None:
+    from vmond.config import load_config
+    from vmond.tlscert import ensure_self_signed
+
+    config = write_config(tmp_path, web={"listen": "127.0.0.1:0", "tls": {"self_signed": True}})
+    missing = vmond("tls", "fingerprint", "--config", str(config))
+    assert missing.returncode != 0 and "no certificate" in missing.stderr
+    ensure_self_signed(load_config(config))
+    key = tmp_path / "data" / "tls" / "key.pem"
+    assert key.stat().st_mode & 0o077 == 0
+    result = vmond("tls", "fingerprint", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    openssl = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "data" / "tls" / "cert.pem"), "-noout",
+                              "-fingerprint", "-sha256"], capture_output=True, text=True, check=True)
+    assert openssl.stdout.strip().split("=", 1)[1] in result.stdout
+
+
+@pytest.mark.slow
+async def test_send_test_delivers_an_alarm(daemon: Daemon, tmp_path: Path) -> None:
+    import asyncio
+
+    config = daemon.config.source
+    assert config is not None
+    result = await asyncio.to_thread(vmond, "send-test", "--config", str(config),
+                                     "--server", f"127.0.0.1:{daemon.smtp_port}")
+    assert result.returncode == 0, result.stderr
+    await daemon.wait_idle()
+    await daemon.add_user()
+    status, body = await daemon.api("GET", "/api/events", await daemon.token())
+    (event,) = body["events"]
+    assert event["camera"]["smtp_address"] == "camera-front@monitor.local"
+    assert event["event_type"] == "Motion Detection" and len(event["images"]) == 1

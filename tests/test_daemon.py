@@ -1,0 +1,146 @@
+"""``vmond run`` as a real process: the systemd notify sequence, SIGTERM, and SIGKILL right after a 250."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD, send_data, write_config
+
+pytestmark = pytest.mark.slow
+
+
+class Notifications:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.seen: list[str] = []
+
+    def wait_for(self, prefix: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                message = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            self.seen.append(message)
+            if message.startswith(prefix) or f"\n{prefix}" in message:
+                return message
+        raise AssertionError(f"no {prefix!r} from vmond; saw {self.seen}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Vmond:
+    def __init__(self, config: Path, notify: Notifications, log: Path) -> None:
+        self.config = config
+        self.notify = notify
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.smtp_port = self.web_port = 0
+
+    def start(self, watchdog_usec: int | None = None) -> None:
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path)}
+        if watchdog_usec:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
+                                            env=env, stdout=log, stderr=subprocess.STDOUT)
+        ready = self.notify.wait_for("READY=1")
+        ports = re.search(r"SMTP on port (\d+), dashboard on port (\d+)", ready)
+        assert ports, ready
+        self.smtp_port, self.web_port = int(ports.group(1)), int(ports.group(2))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+
+    def token(self) -> str:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}/api/token", method="POST",
+                                         data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["access_token"]
+
+
+@pytest.fixture
+def vmond(tmp_path: Path) -> Iterator[Vmond]:
+    config = write_config(tmp_path)
+    subprocess.run([sys.executable, "-m", "vmond", "user", "add", "admin", "--role", "admin", "--password-stdin",
+                    "--config", str(config)], input=f"{PASSWORD}\n".encode(), check=True, capture_output=True)
+    notify = Notifications(tmp_path / "notify.sock")
+    daemon = Vmond(config, notify, tmp_path / "vmond.log")
+    yield daemon
+    if daemon.process is not None and daemon.process.poll() is None:
+        daemon.process.kill()
+        daemon.process.wait()
+    notify.close()
+
+
+def test_notify_sequence_ready_watchdog_stopping(vmond: Vmond) -> None:
+    vmond.start(watchdog_usec=1_000_000)
+    # READY means listening: both sockets answer at once.
+    with smtplib.SMTP("127.0.0.1", vmond.smtp_port, timeout=5) as client:
+        assert client.noop()[0] == 250
+    status, health = vmond.get("/api/health")
+    assert status == 200 and health["status"] == "ok"
+    vmond.notify.wait_for("WATCHDOG=1", timeout=5)
+    vmond.notify.wait_for("WATCHDOG=1", timeout=5)
+    idle = smtplib.SMTP("127.0.0.1", vmond.smtp_port, timeout=5)
+    idle.ehlo("camera")
+    assert vmond.stop(signal.SIGTERM) == 0
+    vmond.notify.wait_for("STOPPING=1", 1)
+    # An idle session is told why it is being closed, with a code that makes the camera retry.
+    code, text = idle.getreply()
+    assert code == 421, text
+    idle.close()
+    order = [m.split("\n")[0].split("=")[0] for m in vmond.notify.seen]
+    assert order[0] == "READY" and "STOPPING" in order and order.index("STOPPING") > order.index("WATCHDOG")
+
+
+def test_sigkill_right_after_250_loses_nothing_and_duplicates_nothing(vmond: Vmond, tmp_path: Path) -> None:
+    raw = (Path(__file__).parent / "data" / "camera-mail" / "hikvision-ipc-intrusion.eml").read_bytes()
+    vmond.start()
+    with smtplib.SMTP("127.0.0.1", vmond.smtp_port, timeout=10) as client:
+        client.ehlo("camera")
+        client.mail("cam@cam.lan")
+        client.rcpt("camera-front@monitor.local")
+        code, text = send_data(client, raw)
+        assert code == 250, text
+        vmond.stop(signal.SIGKILL)  # the instant the camera has its 250
+    vmond.start()
+    token = vmond.token()
+    deadline = time.monotonic() + 10
+    while True:
+        _, body = vmond.get("/api/events?status=all", token)
+        if body["events"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(body["events"]) == 1
+    assert len(body["events"][0]["images"]) == 3
+    assert not list((tmp_path / "data" / "spool" / "tmp").iterdir())
+    assert vmond.stop() == 0
