@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import time
@@ -16,35 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, send_data, write_config
+from conftest import PASSWORD, Notifications, send_data, write_config
 
 pytestmark = pytest.mark.slow
-
-
-class Notifications:
-    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.seen: list[str] = []
-
-    def wait_for(self, prefix: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                message = self.sock.recv(4096).decode()
-            except TimeoutError:
-                break
-            self.seen.append(message)
-            if message.startswith(prefix) or f"\n{prefix}" in message:
-                return message
-        raise AssertionError(f"no {prefix!r} from vmond; saw {self.seen}")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class Vmond:

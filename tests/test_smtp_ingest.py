@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import socket
+import ssl
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from conftest import EXPECTED, Daemon, sample
+from conftest import EXPECTED, Daemon, sample, send_data
 
 from vmond import fsutil
 from vmond.config import Config
@@ -127,3 +130,51 @@ async def test_networks_outside_allow_list_get_554(make_config: Callable[..., Co
         with pytest.raises(smtplib.SMTPConnectError) as refused:
             await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", services.smtp.port, timeout=5)
         assert refused.value.smtp_code == 554
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+async def test_starttls_and_implicit_tls(make_config: Callable[..., Config], certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    config = make_config(smtp={"listen": "127.0.0.1:0", "domain": "monitor.local",
+                               "tls": {"certificate": str(cert), "key": str(key),
+                                       "implicit_tls_listen": "127.0.0.1:0"}})
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    raw = sample("swann-nvr-human.eml")
+
+    def starttls(port: int) -> int:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("camera")
+            assert client.has_extn("starttls")
+            client.starttls(context=context)
+            client.ehlo("camera")
+            assert not client.has_extn("starttls") and client.has_extn("auth")
+            client.login("camera", "secret")
+            client.mail("cam@cam.lan")
+            client.rcpt("camera-front@monitor.local")
+            return send_data(client, raw)[0]
+
+    def implicit(port: int) -> int:
+        with smtplib.SMTP_SSL("127.0.0.1", port, timeout=10, context=context) as client:
+            client.ehlo("camera")
+            assert not client.has_extn("starttls")
+            client.login("camera", "secret")
+            client.mail("cam@cam.lan")
+            client.rcpt("camera-back@monitor.local")
+            return send_data(client, raw)[0]
+
+    async with running(config) as services:
+        assert await asyncio.to_thread(starttls, services.smtp.port) == 250
+        assert await asyncio.to_thread(implicit, services.smtp.implicit_tls_port) == 250
+        daemon = Daemon(services)
+        await daemon.wait_idle()
+        events = await services.db.read(list_events, "monitor.local", "all", 10, True)
+        assert sorted(e["camera"]["name"] for e in events) == ["Back Yard", "Front Door"]

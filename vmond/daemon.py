@@ -56,6 +56,8 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if config.web.tls.self_signed and config.web.tls.certificate is None:
             config = await loop.run_in_executor(io, ensure_self_signed, config)
 
+        if config.mqtt.enabled:
+            log.warning("mqtt.enabled is set, but this version of vmond does not forward over MQTT yet")
         bus = Bus()
         cameras = CameraDirectory(db, config)
         await cameras.reload()

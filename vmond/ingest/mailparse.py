@@ -8,14 +8,13 @@ scan per multipart level and stops at ``MAX_PARTS`` / ``MAX_DEPTH``.  The stdlib
 still does what it is good at, on bounded values: parameters and RFC 2231
 filenames via a compat32 ``Message`` (the ``default`` policy's strict header
 parser raises or mangles on camera headers), addresses and dates via
-``email.utils``.  RFC 2047 words get our own decoder because cameras mis-pad them.
+``email.utils``.  Text and byte helpers (charsets, RFC 2047 words, base64
+repair, type sniffing, HTML) live in ``vmond.ingest.mimetext``.
 """
 
 from __future__ import annotations
 
 import binascii
-import codecs
-import html
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,15 +23,24 @@ from email.message import Message
 from email.utils import parseaddr, parsedate_to_datetime
 from itertools import chain
 
+from vmond.ingest.mimetext import (
+    MAX_TEXT_PART,
+    clean_filename,
+    decode_base64,
+    decode_text,
+    decode_words,
+    header_text,
+    html_to_text,
+    sniff_type,
+)
 from vmond.ingest.uudecode import decode_uu, split_uu_blocks
 from vmond.ingest.vendors import extract_hints, is_test_mail, parse_camera_time
 
-__all__ = ["Attachment", "MailParseError", "ParsedMail", "parse_mail", "sniff_type"]
+__all__ = ["Attachment", "MailParseError", "ParsedMail", "parse_mail"]
 
 MAX_PARTS = 200  # MIME entities walked, containers included
 MAX_DEPTH = 10  # multipart / message nesting
 MAX_BODY_TEXT = 64 * 1024  # characters of body_text kept
-MAX_TEXT_PART = 512 * 1024  # bytes of one text part we decode
 MAX_HEADER_LINES = 1000  # per header block, continuations included
 MAX_HEADER_VALUE = 8 * 1024  # bytes kept of one header value
 
@@ -82,122 +90,6 @@ class ParsedMail:
         return tuple(a for a in self.attachments if a.is_image)
 
 
-# --- small decoders ------------------------------------------------------------
-
-_MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\xff\xd8\xff", "image/jpeg"), (0, b"\x89PNG\r\n\x1a\n", "image/png"),
-    (0, b"GIF87a", "image/gif"), (0, b"GIF89a", "image/gif"), (4, b"ftyp", "video/mp4"),
-    (0, b"%PDF-", "application/pdf"), (0, b"PK\x03\x04", "application/zip"),
-    (0, b"\x1f\x8b", "application/gzip"), (0, b"MZ", "application/x-msdownload"),
-    (0, b"II*\x00", "image/tiff"), (0, b"MM\x00*", "image/tiff"),
-)
-
-
-def sniff_type(data: bytes) -> str | None:
-    """Content type from magic bytes, or None when not recognisable."""
-    for offset, magic, ctype in _MAGIC:
-        if data[offset : offset + len(magic)] == magic:
-            return ctype
-    if data[:4] == b"RIFF" and data[8:12] in (b"WEBP", b"AVI "):
-        return "image/webp" if data[8:12] == b"WEBP" else "video/x-msvideo"
-    return None
-
-
-_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]+")
-
-
-def _b64decode(data: bytes) -> bytes:
-    """Decode base64, ignoring junk characters and repairing bad padding."""
-    clean = _B64_JUNK.sub(b"", data)
-    try:
-        return binascii.a2b_base64(clean)  # non-strict: copes with inner padding
-    except binascii.Error:
-        clean = clean.replace(b"=", b"")
-        clean = clean[: len(clean) - 1] if len(clean) % 4 == 1 else clean
-        return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
-
-
-# gb2312 -> gb18030 (a superset) etc.: cameras declare the narrow charset and
-# send characters from the wide one.
-_CODEC_ALIASES = {
-    "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "cp936": "gb18030",
-    "euc-cn": "gb18030", "big5": "big5hkscs", "shift_jis": "cp932", "sjis": "cp932",
-    "ks_c_5601-1987": "cp949", "euc-kr": "cp949", "iso-8859-1": "cp1252", "latin1": "cp1252",
-    "us-ascii": "utf-8", "ascii": "utf-8", "ansi_x3.4-1968": "utf-8",
-}
-# Text codecs that are not charsets and could be slow or surprising on hostile bytes.
-_NOT_CHARSETS = {"idna", "punycode", "raw-unicode-escape", "unicode-escape", "undefined"}
-
-
-def _decode_text(raw: bytes, charset: str | None, defects: list[str] | None = None) -> str:
-    """Decode with the declared charset, else UTF-8, else cp1252; never raises."""
-    name = (charset or "").strip().strip("\"'").lower()
-    try:
-        info = codecs.lookup(_CODEC_ALIASES.get(name, name)) if name else None
-    except (LookupError, ValueError):
-        info = None
-    if info is not None and (not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS):
-        info = None
-    if name and info is None and defects is not None:
-        defects.append("unknown_charset")
-    for codec in (info.name if info else None, "utf-8"):
-        if codec:
-            try:
-                return raw.decode(codec)
-            except UnicodeError:
-                pass
-    return raw.decode(info.name if info else "cp1252", "replace")
-
-
-_WORD = re.compile(r"=\?([^?\s]{1,64})\?([bBqQ])\?([^?]*)\?=")
-
-
-def decode_words(value: str) -> str:
-    """Decode RFC 2047 encoded words, tolerating bad padding and bare words.
-
-    Adjacent words in one charset are joined before decoding, because cameras
-    split multi-byte characters across words.
-    """
-    out: list[str] = []
-    pending: list[bytes] = []
-    pending_cs: str | None = None
-    pos = 0
-
-    def flush() -> None:
-        if pending:
-            out.append(_decode_text(b"".join(pending), pending_cs))
-            pending.clear()
-
-    for match in _WORD.finditer(value):
-        gap = value[pos : match.start()]
-        if gap and not (pending and gap.isspace()):
-            flush()
-            out.append(gap)
-        charset = match.group(1).split("*")[0].lower()  # RFC 2231 language suffix
-        payload = match.group(3).encode("ascii", "ignore")
-        if match.group(2) in "bB":
-            raw = _b64decode(payload)
-        else:
-            raw = binascii.a2b_qp(payload, header=True)
-        if pending and charset != pending_cs:
-            flush()
-        pending_cs = charset
-        pending.append(raw)
-        pos = match.end()
-    flush()
-    out.append(value[pos:])
-    return "".join(out)
-
-
-def _clean_filename(name: str | None) -> str | None:
-    if not name:
-        return None
-    name = decode_words(name) if "=?" in name else name
-    name = re.split(r"[/\\]", name)[-1]  # keep the last path component only
-    name = "".join(ch for ch in name if ch.isprintable()).strip()[:255]
-    return name if name.strip(".") else None
-
-
 # --- structure -------------------------------------------------------------------
 
 _FIELD_NAME = re.compile(rb"([!-9;-~]{1,128})[ \t]*:")
@@ -245,21 +137,12 @@ def _split_headers(data: bytes, defects: list[str]) -> tuple[dict[str, bytes], b
     return headers, body
 
 
-def _hstr(raw: bytes | None, fallback: str | None = None) -> str:
-    """A header value as text: raw 8-bit bytes are decoded, not RFC 2047."""
-    if not raw:
-        return ""
-    try:
-        return raw.decode("ascii")
-    except UnicodeDecodeError:
-        return _decode_text(raw, fallback)
-
 
 def _params(headers: dict[str, bytes]) -> Message:
     msg = Message()  # compat32: stores values verbatim, parses params on demand
     for name in ("content-type", "content-disposition"):
         if name in headers:
-            msg[name] = _hstr(headers[name])
+            msg[name] = header_text(headers[name])
     return msg
 
 
@@ -267,7 +150,7 @@ _CTYPE = re.compile(r"\s*([\w!#$&^.+-]+)\s*/\s*([\w!#$&^.+-]+)")
 
 
 def _content_type(headers: dict[str, bytes]) -> str:
-    match = _CTYPE.match(_hstr(headers.get("content-type")))
+    match = _CTYPE.match(header_text(headers.get("content-type")))
     return f"{match.group(1)}/{match.group(2)}".lower() if match else "text/plain"
 
 
@@ -327,46 +210,6 @@ def _split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> Iterat
     return parts()
 
 
-# --- content -----------------------------------------------------------------------
-
-_BLOCK_TAGS = frozenset({
-    "address", "article", "blockquote", "br", "dd", "div", "dl", "dt", "footer", "form",
-    "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "ol", "p", "pre", "section",
-    "table", "td", "th", "tr", "ul",
-})
-_TAG_NAME = re.compile(r"/?\s*([A-Za-z][A-Za-z0-9]*)")
-
-
-def html_to_text(markup: str) -> str:
-    """Reduce HTML to plain text: one linear pass, no DOM, nothing executed."""
-    markup = markup[: MAX_TEXT_PART]
-    out: list[str] = []
-    pos, skipping = 0, None
-    while pos < len(markup):
-        lt = markup.find("<", pos)
-        lt = len(markup) if lt < 0 else lt
-        if skipping is None:
-            out.append(" ".join(html.unescape(markup[pos:lt]).split(" ")))
-        if lt >= len(markup):
-            break
-        if markup.startswith("<!--", lt):
-            end = markup.find("-->", lt + 4)
-            pos = len(markup) if end < 0 else end + 3
-            continue
-        gt = markup.find(">", lt + 1)
-        if gt < 0:  # an unterminated tag: drop the rest rather than rescan it
-            break
-        match = _TAG_NAME.match(markup, lt + 1, gt)
-        name = match.group(1).lower() if match else ""
-        closing = markup[lt + 1 : gt].lstrip().startswith("/")
-        if name in ("script", "style", "head", "title"):
-            skipping = None if closing else name
-        elif name in _BLOCK_TAGS and skipping is None:
-            out.append("\n")
-        pos = gt + 1
-    lines = (" ".join(line.split()) for line in "".join(out).splitlines())
-    return "\n".join(line for line in lines if line)
-
 
 @dataclass
 class _Walk:
@@ -414,10 +257,10 @@ class _Walk:
             self.entity(part_headers, part_body, depth + 1)
 
     def decode(self, headers: dict[str, bytes], body: bytes) -> bytes:
-        cte = _hstr(headers.get("content-transfer-encoding")).strip().strip("\"'").lower()
+        cte = header_text(headers.get("content-transfer-encoding")).strip().strip("\"'").lower()
         try:
             if "base64" in cte:
-                data = _b64decode(body)
+                data = decode_base64(body)
                 if not data and body.strip():
                     self.defects.append("undecodable_part")
                     return body
@@ -440,7 +283,7 @@ class _Walk:
         params = _params(headers)
         data = self.decode(headers, body)
         try:
-            filename = _clean_filename(params.get_filename())
+            filename = clean_filename(params.get_filename())
             disposition = params.get_content_disposition()
             charset = params.get_content_charset()
         except (ValueError, TypeError, LookupError, IndexError):
@@ -472,8 +315,8 @@ class _Walk:
                 self.defects.append("bad_uuencode_line")
             if block.data:
                 kind = sniff_type(block.data) or "application/octet-stream"
-                self.attachments.append(Attachment(kind, ctype, _clean_filename(block.filename), block.data))
-        text = _decode_text(raw, charset, self.defects).replace("\r\n", "\n").replace("\r", "\n")
+                self.attachments.append(Attachment(kind, ctype, clean_filename(block.filename), block.data))
+        text = decode_text(raw, charset, self.defects).replace("\r\n", "\n").replace("\r", "\n")
         self.text_size += len(text)
         (self.texts if ctype == "text/plain" else self.htmls).append((text, charset))
 
@@ -519,19 +362,19 @@ def _parse(data: bytes) -> ParsedMail:
         body_text = body_text[:MAX_BODY_TEXT]
         defects.append("body_truncated")
 
-    subject = " ".join(decode_words(_hstr(headers.get("subject"), charset)).split())
-    from_header = decode_words(_hstr(headers.get("from"), charset))
-    from_address = parseaddr(_hstr(headers.get("from"))[:2048])[1] or None
-    message_id = " ".join(_hstr(headers.get("message-id")).split())[:998] or None
+    subject = " ".join(decode_words(header_text(headers.get("subject"), charset)).split())
+    from_header = decode_words(header_text(headers.get("from"), charset))
+    from_address = parseaddr(header_text(headers.get("from"))[:2048])[1] or None
+    message_id = " ".join(header_text(headers.get("message-id")).split())[:998] or None
     if message_id is None:
         defects.append("no_message_id")
-    date = _parse_date(_hstr(headers.get("date")).strip(), defects)
+    date = _parse_date(header_text(headers.get("date")).strip(), defects)
 
     attachments = tuple(walk.attachments)
     hints = extract_hints(
         subject,
         body_text,
-        {"from": from_header, "x-mailer": _hstr(headers.get("x-mailer"))},
+        {"from": from_header, "x-mailer": header_text(headers.get("x-mailer"))},
         [a.filename for a in attachments if a.filename],
     )
     return ParsedMail(

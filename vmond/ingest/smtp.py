@@ -8,8 +8,10 @@ makes cameras drop the alarm, hence :meth:`IngestHandler.handle_exception`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
+import ssl
 import time
 import warnings
 from collections.abc import Callable
@@ -83,7 +85,7 @@ class IngestHandler:
             rcpt_tos=tuple(envelope.rcpt_tos),
             helo=session.host_name,
             auth_user=_auth_user(session.auth_data),
-            tls=session.ssl is not None,
+            tls=session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None,
         )
         loop = asyncio.get_running_loop()
         try:
@@ -142,6 +144,16 @@ class _TokenBucket:
         return True
 
 
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server context for STARTTLS and implicit TLS, or None without a certificate."""
+    tls = config.smtp.tls
+    if tls.certificate is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.certificate), str(tls.key) if tls.key else None)
+    return context
+
+
 class SmtpServer:
     """The listening socket and its sessions, as an async context (graceful stop on exit)."""
 
@@ -152,10 +164,12 @@ class SmtpServer:
         self._directory = directory
         self._networks = tuple(config.smtp.allow_networks)
         self._stop_grace = stop_grace
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tls = tls_context(config)
         self.sessions: set[CameraSMTP] = set()
         self.stopping = False
         self.port = 0
+        self.implicit_tls_port = 0
 
     def peer_allowed(self, peer: Any) -> bool:
         try:
@@ -179,7 +193,7 @@ class SmtpServer:
         # handled=False: aiosmtpd then sends 535 itself; handled=True would leave the client waiting.
         return AuthResult(success=False, handled=False)
 
-    def _protocol(self) -> asyncio.BaseProtocol:
+    def _protocol(self, implicit_tls: bool = False) -> asyncio.BaseProtocol:
         smtp = self._config.smtp
         if len(self.sessions) >= smtp.max_connections or self.stopping:
             return RefuseConnection(Reply.SHUTTING_DOWN if self.stopping else Reply.TOO_MANY_CONNECTIONS)
@@ -196,14 +210,25 @@ class SmtpServer:
                 auth_required=smtp.auth == "per-camera",
                 auth_require_tls=smtp.auth == "off",  # off: AUTH is not offered on plain connections
                 authenticator=self._authenticator,
+                # STARTTLS on the plain listener; a session that began in TLS needs no upgrade.
+                tls_context=None if implicit_tls else self._tls,
             )
 
     async def __aenter__(self) -> SmtpServer:
         loop = asyncio.get_running_loop()
         host, port = self._config.smtp.listen
-        self._server = await loop.create_server(self._protocol, host or None, port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("SMTP listening on %s:%d for *@%s", host or "*", self.port, self._config.smtp.domain)
+        server = await loop.create_server(self._protocol, host or None, port, reuse_address=True)
+        self._servers.append(server)
+        self.port = server.sockets[0].getsockname()[1]
+        log.info("SMTP listening on %s:%d for *@%s%s", host or "*", self.port, self._config.smtp.domain,
+                 " (STARTTLS offered)" if self._tls else "")
+        implicit = self._config.smtp.tls.implicit_tls_listen
+        if implicit is not None and self._tls is not None:
+            server = await loop.create_server(functools.partial(self._protocol, True), implicit.host or None,
+                                              implicit.port, ssl=self._tls, reuse_address=True)
+            self._servers.append(server)
+            self.implicit_tls_port = server.sockets[0].getsockname()[1]
+            log.info("SMTP with implicit TLS listening on %s:%d", implicit.host or "*", self.implicit_tls_port)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -211,10 +236,11 @@ class SmtpServer:
 
     async def stop(self) -> None:
         """Stop accepting; idle sessions get 421 now, sessions inside DATA may finish within the grace time."""
-        if self._server is None:
+        if not self._servers:
             return
         self.stopping = True
-        self._server.close()
+        for server in self._servers:
+            server.close()
         for session in list(self.sessions):
             if not session.in_data:
                 session.goodbye()
@@ -228,5 +254,5 @@ class SmtpServer:
             if not self.sessions:
                 break
             await asyncio.sleep(0.025)
-        self._server = None
+        self._servers = []
         log.info("SMTP stopped (%d accepted, %d recipients refused)", self._handler.accepted, self._handler.refused)

@@ -1,0 +1,64 @@
+# vmond: `make run` starts the daemon on a development configuration in ./var, `make test` runs the tests.
+# Both set up everything they need: Debian packages (via apt-get) when missing, and a virtualenv in .venv.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VAR := var
+CONFIG := $(VAR)/vmond.yaml
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the tests use: a real browser for the dashboard tests, openssl for the TLS certificate.
+TEST_DEBS := chromium openssl
+PYTEST_ARGS ?=
+
+.PHONY: run test lint clean distclean debs
+
+run: $(VENV)/.stamp-run $(CONFIG)
+	@echo
+	@echo "  vmond: dashboard http://127.0.0.1:8080/  SMTP 127.0.0.1:2525  data in ./$(VAR)"
+	@echo "  First run: open http://127.0.0.1:8080/setup to create the admin,"
+	@echo "    or: $(VENV)/bin/vmond user add admin --role admin --config $(CONFIG)"
+	@echo "  Send a test alarm (from another terminal): $(VENV)/bin/vmond send-test --config $(CONFIG)"
+	@echo "    or mail any camera snapshot to camera-demo01@monitor.local via 127.0.0.1:2525"
+	@echo
+	exec $(VENV)/bin/vmond run --config $(CONFIG)
+
+test: debs $(VENV)/.stamp-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check vmond tests bench
+
+$(CONFIG):
+	mkdir -p $(VAR)
+	cp config/dev.yaml $(CONFIG)
+
+# Debian's python3 needs python3-venv for `python3 -m venv`.
+$(VENV)/bin/python:
+	@$(PYTHON) -c "import ensurepip" 2>/dev/null || { \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.stamp-run: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.stamp-test: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@ $(VENV)/.stamp-run
+
+debs:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) $(VAR)
