@@ -7,6 +7,7 @@ import binascii
 import io
 import json
 import random
+import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,15 +16,8 @@ import pytest
 from PIL import Image
 
 from vmond.ingest import mailparse
-from vmond.ingest.mailparse import (
-    Attachment,
-    MailParseError,
-    ParsedMail,
-    decode_words,
-    html_to_text,
-    parse_mail,
-    sniff_type,
-)
+from vmond.ingest.mailparse import Attachment, MailParseError, ParsedMail, parse_mail
+from vmond.ingest.mimetext import decode_words, html_to_text, sniff_type
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "camera-mail"
 EXPECTED: dict[str, dict[str, object]] = json.loads((SAMPLES / "expected.json").read_text("utf-8"))
@@ -308,6 +302,47 @@ def test_uuencode_with_corrupt_line_keeps_the_rest_aligned() -> None:
     parsed = parse_mail(multipart([part("Content-Type: image/jpeg\nContent-Transfer-Encoding: uuencode", clean)]))
     assert parsed.images[0].data == data
     assert_real_image(parsed.images[0])
+
+
+def test_dafang_sample_survives_dot_stuffing_after_bare_lf() -> None:
+    raw = (SAMPLES / "dafang-uuencode.eml").read_bytes()
+    stuffed = re.sub(rb"(?m)^\.", b"..", raw)  # what smtplib sends, even after a bare LF
+    assert stuffed.count(b"\n..") == 1  # the last line of the 4th picture
+    original, parsed = parse_mail(raw), parse_mail(stuffed)
+    assert len(parsed.images) == 5
+    assert [a.data for a in parsed.images] == [a.data for a in original.images]
+    assert parsed.defects == original.defects
+    for attachment in parsed.images:
+        with Image.open(io.BytesIO(attachment.data)) as image:
+            image.load()  # decodes every scan line, unlike verify()
+
+
+def uu_part(data: bytes, last_line: bytes | None = None) -> bytes:
+    lines = [binascii.b2a_uu(data[i : i + 45]).rstrip(b"\n") for i in range(0, len(data), 45)]
+    if last_line is not None:
+        lines[-1] = last_line
+    body = b"begin 644 x.bin\n" + b"\n".join(lines) + b"\n`\nend\n"
+    return part("Content-Type: application/octet-stream\nContent-Transfer-Encoding: uuencode", body)
+
+
+def test_uuencoded_line_that_really_begins_with_two_dots_is_kept() -> None:
+    # 14 bytes give the length character "."; a first byte 0x38-0x3B encodes as "." too.
+    data = b"8" + bytes(range(200, 213))
+    line = binascii.b2a_uu(data).rstrip(b"\n")
+    assert line.startswith(b"..") and len(line) == 21
+    for variant in (line, line + b"`", line + b"  ", line.rstrip(b" ")):
+        parsed = parse_mail(multipart([uu_part(data, variant)]))
+        assert parsed.attachments[0].data == data, variant
+        assert "bad_uuencode_line" not in parsed.defects
+    # The same line, dot-stuffed, is repaired.
+    parsed = parse_mail(multipart([uu_part(data, b"." + line)]))
+    assert parsed.attachments[0].data == data
+    # As the last line of a longer file, after full lines.
+    longer = bytes(range(256)) * 2 + b";" + bytes(13) + b"\xd9"
+    last = binascii.b2a_uu(longer[-14:]).rstrip(b"\n")
+    assert len(longer) % 45 == 14 and last.startswith(b"..")
+    for variant in (last, last + b"`", b"." + last):
+        assert parse_mail(multipart([uu_part(longer, variant)])).attachments[0].data == longer
 
 
 def test_uuencoded_block_inside_text_body() -> None:

@@ -7,9 +7,9 @@ part count or depth could be bounded, and it folds a mangled closing delimiter
 scan per multipart level and stops at ``MAX_PARTS`` / ``MAX_DEPTH``.  The stdlib
 still does what it is good at, on bounded values: parameters and RFC 2231
 filenames via a compat32 ``Message`` (the ``default`` policy's strict header
-parser raises or mangles on camera headers), addresses and dates via
-``email.utils``.  Text and byte helpers (charsets, RFC 2047 words, base64
-repair, type sniffing, HTML) live in ``vmond.ingest.mimetext``.
+parser raises or mangles on camera headers), addresses via ``email.utils``.
+Text, byte and header-value helpers (charsets, RFC 2047 words, base64 repair,
+type sniffing, dates, HTML) live in ``vmond.ingest.mimetext``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import parseaddr
 from itertools import chain
 
 from vmond.ingest.mimetext import (
@@ -31,10 +31,11 @@ from vmond.ingest.mimetext import (
     decode_words,
     header_text,
     html_to_text,
+    parse_date,
     sniff_type,
 )
 from vmond.ingest.uudecode import decode_uu, split_uu_blocks
-from vmond.ingest.vendors import extract_hints, is_test_mail, parse_camera_time
+from vmond.ingest.vendors import extract_hints, is_test_mail
 
 __all__ = ["Attachment", "MailParseError", "ParsedMail", "parse_mail"]
 
@@ -137,7 +138,6 @@ def _split_headers(data: bytes, defects: list[str]) -> tuple[dict[str, bytes], b
     return headers, body
 
 
-
 def _params(headers: dict[str, bytes]) -> Message:
     msg = Message()  # compat32: stores values verbatim, parses params on demand
     for name in ("content-type", "content-disposition"):
@@ -208,7 +208,6 @@ def _split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> Iterat
                 yield body[start:]
 
     return parts()
-
 
 
 @dataclass
@@ -368,7 +367,7 @@ def _parse(data: bytes) -> ParsedMail:
     message_id = " ".join(header_text(headers.get("message-id")).split())[:998] or None
     if message_id is None:
         defects.append("no_message_id")
-    date = _parse_date(header_text(headers.get("date")).strip(), defects)
+    date = parse_date(header_text(headers.get("date")).strip(), defects)
 
     attachments = tuple(walk.attachments)
     hints = extract_hints(
@@ -394,18 +393,3 @@ def _parse(data: bytes) -> ParsedMail:
         is_test=is_test_mail(subject, body_text, len(attachments), hints),
         device_name=hints.device_name,
     )
-
-
-def _parse_date(value: str, defects: list[str]) -> datetime | None:
-    """RFC 5322 date (aware, or naive without a zone); else a camera-style date."""
-    if not value:
-        defects.append("no_date")
-        return None
-    try:
-        return parsedate_to_datetime(value[:256])
-    except (TypeError, ValueError, IndexError, OverflowError):
-        pass
-    date = parse_camera_time(value)
-    if date is None:
-        defects.append("bad_date")
-    return date

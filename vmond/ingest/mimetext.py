@@ -1,11 +1,12 @@
 """Pure text and byte helpers for the camera mail parser.
 
 Nothing here knows about MIME structure: each function maps a bounded byte or
-text value to another and never raises on hostile input.  Type sniffing by
-magic bytes, base64 that tolerates junk and bad padding, charset decoding with
-the wider codecs cameras really use, RFC 2047 encoded words (our own decoder,
-because cameras mis-pad them and split characters across words), filename
-sanitising, and a linear HTML-to-text reduction.
+text value to another and is meant never to raise on hostile input.  Type
+sniffing by magic bytes, base64 that tolerates junk and bad padding, charset
+decoding with the wider codecs cameras really use, RFC 2047 encoded words (our
+own decoder, because cameras mis-pad them and split characters across words),
+filename sanitising, header values (8-bit text, dates) and a linear
+HTML-to-text reduction.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import binascii
 import codecs
 import html
 import re
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
+from vmond.ingest.vendors import parse_camera_time
 
 __all__ = [
     "MAX_TEXT_PART",
@@ -23,6 +28,7 @@ __all__ = [
     "decode_words",
     "header_text",
     "html_to_text",
+    "parse_date",
     "sniff_type",
 ]
 
@@ -139,6 +145,7 @@ def decode_words(value: str) -> str:
 
 
 def clean_filename(name: str | None) -> str | None:
+    """A display-only file name: decoded, last path component, printable, or None."""
     if not name:
         return None
     name = decode_words(name) if "=?" in name else name
@@ -156,6 +163,20 @@ def header_text(raw: bytes | None, fallback: str | None = None) -> str:
     except UnicodeDecodeError:
         return decode_text(raw, fallback)
 
+
+def parse_date(value: str, defects: list[str]) -> datetime | None:
+    """RFC 5322 date (aware, or naive without a zone); else a camera-style date."""
+    if not value:
+        defects.append("no_date")
+        return None
+    try:
+        return parsedate_to_datetime(value[:256])
+    except (TypeError, ValueError, IndexError, OverflowError):
+        pass
+    date = parse_camera_time(value)
+    if date is None:
+        defects.append("bad_date")
+    return date
 
 
 # --- HTML --------------------------------------------------------------------------

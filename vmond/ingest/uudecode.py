@@ -11,6 +11,14 @@ hand decoder would), and every line is padded or truncated to the byte count
 its length character declares.  Keeping each line at its declared length means
 one corrupt line damages only its own 45 bytes instead of shifting everything
 after it, which matters for JPEG snapshots.
+
+Dot-stuffing: an SMTP client sends a line that begins with "." as "..".  Some
+clients stuff after a bare LF too, while servers undo it only after CRLF, so the
+line of a 14-byte remainder (length character ".") can arrive with one dot too
+many.  Such a line is one character longer than its length character implies.
+One dot is dropped only when the line as it stands is inconsistent (non-zero
+padding bits, or junk past its length) and without the dot it is clean (see
+``_undo_dot_stuffing``), so a well-formed line that begins with ".." is kept.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ _END = re.compile(rb"^end[ \t]*\r?$", re.MULTILINE)
 # Longest sensible payload line: length char + 4 * ceil(63 / 3) chars (+ slack).
 _MAX_LINE = 200
 _FOLD = bytes(32 + ((b - 32) & 63) for b in range(256))
+_PAD = b" `\t"  # tolerated after a line's declared length: zero digits and blanks
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,32 @@ class UUBlock:
     bad_lines: int  # lines that needed repair
 
 
+def _zero_padding(body: bytes, count: int) -> bool:
+    """Are the bits past ``count`` bytes in the encoded ``body`` all zero?
+
+    Encoders pad the last group of a line with zero bytes, so a well-formed
+    line has them; only the last three characters can hold padding bits.
+    """
+    spare = len(body) * 6 - count * 8
+    value = 0
+    for char in body[-3:]:
+        value = value << 6 | ((char - 32) & 63)
+    return spare <= 0 or value & ((1 << spare) - 1) == 0
+
+
+def _undo_dot_stuffing(line: bytes) -> bytes:
+    """Drop the extra dot of a dot-stuffed line whose length character is "."."""
+    if not line.startswith(b".."):
+        return line
+    count = (line[0] - 32) & 63
+    need = (count + 2) // 3 * 4
+    if len(line) < need + 2 or line[need + 2 :].strip(_PAD):
+        return line  # not one character longer (trailing padding aside)
+    plain_ok = _zero_padding(line[1 : need + 1], count) and not line[need + 1 :].strip(_PAD)
+    stuffed_ok = _zero_padding(line[2 : need + 2], count)
+    return line[1:] if stuffed_ok and not plain_ok else line
+
+
 def _decode_line(line: bytes) -> tuple[bytes, bool]:
     """Decode one uuencoded line; return (bytes, repaired)."""
     count = (line[0] - 32) & 63
@@ -54,7 +89,7 @@ def _decode_line(line: bytes) -> tuple[bytes, bool]:
         # a2b_uu pads short lines with zero bits and checks the characters.
         out = binascii.a2b_uu(line[:1] + body)
         # Characters past the declared length are junk (checksums, garbage).
-        repaired = bool(line[1 + need :].strip(b" `\t"))
+        repaired = bool(line[1 + need :].strip(_PAD))
         return out[:count], repaired
     except (binascii.Error, ValueError):
         pass
@@ -83,7 +118,7 @@ def decode_uu(data: bytes) -> tuple[bytes, int]:
         if len(line) > _MAX_LINE:
             bad += 1
             continue
-        chunk, repaired = _decode_line(line)
+        chunk, repaired = _decode_line(_undo_dot_stuffing(line))
         bad += repaired
         out += chunk
     return bytes(out), bad

@@ -104,7 +104,7 @@
     empty.hidden = n !== 0;
   }
 
-  function upsert(event) {
+  function upsert(event, live) {
     if (event.status !== "active" || event.is_test) {
       remove(event.id);
       return;
@@ -122,7 +122,10 @@
         return o && Date.parse(o.received_at) < Date.parse(event.received_at);
       });
       wall.insertBefore(card, next || null);
-      if (fresh) card.classList.add("is-new");
+      if (fresh && live) {
+        card.classList.add("is-new");
+        card.addEventListener("animationend", function () { card.classList.remove("is-new"); }, {once: true});
+      }
     }
     showCount();
   }
@@ -137,7 +140,7 @@
   function replaceAll(list) {
     events.clear();
     wall.replaceChildren();
-    list.forEach(upsert);
+    list.forEach(function (event) { upsert(event, false); });
     showCount();
   }
 
@@ -159,7 +162,7 @@
     switch (message.type) {
       case "event.created":
       case "event.updated":
-        upsert(data);
+        upsert(data, message.type === "event.created");
         break;
       case "event.dismissed":
         remove(data.id);
@@ -224,7 +227,7 @@
       if (response.status === 401) { window.location.assign("/login"); return; }
       const body = await response.json();
       if (!response.ok) throw new Error(body.error || response.statusText);
-      if (action === "dismiss") remove(id); else upsert(body);
+      if (action === "dismiss") remove(id); else upsert(body, false);
     } catch (error) {
       flash("Could not " + action + " event " + id + ": " + error.message);
       if (button) button.disabled = false;
