@@ -8,6 +8,7 @@ import getpass
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import vmond
@@ -76,10 +77,17 @@ def _read_password(args: argparse.Namespace) -> str:
     return password
 
 
-def _open_db(config: Config):  # noqa: ANN202 - a peewee database
+def _write(config: Config, fn: Callable[..., object], *args: object) -> None:
+    """Run *fn* in one write transaction on the daemon's database (it may be running: WAL and a busy timeout
+    let both write)."""
     from vmond.store.db import open_sqlite
 
-    return open_sqlite(config.storage.data_dir / "vmond.db")
+    db = open_sqlite(config.storage.data_dir / "vmond.db")
+    try:
+        with db.atomic("IMMEDIATE"):
+            fn(*args)
+    finally:
+        db.close()
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
@@ -90,14 +98,10 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     if not USERNAME_PATTERN.fullmatch(args.name):
         raise SystemExit("a user name is 1 to 64 letters, digits, dots, dashes, underscores or @")
     encoded = auth.hash_password(_read_password(args))
-    db = _open_db(config)
     try:
-        with db.atomic("IMMEDIATE"):
-            create_user(args.name, encoded, args.role)
+        _write(config, create_user, args.name, encoded, args.role)
     except UserExists:
         raise SystemExit(f"user {args.name} exists already (use 'vmond user passwd')") from None
-    finally:
-        db.close()
     print(f"created {args.role} {args.name}")
     return 0
 
@@ -107,14 +111,10 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
 
     config = _load(args)
     encoded = auth.hash_password(_read_password(args))
-    db = _open_db(config)
     try:
-        with db.atomic("IMMEDIATE"):
-            set_password(args.name, encoded)
+        _write(config, set_password, args.name, encoded)
     except UserNotFound:
         raise SystemExit(f"no user {args.name}") from None
-    finally:
-        db.close()
     print(f"password of {args.name} changed; their sessions were ended")
     return 0
 

@@ -54,6 +54,13 @@ def ensure_self_signed(config: Config) -> Config:
     return dataclasses.replace(config, web=dataclasses.replace(config.web, tls=tls))
 
 
+def server_context(certificate: Path, key: Path | None) -> ssl.SSLContext:
+    """A TLS server context for a PEM certificate (chain) and key; OpenSSL's defaults (TLS 1.2 and newer)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(certificate), str(key) if key else None)
+    return context
+
+
 def fingerprint(cert: Path) -> str:
     """SHA-256 of the certificate (DER), as colon-separated hex pairs like browsers show it."""
     der = ssl.PEM_cert_to_DER_cert(cert.read_text())

@@ -26,6 +26,7 @@ from vmond.ingest.replies import Reply
 from vmond.ingest.smtpsession import CameraSMTP, RefuseConnection, peer_text
 from vmond.ingest.spool import InsufficientStorage, Spool, SpoolEnvelope
 from vmond.store.refusals import add_refusal
+from vmond.tlscert import server_context
 
 if TYPE_CHECKING:
     from vmond.config import Config
@@ -147,11 +148,7 @@ class _TokenBucket:
 def tls_context(config: Config) -> ssl.SSLContext | None:
     """The server context for STARTTLS and implicit TLS, or None without a certificate."""
     tls = config.smtp.tls
-    if tls.certificate is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(tls.certificate), str(tls.key) if tls.key else None)
-    return context
+    return None if tls.certificate is None else server_context(tls.certificate, tls.key)
 
 
 class SmtpServer:

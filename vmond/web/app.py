@@ -12,6 +12,7 @@ import jinja2
 from aiohttp import web
 
 from vmond import keys
+from vmond.tlscert import server_context
 from vmond.web import api, login, pages, ws
 from vmond.web.login import LoginLimiter
 from vmond.web.paths import WebPaths, find_web_paths
@@ -70,11 +71,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
     tls = config.web.tls
-    if tls.certificate is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(tls.certificate), str(tls.key) if tls.key else None)
-    return context
+    return None if tls.certificate is None else server_context(tls.certificate, tls.key)
 
 
 class WebServer:
