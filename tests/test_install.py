@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +19,13 @@ TREE = Path(__file__).resolve().parents[1]
 
 
 def test_installed_vmond_serves_the_dashboard(tmp_path: Path) -> None:
+    # Build from a copy: an in-tree build would leave build/ behind in the working tree.
+    source = tmp_path / "source"
+    shutil.copytree(TREE, source, ignore=shutil.ignore_patterns(".git", ".venv", "var", "build", "*.egg-info",
+                                                                "__pycache__", ".pytest_cache", ".ruff_cache"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(TREE)], check=True,
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(source)], check=True,
                    stdout=subprocess.DEVNULL)
     config = write_config(tmp_path)
     notify = Notifications(tmp_path / "notify.sock")

@@ -8,6 +8,7 @@ import re
 import aiohttp
 import pytest
 from conftest import PASSWORD, Daemon, sample
+from yarl import URL
 
 from vmond.ingest.mailparse import parse_mail
 from vmond.store.events import list_events
@@ -190,7 +191,8 @@ async def test_media_served_by_id_to_signed_in_users(daemon: Daemon) -> None:
                 assert response.status == 200 and body[:2] == b"\xff\xd8" and len(body) < 60_000
         async with http.get(f"{daemon.url}/media/9999") as response:
             assert response.status == 404
-        async with http.get(f"{daemon.url}/media/../../vmond.db") as response:
+        # Media are addressed by id only: nothing that looks like a path reaches the file system.
+        async with http.get(URL(f"{daemon.url}/media/%2E%2E%2Fvmond.db", encoded=True)) as response:
             assert response.status == 404
 
 
