@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import aiohttp
 import pytest
 from conftest import Daemon, sample
 
@@ -69,20 +72,46 @@ async def test_one_mail_to_two_cameras_makes_two_events(daemon: Daemon) -> None:
     assert all(len(e["images"]) == 1 for e in events)
 
 
-async def test_an_unparseable_mail_is_kept_raw_and_flagged(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(raw: bytes) -> None:
-        raise ValueError("parser bug")
-
-    monkeypatch.setattr(pipeline_module, "parse_mail", explode)
-    raw = sample("reolink-person.eml")
+async def test_an_unparseable_mail_is_kept_raw_and_flagged(daemon: Daemon) -> None:
+    raw = b"\x00\x01\x02 no header in sight\r\n\r\n\xff\xfe\r\n"
     assert (await daemon.send(raw))["data"][0] == 250
     await daemon.wait_idle()
     (event,) = await all_events(daemon)
     assert "unparsed" in event["flags"] and event["event_type"] == "Camera mail"
-    raw_media = await daemon.services.db.read(
-        lambda: [(m.kind, m.path) for m in Media.select().where(Media.event == event["id"])])
-    assert len(raw_media) == 1 and raw_media[0][0] == "raw"
-    assert daemon.services.media.resolve(raw_media[0][1]).read_bytes() == raw
+    (kept,) = event["attachments"]
+    assert kept["kind"] == "raw" and kept["bytes"] == len(raw)
+    await daemon.add_user()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {await daemon.token()}"}) as http:
+        async with http.get(daemon.url + kept["url"]) as response:
+            assert response.status == 200 and await response.read() == raw
+            assert response.headers["Content-Disposition"].startswith("attachment;")
+            assert response.content_type == "application/octet-stream"
+
+
+def crash_the_worker(raw: bytes) -> None:
+    os._exit(1)  # as a segfault in a decoder would
+
+
+def hang_the_worker(raw: bytes) -> None:
+    time.sleep(3600)
+
+
+@pytest.mark.parametrize("failure", [crash_the_worker, hang_the_worker])
+async def test_a_mail_that_kills_the_parser_is_kept_and_the_next_one_works(
+        daemon: Daemon, monkeypatch: pytest.MonkeyPatch, failure: Callable[[bytes], None]) -> None:
+    monkeypatch.setattr(pipeline_module, "prepare_mail", failure)
+    monkeypatch.setattr(pipeline_module, "PARSE_TIMEOUT", 2.0)
+    raw = sample("amcrest-tamper.eml")
+    assert (await daemon.send(raw))["data"][0] == 250
+    await daemon.wait_idle()
+    (event,) = await all_events(daemon)
+    assert "unparsed" in event["flags"] and event["attachments"][0]["kind"] == "raw"
+    monkeypatch.undo()
+    assert (await daemon.send(sample("swann-nvr-human.eml"), to="camera-back@monitor.local"))["data"][0] == 250
+    await daemon.wait_idle()
+    events = {e["camera"]["name"]: e for e in await all_events(daemon)}
+    assert events["Back Yard"]["event_type"] == "Human" and len(events["Back Yard"]["images"]) == 1
+    assert daemon.services.pipeline._workers.restarts == 1
 
 
 async def test_a_broken_picture_is_refused_alone(daemon: Daemon) -> None:

@@ -2,4 +2,5 @@
 
 from vmond.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # worker processes import this module too; only the real start runs main
+    raise SystemExit(main())

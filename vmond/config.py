@@ -54,6 +54,7 @@ class SmtpTlsConfig:
     certificate: Path | None
     key: Path | None
     implicit_tls_listen: HostPort | None
+    min_version: str
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class SmtpConfig:
     auth: str
     max_message_size: int
     max_connections: int
+    idle_timeout: float
     allow_networks: tuple[Network, ...]
     tls: SmtpTlsConfig
 

@@ -322,12 +322,14 @@ SECTIONS: Table = {
         "auth": Key(choice("off", "accept-any", "per-camera"), "accept-any"),
         "max_message_size": Key(size(1), 25 * 10**6, show=format_size),
         "max_connections": Key(integer(1), 64),
+        "idle_timeout": Key(duration(), 60.0, show=format_duration),
         "allow_networks": Key(networks, tuple(ipaddress.ip_network(n) for n in _NETWORKS),
                               lambda nets: [str(n) for n in nets]),
         "tls": {
             "certificate": Key(path(), None, str),
             "key": Key(path(), None, str),
             "implicit_tls_listen": Key(hostport(nullable=True), None, str),
+            "min_version": Key(choice("1.0", "1.1", "1.2", "1.3"), "1.2"),
         },
     },
     "web": {

@@ -1,7 +1,7 @@
 """Assembling and running the daemon: each service an async context, entered in order, left in reverse.
 
-Start: database (migrated, YAML accounts synced) -> spool and media directories -> camera directory ->
-pipeline (replays the spool) -> HTTP -> SMTP. READY=1 goes to systemd only once both sockets are bound.
+Start: database (migrated, YAML accounts synced) -> spool and media directories -> camera directory -> parser
+worker -> pipeline (replays the spool) -> HTTP -> SMTP. READY=1 goes to systemd only once both sockets are bound.
 Stop (SIGTERM/SIGINT): STOPPING=1, then SMTP stops taking mail (open sessions finish or get 421), the web
 server closes WebSockets with GOING_AWAY, the pipeline task is cancelled and awaited, the database closes.
 """
@@ -30,10 +30,12 @@ from vmond.store.users import user_count
 from vmond.systemd import Notifier, watchdog_interval, watchdog_loop
 from vmond.tlscert import ensure_self_signed
 from vmond.web.app import WebServer, create_app
+from vmond.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
 IO_THREADS = 4  # spool and media writes (mostly waiting for fsync) and small file reads
+PARSER_MEMORY = 1 << 30  # address space of the mail-parsing worker: a hostile mail cannot take the box's memory
 
 
 @contextlib.asynccontextmanager
@@ -61,7 +63,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
         bus = Bus()
         cameras = CameraDirectory(db, config)
         await cameras.reload()
-        pipeline = Pipeline(config, spool, media, db, bus, io)
+        parser = await stack.enter_async_context(
+            WorkerPool("parser", preload=("vmond.ingest.prepare",), memory_limit=PARSER_MEMORY))
+        pipeline = Pipeline(config, spool, media, db, bus, io, parser)
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, started_at=time.monotonic())

@@ -16,6 +16,7 @@ from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Me
 
 STATUSES = ("active", "dismissed", "alarmed")
 MAX_IMAGES_PER_EVENT = 100  # a camera stuck in a mail loop must not grow one event without end
+STOP_WINDOW = 600.0  # seconds a "... Stop" mail may come after its "... Start" and still close the same event
 
 
 class EventNotFound(LookupError):
@@ -36,6 +37,7 @@ class MediaRecord:
     thumb_path: str | None = None
     width: int | None = None
     height: int | None = None
+    original_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class IngestRecord:
     received_at: datetime
     event_time: datetime
     event_type: str
+    phase: str | None = None  # "start" / "stop" for cameras that mail both ends of one alarm
     subject: str = ""
     body_excerpt: str = ""
     channel: str | None = None
@@ -77,6 +80,7 @@ def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | Non
                 domain: str) -> dict[str, Any]:
     images = [m for m in media if m.kind == "image"]
     video = next((m for m in media if m.kind == "video"), None)
+    attachments = [m for m in media if m.kind in ("attachment", "raw")]
     return {
         "id": event.id,
         "camera": None if camera is None else {
@@ -110,6 +114,12 @@ def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | Non
             "state": event.video_state,
             "url": f"/media/{video.id}" if video is not None and event.video_state == "ready" else None,
         },
+        # Files kept as they came (not pictures), and the whole mail when it could not be parsed: for download.
+        "attachments": [
+            {"id": m.id, "url": f"/media/{m.id}", "kind": m.kind, "content_type": m.content_type,
+             "bytes": m.bytes, "name": m.original_name}
+            for m in sorted(attachments, key=lambda m: m.position)
+        ],
     }
 
 
@@ -118,7 +128,7 @@ def _serialize(events: list[AlarmEvent], domain: str) -> list[dict[str, Any]]:
     if not events:
         return []
     by_event: dict[int, list[Media]] = {e.id: [] for e in events}
-    for m in Media.select().where(Media.event.in_(list(by_event)), Media.kind != "raw"):
+    for m in Media.select().where(Media.event.in_(list(by_event))):
         by_event[m.event_id].append(m)
     result = []
     for e in events:
@@ -154,15 +164,21 @@ def get_event(domain: str, event_id: int) -> dict[str, Any]:
 
 
 def _coalesce_target(camera: Camera, record: IngestRecord, window: float) -> AlarmEvent | None:
-    if window <= 0 or record.is_test:
+    """The camera's open event this mail belongs to: one that had a mail within the window, or, for the
+    "Stop" half of a start/stop pair, the event its "Start" opened a while ago."""
+    if record.is_test:
         return None
-    cutoff = record.received_at - timedelta(seconds=window)
-    return (AlarmEvent.select()
-            .join(Mail)
-            .where(AlarmEvent.camera == camera, AlarmEvent.status == "active", AlarmEvent.is_test == False,  # noqa: E712
-                   Mail.received_at >= cutoff)
-            .order_by(AlarmEvent.id.desc())
-            .first())
+    query = (AlarmEvent.select().join(Mail)
+             .where(AlarmEvent.camera == camera, AlarmEvent.status == "active",
+                    AlarmEvent.is_test == False))  # noqa: E712 - peewee expression
+    if record.phase == "stop":
+        cutoff = record.received_at - timedelta(seconds=max(window, STOP_WINDOW))
+        query = query.where(AlarmEvent.event_type == record.event_type)
+    elif window > 0:
+        cutoff = record.received_at - timedelta(seconds=window)
+    else:
+        return None
+    return query.where(Mail.received_at >= cutoff).order_by(AlarmEvent.id.desc()).first()
 
 
 def record_mail(domain: str, record: IngestRecord, coalesce_window: float) -> IngestResult:
@@ -220,10 +236,11 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float) -> In
             continue
         Media.create(event=event, mail=mail, kind=item.kind, position=position, path=item.path,
                      thumb_path=item.thumb_path, content_type=item.content_type, sha256=item.sha256,
-                     width=item.width, height=item.height, bytes=item.bytes)
+                     width=item.width, height=item.height, bytes=item.bytes, original_name=item.original_name)
         position += 1
     if camera is not None:
         camera.last_mail_at = record.received_at
+        camera.last_peer = record.peer
         if record.is_test:
             camera.test_mail_at = record.received_at
         camera.save()
@@ -256,3 +273,4 @@ def media_for_download(media_id: int) -> dict[str, Any] | None:
         return None
     return {"id": media.id, "event_id": media.event_id, "kind": media.kind, "path": media.path,
             "thumb_path": media.thumb_path, "content_type": media.content_type}
+

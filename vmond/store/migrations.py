@@ -211,6 +211,14 @@ CREATE INDEX "smtp_refusal_at" ON "smtp_refusal" ("at");
 """
 
 
+# 2: installer diagnostics per camera, and the name an attachment had in the mail (escaped metadata only).
+SCHEMA_2 = """
+ALTER TABLE "camera" ADD COLUMN "last_peer" VARCHAR(255);
+ALTER TABLE "camera" ADD COLUMN "last_transcript" TEXT;
+ALTER TABLE "media" ADD COLUMN "original_name" TEXT;
+"""
+
+
 def _apply_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would commit on its own; run statement by statement inside our transaction instead.
     for statement in script.split(";"):
@@ -220,6 +228,7 @@ def _apply_script(conn: sqlite3.Connection, script: str) -> None:
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _apply_script(conn, SCHEMA_1),
+    lambda conn: _apply_script(conn, SCHEMA_2),
 ]
 LATEST = len(MIGRATIONS)
 

@@ -103,7 +103,9 @@ class Camera(BaseModel):
     created_at = UtcDateTimeField(default=utcnow)
     last_mail_at = UtcDateTimeField(null=True)
     test_mail_at = UtcDateTimeField(null=True)
-    last_refusal = pw.TextField(null=True)
+    last_refusal = JSONField(null=True)  # {"at", "peer", "command", "reply"} of the last 4xx/5xx it got
+    last_peer = pw.CharField(null=True)  # where its last mail came from
+    last_transcript = JSONField(null=True)  # the last SMTP session that named it, secrets removed
 
 
 class AlarmEvent(BaseModel):
@@ -143,7 +145,7 @@ class Mail(BaseModel):
 class Media(BaseModel):
     event = pw.ForeignKeyField(AlarmEvent, backref="media", on_delete="CASCADE")
     mail = pw.ForeignKeyField(Mail, null=True, on_delete="SET NULL")
-    kind = pw.CharField()  # image | video | raw
+    kind = pw.CharField()  # image | video | attachment (kept opaque) | raw (a mail that could not be parsed)
     position = pw.IntegerField(default=0)
     path = pw.TextField()  # relative to the media directory
     thumb_path = pw.TextField(null=True)
@@ -153,6 +155,7 @@ class Media(BaseModel):
     height = pw.IntegerField(null=True)
     bytes = pw.IntegerField()
     created_at = UtcDateTimeField(default=utcnow)
+    original_name = pw.TextField(null=True)  # as the mail named it, cleaned; never used as a path
 
 
 class Alarm(BaseModel):

@@ -37,7 +37,7 @@ async def media_file(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise web.HTTPNotFound() from None
     media = await request.app[DB].read(media_for_download, media_id)
-    if media is None or media["kind"] == "raw":
+    if media is None:
         raise web.HTTPNotFound()
     thumbnail = request.match_info.get("variant") == "thumbnail"
     relpath = media["thumb_path"] if thumbnail else media["path"]
@@ -46,7 +46,14 @@ async def media_file(request: web.Request) -> web.StreamResponse:
     path = request.app[MEDIA].resolve(relpath)
     if not await asyncio.get_running_loop().run_in_executor(request.app[IO], path.is_file):
         raise web.HTTPNotFound()  # removed by retention after the page was rendered
-    return web.FileResponse(path, headers={
-        "Content-Type": "image/jpeg" if thumbnail else media["content_type"],
-        "Cache-Control": "private, max-age=86400",  # media never change under an id
-    })
+    headers = {"Cache-Control": "private, max-age=86400"}  # media never change under an id
+    if thumbnail:
+        headers["Content-Type"] = "image/jpeg"
+    elif media["kind"] in ("image", "video"):
+        headers["Content-Type"] = media["content_type"]
+    else:
+        # Whatever a mail carried besides pictures is handed out as a download, never rendered by the browser.
+        extension = ".eml" if media["kind"] == "raw" else path.suffix
+        headers["Content-Type"] = "application/octet-stream"
+        headers["Content-Disposition"] = f'attachment; filename="vmond-{media["kind"]}-{media_id}{extension}"'
+    return web.FileResponse(path, headers=headers)

@@ -1,0 +1,122 @@
+"""From a spooled mail and what the worker made of it to database records, with the media written to disk.
+
+Blocking (file writes with fsync): runs on an I/O thread. File names are vmond's own and deterministic for a
+spool entry and recipient, so a replay after a crash rewrites the same files instead of adding copies; the name
+an attachment had in the mail is kept only as metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+
+from vmond.ingest.mailparse import Attachment, ParsedMail
+from vmond.ingest.prepare import CheckedImage, PreparedMail
+from vmond.ingest.spool import SUFFIX, SpoolEntry
+from vmond.media.store import MediaStore
+from vmond.store.events import IngestRecord, MediaRecord
+
+log = logging.getLogger(__name__)
+
+BODY_EXCERPT = 4000
+_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "video/mp4": ".mp4"}
+
+
+def event_time(parsed: ParsedMail | None, received: datetime) -> datetime:
+    """The camera's own time of the event when the mail tells it, else the time of receipt."""
+    when = parsed.event_time if parsed is not None else None
+    if when is None:
+        return received
+    if when.tzinfo is None:
+        when = when.astimezone()  # cameras send their local wall-clock time; the appliance shares their zone
+    return when
+
+
+def local_parts(entry: SpoolEntry, domain: str) -> list[str]:
+    """The recipient cameras' local parts (each once), in the order the camera named them."""
+    seen: list[str] = []
+    for address in entry.envelope.rcpt_tos:
+        local, _, dom = address.strip("<>").rpartition("@")
+        if dom.lower() == domain and local.lower() not in seen:
+            seen.append(local.lower())
+    return seen
+
+
+def _flags(prepared: PreparedMail) -> tuple[str, ...]:
+    flags = []
+    if prepared.parsed is None:
+        flags.append("unparsed")
+    if prepared.rejected:
+        flags.append("image_rejected")
+    if prepared.others:
+        flags.append("attachment_kept")
+    return tuple(flags)
+
+
+def _store_image(media: MediaStore, base: str, image: CheckedImage) -> MediaRecord:
+    data, info = image.attachment.data, image.info
+    path, thumb = base + _EXTENSIONS[info.content_type], base + ".thumb.jpg"
+    media.write_sync(path, data)
+    media.write_sync(thumb, info.thumbnail)
+    return MediaRecord(kind="image", path=path, content_type=info.content_type,
+                       sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), thumb_path=thumb,
+                       width=info.width, height=info.height, original_name=image.attachment.filename)
+
+
+def _store_opaque(media: MediaStore, path: str, kind: str, content_type: str, data: bytes,
+                  original_name: str | None) -> MediaRecord:
+    media.write_sync(path, data)
+    return MediaRecord(kind=kind, path=path, content_type=content_type, sha256=hashlib.sha256(data).hexdigest(),
+                       bytes=len(data), original_name=original_name)
+
+
+def _store_attachment(media: MediaStore, base: str, attachment: Attachment) -> MediaRecord:
+    # Kept as an opaque file (".bin" unless it is a known container): never decoded here, never served inline.
+    extension = _EXTENSIONS.get(attachment.content_type, ".bin")
+    return _store_opaque(media, base + extension, "attachment", attachment.content_type, attachment.data,
+                         attachment.filename)
+
+
+def build_records(entry: SpoolEntry, prepared: PreparedMail, media: MediaStore, domain: str
+                  ) -> list[IngestRecord]:
+    """One record per recipient camera, its media already durable on disk."""
+    parsed = prepared.parsed
+    received = entry.envelope.received.astimezone(UTC)
+    stem = entry.name.removesuffix(SUFFIX)
+    day = received.strftime("%Y/%m/%d")
+    for name, why in prepared.rejected:
+        log.warning("mail %s: picture %r refused: %s", entry.name, name, why)
+    if prepared.error:
+        log.warning("mail %s could not be parsed (%s); keeping it raw", entry.name, prepared.error)
+    records = []
+    for local in local_parts(entry, domain):
+        base = str(PurePosixPath(day) / f"{stem}-{local}")
+        stored = [_store_image(media, f"{base}-{n}", image) for n, image in enumerate(prepared.images)]
+        stored += [_store_attachment(media, f"{base}-a{n}", other) for n, other in enumerate(prepared.others)]
+        if parsed is None:
+            stored.append(_store_opaque(media, f"{base}.eml", "raw", "message/rfc822", entry.content, None))
+        subject = parsed.subject if parsed is not None else ""
+        records.append(IngestRecord(
+            ingest_key=f"{stem}:{local}",
+            local_part=local,
+            received_at=received,
+            event_time=event_time(parsed, received),
+            event_type=(parsed.event_type if parsed is not None else None) or subject or "Camera mail",
+            phase=getattr(parsed, "phase", None),
+            subject=subject,
+            body_excerpt=parsed.body_text[:BODY_EXCERPT] if parsed is not None else "",
+            channel=parsed.channel if parsed is not None else None,
+            vendor=parsed.vendor if parsed is not None else None,
+            is_test=parsed.is_test if parsed is not None else False,
+            flags=_flags(prepared),
+            peer=entry.envelope.peer,
+            mail_from=entry.envelope.mail_from,
+            recipient=f"{local}@{domain}",
+            message_id=parsed.message_id if parsed is not None else None,
+            size=len(entry.content),
+            defects=tuple(parsed.defects) if parsed is not None else ("unparsed",),
+            media=tuple(stored),
+        ))
+    return records

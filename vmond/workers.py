@@ -1,0 +1,109 @@
+"""CPU work in worker processes the daemon owns: parsing hostile mail now, encoding clips later.
+
+A worker runs at a lower priority, ignores SIGINT (the daemon decides when it ends), has a memory ceiling, and is
+replaced after a number of tasks. A task that overruns its time, or a worker that dies (a segfault in a codec,
+the kernel's OOM killer), costs that task only: the pool is rebuilt and the daemon carries on. Workers are forked
+from a fork server (a fresh interpreter, not a copy of the threaded daemon) that has the heavy modules already
+imported, so a replacement is cheap even on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class WorkerFailed(RuntimeError):
+    """The task's worker died or overran its time; the message says which."""
+
+
+def _init_worker(nice: int, memory_limit: int | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice:
+        os.nice(nice)
+    if memory_limit:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
+
+class WorkerPool:
+    """An async context around a process pool; ``await pool.run(fn, *args, timeout=...)``."""
+
+    def __init__(self, name: str, workers: int = 1, max_tasks: int = 200, nice: int = 10,
+                 memory_limit: int | None = 1 << 30, preload: Sequence[str] = ()) -> None:
+        self.name = name
+        self._workers = workers
+        self._max_tasks = max_tasks
+        self._nice = nice
+        self._memory_limit = memory_limit
+        self._context = multiprocessing.get_context("forkserver")
+        # Imported once in the fork server instead of in every new worker.
+        self._context.set_forkserver_preload(list(preload))
+        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self.restarts = 0
+        self.completed = 0
+
+    def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=self._workers, mp_context=self._context, initializer=_init_worker,
+            initargs=(self._nice, self._memory_limit), max_tasks_per_child=self._max_tasks)
+
+    async def __aenter__(self) -> WorkerPool:
+        self._executor = self._new_executor()
+        # Queued tasks wait here, not in the executor's unbounded queue.
+        self._slots = asyncio.Semaphore(self._workers * 2)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            self._kill(executor)
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+
+    @staticmethod
+    def _kill(executor: concurrent.futures.ProcessPoolExecutor) -> None:
+        # ProcessPoolExecutor cannot cancel a running task; its processes can be killed. (_processes is
+        # private but has been there, unchanged, since the executor exists.)
+        for process in list((getattr(executor, "_processes", None) or {}).values()):
+            if process.is_alive():
+                process.kill()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    def _restart(self, why: str) -> None:
+        log.warning("%s worker: %s; starting a fresh one", self.name, why)
+        self.restarts += 1
+        if self._executor is not None:
+            self._kill(self._executor)
+        self._executor = self._new_executor()
+
+    async def run(self, fn: Callable[..., T], *args: Any, timeout: float) -> T:
+        """Run ``fn(*args)`` in a worker; raises :class:`WorkerFailed` when the worker dies or overruns."""
+        assert self._executor is not None and self._slots is not None, "pool not started"
+        async with self._slots:
+            try:
+                future = self._executor.submit(fn, *args)
+            except BrokenProcessPool:
+                self._restart("the pool was broken")
+                future = self._executor.submit(fn, *args)
+            try:
+                result = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            except TimeoutError:
+                self._restart(f"a task ran longer than {timeout:.0f} s")
+                raise WorkerFailed(f"took longer than {timeout:.0f} s") from None
+            except BrokenProcessPool:
+                self._restart("a worker died")
+                raise WorkerFailed("the worker process died") from None
+            self.completed += 1
+            return result
