@@ -144,3 +144,24 @@ async def test_a_burst_from_one_camera_extends_one_event(make_config: Callable[.
             assert event["mail_count"] == 2 and len(event["images"]) == 2
             types = [updates._queue.get_nowait().type for _ in range(2)]
             assert types == ["event.created", "event.updated"]
+
+
+async def test_start_and_stop_mails_make_one_event(make_config: Callable[..., Config]) -> None:
+    # Dahua EZIP-style: "Motion Detection Start", then minutes later "... Stop"; longer than the burst window.
+    config = make_config(events={"coalesce_window": "0s"})
+
+    def ezip(action: str) -> bytes:
+        return (f"Subject: Motion Detection {action}\r\nFrom: cam@cam.lan\r\n\r\n"
+                f"Alarm Event: Motion Detection {action}\r\nAlarm Input Channel: 1\r\n").encode()
+
+    async with running(config) as services:
+        daemon = Daemon(services)
+        for action in ("Start", "Stop"):
+            assert (await daemon.send(ezip(action)))["data"][0] == 250
+            await daemon.wait_idle()
+        assert (await daemon.send(ezip("Start"), to="camera-back@monitor.local"))["data"][0] == 250
+        await daemon.wait_idle()
+        events = {e["camera"]["name"]: e for e in await all_events(daemon)}
+        assert len(events) == 2
+        front = events["Front Door"]
+        assert front["event_type"] == "Motion Detection" and front["mail_count"] == 2

@@ -259,3 +259,24 @@ async def test_test_events_stay_off_the_wall(daemon: Daemon) -> None:
     await daemon.add_user("guard1", "guard")
     status, body = await daemon.api("GET", "/api/events", await daemon.token("guard1"))
     assert body == {"events": []}
+
+
+async def test_camera_pages_for_supervisors(daemon: Daemon) -> None:
+    assert (await daemon.send(sample("amcrest-tamper.eml")))["data"][0] == 250
+    await daemon.wait_idle()
+    await daemon.add_user("installer", "supervisor")
+    async with browser() as http:
+        await log_in(daemon, http, "installer")
+        async with http.get(f"{daemon.url}/cameras") as response:
+            page = await response.text()
+            assert response.status == 200 and "camera-front@monitor.local" in page and "Back Yard" in page
+        async with http.get(f"{daemon.url}/cameras/1") as response:
+            page = await response.text()
+            assert response.status == 200 and "Last SMTP session" in page
+        async with http.get(f"{daemon.url}/cameras/999") as response:
+            assert response.status == 404
+    await daemon.add_user("guard1", "guard")
+    async with browser() as http:
+        await log_in(daemon, http, "guard1")
+        async with http.get(f"{daemon.url}/cameras") as response:
+            assert response.status == 403

@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import subprocess
+import warnings
 from pathlib import Path
 
 from vmond.config import Config
@@ -54,10 +55,21 @@ def ensure_self_signed(config: Config) -> Config:
     return dataclasses.replace(config, web=dataclasses.replace(config.web, tls=tls))
 
 
-def server_context(certificate: Path, key: Path | None) -> ssl.SSLContext:
-    """A TLS server context for a PEM certificate (chain) and key; OpenSSL's defaults (TLS 1.2 and newer)."""
+_TLS_VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1, "1.2": ssl.TLSVersion.TLSv1_2,
+                 "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def server_context(certificate: Path, key: Path | None, min_version: str = "1.2") -> ssl.SSLContext:
+    """A TLS server context for a PEM certificate (chain) and key, accepting *min_version* and newer."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(certificate), str(key) if key else None)
+    with warnings.catch_warnings():
+        # Python deprecates TLS 1.0/1.1; an installer who set min_version "1.0" asked for them on purpose.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = _TLS_VERSIONS[min_version]
+    if min_version in ("1.0", "1.1"):
+        # OpenSSL 3 refuses TLS 1.0/1.1 at its default security level; old camera firmware needs level 0.
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
     return context
 
 

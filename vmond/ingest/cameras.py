@@ -58,11 +58,15 @@ class CameraDirectory:
             return None
         return self._by_local_part.get(local)
 
+    def by_username(self, username: str) -> CameraEntry | None:
+        """The camera an SMTP login names (the full address or its local part), or None."""
+        local = self.split(username)[0] if "@" in username else username.strip().lower()
+        return self._by_local_part.get(local)
+
     def check_password(self, username: str, password: str) -> CameraEntry | None:
-        """The camera whose SMTP credentials these are (username: full address or local part), or None."""
-        local = self.split(username)[0] if "@" in username else username.lower()
-        expected = self._passwords.get(local)
-        camera = self._by_local_part.get(local)
+        """The camera whose SMTP credentials these are, or None."""
+        camera = self.by_username(username)
+        expected = self._passwords.get(camera.local_part) if camera is not None else None
         if camera is None or expected is None:
             return None
         return camera if hmac.compare_digest(password.encode(), expected.encode()) else None

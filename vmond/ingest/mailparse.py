@@ -1,28 +1,33 @@
 """Parse a raw camera alarm mail into a ``ParsedMail`` (a pure function of bytes).
 
 The input is hostile and cameras write MIME badly, so the *structure* is split
-here, not by ``email.parser``: its feed parser builds the whole tree before
-part count or depth could be bounded, and it folds a mangled closing delimiter
-(``----boundary--``) into the last attachment.  Our splitter is one linear regex
-scan per multipart level and stops at ``MAX_PARTS`` / ``MAX_DEPTH``.  The stdlib
-still does what it is good at, on bounded values: parameters and RFC 2231
-filenames via a compat32 ``Message`` (the ``default`` policy's strict header
-parser raises or mangles on camera headers), addresses via ``email.utils``.
-Text, byte and header-value helpers (charsets, RFC 2047 words, base64 repair,
-type sniffing, dates, HTML) live in ``vmond.ingest.mimetext``.
+by ``vmond.ingest.mimesplit``, not by ``email.parser`` (which builds the whole
+tree before part count or depth could be bounded); the walk below stops at
+``MAX_PARTS`` / ``MAX_DEPTH``.  The stdlib still does what it is good at, on
+bounded values: parameters and RFC 2231 filenames via a compat32 ``Message``,
+addresses via ``email.utils``.  Text, byte and header-value helpers (charsets,
+RFC 2047 words, base64 repair, type sniffing, dates, HTML) live in
+``vmond.ingest.mimetext``; vendor wording in ``vmond.ingest.vendors``.
+
+Text that leaves the parser (subject, body, vendor fields) carries no control
+characters, but markup is kept as text: escaping is the web layer's job.
 """
 
 from __future__ import annotations
 
 import binascii
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.message import Message
 from email.utils import parseaddr
-from itertools import chain
 
+from vmond.ingest.mimesplit import (
+    MAX_HEADER_LINES,
+    MAX_HEADER_VALUE,
+    content_type,
+    params,
+    split_headers,
+    split_multipart,
+)
 from vmond.ingest.mimetext import (
     MAX_TEXT_PART,
     clean_filename,
@@ -33,19 +38,21 @@ from vmond.ingest.mimetext import (
     html_to_text,
     parse_date,
     sniff_type,
+    strip_controls,
 )
 from vmond.ingest.uudecode import decode_uu, split_uu_blocks
-from vmond.ingest.vendors import extract_hints, is_test_mail
+from vmond.ingest.vendors import extract_hints, is_test_mail, subject_event_type
 
 __all__ = ["Attachment", "MailParseError", "ParsedMail", "parse_mail"]
 
 MAX_PARTS = 200  # MIME entities walked, containers included
 MAX_DEPTH = 10  # multipart / message nesting
 MAX_BODY_TEXT = 64 * 1024  # characters of body_text kept
-MAX_HEADER_LINES = 1000  # per header block, continuations included
-MAX_HEADER_VALUE = 8 * 1024  # bytes kept of one header value
+# Re-exported: the header bounds are applied in mimesplit but are part of this contract.
+__all__ += ["MAX_BODY_TEXT", "MAX_DEPTH", "MAX_HEADER_LINES", "MAX_HEADER_VALUE", "MAX_PARTS"]
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
+_IMAGE_LABELS = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "image/png"})
 
 
 class MailParseError(Exception):
@@ -85,129 +92,16 @@ class ParsedMail:
     defects: tuple[str, ...]
     is_test: bool
     device_name: str | None = None  # recorder / camera device name from vendor hints
+    # "start" / "stop" when the camera mails both ends of one alarm (event_type then
+    # lacks the phase word, so both mails share it); None for one-shot alarms.
+    phase: str | None = None
 
     @property
     def images(self) -> tuple[Attachment, ...]:
         return tuple(a for a in self.attachments if a.is_image)
 
 
-# --- structure -------------------------------------------------------------------
-
-_FIELD_NAME = re.compile(rb"([!-9;-~]{1,128})[ \t]*:")
-
-
-def _split_headers(data: bytes, defects: list[str]) -> tuple[dict[str, bytes], bytes]:
-    """Split an entity into (first value of each header, body)."""
-    headers: dict[str, bytes] = {}
-    name: str | None = None
-    parts: list[bytes] = []
-    size = pos = lines = 0
-
-    def commit() -> None:
-        if name is not None and name not in headers:
-            headers[name] = b"".join(parts)[:MAX_HEADER_VALUE]
-
-    body = b""
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        end = len(data) if nl < 0 else nl
-        line = data[pos:end].rstrip(b"\r")
-        lines += 1
-        if not line.strip():
-            body = data[end + 1 :]
-            break
-        if lines > MAX_HEADER_LINES:
-            defects.append("too_many_headers")
-            body = data[pos:]
-            break
-        if line[:1] in (b" ", b"\t") and name is not None:
-            if size < MAX_HEADER_VALUE:
-                parts.append(line)
-                size += len(line)
-        else:
-            match = _FIELD_NAME.match(line)
-            if match is None:  # no blank line before the body
-                defects.append("missing_header_separator")
-                body = data[pos:]
-                break
-            commit()
-            name = match.group(1).decode("ascii").lower()
-            parts, size = [line[match.end() :]], len(line)
-        pos = end + 1
-    commit()
-    return headers, body
-
-
-def _params(headers: dict[str, bytes]) -> Message:
-    msg = Message()  # compat32: stores values verbatim, parses params on demand
-    for name in ("content-type", "content-disposition"):
-        if name in headers:
-            msg[name] = header_text(headers[name])
-    return msg
-
-
-_CTYPE = re.compile(r"\s*([\w!#$&^.+-]+)\s*/\s*([\w!#$&^.+-]+)")
-
-
-def _content_type(headers: dict[str, bytes]) -> str:
-    match = _CTYPE.match(header_text(headers.get("content-type")))
-    return f"{match.group(1)}/{match.group(2)}".lower() if match else "text/plain"
-
-
-def _delimiters(body: bytes, boundary: bytes) -> Iterator[tuple[int, int, bool, bool]]:
-    """Yield (line start, line end, is_close, mangled) for each delimiter line.
-
-    Tolerates extra or missing dashes around the boundary (``----b--``) and
-    trailing blanks; the regex engine does the scanning, so this is linear.
-    """
-    core = boundary.strip(b"-")
-    if not core:  # an all-dash boundary: exact matches only
-        pattern = re.compile(rb"(?m)^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$")
-        for m in pattern.finditer(body):
-            yield m.start(), m.end(), m.group(1) is not None, False
-        return
-    lead0 = len(boundary) - len(boundary.lstrip(b"-")) + 2
-    trail0 = len(boundary) - len(boundary.rstrip(b"-"))
-    pattern = re.compile(rb"(?m)^(--+)" + re.escape(core) + rb"(-*)[ \t]*\r?$")
-    for m in pattern.finditer(body):
-        lead, trail = len(m.group(1)), len(m.group(2))
-        close = trail >= trail0 + 2
-        yield m.start(), m.end(), close, lead != lead0 or trail not in (trail0, trail0 + 2)
-
-
-_GUESS = re.compile(rb"(?m)^--([!-~]{1,200})[ \t]*\r?\n(?=[Cc][Oo][Nn][Tt][Ee][Nn][Tt]-)")
-
-
-def _split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> Iterator[bytes] | None:
-    """Yield part bytes lazily; None when no delimiter for any boundary is found."""
-    delims = _delimiters(body, boundary) if boundary else iter(())
-    first = next(delims, None)
-    if first is None:
-        guess = _GUESS.search(body)
-        if guess is None:
-            return None
-        defects.append("bad_boundary")
-        delims = _delimiters(body, guess.group(1))
-        first = next(delims, None)
-
-    def parts() -> Iterator[bytes]:
-        start, closed = None, False
-        for line_start, line_end, close, mangled in chain((first,) if first else (), delims):
-            if mangled:
-                defects.append("bad_boundary")
-            if start is not None:
-                end = line_start - (2 if body[line_start - 2 : line_start] == b"\r\n" else 1)
-                yield body[start : max(start, end)]
-            if close:
-                closed = True
-                break
-            start = line_end + 1
-        if not closed:
-            defects.append("bad_boundary")
-            if start is not None and start < len(body):
-                yield body[start:]
-
-    return parts()
+# --- the walk ----------------------------------------------------------------------
 
 
 @dataclass
@@ -229,7 +123,7 @@ class _Walk:
                 self.defects.append("too_many_parts")
             self.full = True
             return
-        ctype = _content_type(headers)
+        ctype = content_type(headers)
         if not (ctype.startswith("multipart/") or ctype == "message/rfc822"):
             self.leaf(headers, body, ctype)
             return
@@ -237,14 +131,14 @@ class _Walk:
             self.defects.append("too_deep")
             return
         if ctype == "message/rfc822":  # e.g. an alarm forwarded by a person
-            inner_headers, inner_body = _split_headers(self.decode(headers, body), self.defects)
+            inner_headers, inner_body = split_headers(self.decode(headers, body), self.defects)
             self.entity(inner_headers, inner_body, depth + 1)
             return
         try:
-            boundary = (_params(headers).get_boundary() or "").encode("utf-8", "replace")
+            boundary = (params(headers).get_boundary() or "").encode("utf-8", "replace")
         except (ValueError, TypeError, LookupError):
             boundary = b""
-        parts = _split_multipart(body, boundary, self.defects)
+        parts = split_multipart(body, boundary, self.defects)
         if parts is None:  # no delimiter at all: keep the body as text
             self.defects.append("bad_boundary")
             self.leaf({}, body, "text/plain")
@@ -252,7 +146,7 @@ class _Walk:
         for part in parts:
             if self.full:
                 break
-            part_headers, part_body = _split_headers(part, self.defects)
+            part_headers, part_body = split_headers(part, self.defects)
             self.entity(part_headers, part_body, depth + 1)
 
     def decode(self, headers: dict[str, bytes], body: bytes) -> bytes:
@@ -279,28 +173,30 @@ class _Walk:
         return body
 
     def leaf(self, headers: dict[str, bytes], body: bytes, ctype: str) -> None:
-        params = _params(headers)
+        found = params(headers)
         data = self.decode(headers, body)
         try:
-            filename = clean_filename(params.get_filename())
-            disposition = params.get_content_disposition()
-            charset = params.get_content_charset()
+            filename = clean_filename(found.get_filename())
+            disposition = found.get_content_disposition()
+            charset = found.get_content_charset()
         except (ValueError, TypeError, LookupError, IndexError):
             filename, disposition, charset = None, None, None
             self.defects.append("bad_params")
-        sniffed = sniff_type(data)
-        if ctype in ("text/plain", "text/html") and disposition != "attachment" and sniffed is None:
+        is_text = ctype in ("text/plain", "text/html") and disposition != "attachment"
+        sniffed = sniff_type(data, text=is_text)
+        if is_text and sniffed is None:
             self.text(data, ctype, charset)
             return
         if not data:
             self.defects.append("empty_part")
             return
-        content_type = sniffed or ctype
-        if sniffed is None and ctype in ("image/jpeg", "image/jpg", "image/pjpeg", "image/png"):
-            # Labelled JPEG/PNG without the signature: not something to thumbnail.
+        kind = sniffed or ctype
+        if ctype in _IMAGE_LABELS and sniffed not in IMAGE_TYPES:
+            # Labelled JPEG/PNG without its signature (garbage, or a TIFF named
+            # snapshot.jpg): not something to thumbnail; the magic, if any, says what it is.
             self.defects.append("image_magic_mismatch")
-            content_type = "application/octet-stream"
-        self.attachments.append(Attachment(content_type, ctype, filename, data))
+            kind = sniffed or "application/octet-stream"
+        self.attachments.append(Attachment(kind, ctype, filename, data))
 
     def text(self, data: bytes, ctype: str, charset: str | None) -> None:
         if self.text_size >= MAX_BODY_TEXT:
@@ -348,7 +244,7 @@ def _parse(data: bytes) -> ParsedMail:
         defects.append("leading_blank_lines")
     if data.startswith(b"From ", start):  # an mbox separator line
         start = data.find(b"\n", start) + 1 or len(data)
-    headers, body = _split_headers(data[start:], defects)
+    headers, body = split_headers(data[start:], defects)
     if not headers:
         raise MailParseError("no header fields found")
 
@@ -356,15 +252,16 @@ def _parse(data: bytes) -> ParsedMail:
     walk.entity(headers, body, 0)
     texts = walk.texts or [(html_to_text(t), cs) for t, cs in walk.htmls]
     charset = texts[0][1] if texts else None
-    body_text = "\n\n".join(t.strip() for t, _ in texts if t.strip())
+    body_text = strip_controls("\n\n".join(t.strip() for t, _ in texts if t.strip()), keep="\n\t")
     if len(body_text) > MAX_BODY_TEXT:
         body_text = body_text[:MAX_BODY_TEXT]
         defects.append("body_truncated")
 
-    subject = " ".join(decode_words(header_text(headers.get("subject"), charset)).split())
+    # Controls go before whitespace is collapsed, so "a \0 b" leaves one space, not two.
+    subject = " ".join(strip_controls(decode_words(header_text(headers.get("subject"), charset)), "\t\r\n").split())
     from_header = decode_words(header_text(headers.get("from"), charset))
-    from_address = parseaddr(header_text(headers.get("from"))[:2048])[1] or None
-    message_id = " ".join(header_text(headers.get("message-id")).split())[:998] or None
+    from_address = strip_controls(parseaddr(header_text(headers.get("from"))[:2048])[1]) or None
+    message_id = " ".join(strip_controls(header_text(headers.get("message-id")), "\t\r\n").split())[:998] or None
     if message_id is None:
         defects.append("no_message_id")
     date = parse_date(header_text(headers.get("date")).strip(), defects)
@@ -382,7 +279,7 @@ def _parse(data: bytes) -> ParsedMail:
         message_id=message_id,
         date=date,
         event_time=hints.event_time or date,
-        event_type=hints.event_type or subject or None,
+        event_type=hints.event_type or subject_event_type(subject, hints),
         channel=hints.channel,
         camera_name=hints.camera_name,
         vendor=hints.vendor,
@@ -392,4 +289,5 @@ def _parse(data: bytes) -> ParsedMail:
         defects=tuple(dict.fromkeys(defects)),
         is_test=is_test_mail(subject, body_text, len(attachments), hints),
         device_name=hints.device_name,
+        phase=hints.phase,
     )

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import functools
 import html
 import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-from vmond.ingest.vendors import parse_camera_time
+from vmond.ingest.vendorrules import parse_camera_time
 
 __all__ = [
     "MAX_TEXT_PART",
@@ -30,6 +31,7 @@ __all__ = [
     "html_to_text",
     "parse_date",
     "sniff_type",
+    "strip_controls",
 ]
 
 MAX_TEXT_PART = 512 * 1024  # bytes of one text part we decode
@@ -46,10 +48,17 @@ _MAGIC: tuple[tuple[int, bytes, str], ...] = (
 )
 
 
-def sniff_type(data: bytes) -> str | None:
-    """Content type from magic bytes, or None when not recognisable."""
+def sniff_type(data: bytes, text: bool = False) -> str | None:
+    """Content type from magic bytes, or None when not recognisable.
+
+    ``text``: the part is labelled text.  Two-byte signatures ("MZ", gzip) also
+    start ordinary words ("MZ-2 gate: motion"), so there they count only with a
+    NUL byte near the start, which the real binary headers have.
+    """
     for offset, magic, ctype in _MAGIC:
         if data[offset : offset + len(magic)] == magic:
+            if text and len(magic) < 3 and b"\0" not in data[:512]:
+                return None
             return ctype
     if data[:4] == b"RIFF" and data[8:12] in (b"WEBP", b"AVI "):
         return "image/webp" if data[8:12] == b"WEBP" else "video/x-msvideo"
@@ -144,8 +153,37 @@ def decode_words(value: str) -> str:
     return "".join(out)
 
 
+# C0 controls, DEL and C1 controls: terminal escapes, NULs that end C strings in
+# other tools, and invisible bytes that make two equal-looking subjects differ.
+_CONTROLS = [*range(0x20), *range(0x7F, 0xA0)]
+
+
+@functools.lru_cache(maxsize=4)
+def _control_table(keep: str) -> dict[int, None]:
+    return dict.fromkeys(c for c in _CONTROLS if chr(c) not in keep)
+
+
+def strip_controls(text: str, keep: str = "") -> str:
+    """``text`` without control characters (those in ``keep`` excepted).
+
+    Only category Cc: format characters such as the bidi marks (U+200F) are
+    legitimate in Hebrew or Arabic camera names, so they stay in text; markup
+    stays too (escaping is the web layer's job).
+    """
+    return text.translate(_control_table(keep))
+
+
 def clean_filename(name: str | None) -> str | None:
-    """A display-only file name: decoded, last path component, printable, or None."""
+    """A display-only file name: decoded, last path component, printable, or None.
+
+    What remains of a hostile name: the part after the last "/" or "\\" (so
+    "../../etc/passwd" -> "passwd" and "<script>x</script>" -> "script>"), without
+    controls, NUL or format characters (isprintable() drops category C, so the
+    bidi override that shows "x\u202egpj.exe" as "xexe.jpg" too), trimmed, at most 255
+    characters; names of dots only ("..") become None.  Look-alike slashes
+    (U+FF0F, U+2215) are kept: they separate nothing on any file system, and
+    the name is never used as a path anyway.
+    """
     if not name:
         return None
     name = decode_words(name) if "=?" in name else name

@@ -23,8 +23,9 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as SmtpSession
 
 from vmond.ingest.replies import Reply
-from vmond.ingest.smtpsession import CameraSMTP, RefuseConnection, peer_text
+from vmond.ingest.smtpsession import CameraSMTP, RefuseConnection, SessionLog, peer_text, printable
 from vmond.ingest.spool import InsufficientStorage, Spool, SpoolEnvelope
+from vmond.store.cameras import record_session
 from vmond.store.refusals import add_refusal
 from vmond.tlscert import server_context
 
@@ -48,6 +49,7 @@ class IngestHandler:
         self._io = io_executor
         self._on_spooled = on_spooled
         self._refusal_budget = _TokenBucket(rate=5.0, burst=50)
+        self._writes: set[asyncio.Task[None]] = set()
         self.accepted = 0
         self.refused = 0
 
@@ -59,9 +61,11 @@ class IngestHandler:
             await self._remember_refusal(session, envelope, address, reply)
             return reply
         if self._config.smtp.auth == "per-camera" and session.auth_data != camera:
+            server.log.concerns(camera.id)
             reply = Reply.WRONG_CAMERA.format(address=address)
             await self._remember_refusal(session, envelope, address, reply)
             return reply
+        server.log.accepted_recipient(camera.id)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return Reply.RECIPIENT_OK
@@ -82,9 +86,9 @@ class IngestHandler:
         spool_envelope = SpoolEnvelope(
             received_at=datetime.now(UTC).isoformat(),
             peer=peer_text(session.peer),
-            mail_from=str(envelope.mail_from or ""),
+            mail_from=printable(str(envelope.mail_from or "")),
             rcpt_tos=tuple(envelope.rcpt_tos),
-            helo=session.host_name,
+            helo=printable(session.host_name or "") or None,
             auth_user=_auth_user(session.auth_data),
             tls=session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None,
         )
@@ -103,6 +107,26 @@ class IngestHandler:
         self._on_spooled(name)
         return Reply.QUEUED.format(name=name)
 
+    def session_ended(self, session_log: SessionLog) -> None:
+        """Keep the transcript for the cameras the session named (written in the background, tracked)."""
+        if not session_log.cameras:
+            return
+        task = asyncio.create_task(self._record_session(session_log))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _record_session(self, session_log: SessionLog) -> None:
+        try:
+            await self._db.write(record_session, sorted(session_log.cameras), session_log.transcript(),
+                                 session_log.refusals)
+        except Exception:
+            log.exception("could not record the SMTP session of %s", session_log.peer)
+
+    async def flush(self) -> None:
+        """Wait for the background writes (at shutdown)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
     async def handle_exception(self, error: Exception) -> str:
         log.error("SMTP session error: %s: %s", type(error).__name__, error, exc_info=error)
         return Reply.LOCAL_ERROR
@@ -111,7 +135,7 @@ class IngestHandler:
 def _auth_user(auth_data: Any) -> str | None:
     """Who the client authenticated as: the login it gave (accept-any) or the camera it proved to be (per-camera)."""
     if isinstance(auth_data, LoginPassword):
-        return auth_data.login.decode("utf-8", "replace")
+        return printable(auth_data.login.decode("utf-8", "replace"))
     local_part = getattr(auth_data, "local_part", None)
     return None if local_part is None else str(local_part)
 
@@ -148,7 +172,7 @@ class _TokenBucket:
 def tls_context(config: Config) -> ssl.SSLContext | None:
     """The server context for STARTTLS and implicit TLS, or None without a certificate."""
     tls = config.smtp.tls
-    return None if tls.certificate is None else server_context(tls.certificate, tls.key)
+    return None if tls.certificate is None else server_context(tls.certificate, tls.key, tls.min_version)
 
 
 class SmtpServer:
@@ -168,6 +192,9 @@ class SmtpServer:
         self.port = 0
         self.implicit_tls_port = 0
 
+    def session_ended(self, session_log: SessionLog) -> None:
+        self._handler.session_ended(session_log)
+
     def peer_allowed(self, peer: Any) -> bool:
         try:
             address = ipaddress.ip_address(peer[0].split("%", 1)[0])
@@ -183,8 +210,11 @@ class SmtpServer:
         if mode == "accept-any":
             return AuthResult(success=True, auth_data=auth_data, message=Reply.AUTH_OK)
         if mode == "per-camera" and isinstance(auth_data, LoginPassword):
-            camera = self._directory.check_password(auth_data.login.decode("utf-8", "replace"),
-                                                    auth_data.password.decode("utf-8", "replace"))
+            username = auth_data.login.decode("utf-8", "replace")
+            claimed = self._directory.by_username(username)
+            if claimed is not None and isinstance(server, CameraSMTP):
+                server.log.concerns(claimed.id)  # a camera with a wrong password: its installer wants to know
+            camera = self._directory.check_password(username, auth_data.password.decode("utf-8", "replace"))
             if camera is not None:
                 return AuthResult(success=True, auth_data=camera, message=Reply.AUTH_OK)
         # handled=False: aiosmtpd then sends 535 itself; handled=True would leave the client waiting.
@@ -203,7 +233,9 @@ class SmtpServer:
                 hostname=smtp.domain,  # never let aiosmtpd call the blocking socket.getfqdn() per connection
                 ident="vmond",
                 data_size_limit=smtp.max_message_size,
-                timeout=60,
+                timeout=smtp.idle_timeout,
+                # Camera names in envelope addresses arrive in UTF-8 (and worse) with or without SMTPUTF8.
+                enable_SMTPUTF8=True,
                 auth_required=smtp.auth == "per-camera",
                 auth_require_tls=smtp.auth == "off",  # off: AUTH is not offered on plain connections
                 authenticator=self._authenticator,
@@ -252,4 +284,5 @@ class SmtpServer:
                 break
             await asyncio.sleep(0.025)
         self._servers = []
+        await self._handler.flush()
         log.info("SMTP stopped (%d accepted, %d recipients refused)", self._handler.accepted, self._handler.refused)

@@ -9,12 +9,19 @@
 - AUTH works after HELO and with lower-case mechanism names.
 - Peers outside ``smtp.allow_networks`` get 554 before anything else.
 - The server can end idle sessions with 421 when it stops.
+- Each session keeps a short transcript (secrets and message content left out) for the installer: which
+  cameras it named, what it said, and the last refusal it got.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
+import re
+from collections import deque
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import MISSING, SMTP
@@ -27,6 +34,74 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 END_OF_DATA = b"\r\n.\r\n"
+TRANSCRIPT_LINES = 60
+TRANSCRIPT_WIDTH = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text from the wire, safe to store and show: undecodable bytes replaced, control characters escaped."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class SessionLog:
+    """What the installer may see of one SMTP session, and which camera each refusal concerned."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.started_at = datetime.now(UTC)
+        self.lines: deque[str] = deque(maxlen=TRANSCRIPT_LINES)
+        self.cameras: set[int] = set()  # ids of every camera this session named or logged in as
+        self.envelope_cameras: set[int] = set()  # the accepted recipients of the current mail
+        self.current: set[int] = set()  # the cameras the command being answered concerns
+        self.last_command = ""
+        self.refusals: dict[int, dict[str, str]] = {}  # camera id -> its last 4xx/5xx in this session
+
+    def concerns(self, camera_id: int) -> None:
+        self.cameras.add(camera_id)
+        self.current.add(camera_id)
+
+    def accepted_recipient(self, camera_id: int) -> None:
+        self.concerns(camera_id)
+        self.envelope_cameras.add(camera_id)
+
+    def client(self, text: str) -> None:
+        self.last_command = printable(text)[:TRANSCRIPT_WIDTH]
+        self.lines.append(f"C: {self.last_command}")
+        verb = self.last_command.split(" ", 1)[0].upper()
+        if verb in ("MAIL", "RSET", "HELO", "EHLO"):
+            self.envelope_cameras = set()
+        # A DATA refusal (too big, no space, local error) concerns every recipient of the mail.
+        self.current = set(self.envelope_cameras) if verb == "DATA" else set()
+
+    def server(self, text: str) -> None:
+        shown = printable(text)[:TRANSCRIPT_WIDTH]
+        self.lines.append(f"S: {shown}")
+        if shown[:1] in ("4", "5"):
+            refusal = {"at": datetime.now(UTC).isoformat(), "peer": self.peer, "command": self.last_command,
+                       "reply": shown}
+            for camera_id in self.current:
+                self.refusals[camera_id] = refusal
+
+    def transcript(self) -> list[str]:
+        return [f"session from {self.peer} at {self.started_at.isoformat(timespec='seconds')}", *self.lines]
+
+
+def _shown_command(name: str, arg: str | None) -> str:
+    """The command as the transcript shows it: the login name an AUTH carries, never its password."""
+    if name == "AUTH" and arg:
+        mechanism, _, initial = arg.partition(" ")
+        if not initial:
+            return f"AUTH {mechanism}"
+        try:
+            decoded = base64.b64decode(initial, validate=True).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            return f"AUTH {mechanism} ***"
+        user = decoded.split("\0")[1] if mechanism.upper() == "PLAIN" and decoded.count("\0") == 2 else decoded
+        shown = f" user={user}" if mechanism.upper() in ("LOGIN", "PLAIN") else ""
+        return f"AUTH {mechanism}{shown} ***" if mechanism.upper() != "LOGIN" else f"AUTH {mechanism}{shown}"
+    return f"{name} {arg}" if arg else name
 
 
 def peer_text(peer: Any) -> str:
@@ -50,14 +125,34 @@ class CameraSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._vmond_server = server
         self.in_data = False
+        self.log = SessionLog("?")
+        for name, method in list(self._smtp_methods.items()):
+            self._smtp_methods[name] = self._recorded(name, method)
+
+    def _recorded(self, name: str, method: Any) -> Any:
+        async def call(arg: str | None) -> None:
+            self.log.client(_shown_command(name, arg))
+            await method(arg)
+
+        return call
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None  # STARTTLS calls this again for the same session
         super().connection_made(transport)
-        self._vmond_server.sessions.add(self)
+        if first:
+            assert self.session is not None
+            self.log = SessionLog(peer_text(self.session.peer))
+            self._vmond_server.sessions.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._vmond_server.sessions.discard(self)
+        if self in self._vmond_server.sessions:
+            self._vmond_server.sessions.discard(self)
+            self._vmond_server.session_ended(self.log)
         super().connection_lost(error)
+
+    async def push(self, status: Any) -> None:
+        self.log.server(status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status))
+        await super().push(status)
 
     def data_received(self, data: bytes) -> None:
         if self.in_data:
@@ -103,6 +198,8 @@ class CameraSMTP(SMTP):
         self.in_data = True
         try:
             raw = await self._read_data()
+            self.log.client(f"<message of {len(raw) - 3} bytes>" if raw is not None
+                            else "<message over the size limit, discarded>")
             if raw is None:
                 status = Reply.TOO_BIG.format(limit=self.data_size_limit)
             else:

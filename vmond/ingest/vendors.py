@@ -16,12 +16,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-__all__ = ["VendorHints", "extract_hints", "is_test_mail", "parse_camera_time"]
+from vmond.ingest.vendorrules import (
+    Field,
+    channel_value,
+    clean_value,
+    field_phase,
+    first_field,
+    parse_camera_time,
+    parse_fields,
+    split_phase,
+    time_field,
+)
 
-_MAX_VALUE = 200  # longest camera name / event type we keep
+__all__ = ["VendorHints", "extract_hints", "is_test_mail", "parse_camera_time", "subject_event_type"]
 
 
 @dataclass(frozen=True)
@@ -34,111 +44,7 @@ class VendorHints:
     camera_name: str | None = None
     event_time: datetime | None = None
     device_name: str | None = None
-
-
-# --- times -------------------------------------------------------------------
-
-_YMD = re.compile(
-    r"(?<!\d)(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})(?:[ \t]*[,T_ \t][ \t]*)"
-    r"(?P<H>\d{1,2})[:.](?P<M>\d{1,2})(?:[:.](?P<S>\d{1,2}))?(?:[ \t]*(?P<ampm>[AaPp][Mm]))?"
-)
-_XXY = re.compile(
-    r"(?<!\d)(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.](?P<y>\d{4})(?:[ \t]*[,T_ \t][ \t]*)"
-    r"(?P<H>\d{1,2}):(?P<M>\d{1,2})(?::(?P<S>\d{1,2}))?(?:[ \t]*(?P<ampm>[AaPp][Mm]))?"
-)
-
-
-def _mk(y: str, m: str, d: str, hh: str, mm: str, ss: str | None, ampm: str | None) -> datetime | None:
-    hour = int(hh)
-    if ampm:
-        if hour > 12:
-            return None
-        hour = hour % 12 + (12 if ampm.lower() == "pm" else 0)
-    try:
-        value = datetime(int(y), int(m), int(d), hour, int(mm), int(ss or 0))
-    except ValueError:
-        return None
-    return value if 1970 <= value.year <= 2100 else None
-
-
-def parse_camera_time(text: str, order: str | None = None) -> datetime | None:
-    """Find the first date-and-time in ``text`` and return it as a naive datetime.
-
-    ``order`` is "DMY" or "MDY" for day/month/year forms when the mail states it
-    (Dahua writes ``Alarm Start Time(D/M/Y H:M:S)``); without it an ambiguous
-    ``01/02/2020`` is read day-first, unless one field is over 12.
-    """
-    text = text[:4096]
-    ymd, xxy = _YMD.search(text), _XXY.search(text)
-    if ymd and (not xxy or ymd.start() <= xxy.start()):
-        g = ymd.groupdict()
-        return _mk(g["y"], g["m"], g["d"], g["H"], g["M"], g["S"], g["ampm"])
-    if xxy:
-        g = xxy.groupdict()
-        a, b = int(g["a"]), int(g["b"])
-        month_first = order == "MDY" or (order != "DMY" and b > 12 >= a)
-        if month_first:
-            return _mk(g["y"], g["a"], g["b"], g["H"], g["M"], g["S"], g["ampm"])
-        return _mk(g["y"], g["b"], g["a"], g["H"], g["M"], g["S"], g["ampm"])
-    return None
-
-
-def _order_hint(label: str) -> str | None:
-    compact = re.sub(r"[^DMY]", "", label.upper())
-    return compact[:3] if compact[:3] in ("DMY", "MDY", "YMD") else None
-
-
-# --- "Key: value" bodies ---------------------------------------------------------
-
-# A key may hold a parenthesised label with colons in it, e.g. Dahua's
-# "Alarm Start Time(D/M/Y H:M:S): 06/05/2018 15:28:40", or a bracketed channel id,
-# e.g. Swann's "Channel Name [IP-CH1]: Front Yard".  Bounded repeats keep the
-# scan linear on hostile bodies.  Full-width colons come from Chinese firmware.
-_FIELD = re.compile(
-    r"^[ \t]*(?P<key>[^\s:：(\[][^:：(\[\n]{0,60}?)[ \t]*(?:\((?P<paren>[^)\n]{0,40})\))?"
-    r"[ \t]*(?:\[(?P<bracket>[^\]\n]{0,40})\])?[ \t]*[:：][ \t]*(?P<val>[^\n]{0,500})",
-    re.MULTILINE,
-)
-
-
-@dataclass(frozen=True)
-class _Field:
-    value: str
-    paren: str
-    bracket: str
-
-
-def _fields(body: str) -> dict[str, _Field]:
-    """Map normalised keys ("alarm start time") to the first value seen."""
-    out: dict[str, _Field] = {}
-    for match in _FIELD.finditer(body[:65536]):
-        key = " ".join(match.group("key").lower().split())
-        if key not in out:
-            value = " ".join(match.group("val").split())
-            out[key] = _Field(value, match.group("paren") or "", match.group("bracket") or "")
-    return out
-
-
-def _first(fields: Mapping[str, _Field], *keys: str) -> _Field | None:
-    for key in keys:
-        field = fields.get(key)
-        if field is not None and field.value:
-            return field
-    return None
-
-
-def _clean(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = " ".join(value.split())[:_MAX_VALUE].strip(" .,;:-")
-    return value or None
-
-
-def _channel(value: str | None) -> str | None:
-    value = _clean(value)
-    if value and value.isdigit():
-        return str(int(value[:9]))
-    return value
+    phase: str | None = None  # "start" / "stop" for cameras that mail both ends of one alarm
 
 
 # --- recognisers -------------------------------------------------------------------
@@ -149,14 +55,7 @@ class _Mail:
     body: str
     headers: Mapping[str, str]
     filenames: Sequence[str]
-    fields: Mapping[str, _Field]
-
-
-def _time_field(fields: Mapping[str, _Field], *keys: str) -> datetime | None:
-    field = _first(fields, *keys)
-    if field is None:
-        return None
-    return parse_camera_time(field.value, _order_hint(field.paren))
+    fields: Mapping[str, Field]
 
 
 _NAME_NUM = re.compile(r"^(?P<name>.*?)\s*\((?P<num>[A-Za-z]{0,3}\d{1,4})\)$")
@@ -176,23 +75,23 @@ def _hikvision(m: _Mail) -> VendorHints | None:
         or "报警类型" in f
     ):
         return None
-    camera = _first(f, "channel name", "通道名称", "camera name")
-    channel = _first(f, "channel number", "channel no.", "channel no", "通道号")
+    camera = first_field(f, "channel name", "通道名称", "camera name")
+    channel = first_field(f, "channel number", "channel no.", "channel no", "通道号")
     camera_name = camera.value if camera else None
     channel_id = channel.value if channel else None
     if camera is not None and camera.paren.upper() == "NUM":
         found = _NAME_NUM.match(camera.value)
         if found:
             camera_name, channel_id = found.group("name"), channel_id or found.group("num")
-    device = _first(f, "ipc name", "dvr name", "nvr name", "device name", "设备名称")
-    event = _first(f, "event type", "事件类型", "报警类型")
+    device = first_field(f, "ipc name", "dvr name", "nvr name", "device name", "设备名称")
+    event = first_field(f, "event type", "事件类型", "报警类型")
     return VendorHints(
         vendor="hikvision",
-        event_type=_clean(event.value if event else None),
-        channel=_channel(channel_id),
-        camera_name=_clean(camera_name) or _clean(device.value if device else None),
-        event_time=_time_field(f, "event time", "事件时间", "报警时间"),
-        device_name=_clean(device.value if device else None),
+        event_type=clean_value(event.value if event else None),
+        channel=channel_value(channel_id),
+        camera_name=clean_value(camera_name) or clean_value(device.value if device else None),
+        event_time=time_field(f, "event time", "事件时间", "报警时间"),
+        device_name=clean_value(device.value if device else None),
     )
 
 
@@ -206,18 +105,18 @@ def _dahua(m: _Mail) -> VendorHints | None:
     by_file = [x for x in (_DAHUA_FILE.match(n) for n in m.filenames) if x]
     if not ("alarm event" in f or "alarm input channel" in f or "alarm start time" in f or by_file):
         return None
-    channel = _first(f, "alarm input channel", "alarm input channel no.", "alarm channel", "channel")
-    camera = _first(f, "channel name", "alarm camera name", "camera name")
-    device = _first(f, "alarm device name", "device name")
-    event = _first(f, "alarm event", "event type", "alarm type")
+    channel = first_field(f, "alarm input channel", "alarm input channel no.", "alarm channel", "channel")
+    camera = first_field(f, "channel name", "alarm camera name", "camera name")
+    device = first_field(f, "alarm device name", "device name")
+    event = first_field(f, "alarm event", "event type", "alarm type")
     vendor = "reolink" if "reolink" in m.headers.get("from", "").lower() else "dahua"
     return VendorHints(
         vendor=vendor,
-        event_type=_clean(event.value if event else None),
-        channel=_channel(channel.value if channel else (by_file[0].group(1) if by_file else None)),
-        camera_name=_clean((camera or device).value if (camera or device) else None),
-        event_time=_time_field(f, "alarm start time", "alarm time", "event time"),
-        device_name=_clean(device.value if device else None),
+        event_type=clean_value(event.value if event else None),
+        channel=channel_value(channel.value if channel else (by_file[0].group(1) if by_file else None)),
+        camera_name=clean_value((camera or device).value if (camera or device) else None),
+        event_time=time_field(f, "alarm start time", "alarm time", "event time"),
+        device_name=clean_value(device.value if device else None),
     )
 
 
@@ -229,15 +128,15 @@ def _swann(m: _Mail) -> VendorHints | None:
     bracketed = named is not None and bool(named.bracket)
     if not (bracketed or "alarmtype" in f or "alert from your nvr/dvr" in m.body.lower()):
         return None
-    event = _first(f, "alarmtype", "alarm type", "event type")
-    device = _first(f, "device name")
+    event = first_field(f, "alarmtype", "alarm type", "event type")
+    device = first_field(f, "device name")
     return VendorHints(
         vendor="swann",
-        event_type=_clean(event.value if event else None),
-        channel=_channel(named.bracket if named and named.bracket else None),
-        camera_name=_clean(named.value if named else None),
-        event_time=_time_field(f, "time", "alarm time", "event time"),
-        device_name=_clean(device.value if device else None),
+        event_type=clean_value(event.value if event else None),
+        channel=channel_value(named.bracket if named and named.bracket else None),
+        camera_name=clean_value(named.value if named else None),
+        event_time=time_field(f, "time", "alarm time", "event time"),
+        device_name=clean_value(device.value if device else None),
     )
 
 
@@ -260,7 +159,7 @@ def _reolink(m: _Mail) -> VendorHints | None:
     camera = body.group("cam") if body else (subj.group("cam") if subj else None)
     event = f"{subj.group('what')} {subj.group('verb')}" if subj else None
     when = parse_camera_time(subj.group("time"), "YMD") if subj and subj.group("time") else None
-    return VendorHints("reolink", _clean(event), None, _clean(camera), when)
+    return VendorHints("reolink", clean_value(event), None, clean_value(camera), when)
 
 
 def _dafang(m: _Mail) -> VendorHints | None:
@@ -269,7 +168,7 @@ def _dafang(m: _Mail) -> VendorHints | None:
     captures = bool(m.filenames) and all(re.fullmatch(r"\d*capture\.jpg", n) for n in m.filenames)
     if "dafang" not in sender and not (captures and m.body.strip().lower() == "motion was detected"):
         return None
-    return VendorHints("dafang", _clean(m.subject) or "Motion detected", None, None, None)
+    return VendorHints("dafang", clean_value(m.subject) or "Motion detected", None, None, None)
 
 
 _GENERIC_CHANNEL = re.compile(r"\b(?:channel|chn|ch)[ \t]*[:#.]?[ \t]*(\d{1,3})\b", re.IGNORECASE)
@@ -287,17 +186,17 @@ def _generic(m: _Mail) -> VendorHints | None:
     channel = chan.group(1) if chan else (by_file[0].group(1) if by_file else None)
     event = _GENERIC_EVENT.search(text)
     event_type = event.group("what") if event else None
-    field = _first(f, "event type", "alarm type", "event", "alarm event")
+    field = first_field(f, "event type", "alarm type", "event", "alarm event")
     if field is not None:
         event_type = field.value
-    camera = _first(f, "camera name", "camera", "channel name")
-    when = _time_field(f, "event time", "alarm time", "time", "date")
+    camera = first_field(f, "camera name", "camera", "channel name")
+    when = time_field(f, "event time", "alarm time", "time", "date")
     when = when or parse_camera_time(m.subject) or parse_camera_time(m.body)
     if channel is None and event_type is None and camera is None:
         # Only a time, if anything: not enough to claim a vendor.
         return VendorHints(event_time=when) if when else None
-    return VendorHints("generic-nvr", _clean(event_type), _channel(channel),
-                       _clean(camera.value if camera else None), when)
+    return VendorHints("generic-nvr", clean_value(event_type), channel_value(channel),
+                       clean_value(camera.value if camera else None), when)
 
 
 _RECOGNISERS: tuple[Callable[[_Mail], VendorHints | None], ...] = (
@@ -318,12 +217,37 @@ def extract_hints(
     names.  Never raises for odd input; returns an empty ``VendorHints`` when
     nothing is recognised.
     """
-    mail = _Mail(subject, body, headers or {}, [n for n in filenames if n], _fields(body))
+    mail = _Mail(subject, body, headers or {}, [n for n in filenames if n], parse_fields(body))
     for recognise in _RECOGNISERS:
         hints = recognise(mail)
         if hints is not None:
-            return hints
-    return VendorHints()
+            break
+    else:
+        hints = VendorHints()
+    # The phase applies to every vendor's wording, so it is read once here, after
+    # the recogniser (whose camera name keeps "...from Back End" from being a stop).
+    event, phase = split_phase(hints.event_type) if hints.event_type else (None, None)
+    phase = field_phase(mail.fields) or phase or _subject_phase(subject, hints)[1]
+    return replace(hints, event_type=event, phase=phase)
+
+
+def _subject_phase(subject: str, hints: VendorHints) -> tuple[str, str | None]:
+    """``split_phase`` of the subject, unless its last words are the camera's name."""
+    base, phase = split_phase(subject)
+    if phase is not None:
+        tail = subject.rstrip(" \t.!)]>").casefold()
+        if any(name and tail.endswith(name.casefold()) for name in (hints.camera_name, hints.device_name)):
+            return subject, None
+    return base, phase
+
+
+def subject_event_type(subject: str, hints: VendorHints) -> str | None:
+    """The event type of a mail no recogniser typed: its subject less a trailing phase word.
+
+    ``parse_mail`` falls back to the subject; without this, "Motion Detection
+    Start" and "Motion Detection Stop" subjects would be two event types.
+    """
+    return _subject_phase(subject, hints)[0] or None
 
 
 # --- the camera setup page's test mail ------------------------------------------------

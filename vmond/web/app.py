@@ -13,7 +13,7 @@ from aiohttp import web
 
 from vmond import keys
 from vmond.tlscert import server_context
-from vmond.web import api, login, pages, ws
+from vmond.web import api, cameras, login, pages, ws
 from vmond.web.login import LoginLimiter
 from vmond.web.paths import WebPaths, find_web_paths
 from vmond.web.security import authenticate, security_headers
@@ -64,6 +64,10 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app.router.add_get("/api/events/{event_id}", api.event_detail)
     app.router.add_post("/api/events/{event_id}/dismiss", api.event_dismiss)
     app.router.add_get("/api/smtp/refusals", api.smtp_refusals)
+    app.router.add_get("/api/cameras", cameras.api_list)
+    app.router.add_get("/api/cameras/{camera_id}", cameras.api_detail)
+    app.router.add_get("/cameras", cameras.page_list)
+    app.router.add_get("/cameras/{camera_id}", cameras.page_detail)
     app.router.add_static("/static/", str(paths.static), name="static")
     app.on_shutdown.append(ws.close_all)
     return app

@@ -1,0 +1,46 @@
+"""Cameras in the database: the installer's diagnostics and the Camera JSON shape. Run on a database thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vmond.store.models import Account, Camera
+
+
+def camera_dict(camera: Camera, domain: str) -> dict[str, Any]:
+    """A camera as the API shows it. The RTSP URL may hold credentials: only whether there is one."""
+    return {
+        "id": camera.id,
+        "name": camera.name,
+        "smtp_address": f"{camera.smtp_local_part}@{domain}",
+        "account": {"id": camera.account.id, "name": camera.account.name},
+        "active": camera.active,
+        "from_config": camera.from_config,
+        "has_rtsp_url": bool(camera.rtsp_url),
+        "last_mail_at": camera.last_mail_at.isoformat() if camera.last_mail_at else None,
+        "last_peer": camera.last_peer,
+        "test_mail_at": camera.test_mail_at.isoformat() if camera.test_mail_at else None,
+        "test_mail_received": camera.test_mail_at is not None,
+        "last_refusal": camera.last_refusal,
+        "last_transcript": camera.last_transcript or [],
+    }
+
+
+def _query() -> Any:
+    return Camera.select(Camera, Account).join(Account)
+
+
+def list_cameras(domain: str) -> list[dict[str, Any]]:
+    return [camera_dict(c, domain) for c in _query().order_by(Account.name, Camera.name)]
+
+
+def get_camera(domain: str, camera_id: int) -> dict[str, Any] | None:
+    camera = _query().where(Camera.id == camera_id).first()
+    return None if camera is None else camera_dict(camera, domain)
+
+
+def record_session(camera_ids: list[int], transcript: list[str], refusals: dict[int, dict[str, str]]) -> None:
+    """Keep the last SMTP session that named these cameras, and what each was refused in it, if anything."""
+    Camera.update(last_transcript=transcript).where(Camera.id.in_(camera_ids)).execute()
+    for camera_id, refusal in refusals.items():
+        Camera.update(last_refusal=refusal).where(Camera.id == camera_id).execute()
