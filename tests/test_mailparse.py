@@ -412,6 +412,14 @@ def test_sniff_type(data: bytes, kind: str | None) -> None:
     assert sniff_type(data) == kind
 
 
+def test_text_that_starts_like_a_two_byte_signature_stays_text() -> None:
+    # "MZ" (DOS executables) and 1f 8b (gzip) are too short to trust in a part labelled text.
+    parsed = parse_mail(message("Subject: s\nContent-Type: text/plain", b"MZ-2 gate: motion\r\n"))
+    assert (parsed.body_text, parsed.attachments) == ("MZ-2 gate: motion", ())
+    exe = parse_mail(message("Subject: s\nContent-Type: text/plain", b"MZ\x90\x00\x03\x00\x00\x00"))
+    assert [a.content_type for a in exe.attachments] == ["application/x-msdownload"]
+
+
 def test_attachment_dataclass_interface() -> None:
     png_att = Attachment("image/png", "application/octet-stream", None, b"x")
     assert png_att.is_image
@@ -538,6 +546,23 @@ def test_unknown_format_becomes_event_with_subject_as_type() -> None:
     assert "no_message_id" not in parsed.defects
     empty = parse_mail(message("From: cam@cam.lan", b"words"))
     assert (empty.subject, empty.event_type) == ("", None)
+
+
+# --- start / stop phase ------------------------------------------------------------------------
+
+
+# Phase wording is tested in test_vendors.py, through parse_mail too.
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_samples_have_no_phase(name: str) -> None:
+    assert sample(name).phase is None
+
+
+def test_parsed_mail_positional_construction_keeps_working() -> None:
+    args = ("s", None, None, None, None, "Motion", None, None, None, "", None, (), (), False, "NVR")
+    parsed = ParsedMail(*args)
+    assert (parsed.device_name, parsed.phase) == ("NVR", None)
 
 
 # --- test mails ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for vmond.ingest.vendors: per-vendor wording, camera times, test mails."""
+"""Tests for vmond.ingest.vendors: per-vendor wording, camera times, start/stop phases, test mails."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from datetime import datetime
 
 import pytest
 
-from vmond.ingest.vendors import VendorHints, extract_hints, is_test_mail, parse_camera_time
+from vmond.ingest.mailparse import parse_mail
+from vmond.ingest.vendorrules import split_phase
+from vmond.ingest.vendors import VendorHints, extract_hints, is_test_mail, parse_camera_time, subject_event_type
 
 
 @pytest.mark.parametrize(
@@ -110,6 +112,140 @@ def test_hostile_body_is_fast() -> None:
     body = ("A" * 59 + ":" + "(" * 30 + "\n") * 5000 + "x: " + "y" * 100_000
     hints = extract_hints("s" * 10_000, body, {}, ["ch1_.jpg"] * 100)
     assert hints.vendor in (None, "generic-nvr")
+
+
+# --- start / stop phase -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Motion Detection Start", ("Motion Detection", "start")),
+        ("Motion Detection Stop", ("Motion Detection", "stop")),
+        ("Video Loss Begin", ("Video Loss", "start")),
+        ("Video Loss End", ("Video Loss", "stop")),
+        ("Recording Started", ("Recording", "start")),
+        ("Recording Stopped", ("Recording", "stop")),
+        ("Alarm Input Ended", ("Alarm Input", "stop")),
+        ("MOTION DETECTION STOP", ("MOTION DETECTION", "stop")),
+        ("Motion Detection (Start)", ("Motion Detection", "start")),
+        ("Motion Detection - Stop.", ("Motion Detection", "stop")),
+        ("Motion Detection: End", ("Motion Detection", "stop")),
+        ("MotionDetect_Start", ("MotionDetect", "start")),
+        ("IPC: Motion Detection Start", ("IPC: Motion Detection", "start")),
+        # Not phases: no phase word, one glued to the word before, a leading one, nothing before it.
+        ("Motion Detection", ("Motion Detection", None)),
+        ("Intrusion Detection", ("Intrusion Detection", None)),
+        ("Line Crossing", ("Line Crossing", None)),
+        ("Person Detected", ("Person Detected", None)),
+        ("Start of motion", ("Start of motion", None)),
+        ("End of line crossing", ("End of line crossing", None)),
+        ("Camera Restart", ("Camera Restart", None)),
+        ("Backend", ("Backend", None)),
+        ("Weekend", ("Weekend", None)),
+        ("Start", ("Start", None)),
+        ("- Stop", ("- Stop", None)),
+        ("", ("", None)),
+    ],
+)
+def test_split_phase(text: str, expected: tuple[str, str | None]) -> None:
+    assert split_phase(text) == expected
+
+
+def test_dahua_start_and_stop_mails_share_the_event_type() -> None:
+    def body(word: str) -> str:
+        return (
+            f"Alarm Event: Motion Detection {word}\r\nAlarm Input Channel: 1\r\n"
+            "Alarm Start Time(D/M/Y H:M:S): 06/05/2018 15:28:40\r\nAlarm Device Name: EZIP\r\n"
+        )
+
+    start, stop = extract_hints("IPC Message", body("Start")), extract_hints("IPC Message", body("Stop"))
+    assert (start.vendor, start.event_type, start.phase) == ("dahua", "Motion Detection", "start")
+    assert (stop.vendor, stop.event_type, stop.phase) == ("dahua", "Motion Detection", "stop")
+    assert start.channel == stop.channel == "1"
+
+
+def test_hikvision_event_type_with_phase() -> None:
+    body = "EVENT TYPE: Motion Detection Stopped\nEVENT TIME: 2021-01-02,03:04:05\nCHANNEL NAME: Gate\n"
+    hints = extract_hints("DS-2CD: Motion Detection Stopped", body)
+    assert (hints.vendor, hints.event_type, hints.phase) == ("hikvision", "Motion Detection", "stop")
+
+
+@pytest.mark.parametrize(
+    ("field", "phase"),
+    [
+        ("Alarm Action: Start", "start"),
+        ("Event State: Stop", "stop"),
+        ("Action: Stop", "stop"),
+        ("alarm state : END", "stop"),
+        ("Action: Record", None),  # a field of that name, but not a phase word
+        ("Event State: Stop recording", None),  # a sentence, not a state
+        ("Status: Online", None),
+    ],
+)
+def test_phase_from_a_body_field(field: str, phase: str | None) -> None:
+    body = f"Alarm Event: Motion Detection\n{field}\nAlarm Input Channel: 2\n"
+    hints = extract_hints("IPC Message", body)
+    assert (hints.event_type, hints.phase) == ("Motion Detection", phase)
+
+
+def test_body_field_wins_over_a_phase_word() -> None:
+    hints = extract_hints("Motion Detection Start", "Alarm Event: Motion Detection Start\nAction: Stop\n")
+    assert (hints.event_type, hints.phase) == ("Motion Detection", "stop")
+
+
+def test_subject_phase_when_no_recogniser_types_the_event() -> None:
+    hints = extract_hints("Motion Detection Stop", "")
+    assert (hints.vendor, hints.event_type, hints.phase) == (None, None, "stop")
+    assert subject_event_type("Motion Detection Stop", hints) == "Motion Detection"
+    assert subject_event_type("Start of motion", extract_hints("Start of motion", "")) == "Start of motion"
+
+
+def test_camera_named_like_a_phase_is_not_a_phase() -> None:
+    # A Reolink camera called "Back End": the subject ends with its name, not a phase.
+    hints = extract_hints("Motion Alert from Back End", "", {"from": "Reolink <cam@reolink.example>"})
+    assert (hints.camera_name, hints.event_type, hints.phase) == ("Back End", "Motion Alert", None)
+    assert subject_event_type("Motion Alert from Back End", hints) == "Motion Alert from Back End"
+
+
+def test_start_and_stop_mails_share_the_event_type_through_parse_mail() -> None:
+    def mail(word: str) -> bytes:
+        return (f"Subject: Motion Detection {word}\r\nFrom: ezip@cam.lan\r\n\r\n"
+                f"Alarm Event: Motion Detection {word}\r\nAlarm Input Channel: 1\r\n").encode()
+
+    start, stop = parse_mail(mail("Start")), parse_mail(mail("Stop"))
+    assert (start.event_type, start.phase) == ("Motion Detection", "start")
+    assert (stop.event_type, stop.phase) == ("Motion Detection", "stop")
+    assert start.subject == "Motion Detection Start"  # the subject itself is untouched
+    assert start.vendor == stop.vendor == "dahua"
+
+
+@pytest.mark.parametrize(
+    ("subject", "event_type", "phase"),
+    [
+        ("Motion Detection Start", "Motion Detection", "start"),
+        ("Motion Detection Ended", "Motion Detection", "stop"),
+        ("Motion Detection", "Motion Detection", None),
+        ("Start of motion", "Start of motion", None),  # a leading phase word is prose
+        ("Stop", "Stop", None),
+    ],
+)
+def test_parse_mail_takes_the_phase_off_a_subject_event_type(subject: str, event_type: str, phase: str | None) -> None:
+    parsed = parse_mail(f"Subject: {subject}\r\nFrom: cam@cam.lan\r\n\r\nsee picture".encode())
+    assert (parsed.vendor, parsed.event_type, parsed.phase) == (None, event_type, phase)
+
+
+def test_ordinary_alarms_have_no_phase() -> None:
+    for subject, body in [
+        ("Embedded Net DVR: Motion Detected", "EVENT TYPE: Motion Detected\nEVENT TIME: 2014-01-23,10:52:23\n"),
+        ("IPC Message", "Alarm Event: Intrusion Detection\nAlarm Input Channel: 1\n"),
+        ("Person Detected by Front Door at 2023/1/4 09:10:11", 'A person was detected by camera "Front Door"!'),
+        ("Line Crossing", ""),
+    ]:
+        assert extract_hints(subject, body).phase is None, subject
+
+
+# --- test mails -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -43,13 +43,16 @@ from vmond.ingest.mimetext import (
 from vmond.ingest.uudecode import decode_uu, split_uu_blocks
 from vmond.ingest.vendors import extract_hints, is_test_mail, subject_event_type
 
-__all__ = ["Attachment", "MailParseError", "ParsedMail", "parse_mail"]
+# The header bounds are applied in mimesplit but are re-exported: they are part of
+# what parse_mail promises, next to its own bounds.
+__all__ = [
+    "MAX_BODY_TEXT", "MAX_DEPTH", "MAX_HEADER_LINES", "MAX_HEADER_VALUE", "MAX_PARTS",
+    "Attachment", "MailParseError", "ParsedMail", "parse_mail",
+]
 
 MAX_PARTS = 200  # MIME entities walked, containers included
 MAX_DEPTH = 10  # multipart / message nesting
 MAX_BODY_TEXT = 64 * 1024  # characters of body_text kept
-# Re-exported: the header bounds are applied in mimesplit but are part of this contract.
-__all__ += ["MAX_BODY_TEXT", "MAX_DEPTH", "MAX_HEADER_LINES", "MAX_HEADER_VALUE", "MAX_PARTS"]
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
 _IMAGE_LABELS = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "image/png"})

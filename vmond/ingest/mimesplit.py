@@ -74,7 +74,13 @@ def split_headers(data: bytes, defects: list[str]) -> tuple[dict[str, bytes], by
 
 
 def params(headers: dict[str, bytes]) -> Message:
-    msg = Message()  # compat32: stores values verbatim, parses params on demand
+    """Content-Type and Content-Disposition in a ``Message`` for their parameters.
+
+    compat32 stores values verbatim and parses parameters (RFC 2231 included)
+    on demand; the ``default`` policy's strict header parser raises or mangles
+    on camera headers.
+    """
+    msg = Message()
     for name in ("content-type", "content-disposition"):
         if name in headers:
             msg[name] = header_text(headers[name])

@@ -93,9 +93,12 @@ def _decode_line(line: bytes) -> tuple[bytes, bool]:
         return out[:count], repaired
     except (binascii.Error, ValueError):
         pass
-    # Out-of-range characters: fold every byte into the alphabet (modulo 64, as
-    # a hand decoder would) and let a2b_uu decode the now-valid line.
-    return binascii.a2b_uu(line[: 1 + need].translate(_FOLD))[:count], True
+    # Out-of-range characters, or non-zero characters in the padding of the last
+    # group ("!ABCD": one byte needs only "AB", and a2b_uu calls "CD" trailing
+    # garbage): fold every byte into the alphabet (modulo 64, as a hand decoder
+    # would) and give a2b_uu only the characters that hold data, which it pads.
+    used = (count * 8 + 5) // 6
+    return binascii.a2b_uu(line[: 1 + used].translate(_FOLD))[:count], True
 
 
 def decode_uu(data: bytes) -> tuple[bytes, int]:
