@@ -124,3 +124,30 @@ async def test_yaml_sync_adds_updates_and_retires_but_keeps_events(tmp_path: Pat
         events = await db.read(list_events, "monitor.local", "all", 10)
         assert len(events) == 1 and events[0]["camera"]["name"] == "Back Yard"
         assert events[0]["account"]["name"] == "Test Customer"
+
+
+async def test_changes_are_queued_for_mqtt_in_the_same_transaction(tmp_path: Path, config: Config) -> None:
+    import json
+
+    from vmond.mqtt.topics import Topics
+    from vmond.store import outbox
+    from vmond.store.events import set_status
+
+    topics = Topics("vmond", "test-site")
+    async with Database(tmp_path / "vmond.db") as db:
+        await db.write(sync_accounts, config.accounts)
+        first = await db.write(record_mail, "monitor.local", record("a"), 30.0, topics)
+        await db.write(record_mail, "monitor.local", record("b", seconds=5), 30.0, topics)
+        await db.write(record_mail, "monitor.local", record("b", seconds=5), 30.0, topics)  # a replay: no message
+        await db.write(set_status, "monitor.local", first.event["id"], "dismissed", None, topics)
+        with pytest.raises(pw.IntegrityError):  # a failing transaction leaves no message behind
+            await db.write(lambda: (outbox.enqueue("x", b"y"), Camera.create(account=1, name="d",
+                                                                               smtp_local_part="camera-front")))
+        rows = await db.read(outbox.pending, 0, 10)
+        assert [r["topic"] for r in rows] == ["vmond/test-site/events"] * 3
+        messages = [json.loads(r["payload"]) for r in rows]
+        assert [m["type"] for m in messages] == ["new", "update", "update"]
+        assert [m["event"]["status"] for m in messages] == ["active", "active", "dismissed"]
+        assert len({m["id"] for m in messages}) == 3 and all(m["id"].startswith("test-site:") for m in messages)
+        assert await db.write(outbox.delivered, [rows[0]["id"]]) == 1
+        assert (await db.read(outbox.stats))["depth"] == 2

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from vmond.ingest.prepare import PreparedMail, prepare_mail
 from vmond.ingest.records import build_records
 from vmond.ingest.spool import Spool
+from vmond.mqtt.topics import outbox_topics
 from vmond.store.events import IngestResult, record_mail
 from vmond.workers import WorkerFailed, WorkerPool
 
@@ -41,6 +42,7 @@ class Pipeline:
                  io_executor: Executor, workers: WorkerPool,
                  on_ingested: Callable[[IngestResult], None] | None = None) -> None:
         self._config = config
+        self._topics = outbox_topics(config)
         self._workers = workers
         self._spool = spool
         self._media = media
@@ -108,7 +110,7 @@ class Pipeline:
         records = await self._in_thread(build_records, entry, prepared, self._media, self._config.smtp.domain)
         for record in records:
             result = await self._db.write(record_mail, self._config.smtp.domain, record,
-                                          self._config.events.coalesce_window)
+                                          self._config.events.coalesce_window, self._topics)
             self._announce(result)
         await self._in_thread(self._spool.remove, name)
         self.processed += 1

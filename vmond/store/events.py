@@ -12,6 +12,8 @@ from typing import Any
 
 import peewee as pw
 
+from vmond.mqtt.topics import Topics, event_payload
+from vmond.store import outbox
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, utcnow
 
 STATUSES = ("active", "dismissed", "alarmed")
@@ -181,10 +183,18 @@ def _coalesce_target(camera: Camera, record: IngestRecord, window: float) -> Ala
     return query.where(Mail.received_at >= cutoff).order_by(AlarmEvent.id.desc()).first()
 
 
-def record_mail(domain: str, record: IngestRecord, coalesce_window: float) -> IngestResult:
+def report(topics: Topics | None, kind: str, event: dict[str, Any]) -> None:
+    """Queue the change for the central station, in the caller's transaction (camera test mails stay local)."""
+    if topics is not None and not event["is_test"]:
+        outbox.enqueue(topics.events, event_payload(topics.site, kind, event))
+
+
+def record_mail(domain: str, record: IngestRecord, coalesce_window: float, topics: Topics | None = None
+                ) -> IngestResult:
     """Store one mail: a new event, or more images on the camera's open event within the coalescing window.
 
     Idempotent by ``record.ingest_key``: replaying a spool file that was already committed changes nothing.
+    With *topics*, the MQTT message reporting it is queued in the same transaction.
     """
     existing = Mail.get_or_none(Mail.ingest_key == record.ingest_key)
     if existing is not None:
@@ -244,10 +254,13 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float) -> In
         if record.is_test:
             camera.test_mail_at = record.received_at
         camera.save()
-    return IngestResult(get_event(domain, event.id), created=created)
+    result = IngestResult(get_event(domain, event.id), created=created)
+    report(topics, "new" if created else "update", result.event)
+    return result
 
 
-def set_status(domain: str, event_id: int, status: str, user_id: int | None) -> tuple[dict[str, Any], bool]:
+def set_status(domain: str, event_id: int, status: str, user_id: int | None, topics: Topics | None = None
+               ) -> tuple[dict[str, Any], bool]:
     """Move an event to *status*; returns the event and whether anything changed (repeating it is harmless)."""
     event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
     if event is None:
@@ -263,7 +276,9 @@ def set_status(domain: str, event_id: int, status: str, user_id: int | None) -> 
     event.save()
     AuditEntry.create(user=user_id, action=f"event.{status}", target_type="event", target_id=event_id,
                       detail={"from": previous, "to": status})
-    return get_event(domain, event_id), True
+    changed = get_event(domain, event_id)
+    report(topics, "update", changed)
+    return changed, True
 
 
 def media_for_download(media_id: int) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 import vmond
 from vmond.keys import BUS, CONFIG, DB, IO, SERVICES
+from vmond.mqtt.topics import outbox_topics
 from vmond.store.events import STATUSES, EventNotFound, StatusConflict, get_event, list_events, set_status
 from vmond.store.refusals import list_refusals
 from vmond.web.security import json_error, principal, public, require
@@ -93,7 +94,7 @@ async def event_dismiss(request: web.Request) -> web.Response:
     assert who is not None
     try:
         event, changed = await request.app[DB].write(set_status, request.app[CONFIG].smtp.domain, _event_id(request),
-                                                     "dismissed", who["user_id"])
+                                                     "dismissed", who["user_id"], outbox_topics(request.app[CONFIG]))
     except EventNotFound:
         return json_error(404, "no such event")
     except StatusConflict as exc:

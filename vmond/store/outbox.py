@@ -1,0 +1,57 @@
+"""The MQTT outbox: messages for the central station, written in the same transaction as the change they report.
+
+A row leaves only when the broker acknowledged it (PUBACK), so a message survives broker outages and vmond
+restarts; rows leave in id order, which is the order the changes happened. The outbox is bounded by age and
+size: what has to go is logged loudly and counted, never dropped in silence. Synchronous: run on a database
+thread (``enqueue`` inside the caller's write transaction).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from vmond.store.models import OutboxMessage, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
+    return OutboxMessage.create(topic=topic, payload=payload, qos=qos, retain=retain).id
+
+
+def pending(after_id: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+    """The oldest undelivered messages after *after_id*, in order."""
+    rows = (OutboxMessage.select().where(OutboxMessage.id > after_id).order_by(OutboxMessage.id).limit(limit))
+    return [{"id": r.id, "topic": r.topic, "payload": bytes(r.payload), "qos": r.qos, "retain": r.retain,
+             "created_at": r.created_at} for r in rows]
+
+
+def delivered(ids: list[int]) -> int:
+    if not ids:
+        return 0
+    return OutboxMessage.delete().where(OutboxMessage.id.in_(ids)).execute()
+
+
+def count_attempt(ids: list[int]) -> None:
+    if ids:
+        OutboxMessage.update(attempts=OutboxMessage.attempts + 1).where(OutboxMessage.id.in_(ids)).execute()
+
+
+def stats() -> dict[str, Any]:
+    """Depth and the age in seconds of the oldest undelivered message (None when empty)."""
+    oldest = OutboxMessage.select(OutboxMessage.created_at).order_by(OutboxMessage.id).first()
+    return {"depth": OutboxMessage.select().count(),
+            "oldest_age_s": None if oldest is None else round((utcnow() - oldest.created_at).total_seconds(), 1)}
+
+
+def trim(max_rows: int, max_age_s: float) -> int:
+    """Drop what is beyond the bounds (oldest first); returns how many went. The caller logs and counts it."""
+    dropped = OutboxMessage.delete().where(OutboxMessage.created_at < utcnow() - timedelta(seconds=max_age_s)).execute()
+    total = OutboxMessage.select().count()
+    if total > max_rows:
+        cutoff = OutboxMessage.select(OutboxMessage.id).order_by(OutboxMessage.id).offset(total - max_rows).first()
+        if cutoff is not None:
+            dropped += OutboxMessage.delete().where(OutboxMessage.id < cutoff.id).execute()
+    return dropped
