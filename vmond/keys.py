@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from vmond.store.db import Database
     from vmond.web.auth import LoginLimiter
     from vmond.web.paths import WebPaths
+    from vmond.web.ws import Presence
 
 
 def _app_key(name: str, type_: Any) -> Any:
@@ -43,7 +44,8 @@ CAMERAS: web.AppKey[CameraDirectory] = _app_key("cameras", object)
 IO: web.AppKey[Executor] = _app_key("io", object)
 LOGIN_LIMITER: web.AppKey[LoginLimiter] = _app_key("login_limiter", object)
 WEB_PATHS: web.AppKey[WebPaths] = _app_key("web_paths", object)
-WS_CLIENTS: web.AppKey[set[web.WebSocketResponse]] = _app_key("ws_clients", set)
+WS_CLIENTS: web.AppKey[dict[web.WebSocketResponse, dict[str, Any]]] = _app_key("ws_clients", dict)  # -> principal
+PRESENCE: web.AppKey[Presence] = _app_key("presence", object)
 
 PRINCIPAL: web.RequestKey[dict[str, Any] | None] = _request_key("principal", object)  # the signed-in user, or None
 AUTH_VIA: web.RequestKey[str | None] = _request_key("auth_via", object)  # "cookie", "bearer" or None

@@ -219,6 +219,16 @@ ALTER TABLE "media" ADD COLUMN "original_name" TEXT;
 """
 
 
+# 3: the alarm workflow: who acknowledged (is handling) an alarm, and a resolution code beside the text.
+SCHEMA_3 = """
+ALTER TABLE "alarm" ADD COLUMN "acknowledged_by_id" INTEGER REFERENCES "user" ("id") ON DELETE SET NULL;
+ALTER TABLE "alarm" ADD COLUMN "acknowledged_at" TEXT;
+ALTER TABLE "alarm" ADD COLUMN "resolution_code" VARCHAR(255);
+CREATE INDEX "alarm_opened_at" ON "alarm" ("opened_at");
+CREATE INDEX "audit_entry_target" ON "audit_entry" ("target_type", "target_id");
+"""
+
+
 def _apply_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would commit on its own; run statement by statement inside our transaction instead.
     for statement in script.split(";"):
@@ -229,6 +239,7 @@ def _apply_script(conn: sqlite3.Connection, script: str) -> None:
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _apply_script(conn, SCHEMA_1),
     lambda conn: _apply_script(conn, SCHEMA_2),
+    lambda conn: _apply_script(conn, SCHEMA_3),
 ]
 LATEST = len(MIGRATIONS)
 

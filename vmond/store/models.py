@@ -160,12 +160,15 @@ class Media(BaseModel):
 
 class Alarm(BaseModel):
     event = pw.ForeignKeyField(AlarmEvent, backref="alarms", unique=True, on_delete="RESTRICT")
-    opened_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    opened_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
     opened_at = UtcDateTimeField(default=utcnow)
     state = pw.CharField(default="open", index=True)  # open | acknowledged | resolved
-    resolved_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    resolved_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
     resolved_at = UtcDateTimeField(null=True)
     resolution = pw.TextField(null=True)
+    acknowledged_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")  # handling it
+    acknowledged_at = UtcDateTimeField(null=True)
+    resolution_code = pw.CharField(null=True)
 
 
 class AlarmNote(BaseModel):

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from vmond import keys
 from vmond.tlscert import server_context
-from vmond.web import api, cameras, login, pages, ws
+from vmond.web import alarms, api, cameras, login, pages, ws
 from vmond.web.login import LoginLimiter
 from vmond.web.paths import WebPaths, find_web_paths
 from vmond.web.security import authenticate, security_headers
@@ -41,7 +41,8 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app[keys.IO] = services.io
     app[keys.LOGIN_LIMITER] = LoginLimiter()
     app[keys.WEB_PATHS] = paths
-    app[keys.WS_CLIENTS] = set()
+    app[keys.WS_CLIENTS] = {}
+    app[keys.PRESENCE] = ws.Presence(services.bus)
 
     aiohttp_jinja2.setup(
         app,
@@ -64,6 +65,19 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app.router.add_get("/api/events/{event_id}", api.event_detail)
     app.router.add_post("/api/events/{event_id}/dismiss", api.event_dismiss)
     app.router.add_get("/api/smtp/refusals", api.smtp_refusals)
+    app.router.add_post("/api/events/{event_id}/alarm", alarms.api_raise)
+    app.router.add_get("/api/alarms", alarms.api_list)
+    app.router.add_get("/api/alarms/{alarm_id}", alarms.api_detail)
+    app.router.add_post("/api/alarms/{alarm_id}/notes", alarms.api_note)
+    app.router.add_post("/api/alarms/{alarm_id}/acknowledge", alarms.api_acknowledge)
+    app.router.add_post("/api/alarms/{alarm_id}/resolve", alarms.api_resolve)
+    app.router.add_get("/alarms", alarms.page_list)
+    app.router.add_get("/alarms/{alarm_id}", alarms.page_detail)
+    app.router.add_post("/alarms/{alarm_id}/notes", alarms.form_note)
+    app.router.add_post("/alarms/{alarm_id}/acknowledge", alarms.form_acknowledge)
+    app.router.add_post("/alarms/{alarm_id}/resolve", alarms.form_resolve)
+    app.router.add_post("/events/{event_id}/alarm", alarms.form_raise)
+    app.router.add_get("/events/{event_id}", pages.event_page)
     app.router.add_get("/api/cameras", cameras.api_list)
     app.router.add_get("/api/cameras/{camera_id}", cameras.api_detail)
     app.router.add_get("/cameras", cameras.page_list)

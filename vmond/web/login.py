@@ -26,6 +26,7 @@ from vmond.web.security import (
     public,
     require,
 )
+from vmond.web.ws import close_sockets_of
 
 WEB_SESSION = timedelta(hours=12)  # one guard shift
 API_TOKEN = timedelta(hours=24)
@@ -152,6 +153,9 @@ async def logout(request: web.Request) -> web.StreamResponse:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         await request.app[DB].write(delete_session, auth.token_hash(cookie))
+    who = principal(request)
+    if who is not None:
+        await close_sockets_of(request.app, user_id=who["user_id"], session_csrf=who.get("csrf_token"))
     response = web.HTTPSeeOther("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     raise response

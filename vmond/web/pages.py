@@ -7,7 +7,8 @@ import asyncio
 from aiohttp import web
 
 from vmond.keys import BUS, CONFIG, DB, IO, MEDIA
-from vmond.store.events import list_events, media_for_download
+from vmond.store.alarms import alarm_of_event
+from vmond.store.events import EventNotFound, get_event, list_events, media_for_download
 from vmond.store.users import user_count
 from vmond.web.render import render
 from vmond.web.security import principal, public, require
@@ -28,6 +29,17 @@ async def wall(request: web.Request) -> web.StreamResponse:
     seq = request.app[BUS].last_seq
     events = await request.app[DB].read(list_events, request.app[CONFIG].smtp.domain, "active", 200)
     return render(request, "wall.html", {"events": events, "seq": seq})
+
+
+@require("guard")
+async def event_page(request: web.Request) -> web.StreamResponse:
+    try:
+        event = await request.app[DB].read(get_event, request.app[CONFIG].smtp.domain,
+                                           int(request.match_info["event_id"]))
+    except (ValueError, EventNotFound):
+        raise web.HTTPNotFound() from None
+    alarm_id = await request.app[DB].read(alarm_of_event, event["id"])
+    return render(request, "event.html", {"event": event, "alarm_id": alarm_id})
 
 
 @require("guard")

@@ -1,0 +1,248 @@
+"""Alarm tickets: raised from an event, acknowledged by the guard who handles them, noted, resolved.
+
+Every change writes an audit entry and, when MQTT is on, queues an ``alarms`` message in the same transaction.
+Synchronous: run on a database thread.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import peewee as pw
+
+from vmond.mqtt.topics import Topics, alarm_payload
+from vmond.store import outbox
+from vmond.store.events import EventNotFound, StatusConflict, get_event, report
+from vmond.store.models import (
+    Account,
+    Alarm,
+    AlarmEvent,
+    AlarmNote,
+    AuditEntry,
+    Camera,
+    Contact,
+    User,
+    utcnow,
+)
+
+STATES = ("open", "acknowledged", "resolved")
+RESOLUTION_CODES = {
+    "unclassified": "Not classified",
+    "false_alarm": "False alarm (nothing found)",
+    "authorised_person": "Authorised person on site",
+    "animal_or_weather": "Animal, weather or lighting",
+    "intruder_police": "Intruder: police dispatched",
+    "keyholder_attended": "Keyholder informed or attended",
+    "technical_fault": "Technical fault",
+    "test": "Test",
+    "other": "Other (see text)",
+}
+MAX_NOTE = 4000
+
+
+class AlarmNotFound(LookupError):
+    pass
+
+
+class AlarmConflict(ValueError):
+    """The alarm is not in a state that allows the action (e.g. a note on a resolved alarm)."""
+
+
+def _who(user: User | None) -> dict[str, Any] | None:
+    return None if user is None else {"id": user.id, "username": user.username}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _users(ids: set[int | None]) -> dict[int, User]:
+    wanted = [i for i in ids if i is not None]
+    return {u.id: u for u in User.select().where(User.id.in_(wanted))} if wanted else {}
+
+
+def _summary(alarm: Alarm, event: AlarmEvent, users: dict[int, User]) -> dict[str, Any]:
+    camera = event.camera if event.camera_id is not None else None
+    account = camera.account if camera is not None else None
+    return {
+        "id": alarm.id,
+        "event_id": alarm.event_id,
+        "state": alarm.state,
+        "opened_at": _iso(alarm.opened_at),
+        "opened_by": _who(users.get(alarm.opened_by_id)),
+        "acknowledged_at": _iso(alarm.acknowledged_at),
+        "acknowledged_by": _who(users.get(alarm.acknowledged_by_id)),
+        "resolved_at": _iso(alarm.resolved_at),
+        "resolved_by": _who(users.get(alarm.resolved_by_id)),
+        "resolution": None if alarm.state != "resolved" else {
+            "code": alarm.resolution_code, "label": RESOLUTION_CODES.get(alarm.resolution_code or "", ""),
+            "text": alarm.resolution or ""},
+        "event_type": event.event_type,
+        "event_time": _iso(event.event_time),
+        "camera": None if camera is None else {"id": camera.id, "name": camera.name},
+        "account": None if account is None else {"id": account.id, "name": account.name},
+    }
+
+
+def _query() -> pw.ModelSelect:
+    return (Alarm.select(Alarm, AlarmEvent, Camera, Account)
+            .join(AlarmEvent)
+            .join(Camera, pw.JOIN.LEFT_OUTER)
+            .join(Account, pw.JOIN.LEFT_OUTER))
+
+
+def _load(alarm_id: int) -> Alarm:
+    alarm = _query().where(Alarm.id == alarm_id).first()
+    if alarm is None:
+        raise AlarmNotFound(alarm_id)
+    return alarm
+
+
+def alarm_of_event(event_id: int) -> int | None:
+    alarm = Alarm.get_or_none(Alarm.event == event_id)
+    return None if alarm is None else alarm.id
+
+
+def alarm_summary(alarm_id: int) -> dict[str, Any]:
+    alarm = _load(alarm_id)
+    users = _users({alarm.opened_by_id, alarm.acknowledged_by_id, alarm.resolved_by_id})
+    return _summary(alarm, alarm.event, users)
+
+
+def alarm_detail(domain: str, alarm_id: int) -> dict[str, Any]:
+    """The alarm with its event, the account and its contacts (call order), notes and the whole audit trail."""
+    alarm = _load(alarm_id)
+    event = alarm.event
+    notes = list(AlarmNote.select().where(AlarmNote.alarm == alarm).order_by(AlarmNote.id))
+    audit = list(AuditEntry.select().where(
+        ((AuditEntry.target_type == "alarm") & (AuditEntry.target_id == alarm.id))
+        | ((AuditEntry.target_type == "event") & (AuditEntry.target_id == event.id))).order_by(AuditEntry.id))
+    users = _users({alarm.opened_by_id, alarm.acknowledged_by_id, alarm.resolved_by_id}
+                   | {n.author_id for n in notes} | {a.user_id for a in audit})
+    detail = _summary(alarm, event, users)
+    account = event.camera.account if event.camera_id is not None else None
+    detail["event"] = get_event(domain, event.id)
+    detail["account"] = None if account is None else {
+        "id": account.id, "name": account.name, "address": account.address, "notes": account.notes,
+        "contacts": [{"name": c.name, "phone": c.phone, "email": c.email, "role": c.role, "priority": c.priority}
+                     for c in Contact.select().where(Contact.account == account)
+                     .order_by(Contact.priority, Contact.id)],
+    }
+    detail["notes"] = [{"id": n.id, "author": _who(users.get(n.author_id)), "created_at": _iso(n.created_at),
+                        "text": n.text} for n in notes]
+    detail["audit"] = [{"at": _iso(a.at), "who": _who(users.get(a.user_id)), "action": a.action,
+                        "detail": a.detail} for a in audit]
+    return detail
+
+
+def list_alarms(state: str = "open", query: str = "", account_id: int | None = None, camera_id: int | None = None,
+                since: datetime | None = None, until: datetime | None = None, limit: int = 100
+                ) -> list[dict[str, Any]]:
+    """Alarms newest first. ``state`` "open" means not yet resolved (open or acknowledged)."""
+    select = _query()
+    if state == "open":
+        select = select.where(Alarm.state != "resolved")
+    elif state != "all":
+        select = select.where(Alarm.state == state)
+    if query:
+        like = f"%{query}%"
+        select = select.where(Account.name ** like | Camera.name ** like | AlarmEvent.event_type ** like)
+    if account_id is not None:
+        select = select.where(Account.id == account_id)
+    if camera_id is not None:
+        select = select.where(Camera.id == camera_id)
+    if since is not None:
+        select = select.where(Alarm.opened_at >= since)
+    if until is not None:
+        select = select.where(Alarm.opened_at < until)
+    alarms = list(select.order_by(Alarm.opened_at.desc(), Alarm.id.desc()).limit(limit))
+    users = _users({uid for a in alarms for uid in (a.opened_by_id, a.acknowledged_by_id, a.resolved_by_id)})
+    return [_summary(a, a.event, users) for a in alarms]
+
+
+def _changed(alarm_id: int, user_id: int | None, action: str, detail: dict[str, Any], topics: Topics | None,
+             kind: str = "update") -> dict[str, Any]:
+    AuditEntry.create(user=user_id, action=action, target_type="alarm", target_id=alarm_id, detail=detail)
+    summary = alarm_summary(alarm_id)
+    if topics is not None:
+        message = dict(summary, last_action={"action": action, "detail": detail})
+        outbox.enqueue(topics.alarms, alarm_payload(topics.site, kind, message))
+    return summary
+
+
+def raise_alarm(domain: str, event_id: int, user_id: int | None, topics: Topics | None = None
+                ) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Open the alarm for an event (once: a second guard pressing "alarm" gets the same one).
+
+    Returns (alarm, event, created)."""
+    event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
+    if event is None:
+        raise EventNotFound(event_id)
+    existing = Alarm.get_or_none(Alarm.event == event)
+    if existing is not None:
+        return alarm_summary(existing.id), get_event(domain, event_id), False
+    if event.is_test:
+        raise StatusConflict("a camera's test mail cannot become an alarm")
+    previous = event.status
+    event.status = "alarmed"
+    event.status_changed_by = user_id
+    event.status_changed_at = event.updated_at = utcnow()
+    event.save()
+    alarm = Alarm.create(event=event, opened_by=user_id)
+    AuditEntry.create(user=user_id, action="event.alarmed", target_type="event", target_id=event_id,
+                      detail={"from": previous, "to": "alarmed", "alarm_id": alarm.id})
+    event_dict = get_event(domain, event_id)
+    report(topics, "update", event_dict)
+    summary = _changed(alarm.id, user_id, "alarm.open", {"event_id": event_id}, topics, kind="new")
+    return summary, event_dict, True
+
+
+def acknowledge(alarm_id: int, user_id: int, topics: Topics | None = None) -> dict[str, Any]:
+    """The guard takes the alarm: everyone sees who is handling it. Taking it over from another guard is allowed
+    (a shift ends), and recorded."""
+    alarm = _load(alarm_id)
+    if alarm.state == "resolved":
+        raise AlarmConflict("the alarm is resolved")
+    if alarm.acknowledged_by_id == user_id:
+        return alarm_summary(alarm_id)
+    previous = alarm.acknowledged_by_id
+    alarm.state = "acknowledged"
+    alarm.acknowledged_by = user_id
+    alarm.acknowledged_at = utcnow()
+    alarm.save()
+    return _changed(alarm_id, user_id, "alarm.acknowledge", {"took_over_from": previous} if previous else {}, topics)
+
+
+def add_note(alarm_id: int, user_id: int, text: str, topics: Topics | None = None) -> dict[str, Any]:
+    text = text.strip()
+    if not text:
+        raise ValueError("the note is empty")
+    if len(text) > MAX_NOTE:
+        raise ValueError(f"a note is at most {MAX_NOTE} characters")
+    alarm = _load(alarm_id)
+    note = AlarmNote.create(alarm=alarm, author=user_id, text=text)
+    _changed(alarm_id, user_id, "alarm.note", {"note_id": note.id, "text": text[:200]}, topics)
+    author = User.get_or_none(User.id == user_id)
+    return {"id": note.id, "alarm_id": alarm_id, "author": _who(author), "created_at": _iso(note.created_at),
+            "text": note.text}
+
+
+def resolve(alarm_id: int, user_id: int, code: str, text: str, topics: Topics | None = None) -> dict[str, Any]:
+    code = code or "unclassified"
+    if code not in RESOLUTION_CODES:
+        raise ValueError(f"resolution code must be one of {', '.join(RESOLUTION_CODES)}")
+    text = text.strip()
+    if code == "other" and not text:
+        raise ValueError("say what happened when the code is 'other'")
+    alarm = _load(alarm_id)
+    if alarm.state == "resolved":
+        raise AlarmConflict("the alarm is resolved already")
+    alarm.state = "resolved"
+    alarm.resolved_by = user_id
+    alarm.resolved_at = utcnow()
+    alarm.resolution_code = code
+    alarm.resolution = text[:MAX_NOTE]
+    alarm.save()
+    return _changed(alarm_id, user_id, "alarm.resolve", {"code": code, "text": text[:200]}, topics)
+

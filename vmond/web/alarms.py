@@ -1,0 +1,231 @@
+"""Alarm tickets over the API and as pages: raise from an event, acknowledge, notes, resolve, list and search.
+
+Guards work alarms (raise, acknowledge, note, resolve, the list of open ones); the history (resolved alarms,
+search) is for supervisors. Every change is published live (alarm.created / alarm.updated, and event.updated for
+the event that became an alarm).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from vmond import auth
+from vmond.keys import BUS, CONFIG, DB
+from vmond.mqtt.topics import outbox_topics
+from vmond.store.alarms import (
+    RESOLUTION_CODES,
+    STATES,
+    AlarmConflict,
+    AlarmNotFound,
+    acknowledge,
+    add_note,
+    alarm_detail,
+    list_alarms,
+    raise_alarm,
+    resolve,
+)
+from vmond.store.events import EventNotFound, StatusConflict
+from vmond.web.render import render
+from vmond.web.security import json_error, principal, require
+
+
+def _int(request: web.Request, name: str) -> int:
+    try:
+        return int(request.match_info[name])
+    except ValueError:
+        raise web.HTTPNotFound() from None
+
+
+def _user_id(request: web.Request) -> int:
+    who = principal(request)
+    assert who is not None
+    return int(who["user_id"])
+
+
+def _publish(request: web.Request, kind: str, alarm: dict[str, Any]) -> None:
+    request.app[BUS].publish(f"alarm.{kind}", alarm)
+
+
+async def _raise(request: web.Request) -> tuple[dict[str, Any], bool]:
+    config = request.app[CONFIG]
+    alarm, event, created = await request.app[DB].write(
+        raise_alarm, config.smtp.domain, _int(request, "event_id"), _user_id(request), outbox_topics(config))
+    if created:
+        # The guard who raises it handles it, until someone takes it over.
+        alarm = await request.app[DB].write(acknowledge, alarm["id"], _user_id(request), outbox_topics(config))
+        request.app[BUS].publish("event.updated", event)
+        _publish(request, "created", alarm)
+    return alarm, created
+
+
+@require("guard")
+async def api_raise(request: web.Request) -> web.Response:
+    try:
+        alarm, created = await _raise(request)
+    except EventNotFound:
+        return json_error(404, "no such event")
+    except StatusConflict as exc:
+        return json_error(409, str(exc))
+    return web.json_response(alarm, status=201 if created else 200)
+
+
+def _history_filters(request: web.Request) -> dict[str, Any]:
+    query = request.query
+    filters: dict[str, Any] = {"query": query.get("q", "").strip()[:100]}
+    try:
+        for name, key in (("account_id", "account"), ("camera_id", "camera")):
+            if query.get(key):
+                filters[name] = int(query[key])
+        if query.get("from"):
+            filters["since"] = datetime.fromisoformat(query["from"]).astimezone()
+        if query.get("to"):
+            # A date "to" includes that whole day.
+            until = datetime.fromisoformat(query["to"])
+            filters["until"] = (until + timedelta(days=1) if len(query["to"]) == 10 else until).astimezone()
+    except ValueError:
+        raise web.HTTPBadRequest(text="account and camera are ids; from and to are dates (YYYY-MM-DD)") from None
+    return filters
+
+
+async def _list(request: web.Request) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    state = request.query.get("state", "open")
+    if state not in (*STATES, "all"):
+        raise web.HTTPBadRequest(text=f"state must be one of {', '.join((*STATES, 'all'))}")
+    filters = _history_filters(request)
+    who = principal(request)
+    history = state in ("resolved", "all") or any(filters.get(k) for k in filters)
+    if history and not (who and auth.role_allows(who["role"], "supervisor")):
+        raise web.HTTPForbidden(text="the alarm history needs the supervisor role")
+    return state, await request.app[DB].read(list_alarms, state, limit=200, **filters), filters
+
+
+@require("guard")
+async def api_list(request: web.Request) -> web.Response:
+    try:
+        _, alarms, _ = await _list(request)
+    except web.HTTPException as exc:
+        return json_error(exc.status, exc.text or exc.reason)
+    return web.json_response({"alarms": alarms})
+
+
+async def _detail(request: web.Request) -> dict[str, Any]:
+    try:
+        return await request.app[DB].read(alarm_detail, request.app[CONFIG].smtp.domain, _int(request, "alarm_id"))
+    except AlarmNotFound:
+        raise web.HTTPNotFound() from None
+
+
+@require("guard")
+async def api_detail(request: web.Request) -> web.Response:
+    try:
+        return web.json_response(await _detail(request))
+    except web.HTTPNotFound:
+        return json_error(404, "no such alarm")
+
+
+async def _change(request: web.Request, fn: Any, *args: Any) -> Any:
+    """Run an alarm change; publish the alarm's new state. Raises HTTP errors with a message."""
+    alarm_id = _int(request, "alarm_id")
+    config = request.app[CONFIG]
+    try:
+        result = await request.app[DB].write(fn, alarm_id, _user_id(request), *args, outbox_topics(config))
+    except AlarmNotFound:
+        raise web.HTTPNotFound(text="no such alarm") from None
+    except AlarmConflict as exc:
+        raise web.HTTPConflict(text=str(exc)) from None
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    summary = result if "state" in result else (await _detail(request))
+    _publish(request, "updated", {k: v for k, v in summary.items() if k not in ("notes", "audit", "event")})
+    return result
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="send a JSON object") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="send a JSON object")
+    return body
+
+
+async def _api(request: web.Request, status: int, fn: Any, *args: Any) -> web.Response:
+    try:
+        return web.json_response(await _change(request, fn, *args), status=status)
+    except web.HTTPException as exc:
+        return json_error(exc.status, exc.text or exc.reason)
+
+
+@require("guard")
+async def api_note(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    return await _api(request, 201, add_note, str(body.get("text", "")))
+
+
+@require("guard")
+async def api_acknowledge(request: web.Request) -> web.Response:
+    return await _api(request, 200, acknowledge)
+
+
+@require("guard")
+async def api_resolve(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    return await _api(request, 200, resolve, str(body.get("code") or ""), str(body.get("resolution") or ""))
+
+
+# --- pages and their forms (the same changes, for browsers; every form carries the CSRF token) -------------------
+
+
+@require("guard")
+async def page_list(request: web.Request) -> web.StreamResponse:
+    state, alarms, filters = await _list(request)
+    return render(request, "alarms.html", {"alarms": alarms, "state": state, "filters": request.query})
+
+
+@require("guard")
+async def page_detail(request: web.Request) -> web.StreamResponse:
+    alarm = await _detail(request)
+    return render(request, "alarm.html", {"alarm": alarm, "codes": RESOLUTION_CODES,
+                                          "seq": request.app[BUS].last_seq})
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    return {k: str(v) for k, v in (await request.post()).items()}
+
+
+def _back(request: web.Request, fragment: str = "") -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(f"/alarms/{_int(request, 'alarm_id')}{fragment}")
+
+
+@require("guard")
+async def form_raise(request: web.Request) -> web.StreamResponse:
+    try:
+        alarm, _ = await _raise(request)
+    except EventNotFound:
+        raise web.HTTPNotFound() from None
+    except StatusConflict as exc:
+        raise web.HTTPConflict(text=str(exc)) from None
+    raise web.HTTPSeeOther(f"/alarms/{alarm['id']}")
+
+
+@require("guard")
+async def form_note(request: web.Request) -> web.StreamResponse:
+    await _change(request, add_note, (await _form(request)).get("text", ""))
+    raise _back(request, "#notes")
+
+
+@require("guard")
+async def form_acknowledge(request: web.Request) -> web.StreamResponse:
+    await _change(request, acknowledge)
+    raise _back(request)
+
+
+@require("guard")
+async def form_resolve(request: web.Request) -> web.StreamResponse:
+    form = await _form(request)
+    await _change(request, resolve, form.get("code", ""), form.get("resolution", ""))
+    raise _back(request)
