@@ -2,15 +2,17 @@
 
 Loaded from the database at start and reloaded whenever cameras change, so the SMTP dialogue never waits for a
 query. Per-camera SMTP passwords of cameras declared in the YAML stay in the config (in memory) and are compared
-in constant time.
+in constant time; those of cameras created in the dashboard are stored as scrypt hashes, checked on a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from typing import TYPE_CHECKING, NamedTuple
 
+from vmond import auth
 from vmond.store.models import Camera
 
 if TYPE_CHECKING:
@@ -25,10 +27,11 @@ class CameraEntry(NamedTuple):
     name: str
     local_part: str
     account_id: int
+    password_hash: str | None = None  # cameras created in the dashboard; YAML cameras keep theirs in the config
 
 
 def _active_cameras() -> list[CameraEntry]:
-    return [CameraEntry(c.id, c.name, c.smtp_local_part, c.account_id)
+    return [CameraEntry(c.id, c.name, c.smtp_local_part, c.account_id, c.smtp_password_hash)
             for c in Camera.select().where(Camera.active == True)]  # noqa: E712 - peewee expression
 
 
@@ -63,13 +66,19 @@ class CameraDirectory:
         local = self.split(username)[0] if "@" in username else username.strip().lower()
         return self._by_local_part.get(local)
 
-    def check_password(self, username: str, password: str) -> CameraEntry | None:
-        """The camera whose SMTP credentials these are, or None."""
+    async def verify(self, username: str, password: str) -> CameraEntry | None:
+        """The camera whose SMTP credentials these are, or None. A stored hash is checked off the event loop."""
         camera = self.by_username(username)
-        expected = self._passwords.get(camera.local_part) if camera is not None else None
-        if camera is None or expected is None:
+        if camera is None:
             return None
-        return camera if hmac.compare_digest(password.encode(), expected.encode()) else None
+        expected = self._passwords.get(camera.local_part)
+        if expected is not None:
+            return camera if hmac.compare_digest(password.encode(), expected.encode()) else None
+        if camera.password_hash is None:
+            return None
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(None, auth.verify_password, password, camera.password_hash)
+        return camera if ok else None
 
     def __len__(self) -> int:
         return len(self._by_local_part)

@@ -204,17 +204,17 @@ class SmtpServer:
             address = address.ipv4_mapped
         return any(address in network for network in self._networks)
 
-    def _authenticator(self, server: SMTP, session: SmtpSession, envelope: Envelope, mechanism: str,
-                       auth_data: Any) -> AuthResult:
+    async def authenticate(self, server: CameraSMTP, credentials: LoginPassword) -> AuthResult:
+        """The AUTH decision for ``smtp.auth``: accept-any takes anything; per-camera checks the camera's password."""
         mode = self._config.smtp.auth
         if mode == "accept-any":
-            return AuthResult(success=True, auth_data=auth_data, message=Reply.AUTH_OK)
-        if mode == "per-camera" and isinstance(auth_data, LoginPassword):
-            username = auth_data.login.decode("utf-8", "replace")
+            return AuthResult(success=True, auth_data=credentials, message=Reply.AUTH_OK)
+        if mode == "per-camera":
+            username = credentials.login.decode("utf-8", "replace")
             claimed = self._directory.by_username(username)
-            if claimed is not None and isinstance(server, CameraSMTP):
+            if claimed is not None:
                 server.log.concerns(claimed.id)  # a camera with a wrong password: its installer wants to know
-            camera = self._directory.check_password(username, auth_data.password.decode("utf-8", "replace"))
+            camera = await self._directory.verify(username, credentials.password.decode("utf-8", "replace"))
             if camera is not None:
                 return AuthResult(success=True, auth_data=camera, message=Reply.AUTH_OK)
         # handled=False: aiosmtpd then sends 535 itself; handled=True would leave the client waiting.
@@ -238,7 +238,6 @@ class SmtpServer:
                 enable_SMTPUTF8=True,
                 auth_required=smtp.auth == "per-camera",
                 auth_require_tls=smtp.auth == "off",  # off: AUTH is not offered on plain connections
-                authenticator=self._authenticator,
                 # STARTTLS on the plain listener; a session that began in TLS needs no upgrade.
                 tls_context=None if implicit_tls else self._tls,
             )

@@ -24,7 +24,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import MISSING, SMTP
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 from vmond.ingest.replies import Reply
 
@@ -238,6 +238,42 @@ class CameraSMTP(SMTP):
                     await reader.read(overrun.consumed)
         finally:
             reader._limit = saved_limit  # type: ignore[attr-defined]
+
+    # AUTH PLAIN and LOGIN as aiosmtpd has them, but the credential check is awaited (a stored password hash is
+    # verified on a thread) instead of aiosmtpd's synchronous authenticator call.
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False)
+        else:
+            try:
+                blob = base64.b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        try:
+            _authzid, login, password = blob.split(b"\0")
+        except ValueError:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self._vmond_server.authenticate(self, LoginPassword(login, password))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+            if login is MISSING:
+                return AuthResult(success=False)
+        else:
+            try:
+                login = base64.b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if password is MISSING:
+            return AuthResult(success=False)
+        return await self._vmond_server.authenticate(self, LoginPassword(login, password))
 
     def goodbye(self) -> None:
         """Tell the client we are going away (421) and close, without waiting for it."""

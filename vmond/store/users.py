@@ -85,3 +85,57 @@ def session_principal(token_hash: str, kind: str) -> dict[str, Any] | None:
 
 def delete_session(token_hash: str) -> None:
     Session.delete().where(Session.token_hash == token_hash).execute()
+
+
+class LastAdmin(ValueError):
+    """The change would leave no active administrator."""
+
+
+def _active_admins(excluding: int) -> int:
+    return User.select().where(User.role == "admin", User.active == True, User.id != excluding).count()  # noqa: E712
+
+
+def get_user(user_id: int) -> dict[str, Any]:
+    user = User.get_or_none(User.id == user_id)
+    if user is None:
+        raise UserNotFound(user_id)
+    return user_dict(user)
+
+
+def update_user(user_id: int, by_user_id: int, role: str | None = None, active: bool | None = None,
+                password_hash: str | None = None) -> dict[str, Any]:
+    """Change role, active flag or password; never leaves the appliance without an active admin."""
+    user = User.get_or_none(User.id == user_id)
+    if user is None:
+        raise UserNotFound(user_id)
+    demoted = (role is not None and role != "admin") or active is False
+    if user.role == "admin" and demoted and _active_admins(user.id) == 0:
+        raise LastAdmin("the last active administrator cannot be demoted or disabled")
+    changes = {}
+    if role is not None and role != user.role:
+        changes["role"] = [user.role, role]
+        user.role = role
+    if active is not None and active != user.active:
+        changes["active"] = [user.active, active]
+        user.active = active
+    if password_hash is not None:
+        user.password_hash = password_hash
+        changes["password"] = "changed"
+    user.save()
+    if "password" in changes or active is False:
+        Session.delete().where(Session.user == user).execute()  # old sessions end with the old rights
+    AuditEntry.create(user=by_user_id, action="user.change", target_type="user", target_id=user.id, detail=changes)
+    return user_dict(user)
+
+
+def delete_user(user_id: int, by_user_id: int) -> None:
+    user = User.get_or_none(User.id == user_id)
+    if user is None:
+        raise UserNotFound(user_id)
+    if user.id == by_user_id:
+        raise LastAdmin("you cannot delete yourself")
+    if user.role == "admin" and _active_admins(user.id) == 0:
+        raise LastAdmin("the last active administrator cannot be deleted")
+    user.delete_instance()  # sessions go with it; notes and audit keep their text with no author
+    AuditEntry.create(user=by_user_id, action="user.delete", target_type="user", target_id=user_id,
+                      detail={"username": user.username})

@@ -63,7 +63,7 @@ async def health(request: web.Request) -> web.Response:
         "smtp": {"listening": services.smtp is not None, "accepted": services.ingest.accepted,
                  "recipients_refused": services.ingest.refused, "cameras": len(services.cameras)},
         "pipeline": {"processed": services.pipeline.processed, "failed": services.pipeline.failed},
-        "mqtt": {"enabled": config.mqtt.enabled, "connected": False},
+        "mqtt": services.mqtt.status() if services.mqtt is not None else {"enabled": False, "connected": False},
     }
     return web.json_response(body)
 

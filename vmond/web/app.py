@@ -13,7 +13,7 @@ from aiohttp import web
 
 from vmond import keys
 from vmond.tlscert import server_context
-from vmond.web import alarms, api, cameras, login, pages, ws
+from vmond.web import admin, adminpages, alarms, api, cameras, login, pages, ws
 from vmond.web.login import LoginLimiter
 from vmond.web.paths import WebPaths, find_web_paths
 from vmond.web.security import authenticate, security_headers
@@ -57,7 +57,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app.router.add_get("/setup", login.setup_page)
     app.router.add_post("/setup", login.setup_submit)
     app.router.add_get("/media/{media_id}", pages.media_file)
-    app.router.add_get("/media/{media_id}/{variant:thumbnail}", pages.media_file)
+    app.router.add_get("/media/{media_id}/thumbnail", pages.media_thumbnail)
     app.router.add_get("/ws", ws.websocket)
     app.router.add_get("/api/health", api.health)
     app.router.add_post("/api/token", login.api_token)
@@ -79,12 +79,46 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app.router.add_post("/events/{event_id}/alarm", alarms.form_raise)
     app.router.add_get("/events/{event_id}", pages.event_page)
     app.router.add_get("/api/cameras", cameras.api_list)
+    app.router.add_post("/api/cameras", admin.cameras_create)
     app.router.add_get("/api/cameras/{camera_id}", cameras.api_detail)
-    app.router.add_get("/cameras", cameras.page_list)
-    app.router.add_get("/cameras/{camera_id}", cameras.page_detail)
+    app.router.add_patch("/api/cameras/{camera_id}", admin.camera_update)
+    app.router.add_delete("/api/cameras/{camera_id}", admin.camera_delete)
+    app.router.add_get("/api/accounts", admin.accounts_list)
+    app.router.add_post("/api/accounts", admin.accounts_create)
+    app.router.add_get("/api/accounts/{account_id}", admin.account_detail)
+    app.router.add_patch("/api/accounts/{account_id}", admin.account_update)
+    app.router.add_delete("/api/accounts/{account_id}", admin.account_delete)
+    app.router.add_get("/api/users", admin.users_list)
+    app.router.add_post("/api/users", admin.users_create)
+    app.router.add_get("/api/users/{user_id}", admin.user_detail)
+    app.router.add_patch("/api/users/{user_id}", admin.user_update)
+    app.router.add_delete("/api/users/{user_id}", admin.user_delete)
+    _add_admin_pages(app.router)
     app.router.add_static("/static/", str(paths.static), name="static")
     app.on_shutdown.append(ws.close_all)
     return app
+
+
+def _add_admin_pages(router: web.UrlDispatcher) -> None:
+    router.add_get("/accounts", adminpages.accounts_page)
+    router.add_get("/accounts/new", adminpages.account_new)
+    router.add_post("/accounts/new", adminpages.account_save)
+    router.add_get("/accounts/{account_id}", adminpages.account_page)
+    router.add_post("/accounts/{account_id}", adminpages.account_save)
+    router.add_get("/accounts/{account_id}/delete", adminpages.account_delete)
+    router.add_post("/accounts/{account_id}/delete", adminpages.account_delete)
+    router.add_get("/cameras", adminpages.cameras_page)
+    router.add_post("/cameras", adminpages.camera_create)
+    router.add_get("/cameras/{camera_id}", adminpages.camera_page)
+    router.add_post("/cameras/{camera_id}", adminpages.camera_save)
+    router.add_get("/cameras/{camera_id}/delete", adminpages.camera_delete)
+    router.add_post("/cameras/{camera_id}/delete", adminpages.camera_delete)
+    router.add_get("/users", adminpages.users_page)
+    router.add_post("/users", adminpages.user_create)
+    router.add_get("/users/{user_id}", adminpages.user_page)
+    router.add_post("/users/{user_id}", adminpages.user_save)
+    router.add_get("/users/{user_id}/delete", adminpages.user_delete)
+    router.add_post("/users/{user_id}/delete", adminpages.user_delete)
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:

@@ -1,4 +1,4 @@
-"""Cameras for supervisors and installers: the list, and each camera's diagnostics (API and pages)."""
+"""Cameras over the API for supervisors and installers: the list, and each camera's diagnostics."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from aiohttp import web
 
 from vmond.keys import CONFIG, DB
 from vmond.store.cameras import get_camera, list_cameras
-from vmond.store.refusals import list_refusals
-from vmond.web.render import render
 from vmond.web.security import json_error, require
 
 
@@ -30,18 +28,3 @@ async def api_detail(request: web.Request) -> web.Response:
     if camera is None:
         return json_error(404, "no such camera")
     return web.json_response(camera)
-
-
-@require("supervisor")
-async def page_list(request: web.Request) -> web.StreamResponse:
-    cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
-    refusals = await request.app[DB].read(list_refusals, 20)
-    return render(request, "cameras.html", {"cameras": cameras, "refusals": refusals})
-
-
-@require("supervisor")
-async def page_detail(request: web.Request) -> web.StreamResponse:
-    camera = await request.app[DB].read(get_camera, request.app[CONFIG].smtp.domain, _camera_id(request))
-    if camera is None:
-        raise web.HTTPNotFound()
-    return render(request, "camera.html", {"camera": camera})

@@ -44,6 +44,15 @@ async def event_page(request: web.Request) -> web.StreamResponse:
 
 @require("guard")
 async def media_file(request: web.Request) -> web.StreamResponse:
+    return await _media(request, thumbnail=False)
+
+
+@require("guard")
+async def media_thumbnail(request: web.Request) -> web.StreamResponse:
+    return await _media(request, thumbnail=True)
+
+
+async def _media(request: web.Request, thumbnail: bool) -> web.StreamResponse:
     try:
         media_id = int(request.match_info["media_id"])
     except ValueError:
@@ -51,7 +60,6 @@ async def media_file(request: web.Request) -> web.StreamResponse:
     media = await request.app[DB].read(media_for_download, media_id)
     if media is None:
         raise web.HTTPNotFound()
-    thumbnail = request.match_info.get("variant") == "thumbnail"
     relpath = media["thumb_path"] if thumbnail else media["path"]
     if relpath is None:
         raise web.HTTPNotFound()

@@ -1,0 +1,223 @@
+"""Accounts (the customers), their contacts, and creating, changing and removing accounts and cameras.
+
+Accounts and cameras declared in the YAML are read-only here (the file is their truth). A camera with events is
+never deleted, only retired (it refuses mail and keeps its history). Synchronous: run on a database thread.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import peewee as pw
+
+from vmond.store.cameras import camera_dict
+from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Contact, utcnow
+
+ADDRESS_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud to an installer, typed into a camera
+MAX_TEXT = 2000
+
+
+class Invalid(ValueError):
+    """Validation failed; ``fields`` maps field names to messages, shown next to each field."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+class NotFound(LookupError):
+    pass
+
+
+class ReadOnly(PermissionError):
+    """Declared in the configuration file: change it there."""
+
+
+def _text(data: dict[str, Any], key: str, errors: dict[str, str], required: bool = False,
+          limit: int = 200) -> str | None:
+    if key not in data:
+        if required:
+            errors[key] = "required"
+        return None
+    value = data[key]
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        errors[key] = "must be text"
+        return None
+    value = value.strip()
+    if required and not value:
+        errors[key] = "required"
+    elif len(value) > limit:
+        errors[key] = f"at most {limit} characters"
+    return value
+
+
+def _contacts(raw: Any, errors: dict[str, str]) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        errors["contacts"] = "must be a list"
+        return []
+    contacts = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            errors[f"contacts[{index}]"] = "must be an object"
+            continue
+        item_errors: dict[str, str] = {}
+        contact = {key: _text(item, key, item_errors, required=key == "name")
+                   for key in ("name", "phone", "email", "role")}
+        priority = item.get("priority", index + 1)
+        if not isinstance(priority, int) or isinstance(priority, bool) or priority < 1:
+            item_errors["priority"] = "a whole number from 1"
+        contact["priority"] = priority
+        errors.update({f"contacts[{index}].{k}": v for k, v in item_errors.items()})
+        contacts.append(contact)
+    return contacts
+
+
+def account_dict(account: Account, domain: str) -> dict[str, Any]:
+    cameras = Camera.select(Camera, Account).join(Account).where(Camera.account == account).order_by(Camera.name)
+    return {
+        "id": account.id,
+        "name": account.name,
+        "address": account.address,
+        "notes": account.notes,
+        "from_config": account.from_config,
+        "contacts": [{"id": c.id, "name": c.name, "phone": c.phone, "email": c.email, "role": c.role,
+                      "priority": c.priority}
+                     for c in Contact.select().where(Contact.account == account)
+                     .order_by(Contact.priority, Contact.id)],
+        "cameras": [camera_dict(c, domain) for c in cameras],
+    }
+
+
+def _account(account_id: int) -> Account:
+    account = Account.get_or_none(Account.id == account_id)
+    if account is None:
+        raise NotFound(account_id)
+    return account
+
+
+def list_accounts(domain: str) -> list[dict[str, Any]]:
+    return [account_dict(a, domain) for a in Account.select().order_by(Account.name)]
+
+
+def get_account(domain: str, account_id: int) -> dict[str, Any]:
+    return account_dict(_account(account_id), domain)
+
+
+def save_account(domain: str, data: dict[str, Any], user_id: int | None, account_id: int | None = None
+                 ) -> dict[str, Any]:
+    """Create (no *account_id*) or change an account; ``contacts``, when given, replaces the contact list."""
+    errors: dict[str, str] = {}
+    account = Account(from_config=False) if account_id is None else _account(account_id)
+    if account.from_config:
+        raise ReadOnly("this account is declared in the configuration file; change it there")
+    name = _text(data, "name", errors, required=account_id is None)
+    address = _text(data, "address", errors, limit=MAX_TEXT)
+    notes = _text(data, "notes", errors, limit=MAX_TEXT)
+    contacts = _contacts(data["contacts"], errors) if "contacts" in data else None
+    if name and Account.select().where(pw.fn.lower(Account.name) == name.lower(), Account.id != (account_id or 0)
+                                       ).exists():
+        errors["name"] = "another account has this name"
+    if errors:
+        raise Invalid(errors)
+    for field, value in (("name", name), ("address", address), ("notes", notes)):
+        if value is not None:
+            setattr(account, field, value)
+    account.updated_at = utcnow()
+    account.save()
+    if contacts is not None:
+        Contact.delete().where(Contact.account == account).execute()
+        for contact in contacts:
+            Contact.create(account=account, **contact)
+    AuditEntry.create(user=user_id, action="account.create" if account_id is None else "account.change",
+                      target_type="account", target_id=account.id, detail={"name": account.name})
+    return account_dict(account, domain)
+
+
+def delete_account(account_id: int, user_id: int | None) -> None:
+    account = _account(account_id)
+    if account.from_config:
+        raise ReadOnly("this account is declared in the configuration file; remove it there")
+    if Camera.select().where(Camera.account == account).exists():
+        raise Invalid({"cameras": "move or delete the account's cameras first"})
+    account.delete_instance(recursive=False)  # contacts go with it (ON DELETE CASCADE)
+    AuditEntry.create(user=user_id, action="account.delete", target_type="account", target_id=account_id,
+                      detail={"name": account.name})
+
+
+# --- cameras -----------------------------------------------------------------------------------------------------
+
+
+def _new_local_part() -> str:
+    for _ in range(100):
+        local = "camera-" + "".join(secrets.choice(ADDRESS_ALPHABET) for _ in range(5))
+        if not Camera.select().where(Camera.smtp_local_part == local).exists():
+            return local
+    raise RuntimeError("could not find a free camera address")
+
+
+def _camera(camera_id: int) -> Camera:
+    camera = Camera.select(Camera, Account).join(Account).where(Camera.id == camera_id).first()
+    if camera is None:
+        raise NotFound(camera_id)
+    return camera
+
+
+def save_camera(domain: str, data: dict[str, Any], user_id: int | None, camera_id: int | None = None,
+                password_hash: str | None = None) -> dict[str, Any]:
+    """Create (with a generated, unique SMTP address) or change a camera.
+
+    ``rtsp_url`` is write-only (it may carry credentials); ``password_hash`` (already hashed by the caller, off
+    the event loop) sets the per-camera SMTP password, ``clear_password`` removes it."""
+    errors: dict[str, str] = {}
+    camera = None if camera_id is None else _camera(camera_id)
+    if camera is not None and camera.from_config:
+        raise ReadOnly("this camera is declared in the configuration file; change it there")
+    name = _text(data, "name", errors, required=camera is None)
+    rtsp_url = _text(data, "rtsp_url", errors, limit=MAX_TEXT)
+    if rtsp_url and not rtsp_url.lower().startswith(("rtsp://", "rtsps://")):
+        errors["rtsp_url"] = "must start with rtsp:// or rtsps://"
+    account_id = data.get("account_id", None if camera is not None else ...)
+    if account_id is ...:
+        errors["account_id"] = "required"
+    elif account_id is not None:
+        if not isinstance(account_id, int) or isinstance(account_id, bool) or Account.get_or_none(
+                Account.id == account_id) is None:
+            errors["account_id"] = "no such account"
+    if errors:
+        raise Invalid(errors)
+    if camera is None:
+        camera = Camera(smtp_local_part=_new_local_part(), from_config=False, active=True)
+    if name is not None:
+        camera.name = name
+    if isinstance(account_id, int):
+        camera.account = account_id
+    if rtsp_url is not None:
+        camera.rtsp_url = rtsp_url or None
+    if password_hash is not None:
+        camera.smtp_password_hash = password_hash
+    elif data.get("clear_password"):
+        camera.smtp_password_hash = None
+    camera.save()
+    AuditEntry.create(user=user_id, action="camera.create" if camera_id is None else "camera.change",
+                      target_type="camera", target_id=camera.id, detail={"name": camera.name})
+    return camera_dict(_camera(camera.id), domain)
+
+
+def delete_camera(camera_id: int, user_id: int | None) -> str:
+    """Delete a camera without events; retire one with events (its history stays). Returns what happened."""
+    camera = _camera(camera_id)
+    if camera.from_config:
+        raise ReadOnly("this camera is declared in the configuration file; remove it there")
+    if AlarmEvent.select().where(AlarmEvent.camera == camera).exists():
+        camera.active = False
+        camera.save()
+        outcome = "retired"
+    else:
+        camera.delete_instance()
+        outcome = "deleted"
+    AuditEntry.create(user=user_id, action=f"camera.{outcome}", target_type="camera", target_id=camera_id,
+                      detail={"name": camera.name})
+    return outcome

@@ -1,0 +1,237 @@
+"""Administration over the API: accounts with contacts, cameras, users. Pages for them are in ``adminpages``.
+
+Supervisors manage accounts and cameras, admins also users. Answers: 400 with ``{"error", "fields"}`` for invalid
+input (a message per field), 409 for what the configuration file declares (read-only here) or what would break
+the appliance (the last admin), 404 for unknown ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from vmond import auth
+from vmond.keys import CAMERAS, CONFIG, DB
+from vmond.store import accounts as store
+from vmond.store.cameras import get_camera
+from vmond.store.users import (
+    LastAdmin,
+    UserExists,
+    UserNotFound,
+    create_user,
+    delete_user,
+    get_user,
+    list_users,
+    update_user,
+)
+from vmond.web.login import USERNAME_PATTERN
+from vmond.web.security import json_error, principal, require
+from vmond.web.ws import close_sockets_of
+
+
+def match_id(request: web.Request, name: str) -> int:
+    try:
+        return int(request.match_info[name])
+    except ValueError:
+        raise web.HTTPNotFound() from None
+
+
+def user_id(request: web.Request) -> int:
+    who = principal(request)
+    assert who is not None
+    return int(who["user_id"])
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="send a JSON object")
+    return body
+
+
+async def answer(call: Callable[[], Awaitable[Any]], status: int = 200) -> web.Response:
+    """Run a store call and turn its exceptions into the API's error answers."""
+    try:
+        result = await call()
+    except store.Invalid as exc:
+        return web.json_response({"error": str(exc), "fields": exc.fields}, status=400)
+    except (store.NotFound, UserNotFound):
+        return json_error(404, "not found")
+    except (store.ReadOnly, LastAdmin, UserExists) as exc:
+        return json_error(409, str(exc) if not isinstance(exc, UserExists) else "that user name is taken")
+    except web.HTTPException as exc:
+        return json_error(exc.status, exc.text or exc.reason)
+    if status == 204:
+        return web.Response(status=204)
+    return web.json_response(result, status=status)
+
+
+async def hash_off_loop(password: str) -> str:
+    return await asyncio.get_running_loop().run_in_executor(None, auth.hash_password, password)
+
+
+# --- accounts -----------------------------------------------------------------------------------------------------
+
+
+@require("supervisor")
+async def accounts_list(request: web.Request) -> web.Response:
+    return await answer(lambda: _wrap(request, "accounts", store.list_accounts))
+
+
+async def _wrap(request: web.Request, key: str, fn: Callable[..., Any]) -> dict[str, Any]:
+    return {key: await request.app[DB].read(fn, request.app[CONFIG].smtp.domain)}
+
+
+@require("supervisor")
+async def accounts_create(request: web.Request) -> web.Response:
+    data = await json_object(request)
+    return await answer(lambda: request.app[DB].write(store.save_account, request.app[CONFIG].smtp.domain, data,
+                                                      user_id(request)), status=201)
+
+
+@require("supervisor")
+async def account_detail(request: web.Request) -> web.Response:
+    return await answer(lambda: request.app[DB].read(store.get_account, request.app[CONFIG].smtp.domain,
+                                                     match_id(request, "account_id")))
+
+
+@require("supervisor")
+async def account_update(request: web.Request) -> web.Response:
+    data = await json_object(request)
+    return await answer(lambda: request.app[DB].write(store.save_account, request.app[CONFIG].smtp.domain, data,
+                                                      user_id(request), match_id(request, "account_id")))
+
+
+@require("supervisor")
+async def account_delete(request: web.Request) -> web.Response:
+    return await answer(lambda: request.app[DB].write(store.delete_account, match_id(request, "account_id"),
+                                                      user_id(request)), status=204)
+
+
+# --- cameras ------------------------------------------------------------------------------------------------------
+
+
+async def save_camera(request: web.Request, data: dict[str, Any], camera_id: int | None) -> dict[str, Any]:
+    """Create or change a camera; a new SMTP password is hashed off the loop; ``generate_password`` makes one and
+    returns it this once (the installer types it into the camera)."""
+    generated = None
+    password = data.get("smtp_password")
+    if data.get("generate_password"):
+        generated = password = auth.new_token()[:16]
+    if password is not None and (not isinstance(password, str) or len(password) < 8):
+        raise store.Invalid({"smtp_password": "at least 8 characters"})
+    password_hash = await hash_off_loop(password) if password else None
+    camera = await request.app[DB].write(store.save_camera, request.app[CONFIG].smtp.domain, data, user_id(request),
+                                         camera_id, password_hash)
+    await request.app[CAMERAS].reload()  # the SMTP door learns the new address (or password) now
+    if generated:
+        camera["smtp_password"] = generated
+    return camera
+
+
+@require("supervisor")
+async def cameras_create(request: web.Request) -> web.Response:
+    data = await json_object(request)
+    return await answer(lambda: save_camera(request, data, None), status=201)
+
+
+@require("supervisor")
+async def camera_update(request: web.Request) -> web.Response:
+    data = await json_object(request)
+    return await answer(lambda: save_camera(request, data, match_id(request, "camera_id")))
+
+
+async def remove_camera(request: web.Request, camera_id: int) -> dict[str, Any]:
+    outcome = await request.app[DB].write(store.delete_camera, camera_id, user_id(request))
+    await request.app[CAMERAS].reload()
+    return {"id": camera_id, "outcome": outcome}
+
+
+@require("supervisor")
+async def camera_delete(request: web.Request) -> web.Response:
+    return await answer(lambda: remove_camera(request, match_id(request, "camera_id")))
+
+
+async def camera_or_404(request: web.Request, camera_id: int) -> dict[str, Any]:
+    camera = await request.app[DB].read(get_camera, request.app[CONFIG].smtp.domain, camera_id)
+    if camera is None:
+        raise store.NotFound(camera_id)
+    return camera
+
+
+# --- users (admin) ------------------------------------------------------------------------------------------------
+
+
+def check_user_fields(data: dict[str, Any], creating: bool) -> dict[str, str]:
+    errors = {}
+    if creating and not USERNAME_PATTERN.fullmatch(str(data.get("username", ""))):
+        errors["username"] = "1 to 64 letters, digits, dots, dashes, underscores or @"
+    if (creating or "role" in data) and data.get("role") not in auth.ROLES:
+        errors["role"] = f"one of {', '.join(auth.ROLES)}"
+    if creating or data.get("password"):
+        if problem := auth.check_password_policy(str(data.get("password", ""))):
+            errors["password"] = f"needs {problem}"
+    if "active" in data and not isinstance(data["active"], bool):
+        errors["active"] = "true or false"
+    return errors
+
+
+async def create_user_checked(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
+    if errors := check_user_fields(data, creating=True):
+        raise store.Invalid(errors)
+    encoded = await hash_off_loop(str(data["password"]))
+    return await request.app[DB].write(create_user, str(data["username"]), encoded, str(data["role"]),
+                                       by_user_id=user_id(request))
+
+
+async def update_user_checked(request: web.Request, target: int, data: dict[str, Any]) -> dict[str, Any]:
+    if errors := check_user_fields(data, creating=False):
+        raise store.Invalid(errors)
+    encoded = await hash_off_loop(str(data["password"])) if data.get("password") else None
+    user = await request.app[DB].write(update_user, target, user_id(request), data.get("role"), data.get("active"),
+                                       encoded)
+    if encoded is not None or data.get("active") is False or "role" in data:
+        await close_sockets_of(request.app, user_id=target)  # their open pages must sign in again
+    return user
+
+
+async def delete_user_checked(request: web.Request, target: int) -> None:
+    await request.app[DB].write(delete_user, target, user_id(request))
+    await close_sockets_of(request.app, user_id=target)
+
+
+@require("admin")
+async def users_list(request: web.Request) -> web.Response:
+    return await answer(lambda: _users(request))
+
+
+async def _users(request: web.Request) -> dict[str, Any]:
+    return {"users": await request.app[DB].read(list_users)}
+
+
+@require("admin")
+async def users_create(request: web.Request) -> web.Response:
+    data = await json_object(request)
+    return await answer(lambda: create_user_checked(request, data), status=201)
+
+
+@require("admin")
+async def user_detail(request: web.Request) -> web.Response:
+    return await answer(lambda: request.app[DB].read(get_user, match_id(request, "user_id")))
+
+
+@require("admin")
+async def user_update(request: web.Request) -> web.Response:
+    data = await json_object(request)
+    return await answer(lambda: update_user_checked(request, match_id(request, "user_id"), data))
+
+
+@require("admin")
+async def user_delete(request: web.Request) -> web.Response:
+    return await answer(lambda: delete_user_checked(request, match_id(request, "user_id")), status=204)
