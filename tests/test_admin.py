@@ -221,3 +221,29 @@ async def test_admin_pages_render_and_validate(daemon: Daemon) -> None:
         async with http.post(daemon.url + "/users", headers={"Origin": daemon.url},
                              data={"csrf_token": token, "username": "ann", "password": "x", "role": "guard"}) as r:
             assert r.status == 400 and "at least 8 characters" in await r.text()
+
+
+async def test_settings_show_the_configuration_with_secrets_masked(make_config: Callable[..., Config]) -> None:
+    from test_web import browser, log_in
+
+    config = make_config(mqtt={"password": "broker-secret-123", "username": "vmond"},
+                         web={"listen": "127.0.0.1:0", "tls": {"self_signed": True}})
+    async with running(config) as services:
+        daemon = Daemon(services)
+        daemon.url = daemon.url.replace("http://", "https://")
+        await daemon.add_user("root", "admin")
+        await daemon.add_user("boss", "supervisor")
+        async with browser(verify_tls=False) as http:
+            async with http.get(daemon.url + "/login") as response:
+                assert response.status == 200
+            await log_in(daemon, http, "root")
+            cookie = next(c for c in http.cookie_jar if c.key == "vmond_session")
+            assert cookie["secure"] and cookie["httponly"]
+            async with http.get(daemon.url + "/settings") as response:
+                page = await response.text()
+            assert response.status == 200 and "broker-secret-123" not in page and "********" in page
+            assert re.search(r"SHA-256 <code>([0-9A-F]{2}:){31}[0-9A-F]{2}</code>", page)
+        async with browser(verify_tls=False) as http:
+            await log_in(daemon, http, "boss")
+            async with http.get(daemon.url + "/settings") as response:
+                assert response.status == 403

@@ -25,9 +25,10 @@ PROTECTED = [
 ]
 
 
-def browser() -> aiohttp.ClientSession:
+def browser(verify_tls: bool = True) -> aiohttp.ClientSession:
     # unsafe: keep cookies for an IP-address host, as a browser does for http://127.0.0.1:8080
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    connector = None if verify_tls else aiohttp.TCPConnector(ssl=False)  # an appliance's self-signed certificate
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), connector=connector)
 
 
 async def csrf_of(http: aiohttp.ClientSession, url: str) -> str:

@@ -16,6 +16,9 @@ MIN_PASSWORD_LENGTH = 8
 
 # scrypt at n=2**14, r=8: about 16 MiB and 50 ms on a small x86 box, a few hundred ms on a Raspberry Pi.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+# Memory scrypt may use (128 * n * r bytes, plus slack). Explicit, so a hash with absurd parameters (a tampered
+# database) is refused instead of exhausting the box.
+_SCRYPT_MAXMEM = 64 * 1024 * 1024
 
 
 def role_allows(role: str, required: str) -> bool:
@@ -30,7 +33,8 @@ def _b64(data: bytes) -> str:
 def hash_password(password: str) -> str:
     """A self-describing scrypt hash: ``scrypt$n$r$p$salt$hash``. Slow on purpose: call it off the event loop."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P,
+                            maxmem=_SCRYPT_MAXMEM)
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
@@ -41,7 +45,7 @@ def verify_password(password: str, encoded: str) -> bool:
             return False
         expected = base64.b64decode(digest)
         actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                                dklen=len(expected))
+                                dklen=len(expected), maxmem=_SCRYPT_MAXMEM)
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)

@@ -6,16 +6,19 @@ the message next to each field; deleting asks for confirmation on a page of its 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from vmond import auth
+from vmond.config import dump_masked
 from vmond.keys import CONFIG, DB
 from vmond.store import accounts as store
 from vmond.store.cameras import list_cameras
 from vmond.store.refusals import list_refusals
 from vmond.store.users import LastAdmin, UserExists, UserNotFound, get_user, list_users
+from vmond.tlscert import fingerprint
 from vmond.web.admin import (
     camera_or_404,
     create_user_checked,
@@ -287,3 +290,15 @@ async def user_delete(request: web.Request) -> web.StreamResponse:
     except UserNotFound:
         raise web.HTTPNotFound() from None
     raise web.HTTPSeeOther("/users")
+
+
+@require("admin")
+async def settings_page(request: web.Request) -> web.StreamResponse:
+    """What this appliance runs with: the configuration as loaded (secrets masked) and the certificate's fingerprint.
+    Changed in the file (``vmond check-config``, then a restart), not here."""
+    config = request.app[CONFIG]
+    certificate = config.web.tls.certificate
+    loop = asyncio.get_running_loop()
+    fingerprint_text = (await loop.run_in_executor(None, fingerprint, certificate)) if certificate else None
+    return render(request, "settings.html", {"config_text": dump_masked(config), "source": config.source,
+                                             "fingerprint": fingerprint_text})

@@ -113,6 +113,7 @@ def _add_admin_pages(router: web.UrlDispatcher) -> None:
     router.add_post("/cameras/{camera_id}", adminpages.camera_save)
     router.add_get("/cameras/{camera_id}/delete", adminpages.camera_delete)
     router.add_post("/cameras/{camera_id}/delete", adminpages.camera_delete)
+    router.add_get("/settings", adminpages.settings_page)
     router.add_get("/users", adminpages.users_page)
     router.add_post("/users", adminpages.user_create)
     router.add_get("/users/{user_id}", adminpages.user_page)

@@ -61,6 +61,12 @@ class LoginLimiter:
                 wait = max(wait, stamps[0] + self._window - now)
         return int(wait) + 1 if wait else 0
 
+    def delay(self, address: str) -> float:
+        """Seconds to hold back the answer to a failed login: growing with the recent failures from the address,
+        up to two seconds. Slows a password-guessing script without ever locking anyone out (a typo costs nothing)."""
+        failures = len(self._recent(("addr", address), time.monotonic()))
+        return min(2.0, 0.1 * max(0, failures - 4))
+
     def failed(self, address: str, username: str) -> None:
         now = time.monotonic()
         for key in (("addr", address), ("user", username.lower())):
@@ -139,6 +145,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     user = await check_credentials(request, username, password)
     if user is None:
         limiter.failed(client_address(request), username)
+        await asyncio.sleep(limiter.delay(client_address(request)))
         return _render_form(request, "login.html", status=401, next=target, username=username,
                             error="Wrong username or password.")
     limiter.succeeded(client_address(request))
@@ -209,6 +216,7 @@ async def api_token(request: web.Request) -> web.StreamResponse:
     user = await check_credentials(request, username, password)
     if user is None:
         limiter.failed(client_address(request), username)
+        await asyncio.sleep(limiter.delay(client_address(request)))
         return json_error(401, "wrong username or password")
     limiter.succeeded(client_address(request))
     token = await start_session(request, user, "api", API_TOKEN)
