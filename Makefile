@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_DEBS := chromium openssl
 PYTEST_ARGS ?=
 
-.PHONY: run test lint clean distclean debs
+.PHONY: run test lint clean distclean debs package
 
 run: $(VENV)/.stamp-run $(CONFIG)
 	@echo
@@ -28,6 +28,10 @@ test: debs $(VENV)/.stamp-test
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check vmond tests bench
+
+# Build the Debian package from a clean copy of the tree, lint it, install it and run it end to end (root or sudo).
+package:
+	bash .ci/package
 
 $(CONFIG):
 	mkdir -p $(VAR)
