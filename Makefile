@@ -7,11 +7,16 @@ PY := $(VENV)/bin/python
 VAR := var
 CONFIG := $(VAR)/vmond.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests use: a real browser for the dashboard tests, openssl for the TLS certificate.
-TEST_DEBS := chromium openssl
+# Debian packages the tests use: a real browser, openssl for certificates, ffmpeg to compare clips with, a broker.
+TEST_DEBS := chromium openssl ffmpeg mosquitto
+# The same suite on Debian 12's own library versions (what the .deb runs on).
+DEBIAN_VENV := .venv-debian
+DEBIAN_LIBS := python3-venv python3-aiohttp python3-aiohttp-jinja2 python3-aiosmtpd python3-peewee python3-pil \
+	python3-yaml python3-sdnotify python3-jinja2 python3-av python3-paho-mqtt python3-pytest python3-pytest-aiohttp \
+	python3-pytest-asyncio python3-hypothesis python3-setuptools python3-wheel
 PYTEST_ARGS ?=
 
-.PHONY: run test lint clean distclean debs package
+.PHONY: run test test-debian lint clean distclean debs package
 
 run: $(VENV)/.stamp-run $(CONFIG)
 	@echo
@@ -25,6 +30,14 @@ run: $(VENV)/.stamp-run $(CONFIG)
 
 test: debs $(VENV)/.stamp-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Debian's python3-* packages from /usr/bin/python3; only Playwright (not packaged by Debian) comes from PyPI.
+test-debian: debs
+	@$(MAKE) --no-print-directory debs TEST_DEBS="$(DEBIAN_LIBS)"
+	test -x $(DEBIAN_VENV)/bin/python || /usr/bin/python3 -m venv --system-site-packages $(DEBIAN_VENV)
+	$(DEBIAN_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(DEBIAN_VENV)/bin/python -m pip install -q playwright
+	$(DEBIAN_VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check vmond tests bench
@@ -65,4 +78,4 @@ clean:
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(VAR)
+	rm -rf $(VENV) $(DEBIAN_VENV) $(VAR)

@@ -197,3 +197,9 @@ class Notifications:
 
 def sample(name: str) -> bytes:
     return (MAIL_DIR / name).read_bytes()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from vmond.ingest.smtp import quiet_aiosmtpd_logging
+
+    quiet_aiosmtpd_logging()  # as the daemon does: aiosmtpd's per-command chatter hides what matters

@@ -131,6 +131,32 @@ def cmd_tls_fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from vmond.backup import BackupError, backup
+
+    config = _load(args)
+    try:
+        manifest = backup(config.storage.data_dir, Path(args.dest))
+    except BackupError as exc:
+        raise SystemExit(str(exc)) from None
+    print(f"backed up {manifest['events']} events, {manifest['media_files']} media files and "
+          f"{manifest['spooled_mails']} spooled mails to {args.dest} in {manifest['seconds']} s")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from vmond.backup import BackupError, restore
+
+    config = _load(args)
+    try:
+        manifest = restore(Path(args.source), config.storage.data_dir, force=args.force)
+    except BackupError as exc:
+        raise SystemExit(str(exc)) from None
+    print(f"restored the backup of {manifest['taken_at']} ({manifest['events']} events) into "
+          f"{config.storage.data_dir}; start vmond to continue")
+    return 0
+
+
 def cmd_send_test(args: argparse.Namespace) -> int:
     from vmond.testmail import send_test_mail
 
@@ -170,6 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     tls_commands = tls.add_subparsers(dest="tls_command", required=True, metavar="ACTION")
     tls_commands.add_parser("fingerprint", parents=[common], help="print the certificate's SHA-256 fingerprint"
                             ).set_defaults(func=cmd_tls_fingerprint)
+
+    backup = commands.add_parser("backup", parents=[common],
+                                 help="copy the database, media and spool to DEST (while vmond runs)")
+    backup.add_argument("dest", metavar="DEST", help="a new or empty directory")
+    backup.set_defaults(func=cmd_backup)
+    restore = commands.add_parser("restore", parents=[common],
+                                  help="put a backup into the data directory (vmond must be stopped)")
+    restore.add_argument("source", metavar="SRC", help="a directory made by 'vmond backup'")
+    restore.add_argument("--force", action="store_true", help="replace an existing database")
+    restore.set_defaults(func=cmd_restore)
 
     send = commands.add_parser("send-test", parents=[common],
                                help="send a camera-like alarm mail with a picture to a running vmond")

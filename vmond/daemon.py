@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+from vmond.backup import data_dir_lock
 from vmond.bus import Bus
 from vmond.config import Config
 from vmond.ingest.cameras import CameraDirectory
@@ -23,6 +24,7 @@ from vmond.ingest.pipeline import Pipeline
 from vmond.ingest.smtp import IngestHandler, SmtpServer
 from vmond.ingest.spool import Spool
 from vmond.media.store import MediaStore
+from vmond.mqtt.forwarder import Forwarder
 from vmond.services import Services
 from vmond.store.db import Database
 from vmond.store.sync import sync_accounts
@@ -44,6 +46,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
     loop = asyncio.get_running_loop()
     data_dir = config.storage.data_dir
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(data_dir_lock(data_dir))  # one daemon (or restore) per data directory
         io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io")
         stack.push_async_callback(loop.run_in_executor, None, io.shutdown)
 
@@ -58,8 +61,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if config.web.tls.self_signed and config.web.tls.certificate is None:
             config = await loop.run_in_executor(io, ensure_self_signed, config)
 
-        if config.mqtt.enabled:
-            log.warning("mqtt.enabled is set, but this version of vmond does not forward over MQTT yet")
+        mqtt = None
+        if config.mqtt.enabled:  # before the pipeline: it stops after it, forwarding what the pipeline queued
+            mqtt = await stack.enter_async_context(Forwarder(config, db, media, io))
         bus = Bus()
         cameras = CameraDirectory(db, config)
         await cameras.reload()
@@ -68,7 +72,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         pipeline = Pipeline(config, spool, media, db, bus, io, parser)
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
-                            ingest=ingest, pipeline=pipeline, started_at=time.monotonic())
+                            ingest=ingest, pipeline=pipeline, started_at=time.monotonic(), mqtt=mqtt)
 
         await stack.enter_async_context(pipeline)
         web_server = await stack.enter_async_context(WebServer(config, create_app(config, services)))
