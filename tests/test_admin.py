@@ -184,7 +184,7 @@ async def test_every_route_refuses_strangers(daemon: Daemon) -> None:
             if path in PAGES_ALLOWED_WITHOUT_SESSION:
                 continue
             async with http.request(route.method, daemon.url + path, allow_redirects=False) as response:
-                if path.startswith(("/api/", "/ws", "/media/")):
+                if path.startswith(("/api/", "/ws", "/media/", "/metrics")):
                     assert response.status == 401, (route.method, path, response.status)
                 else:
                     assert response.status == 303, (route.method, path, response.status)

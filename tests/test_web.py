@@ -281,3 +281,20 @@ async def test_camera_pages_for_supervisors(daemon: Daemon) -> None:
         await log_in(daemon, http, "guard1")
         async with http.get(f"{daemon.url}/cameras") as response:
             assert response.status == 403
+
+
+async def test_metrics_in_prometheus_text(daemon: Daemon) -> None:
+    assert (await daemon.send(sample("amcrest-tamper.eml")))["data"][0] == 250
+    assert (await daemon.send(sample("amcrest-tamper.eml"), to="nobody@monitor.local"))["rcpt"][0] == 550
+    await daemon.wait_idle()
+    await daemon.add_user("guard1", "guard")
+    status, text = await daemon.api("GET", "/metrics", await daemon.token("guard1"))
+    assert status == 200
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert values["vmond_smtp_mails_accepted_total"] == "1"
+    assert values['vmond_smtp_replies_total{code="550"}'] == "1"
+    assert values["vmond_events_created_total"] == "1"
+    assert float(values["vmond_disk_free_bytes"]) > 0
+    assert "# TYPE vmond_mqtt_outbox_depth gauge" in text
+    status, _ = await daemon.api("GET", "/metrics", None)
+    assert status == 401

@@ -80,6 +80,7 @@ class WebTlsConfig:
 class WebConfig:
     listen: HostPort
     tls: WebTlsConfig
+    metrics_public: bool
 
 
 @dataclass(frozen=True)

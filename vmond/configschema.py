@@ -339,6 +339,7 @@ SECTIONS: Table = {
             "key": Key(path(), None, str),
             "self_signed": Key(boolean, False),
         },
+        "metrics_public": Key(boolean, False),
     },
     "storage": {
         "data_dir": Key(path(nullable=False, file=False), Path("/var/lib/vmond"), str),

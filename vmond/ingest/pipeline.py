@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from vmond.bus import Bus
     from vmond.config import Config
     from vmond.media.store import MediaStore
+    from vmond.metrics import Metrics
     from vmond.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,10 @@ class Pipeline:
     """An async context that runs the draining task; :meth:`notify` wakes it after each spooled mail."""
 
     def __init__(self, config: Config, spool: Spool, media: MediaStore, db: Database, bus: Bus,
-                 io_executor: Executor, workers: WorkerPool,
+                 io_executor: Executor, workers: WorkerPool, metrics: Metrics,
                  on_ingested: Callable[[IngestResult], None] | None = None) -> None:
         self._config = config
+        self.metrics = metrics
         self._topics = outbox_topics(config)
         self._workers = workers
         self._spool = spool
@@ -121,6 +123,10 @@ class Pipeline:
             return
         log.info("event %d %s: %s, %d picture(s)", result.event["id"], "created" if result.created else "extended",
                  result.event["event_type"], len(result.event["images"]))
+        if result.created:
+            self.metrics.events_created += 1
+        else:
+            self.metrics.events_updated += 1
         self._bus.publish("event.created" if result.created else "event.updated", result.event)
         if self._on_ingested is not None:
             self._on_ingested(result)

@@ -32,6 +32,7 @@ from vmond.tlscert import server_context
 if TYPE_CHECKING:
     from vmond.config import Config
     from vmond.ingest.cameras import CameraDirectory
+    from vmond.metrics import Metrics
     from vmond.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -178,9 +179,10 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 class SmtpServer:
     """The listening socket and its sessions, as an async context (graceful stop on exit)."""
 
-    def __init__(self, config: Config, handler: IngestHandler, directory: CameraDirectory,
+    def __init__(self, config: Config, handler: IngestHandler, directory: CameraDirectory, metrics: Metrics,
                  stop_grace: float = 10.0) -> None:
         self._config = config
+        self.metrics = metrics
         self._handler = handler
         self._directory = directory
         self._networks = tuple(config.smtp.allow_networks)
@@ -223,7 +225,9 @@ class SmtpServer:
     def _protocol(self, implicit_tls: bool = False) -> asyncio.BaseProtocol:
         smtp = self._config.smtp
         if len(self.sessions) >= smtp.max_connections or self.stopping:
-            return RefuseConnection(Reply.SHUTTING_DOWN if self.stopping else Reply.TOO_MANY_CONNECTIONS)
+            reply = Reply.SHUTTING_DOWN if self.stopping else Reply.TOO_MANY_CONNECTIONS
+            self.metrics.smtp_reply(reply)
+            return RefuseConnection(reply)
         with warnings.catch_warnings():
             # per-camera without TLS makes aiosmtpd warn about plain-text AUTH: cameras on a LAN need exactly that
             warnings.simplefilter("ignore")

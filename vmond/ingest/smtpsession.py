@@ -151,7 +151,9 @@ class CameraSMTP(SMTP):
         super().connection_lost(error)
 
     async def push(self, status: Any) -> None:
-        self.log.server(status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status))
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        self.log.server(text)
+        self._vmond_server.metrics.smtp_reply(text)
         await super().push(status)
 
     def data_received(self, data: bytes) -> None:

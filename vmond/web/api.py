@@ -10,9 +10,11 @@ from typing import Any
 from aiohttp import web
 
 import vmond
-from vmond.keys import BUS, CONFIG, DB, IO, SERVICES
+from vmond.keys import BUS, CONFIG, DB, IO, SERVICES, WS_CLIENTS
+from vmond.metrics import exposition
 from vmond.mqtt.topics import outbox_topics
 from vmond.store.events import STATUSES, EventNotFound, StatusConflict, get_event, list_events, set_status
+from vmond.store.outbox import stats as outbox_stats
 from vmond.store.refusals import list_refusals
 from vmond.web.security import json_error, principal, public, require
 
@@ -108,3 +110,50 @@ async def event_dismiss(request: web.Request) -> web.Response:
 async def smtp_refusals(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 100, 1, 1000)
     return web.json_response({"refusals": await request.app[DB].read(list_refusals, limit)})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    loop = asyncio.get_running_loop()
+    disk = await loop.run_in_executor(request.app[IO], shutil.disk_usage, services.spool.root)
+    spooled = await loop.run_in_executor(request.app[IO], services.spool.count_pending)
+    outbox = await services.db.read(outbox_stats)
+    counters = services.metrics
+    samples: list[tuple[str, str, str, dict[str, str], float]] = [
+        ("vmond_up", "gauge", "1 while vmond runs", {"version": vmond.__version__}, 1),
+        ("vmond_smtp_mails_accepted_total", "counter", "Mails acknowledged with 250 after DATA", {},
+         services.ingest.accepted),
+        *[("vmond_smtp_replies_total", "counter", "SMTP replies sent, by reply code", {"code": code}, count)
+          for code, count in sorted(counters.smtp_replies.items())],
+        ("vmond_smtp_sessions", "gauge", "Open SMTP sessions", {},
+         len(services.smtp.sessions) if services.smtp else 0),
+        ("vmond_events_created_total", "counter", "Events created from mail", {}, counters.events_created),
+        ("vmond_events_updated_total", "counter", "Mails that extended an open event", {}, counters.events_updated),
+        ("vmond_pipeline_failed_total", "counter", "Spooled mails set aside after repeated failures", {},
+         services.pipeline.failed),
+        ("vmond_spool_pending", "gauge", "Accepted mails not yet turned into events", {}, spooled),
+        ("vmond_clip_encode_seconds_sum", "counter", "Seconds spent encoding clips", {}, counters.clip_seconds_sum),
+        ("vmond_clip_encode_seconds_count", "counter", "Clips encoded", {}, counters.clip_count),
+        ("vmond_clip_failures_total", "counter", "Clips that could not be made", {}, counters.clip_failures),
+        ("vmond_mqtt_outbox_depth", "gauge", "MQTT messages waiting for the broker", {}, outbox["depth"]),
+        ("vmond_mqtt_outbox_oldest_seconds", "gauge", "Age of the oldest undelivered MQTT message", {},
+         outbox["oldest_age_s"] or 0),
+        ("vmond_websocket_clients", "gauge", "Open live connections (dashboards)", {},
+         len(request.app[WS_CLIENTS])),
+        ("vmond_disk_free_bytes", "gauge", "Free space on the data file system", {}, disk.free),
+        ("vmond_disk_min_free_bytes", "gauge", "storage.min_free_space", {},
+         request.app[CONFIG].storage.min_free_space),
+    ]
+    return web.Response(text=exposition(samples), content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+@require("guard")
+async def metrics(request: web.Request) -> web.Response:
+    return await _metrics(request)
+
+
+@public
+async def metrics_public(request: web.Request) -> web.Response:
+    """``web.metrics_public: true``: for a Prometheus on the LAN that has no account here (numbers only)."""
+    return await _metrics(request)

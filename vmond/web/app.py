@@ -60,6 +60,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app.router.add_get("/media/{media_id}/thumbnail", pages.media_thumbnail)
     app.router.add_get("/ws", ws.websocket)
     app.router.add_get("/api/health", api.health)
+    app.router.add_get("/metrics", api.metrics_public if config.web.metrics_public else api.metrics)
     app.router.add_post("/api/token", login.api_token)
     app.router.add_get("/api/events", api.events_list)
     app.router.add_get("/api/events/{event_id}", api.event_detail)

@@ -38,7 +38,7 @@ CONTENT_SECURITY_POLICY = (
 
 
 def is_api(request: web.Request) -> bool:
-    return request.path.startswith("/api/") or request.path == "/ws"
+    return request.path.startswith("/api/") or request.path in ("/ws", "/metrics")
 
 
 def json_error(status: int, message: str, **headers: str) -> web.Response:
