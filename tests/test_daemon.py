@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import PASSWORD, Notifications, send_data, write_config
 
 pytestmark = pytest.mark.slow
@@ -117,3 +118,31 @@ def test_sigkill_right_after_250_loses_nothing_and_duplicates_nothing(vmond: Vmo
     assert len(body["events"][0]["images"]) == 3
     assert not list((tmp_path / "data" / "spool" / "tmp").iterdir())
     assert vmond.stop() == 0
+
+
+def test_sighup_applies_new_cameras_without_dropping_sessions(vmond: Vmond) -> None:
+    vmond.start()
+    session = smtplib.SMTP("127.0.0.1", vmond.smtp_port, timeout=10)
+    session.ehlo("camera")
+    config = yaml.safe_load(vmond.config.read_text())
+    config["accounts"][0]["cameras"].append({"name": "Garage", "smtp_address": "camera-garage"})
+    vmond.config.write_text(yaml.safe_dump(config))
+    assert vmond.process is not None
+    vmond.process.send_signal(signal.SIGHUP)
+    assert "reloaded 1 account(s), 3 camera(s)" in vmond.notify.wait_for("READY=1")
+    # The session opened before the reload goes on, and knows the new camera.
+    session.mail("cam@cam.lan")
+    assert session.rcpt("camera-garage@monitor.local")[0] == 250
+    raw = (Path(__file__).parent / "data" / "camera-mail" / "swann-nvr-human.eml").read_bytes()
+    assert send_data(session, raw)[0] == 250
+    session.quit()
+    vmond.config.write_text("smpt: {}\n")  # a typo: nothing changes, the daemon says why
+    vmond.process.send_signal(signal.SIGHUP)
+    assert "reload refused: 1 problem(s)" in vmond.notify.wait_for("READY=1")
+    with smtplib.SMTP("127.0.0.1", vmond.smtp_port, timeout=10) as client:
+        client.ehlo("camera")
+        client.mail("cam@cam.lan")
+        assert client.rcpt("camera-garage@monitor.local")[0] == 250
+    assert vmond.stop() == 0
+    log = vmond.log.read_text()
+    assert "did you mean `smtp`" in log

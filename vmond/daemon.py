@@ -1,7 +1,9 @@
 """Assembling and running the daemon: each service an async context, entered in order, left in reverse.
 
-Start: database (migrated, YAML accounts synced) -> spool and media directories -> camera directory -> parser
-worker -> pipeline (replays the spool) -> HTTP -> SMTP. READY=1 goes to systemd only once both sockets are bound.
+Start: database (migrated, YAML accounts synced) -> spool and media directories -> MQTT forwarder (when
+enabled) -> camera directory -> parser worker -> pipeline (replays the spool) -> HTTP -> SMTP. READY=1 goes to
+systemd only once both sockets are bound.
+SIGHUP applies the configuration file's accounts and cameras (see :mod:`vmond.reload`).
 Stop (SIGTERM/SIGINT): STOPPING=1, then SMTP stops taking mail (open sessions finish or get 421), the web
 server closes WebSockets with GOING_AWAY, the pipeline task is cancelled and awaited, the database closes.
 """
@@ -24,7 +26,9 @@ from vmond.ingest.pipeline import Pipeline
 from vmond.ingest.smtp import IngestHandler, SmtpServer
 from vmond.ingest.spool import Spool
 from vmond.media.store import MediaStore
+from vmond.metrics import Metrics
 from vmond.mqtt.forwarder import Forwarder
+from vmond.reload import reload_accounts
 from vmond.services import Services
 from vmond.store.db import Database
 from vmond.store.sync import sync_accounts
@@ -69,24 +73,37 @@ async def running(config: Config) -> AsyncIterator[Services]:
         await cameras.reload()
         parser = await stack.enter_async_context(
             WorkerPool("parser", preload=("vmond.ingest.prepare",), memory_limit=PARSER_MEMORY))
-        pipeline = Pipeline(config, spool, media, db, bus, io, parser)
+        metrics = Metrics()
+        pipeline = Pipeline(config, spool, media, db, bus, io, parser, metrics)
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
-                            ingest=ingest, pipeline=pipeline, started_at=time.monotonic(), mqtt=mqtt)
+                            ingest=ingest, pipeline=pipeline, started_at=time.monotonic(), mqtt=mqtt,
+                            metrics=metrics)
 
         await stack.enter_async_context(pipeline)
         web_server = await stack.enter_async_context(WebServer(config, create_app(config, services)))
         services.web_port = web_server.port
-        services.smtp = await stack.enter_async_context(SmtpServer(config, ingest, cameras))
+        services.smtp = await stack.enter_async_context(SmtpServer(config, ingest, cameras, metrics))
         yield services
 
 
+async def _reloads(services: Services, requested: asyncio.Event, notifier: Notifier) -> None:
+    while True:
+        await requested.wait()
+        requested.clear()
+        notifier.reloading()
+        outcome = await reload_accounts(services)
+        notifier.ready(outcome)
+
+
 async def serve(config: Config) -> None:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the accounts and cameras from the configuration file."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    reload_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
     notifier = Notifier()
     try:
         async with running(config) as services:
@@ -96,18 +113,19 @@ async def serve(config: Config) -> None:
             notifier.ready(summary)
             log.info("vmond ready: %s", summary)
             await _first_run_hint(services)
-            watchdog = None
+            tasks = [asyncio.create_task(_reloads(services, reload_requested, notifier), name="reloads")]
             if (interval := watchdog_interval()) is not None:
-                watchdog = asyncio.create_task(watchdog_loop(notifier, interval, services.db.ping), name="watchdog")
+                tasks.append(asyncio.create_task(watchdog_loop(notifier, interval, services.db.ping),
+                                                 name="watchdog"))
             await stop.wait()
             log.info("stopping")
             notifier.stopping()
-            if watchdog is not None:
-                watchdog.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await watchdog
+                    await task
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         notifier.close()
     log.info("vmond stopped")

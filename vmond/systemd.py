@@ -34,6 +34,9 @@ class Notifier:
     def status(self, status: str) -> None:
         self._send(f"STATUS={status}")
 
+    def reloading(self) -> None:
+        self._send("RELOADING=1\nSTATUS=reloading the configuration")
+
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")
 

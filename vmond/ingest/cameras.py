@@ -40,6 +40,11 @@ class CameraDirectory:
         self._db = db
         self.domain = config.smtp.domain.lower()
         self._by_local_part: dict[str, CameraEntry] = {}
+        self._passwords: dict[str, str] = {}
+        self.use_config(config)
+
+    def use_config(self, config: Config) -> None:
+        """Take the per-camera SMTP passwords the YAML declares (at start, and on a reload)."""
         self._passwords = {cam.smtp_address: cam.smtp_password.reveal()
                            for account in config.accounts for cam in account.cameras
                            if cam.smtp_password is not None}

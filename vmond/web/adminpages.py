@@ -13,7 +13,7 @@ from aiohttp import web
 
 from vmond import auth
 from vmond.config import dump_masked
-from vmond.keys import CONFIG, DB
+from vmond.keys import CONFIG, DB, SERVICES
 from vmond.store import accounts as store
 from vmond.store.cameras import list_cameras
 from vmond.store.refusals import list_refusals
@@ -296,7 +296,7 @@ async def user_delete(request: web.Request) -> web.StreamResponse:
 async def settings_page(request: web.Request) -> web.StreamResponse:
     """What this appliance runs with: the configuration as loaded (secrets masked) and the certificate's fingerprint.
     Changed in the file (``vmond check-config``, then a restart), not here."""
-    config = request.app[CONFIG]
+    config = request.app[SERVICES].config  # current: a SIGHUP reload may have changed its accounts
     certificate = config.web.tls.certificate
     loop = asyncio.get_running_loop()
     fingerprint_text = (await loop.run_in_executor(None, fingerprint, certificate)) if certificate else None
