@@ -121,7 +121,9 @@ class Pipeline:
         if result.replayed:
             log.info("spooled mail was already recorded as event %d (replay after a restart)", result.event["id"])
             return
-        log.info("event %d %s: %s, %d picture(s)", result.event["id"], "created" if result.created else "extended",
+        camera = result.event["camera"] or {"id": None, "smtp_address": "?"}
+        log.info("event %d %s for camera %s (%s): %s, %d picture(s)", result.event["id"],
+                 "created" if result.created else "extended", camera["id"], camera["smtp_address"],
                  result.event["event_type"], len(result.event["images"]))
         if result.created:
             self.metrics.events_created += 1
