@@ -25,6 +25,7 @@ from vmond.ingest.cameras import CameraDirectory
 from vmond.ingest.pipeline import Pipeline
 from vmond.ingest.smtp import IngestHandler, SmtpServer
 from vmond.ingest.spool import Spool
+from vmond.media.clips import ClipMaker
 from vmond.media.store import MediaStore
 from vmond.metrics import Metrics
 from vmond.mqtt.forwarder import Forwarder
@@ -36,12 +37,13 @@ from vmond.store.users import user_count
 from vmond.systemd import Notifier, watchdog_interval, watchdog_loop
 from vmond.tlscert import ensure_self_signed
 from vmond.web.app import WebServer, create_app
-from vmond.workers import WorkerPool
+from vmond.workers import WorkerPool, prepare_fork_server
 
 log = logging.getLogger(__name__)
 
 IO_THREADS = 4  # spool and media writes (mostly waiting for fsync) and small file reads
 PARSER_MEMORY = 1 << 30  # address space of the mail-parsing worker: a hostile mail cannot take the box's memory
+ENCODER_MEMORY = 1536 << 20  # libx264 on 1080p frames peaks near 550 MB of address space
 
 
 @contextlib.asynccontextmanager
@@ -71,14 +73,16 @@ async def running(config: Config) -> AsyncIterator[Services]:
         bus = Bus()
         cameras = CameraDirectory(db, config)
         await cameras.reload()
-        parser = await stack.enter_async_context(
-            WorkerPool("parser", preload=("vmond.ingest.prepare",), memory_limit=PARSER_MEMORY))
+        prepare_fork_server(["vmond.ingest.prepare", "vmond.media.clipwork"])
+        parser = await stack.enter_async_context(WorkerPool("parser", memory_limit=PARSER_MEMORY))
+        encoder = await stack.enter_async_context(WorkerPool("encoder", max_tasks=50, memory_limit=ENCODER_MEMORY))
         metrics = Metrics()
-        pipeline = Pipeline(config, spool, media, db, bus, io, parser, metrics)
+        clips = await stack.enter_async_context(ClipMaker(config, db, bus, media, encoder, metrics, io))
+        pipeline = Pipeline(config, spool, media, db, bus, io, parser, metrics, clips)
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, started_at=time.monotonic(), mqtt=mqtt,
-                            metrics=metrics)
+                            metrics=metrics, clips=clips)
 
         await stack.enter_async_context(pipeline)
         web_server = await stack.enter_async_context(WebServer(config, create_app(config, services)))

@@ -6,6 +6,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vmond.metrics import Metrics
+
 if TYPE_CHECKING:
     from vmond.bus import Bus
     from vmond.config import Config
@@ -13,7 +15,9 @@ if TYPE_CHECKING:
     from vmond.ingest.pipeline import Pipeline
     from vmond.ingest.smtp import IngestHandler, SmtpServer
     from vmond.ingest.spool import Spool
+    from vmond.media.clips import ClipMaker
     from vmond.media.store import MediaStore
+    from vmond.mqtt.forwarder import Forwarder
     from vmond.store.db import Database
 
 
@@ -31,3 +35,6 @@ class Services:
     smtp: SmtpServer | None = None  # set once listening
     web_port: int = 0
     started_at: float = field(default=0.0)
+    mqtt: Forwarder | None = None  # when mqtt.enabled
+    metrics: Metrics = field(default_factory=Metrics)
+    clips: ClipMaker | None = None

@@ -37,19 +37,24 @@ def _init_worker(nice: int, memory_limit: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
 
+def prepare_fork_server(preload: Sequence[str]) -> None:
+    """Modules the fork server imports once, so that every worker forked from it starts with them loaded.
+
+    One fork server serves every pool of the process: call this once, before the first task, with all of them."""
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
+
+
 class WorkerPool:
     """An async context around a process pool; ``await pool.run(fn, *args, timeout=...)``."""
 
     def __init__(self, name: str, workers: int = 1, max_tasks: int = 200, nice: int = 10,
-                 memory_limit: int | None = 1 << 30, preload: Sequence[str] = ()) -> None:
+                 memory_limit: int | None = 1 << 30) -> None:
         self.name = name
         self._workers = workers
         self._max_tasks = max_tasks
         self._nice = nice
         self._memory_limit = memory_limit
         self._context = multiprocessing.get_context("forkserver")
-        # Imported once in the fork server instead of in every new worker.
-        self._context.set_forkserver_preload(list(preload))
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
         self.restarts = 0

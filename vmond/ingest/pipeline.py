@@ -24,6 +24,7 @@ from vmond.workers import WorkerFailed, WorkerPool
 if TYPE_CHECKING:
     from vmond.bus import Bus
     from vmond.config import Config
+    from vmond.media.clips import ClipMaker
     from vmond.media.store import MediaStore
     from vmond.metrics import Metrics
     from vmond.store.db import Database
@@ -40,9 +41,10 @@ class Pipeline:
     """An async context that runs the draining task; :meth:`notify` wakes it after each spooled mail."""
 
     def __init__(self, config: Config, spool: Spool, media: MediaStore, db: Database, bus: Bus,
-                 io_executor: Executor, workers: WorkerPool, metrics: Metrics,
+                 io_executor: Executor, workers: WorkerPool, metrics: Metrics, clips: ClipMaker | None = None,
                  on_ingested: Callable[[IngestResult], None] | None = None) -> None:
         self._config = config
+        self._clips = clips
         self.metrics = metrics
         self._topics = outbox_topics(config)
         self._workers = workers
@@ -130,5 +132,9 @@ class Pipeline:
         else:
             self.metrics.events_updated += 1
         self._bus.publish("event.created" if result.created else "event.updated", result.event)
+        event = result.event
+        if self._clips is not None and (len(event["images"]) >= 2 or any(
+                a["content_type"] == "video/mp4" for a in event["attachments"])):
+            self._clips.request(event["id"])
         if self._on_ingested is not None:
             self._on_ingested(result)

@@ -41,7 +41,10 @@ def inspect_image(data: bytes) -> ImageInfo:
             content_type = ACCEPTED_FORMATS[str(probe.format)]
             probe.verify()
         with Image.open(io.BytesIO(data), formats=formats) as image:
-            image.draft("RGB", THUMBNAIL_SIZE)  # JPEG: decode at a reduced scale, far cheaper on a Pi
+            # JPEG: decode at the smallest scale that still covers the thumbnail (draft wants the thumbnail's
+            # real size: with a square box a 16:9 frame could never go below half scale).
+            scale = min(THUMBNAIL_SIZE[0] / width, THUMBNAIL_SIZE[1] / height, 1.0)
+            image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
             image.load()  # the whole stream: a truncated file fails here
             image.thumbnail(THUMBNAIL_SIZE)
             out = io.BytesIO()

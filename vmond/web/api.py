@@ -65,6 +65,9 @@ async def health(request: web.Request) -> web.Response:
         "smtp": {"listening": services.smtp is not None, "accepted": services.ingest.accepted,
                  "recipients_refused": services.ingest.refused, "cameras": len(services.cameras)},
         "pipeline": {"processed": services.pipeline.processed, "failed": services.pipeline.failed},
+        "clips": {"queued": services.clips.queued if services.clips else 0,
+                  "skipped": services.clips.skipped if services.clips else 0,
+                  "made": services.metrics.clip_count, "failed": services.metrics.clip_failures},
         "mqtt": services.mqtt.status() if services.mqtt is not None else {"enabled": False, "connected": False},
     }
     return web.json_response(body)

@@ -1,0 +1,163 @@
+"""Clips for events: made in the encoder worker when an event has two pictures, made again when a burst adds
+more, or taken from the camera's own MP4 when it plays in a browser.
+
+Requests go through a bounded queue: a flood of events degrades to "clip skipped" (the event keeps its pictures),
+never to memory growth. ``video.state`` goes pending -> ready or failed, each step published as ``event.updated``.
+A worker that crashes or overruns costs that clip only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from vmond.media.clipwork import encode_files, probe_file
+from vmond.media.video import ClipError, VideoRejected
+from vmond.mqtt.topics import outbox_topics
+from vmond.store.videos import adopt_camera_video, attach_clip, clip_inputs, reject_camera_video, set_video_state
+from vmond.workers import WorkerFailed, WorkerPool
+
+if TYPE_CHECKING:
+    from vmond.bus import Bus
+    from vmond.config import Config
+    from vmond.media.store import MediaStore
+    from vmond.metrics import Metrics
+    from vmond.store.db import Database
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 32
+ENCODE_TIMEOUT = 120.0  # seconds for one clip in the worker; ten 4K stills take a few seconds on a Pi 4
+PROBE_TIMEOUT = 30.0
+
+
+class ClipMaker:
+    def __init__(self, config: Config, db: Database, bus: Bus, media: MediaStore, workers: WorkerPool,
+                 metrics: Metrics, io: Executor) -> None:
+        self._config = config
+        self._db = db
+        self._bus = bus
+        self._media = media
+        self._workers = workers
+        self._metrics = metrics
+        self._io = io
+        self._topics = outbox_topics(config)
+        self._queue: asyncio.Queue[int] = asyncio.Queue(QUEUE_SIZE)
+        self._queued: set[int] = set()
+        self._again: set[int] = set()  # more pictures arrived while this event's clip was being made
+        self._current: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.skipped = 0
+
+    async def __aenter__(self) -> ClipMaker:
+        self._task = asyncio.create_task(self._run(), name="clips")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize() + (self._current is not None)
+
+    def request(self, event_id: int) -> None:
+        """The event got pictures (or a video): make or remake its clip soon. Never blocks."""
+        if event_id == self._current:
+            self._again.add(event_id)
+        elif event_id not in self._queued:
+            try:
+                self._queue.put_nowait(event_id)
+                self._queued.add(event_id)
+            except asyncio.QueueFull:
+                self.skipped += 1
+                log.warning("clip queue full: no clip for event %d (its pictures are kept)", event_id)
+                asyncio.get_running_loop().create_task(self._publish_state(event_id, "failed", "clip_skipped"))
+
+    async def _run(self) -> None:
+        while True:
+            event_id = await self._queue.get()
+            self._queued.discard(event_id)
+            self._current = event_id
+            try:
+                await self._make(event_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("making the clip of event %d failed", event_id)
+            finally:
+                self._current = None
+            if event_id in self._again:
+                self._again.discard(event_id)
+                self.request(event_id)
+
+    async def _publish_state(self, event_id: int, state: str, flag: str | None = None) -> None:
+        event = await self._db.write(set_video_state, self._config.smtp.domain, event_id, state, flag, self._topics)
+        if event is not None:
+            self._bus.publish("event.updated", event)
+
+    async def _make(self, event_id: int) -> None:
+        inputs = await self._db.read(clip_inputs, event_id)
+        if not inputs["exists"]:
+            return
+        for video in inputs["camera_videos"]:
+            if await self._adopt(event_id, video):
+                return
+        if inputs["clip"] is not None and _is_camera_clip(inputs["clip"]["path"]):
+            return  # the camera's own video is the clip; stills add nothing to it
+        if len(inputs["images"]) < 2 or not self._config.video.enabled:
+            return
+        await self._publish_state(event_id, "pending")
+        first = PurePosixPath(inputs["images"][0])
+        relpath = str(first.parent / f"event-{event_id}-clip-{len(inputs['images'])}.mp4")
+        video = self._config.video
+        started = time.monotonic()
+        try:
+            made = await self._workers.run(encode_files, [self._media.resolve(p) for p in inputs["images"]],
+                                           self._media.resolve(relpath), video.fps, video.max_width, video.encoder,
+                                           timeout=ENCODE_TIMEOUT)
+        except (WorkerFailed, ClipError) as exc:
+            self._metrics.clip_failures += 1
+            log.warning("no clip for event %d: %s", event_id, exc)
+            await self._publish_state(event_id, "failed", "clip_failed")
+            return
+        self._metrics.clip_seconds_sum += time.monotonic() - started
+        self._metrics.clip_count += 1
+        info = made.info
+        event, old = await self._db.write(attach_clip, self._config.smtp.domain, event_id, relpath,
+                                          sha256=made.sha256, size=info.bytes, width=info.width,
+                                          height=info.height, topics=self._topics)
+        if old is not None:
+            await asyncio.get_running_loop().run_in_executor(self._io, self._media.delete_sync, old)
+        if event is not None:
+            log.info("clip for event %d: %d frames, %dx%d, %d kB, %s", event_id, info.frames, info.width,
+                     info.height, info.bytes // 1024, info.encoder)
+            self._bus.publish("event.updated", event)
+
+    async def _adopt(self, event_id: int, video: dict[str, Any]) -> bool:
+        try:
+            info = await self._workers.run(probe_file, self._media.resolve(video["path"]), timeout=PROBE_TIMEOUT)
+        except (WorkerFailed, VideoRejected) as exc:
+            log.warning("event %d: the camera's video was refused: %s", event_id, exc)
+            info = None
+        domain = self._config.smtp.domain
+        if info is None or not info.browser_playable:
+            event = await self._db.write(reject_camera_video, domain, event_id, video["id"])
+        else:
+            event = await self._db.write(adopt_camera_video, domain, event_id, video["id"], width=info.width,
+                                         height=info.height, topics=self._topics)
+        if event is not None:
+            self._bus.publish("event.updated", event)
+        return info is not None and info.browser_playable
+
+
+def _is_camera_clip(path: str) -> bool:
+    return "-clip-" not in PurePosixPath(path).name

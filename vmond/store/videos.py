@@ -1,0 +1,91 @@
+"""An event's clip in the database: what to encode from, its state, and the clip once made or adopted.
+
+Synchronous: run on a database thread. Each change that a dashboard or a central station should see returns the
+event as it now is (and queues an MQTT update when *topics* is given).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vmond.mqtt.topics import Topics
+from vmond.store.events import get_event, report
+from vmond.store.models import AlarmEvent, Media, utcnow
+
+
+def clip_inputs(event_id: int) -> dict[str, Any]:
+    """The pictures to encode (in order), the current clip, and camera-sent videos not yet vetted."""
+    media = list(Media.select().where(Media.event == event_id).order_by(Media.position, Media.id))
+    event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
+    return {
+        "exists": event is not None,
+        "state": event.video_state if event is not None else None,
+        "images": [m.path for m in media if m.kind == "image"],
+        "clip": next(({"id": m.id, "path": m.path} for m in media if m.kind == "video"), None),
+        "camera_videos": [{"id": m.id, "path": m.path} for m in media
+                          if m.kind == "attachment" and m.content_type == "video/mp4"],
+    }
+
+
+def _save(event: AlarmEvent, state: str, flag: str | None) -> None:
+    event.video_state = state
+    if flag and flag not in (event.flags or []):
+        event.flags = sorted({*(event.flags or []), flag})
+    event.updated_at = utcnow()
+    event.save()
+
+
+def set_video_state(domain: str, event_id: int, state: str, flag: str | None = None,
+                    topics: Topics | None = None) -> dict[str, Any] | None:
+    event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
+    if event is None:
+        return None
+    _save(event, state, flag)
+    changed = get_event(domain, event_id)
+    if state in ("ready", "failed"):
+        report(topics, "update", changed)
+    return changed
+
+
+def attach_clip(domain: str, event_id: int, path: str, *, sha256: str, size: int, width: int, height: int,
+                topics: Topics | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """Make *path* the event's clip; returns the event and the path of the clip it replaces (to delete)."""
+    event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
+    if event is None:
+        return None, path  # the event went away meanwhile (retention): the new file is the one to delete
+    old = Media.get_or_none((Media.event == event) & (Media.kind == "video"))
+    old_path = old.path if old is not None and old.path != path else None
+    if old is not None:
+        old.delete_instance()
+    Media.create(event=event, kind="video", position=-1, path=path, content_type="video/mp4", sha256=sha256,
+                 bytes=size, width=width, height=height)
+    _save(event, "ready", None)
+    changed = get_event(domain, event_id)
+    report(topics, "update", changed)
+    return changed, old_path
+
+
+def adopt_camera_video(domain: str, event_id: int, media_id: int, *, width: int, height: int,
+                       topics: Topics | None = None) -> dict[str, Any] | None:
+    """The camera's own MP4 played fine in the probe: it becomes the event's clip (instead of one from stills)."""
+    media = Media.get_or_none((Media.id == media_id) & (Media.event == event_id))
+    if media is None:
+        return None
+    Media.update(kind="attachment").where((Media.event == event_id) & (Media.kind == "video")).execute()
+    media.kind, media.width, media.height = "video", width, height
+    media.save()
+    event = AlarmEvent.get_by_id(event_id)
+    _save(event, "ready", None)
+    changed = get_event(domain, event_id)
+    report(topics, "update", changed)
+    return changed
+
+
+def reject_camera_video(domain: str, event_id: int, media_id: int) -> dict[str, Any] | None:
+    """The camera's MP4 did not pass: it stays an opaque download, the event says so."""
+    Media.update(content_type="application/octet-stream").where(Media.id == media_id).execute()
+    event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
+    if event is None:
+        return None
+    _save(event, event.video_state, "video_rejected")
+    return get_event(domain, event_id)
