@@ -26,6 +26,7 @@ from vmond.ingest.pipeline import Pipeline
 from vmond.ingest.smtp import IngestHandler, SmtpServer
 from vmond.ingest.spool import Spool
 from vmond.media.clips import ClipMaker
+from vmond.media.retention import DiskKeeper
 from vmond.media.store import MediaStore
 from vmond.metrics import Metrics
 from vmond.mqtt.forwarder import Forwarder
@@ -77,12 +78,13 @@ async def running(config: Config) -> AsyncIterator[Services]:
         parser = await stack.enter_async_context(WorkerPool("parser", memory_limit=PARSER_MEMORY))
         encoder = await stack.enter_async_context(WorkerPool("encoder", max_tasks=50, memory_limit=ENCODER_MEMORY))
         metrics = Metrics()
+        keeper = await stack.enter_async_context(DiskKeeper(config, db, media, io))
         clips = await stack.enter_async_context(ClipMaker(config, db, bus, media, encoder, metrics, io))
         pipeline = Pipeline(config, spool, media, db, bus, io, parser, metrics, clips)
-        ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify)
+        ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify, on_low_disk=keeper.nudge)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, started_at=time.monotonic(), mqtt=mqtt,
-                            metrics=metrics, clips=clips)
+                            metrics=metrics, clips=clips, disk=keeper)
 
         await stack.enter_async_context(pipeline)
         web_server = await stack.enter_async_context(WebServer(config, create_app(config, services)))

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from vmond.ingest.smtp import IngestHandler, SmtpServer
     from vmond.ingest.spool import Spool
     from vmond.media.clips import ClipMaker
+    from vmond.media.retention import DiskKeeper
     from vmond.media.store import MediaStore
     from vmond.mqtt.forwarder import Forwarder
     from vmond.store.db import Database
@@ -38,3 +39,4 @@ class Services:
     mqtt: Forwarder | None = None  # when mqtt.enabled
     metrics: Metrics = field(default_factory=Metrics)
     clips: ClipMaker | None = None
+    disk: DiskKeeper | None = None

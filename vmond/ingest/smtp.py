@@ -42,8 +42,10 @@ class IngestHandler:
     """aiosmtpd handler hooks: recipient check, spooling, and honest failure replies."""
 
     def __init__(self, config: Config, directory: CameraDirectory, spool: Spool, db: Database,
-                 io_executor: Executor, on_spooled: Callable[[str], None]) -> None:
+                 io_executor: Executor, on_spooled: Callable[[str], None],
+                 on_low_disk: Callable[[], None] | None = None) -> None:
         self._config = config
+        self._on_low_disk = on_low_disk
         self._directory = directory
         self._spool = spool
         self._db = db
@@ -98,6 +100,8 @@ class IngestHandler:
             name = await loop.run_in_executor(self._io, self._spool.store_sync, content, spool_envelope)
         except InsufficientStorage:
             log.warning("refusing mail from %s: free space below storage.min_free_space", spool_envelope.peer)
+            if self._on_low_disk is not None:
+                self._on_low_disk()  # the disk keeper makes room from the oldest closed events
             return Reply.INSUFFICIENT_STORAGE
         except Exception:
             log.exception("could not spool mail from %s; the camera will retry", spool_envelope.peer)

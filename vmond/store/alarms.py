@@ -167,7 +167,7 @@ def _changed(alarm_id: int, user_id: int | None, action: str, detail: dict[str, 
     summary = alarm_summary(alarm_id)
     if topics is not None:
         message = dict(summary, last_action={"action": action, "detail": detail})
-        outbox.enqueue(topics.alarms, alarm_payload(topics.site, kind, message))
+        outbox.enqueue(topics.alarms, alarm_payload(topics.site, kind, message), event_id=summary["event_id"])
     return summary
 
 

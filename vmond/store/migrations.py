@@ -229,6 +229,13 @@ CREATE INDEX "audit_entry_target" ON "audit_entry" ("target_type", "target_id");
 """
 
 
+# 4: which event an MQTT message reports, so that retention never removes what a central station has not got yet.
+SCHEMA_4 = """
+ALTER TABLE "outbox_message" ADD COLUMN "event_id" INTEGER;
+CREATE INDEX "outbox_message_event_id" ON "outbox_message" ("event_id");
+"""
+
+
 def _apply_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would commit on its own; run statement by statement inside our transaction instead.
     for statement in script.split(";"):
@@ -240,6 +247,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _apply_script(conn, SCHEMA_1),
     lambda conn: _apply_script(conn, SCHEMA_2),
     lambda conn: _apply_script(conn, SCHEMA_3),
+    lambda conn: _apply_script(conn, SCHEMA_4),
 ]
 LATEST = len(MIGRATIONS)
 

@@ -194,6 +194,7 @@ class OutboxMessage(BaseModel):
     retain = pw.BooleanField(default=False)
     created_at = UtcDateTimeField(default=utcnow)
     attempts = pw.IntegerField(default=0)
+    event_id = pw.IntegerField(null=True, index=True)  # the event it reports (retention waits for delivery)
 
 
 class SmtpRefusal(BaseModel):

@@ -17,8 +17,8 @@ from vmond.store.models import OutboxMessage, utcnow
 log = logging.getLogger(__name__)
 
 
-def enqueue(topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
-    return OutboxMessage.create(topic=topic, payload=payload, qos=qos, retain=retain).id
+def enqueue(topic: str, payload: bytes, qos: int = 1, retain: bool = False, event_id: int | None = None) -> int:
+    return OutboxMessage.create(topic=topic, payload=payload, qos=qos, retain=retain, event_id=event_id).id
 
 
 def pending(after_id: int = 0, limit: int = 50) -> list[dict[str, Any]]:

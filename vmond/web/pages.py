@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 from aiohttp import web
 
@@ -28,7 +29,10 @@ async def wall(request: web.Request) -> web.StreamResponse:
     # merges by event id), so nothing falls between the rendered list and the live stream.
     seq = request.app[BUS].last_seq
     events = await request.app[DB].read(list_events, request.app[CONFIG].smtp.domain, "active", 200)
-    return render(request, "wall.html", {"events": events, "seq": seq})
+    disk = await asyncio.get_running_loop().run_in_executor(request.app[IO], shutil.disk_usage,
+                                                            request.app[MEDIA].root)
+    storage_low = disk.free < request.app[CONFIG].storage.min_free_space
+    return render(request, "wall.html", {"events": events, "seq": seq, "storage_low": storage_low})
 
 
 @require("guard")
