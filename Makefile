@@ -16,7 +16,7 @@ DEBIAN_LIBS := python3-venv python3-aiohttp python3-aiohttp-jinja2 python3-aiosm
 	python3-pytest-asyncio python3-hypothesis python3-setuptools python3-wheel
 PYTEST_ARGS ?=
 
-.PHONY: run test test-debian lint clean distclean debs package
+.PHONY: run test test-debian lint clean distclean debs package bench-encode
 
 run: $(VENV)/.stamp-run $(CONFIG)
 	@echo
@@ -38,6 +38,9 @@ test-debian: debs
 	$(DEBIAN_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(DEBIAN_VENV)/bin/python -m pip install -q playwright
 	$(DEBIAN_VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench-encode: debs $(VENV)/.stamp-test
+	$(PY) bench/encode.py
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check vmond tests bench
