@@ -199,6 +199,13 @@ def sample(name: str) -> bytes:
     return (MAIL_DIR / name).read_bytes()
 
 
+def distinct(raw: bytes, n: int) -> bytes:
+    """The same camera mail as a new alarm (real cameras' mails differ in time stamps and pictures): vmond takes
+    a byte-identical mail from the same camera for a resend of the first, not a new alarm."""
+    newline = b"\r\n" if b"\r\n" in raw[:2000] else b"\n"
+    return b"X-Test-Sequence: " + str(n).encode() + newline + raw
+
+
 def pytest_configure(config: pytest.Config) -> None:
     from vmond.ingest.smtp import quiet_aiosmtpd_logging
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, sample, write_config
+from conftest import Daemon, distinct, sample, write_config
 
 from vmond.backup import BackupError, backup, data_dir_lock, restore
 from vmond.config import load_config
@@ -34,9 +34,11 @@ async def test_backup_while_mails_arrive_restores_everything_acknowledged(tmp_pa
         daemon = Daemon(services)
         mails = [sample(name) for name in ("hikvision-ipc-intrusion.eml", "swann-nvr-human.eml")]
 
+        sent = iter(range(10_000))
+
         async def camera(count: int, into: set[str]) -> None:
             for n in range(count):
-                replies = await daemon.send(mails[n % 2])
+                replies = await daemon.send(distinct(mails[n % 2], next(sent)))
                 assert replies["data"][0] == 250
                 into.add(replies["data"][1].rsplit(" ", 1)[1].removesuffix(".msg"))
 

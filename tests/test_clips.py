@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import av
 import pytest
-from conftest import Daemon, sample
+from conftest import Daemon, distinct, sample
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -71,7 +71,8 @@ async def test_a_clip_is_made_and_remade_as_the_burst_grows(bursts: Config) -> N
         assert frames_of(await fetch(daemon, first_url)) == (3, "h264", "yuv420p")
         first_file = next(services.media.root.rglob("event-*-clip-3.mp4"))
 
-        assert (await daemon.send(sample("hikvision-ipc-intrusion.eml")))["data"][0] == 250  # the burst goes on
+        burst = distinct(sample("hikvision-ipc-intrusion.eml"), 2)  # the next mail of the burst
+        assert (await daemon.send(burst))["data"][0] == 250
         await daemon.wait_idle()
         event = await wait_for_video(daemon, event_id)
         assert len(event["images"]) == 6 and event["video"]["url"] != first_url
@@ -127,8 +128,8 @@ async def test_a_flood_skips_clips_instead_of_queueing_them(make_config: Callabl
     monkeypatch.setattr(clips_module, "QUEUE_SIZE", 1)
     async with running(make_config()) as services:
         daemon = Daemon(services)
-        for _ in range(6):
-            assert (await daemon.send(sample("hikvision-ipc-intrusion.eml")))["data"][0] == 250
+        for n in range(6):
+            assert (await daemon.send(distinct(sample("hikvision-ipc-intrusion.eml"), n)))["data"][0] == 250
         await daemon.wait_idle()
         for event_id in range(1, 7):
             await wait_for_video(daemon, event_id)

@@ -165,3 +165,18 @@ async def test_start_and_stop_mails_make_one_event(make_config: Callable[..., Co
         assert len(events) == 2
         front = events["Front Door"]
         assert front["event_type"] == "Motion Detection" and front["mail_count"] == 2
+
+
+async def test_a_cameras_resend_is_noted_not_raised_twice(daemon: Daemon) -> None:
+    # The camera did not see our 250 (it timed out, or the power went) and sends the very same mail again.
+    raw = sample("hikvision-ipc-intrusion.eml")
+    for _ in range(2):
+        assert (await daemon.send(raw))["data"][0] == 250
+        await daemon.wait_idle()
+    assert (await daemon.send(raw, to="camera-back@monitor.local"))["data"][0] == 250  # another camera: an alarm
+    await daemon.wait_idle()
+    events = {e["camera"]["name"]: e for e in await all_events(daemon)}
+    assert len(events) == 2
+    front = events["Front Door"]
+    assert "retried" in front["flags"] and len(front["images"]) == 3 and front["mail_count"] == 1
+    assert "retried" not in events["Back Yard"]["flags"]

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import Daemon, sample
+from conftest import Daemon, distinct, sample
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -27,7 +27,7 @@ async def scene(daemon: Daemon) -> dict[str, int]:
     token = await daemon.token("guard1")
     ids: dict[str, int] = {}
     for n, (name, mail) in enumerate(MAILS.items()):
-        assert (await daemon.send(sample(mail)))["data"][0] == 250
+        assert (await daemon.send(distinct(sample(mail), n)))["data"][0] == 250
         await daemon.wait_idle()
         ids[name] = n + 1
     await daemon.api("POST", f"/api/events/{ids['dismissed']}/dismiss", token)

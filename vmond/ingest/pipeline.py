@@ -14,11 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vmond.crashpoints import crashpoint
 from vmond.ingest.prepare import PreparedMail, prepare_mail
-from vmond.ingest.records import build_records
+from vmond.ingest.records import build_records, content_digest, local_parts, resend_record
 from vmond.ingest.spool import Spool
 from vmond.mqtt.topics import outbox_topics
-from vmond.store.events import IngestResult, record_mail
+from vmond.store.events import IngestResult, find_resend, record_mail, record_resend
 from vmond.workers import WorkerFailed, WorkerPool
 
 if TYPE_CHECKING:
@@ -106,15 +107,31 @@ class Pipeline:
     async def process(self, name: str) -> None:
         """Turn one spool file into events (one per recipient camera), then delete it."""
         entry = await self._in_thread(self._spool.load, name)
-        try:
-            prepared = await self._workers.run(prepare_mail, entry.content, timeout=PARSE_TIMEOUT)
-        except WorkerFailed as exc:
-            # The mail itself is the likeliest cause: keep it raw rather than retry it into the same wall.
-            prepared = PreparedMail(parsed=None, error=f"parser {exc}")
-        records = await self._in_thread(build_records, entry, prepared, self._media, self._config.smtp.domain)
+        domain = self._config.smtp.domain
+        digest = await self._in_thread(content_digest, entry.content)
+        resends = {}
+        for local in local_parts(entry, domain):
+            original = await self._db.read(find_resend, local, digest, entry.envelope.received)
+            if original is not None:
+                resends[local] = original
+        for local, event_id in resends.items():
+            record = resend_record(entry, local, domain, digest)
+            self._announce(await self._db.write(record_resend, domain, record.ingest_key, event_id, record,
+                                                self._topics))
+        if len(resends) < len(local_parts(entry, domain)):
+            try:
+                prepared = await self._workers.run(prepare_mail, entry.content, timeout=PARSE_TIMEOUT)
+            except WorkerFailed as exc:
+                # The mail itself is the likeliest cause: keep it raw rather than retry it into the same wall.
+                prepared = PreparedMail(parsed=None, error=f"parser {exc}")
+            records = await self._in_thread(build_records, entry, prepared, self._media, domain, set(resends),
+                                            digest)
+        else:
+            records = []
         for record in records:
             result = await self._db.write(record_mail, self._config.smtp.domain, record,
                                           self._config.events.coalesce_window, self._topics)
+            crashpoint("after_db_commit")
             self._announce(result)
         await self._in_thread(self._spool.remove, name)
         self.processed += 1
@@ -123,6 +140,9 @@ class Pipeline:
         if result.replayed:
             log.info("spooled mail was already recorded as event %d (replay after a restart)", result.event["id"])
             return
+        if "retried" in result.event["flags"] and not result.created:
+            log.info("a camera sent the mail of event %d again (it missed our 250): noted, not a new alarm",
+                     result.event["id"])
         camera = result.event["camera"] or {"id": None, "smtp_address": "?"}
         log.info("event %d %s for camera %s (%s): %s, %d picture(s)", result.event["id"],
                  "created" if result.created else "extended", camera["id"], camera["smtp_address"],

@@ -79,9 +79,22 @@ def _store_attachment(media: MediaStore, base: str, attachment: Attachment) -> M
                          attachment.filename)
 
 
-def build_records(entry: SpoolEntry, prepared: PreparedMail, media: MediaStore, domain: str
-                  ) -> list[IngestRecord]:
-    """One record per recipient camera, its media already durable on disk."""
+def content_digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def resend_record(entry: SpoolEntry, local: str, domain: str, digest: str) -> IngestRecord:
+    """What a camera's resend of an already recorded mail needs: where it came from, nothing to store."""
+    received = entry.envelope.received.astimezone(UTC)
+    return IngestRecord(ingest_key=f"{entry.name.removesuffix(SUFFIX)}:{local}", local_part=local,
+                        received_at=received, event_time=received, event_type="", peer=entry.envelope.peer,
+                        mail_from=entry.envelope.mail_from, recipient=f"{local}@{domain}", size=len(entry.content),
+                        sha256=digest)
+
+
+def build_records(entry: SpoolEntry, prepared: PreparedMail, media: MediaStore, domain: str,
+                  skip: set[str] = frozenset(), digest: str | None = None) -> list[IngestRecord]:
+    """One record per recipient camera (but those in *skip*), its media already durable on disk."""
     parsed = prepared.parsed
     received = entry.envelope.received.astimezone(UTC)
     stem = entry.name.removesuffix(SUFFIX)
@@ -92,6 +105,8 @@ def build_records(entry: SpoolEntry, prepared: PreparedMail, media: MediaStore, 
         log.warning("mail %s could not be parsed (%s); keeping it raw", entry.name, prepared.error)
     records = []
     for local in local_parts(entry, domain):
+        if local in skip:
+            continue
         base = str(PurePosixPath(day) / f"{stem}-{local}")
         stored = [_store_image(media, f"{base}-{n}", image) for n, image in enumerate(prepared.images)]
         stored += [_store_attachment(media, f"{base}-a{n}", other) for n, other in enumerate(prepared.others)]
@@ -118,5 +133,6 @@ def build_records(entry: SpoolEntry, prepared: PreparedMail, media: MediaStore, 
             size=len(entry.content),
             defects=tuple(parsed.defects) if parsed is not None else ("unparsed",),
             media=tuple(stored),
+            sha256=digest,
         ))
     return records

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
+from vmond.crashpoints import crashpoint
 from vmond.ingest.replies import Reply
 
 if TYPE_CHECKING:
@@ -200,6 +201,7 @@ class CameraSMTP(SMTP):
         self.in_data = True
         try:
             raw = await self._read_data()
+            crashpoint("after_data_read")
             self.log.client(f"<message of {len(raw) - 3} bytes>" if raw is not None
                             else "<message over the size limit, discarded>")
             if raw is None:
@@ -213,7 +215,11 @@ class CameraSMTP(SMTP):
         finally:
             self.in_data = False
             self._set_post_data_state()
+        if status.startswith("250"):
+            crashpoint("before_250")
         await self.push(status)
+        if status.startswith("250"):
+            crashpoint("after_250")
         if self._vmond_server.stopping:
             self.goodbye()
 
@@ -224,7 +230,9 @@ class CameraSMTP(SMTP):
         # StreamReader's own limit is aiosmtpd's line length; widen it to the message limit while in DATA.
         # aiosmtpd itself reaches into the reader's private buffer the same way (STARTTLS).
         saved_limit = reader._limit  # type: ignore[attr-defined]
-        reader._limit = limit + len(END_OF_DATA) if limit else 2**31  # type: ignore[attr-defined]
+        # readuntil() refuses when the separator starts beyond the limit; with the CRLF put in front below, the
+        # separator's start is exactly the byte count aiosmtpd compares with the limit (dot-stuffing included).
+        reader._limit = limit if limit else 2**31  # type: ignore[attr-defined]
         # The CRLF that ended the DATA command line counts for the terminator of an empty message.
         reader._buffer[0:0] = b"\r\n"  # type: ignore[attr-defined]
         try:

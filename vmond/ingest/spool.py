@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from vmond import fsutil
+from vmond.crashpoints import crashpoint
 from vmond.fsutil import fsync_directory, write_all
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,16 @@ class Spool:
             try:
                 write_all(fd, header)
                 write_all(fd, content)
+                crashpoint("after_spool_write")
                 # After a failed fsync the page cache may hold data that never reaches the disk: give up on this
                 # descriptor and file entirely; the camera retries the whole message.
                 fsutil.fsync_file(fd)
+                crashpoint("after_spool_fsync")
             finally:
                 os.close(fd)
             os.rename(tmp_path, self.new / name)
             fsync_directory(self.new)
+            crashpoint("after_spool_rename")
         except BaseException:
             for path in (tmp_path, self.new / name):
                 try:

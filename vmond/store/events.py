@@ -65,6 +65,7 @@ class IngestRecord:
     size: int = 0
     defects: tuple[str, ...] = ()
     media: tuple[MediaRecord, ...] = field(default_factory=tuple)
+    sha256: str | None = None  # of the whole message as received
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,7 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, topic
         subject=record.subject,
         size=record.size,
         defects=list(record.defects),
+        sha256=record.sha256,
     )
     for item in record.media:
         if item.kind == "image" and position >= MAX_IMAGES_PER_EVENT:
@@ -256,6 +258,37 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, topic
         camera.save()
     result = IngestResult(get_event(domain, event.id), created=created)
     report(topics, "new" if created else "update", result.event)
+    return result
+
+
+RETRY_WINDOW = 3600.0  # seconds in which an identical mail from the same camera is a resend, not a new alarm
+
+
+def find_resend(local_part: str, sha256: str, received_at: datetime) -> int | None:
+    """The event an identical earlier mail to this camera became, when this one is a camera's resend."""
+    cutoff = received_at - timedelta(seconds=RETRY_WINDOW)
+    earlier = (Mail.select(Mail.event).join(AlarmEvent).join(Camera)
+               .where(Mail.sha256 == sha256, Camera.smtp_local_part == local_part, Mail.received_at >= cutoff)
+               .order_by(Mail.id).first())
+    return None if earlier is None else earlier.event_id
+
+
+def record_resend(domain: str, ingest_key: str, event_id: int, record: IngestRecord,
+                  topics: Topics | None = None) -> IngestResult:
+    """A camera sent again what it had sent (it never saw our 250): note the mail on the original event, flagged
+    ``retried``, instead of raising the same alarm twice."""
+    existing = Mail.get_or_none(Mail.ingest_key == ingest_key)
+    if existing is not None:
+        return IngestResult(get_event(domain, existing.event_id), created=False, replayed=True)
+    Mail.create(ingest_key=ingest_key, event=event_id, received_at=record.received_at, peer=record.peer,
+                mail_from=record.mail_from, recipient=record.recipient, message_id=record.message_id,
+                subject=record.subject, size=record.size, defects=["resend"], sha256=record.sha256)
+    event = AlarmEvent.get_by_id(event_id)
+    event.flags = sorted({*(event.flags or []), "retried"})
+    event.updated_at = utcnow()
+    event.save()
+    result = IngestResult(get_event(domain, event_id), created=False)
+    report(topics, "update", result.event)
     return result
 
 

@@ -236,6 +236,13 @@ CREATE INDEX "outbox_message_event_id" ON "outbox_message" ("event_id");
 """
 
 
+# 5: a camera that did not get its 250 (power cut, timeout) sends the same mail again: find it by content.
+SCHEMA_5 = """
+ALTER TABLE "mail" ADD COLUMN "sha256" VARCHAR(64);
+CREATE INDEX "mail_sha256" ON "mail" ("sha256");
+"""
+
+
 def _apply_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would commit on its own; run statement by statement inside our transaction instead.
     for statement in script.split(";"):
@@ -248,6 +255,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _apply_script(conn, SCHEMA_2),
     lambda conn: _apply_script(conn, SCHEMA_3),
     lambda conn: _apply_script(conn, SCHEMA_4),
+    lambda conn: _apply_script(conn, SCHEMA_5),
 ]
 LATEST = len(MIGRATIONS)
 

@@ -140,6 +140,7 @@ class Mail(BaseModel):
     subject = pw.TextField(default="")
     size = pw.IntegerField(default=0)
     defects = JSONField(default=list)
+    sha256 = pw.CharField(null=True, index=True)  # of the message as received: recognises a camera's resend
 
 
 class Media(BaseModel):
