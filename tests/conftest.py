@@ -7,8 +7,6 @@ import asyncio
 import copy
 import json
 import smtplib
-import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -167,32 +165,6 @@ def _b64(text: str) -> str:
 async def daemon(config: Config) -> AsyncIterator[Daemon]:
     async with running(config) as services:
         yield Daemon(services)
-
-
-class Notifications:
-    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.seen: list[str] = []
-
-    def wait_for(self, prefix: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                message = self.sock.recv(4096).decode()
-            except TimeoutError:
-                break
-            self.seen.append(message)
-            if message.startswith(prefix) or f"\n{prefix}" in message:
-                return message
-        raise AssertionError(f"no {prefix!r} from vmond; saw {self.seen}")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def sample(name: str) -> bytes:

@@ -2,63 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import signal
 import smtplib
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PASSWORD, Notifications, send_data, write_config
+from conftest import PASSWORD, send_data, write_config
+from vmondproc import Notifications, Vmond
 
 pytestmark = pytest.mark.slow
-
-
-class Vmond:
-    def __init__(self, config: Path, notify: Notifications, log: Path) -> None:
-        self.config = config
-        self.notify = notify
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.smtp_port = self.web_port = 0
-
-    def start(self, watchdog_usec: int | None = None) -> None:
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path)}
-        if watchdog_usec:
-            env["WATCHDOG_USEC"] = str(watchdog_usec)
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
-                                            env=env, stdout=log, stderr=subprocess.STDOUT)
-        ready = self.notify.wait_for("READY=1")
-        ports = re.search(r"SMTP on port (\d+), dashboard on port (\d+)", ready)
-        assert ports, ready
-        self.smtp_port, self.web_port = int(ports.group(1)), int(ports.group(2))
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        return self.process.wait(timeout)
-
-    def get(self, path: str, token: str | None = None) -> tuple[int, dict]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}")
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-
-    def token(self) -> str:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}/api/token", method="POST",
-                                         data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())["access_token"]
 
 
 @pytest.fixture

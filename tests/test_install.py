@@ -11,7 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import Notifications, write_config
+from conftest import write_config
+from vmondproc import Notifications
 
 pytestmark = pytest.mark.slow
 

@@ -80,7 +80,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         metrics = Metrics()
         keeper = await stack.enter_async_context(DiskKeeper(config, db, media, io))
         clips = await stack.enter_async_context(ClipMaker(config, db, bus, media, encoder, metrics, io))
-        pipeline = Pipeline(config, spool, media, db, bus, io, parser, metrics, clips)
+        pipeline = Pipeline(config, spool, media, db, bus, io, parser, metrics, clips, on_disk_full=keeper.nudge)
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify, on_low_disk=keeper.nudge)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, started_at=time.monotonic(), mqtt=mqtt,

@@ -37,6 +37,10 @@ def _init_worker(nice: int, memory_limit: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
 
+def _ready() -> bool:
+    return True
+
+
 def prepare_fork_server(preload: Sequence[str]) -> None:
     """Modules the fork server imports once, so that every worker forked from it starts with them loaded.
 
@@ -69,6 +73,8 @@ class WorkerPool:
         self._executor = self._new_executor()
         # Queued tasks wait here, not in the executor's unbounded queue.
         self._slots = asyncio.Semaphore(self._workers * 2)
+        # Start the workers now, off the loop: the first mail should not wait for a process to start.
+        await self.run(_ready, timeout=60)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -90,18 +96,20 @@ class WorkerPool:
         log.warning("%s worker: %s; starting a fresh one", self.name, why)
         self.restarts += 1
         if self._executor is not None:
-            self._kill(self._executor)
+            self._kill(self._executor)  # kill() and a non-waiting shutdown: quick, fine on the loop
         self._executor = self._new_executor()
 
     async def run(self, fn: Callable[..., T], *args: Any, timeout: float) -> T:
         """Run ``fn(*args)`` in a worker; raises :class:`WorkerFailed` when the worker dies or overruns."""
         assert self._executor is not None and self._slots is not None, "pool not started"
+        loop = asyncio.get_running_loop()
         async with self._slots:
+            # submit() may start a worker process (and the first time, the fork server): never on the loop.
             try:
-                future = self._executor.submit(fn, *args)
+                future = await loop.run_in_executor(None, self._executor.submit, fn, *args)
             except BrokenProcessPool:
                 self._restart("the pool was broken")
-                future = self._executor.submit(fn, *args)
+                future = await loop.run_in_executor(None, self._executor.submit, fn, *args)
             try:
                 result = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
             except TimeoutError:

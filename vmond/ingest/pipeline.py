@@ -9,6 +9,7 @@ I/O threads: never on the loop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -35,6 +36,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 5  # then the file is set aside in spool/failed for a human, never deleted
+DISK_FULL_RETRY = 2.0  # seconds between tries while the disk is full
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "database or disk is full" in str(exc)  # SQLite's SQLITE_FULL
 PARSE_TIMEOUT = 60.0  # seconds of worker time for one mail; no honest camera mail comes close
 
 
@@ -43,8 +51,10 @@ class Pipeline:
 
     def __init__(self, config: Config, spool: Spool, media: MediaStore, db: Database, bus: Bus,
                  io_executor: Executor, workers: WorkerPool, metrics: Metrics, clips: ClipMaker | None = None,
-                 on_ingested: Callable[[IngestResult], None] | None = None) -> None:
+                 on_ingested: Callable[[IngestResult], None] | None = None,
+                 on_disk_full: Callable[[], None] | None = None) -> None:
         self._config = config
+        self._on_disk_full = on_disk_full
         self._clips = clips
         self.metrics = metrics
         self._topics = outbox_topics(config)
@@ -91,13 +101,23 @@ class Pipeline:
                 await self._wake.wait()
 
     async def _process_with_retries(self, name: str) -> None:
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        attempt = 0
+        while attempt < MAX_ATTEMPTS:
             try:
                 await self.process(name)
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if _disk_full(exc):
+                    # Not the mail's fault, and it is safe in the spool: wait for room as long as it takes.
+                    log.error("no room to store spooled mail %s; waiting for disk space (the disk keeper frees "
+                              "the oldest closed events' media)", name)
+                    if self._on_disk_full is not None:
+                        self._on_disk_full()
+                    await asyncio.sleep(DISK_FULL_RETRY)
+                    continue
+                attempt += 1
                 log.exception("processing spooled mail %s failed (attempt %d of %d)", name, attempt, MAX_ATTEMPTS)
                 await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
         self.failed += 1

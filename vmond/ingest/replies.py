@@ -18,3 +18,4 @@ class Reply:
     TOO_BIG = "552 5.3.4 Message exceeds the maximum size of {limit} bytes"
     NEED_RCPT = "503 5.5.1 Error: need RCPT command"
     DATA_SYNTAX = "501 5.5.4 Syntax: DATA"
+    DATA_TIMEOUT = "421 4.4.2 The message took too long to arrive, closing"

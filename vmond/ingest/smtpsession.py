@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 END_OF_DATA = b"\r\n.\r\n"
+DATA_DEADLINE = 600.0  # seconds for one message's DATA, however steadily it trickles in
 TRANSCRIPT_LINES = 60
 TRANSCRIPT_WIDTH = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -200,7 +201,15 @@ class CameraSMTP(SMTP):
         await self.push(Reply.START_DATA)
         self.in_data = True
         try:
-            raw = await self._read_data()
+            try:
+                raw = await asyncio.wait_for(self._read_data(), DATA_DEADLINE)
+            except TimeoutError:
+                # A trickle that never ends (a slowloris, or a camera's dying link) must not hold a slot forever.
+                self.log.client("<message not finished in time>")
+                await self.push(Reply.DATA_TIMEOUT)
+                assert self.transport is not None
+                self.transport.close()
+                return
             crashpoint("after_data_read")
             self.log.client(f"<message of {len(raw) - 3} bytes>" if raw is not None
                             else "<message over the size limit, discarded>")

@@ -5,6 +5,11 @@
 | ``<prefix>/<site>/events`` | no, QoS 1 | ``{"id", "type": "new"|"update", "event": Event}`` |
 | ``<prefix>/<site>/alarms`` | no, QoS 1 | ``{"id", "type": "new"|"update", "alarm": Alarm}`` |
 | ``<prefix>/<site>/cameras/<camera-id>/snapshot`` | yes | the latest JPEG |
+
+Added by vmond beyond the contract:
+
+| ``<prefix>/<site>/status`` | yes | ``{"outbox_depth", "disk_free_bytes", ...}`` (Home Assistant sensors) |
+| ``<prefix>/<site>/cameras/<camera-id>/event`` | no | ``{"event_type": <kind>, ...}``: Home Assistant event entity |
 """
 
 from __future__ import annotations
@@ -39,8 +44,15 @@ class Topics:
     def alarms(self) -> str:
         return f"{self.base}/alarms"
 
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
     def snapshot(self, camera_id: int) -> str:
         return f"{self.base}/cameras/{camera_id}/snapshot"
+
+    def camera_event(self, camera_id: int) -> str:
+        return f"{self.base}/cameras/{camera_id}/event"
 
 
 def outbox_topics(config: Config) -> Topics | None:

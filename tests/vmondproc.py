@@ -1,0 +1,88 @@
+"""``vmond run`` as a real process for the tests: start it, learn its ports from READY=1, stop or kill it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import PASSWORD
+
+
+class Notifications:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.seen: list[str] = []
+
+    def wait_for(self, prefix: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                message = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            self.seen.append(message)
+            if message.startswith(prefix) or f"\n{prefix}" in message:
+                return message
+        raise AssertionError(f"no {prefix!r} from vmond; saw {self.seen}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Vmond:
+    def __init__(self, config: Path, notify: Notifications, log: Path) -> None:
+        self.config = config
+        self.notify = notify
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.smtp_port = self.web_port = 0
+
+    def start(self, watchdog_usec: int | None = None, **extra_env: str) -> None:
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), **extra_env}
+        if watchdog_usec:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
+                                            env=env, stdout=log, stderr=subprocess.STDOUT)
+        ready = self.notify.wait_for("READY=1")
+        ports = re.search(r"SMTP on port (\d+), dashboard on port (\d+)", ready)
+        assert ports, ready
+        self.smtp_port, self.web_port = int(ports.group(1)), int(ports.group(2))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def token(self) -> str:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}/api/token", method="POST",
+                                         data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["access_token"]
+
+

@@ -1,0 +1,143 @@
+"""Pictures for MQTT: the latest snapshot of each camera, and small thumbnails embedded in event messages.
+
+The database functions are synchronous (run them with ``db.read``); file reads are blocking (run them on the
+I/O executor). Camera test mails stay local, as their events do: their pictures are never a camera's snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
+
+import peewee as pw
+
+from vmond.store.models import AlarmEvent, Camera, Media
+
+if TYPE_CHECKING:
+    from vmond.media.store import MediaStore
+    from vmond.mqtt.client import Link
+    from vmond.mqtt.state import BrokerState
+    from vmond.mqtt.topics import Topics
+    from vmond.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+def latest_images(camera_ids: list[int] | None = None) -> dict[int, dict[str, Any]]:
+    """The newest picture of each active camera (or of *camera_ids*): ``{camera_id: {"media_id", "path"}}``
+    with *path* a JPEG under the media directory."""
+    newest = (Media.select(AlarmEvent.camera.alias("camera_id"), pw.fn.MAX(Media.id).alias("media_id"))
+              .join(AlarmEvent)
+              .join(Camera)
+              .where(Media.kind == "image", AlarmEvent.is_test == False, Camera.active == True)  # noqa: E712
+              .group_by(AlarmEvent.camera))
+    if camera_ids is not None:
+        newest = newest.where(AlarmEvent.camera.in_(camera_ids))
+    ids = {row["camera_id"]: row["media_id"] for row in newest.dicts()}
+    if not ids:
+        return {}
+    media = {m.id: m for m in Media.select(Media.id, Media.path, Media.thumb_path, Media.content_type)
+             .where(Media.id.in_(list(ids.values())))}
+    return {camera_id: {"media_id": media_id, "path": _jpeg_path(media[media_id])}
+            for camera_id, media_id in ids.items() if media_id in media}
+
+
+def _jpeg_path(media: Media) -> str:
+    # The snapshot topic carries JPEG; a camera that sent a PNG gets its (JPEG) thumbnail published instead.
+    if media.content_type == "image/jpeg" or not media.thumb_path:
+        return media.path
+    return media.thumb_path
+
+
+def thumbnail_path(media_id: int) -> str | None:
+    """The stored thumbnail of picture *media_id* (None if it has none or is gone)."""
+    media = Media.get_or_none(Media.id == media_id)
+    return None if media is None else media.thumb_path
+
+
+def event_pictures(message: dict[str, Any]) -> tuple[int | None, list[int]]:
+    """(camera id, picture ids) of an ``events`` message."""
+    event = message.get("event")
+    if not isinstance(event, dict):
+        return None, []
+    camera = event.get("camera") or {}
+    return camera.get("id"), [image["id"] for image in event.get("images") or () if isinstance(image.get("id"), int)]
+
+
+def with_thumbnail(message: dict[str, Any], jpeg: bytes) -> bytes:
+    """The ``events`` message with ``event.thumbnail`` set: for stations that cannot reach the appliance's URLs."""
+    event = {**message["event"], "thumbnail": {"content_type": "image/jpeg",
+                                               "data": base64.b64encode(jpeg).decode("ascii")}}
+    return json.dumps({**message, "event": event}, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Snapshots:
+    """Each camera's latest picture on its retained snapshot topic: what the broker has (acknowledged, kept in
+    :class:`BrokerState` across restarts), what is on its way, and what is still wanted. One picture per camera
+    in flight; a newer one follows the acknowledgement, so the topic always ends on the newest."""
+
+    def __init__(self, topics: Topics, state: BrokerState, db: Database, media: MediaStore, io: Executor) -> None:
+        self._topics, self._state, self._db, self._media, self._io = topics, state, db, media, io
+        self.wanted: dict[int, dict[str, Any]] = {}  # camera id -> {"media_id", "path"}
+        self.in_flight: dict[int, tuple[int, int]] = {}  # mid -> (camera id, media id)
+        self._check: set[int] = set()
+        self._scan_all = True
+
+    @property
+    def pending(self) -> int:
+        return len(self.wanted) + len(self.in_flight)
+
+    def rescan(self) -> None:
+        """Compare every camera with what the broker has (at each connect: it may have missed something)."""
+        self._scan_all = True
+
+    def note(self, camera: int, image_ids: list[int]) -> None:
+        """An event of *camera* with these pictures went out: look at its latest picture."""
+        if image_ids and max(image_ids) > self._known(camera):
+            self._check.add(camera)
+
+    def acknowledged(self, mid: int) -> bool:
+        """The broker took message *mid*; True if it was a snapshot (and the remembered state changed)."""
+        sent = self.in_flight.pop(mid, None)
+        if sent is None:
+            return False
+        camera, media_id = sent
+        if media_id > self._state.snapshots.get(camera, 0):
+            self._state.snapshots[camera] = media_id
+        return True
+
+    def _known(self, camera: int) -> int:
+        """The newest picture of *camera* the broker has, is being sent, or is already wanted."""
+        wanted = self.wanted.get(camera, {}).get("media_id", 0)
+        sent = max((m for c, m in self.in_flight.values() if c == camera), default=0)
+        return max(wanted, sent, self._state.snapshots.get(camera, 0))
+
+    async def send(self, link: Link, connected: Callable[[], bool]) -> None:
+        if self._scan_all or self._check:
+            cameras = None if self._scan_all else sorted(self._check)
+            self._scan_all, self._check = False, set()
+            for camera, latest in (await self._db.read(latest_images, cameras)).items():
+                if latest["media_id"] > self._known(camera):
+                    self.wanted[camera] = latest
+        busy = {camera for camera, _ in self.in_flight.values()}
+        loop = asyncio.get_running_loop()
+        for camera, latest in list(self.wanted.items()):
+            if not connected():
+                return
+            if camera in busy:
+                continue
+            del self.wanted[camera]
+            if latest["media_id"] <= self._state.snapshots.get(camera, 0):
+                continue
+            try:
+                jpeg = await loop.run_in_executor(self._io, self._media.resolve(latest["path"]).read_bytes)
+            except (OSError, ValueError) as exc:
+                log.warning("mqtt: no snapshot for camera %d: %s", camera, exc)
+                continue
+            mid = link.publish(self._topics.snapshot(camera), jpeg, retain=True)
+            self.in_flight[mid] = (camera, latest["media_id"])
