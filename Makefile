@@ -16,7 +16,7 @@ DEBIAN_LIBS := python3-venv python3-aiohttp python3-aiohttp-jinja2 python3-aiosm
 	python3-pytest-asyncio python3-hypothesis python3-setuptools python3-wheel
 PYTEST_ARGS ?=
 
-.PHONY: run test test-debian lint clean distclean debs package bench-encode
+.PHONY: run test test-debian test-faults lint clean distclean debs package bench-encode
 
 run: $(VENV)/.stamp-run $(CONFIG)
 	@echo
@@ -30,6 +30,11 @@ run: $(VENV)/.stamp-run $(CONFIG)
 
 test: debs $(VENV)/.stamp-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fault suite at full length (make test runs a bounded version): crash points, a minute of random SIGKILLs, a
+# full disk (mounts a small tmpfs: root or password-less sudo), hostile clients.
+test-faults: debs $(VENV)/.stamp-test
+	VMOND_FAULTS=full $(PY) -m pytest -m faults -s $(PYTEST_ARGS)
 
 # Debian's python3-* packages from /usr/bin/python3; only Playwright (not packaged by Debian) comes from PyPI.
 test-debian: debs

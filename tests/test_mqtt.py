@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, sample
+from conftest import Daemon, distinct, sample
 from mosquitto import Mosquitto, Subscriber, free_port
 from test_mqtt_schema import check_message
 
@@ -225,19 +225,18 @@ async def test_embedded_thumbnail(make_config: Callable[..., Config], broker: Mo
 async def test_outbox_bounds_drop_the_oldest_loudly(make_config: Callable[..., Config],
                                                     caplog: pytest.LogCaptureFixture,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forwarder_module, "MAX_OUTBOX_MESSAGES", 2)
-    monkeypatch.setattr(forwarder_module, "MAX_OUTBOX_AGE", 60.0)
     monkeypatch.setattr(forwarder_module, "TRIM_INTERVAL", 0.05)
     caplog.set_level(logging.WARNING, logger="vmond.mqtt.forwarder")
-    async with vmond(make_config, free_port()) as daemon:  # no broker: everything stays queued
+    # No broker: everything stays queued.
+    async with vmond(make_config, free_port(), outbox_max_messages=2, outbox_max_age="60s") as daemon:
         mqtt = daemon.services.mqtt
         assert mqtt.limits == forwarder_module.OutboxLimits(2, 60.0)
         await daemon.services.db.write(lambda: OutboxMessage.create(
             topic=EVENTS, payload=b"{}", created_at=utcnow() - timedelta(seconds=120)))
         await asyncio.sleep(0.2)
         assert mqtt.dropped == 1  # too old
-        for _ in range(5):
-            await daemon.send(sample("amcrest-tamper.eml"))
+        for n in range(5):
+            await daemon.send(distinct(sample("amcrest-tamper.eml"), n))
         await daemon.wait_idle()
         await asyncio.sleep(0.3)
         assert mqtt.dropped == 4 and mqtt.status()["dropped"] == 4  # and three beyond the size

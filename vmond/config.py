@@ -125,6 +125,8 @@ class MqttConfig:
     keepalive: float
     tls: MqttTlsConfig
     topic_prefix: str
+    outbox_max_messages: int
+    outbox_max_age: float
     embed_thumbnail: bool
     homeassistant_discovery: bool
     homeassistant_prefix: str

@@ -374,6 +374,8 @@ SECTIONS: Table = {
             "insecure": Key(boolean, False),
         },
         "topic_prefix": Key(string(check=_topic, hint=_TOPIC_HINT), "vmond"),
+        "outbox_max_messages": Key(integer(1), 100_000),
+        "outbox_max_age": Key(duration(), 7 * 86400.0, show=format_duration),
         "embed_thumbnail": Key(boolean, False),
         "homeassistant_discovery": Key(boolean, False),
         "homeassistant_prefix": Key(string(check=_topic, hint=_TOPIC_HINT), "homeassistant"),

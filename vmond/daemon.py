@@ -79,8 +79,10 @@ async def running(config: Config) -> AsyncIterator[Services]:
         encoder = await stack.enter_async_context(WorkerPool("encoder", max_tasks=50, memory_limit=ENCODER_MEMORY))
         metrics = Metrics()
         keeper = await stack.enter_async_context(DiskKeeper(config, db, media, io))
-        clips = await stack.enter_async_context(ClipMaker(config, db, bus, media, encoder, metrics, io))
-        pipeline = Pipeline(config, spool, media, db, bus, io, parser, metrics, clips, on_disk_full=keeper.nudge)
+        queued = mqtt.notify if mqtt is not None else None  # a change waits in the MQTT outbox
+        clips = await stack.enter_async_context(ClipMaker(config, db, bus, media, encoder, metrics, io, queued))
+        pipeline = Pipeline(config, spool, media, db, bus, io, parser, metrics, clips, on_disk_full=keeper.nudge,
+                            on_queued=queued)
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify, on_low_disk=keeper.nudge)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, started_at=time.monotonic(), mqtt=mqtt,

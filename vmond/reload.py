@@ -37,6 +37,8 @@ async def reload_accounts(services: Services) -> str:
     counts = await services.db.write(sync_accounts, fresh.accounts)
     services.cameras.use_config(fresh)
     await services.cameras.reload()
+    if services.mqtt is not None:
+        services.mqtt.refresh_discovery()
     services.config = dataclasses.replace(services.config, accounts=fresh.accounts)
     others = [f.name for f in dataclasses.fields(fresh)
               if f.name not in ("accounts", "source") and getattr(fresh, f.name) != getattr(services.config, f.name)]

@@ -39,10 +39,15 @@ MAX_ATTEMPTS = 5  # then the file is set aside in spool/failed for a human, neve
 DISK_FULL_RETRY = 2.0  # seconds between tries while the disk is full
 
 
-def _disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return "database or disk is full" in str(exc)  # SQLite's SQLITE_FULL
+def _disk_full(exc: BaseException | None) -> bool:
+    # Walk the chain: when SQLite rolls back by itself on SQLITE_FULL, peewee's own ROLLBACK fails on top of it.
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(exc):  # SQLite's SQLITE_FULL
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 PARSE_TIMEOUT = 60.0  # seconds of worker time for one mail; no honest camera mail comes close
 
 
@@ -52,8 +57,10 @@ class Pipeline:
     def __init__(self, config: Config, spool: Spool, media: MediaStore, db: Database, bus: Bus,
                  io_executor: Executor, workers: WorkerPool, metrics: Metrics, clips: ClipMaker | None = None,
                  on_ingested: Callable[[IngestResult], None] | None = None,
-                 on_disk_full: Callable[[], None] | None = None) -> None:
+                 on_disk_full: Callable[[], None] | None = None,
+                 on_queued: Callable[[], None] | None = None) -> None:
         self._config = config
+        self._on_queued = on_queued  # the MQTT forwarder: a message waits in the outbox
         self._on_disk_full = on_disk_full
         self._clips = clips
         self.metrics = metrics
@@ -153,6 +160,8 @@ class Pipeline:
                                           self._config.events.coalesce_window, self._topics)
             crashpoint("after_db_commit")
             self._announce(result)
+            if self._on_queued is not None and self._topics is not None:
+                self._on_queued()
         await self._in_thread(self._spool.remove, name)
         self.processed += 1
 

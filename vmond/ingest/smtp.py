@@ -53,6 +53,7 @@ class IngestHandler:
         self._on_spooled = on_spooled
         self._refusal_budget = _TokenBucket(rate=5.0, burst=50)
         self._writes: set[asyncio.Task[None]] = set()
+        self.storage_refused_at: float | None = None
         self.accepted = 0
         self.refused = 0
 
@@ -99,6 +100,7 @@ class IngestHandler:
         try:
             name = await loop.run_in_executor(self._io, self._spool.store_sync, content, spool_envelope)
         except InsufficientStorage:
+            self.storage_refused_at = time.monotonic()
             log.warning("refusing mail from %s: free space below storage.min_free_space", spool_envelope.peer)
             if self._on_low_disk is not None:
                 self._on_low_disk()  # the disk keeper makes room from the oldest closed events
@@ -111,6 +113,10 @@ class IngestHandler:
                  ", ".join(envelope.rcpt_tos), name)
         self._on_spooled(name)
         return Reply.QUEUED.format(name=name)
+
+    def refusing_for_space(self, within: float = 60.0) -> bool:
+        """Whether the door answered 452 (no room) lately: what the dashboard and /api/health report."""
+        return self.storage_refused_at is not None and time.monotonic() - self.storage_refused_at < within
 
     def session_ended(self, session_log: SessionLog) -> None:
         """Keep the transcript for the cameras the session named (written in the background, tracked)."""

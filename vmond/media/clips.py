@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -37,8 +38,9 @@ PROBE_TIMEOUT = 30.0
 
 class ClipMaker:
     def __init__(self, config: Config, db: Database, bus: Bus, media: MediaStore, workers: WorkerPool,
-                 metrics: Metrics, io: Executor) -> None:
+                 metrics: Metrics, io: Executor, on_queued: Callable[[], None] | None = None) -> None:
         self._config = config
+        self._on_queued = on_queued
         self._db = db
         self._bus = bus
         self._media = media
@@ -99,10 +101,15 @@ class ClipMaker:
                 self._again.discard(event_id)
                 self.request(event_id)
 
-    async def _publish_state(self, event_id: int, state: str, flag: str | None = None) -> None:
-        event = await self._db.write(set_video_state, self._config.smtp.domain, event_id, state, flag, self._topics)
+    def _published(self, event: dict[str, Any] | None) -> None:
         if event is not None:
             self._bus.publish("event.updated", event)
+            if self._on_queued is not None and self._topics is not None:
+                self._on_queued()
+
+    async def _publish_state(self, event_id: int, state: str, flag: str | None = None) -> None:
+        self._published(await self._db.write(set_video_state, self._config.smtp.domain, event_id, state, flag,
+                                             self._topics))
 
     async def _make(self, event_id: int) -> None:
         inputs = await self._db.read(clip_inputs, event_id)
@@ -140,7 +147,7 @@ class ClipMaker:
         if event is not None:
             log.info("clip for event %d: %d frames, %dx%d, %d kB, %s", event_id, info.frames, info.width,
                      info.height, info.bytes // 1024, info.encoder)
-            self._bus.publish("event.updated", event)
+        self._published(event)
 
     async def _adopt(self, event_id: int, video: dict[str, Any]) -> bool:
         try:
@@ -154,8 +161,7 @@ class ClipMaker:
         else:
             event = await self._db.write(adopt_camera_video, domain, event_id, video["id"], width=info.width,
                                          height=info.height, topics=self._topics)
-        if event is not None:
-            self._bus.publish("event.updated", event)
+        self._published(event)
         return info is not None and info.browser_playable
 
 

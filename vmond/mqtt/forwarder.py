@@ -31,6 +31,7 @@ from typing import Any
 
 import vmond
 from vmond.config import Config, MqttConfig
+from vmond.crashpoints import crashpoint
 from vmond.media.store import MediaStore
 from vmond.mqtt import pictures
 from vmond.mqtt.client import CANNOT_CONNECT, RECONNECT_DELAY, Link, LinkError, LinkSettings, diagnose
@@ -54,21 +55,18 @@ SETUP_RETRY = 30.0  # settings that could not be read (password file, certificat
 RESEND_TIMEOUT = 30.0  # after a reconnect, how long paho may take to get its resent window acknowledged
 STOP_TIMEOUT = 3.0  # waiting for the broker to take "stopped" at a clean stop
 HA_EVENT_MAX_AGE = 300.0  # older alarms (sent after an outage) do not fire Home Assistant event entities
-MAX_OUTBOX_MESSAGES = 100_000
-MAX_OUTBOX_AGE = 7 * 86400.0
 STATE_FILE = "mqtt-state.json"
 
 
 @dataclass(frozen=True)
 class OutboxLimits:
-    max_messages: int = MAX_OUTBOX_MESSAGES
-    max_age: float = MAX_OUTBOX_AGE  # seconds
+    max_messages: int  # mqtt.outbox_max_messages
+    max_age: float  # mqtt.outbox_max_age, seconds
 
     @classmethod
     def from_config(cls, mqtt: MqttConfig) -> OutboxLimits:
         # mqtt.outbox_max_messages / mqtt.outbox_max_age, once the configuration has them.
-        return cls(getattr(mqtt, "outbox_max_messages", MAX_OUTBOX_MESSAGES),
-                   getattr(mqtt, "outbox_max_age", MAX_OUTBOX_AGE))
+        return cls(mqtt.outbox_max_messages, mqtt.outbox_max_age)
 
 
 def _settle(done: list[int], tried: list[int]) -> int:
@@ -218,6 +216,8 @@ class Forwarder:
         self.connected = False
 
     def link_published(self, mid: int) -> None:
+        if mid in self._in_flight:
+            crashpoint("before_puback")  # the broker has it; our outbox does not know yet
         if (row := self._in_flight.pop(mid, None)) is not None:
             self._acked.append(row)
         elif self._snapshots.acknowledged(mid):
@@ -327,6 +327,7 @@ class Forwarder:
                               row["id"], row["topic"], exc)
                     self._acked.append(row["id"])
                 else:
+                    crashpoint("after_publish")
                     self._in_flight[mid] = row["id"]
                     self._attempted.append(row["id"])
                     self.published += 1

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from vmond import auth
-from vmond.keys import CAMERAS, CONFIG, DB
+from vmond.keys import CAMERAS, CONFIG, DB, SERVICES
 from vmond.store import accounts as store
 from vmond.store.cameras import get_camera
 from vmond.store.users import (
@@ -70,6 +70,13 @@ async def answer(call: Callable[[], Awaitable[Any]], status: int = 200) -> web.R
     if status == 204:
         return web.Response(status=204)
     return web.json_response(result, status=status)
+
+
+async def cameras_changed(app: web.Application) -> None:
+    """After a camera was added, changed or removed: the SMTP door and Home Assistant learn it now."""
+    await app[CAMERAS].reload()
+    if (forwarder := app[SERVICES].mqtt) is not None:
+        forwarder.refresh_discovery()
 
 
 async def hash_off_loop(password: str) -> str:
@@ -129,7 +136,7 @@ async def save_camera(request: web.Request, data: dict[str, Any], camera_id: int
     password_hash = await hash_off_loop(password) if password else None
     camera = await request.app[DB].write(store.save_camera, request.app[CONFIG].smtp.domain, data, user_id(request),
                                          camera_id, password_hash)
-    await request.app[CAMERAS].reload()  # the SMTP door learns the new address (or password) now
+    await cameras_changed(request.app)  # the SMTP door learns the new address (or password) now
     if generated:
         camera["smtp_password"] = generated
     return camera
@@ -149,7 +156,7 @@ async def camera_update(request: web.Request) -> web.Response:
 
 async def remove_camera(request: web.Request, camera_id: int) -> dict[str, Any]:
     outcome = await request.app[DB].write(store.delete_camera, camera_id, user_id(request))
-    await request.app[CAMERAS].reload()
+    await cameras_changed(request.app)
     return {"id": camera_id, "outcome": outcome}
 
 

@@ -28,6 +28,7 @@ from vmond.store.alarms import (
     resolve,
 )
 from vmond.store.events import EventNotFound, StatusConflict
+from vmond.web.api import outbox_queued
 from vmond.web.render import render
 from vmond.web.security import json_error, principal, require
 
@@ -47,6 +48,7 @@ def _user_id(request: web.Request) -> int:
 
 def _publish(request: web.Request, kind: str, alarm: dict[str, Any]) -> None:
     request.app[BUS].publish(f"alarm.{kind}", alarm)
+    outbox_queued(request.app)
 
 
 async def _raise(request: web.Request) -> tuple[dict[str, Any], bool]:

@@ -32,6 +32,13 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return max(low, min(high, value))
 
 
+def outbox_queued(app: web.Application) -> None:
+    """A change was queued for the central station: wake the MQTT forwarder now rather than at its next poll."""
+    forwarder = app[SERVICES].mqtt
+    if forwarder is not None:
+        forwarder.notify()
+
+
 def _event_id(request: web.Request) -> int:
     try:
         return int(request.match_info["event_id"])
@@ -51,7 +58,7 @@ async def health(request: web.Request) -> web.Response:
         db_state: dict[str, Any] = {"ok": True, "write_latency_ms": round(db_latency * 1000, 1)}
     except (TimeoutError, Exception) as exc:  # noqa: BLE001 - health reports, never raises
         db_state = {"ok": False, "error": type(exc).__name__}
-    low_disk = disk.free < config.storage.min_free_space
+    low_disk = disk.free < config.storage.min_free_space or services.ingest.refusing_for_space()
     status = "ok" if db_state["ok"] and not low_disk else "degraded"
     body = {
         "status": status,
@@ -107,6 +114,7 @@ async def event_dismiss(request: web.Request) -> web.Response:
         return json_error(409, str(exc))
     if changed:
         request.app[BUS].publish("event.dismissed", {**event, "by": who["username"]})
+        outbox_queued(request.app)
     return web.json_response(event)
 
 

@@ -7,7 +7,7 @@ import shutil
 
 from aiohttp import web
 
-from vmond.keys import BUS, CONFIG, DB, IO, MEDIA
+from vmond.keys import BUS, CONFIG, DB, IO, MEDIA, SERVICES
 from vmond.store.alarms import alarm_of_event
 from vmond.store.events import EventNotFound, get_event, list_events, media_for_download
 from vmond.store.users import user_count
@@ -31,7 +31,8 @@ async def wall(request: web.Request) -> web.StreamResponse:
     events = await request.app[DB].read(list_events, request.app[CONFIG].smtp.domain, "active", 200)
     disk = await asyncio.get_running_loop().run_in_executor(request.app[IO], shutil.disk_usage,
                                                             request.app[MEDIA].root)
-    storage_low = disk.free < request.app[CONFIG].storage.min_free_space
+    storage_low = (disk.free < request.app[CONFIG].storage.min_free_space
+                   or request.app[SERVICES].ingest.refusing_for_space())
     return render(request, "wall.html", {"events": events, "seq": seq, "storage_low": storage_low})
 
 
