@@ -21,6 +21,7 @@ from vmond.ingest.records import build_records, content_digest, local_parts, res
 from vmond.ingest.spool import Spool
 from vmond.mqtt.topics import outbox_topics
 from vmond.store.events import IngestResult, find_resend, record_mail, record_resend
+from vmond.tasks import BackgroundService
 from vmond.workers import WorkerFailed, WorkerPool
 
 if TYPE_CHECKING:
@@ -51,8 +52,10 @@ def _disk_full(exc: BaseException | None) -> bool:
 PARSE_TIMEOUT = 60.0  # seconds of worker time for one mail; no honest camera mail comes close
 
 
-class Pipeline:
+class Pipeline(BackgroundService):
     """An async context that runs the draining task; :meth:`notify` wakes it after each spooled mail."""
+
+    task_name = "pipeline"
 
     def __init__(self, config: Config, spool: Spool, media: MediaStore, db: Database, bus: Bus,
                  io_executor: Executor, workers: WorkerPool, metrics: Metrics, clips: ClipMaker | None = None,
@@ -73,24 +76,12 @@ class Pipeline:
         self._io = io_executor
         self._on_ingested = on_ingested
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.processed = 0
         self.failed = 0
 
     def notify(self, name: str = "") -> None:
         self._wake.set()
 
-    async def __aenter__(self) -> Pipeline:
-        self._task = asyncio.create_task(self._run(), name="pipeline")
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)

@@ -20,6 +20,7 @@ from vmond.media.clipwork import encode_files, probe_file
 from vmond.media.video import ClipError, VideoRejected
 from vmond.mqtt.topics import outbox_topics
 from vmond.store.videos import adopt_camera_video, attach_clip, clip_inputs, reject_camera_video, set_video_state
+from vmond.tasks import BackgroundService
 from vmond.workers import WorkerFailed, WorkerPool
 
 if TYPE_CHECKING:
@@ -36,7 +37,9 @@ ENCODE_TIMEOUT = 120.0  # seconds for one clip in the worker; ten 4K stills take
 PROBE_TIMEOUT = 30.0
 
 
-class ClipMaker:
+class ClipMaker(BackgroundService):
+    task_name = "clips"
+
     def __init__(self, config: Config, db: Database, bus: Bus, media: MediaStore, workers: WorkerPool,
                  metrics: Metrics, io: Executor, on_queued: Callable[[], None] | None = None) -> None:
         self._config = config
@@ -52,20 +55,8 @@ class ClipMaker:
         self._queued: set[int] = set()
         self._again: set[int] = set()  # more pictures arrived while this event's clip was being made
         self._current: int | None = None
-        self._task: asyncio.Task[None] | None = None
         self.skipped = 0
 
-    async def __aenter__(self) -> ClipMaker:
-        self._task = asyncio.create_task(self._run(), name="clips")
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     @property
     def queued(self) -> int:

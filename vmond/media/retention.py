@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from vmond.store.models import utcnow
 from vmond.store.retention import drop_media, expired_dismissed, media_bytes, oldest_with_media
+from vmond.tasks import BackgroundService
 
 if TYPE_CHECKING:
     from vmond.config import Config
@@ -28,28 +29,18 @@ BATCH = 20  # events per database transaction
 HEADROOM = 1.1  # free this much more than min_free_space, so that one mail does not start the next round
 
 
-class DiskKeeper:
+class DiskKeeper(BackgroundService):
+    task_name = "disk keeper"
+
     def __init__(self, config: Config, db: Database, media: MediaStore, io: Executor) -> None:
         self._storage = config.storage
         self._db = db
         self._media = media
         self._io = io
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.freed_bytes = 0
         self.low = False
 
-    async def __aenter__(self) -> DiskKeeper:
-        self._task = asyncio.create_task(self._run(), name="disk keeper")
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     def nudge(self) -> None:
         """Run a round now (the SMTP door calls this when it had to answer 452)."""
