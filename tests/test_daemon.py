@@ -103,3 +103,32 @@ def test_sighup_applies_new_cameras_without_dropping_sessions(vmond: Vmond) -> N
     assert vmond.stop() == 0
     log = vmond.log.read_text()
     assert "did you mean `smtp`" in log
+
+
+def descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_workers_do_not_outlive_a_killed_daemon(vmond: Vmond) -> None:
+    vmond.start()
+    assert vmond.process is not None
+    workers = descendants(vmond.process.pid)
+    assert len(workers) >= 3  # the fork server and the parser and encoder workers
+    vmond.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while alive := {pid for pid in workers if Path(f"/proc/{pid}").exists()
+                    and "(Z)" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:4]}:
+        assert time.monotonic() < deadline, f"left behind: {alive}"
+        time.sleep(0.1)

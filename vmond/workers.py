@@ -15,7 +15,10 @@ import logging
 import multiprocessing
 import os
 import resource
+import select
 import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -29,12 +32,31 @@ class WorkerFailed(RuntimeError):
     """The task's worker died or overran its time; the message says which."""
 
 
-def _init_worker(nice: int, memory_limit: int | None) -> None:
+def _init_worker(nice: int, memory_limit: int | None, daemon_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice:
         os.nice(nice)
     if memory_limit:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    threading.Thread(target=_exit_with, args=(daemon_pid,), name="daemon-watch", daemon=True).start()
+
+
+def _exit_with(daemon_pid: int) -> None:
+    """End this worker when the daemon is gone (kill -9, a crash).
+
+    The executor's pipes are held open by the workers themselves, so they would wait for work forever, and keep
+    the fork server alive with them: every restart after a crash would leave a set of orphans behind."""
+    try:
+        pidfd = os.pidfd_open(daemon_pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel): poll
+        while True:
+            time.sleep(2)
+            try:
+                os.kill(daemon_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+    select.select([pidfd], [], [])  # readable once the process has exited
+    os._exit(0)
 
 
 def _ready() -> bool:
@@ -67,7 +89,7 @@ class WorkerPool:
     def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=self._workers, mp_context=self._context, initializer=_init_worker,
-            initargs=(self._nice, self._memory_limit), max_tasks_per_child=self._max_tasks)
+            initargs=(self._nice, self._memory_limit, os.getpid()), max_tasks_per_child=self._max_tasks)
 
     async def __aenter__(self) -> WorkerPool:
         self._executor = self._new_executor()
