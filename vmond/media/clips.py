@@ -16,8 +16,8 @@ from concurrent.futures import Executor
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from vmond.media.cliptypes import ClipError, VideoRejected
 from vmond.media.clipwork import encode_files, probe_file
-from vmond.media.video import ClipError, VideoRejected
 from vmond.mqtt.topics import outbox_topics
 from vmond.store.videos import adopt_camera_video, attach_clip, clip_inputs, reject_camera_video, set_video_state
 from vmond.tasks import BackgroundService

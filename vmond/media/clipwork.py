@@ -1,6 +1,7 @@
 """What the encoder worker process runs: read the pictures, encode, checksum; or vet a camera's own video.
 
-Module-level functions of plain arguments, so they pickle to the worker; no asyncio.
+Module-level functions of plain arguments, so they pickle to the worker; no asyncio. PyAV is imported inside them:
+the daemon refers to these functions but only the workers run them (and the fork server preloads the encoder).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmond.media.video import ClipInfo, VideoInfo, encode_clip, probe_video
+from vmond.media.cliptypes import ClipInfo, VideoInfo
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class MadeClip:
 
 
 def encode_files(frames: list[Path], out: Path, fps: float, max_width: int, encoder: str) -> MadeClip:
+    from vmond.media.video import encode_clip
+
     info = encode_clip((path.read_bytes() for path in frames if path.is_file()), out, fps=fps,
                        max_width=max_width, encoder=encoder)
     digest = hashlib.sha256()
@@ -29,4 +32,6 @@ def encode_files(frames: list[Path], out: Path, fps: float, max_width: int, enco
 
 
 def probe_file(path: Path) -> VideoInfo:
+    from vmond.media.videoprobe import probe_video
+
     return probe_video(path)

@@ -17,7 +17,6 @@ import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from av.video.reformatter import VideoReformatter
 
 from vmond import fsutil
 from vmond.media import avcompat
+from vmond.media.cliptypes import ClipError, ClipInfo
 from vmond.media.videoprobe import VideoInfo, VideoRejected, probe_video
 
 __all__ = ["ClipError", "ClipInfo", "VideoInfo", "VideoRejected", "encode_clip", "probe_video",
@@ -58,23 +58,8 @@ _COLOUR_TAGS = {"color_range": "tv", "colorspace": "smpte170m"}
 _failed_encoders: set[str] = set()
 
 
-class ClipError(RuntimeError):
-    """No clip can be made from these frames (fewer than two decodable, or the encoder failed)."""
-
-
 class _EncoderFailed(Exception):
     """The encoder could not be opened or refused a frame; the caller may try the next one."""
-
-
-@dataclass(frozen=True)
-class ClipInfo:
-    width: int
-    height: int
-    frames: int  # encoded
-    skipped: int  # JPEGs that did not decode
-    bytes: int
-    encoder: str  # the one actually used
-    duration: float  # seconds
 
 
 def encode_clip(frames: Iterable[bytes], out: Path, *, fps: float, max_width: int, encoder: str = "auto",

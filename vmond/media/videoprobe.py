@@ -8,10 +8,11 @@ and codec are checked before a frame is decoded, and then only a couple of frame
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
+
+from vmond.media.cliptypes import VideoInfo, VideoRejected
 
 ALLOWED_CODECS = frozenset({"h264", "hevc", "mjpeg", "mpeg4"})
 MAX_STREAMS = 4  # video, audio, a metadata track or two; hostile files declare thousands
@@ -25,20 +26,6 @@ _OPEN_OPTIONS = {
 }
 _IO_TIMEOUT = 10.0  # seconds; the worker's task timeout is the real bound
 _BROWSER_PIX_FMTS = ("yuv420p", "yuvj420p")  # 8-bit 4:2:0; yuvj only adds a full-range tag, which browsers honour
-
-
-class VideoRejected(ValueError):
-    """The file is not a video vmond keeps as one; the message says why, for the event's flags and the log."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    codec: str
-    width: int
-    height: int
-    duration: float | None  # seconds; None when the file does not say (some fragmented MP4s)
-    pix_fmt: str
-    browser_playable: bool  # H.264, 8-bit 4:2:0, in an MP4 (not a QuickTime .mov)
 
 
 def probe_video(path: Path, *, max_seconds: float = 300, max_pixels: int = 8_294_400) -> VideoInfo:
