@@ -16,7 +16,7 @@ DEBIAN_LIBS := python3-venv python3-aiohttp python3-aiohttp-jinja2 python3-aiosm
 	python3-pytest-asyncio python3-hypothesis python3-setuptools python3-wheel
 PYTEST_ARGS ?=
 
-.PHONY: run test test-debian test-faults lint clean distclean debs package bench-encode
+.PHONY: run test test-debian test-faults lint clean distclean debs package bench-encode bench-ingest
 
 run: $(VENV)/.stamp-run $(CONFIG)
 	@echo
@@ -46,6 +46,9 @@ test-debian: debs
 
 bench-encode: debs $(VENV)/.stamp-test
 	$(PY) bench/encode.py
+
+bench-ingest: debs $(VENV)/.stamp-test
+	$(PY) bench/ingest.py
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check vmond tests bench
