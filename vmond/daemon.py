@@ -1,7 +1,8 @@
 """Assembling and running the daemon: each service an async context, entered in order, left in reverse.
 
 Start: database (migrated, YAML accounts synced) -> spool and media directories -> MQTT forwarder (when
-enabled) -> camera directory -> parser worker -> pipeline (replays the spool) -> HTTP -> SMTP. READY=1 goes to
+enabled) -> camera directory -> parser and encoder workers -> live view (snapshot worker; its streams start on
+demand) -> pipeline (replays the spool) -> HTTP -> SMTP. READY=1 goes to
 systemd only once both sockets are bound.
 SIGHUP applies the configuration file's accounts and cameras (see :mod:`vmond.reload`).
 Stop (SIGTERM/SIGINT): STOPPING=1, then SMTP stops taking mail (open sessions finish or get 421), the web
@@ -25,6 +26,7 @@ from vmond.ingest.cameras import CameraDirectory
 from vmond.ingest.pipeline import Pipeline
 from vmond.ingest.smtp import IngestHandler, SmtpServer
 from vmond.ingest.spool import Spool
+from vmond.live.hub import LiveHub
 from vmond.media.clips import ClipMaker
 from vmond.media.retention import DiskKeeper
 from vmond.media.store import MediaStore
@@ -74,19 +76,24 @@ async def running(config: Config) -> AsyncIterator[Services]:
         bus = Bus()
         cameras = CameraDirectory(db, config)
         await cameras.reload()
-        prepare_fork_server(["vmond.ingest.prepare", "vmond.media.clipwork"])
+        # vmond.live.streamproc: live view's reader processes are forked from the same server (and import grab).
+        prepare_fork_server(["vmond.ingest.prepare", "vmond.media.clipwork", "vmond.media.video",
+                             "vmond.live.streamproc"])
         parser = await stack.enter_async_context(WorkerPool("parser", memory_limit=PARSER_MEMORY))
-        encoder = await stack.enter_async_context(WorkerPool("encoder", max_tasks=50, memory_limit=ENCODER_MEMORY))
+        encoder = await stack.enter_async_context(WorkerPool("encoder", max_tasks=50, memory_limit=ENCODER_MEMORY,
+                                                                idle=True))
         metrics = Metrics()
         keeper = await stack.enter_async_context(DiskKeeper(config, db, media, io))
         queued = mqtt.notify if mqtt is not None else None  # a change waits in the MQTT outbox
         clips = await stack.enter_async_context(ClipMaker(config, db, bus, media, encoder, metrics, io, queued))
+        live = await stack.enter_async_context(LiveHub(config, db, media, io, bus))
         pipeline = Pipeline(config, spool, media, db, bus, io, parser, metrics, clips, on_disk_full=keeper.nudge,
                             on_queued=queued)
+        clips.wait_while = lambda: pipeline.busy  # clips give way while mails wait to become events
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify, on_low_disk=keeper.nudge)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, started_at=time.monotonic(), mqtt=mqtt,
-                            metrics=metrics, clips=clips, disk=keeper)
+                            metrics=metrics, clips=clips, disk=keeper, live=live)
 
         await stack.enter_async_context(pipeline)
         web_server = await stack.enter_async_context(WebServer(config, create_app(config, services)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -32,10 +33,14 @@ class WorkerFailed(RuntimeError):
     """The task's worker died or overran its time; the message says which."""
 
 
-def _init_worker(nice: int, memory_limit: int | None, daemon_pid: int) -> None:
+def _init_worker(nice: int, memory_limit: int | None, daemon_pid: int, idle: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice:
         os.nice(nice)
+    if idle:
+        # Only the CPU nobody else wants: a clip may wait, the SMTP door and the pipeline may not.
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     if memory_limit:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     threading.Thread(target=_exit_with, args=(daemon_pid,), name="daemon-watch", daemon=True).start()
@@ -74,8 +79,9 @@ class WorkerPool:
     """An async context around a process pool; ``await pool.run(fn, *args, timeout=...)``."""
 
     def __init__(self, name: str, workers: int = 1, max_tasks: int = 200, nice: int = 10,
-                 memory_limit: int | None = 1 << 30) -> None:
+                 memory_limit: int | None = 1 << 30, idle: bool = False) -> None:
         self.name = name
+        self._idle = idle
         self._workers = workers
         self._max_tasks = max_tasks
         self._nice = nice
@@ -89,7 +95,7 @@ class WorkerPool:
     def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=self._workers, mp_context=self._context, initializer=_init_worker,
-            initargs=(self._nice, self._memory_limit, os.getpid()), max_tasks_per_child=self._max_tasks)
+            initargs=(self._nice, self._memory_limit, os.getpid(), self._idle), max_tasks_per_child=self._max_tasks)
 
     async def __aenter__(self) -> WorkerPool:
         self._executor = self._new_executor()

@@ -78,6 +78,7 @@ class Pipeline(BackgroundService):
         self._wake = asyncio.Event()
         self.processed = 0
         self.failed = 0
+        self.busy = False  # spooled mails are waiting to become events
 
     def notify(self, name: str = "") -> None:
         self._wake.set()
@@ -93,8 +94,10 @@ class Pipeline(BackgroundService):
         while True:
             self._wake.clear()
             names = await self._in_thread(self._spool.pending)
+            self.busy = bool(names)
             for name in names:
                 await self._process_with_retries(name)
+            self.busy = False
             if not names:
                 await self._wake.wait()
 

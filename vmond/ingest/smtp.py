@@ -8,12 +8,14 @@ makes cameras drop the alarm, hence :meth:`IngestHandler.handle_exception`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import logging
 import ssl
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
@@ -25,7 +27,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from vmond.ingest.replies import Reply
 from vmond.ingest.smtpsession import CameraSMTP, RefuseConnection, SessionLog, peer_text, printable
 from vmond.ingest.spool import InsufficientStorage, Spool, SpoolEnvelope
-from vmond.store.cameras import record_session
+from vmond.store.cameras import record_sessions
 from vmond.store.refusals import add_refusal
 from vmond.tlscert import server_context
 
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from vmond.store.db import Database
 
 log = logging.getLogger(__name__)
+
+TRANSCRIPT_BATCH = 1.0  # seconds between writes of the installer's session transcripts
 
 
 class IngestHandler:
@@ -52,7 +56,9 @@ class IngestHandler:
         self._io = io_executor
         self._on_spooled = on_spooled
         self._refusal_budget = _TokenBucket(rate=5.0, burst=50)
-        self._writes: set[asyncio.Task[None]] = set()
+        # Ended sessions waiting for the next batch write (bounded: the oldest go first in a flood).
+        self._sessions: deque[SessionLog] = deque(maxlen=1000)
+        self._flusher: asyncio.Task[None] | None = None
         self.storage_refused_at: float | None = None
         self.accepted = 0
         self.refused = 0
@@ -119,24 +125,35 @@ class IngestHandler:
         return self.storage_refused_at is not None and time.monotonic() - self.storage_refused_at < within
 
     def session_ended(self, session_log: SessionLog) -> None:
-        """Keep the transcript for the cameras the session named (written in the background, tracked)."""
+        """Keep the transcript for the cameras the session named. Written in batches about once a second: one
+        transaction for many sessions, instead of an fsynced commit per connection on the single writer."""
         if not session_log.cameras:
             return
-        task = asyncio.create_task(self._record_session(session_log))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._sessions.append(session_log)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon())
 
-    async def _record_session(self, session_log: SessionLog) -> None:
-        try:
-            await self._db.write(record_session, sorted(session_log.cameras), session_log.transcript(),
-                                 session_log.refusals)
-        except Exception:
-            log.exception("could not record the SMTP session of %s", session_log.peer)
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(TRANSCRIPT_BATCH)
+        await self.flush()
+
+    async def close(self) -> None:
+        """At shutdown: write what is waiting now instead of a second from now."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()
 
     async def flush(self) -> None:
-        """Wait for the background writes (at shutdown)."""
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        """Write the sessions that ended since the last batch."""
+        batch = [(sorted(s.cameras), s.transcript(), s.refusals) for s in self._sessions]
+        self._sessions.clear()
+        if batch:
+            try:
+                await self._db.write(record_sessions, batch)
+            except Exception:
+                log.exception("could not record %d SMTP session(s) for the installer's view", len(batch))
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("SMTP session error: %s: %s", type(error).__name__, error, exc_info=error)
@@ -297,5 +314,5 @@ class SmtpServer:
                 break
             await asyncio.sleep(0.025)
         self._servers = []
-        await self._handler.flush()
+        await self._handler.close()
         log.info("SMTP stopped (%d accepted, %d recipients refused)", self._handler.accepted, self._handler.refused)

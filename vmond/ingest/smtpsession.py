@@ -118,7 +118,10 @@ def unstuff(raw: bytes) -> bytes:
 
     A leading dot is removed from every line that has one, as aiosmtpd does (RFC 5321 section 4.5.2).
     """
-    body = b"\r\n" + raw[:-3]  # drop ".\r\n"; the leading CRLF stands for the end of the DATA command line
+    end = len(raw) - 3  # drop ".\r\n"
+    if not raw.startswith(b".") and raw.find(b"\r\n.", 0, end) == -1:
+        return raw[:end]  # the usual case (base64 lines never start with a dot): one scan, one copy
+    body = b"\r\n" + raw[:end]  # the leading CRLF stands for the end of the DATA command line
     return body.replace(b"\r\n.", b"\r\n")[2:]
 
 

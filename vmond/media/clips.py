@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 QUEUE_SIZE = 32
 ENCODE_TIMEOUT = 120.0  # seconds for one clip in the worker; ten 4K stills take a few seconds on a Pi 4
 PROBE_TIMEOUT = 30.0
+MAX_YIELD = 10.0  # seconds a clip waits for the pipeline to catch up before it is made anyway
 
 
 class ClipMaker(BackgroundService):
@@ -56,6 +57,7 @@ class ClipMaker(BackgroundService):
         self._again: set[int] = set()  # more pictures arrived while this event's clip was being made
         self._current: int | None = None
         self.skipped = 0
+        self.wait_while: Callable[[], bool] = lambda: False
 
 
     @property
@@ -114,6 +116,10 @@ class ClipMaker(BackgroundService):
         if len(inputs["images"]) < 2 or not self._config.video.enabled:
             return
         await self._publish_state(event_id, "pending")
+        for _ in range(int(MAX_YIELD / 0.1)):  # a flood of mail first becomes events, then clips
+            if not self.wait_while():
+                break
+            await asyncio.sleep(0.1)
         first = PurePosixPath(inputs["images"][0])
         relpath = str(first.parent / f"event-{event_id}-clip-{len(inputs['images'])}.mp4")
         video = self._config.video

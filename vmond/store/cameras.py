@@ -39,8 +39,9 @@ def get_camera(domain: str, camera_id: int) -> dict[str, Any] | None:
     return None if camera is None else camera_dict(camera, domain)
 
 
-def record_session(camera_ids: list[int], transcript: list[str], refusals: dict[int, dict[str, str]]) -> None:
-    """Keep the last SMTP session that named these cameras, and what each was refused in it, if anything."""
-    Camera.update(last_transcript=transcript).where(Camera.id.in_(camera_ids)).execute()
-    for camera_id, refusal in refusals.items():
-        Camera.update(last_refusal=refusal).where(Camera.id == camera_id).execute()
+def record_sessions(sessions: list[tuple[list[int], list[str], dict[int, dict[str, str]]]]) -> None:
+    """Keep, per camera, the last SMTP session that named it and what it was refused in it (in session order)."""
+    for camera_ids, transcript, refusals in sessions:
+        Camera.update(last_transcript=transcript).where(Camera.id.in_(camera_ids)).execute()
+        for camera_id, refusal in refusals.items():
+            Camera.update(last_refusal=refusal).where(Camera.id == camera_id).execute()
