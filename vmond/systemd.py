@@ -69,7 +69,8 @@ async def watchdog_loop(notifier: Notifier, interval: float, probe: Callable[[],
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.wait_for(probe(), timeout=interval)
+            async with asyncio.timeout(interval):
+                await probe()
         except TimeoutError:
             log.error("watchdog: the database did not answer within %.1f s; not telling systemd we are alive", interval)
             continue

@@ -19,7 +19,11 @@ class BackgroundService:
 
     async def __aexit__(self, *exc_info: object) -> None:
         task, self._task = getattr(self, "_task", None), None
-        if task is not None:
+        while task is not None and not task.done():
+            # Cancel again if a cancellation got lost: Python 3.11's wait_for() can swallow one that arrives just
+            # as its future completes, and the task would then wait forever for work that never comes.
             task.cancel()
+            await asyncio.wait([task], timeout=5)
+        if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+STOP_GRACE = 10.0  # seconds a worker gets to finish its task when the daemon stops
+
 
 class WorkerFailed(RuntimeError):
     """The task's worker died or overran its time; the message says which."""
@@ -107,9 +109,21 @@ class WorkerPool:
 
     async def __aexit__(self, *exc_info: object) -> None:
         executor, self._executor = self._executor, None
-        if executor is not None:
-            self._kill(executor)
-            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+        if executor is None:
+            return
+        # Ask first: killing a worker while the executor still feeds it a task (a big mail) leaves the feeder
+        # thread blocked on a pipe nobody reads, and some Python versions (Debian 12's 3.11.2) then hang at exit.
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_GRACE
+        while any(p.is_alive() for p in processes) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for process in processes:
+            if process.is_alive():
+                log.warning("%s worker did not finish its task in %.0f s; killing it", self.name, STOP_GRACE)
+                process.kill()
+        await loop.run_in_executor(None, executor.shutdown)
 
     @staticmethod
     def _kill(executor: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -139,7 +153,8 @@ class WorkerPool:
                 self._restart("the pool was broken")
                 future = await loop.run_in_executor(None, self._executor.submit, fn, *args)
             try:
-                result = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+                async with asyncio.timeout(timeout):
+                    result = await asyncio.wrap_future(future)
             except TimeoutError:
                 self._restart(f"a task ran longer than {timeout:.0f} s")
                 raise WorkerFailed(f"took longer than {timeout:.0f} s") from None

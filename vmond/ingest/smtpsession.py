@@ -205,7 +205,8 @@ class CameraSMTP(SMTP):
         self.in_data = True
         try:
             try:
-                raw = await asyncio.wait_for(self._read_data(), DATA_DEADLINE)
+                async with asyncio.timeout(DATA_DEADLINE):
+                    raw = await self._read_data()
             except TimeoutError:
                 # A trickle that never ends (a slowloris, or a camera's dying link) must not hold a slot forever.
                 self.log.client("<message not finished in time>")

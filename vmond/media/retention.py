@@ -56,7 +56,8 @@ class DiskKeeper(BackgroundService):
                 log.exception("the disk keeper's round failed; trying again later")
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), INTERVAL)
+                async with asyncio.timeout(INTERVAL):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

@@ -254,7 +254,8 @@ class Forwarder:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("mqtt: forwarding failed; retrying")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()
 
     async def _pass(self) -> None:
         now = time.monotonic()
@@ -395,4 +396,5 @@ async def _in_thread(call: Callable[[], None], timeout: float) -> None:
             loop.call_soon_threadsafe(finish, None)
 
     threading.Thread(target=run, name="mqtt-stop", daemon=True).start()
-    await asyncio.wait_for(done, timeout)
+    async with asyncio.timeout(timeout):
+        await done

@@ -54,7 +54,8 @@ async def health(request: web.Request) -> web.Response:
     disk = await loop.run_in_executor(request.app[IO], shutil.disk_usage, services.spool.root)
     spooled = await loop.run_in_executor(request.app[IO], services.spool.count_pending)
     try:
-        db_latency = await asyncio.wait_for(services.db.ping(), timeout=5)
+        async with asyncio.timeout(5):
+            db_latency = await services.db.ping()
         db_state: dict[str, Any] = {"ok": True, "write_latency_ms": round(db_latency * 1000, 1)}
     except (TimeoutError, Exception) as exc:  # noqa: BLE001 - health reports, never raises
         db_state = {"ok": False, "error": type(exc).__name__}

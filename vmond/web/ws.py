@@ -134,7 +134,8 @@ async def _send_loop(ws: web.WebSocketResponse, subscription: Subscription, back
 
 
 async def _send(ws: web.WebSocketResponse, payload: dict[str, Any]) -> None:
-    await asyncio.wait_for(ws.send_json(payload), timeout=SEND_TIMEOUT)
+    async with asyncio.timeout(SEND_TIMEOUT):
+        await ws.send_json(payload)
 
 
 async def close_all(app: web.Application) -> None:
