@@ -76,9 +76,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
         bus = Bus()
         cameras = CameraDirectory(db, config)
         await cameras.reload()
-        # vmond.live.streamproc: live view's reader processes are forked from the same server (and import grab).
+        # vmond.live.grab: live view's snapshot worker and reader processes are forked from the same server.
         prepare_fork_server(["vmond.ingest.prepare", "vmond.media.clipwork", "vmond.media.video",
-                             "vmond.live.streamproc"])
+                             "vmond.live.work", "vmond.live.grab"])
         parser = await stack.enter_async_context(WorkerPool("parser", memory_limit=PARSER_MEMORY))
         encoder = await stack.enter_async_context(WorkerPool("encoder", max_tasks=50, memory_limit=ENCODER_MEMORY,
                                                                 idle=True))

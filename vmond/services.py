@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from vmond.ingest.pipeline import Pipeline
     from vmond.ingest.smtp import IngestHandler, SmtpServer
     from vmond.ingest.spool import Spool
+    from vmond.live.hub import LiveHub
     from vmond.media.clips import ClipMaker
     from vmond.media.retention import DiskKeeper
     from vmond.media.store import MediaStore
@@ -40,3 +41,4 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     clips: ClipMaker | None = None
     disk: DiskKeeper | None = None
+    live: LiveHub | None = None  # snapshots and live view from the cameras' RTSP streams

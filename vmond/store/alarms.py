@@ -22,6 +22,7 @@ from vmond.store.models import (
     AuditEntry,
     Camera,
     Contact,
+    Media,
     User,
     utcnow,
 )
@@ -39,6 +40,7 @@ RESOLUTION_CODES = {
     "other": "Other (see text)",
 }
 MAX_NOTE = 4000
+SNAPSHOT_KIND = "snapshot"  # media vmond took from the camera's stream when the alarm was raised (not camera-sent)
 
 
 class AlarmNotFound(LookupError):
@@ -133,7 +135,21 @@ def alarm_detail(domain: str, alarm_id: int) -> dict[str, Any]:
                         "text": n.text} for n in notes]
     detail["audit"] = [{"at": _iso(a.at), "who": _who(users.get(a.user_id)), "action": a.action,
                         "detail": a.detail} for a in audit]
+    detail["snapshot"] = _snapshot(alarm, audit)
     return detail
+
+
+def _snapshot(alarm: Alarm, audit: list[AuditEntry]) -> dict[str, Any] | None:
+    """The picture taken from the camera's stream when the alarm was raised, or why there is none."""
+    media = (Media.select().where(Media.event == alarm.event_id, Media.kind == SNAPSHOT_KIND)
+             .order_by(Media.id.desc()).first())
+    if media is not None:
+        return {"state": "ready", "url": f"/api/alarms/{alarm.id}/snapshot", "taken_at": _iso(media.created_at),
+                "width": media.width, "height": media.height}
+    failed = [a for a in audit if a.action == "alarm.snapshot_failed"]
+    if failed:
+        return {"state": "failed", "error": failed[-1].detail.get("error", ""), "at": _iso(failed[-1].at)}
+    return None
 
 
 def list_alarms(state: str = "open", query: str = "", account_id: int | None = None, camera_id: int | None = None,
@@ -246,3 +262,37 @@ def resolve(alarm_id: int, user_id: int, code: str, text: str, topics: Topics | 
     alarm.save()
     return _changed(alarm_id, user_id, "alarm.resolve", {"code": code, "text": text[:200]}, topics)
 
+
+
+# --- the picture at raising (``live.snapshot_on_alarm``): written by vmond.live, after the alarm is raised --------
+
+
+def attach_alarm_snapshot(alarm_id: int, path: str, *, sha256: str, size: int, width: int, height: int,
+                          taken_at: datetime) -> dict[str, Any] | None:
+    """Keep the picture at *path* (under the media directory) as the alarm's picture at raising: media of the
+    alarm's event of kind ``snapshot`` (so retention treats it as the event's other media; the Event's
+    ``images`` and clips leave it out, since the camera did not send it). None if the alarm is gone."""
+    alarm = Alarm.get_or_none(Alarm.id == alarm_id)
+    if alarm is None:
+        return None
+    Media.create(event=alarm.event_id, kind=SNAPSHOT_KIND, position=-2, path=path, content_type="image/jpeg",
+                 sha256=sha256, bytes=size, width=width, height=height, created_at=taken_at,
+                 original_name=f"alarm-{alarm_id}-at-raising.jpg")
+    return _changed(alarm_id, None, "alarm.snapshot", {"taken_at": _iso(taken_at)}, None)
+
+
+def record_alarm_snapshot_failure(alarm_id: int, error: str) -> dict[str, Any] | None:
+    """No picture at raising: the reason goes on the alarm's audit trail, where the guard sees it."""
+    if Alarm.get_or_none(Alarm.id == alarm_id) is None:
+        return None
+    return _changed(alarm_id, None, "alarm.snapshot_failed", {"error": error[:300]}, None)
+
+
+def alarm_snapshot_file(alarm_id: int) -> dict[str, Any] | None:
+    """Path and size of the alarm's picture at raising, if it has one."""
+    alarm = Alarm.get_or_none(Alarm.id == alarm_id)
+    if alarm is None:
+        return None
+    media = (Media.select().where(Media.event == alarm.event_id, Media.kind == SNAPSHOT_KIND)
+             .order_by(Media.id.desc()).first())
+    return None if media is None else {"path": media.path, "content_type": media.content_type}

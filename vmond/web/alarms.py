@@ -13,7 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from vmond import auth
-from vmond.keys import BUS, CONFIG, DB
+from vmond.keys import BUS, CONFIG, DB, SERVICES
+from vmond.live.hub import camera_source
 from vmond.mqtt.topics import outbox_topics
 from vmond.store.alarms import (
     RESOLUTION_CODES,
@@ -60,6 +61,9 @@ async def _raise(request: web.Request) -> tuple[dict[str, Any], bool]:
         alarm = await request.app[DB].write(acknowledge, alarm["id"], _user_id(request), outbox_topics(config))
         request.app[BUS].publish("event.updated", event)
         _publish(request, "created", alarm)
+        live = request.app[SERVICES].live
+        if live is not None:  # the camera's picture at this moment, taken in the background (live.snapshot_on_alarm)
+            live.snapshot_for_alarm(alarm["id"], (alarm.get("camera") or {}).get("id"))
     return alarm, created
 
 
@@ -191,8 +195,12 @@ async def page_list(request: web.Request) -> web.StreamResponse:
 @require("guard")
 async def page_detail(request: web.Request) -> web.StreamResponse:
     alarm = await _detail(request)
-    return render(request, "alarm.html", {"alarm": alarm, "codes": RESOLUTION_CODES,
-                                          "seq": request.app[BUS].last_seq})
+    live = request.app[SERVICES].live
+    source = await request.app[DB].read(camera_source, alarm["camera"]["id"]) if alarm["camera"] else None
+    return render(request, "alarm.html", {
+        "alarm": alarm, "codes": RESOLUTION_CODES, "seq": request.app[BUS].last_seq,
+        "live_camera": alarm["camera"] if live is not None and source is not None and source[1] else None,
+        "snapshot_pending": live is not None and alarm["id"] in live.pending_alarm_snapshots})
 
 
 async def _form(request: web.Request) -> dict[str, str]:

@@ -12,6 +12,7 @@ import jinja2
 from aiohttp import web
 
 from vmond import keys
+from vmond.live import routes as live
 from vmond.tlscert import server_context
 from vmond.web import admin, adminpages, alarms, api, cameras, login, pages, ws
 from vmond.web.login import LoginLimiter
@@ -82,6 +83,10 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app.router.add_get("/api/cameras", cameras.api_list)
     app.router.add_post("/api/cameras", admin.cameras_create)
     app.router.add_get("/api/cameras/{camera_id}", cameras.api_detail)
+    app.router.add_get("/api/cameras/{camera_id}/snapshot", live.snapshot)
+    app.router.add_get("/api/cameras/{camera_id}/live", live.stream)
+    app.router.add_get("/api/live", live.status)
+    app.router.add_get("/api/alarms/{alarm_id}/snapshot", live.alarm_snapshot)
     app.router.add_patch("/api/cameras/{camera_id}", admin.camera_update)
     app.router.add_delete("/api/cameras/{camera_id}", admin.camera_delete)
     app.router.add_get("/api/accounts", admin.accounts_list)
@@ -97,6 +102,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     _add_admin_pages(app.router)
     app.router.add_static("/static/", str(paths.static), name="static")
     app.on_shutdown.append(ws.close_all)
+    app.on_shutdown.append(live.end_streams)  # or the web server would wait out its timeout for the streams
     return app
 
 

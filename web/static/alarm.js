@@ -26,11 +26,34 @@ async function refresh() {
     item.appendChild(document.createTextNode(" " + entry.action));
     return item;
   }));
+  showSnapshot(alarm.snapshot);
   const handler = document.getElementById("handler");
   const handling = alarm.acknowledged_by ? alarm.acknowledged_by.username : "";
   if (alarm.state !== handler.dataset.state || handling !== handler.dataset.handler) {
     // Someone took the alarm or closed it: the page's controls change, so take them fresh from the server.
     window.location.reload();
+  }
+}
+
+// The camera's picture at the moment of raising (live.snapshot_on_alarm) arrives a moment after the page.
+function showSnapshot(snapshot) {
+  const box = document.getElementById("raised-snapshot");
+  if (!box || !snapshot || box.dataset.shown === snapshot.state) return;
+  box.dataset.shown = snapshot.state;
+  if (snapshot.state === "ready") {
+    const image = el("img");
+    image.src = snapshot.url;
+    image.width = snapshot.width;
+    image.height = snapshot.height;
+    image.alt = "The camera's picture at the moment the alarm was raised";
+    const caption = el("figcaption");
+    caption.append(el("strong", null, "At the moment of raising"),
+      " · " + localTime(snapshot.taken_at) + " · taken by vmond from the camera's stream (not sent by the camera)");
+    const figure = el("figure");
+    figure.append(image, caption);
+    box.replaceChildren(figure);
+  } else if (snapshot.state === "failed") {
+    box.replaceChildren(el("p", "warn", "No picture from the moment of raising: " + snapshot.error));
   }
 }
 
