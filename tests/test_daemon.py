@@ -121,6 +121,13 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # zombies are gone
+    except OSError:
+        return False
+
+
 def test_workers_do_not_outlive_a_killed_daemon(vmond: Vmond) -> None:
     vmond.start()
     assert vmond.process is not None
@@ -128,7 +135,6 @@ def test_workers_do_not_outlive_a_killed_daemon(vmond: Vmond) -> None:
     assert len(workers) >= 3  # the fork server and the parser and encoder workers
     vmond.stop(signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while alive := {pid for pid in workers if Path(f"/proc/{pid}").exists()
-                    and "(Z)" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:4]}:
+    while alive := {pid for pid in workers if running(pid)}:
         assert time.monotonic() < deadline, f"left behind: {alive}"
         time.sleep(0.1)

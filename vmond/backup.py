@@ -1,8 +1,8 @@
 """``vmond backup DEST`` and ``vmond restore SRC``: the database, the media and the spool, consistent, online.
 
-The database is copied with SQLite's online backup API (a consistent snapshot while the daemon keeps writing);
-then the media files that snapshot refers to, and every mail waiting in the spool (acknowledged to a camera but
-not yet an event: it must not be left behind). A restore puts it all into an empty data directory while no
+Every mail waiting in the spool (acknowledged to a camera but not yet an event: it must not be left behind) is
+copied first; then the database, with SQLite's online backup API (a consistent snapshot while the daemon keeps
+writing); then the media files that snapshot refers to. A restore puts it all into an empty data directory while no
 daemon runs there; on its next start the daemon turns the spooled mails into events as usual.
 """
 
@@ -67,6 +67,13 @@ def backup(data_dir: Path, dest: Path) -> dict[str, int | str]:
         raise BackupError(f"no database at {source_db}")
     dest.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    # The spool first, the database after: a mail that leaves the spool in between was committed before it left,
+    # so the snapshot has it. (The other order would lose one committed and removed between the two.) A mail in
+    # both is recognised by its ingest key when the restored daemon replays the spool.
+    spooled = 0
+    spool = data_dir / "spool" / "new"
+    for entry in sorted(spool.iterdir()) if spool.is_dir() else ():
+        spooled += _copy(entry, dest / "spool" / "new" / entry.name)
     with sqlite3.connect(source_db, timeout=30) as live, sqlite3.connect(dest / DB_NAME) as copy:
         live.backup(copy, pages=4096)  # in steps, so the daemon's writer is never held up for long
         media = [row[0] for row in copy.execute("SELECT path FROM media UNION SELECT thumb_path FROM media "
@@ -76,10 +83,6 @@ def backup(data_dir: Path, dest: Path) -> dict[str, int | str]:
     live.close()
     copy.close()
     copied_media = sum(_copy(data_dir / "media" / path, dest / "media" / path) for path in media)
-    spooled = 0
-    spool = data_dir / "spool" / "new"
-    for entry in sorted(spool.iterdir()) if spool.is_dir() else ():
-        spooled += _copy(entry, dest / "spool" / "new" / entry.name)
     manifest = {"vmond": vmond.__version__, "schema": schema, "taken_at": datetime.now(UTC).isoformat(),
                 "events": events, "media_files": copied_media, "media_missing": len(media) - copied_media,
                 "spooled_mails": spooled, "seconds": round(time.monotonic() - started, 2)}
