@@ -291,6 +291,19 @@ def address_space_limit(pid: int) -> int | None:
     return None
 
 
+def unit_environment() -> dict[str, str]:
+    """The Environment= lines of systemd/vmond.service: vmond is measured the way the appliance runs it."""
+    found: dict[str, str] = {}
+    unit = ROOT / "systemd" / "vmond.service"
+    for line in unit.read_text().splitlines() if unit.is_file() else ():
+        if line.startswith("Environment="):
+            found.update(item.split("=", 1) for item in line.split("=", 1)[1].split())
+    return found
+
+
+UNIT_ENVIRONMENT = unit_environment()
+
+
 class ProcessTree:
     """A server process and everything it started: vmond's fork server, its parser and encoder workers."""
 
@@ -438,7 +451,7 @@ class Vmond(Server):
         self.notify = Notifications(folder / "notify.sock")
 
     def start(self) -> None:
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "PYTHONPATH": str(ROOT), **UNIT_ENVIRONMENT}
         with (self.folder / "vmond.log").open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -854,6 +867,9 @@ def p(values: Sequence[float]) -> str:
 
 def print_tables(args: argparse.Namespace, pairs: list[tuple[Load, Load]], paced: Load | None,
                  clips: tuple[list[Load], list[Load]] | None) -> dict[str, tuple[bool, str]]:
+    environment = " ".join(f"{key}={value}" for key, value in UNIT_ENVIRONMENT.items())
+    print(f"vmond runs with the service unit's environment: {environment}")
+    print()
     print(f"Back to back: each camera sends its next mail as soon as the last one is done, for {args.duration:g} s "
           "(vmond's end-to-end latency then measures how far its pipeline falls behind its SMTP door)")
     print()

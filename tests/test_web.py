@@ -298,3 +298,25 @@ async def test_metrics_in_prometheus_text(daemon: Daemon) -> None:
     assert "# TYPE vmond_mqtt_outbox_depth gauge" in text
     status, _ = await daemon.api("GET", "/metrics", None)
     assert status == 401
+
+
+async def test_the_wall_loads_light(daemon: Daemon) -> None:
+    """The wall's first load (page, styles, scripts; not the pictures) stays under 100 KB on a guard's phone."""
+    await daemon.add_user("guard1", "guard")
+    total = 0
+    async with browser() as http:
+        await log_in(daemon, http, "guard1")
+        async with http.get(f"{daemon.url}/") as response:
+            page = await response.text()
+            total += len(page.encode())
+        assets = re.findall(r'(?:src|href)="(/static/[^"?]+)', page)
+        scripts = [a for a in assets if a.endswith(".js")]
+        for script in scripts:  # and what the modules import
+            async with http.get(daemon.url + script) as response:
+                assets += [f"/static/{name}" for name in re.findall(r'from "\./([\w.]+)"', await response.text())]
+        for asset in sorted(set(assets)):
+            async with http.get(daemon.url + asset) as response:
+                assert response.status == 200, asset
+                total += len(await response.read())
+    assert {"/static/app.css", "/static/wall.js", "/static/common.js"} <= set(assets)
+    assert total < 100_000, total
