@@ -33,7 +33,8 @@ async def test_the_whole_alarm_workflow(daemon: Daemon, guard: str) -> None:
             message = live._queue.get_nowait()
             if message.type.startswith("alarm.") or message.data.get("status") == "alarmed":
                 seen.append(message.type)  # (the clip being made sends event.updated of its own meanwhile)
-        assert seen == ["event.updated", "alarm.created"]
+        # The event turns "alarmed" before the alarm is announced (clip updates of the alarmed event may follow).
+        assert seen.count("alarm.created") == 1 and seen.index("event.updated") < seen.index("alarm.created")
     # A second guard pressing "alarm" on the same event gets the same alarm.
     status, again = await daemon.api("POST", f"/api/events/{event_id}/alarm", guard)
     assert status == 200 and again["id"] == alarm["id"]
