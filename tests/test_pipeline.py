@@ -180,3 +180,42 @@ async def test_a_cameras_resend_is_noted_not_raised_twice(daemon: Daemon) -> Non
     front = events["Front Door"]
     assert "retried" in front["flags"] and len(front["images"]) == 3 and front["mail_count"] == 1
     assert "retried" not in events["Back Yard"]["flags"]
+
+
+async def test_a_backlog_is_parsed_ahead_in_order_and_a_resend_in_it_is_still_noticed(
+        make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
+    config = make_config(events={"coalesce_window": "0s"})
+    spool = Spool(config.storage.data_dir / "spool")
+    spool.prepare()
+    backlog = [("amcrest-tamper.eml", "camera-front@monitor.local"),
+               ("swann-nvr-human.eml", "camera-back@monitor.local"),
+               ("amcrest-tamper.eml", "camera-front@monitor.local"),  # the same mail again: the camera's resend
+               ("nvr-fn3108xe-motion.eml", "camera-front@monitor.local")]
+    names = [spool.store_sync(sample(mail), envelope(to)) for mail, to in backlog]
+    steps: list[tuple[str, str]] = []
+    load, build = Spool.load, pipeline_module.build_records
+
+    def recorded_load(self: Spool, name: str):  # noqa: ANN202 - the wrapped method's own type
+        steps.append(("load", name))
+        return load(self, name)
+
+    def slow_build(entry, *args):  # noqa: ANN001, ANN202 - passed through as is
+        steps.append(("store", entry.name))
+        time.sleep(0.3)  # storing takes a while: the next mail's parse overlaps it
+        steps.append(("stored", entry.name))
+        return build(entry, *args)
+
+    monkeypatch.setattr(Spool, "load", recorded_load)
+    monkeypatch.setattr(pipeline_module, "build_records", slow_build)
+    async with running(config) as services:
+        daemon = Daemon(services)
+        await daemon.wait_idle()
+        events = sorted(await all_events(daemon), key=lambda e: e["id"])
+    assert [(e["camera"]["name"], e["event_type"]) for e in events] == [
+        ("Front Door", "Tamper Detect"), ("Back Yard", "Human"), ("Front Door", "motion alarm")]
+    assert "retried" in events[0]["flags"] and events[0]["mail_count"] == 1
+    for current, following in zip(names[:2], names[1:3], strict=True):
+        assert steps.index(("load", following)) < steps.index(("stored", current))
+    assert ("store", names[2]) not in steps  # the resend stores nothing
+    assert [name for step, name in steps if step == "load"] == names
+    assert list(spool.new.iterdir()) == []

@@ -3,7 +3,8 @@
 One task drains ``spool/new`` in arrival order, and at start-up replays whatever a crash left there. A spool
 file is deleted only after the commit that holds its event; a replay of a file that was already committed finds
 its ingest key and creates nothing twice. Parsing and picture checks run in a worker process, file writes on
-I/O threads: never on the loop.
+I/O threads: never on the loop. While one mail is stored and committed, the next one is already parsed: the
+parse has no side effects, so this changes nothing about what a crash leaves behind.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from vmond.crashpoints import crashpoint
 from vmond.ingest.prepare import PreparedMail, prepare_mail
 from vmond.ingest.records import build_records, content_digest, local_parts, resend_record
-from vmond.ingest.spool import Spool
+from vmond.ingest.spool import Spool, SpoolEntry
 from vmond.mqtt.topics import outbox_topics
 from vmond.store.events import IngestResult, find_resend, record_mail, record_resend
 from vmond.tasks import BackgroundService
@@ -95,17 +96,45 @@ class Pipeline(BackgroundService):
             self._wake.clear()
             names = await self._in_thread(self._spool.pending)
             self.busy = bool(names)
-            for name in names:
-                await self._process_with_retries(name)
+            await self._drain(names)
             self.busy = False
             if not names:
                 await self._wake.wait()
 
-    async def _process_with_retries(self, name: str) -> None:
+    async def _drain(self, names: list[str]) -> None:
+        """Process ``names`` in order, each one's parse started while its predecessor is stored."""
+        ahead: asyncio.Task[tuple[SpoolEntry, PreparedMail]] | None = None
+        try:
+            for index, name in enumerate(names):
+                current = ahead or asyncio.ensure_future(self._load_and_parse(name))
+                ahead = None
+                if index + 1 < len(names):
+                    ahead = asyncio.ensure_future(self._load_and_parse(names[index + 1], after=current))
+                await self._process_with_retries(name, current)
+        finally:
+            if ahead is not None and not ahead.cancel() and not ahead.cancelled():
+                ahead.exception()  # done already: its failure needs no "never retrieved" warning
+
+    async def _load_and_parse(self, name: str, after: asyncio.Future[Any] | None = None,
+                              ) -> tuple[SpoolEntry, PreparedMail]:
+        if after is not None:
+            await asyncio.wait([after])  # the worker parses in arrival order
+        entry = await self._in_thread(self._spool.load, name)
+        return entry, await self._parse(entry.content)
+
+    async def _parse(self, content: bytes) -> PreparedMail:
+        try:
+            return await self._workers.run(prepare_mail, content, timeout=PARSE_TIMEOUT)
+        except WorkerFailed as exc:
+            # The mail itself is the likeliest cause: keep it raw rather than retry it into the same wall.
+            return PreparedMail(parsed=None, error=f"parser {exc}")
+
+    async def _process_with_retries(self, name: str,
+                                    parsed: asyncio.Future[tuple[SpoolEntry, PreparedMail]] | None = None) -> None:
         attempt = 0
         while attempt < MAX_ATTEMPTS:
             try:
-                await self.process(name)
+                await self.process(name, parsed)
                 return
             except asyncio.CancelledError:
                 raise
@@ -119,15 +148,31 @@ class Pipeline(BackgroundService):
                     await asyncio.sleep(DISK_FULL_RETRY)
                     continue
                 attempt += 1
+                parsed = None  # a retry reads and parses the file afresh
                 log.exception("processing spooled mail %s failed (attempt %d of %d)", name, attempt, MAX_ATTEMPTS)
                 await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
         self.failed += 1
         target = await self._in_thread(self._spool.set_aside, name)
         log.error("spooled mail %s could not be processed; kept as %s for inspection", name, target)
 
-    async def process(self, name: str) -> None:
-        """Turn one spool file into events (one per recipient camera), then delete it."""
-        entry = await self._in_thread(self._spool.load, name)
+    async def process(self, name: str,
+                      parsed: asyncio.Future[tuple[SpoolEntry, PreparedMail]] | None = None) -> None:
+        """Turn one spool file into events (one per recipient camera), then delete it.
+
+        ``parsed``, when given, delivers the file's content and parse (started ahead of time); when it fails, the
+        file is read and parsed here again, so its error surfaces in this mail's own attempt.
+        """
+        entry: SpoolEntry | None = None
+        prepared: PreparedMail | None = None
+        if parsed is not None:
+            try:
+                entry, prepared = await parsed
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - read and parse again below, where a failure counts as an attempt
+                log.debug("parsing spooled mail %s ahead of time failed; trying again", name, exc_info=True)
+        if entry is None:
+            entry = await self._in_thread(self._spool.load, name)
         domain = self._config.smtp.domain
         digest = await self._in_thread(content_digest, entry.content)
         resends = {}
@@ -140,11 +185,8 @@ class Pipeline(BackgroundService):
             self._announce(await self._db.write(record_resend, domain, record.ingest_key, event_id, record,
                                                 self._topics))
         if len(resends) < len(local_parts(entry, domain)):
-            try:
-                prepared = await self._workers.run(prepare_mail, entry.content, timeout=PARSE_TIMEOUT)
-            except WorkerFailed as exc:
-                # The mail itself is the likeliest cause: keep it raw rather than retry it into the same wall.
-                prepared = PreparedMail(parsed=None, error=f"parser {exc}")
+            if prepared is None:
+                prepared = await self._parse(entry.content)
             records = await self._in_thread(build_records, entry, prepared, self._media, domain, set(resends),
                                             digest)
         else:
