@@ -15,8 +15,9 @@ Measured: mails/s; accept latency (final ``.\\r\\n`` sent -> 250 received); vmon
 ``.\\r\\n`` -> ``event.created`` for that mail on the WebSocket); server CPU seconds per mail over the process tree
 (vmond's main process and its parser/encoder workers separately, counted until the pipeline has caught up); RSS
 (main process idle before the load and peak during it; each worker role's peak). Then 8 cameras paced at one mail
-a second each (the end-to-end latency when the pipeline can keep up), and 8 cameras back to back with 3-picture mails,
-``video.enabled`` false and true in turns: the accept latency while clips encode. Every loop is bounded in time and
+a second each (the end-to-end latency when the pipeline can keep up), and 8 cameras each sending a 3-picture mail a
+second, ``video.enabled`` false and true in turns: the accept latency while clips encode (paced, because a mail
+backlog makes vmond hold its clips back). Every loop is bounded in time and
 count; subprocesses and scratch folders are removed on failure, Ctrl-C and SIGTERM too.
 
     .venv/bin/python bench/ingest.py [--cameras 1,8,32] [--duration 3] [--paced-cameras 8] [--clips-cameras 8]
@@ -906,21 +907,25 @@ def print_tables(args: argparse.Namespace, pairs: list[tuple[Load, Load]], paced
               f"| {p(paced.accept_ms())} | {p(e2e)} | {ms(max(e2e, default=float('nan')))} |")
     if clips is not None:
         print()
-        print(f"Clips: {args.clips_cameras} cameras back to back, 3-picture mails only, {args.clips_duration:g} s per "
-              "run, runs alternating (accept latency only: no catch-up, the encoder is busy throughout the load)")
+        pace = (f"each one mail every {args.clips_interval:g} s" if args.clips_interval else "back to back "
+                "(a backlog: vmond holds its clips back until the pipeline has caught up)")
+        print(f"Clips: {args.clips_cameras} cameras, {pace}, 3-picture mails only, {args.clips_duration:g} s per "
+              "run, runs alternating (accept latency only: no catch-up wait)")
         print()
-        print("| video.enabled | run | mails/s | accept p50 / p99 ms | clips made during the load "
+        print("| video.enabled | run | mails/s | accept p50 / p99 ms | clips made / skipped during the load "
               "| CPU cores busy during the load: main + workers | encoder worker RSS peak MB |")
         print("|---|--:|--:|--:|--:|--:|--:|")
         for video, loads in zip(("false", "true"), clips, strict=True):
             for load in loads:
                 span = load.drained - load.started
                 print(f"| {video} | {load.label.rsplit('-', 1)[1]} | {load.rate:.1f} | {p(load.accept_ms())} "
-                      f"| {len(load.clips_ready)} | {div(load.cpu.get('main', 0), span):.2f} + "
+                      f"| {len(load.clips_ready)} / {len(load.clips_skipped)} "
+                      f"| {div(load.cpu.get('main', 0), span):.2f} + "
                       f"{div(load.cpu.get('workers', 0), span):.2f} | {load.peak_rss.get('encoder', 0):.0f} |")
             pooled = [value for load in loads for value in load.accept_ms()]
             print(f"| {video} | all | {statistics.mean(load.rate for load in loads):.1f} | {p(pooled)} "
-                  f"| {sum(len(load.clips_ready) for load in loads)} | | |")
+                  f"| {sum(len(load.clips_ready) for load in loads)} / "
+                  f"{sum(len(load.clips_skipped) for load in loads)} | | |")
 
     results: dict[str, tuple[bool, str]] = {}
     by_cameras = {mine.cameras: (mine, ref) for mine, ref in pairs}
@@ -995,7 +1000,8 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
             for turn in range(1, args.clips_repeat + 1):
                 for video in (False, True):
                     load = await run.vmond(f"clips-{'on' if video else 'off'}-{turn}", args.clips_cameras, generated,
-                                           video=video, duration=args.clips_duration, catch_up=False)
+                                           video=video, duration=args.clips_duration, catch_up=False,
+                                           interval=args.clips_interval)
                     print(describe(load), flush=True)
                     clips[video].append(load)
     finally:
@@ -1020,7 +1026,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--paced-interval", type=float, default=1.0, help="seconds between a paced camera's mails")
     parser.add_argument("--paced-duration", type=float, default=10.0, help="seconds of the paced run (10)")
     parser.add_argument("--clips-cameras", type=int, default=8, help="cameras of the clips comparison (0: skip it)")
-    parser.add_argument("--clips-duration", type=float, default=6.0, help="seconds of each clips run (6)")
+    parser.add_argument("--clips-duration", type=float, default=10.0, help="seconds of each clips run (10)")
+    parser.add_argument("--clips-interval", type=float, default=1.0,
+                        help="seconds between a camera's mails in the clips runs (1; 0: back to back)")
     parser.add_argument("--clips-repeat", type=int, default=2, help="runs without and with clips, alternating (2)")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temporary one; put it on "
                         "the disk vmond's data directory would use, since both servers fsync)")
