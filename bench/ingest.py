@@ -1026,7 +1026,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--paced-interval", type=float, default=1.0, help="seconds between a paced camera's mails")
     parser.add_argument("--paced-duration", type=float, default=10.0, help="seconds of the paced run (10)")
     parser.add_argument("--clips-cameras", type=int, default=8, help="cameras of the clips comparison (0: skip it)")
-    parser.add_argument("--clips-duration", type=float, default=10.0, help="seconds of each clips run (10)")
+    parser.add_argument("--clips-duration", type=float, default=20.0, help="seconds of each clips run (20)")
     parser.add_argument("--clips-interval", type=float, default=1.0,
                         help="seconds between a camera's mails in the clips runs (1; 0: back to back)")
     parser.add_argument("--clips-repeat", type=int, default=2, help="runs without and with clips, alternating (2)")
