@@ -25,6 +25,7 @@ from conftest import MAIL_DIR, Daemon, write_config
 
 from vmond.config import load_config
 from vmond.daemon import running
+from vmond.ingest.smtpsession import DOT_PROBES, END_OF_DATA, find_end_of_data, has_dot_line
 from vmond.ingest.spool import Spool
 
 RECIPIENT = "camera-front@monitor.local"
@@ -299,3 +300,21 @@ async def test_size_limit_like_stock(extra: int, tmp_path: Path, start_stock: Ca
             assert stock_done.startswith("250 ") and vmond_done.startswith("250 2.0.0"), (stock_done, vmond_done)
             assert stock.handler.contents == [raw] and spooled == [raw]
         assert stock_noop.startswith("250") and vmond_noop.startswith("250")  # the session goes on
+
+
+def test_dot_searches_agree_with_the_plain_ones() -> None:
+    """The memchr-speed searches for a dot line and for CRLF.CRLF give what the plain searches give, also past the
+    dots they look at one by one."""
+    rnd = random.Random(7)
+    pieces = [b"a", b".", b"..", b"\r\n", b"\r", b"\n", b"\r\n.", b"\r\n.\r\n", b"QUJD" * 20]
+    for _ in range(3000):
+        raw = b"".join(rnd.choice(pieces) for _ in range(rnd.randrange(0, 400))) + b".\r\n"
+        end = len(raw) - 3
+        assert has_dot_line(raw, end) == (raw.startswith(b".") or raw.find(b"\r\n.", 0, end) != -1), raw
+        data = bytearray(raw)
+        start = rnd.randrange(0, len(data))
+        assert find_end_of_data(data, start) == data.find(END_OF_DATA, start), (raw, start)
+    dotted = b"x." * (DOT_PROBES * 2)
+    assert has_dot_line(dotted + b"\r\n.x.\r\n", len(dotted) + 4)
+    assert not has_dot_line(dotted + b"\r\nx.\r\n", len(dotted) + 4)
+    assert find_end_of_data(bytearray(dotted + b"\r\n.\r\n"), 0) == len(dotted)

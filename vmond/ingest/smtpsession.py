@@ -308,9 +308,8 @@ class CameraSMTP(SMTP):
             reader._buffer[0:0] = data[end:]  # type: ignore[attr-defined]
         if dropped + found > limit:
             return None
-        del data[end:]
-        del data[:2]
-        return bytes(data)
+        with memoryview(data) as view:
+            return bytes(view[2:end])  # one copy, without the CRLF put in front
 
     # AUTH PLAIN and LOGIN as aiosmtpd has them, but the credential check is awaited (a stored password hash is
     # verified on a thread) instead of aiosmtpd's synchronous authenticator call.
