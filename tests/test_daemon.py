@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import signal
 import smtplib
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PASSWORD, send_data, write_config
-from vmondproc import Notifications, Vmond
+from conftest import send_data, write_config
+from vmondproc import Vmond, vmond_with_admin
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def vmond(tmp_path: Path) -> Iterator[Vmond]:
-    config = write_config(tmp_path)
-    subprocess.run([sys.executable, "-m", "vmond", "user", "add", "admin", "--role", "admin", "--password-stdin",
-                    "--config", str(config)], input=f"{PASSWORD}\n".encode(), check=True, capture_output=True)
-    notify = Notifications(tmp_path / "notify.sock")
-    daemon = Vmond(config, notify, tmp_path / "vmond.log")
-    yield daemon
-    if daemon.process is not None and daemon.process.poll() is None:
-        daemon.process.kill()
-        daemon.process.wait()
-    notify.close()
+    with vmond_with_admin(tmp_path, write_config(tmp_path)) as daemon:
+        yield daemon
 
 
 def test_notify_sequence_ready_watchdog_stopping(vmond: Vmond) -> None:

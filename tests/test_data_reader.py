@@ -13,7 +13,6 @@ import asyncio
 import base64
 import random
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP
 from conftest import MAIL_DIR, Daemon, write_config
+from rawsmtp import RawSession
 
 from vmond.config import load_config
 from vmond.daemon import running
@@ -94,37 +94,9 @@ WIRE: dict[str, bytes] = {
 }
 
 
-class Client:
-    """A line-level SMTP client on a raw socket (blocking: run it in a thread, the servers share the test's loop)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.reply()
-
-    def reply(self) -> str:
-        lines = []
-        while True:
-            line = self.file.readline().decode("utf-8", "replace")
-            if not line:
-                raise ConnectionError("closed: " + "".join(lines))
-            lines.append(line)
-            if len(line) < 4 or line[3] != "-":
-                return "".join(lines)
-
-    def cmd(self, line: str) -> str:
-        self.sock.sendall(line.encode() + b"\r\n")
-        return self.reply()
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-
 def transaction(port: int, wire: bytes, pieces: int = 1, pipelined: bool = False) -> tuple[str, str]:
     """EHLO, MAIL, RCPT, DATA, then *wire* (in *pieces* writes), NOOP and QUIT; returns the DATA and NOOP replies."""
-    client = Client(port)
+    client = RawSession(port)
     try:
         assert client.cmd("EHLO camera").startswith("250")
         assert client.cmd("MAIL FROM:<cam@cam.lan>").startswith("250")

@@ -15,15 +15,14 @@ import smtplib
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, Daemon, distinct, sample, send_data, write_config
-from vmondproc import Notifications, Vmond
+from conftest import Daemon, distinct, sample, send_data, write_config
+from vmondproc import Notifications, Vmond, vmond_with_admin
 
 from vmond.crashpoints import EXIT_CODE
 
@@ -45,15 +44,8 @@ def stalls(log: Path) -> list[str]:
 def vmond(tmp_path: Path) -> Iterator[Vmond]:
     config = write_config(tmp_path, smtp={"listen": "127.0.0.1:0", "domain": "monitor.local",
                                           "max_connections": 200})
-    subprocess.run([sys.executable, "-m", "vmond", "user", "add", "admin", "--role", "admin", "--password-stdin",
-                    "--config", str(config)], input=f"{PASSWORD}\n".encode(), check=True, capture_output=True)
-    notify = Notifications(tmp_path / "notify.sock")
-    daemon = Vmond(config, notify, tmp_path / "vmond.log")
-    yield daemon
-    if daemon.process is not None and daemon.process.poll() is None:
-        daemon.process.kill()
-        daemon.process.wait()
-    notify.close()
+    with vmond_with_admin(tmp_path, config) as daemon:
+        yield daemon
     assert stalls(daemon.log) == []
 
 

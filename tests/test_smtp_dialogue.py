@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import smtplib
-import socket
 import ssl
 import subprocess
 import warnings
@@ -14,40 +13,11 @@ from pathlib import Path
 
 import pytest
 from conftest import Daemon, sample, send_data
+from rawsmtp import RawSession
 
 from vmond.config import Config
 from vmond.daemon import running
 from vmond.store.events import list_events
-
-
-class RawSession:
-    """A line-level SMTP client for what smtplib will not send."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.reply()
-
-    def reply(self) -> str:
-        lines = []
-        while True:
-            line = self.file.readline().decode("utf-8", "replace")
-            if not line:
-                raise ConnectionError("closed: " + "".join(lines))
-            lines.append(line)
-            if len(line) < 4 or line[3] != "-":
-                return "".join(lines)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def cmd(self, line: str | bytes) -> str:
-        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
-        return self.reply()
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 async def in_thread(fn: Callable[..., object], *args: object) -> object:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import PASSWORD
@@ -86,3 +88,19 @@ class Vmond:
             return json.loads(response.read())["access_token"]
 
 
+
+
+@contextmanager
+def vmond_with_admin(tmp_path: Path, config: Path) -> Iterator[Vmond]:
+    """A not yet started ``vmond run`` subprocess on *config* with an admin user; killed afterwards if still up."""
+    subprocess.run([sys.executable, "-m", "vmond", "user", "add", "admin", "--role", "admin", "--password-stdin",
+                    "--config", str(config)], input=f"{PASSWORD}\n".encode(), check=True, capture_output=True)
+    notify = Notifications(tmp_path / "notify.sock")
+    daemon = Vmond(config, notify, tmp_path / "vmond.log")
+    try:
+        yield daemon
+    finally:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
+        notify.close()
