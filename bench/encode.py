@@ -19,7 +19,6 @@ import argparse
 import io
 import os
 import platform
-import random
 import resource
 import shutil
 import statistics
@@ -33,9 +32,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from scenes import camera_jpegs  # noqa: E402  (bench/ is the script's own folder)
 
 from vmond.media import video  # noqa: E402
 from vmond.media.images import THUMBNAIL_SIZE, inspect_image  # noqa: E402
@@ -51,32 +52,6 @@ TARGET_THUMBNAIL = 0.55
 class Timing:
     wall: float
     cpu: float
-
-
-def camera_jpegs(count: int, width: int, height: int, seed: int = 1) -> list[bytes]:
-    """Bursts that compress like a camera's: a static scene with texture, sensor noise that differs in every
-    frame, a moving object and a timestamp overlay; JPEG quality 85, 4:2:0 like most cameras."""
-    rnd = random.Random(seed)
-    gradients = [Image.linear_gradient("L").rotate(angle).resize((width, height)) for angle in (0, 90, 45)]
-    scene = Image.merge("RGB", gradients)
-    draw = ImageDraw.Draw(scene)
-    for _ in range(30):
-        x, y = rnd.randrange(width), rnd.randrange(height)
-        corner = (x + rnd.randrange(20, width // 4), y + rnd.randrange(20, height // 4))
-        draw.rectangle([(x, y), corner], fill=tuple(rnd.randrange(256) for _ in range(3)))
-    scene = scene.filter(ImageFilter.GaussianBlur(2))
-    scene = Image.blend(scene, Image.effect_noise((width, height), 24).convert("RGB"), 0.2)  # texture
-    out = []
-    for index in range(count):
-        image = Image.blend(scene, Image.effect_noise((width, height), 16).convert("RGB"), 0.08)  # sensor noise
-        draw = ImageDraw.Draw(image)
-        x = int(width * (0.2 + 0.05 * index))
-        draw.ellipse([(x, height // 3), (x + width // 10, height // 3 + height // 4)], fill=(200, 180, 160))
-        draw.text((20, 20), f"CAM-01  2024-05-01 12:00:{index:02d}", fill=(255, 255, 255))
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=85)
-        out.append(buffer.getvalue())
-    return out
 
 
 def measure(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, Timing]:

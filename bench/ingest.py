@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import io
 import json
 import math
 import os
@@ -51,6 +50,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from scenes import camera_jpegs  # bench/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
@@ -148,34 +149,6 @@ async def reference_server(port: int, directory: Path) -> None:
 # Mails
 
 
-def camera_jpegs(count: int, width: int, height: int, seed: int) -> list[bytes]:
-    """Snapshots that compress like a camera's (as in bench/encode.py): a textured static scene, sensor noise that
-    differs in every frame, a moving object and a timestamp; quality 82, about 260 kB at 1080p."""
-    from PIL import Image, ImageDraw, ImageFilter
-
-    rnd = random.Random(seed)
-    gradients = [Image.linear_gradient("L").rotate(angle).resize((width, height)) for angle in (0, 90, 45)]
-    scene = Image.merge("RGB", gradients)
-    draw = ImageDraw.Draw(scene)
-    for _ in range(30):
-        x, y = rnd.randrange(width), rnd.randrange(height)
-        corner = (x + rnd.randrange(20, width // 4), y + rnd.randrange(20, height // 4))
-        draw.rectangle([(x, y), corner], fill=tuple(rnd.randrange(256) for _ in range(3)))
-    scene = scene.filter(ImageFilter.GaussianBlur(2))
-    scene = Image.blend(scene, Image.effect_noise((width, height), 24).convert("RGB"), 0.2)
-    out = []
-    for index in range(count):
-        image = Image.blend(scene, Image.effect_noise((width, height), 16).convert("RGB"), 0.08)
-        draw = ImageDraw.Draw(image)
-        x = int(width * (0.2 + 0.05 * index))
-        draw.ellipse([(x, height // 3), (x + width // 10, height // 3 + height // 4)], fill=(200, 180, 160))
-        draw.text((20, 20), f"CAM-{seed:02d}  2024-05-01 12:00:{index:02d}", fill=(255, 255, 255))
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=JPEG_QUALITY)
-        out.append(buffer.getvalue())
-    return out
-
-
 def generated_mail(seed: int) -> bytes:
     """A Hikvision-like alarm mail: a text part and three JPEG attachments, base64 in 76-column CRLF lines."""
     boundary = f"----=_bench_{seed:04d}"
@@ -186,7 +159,7 @@ def generated_mail(seed: int) -> bytes:
         f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
         "EVENT TYPE: Motion Detection\r\nEVENT TIME: 2024-05-01,12:00:00\r\nCHANNEL NAME: Camera 01\r\n\r\n"
     ]
-    for index, jpeg in enumerate(camera_jpegs(3, *JPEG_SIZE, seed=seed), 1):
+    for index, jpeg in enumerate(camera_jpegs(3, *JPEG_SIZE, seed=seed, quality=JPEG_QUALITY), 1):
         encoded = base64.encodebytes(jpeg).replace(b"\n", b"\r\n").decode()
         parts.append(f'--{boundary}\r\nContent-Type: image/jpeg; name="ch01-{index}.jpg"\r\n'
                      f'Content-Disposition: attachment; filename="ch01-{index}.jpg"\r\n'
