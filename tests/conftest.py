@@ -7,13 +7,14 @@ import asyncio
 import copy
 import json
 import smtplib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
+from mosquitto import Mosquitto
 
 from vmond import auth
 from vmond.config import Config, load_config
@@ -182,3 +183,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from vmond.ingest.smtp import quiet_aiosmtpd_logging
 
     quiet_aiosmtpd_logging()  # as the daemon does: aiosmtpd's per-command chatter hides what matters
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto on a free loopback port, for the tests of the MQTT forwarder."""
+    server = Mosquitto(tmp_path / "broker")
+    server.start()
+    yield server
+    server.stop()

@@ -322,8 +322,8 @@ def test_probe_accepts_a_small_mp4(small_mp4: Path) -> None:
     assert info.browser_playable
 
 
-def test_probe_says_mjpeg_is_not_browser_playable(tmp_path: Path) -> None:
-    path = tmp_path / "mjpeg.mp4"
+def write_mjpeg_mov(path: Path) -> None:
+    """Two 64x48 MJPEG frames in a QuickTime file: a valid video no browser plays."""
     with av.open(str(path), "w", format="mov") as container:
         stream = container.add_stream("mjpeg", rate=Fraction(2))
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
@@ -332,6 +332,11 @@ def test_probe_says_mjpeg_is_not_browser_playable(tmp_path: Path) -> None:
             frame.pts = index
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+
+
+def test_probe_says_mjpeg_is_not_browser_playable(tmp_path: Path) -> None:
+    path = tmp_path / "mjpeg.mp4"
+    write_mjpeg_mov(path)
     info = probe_video(path)
     assert (info.codec, info.width, info.height, info.browser_playable) == ("mjpeg", 64, 48, False)
 
@@ -382,14 +387,7 @@ def test_probe_rejects_a_huge_picture(tmp_path: Path) -> None:
 def test_probe_rejects_a_header_that_claims_a_huge_picture(tmp_path: Path) -> None:
     """An MJPEG track whose sample description and JPEG header both claim 4000x4000 over a few bytes of data."""
     path = tmp_path / "claim.mov"
-    with av.open(str(path), "w", format="mov") as container:
-        stream = container.add_stream("mjpeg", rate=Fraction(2))
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
-        for index in range(2):
-            frame = av.VideoFrame(64, 48, "yuvj420p")
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    write_mjpeg_mov(path)
     data = bytearray(path.read_bytes())
     entry = data.index(b"stsd") + 12  # past the box type, version/flags and entry count
     data[entry + 32:entry + 36] = struct.pack(">HH", 4000, 4000)  # the visual sample entry's width, height
