@@ -343,7 +343,7 @@ async def test_a_viewer_that_stops_reading_is_dropped(live: LiveDaemon, monkeypa
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window is agreed then
         sock.setblocking(False)
         await loop.sock_connect(sock, ("127.0.0.1", live.web_port))
-        await loop.sock_sendall(sock, f"GET /api/cameras/{live.cameras['Front']}/live HTTP/1.1\r\nHost: x\r\n"
+        await loop.sock_sendall(sock, f"GET /api/cameras/{live.cameras['Front']}/live HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                       f"Authorization: Bearer {live.bearer}\r\n\r\n".encode())
         took = await wait_until(lambda: hub.counters.viewers_dropped == 1, 30)
         assert took < 15  # a few pictures fill the small buffers, then a second of nothing taken

@@ -81,6 +81,9 @@ class WebConfig:
     listen: HostPort
     tls: WebTlsConfig
     metrics_public: bool
+    allowed_hosts: tuple[str, ...]
+    max_connections: int
+    max_connections_per_peer: int
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,10 @@ def _check_combinations(values: dict[str, Any], ctx: Ctx) -> None:
     if (has_password or has_file) and not _given(mqtt, "mqtt.username", ctx):
         path = "mqtt.password" if has_password else "mqtt.password_file"
         _report(ctx, path, "a password needs `mqtt.username` as well (MQTT has no password-only login)")
+    web = values["web"]
+    if web["max_connections_per_peer"] and web["max_connections"] \
+            and web["max_connections_per_peer"] > web["max_connections"]:
+        _report(ctx, "web.max_connections_per_peer", f"is more than web.max_connections ({web['max_connections']})")
     listens = [("smtp.listen", values["smtp"]["listen"]),
                ("smtp.tls.implicit_tls_listen", smtp_tls["implicit_tls_listen"]),
                ("web.listen", values["web"]["listen"])]

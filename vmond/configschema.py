@@ -254,6 +254,28 @@ def networks(node: yaml.Node, ctx: Ctx, key: str) -> tuple[Network, ...]:
     return tuple(result)
 
 
+def host_names(node: yaml.Node, ctx: Ctx, key: str) -> tuple[str, ...]:
+    """Host names (``*.example.com`` for all names under one), lower-cased, without a trailing dot."""
+    if is_null(node):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise Invalid(f"expected a list of host names, e.g. [monitor.example.com], found {kind(node)}")
+    result = []
+    for index, item in enumerate(node.value):
+        try:
+            name = (text(item) or "").strip().lower().rstrip(".")
+        except Invalid as exc:
+            ctx.problem(item, f"{key}[{index}]", str(exc))
+            continue
+        bare = name[2:] if name.startswith("*.") else name
+        if not bare or ":" in bare or not is_host(bare):
+            ctx.problem(item, f"{key}[{index}]", f"{name!r} is not a host name (no port, no scheme; "
+                        "*.example.com allows every name under example.com)")
+            continue
+        result.append(name)
+    return tuple(result)
+
+
 # --- key tables -----------------------------------------------------------
 
 REQUIRED: Any = object()  # default for keys without one
@@ -340,6 +362,9 @@ SECTIONS: Table = {
             "self_signed": Key(boolean, False),
         },
         "metrics_public": Key(boolean, False),
+        "allowed_hosts": Key(host_names, (), list),
+        "max_connections": Key(integer(1), 256),
+        "max_connections_per_peer": Key(integer(1), 32),
     },
     "storage": {
         "data_dir": Key(path(nullable=False, file=False), Path("/var/lib/vmond"), str),

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from vmond.backup import data_dir_lock
 from vmond.bus import Bus
@@ -32,6 +34,7 @@ from vmond.media.retention import DiskKeeper
 from vmond.media.store import MediaStore
 from vmond.metrics import Metrics
 from vmond.mqtt.forwarder import Forwarder
+from vmond.ratelimit import Repeats
 from vmond.reload import reload_accounts
 from vmond.services import Services
 from vmond.store.db import Database
@@ -47,6 +50,41 @@ log = logging.getLogger(__name__)
 IO_THREADS = 4  # spool and media writes (mostly waiting for fsync) and small file reads
 PARSER_MEMORY = 1 << 30  # address space of the mail-parsing worker: a hostile mail cannot take the box's memory
 ENCODER_MEMORY = 1536 << 20  # libx264 on 1080p frames peaks near 550 MB of address space
+# Descriptors besides the SMTP and dashboard connections: database, spool and media files, worker pipes, MQTT,
+# RTSP sessions, logs. The connection limits keep the rest within the process's limit, so neither door can take
+# the descriptors the other (or the database) needs.
+FD_RESERVE = 256
+
+
+def ensure_descriptors(config: Config) -> None:
+    """Raise the soft limit on open files to what the connection limits need, or say why it cannot be."""
+    needed = config.smtp.max_connections + config.web.max_connections + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning("only %d open files are allowed (LimitNOFILE), but smtp.max_connections, web.max_connections "
+                        "and vmond's own files need %d: lower the limits or raise LimitNOFILE", target, needed)
+
+
+class QuietLoopErrors:
+    """The event loop's exception handler: an error is logged in full the first time, then once per *interval*
+    with how often it recurred. Running out of descriptors fails every accept (it once wrote 549,111 tracebacks
+    in a minute); the log must still have room for what else happens."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self._repeats = Repeats(interval)
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        key = (context.get("message"), type(error).__name__, getattr(error, "errno", None))
+        quiet = self._repeats.due(key)
+        if quiet is None:
+            return
+        if quiet:
+            context = {**context, "message": f"{context.get('message')} (repeated {quiet} times since last said)"}
+        loop.default_exception_handler(context)
 
 
 @contextlib.asynccontextmanager
@@ -119,6 +157,8 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
+    loop.set_exception_handler(QuietLoopErrors())
+    ensure_descriptors(config)
     notifier = Notifier()
     try:
         async with running(config) as services:

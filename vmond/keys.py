@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from vmond.media.store import MediaStore
     from vmond.services import Services
     from vmond.store.db import Database
-    from vmond.web.auth import LoginLimiter
+    from vmond.web.connections import ConnectionGuard
+    from vmond.web.hosts import HostPolicy
     from vmond.web.paths import WebPaths
+    from vmond.web.throttle import LoginLimiter
     from vmond.web.ws import Presence
 
 
@@ -46,6 +48,8 @@ LOGIN_LIMITER: web.AppKey[LoginLimiter] = _app_key("login_limiter", object)
 WEB_PATHS: web.AppKey[WebPaths] = _app_key("web_paths", object)
 WS_CLIENTS: web.AppKey[dict[web.WebSocketResponse, dict[str, Any]]] = _app_key("ws_clients", dict)  # -> principal
 PRESENCE: web.AppKey[Presence] = _app_key("presence", object)
+HOSTS: web.AppKey[HostPolicy] = _app_key("hosts", object)
+CONNECTIONS: web.AppKey[ConnectionGuard] = _app_key("connections", object)  # absent when not served by WebServer
 
 PRINCIPAL: web.RequestKey[dict[str, Any] | None] = _request_key("principal", object)  # the signed-in user, or None
 AUTH_VIA: web.RequestKey[str | None] = _request_key("auth_via", object)  # "cookie", "bearer" or None

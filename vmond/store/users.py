@@ -83,6 +83,19 @@ def session_principal(token_hash: str, kind: str) -> dict[str, Any] | None:
             "csrf_token": row.csrf_token, "kind": kind, "expires_at": row.expires_at}
 
 
+def valid_sessions(token_hashes: list[str]) -> set[str]:
+    """Which of these session token hashes still belong to a live session of an active user."""
+    valid: set[str] = set()
+    now = utcnow()
+    for start in range(0, len(token_hashes), 500):  # SQLite's limit on bound parameters
+        chunk = token_hashes[start:start + 500]
+        rows = (Session.select(Session.token_hash).join(User)
+                .where(Session.token_hash.in_(chunk), Session.expires_at > now,
+                       User.active == True))  # noqa: E712 - peewee expression
+        valid.update(row.token_hash for row in rows)
+    return valid
+
+
 def delete_session(token_hash: str) -> None:
     Session.delete().where(Session.token_hash == token_hash).execute()
 

@@ -27,6 +27,7 @@ from vmond.store.users import (
     list_users,
     update_user,
 )
+from vmond.web import bodies
 from vmond.web.login import USERNAME_PATTERN
 from vmond.web.security import json_error, principal, require
 from vmond.web.ws import close_sockets_of
@@ -47,12 +48,9 @@ def user_id(request: web.Request) -> int:
 
 async def json_object(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="send a JSON object")
-    return body
+        return await bodies.json_object(request)
+    except bodies.BodyError as exc:
+        raise exc.http() from None
 
 
 async def answer(call: Callable[[], Awaitable[Any]], status: int = 200) -> web.Response:

@@ -30,6 +30,7 @@ from vmond.store.alarms import (
 )
 from vmond.store.events import EventNotFound, StatusConflict
 from vmond.web.api import outbox_queued
+from vmond.web.bodies import BodyError, json_object
 from vmond.web.render import render
 from vmond.web.security import json_error, principal, require
 
@@ -151,12 +152,9 @@ async def _change(request: web.Request, fn: Any, *args: Any) -> Any:
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="send a JSON object") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="send a JSON object")
-    return body
+        return await json_object(request)
+    except BodyError as exc:
+        raise exc.http() from None
 
 
 async def _api(request: web.Request, status: int, fn: Any, *args: Any) -> web.Response:

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 import vmond
-from vmond.keys import BUS, CONFIG, DB, IO, SERVICES, WS_CLIENTS
+from vmond.keys import BUS, CONFIG, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS
 from vmond.metrics import exposition
 from vmond.mqtt.topics import outbox_topics
 from vmond.store.events import STATUSES, EventNotFound, StatusConflict, get_event, list_events, set_status
@@ -74,6 +74,7 @@ async def health(request: web.Request) -> web.Response:
         "smtp": {"listening": services.smtp is not None, "accepted": services.ingest.accepted,
                  "recipients_refused": services.ingest.refused, "cameras": len(services.cameras)},
         "pipeline": {"processed": services.pipeline.processed, "failed": services.pipeline.failed},
+        "web": {**request.app[CONNECTIONS].status(), "wrong_host_refused": request.app[HOSTS].refused},
         "clips": {"queued": services.clips.queued if services.clips else 0,
                   "skipped": services.clips.skipped if services.clips else 0,
                   "made": services.metrics.clip_count, "failed": services.metrics.clip_failures},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
@@ -15,9 +17,12 @@ from vmond import keys
 from vmond.live import routes as live
 from vmond.tlscert import server_context
 from vmond.web import admin, adminpages, alarms, api, cameras, login, pages, ws
-from vmond.web.login import LoginLimiter
+from vmond.web.bodies import MAX_BODY
+from vmond.web.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, GuardedSite, first_request_middleware
+from vmond.web.hosts import HostPolicy, check_host
 from vmond.web.paths import WebPaths, find_web_paths
 from vmond.web.security import authenticate, security_headers
+from vmond.web.throttle import LoginLimiter
 
 if TYPE_CHECKING:
     from vmond.config import Config
@@ -25,14 +30,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BODY = 1024 * 1024  # forms and JSON only; uploads are not a thing here
 _AIOHTTP_VERSION = tuple(int(part) for part in aiohttp.__version__.split(".")[:2])
 
 
 def create_app(config: Config, services: Services, web_paths: WebPaths | None = None) -> web.Application:
     """The dashboard and API, wired to *services*; the daemon and the tests both build it here."""
     paths = web_paths or find_web_paths()
-    app = web.Application(middlewares=[security_headers, authenticate], client_max_size=MAX_REQUEST_BODY)
+    app = web.Application(middlewares=[first_request_middleware, security_headers, check_host, authenticate],
+                          client_max_size=MAX_BODY)
     app[keys.CONFIG] = config
     app[keys.SERVICES] = services
     app[keys.DB] = services.db
@@ -44,6 +49,9 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app[keys.WEB_PATHS] = paths
     app[keys.WS_CLIENTS] = {}
     app[keys.PRESENCE] = ws.Presence(services.bus)
+    app[keys.HOSTS] = HostPolicy(config.web.allowed_hosts)
+    app[keys.CONNECTIONS] = ConnectionGuard(config.web.max_connections, config.web.max_connections_per_peer)
+    app.cleanup_ctx.append(ws.session_watch)
 
     aiohttp_jinja2.setup(
         app,
@@ -141,22 +149,29 @@ class WebServer:
         self._config = config
         self._app = app
         self._runner: web.AppRunner | None = None
+        self._fqdn: asyncio.Task[None] | None = None
         self.port = 0
 
     async def __aenter__(self) -> WebServer:
-        options: dict[str, Any] = {"handle_signals": False, "access_log": logging.getLogger("vmond.access")}
+        options: dict[str, Any] = {"handle_signals": False, "access_log": logging.getLogger("vmond.access"),
+                                   "keepalive_timeout": KEEPALIVE_TIMEOUT}
         if _AIOHTTP_VERSION >= (3, 9):
             options["shutdown_timeout"] = 5.0  # seconds for requests in flight; older aiohttp takes it elsewhere
         self._runner = web.AppRunner(self._app, **options)
         await self._runner.setup()
         host, port = self._config.web.listen
         context = _ssl_context(self._config)
-        site = web.TCPSite(self._runner, host or None, port, ssl_context=context, reuse_address=True)
+        site = GuardedSite(self._runner, self._app[keys.CONNECTIONS], host or None, port, ssl_context=context)
         await site.start()
+        self._fqdn = asyncio.create_task(self._app[keys.HOSTS].learn_fully_qualified_name())
         self.port = self._runner.addresses[0][1]
         log.info("dashboard on %s://%s:%d/", "https" if context else "http", host or "*", self.port)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._fqdn is not None:
+            self._fqdn.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fqdn
         if self._runner is not None:
             await self._runner.cleanup()

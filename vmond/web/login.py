@@ -1,84 +1,46 @@
-"""Logging in and out: the login form, first-run setup, API bearer tokens, and brute-force limits."""
+"""Logging in and out: the login form, first-run setup, API bearer tokens, and what keeps guessing slow.
+
+Everything here answers without a session, so every body is small and bounded (:mod:`vmond.web.bodies`) and
+every password check is counted before it runs (:mod:`vmond.web.throttle`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import secrets
-import time
-from collections import OrderedDict, deque
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
+from multidict import MultiDict
+from yarl import URL
 
 from vmond import auth
-from vmond.keys import DB, LOGIN_LIMITER
+from vmond.keys import AUTH_VIA, DB, LOGIN_LIMITER
 from vmond.store.models import utcnow
 from vmond.store.users import create_session, create_user, credentials, delete_session, user_count
+from vmond.web.bodies import SMALL_BODY, BodyError, json_object, small_form
 from vmond.web.render import render
 from vmond.web.security import (
     PRECSRF_COOKIE,
     SESSION_COOKIE,
-    check_precsrf,
     json_error,
+    precsrf_ok,
     principal,
     public,
     require,
 )
-from vmond.web.ws import close_sockets_of
+from vmond.web.throttle import MAX_NAME
+from vmond.web.ws import close_session_sockets
 
 WEB_SESSION = timedelta(hours=12)  # one guard shift
 API_TOKEN = timedelta(hours=24)
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-
-
-class LoginLimiter:
-    """Counts failed logins per client address and per username in a sliding window; bounded in memory."""
-
-    def __init__(self, per_address: int = 10, per_user: int = 20, window: float = 300.0,
-                 max_keys: int = 4096) -> None:
-        self._limits = {"addr": per_address, "user": per_user}
-        self._window = window
-        self._max_keys = max_keys
-        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
-
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        stamps = self._failures.get(key)
-        if stamps is None:
-            return deque()
-        while stamps and stamps[0] < now - self._window:
-            stamps.popleft()
-        return stamps
-
-    def retry_after(self, address: str, username: str) -> int:
-        """Seconds until another attempt is allowed; 0 when allowed now."""
-        now = time.monotonic()
-        wait = 0.0
-        for key in (("addr", address), ("user", username.lower())):
-            stamps = self._recent(key, now)
-            if len(stamps) >= self._limits[key[0]]:
-                wait = max(wait, stamps[0] + self._window - now)
-        return int(wait) + 1 if wait else 0
-
-    def delay(self, address: str) -> float:
-        """Seconds to hold back the answer to a failed login: growing with the recent failures from the address,
-        up to two seconds. Slows a password-guessing script without ever locking anyone out (a typo costs nothing)."""
-        failures = len(self._recent(("addr", address), time.monotonic()))
-        return min(2.0, 0.1 * max(0, failures - 4))
-
-    def failed(self, address: str, username: str) -> None:
-        now = time.monotonic()
-        for key in (("addr", address), ("user", username.lower())):
-            stamps = self._recent(key, now)
-            stamps.append(now)
-            self._failures[key] = stamps
-            self._failures.move_to_end(key)
-        while len(self._failures) > self._max_keys:
-            self._failures.popitem(last=False)
-
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(("addr", address), None)
+MAX_PASSWORD = 1024  # characters; a passphrase fits, a megabyte does not
+MAX_NEXT = 2048
+_UNSAFE_IN_NEXT = re.compile(r"[\x00-\x20\x7f\\]")  # browsers drop tabs and newlines from URLs: "/\t/x" is "//x"
 
 
 def client_address(request: web.Request) -> str:
@@ -86,11 +48,15 @@ def client_address(request: web.Request) -> str:
 
 
 async def check_credentials(request: web.Request, username: str, password: str) -> dict[str, Any] | None:
-    """The user when the password is right; None otherwise. The hash check runs off the event loop."""
+    """The user when the password is right; None otherwise. The hash check runs off the event loop, at most
+    a few at a time; a name or password no user can have is refused without one."""
+    if not USERNAME_PATTERN.fullmatch(username) or len(password) > MAX_PASSWORD:
+        return None
     user = await request.app[DB].read(credentials, username)
     encoded = user["password_hash"] if user is not None else auth.dummy_hash()
     loop = asyncio.get_running_loop()
-    ok = await loop.run_in_executor(None, auth.verify_password, password, encoded)
+    async with request.app[LOGIN_LIMITER].hash_slots:
+        ok = await loop.run_in_executor(None, auth.verify_password, password, encoded)
     return user if ok and user is not None else None
 
 
@@ -107,11 +73,22 @@ def set_session_cookie(request: web.Request, response: web.StreamResponse, token
                         path="/", max_age=int(WEB_SESSION.total_seconds()))
 
 
-def _safe_next(target: str | None) -> str:
-    # Only paths on this site: "//evil.example" or "https://..." would make the login an open redirect.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/"
+async def safe_next(request: web.Request, target: str | None) -> str:
+    """*target* when it is a page of this dashboard, else "/": a login must never redirect elsewhere."""
+    if not target or len(target) > MAX_NEXT or _UNSAFE_IN_NEXT.search(target):
+        return "/"
+    try:
+        parts = urlsplit(target)
+        url = URL(target)
+    except ValueError:
+        return "/"
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
+        return "/"
+    # The dashboard's own: a GET route of ours must answer it (no 404 or 405), as the router sees it.
+    match = await request.app.router.resolve(request.clone(method="GET", rel_url=url))
+    if match.http_exception is not None or url.path.startswith("/static/"):
+        return "/"
+    return target
 
 
 def _render_form(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
@@ -122,33 +99,46 @@ def _render_form(request: web.Request, template: str, status: int = 200, **conte
     return response
 
 
+async def _form_before_login(request: web.Request) -> MultiDict[str] | web.Response:
+    """The posted form, or the answer to give instead (too big, not a form, CSRF check failed)."""
+    try:
+        form = await small_form(request)
+    except BodyError as exc:
+        return exc.response()
+    if not precsrf_ok(request, form):
+        return json_error(403, "CSRF check failed: reload the page")
+    return form
+
+
 @public
 async def login_page(request: web.Request) -> web.StreamResponse:
     if await request.app[DB].read(user_count) == 0:
         raise web.HTTPSeeOther("/setup")
+    target = await safe_next(request, request.query.get("next"))
     if principal(request) is not None:
-        raise web.HTTPSeeOther(_safe_next(request.query.get("next")))
-    return _render_form(request, "login.html", next=_safe_next(request.query.get("next")))
+        raise web.HTTPSeeOther(target)
+    return _render_form(request, "login.html", next=target)
 
 
 @public
 async def login_submit(request: web.Request) -> web.StreamResponse:
-    if not await check_precsrf(request):
-        return json_error(403, "CSRF check failed: reload the login page")
-    form = await request.post()
-    username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
-    target = _safe_next(str(form.get("next", "/")))
+    form = await _form_before_login(request)
+    if isinstance(form, web.Response):
+        return form
+    username, password = form.get("username", "").strip(), form.get("password", "")
+    target = await safe_next(request, form.get("next", "/"))
+    shown_name = username[:MAX_NAME]  # put back into the form, never a megabyte of it
     limiter = request.app[LOGIN_LIMITER]
-    if wait := limiter.retry_after(client_address(request), username):
-        return _render_form(request, "login.html", status=429, next=target, username=username,
-                            error=f"Too many failed attempts. Try again in {wait} seconds.")
+    attempt = limiter.attempt(client_address(request), username)
+    if attempt.retry_after:
+        return _render_form(request, "login.html", status=429, next=target, username=shown_name,
+                            error=f"Too many failed attempts. Try again in {attempt.retry_after} seconds.")
     user = await check_credentials(request, username, password)
     if user is None:
-        limiter.failed(client_address(request), username)
-        await asyncio.sleep(limiter.delay(client_address(request)))
-        return _render_form(request, "login.html", status=401, next=target, username=username,
+        await asyncio.sleep(limiter.delay(attempt))
+        return _render_form(request, "login.html", status=401, next=target, username=shown_name,
                             error="Wrong username or password.")
-    limiter.succeeded(client_address(request))
+    limiter.succeeded(attempt)
     token = await start_session(request, user, "web", WEB_SESSION)
     response = web.HTTPSeeOther(target)
     set_session_cookie(request, response, token)
@@ -157,12 +147,13 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
 @require("guard")
 async def logout(request: web.Request) -> web.StreamResponse:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        await request.app[DB].write(delete_session, auth.token_hash(cookie))
+    """Ends the session that made the request: the browser's cookie session, or the bearer token (revoked)."""
     who = principal(request)
-    if who is not None:
-        await close_sockets_of(request.app, user_id=who["user_id"], session_csrf=who.get("csrf_token"))
+    assert who is not None
+    await request.app[DB].write(delete_session, who["session_hash"])
+    await close_session_sockets(request.app, who["session_hash"])
+    if request[AUTH_VIA] == "bearer":
+        return web.Response(status=204)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     raise response
@@ -179,19 +170,21 @@ async def setup_page(request: web.Request) -> web.StreamResponse:
 async def setup_submit(request: web.Request) -> web.StreamResponse:
     if await request.app[DB].read(user_count) > 0:
         raise web.HTTPNotFound()
-    if not await check_precsrf(request):
-        return json_error(403, "CSRF check failed: reload the setup page")
-    form = await request.post()
-    username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
+    form = await _form_before_login(request)
+    if isinstance(form, web.Response):
+        return form
+    username, password = form.get("username", "").strip(), form.get("password", "")
     errors = {}
     if not USERNAME_PATTERN.fullmatch(username):
         errors["username"] = "1 to 64 letters, digits, dots, dashes, underscores or @."
     if problem := auth.check_password_policy(password):
         errors["password"] = f"The password needs {problem}."
+    elif len(password) > MAX_PASSWORD:
+        errors["password"] = f"The password may have at most {MAX_PASSWORD} characters."
     if "password2" in form and form.get("password2") != password:
         errors["password2"] = "The two passwords differ."
     if errors:
-        return _render_form(request, "setup.html", status=400, username=username, errors=errors)
+        return _render_form(request, "setup.html", status=400, username=username[:MAX_NAME], errors=errors)
     loop = asyncio.get_running_loop()
     encoded = await loop.run_in_executor(None, auth.hash_password, password)
     user = await request.app[DB].write(create_user, username, encoded, "admin", only_if_first=True)
@@ -206,19 +199,21 @@ async def setup_submit(request: web.Request) -> web.StreamResponse:
 @public
 async def api_token(request: web.Request) -> web.StreamResponse:
     try:
-        body = await request.json()
-        username, password = str(body["username"]), str(body["password"])
-    except (ValueError, KeyError, TypeError):
+        body = await json_object(request, SMALL_BODY)
+    except BodyError as exc:
+        return exc.response()
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
         return json_error(400, 'send JSON {"username": ..., "password": ...}')
     limiter = request.app[LOGIN_LIMITER]
-    if wait := limiter.retry_after(client_address(request), username):
-        return json_error(429, "too many failed attempts", **{"Retry-After": str(wait)})
+    attempt = limiter.attempt(client_address(request), username)
+    if attempt.retry_after:
+        return json_error(429, "too many failed attempts", **{"Retry-After": str(attempt.retry_after)})
     user = await check_credentials(request, username, password)
     if user is None:
-        limiter.failed(client_address(request), username)
-        await asyncio.sleep(limiter.delay(client_address(request)))
+        await asyncio.sleep(limiter.delay(attempt))
         return json_error(401, "wrong username or password")
-    limiter.succeeded(client_address(request))
+    limiter.succeeded(attempt)
     token = await start_session(request, user, "api", API_TOKEN)
     return web.json_response({"access_token": token, "token_type": "bearer",
                               "expires_in": int(API_TOKEN.total_seconds())})

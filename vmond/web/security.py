@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -95,11 +95,11 @@ async def _csrf_token_sent(request: web.Request) -> str:
     return token
 
 
-async def check_precsrf(request: web.Request) -> bool:
+def precsrf_ok(request: web.Request, form: Mapping[str, str]) -> bool:
     """For forms before login: Origin must be ours (when sent), and a form token must match its cookie."""
     if not origin_ok(request):
         return False
-    sent = await _csrf_token_sent(request)
+    sent = request.headers.get(CSRF_HEADER, "") or form.get(CSRF_FIELD, "")
     cookie = request.cookies.get(PRECSRF_COOKIE, "")
     if sent or cookie:
         return bool(sent) and hmac.compare_digest(sent, cookie)
@@ -110,18 +110,25 @@ async def check_precsrf(request: web.Request) -> bool:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     who = None
     via = None
+    token_hash = None
     header = request.headers.get("Authorization", "")
     if request.path.startswith("/static/"):
         pass
     elif header[:7].lower() == "bearer ":
         via = "bearer"
-        who = await request.app[DB].read(session_principal, auth.token_hash(header[7:].strip()), "api")
+        token_hash = auth.token_hash(header[7:].strip())
+        who = await request.app[DB].read(session_principal, token_hash, "api")
     elif cookie := request.cookies.get(SESSION_COOKIE):
         via = "cookie"
-        who = await request.app[DB].read(session_principal, auth.token_hash(cookie), "web")
+        token_hash = auth.token_hash(cookie)
+        who = await request.app[DB].read(session_principal, token_hash, "web")
+    if who is not None:
+        who["session_hash"] = token_hash  # which session this is: logout and expiry end exactly this one
     request[PRINCIPAL] = who
     request[AUTH_VIA] = via
-    if via == "cookie" and who is not None and request.method not in SAFE_METHODS:
+    # Public handlers (login, setup, token) act with no session's authority and check their own form token.
+    acts_as_user = getattr(request.match_info.handler, "vmond_access", None) != "public"
+    if via == "cookie" and who is not None and request.method not in SAFE_METHODS and acts_as_user:
         sent = await _csrf_token_sent(request)
         expected = who.get("csrf_token") or ""
         if not (origin_ok(request) and sent and hmac.compare_digest(sent, expected)):

@@ -4,20 +4,29 @@ Each client gets its own bounded queue (a bus subscription) drained by its own s
 stops reading is cut off when its queue fills, and reconnects with ``?since=<seq>`` to get what it missed, or
 ``resync`` when the server no longer holds it. Browsers authenticate with the session cookie and must come
 from the dashboard's own origin (a foreign page could otherwise ride on the cookie).
+
+A socket lives no longer than its session: signing out closes it at once, and every
+:data:`SESSION_CHECK_INTERVAL` seconds the sockets whose session expired, was deleted (a password change, even
+one made with the command line) or whose user was disabled are closed with 4401. What a client may send is
+rate-limited; a client that keeps flooding is closed with 1008.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from vmond import auth
 from vmond.bus import Bus, Message, Subscription
-from vmond.keys import AUTH_VIA, BUS, PRESENCE, PRINCIPAL, WS_CLIENTS
+from vmond.keys import AUTH_VIA, BUS, DB, PRESENCE, PRINCIPAL, WS_CLIENTS
+from vmond.ratelimit import TokenBucket
+from vmond.store.users import valid_sessions
 from vmond.web.security import json_error, origin_ok, require
 
 log = logging.getLogger(__name__)
@@ -26,6 +35,9 @@ QUEUE_PER_CLIENT = 256
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is not keeping up
 MAX_CLIENT_MESSAGE = 16 * 1024  # clients only send small control messages
 WS_SIGNED_OUT = 4401  # application close code: the page goes to the login form instead of reconnecting
+SESSION_CHECK_INTERVAL = 10.0  # seconds between checks that every open socket's session still holds
+CLIENT_RATE, CLIENT_BURST = 5.0, 20  # messages a client may send per second, and in a burst
+CLIENT_FLOOD = 200  # messages over the rate before the client is disconnected
 
 
 @require("guard")
@@ -51,12 +63,22 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     subscription = bus.subscribe(QUEUE_PER_CLIENT)
     backlog: list[Message] | None = [] if since is None else bus.since(since)
     sender = asyncio.create_task(_send_loop(ws, subscription, backlog, bus.last_seq))
+    budget = TokenBucket(CLIENT_RATE, CLIENT_BURST)
+    over = 0
     try:
         async for message in ws:
+            if message.type == WSMsgType.ERROR:
+                break
+            if not budget.take():
+                over += 1
+                if over >= CLIENT_FLOOD:
+                    log.warning("closing the live connection of %s: it sent far more than %g messages a second",
+                                who["username"], CLIENT_RATE)
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many messages")
+                    break
+                continue  # over the rate: ignored
             if message.type == WSMsgType.TEXT:
                 await _client_message(request, ws, who, message.data)
-            elif message.type == WSMsgType.ERROR:
-                break
     finally:
         subscription.close()
         sender.cancel()
@@ -85,34 +107,83 @@ async def _client_message(request: web.Request, ws: web.WebSocketResponse, who: 
 
 
 class Presence:
-    """Who has which alarm open, announced as ``alarm.viewers`` so two guards don't work the same alarm unknowingly."""
+    """Who has which alarm open, announced as ``alarm.viewers`` so two guards don't work the same alarm unknowingly.
+
+    Announced only when the set of viewers of an alarm changes, as an ephemeral message (not replayed, never
+    crowding out events: see :mod:`vmond.bus`).
+    """
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._watching: dict[web.WebSocketResponse, tuple[int, str]] = {}
 
-    def _announce(self, alarm_id: int) -> None:
-        users = sorted({name for watched, name in self._watching.values() if watched == alarm_id})
-        self._bus.publish("alarm.viewers", {"alarm_id": alarm_id, "users": users})
+    def _viewers(self, alarm_id: int) -> list[str]:
+        return sorted({name for watched, name in self._watching.values() if watched == alarm_id})
+
+    def _change(self, ws: web.WebSocketResponse, now: tuple[int, str] | None) -> None:
+        previous = self._watching.get(ws)
+        if previous == now:
+            return
+        touched = {pair[0] for pair in (previous, now) if pair is not None}
+        before = {alarm_id: self._viewers(alarm_id) for alarm_id in touched}
+        if now is None:
+            del self._watching[ws]
+        else:
+            self._watching[ws] = now
+        for alarm_id in sorted(touched):
+            users = self._viewers(alarm_id)
+            if users != before[alarm_id]:
+                self._bus.publish("alarm.viewers", {"alarm_id": alarm_id, "users": users}, ephemeral=True)
 
     def watch(self, ws: web.WebSocketResponse, alarm_id: int, username: str) -> None:
-        previous = self._watching.get(ws)
-        self._watching[ws] = (alarm_id, username)
-        if previous is not None and previous[0] != alarm_id:
-            self._announce(previous[0])
-        self._announce(alarm_id)
+        self._change(ws, (alarm_id, username))
 
     def leave(self, ws: web.WebSocketResponse) -> None:
-        previous = self._watching.pop(ws, None)
-        if previous is not None:
-            self._announce(previous[0])
+        if ws in self._watching:
+            self._change(ws, None)
 
 
-async def close_sockets_of(app: web.Application, *, user_id: int, session_csrf: str | None = None) -> None:
-    """Close a user's live connections: all of them, or only one session's (at logout)."""
+async def close_sockets_of(app: web.Application, *, user_id: int) -> None:
+    """Close all live connections of a user (disabled, deleted, or their password changed)."""
     for ws, who in list(app[WS_CLIENTS].items()):
-        if who["user_id"] == user_id and (session_csrf is None or who.get("csrf_token") == session_csrf):
+        if who["user_id"] == user_id:
             await ws.close(code=WS_SIGNED_OUT, message=b"signed out")
+
+
+async def close_session_sockets(app: web.Application, session_hash: str, reason: bytes = b"signed out") -> None:
+    """Close the live connections of one session (signed out, expired, revoked)."""
+    for ws, who in list(app[WS_CLIENTS].items()):
+        if who.get("session_hash") == session_hash:
+            await ws.close(code=WS_SIGNED_OUT, message=reason)
+
+
+async def check_sessions(app: web.Application) -> None:
+    """Close every socket whose session no longer holds: expired, deleted, or its user disabled."""
+    clients = app[WS_CLIENTS]
+    hashes = {who["session_hash"] for who in clients.values() if who.get("session_hash")}
+    if not hashes:
+        return
+    valid = await app[DB].read(valid_sessions, sorted(hashes))
+    for session_hash in hashes - valid:
+        await close_session_sockets(app, session_hash, b"session ended")
+
+
+async def session_watch(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the periodic session check, for as long as the application runs."""
+
+    async def forever() -> None:
+        while True:
+            await asyncio.sleep(SESSION_CHECK_INTERVAL)
+            try:
+                await check_sessions(app)
+            except Exception:  # noqa: BLE001 - the check must outlive a busy database
+                log.exception("could not check the sessions of the live connections")
+
+    task = asyncio.create_task(forever(), name="session-watch")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _send_loop(ws: web.WebSocketResponse, subscription: Subscription, backlog: list[Message] | None,
