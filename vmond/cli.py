@@ -44,9 +44,10 @@ def _setup_logging(level: str) -> None:
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(level=level.upper(), format=fmt)
     from vmond.ingest.smtp import quiet_aiosmtpd_logging
+    from vmond.web.accesslog import ACCESS_LOGGER
 
     quiet_aiosmtpd_logging()
-    logging.getLogger("vmond.access").setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
