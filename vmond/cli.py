@@ -44,9 +44,10 @@ def _setup_logging(level: str) -> None:
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(level=level.upper(), format=fmt)
     from vmond.ingest.smtp import quiet_aiosmtpd_logging
+    from vmond.web.accesslog import ACCESS_LOGGER
 
     quiet_aiosmtpd_logging()
-    logging.getLogger("vmond.access").setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -141,7 +142,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise SystemExit(str(exc)) from None
     print(f"backed up {manifest['events']} events, {manifest['media_files']} media files and "
           f"{manifest['spooled_mails']} spooled mails to {args.dest} in {manifest['seconds']} s")
-    return 0
+    refused = manifest["media_refused"] + manifest["spool_refused"]
+    if not refused:
+        return 0
+    for line in manifest["refused"]:
+        print(f"refused {line}", file=sys.stderr)
+    print(f"refused {refused} file(s): outside the data directory, or not regular files "
+          f"(listed in {args.dest}/vmond-backup.json); the database may have been tampered with", file=sys.stderr)
+    return 1
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from vmond.ingest.replies import Reply
 from vmond.ingest.smtpsession import CameraSMTP, RefuseConnection, SessionLog, peer_text, printable
 from vmond.ingest.spool import InsufficientStorage, Spool, SpoolEnvelope
+from vmond.logguard import keep_quiet
 from vmond.store.cameras import record_sessions
 from vmond.store.refusals import add_refusal
 from vmond.tlscert import server_context
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from vmond.store.db import Database
 
 log = logging.getLogger(__name__)
+# aiosmtpd logs every command line at DEBUG, AUTH's base64 credentials too; what it says at INFO is chatter.
+keep_quiet("mail.log", logging.WARNING)
 
 TRANSCRIPT_BATCH = 1.0  # seconds between writes of the installer's session transcripts
 

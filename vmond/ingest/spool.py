@@ -15,6 +15,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"VMOND1 "
 SUFFIX = ".msg"
+NAME_PATTERN = re.compile(r"\d{20}-[0-9a-f]{32}" + re.escape(SUFFIX))  # what store_sync names a mail
 
 
 class InsufficientStorage(OSError):

@@ -14,6 +14,21 @@ from vmond import fsutil
 from vmond.fsutil import fsync_directory, write_all
 
 
+def media_relpath(value: object) -> PurePosixPath:
+    """*value* as a path inside the media directory, or ValueError saying why it is not one. Lexical only: a
+    reader that must not follow a symbolic link out also resolves the result and checks where it lands."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("not a file name")
+    pure = PurePosixPath(value)
+    if pure.is_absolute():
+        raise ValueError("an absolute path")
+    if ".." in pure.parts:
+        raise ValueError("leaves the media directory")
+    if "\0" in value or not pure.parts:
+        raise ValueError("not a file name")
+    return pure
+
+
 class MediaStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -23,9 +38,10 @@ class MediaStore:
 
     def resolve(self, relpath: str) -> Path:
         """The absolute path of a stored file; refuses anything that would leave the media directory."""
-        pure = PurePosixPath(relpath)
-        if pure.is_absolute() or ".." in pure.parts or not pure.parts:
-            raise ValueError(f"bad media path {relpath!r}")
+        try:
+            pure = media_relpath(relpath)
+        except ValueError as exc:
+            raise ValueError(f"bad media path {relpath!r}: {exc}") from None
         return self.root.joinpath(*pure.parts)
 
     def write_sync(self, relpath: str, data: bytes) -> None:

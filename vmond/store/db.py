@@ -23,10 +23,13 @@ from typing import Any, TypeVar
 
 import peewee as pw
 
+from vmond.logguard import keep_quiet
 from vmond.store import migrations
 from vmond.store.models import MODELS
 
 log = logging.getLogger(__name__)
+# peewee logs each statement with its parameters at DEBUG: CSRF tokens, RTSP passwords, password hashes.
+keep_quiet("peewee", logging.INFO)
 
 T = TypeVar("T")
 

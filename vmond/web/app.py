@@ -17,6 +17,7 @@ from vmond import keys
 from vmond.live import routes as live
 from vmond.tlscert import server_context
 from vmond.web import admin, adminpages, alarms, api, cameras, login, pages, ws
+from vmond.web.accesslog import ACCESS_LOGGER, AccessLog
 from vmond.web.bodies import MAX_BODY
 from vmond.web.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, GuardedSite, first_request_middleware
 from vmond.web.hosts import HostPolicy, check_host
@@ -153,8 +154,8 @@ class WebServer:
         self.port = 0
 
     async def __aenter__(self) -> WebServer:
-        options: dict[str, Any] = {"handle_signals": False, "access_log": logging.getLogger("vmond.access"),
-                                   "keepalive_timeout": KEEPALIVE_TIMEOUT}
+        options: dict[str, Any] = {"handle_signals": False, "access_log": logging.getLogger(ACCESS_LOGGER),
+                                   "access_log_class": AccessLog, "keepalive_timeout": KEEPALIVE_TIMEOUT}
         if _AIOHTTP_VERSION >= (3, 9):
             options["shutdown_timeout"] = 5.0  # seconds for requests in flight; older aiohttp takes it elsewhere
         self._runner = web.AppRunner(self._app, **options)
