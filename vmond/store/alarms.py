@@ -81,8 +81,11 @@ def _summary(alarm: Alarm, event: AlarmEvent, users: dict[int, User]) -> dict[st
             "code": alarm.resolution_code, "label": RESOLUTION_CODES.get(alarm.resolution_code or "", ""),
             "text": alarm.resolution or ""},
         "event_type": event.event_type,
+        "received_at": _iso(event.received_at),
         "event_time": _iso(event.event_time),
         "camera": None if camera is None else {"id": camera.id, "name": camera.name},
+        "camera_name": event.camera_name,
+        "channel": event.channel,
         "account": None if account is None else {"id": account.id, "name": account.name},
     }
 
