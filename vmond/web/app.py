@@ -14,7 +14,7 @@ from aiohttp import web
 from vmond import keys
 from vmond.live import routes as live
 from vmond.tlscert import server_context
-from vmond.web import admin, adminpages, alarms, api, cameras, login, pages, ws
+from vmond.web import admin, adminpages, alarms, api, cameras, display, login, pages, ws
 from vmond.web.login import LoginLimiter
 from vmond.web.paths import WebPaths, find_web_paths
 from vmond.web.security import authenticate, security_headers
@@ -49,6 +49,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
         app,
         loader=jinja2.FileSystemLoader(str(paths.templates)),
         autoescape=True,  # every template, whatever its file name
+        filters=display.FILTERS,
     )
 
     app.router.add_get("/", pages.home)
