@@ -39,6 +39,9 @@ RESOLUTION_CODES = {
     "test": "Test",
     "other": "Other (see text)",
 }
+# The alarm changes a central station is told about, as ``last_action.action`` of an ``alarms`` message; stations
+# parse these words, so they never change (schema/mqtt-messages.json lists them).
+PUBLISHED_ACTIONS = ("alarm.open", "alarm.acknowledge", "alarm.note", "alarm.resolve")
 MAX_NOTE = 4000
 SNAPSHOT_KIND = "snapshot"  # media vmond took from the camera's stream when the alarm was raised (not camera-sent)
 
@@ -185,6 +188,7 @@ def _changed(alarm_id: int, user_id: int | None, action: str, detail: dict[str, 
     AuditEntry.create(user=user_id, action=action, target_type="alarm", target_id=alarm_id, detail=detail)
     summary = alarm_summary(alarm_id)
     if topics is not None:
+        assert action in PUBLISHED_ACTIONS, action
         message = dict(summary, last_action={"action": action, "detail": detail})
         outbox.enqueue(topics.alarms, alarm_payload(topics.site, kind, message), event_id=summary["event_id"])
     return summary
