@@ -176,6 +176,25 @@ def test_the_payload_builder_matches_the_schema() -> None:
     check_message("vmond/site-1/events", json.loads(event_payload("site-1", "new", sample_event())))
 
 
+def test_absolute_media_urls_only_with_a_public_url() -> None:
+    event = sample_event(video={"state": "ready", "url": "/media/9"},
+                         attachments=[{"id": 4, "url": "/media/4", "kind": "attachment", "content_type": "x/y",
+                                       "bytes": 1, "name": None}])
+    plain = json.loads(event_payload("site-1", "new", event))["event"]
+    assert plain == event  # no absolute URLs, and nothing else changed
+    message = json.loads(event_payload("site-1", "new", event, "https://monitor.example.com:8443"))
+    check_message("vmond/site-1/events", message)
+    sent = message["event"]
+    assert sent["images"] == [{**event["images"][0], "absolute_url": "https://monitor.example.com:8443/media/3",
+                               "absolute_thumbnail_url": "https://monitor.example.com:8443/media/3/thumbnail"}]
+    assert sent["video"] == {"state": "ready", "url": "/media/9", "absolute_url": "https://monitor.example.com:8443/media/9"}
+    assert sent["attachments"][0]["absolute_url"] == "https://monitor.example.com:8443/media/4"
+    assert {k: v for k, v in sent.items() if k not in ("images", "video", "attachments")} == {
+        k: v for k, v in event.items() if k not in ("images", "video", "attachments")}
+    no_clip = json.loads(event_payload("s", "new", sample_event(), "https://m.example"))["event"]["video"]
+    assert no_clip == {"state": "none", "url": None, "absolute_url": None}
+
+
 @pytest.mark.parametrize(("change", "complaint"), [
     ({"id": "not-unique"}, "does not match"),
     ({"type": "created"}, "is not one of"),
@@ -241,7 +260,8 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
     monkeypatch.setattr(forwarder_module, "POLL_INTERVAL", 0.1)
     station = await Subscriber(broker.port, ["vmond/test-site/#", "homeassistant/#"]).ready()
     config = make_config(mqtt={"enabled": True, "host": "127.0.0.1", "port": broker.port,
-                               "homeassistant_discovery": True, "embed_thumbnail": True})
+                               "homeassistant_discovery": True, "embed_thumbnail": True},
+                         web={"public_url": "https://monitor.example.com:8443/"})
     try:
         async with running(config) as services:
             daemon = Daemon(services)
@@ -304,3 +324,14 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
     sent = [json.loads(m.payload)["event"] for m in station.on("vmond/test-site/events")]
     assert any(e["attachments"] and e["attachments"][0]["kind"] == "attachment" for e in sent)
     assert any("thumbnail" in e for e in sent)
+    # web.public_url: every media URL also absolute, beside the relative one.
+    public = "https://monitor.example.com:8443"
+    for e in sent:
+        for image in e["images"]:
+            assert image["absolute_url"] == public + image["url"]
+            assert image["absolute_thumbnail_url"] == public + image["thumbnail_url"]
+        for item in e["attachments"]:
+            assert item["absolute_url"] == public + item["url"]
+        assert e["video"]["absolute_url"] == (None if e["video"]["url"] is None else public + e["video"]["url"])
+    clip = next(e["video"] for e in sent if e["video"]["state"] == "ready")
+    assert clip["absolute_url"].startswith(public + "/media/")

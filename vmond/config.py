@@ -81,6 +81,7 @@ class WebConfig:
     listen: HostPort
     tls: WebTlsConfig
     metrics_public: bool
+    public_url: str | None  # e.g. "https://monitor.example.com:8443", no trailing slash
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ def _coalesce_target(camera: Camera, record: IngestRecord, window: float) -> Ala
 def report(topics: Topics | None, kind: str, event: dict[str, Any]) -> None:
     """Queue the change for the central station, in the caller's transaction (camera test mails stay local)."""
     if topics is not None and not event["is_test"]:
-        outbox.enqueue(topics.events, event_payload(topics.site, kind, event), event_id=event["id"])
+        outbox.enqueue(topics.events, event_payload(topics.site, kind, event, topics.public_url), event_id=event["id"])
 
 
 def record_mail(domain: str, record: IngestRecord, coalesce_window: float, topics: Topics | None = None
