@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 
 import pytest
 from conftest import PASSWORD, Daemon, sample
+from mailmaker import dvr_mail
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -60,7 +62,8 @@ async def test_alarm_appears_live_and_is_dismissed(daemon: Daemon, browser: Brow
     await expect(card).to_have_count(1, timeout=5000)
     assert await page.evaluate("window.notReloaded") is True
     await expect(card.locator(".event-type")).to_have_text("Intrusion Detection")
-    await expect(card.locator(".event-where")).to_have_text("Front Door · Test Customer")
+    # vmond's name for the camera, the camera's own name and channel from the mail, the customer.
+    await expect(card.locator(".event-where")).to_have_text("Front Door · 后门 (ch 1) · Test Customer")
     await expect(card.locator(".badge")).to_have_text("3 pictures")
     # The card shows the first thumbnail, or once the clip is ready (it may be already) the clip with that
     # thumbnail as its poster: either way the browser loads the picture with its session.
@@ -99,3 +102,45 @@ async def test_the_wall_catches_up_after_a_dropped_connection(daemon: Daemon, br
     assert (await daemon.send(sample("swann-nvr-human.eml")))["data"][0] == 250
     await expect(page.locator("[data-event-id]")).to_have_count(1, timeout=15000)
     await expect(page.locator("#connection")).to_have_text("live")
+
+
+async def test_wall_cards_name_the_recorders_camera_and_keep_to_the_order_of_receipt(
+        daemon: Daemon, browser: Browser) -> None:
+    # Two cards in the page as served, two more arriving live: a recorder's cameras, one with its clock 11
+    # minutes behind (the mail took that long) and one two hours ahead. The newest received comes first.
+    now = datetime.now()
+    for mail in (dvr_mail("CAM 1 Drive", "A1", 1, camera_clock=now),
+                 dvr_mail("CAM 2 Garage", "A2", 2, camera_clock=now - timedelta(minutes=11))):
+        assert (await daemon.send(mail))["data"][0] == 250
+    await daemon.wait_idle()
+    await daemon.add_user("guard1", "guard")
+    page = await (await browser.new_context()).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await sign_in(page, daemon, "guard1")
+    for mail in (dvr_mail("CAM 3 <b>Gate</b>", "A3", 3, camera_clock=now + timedelta(hours=2)),
+                 dvr_mail("CAM 4 Yard", "A4", 4, camera_clock=now - timedelta(minutes=11))):
+        assert (await daemon.send(mail))["data"][0] == 250
+    cards = page.locator("[data-event-id]")
+    await expect(cards.locator(".event-source")).to_have_text(
+        ["CAM 4 Yard (ch 4)", "CAM 3 <b>Gate</b> (ch 3)", "CAM 2 Garage (ch 2)", "CAM 1 Drive (ch 1)"], timeout=5000)
+    await expect(cards.nth(1).locator(".event-where")).to_have_text(
+        "Front Door · CAM 3 <b>Gate</b> (ch 3) · Test Customer")
+    await expect(cards.locator("b")).to_have_count(0)  # the camera's text stays text
+    # The camera's clock is shown as such where it is off by more than a minute, on served and live cards alike.
+    clocks = [await card.locator(".camera-clock").count() for card in await cards.all()]
+    assert clocks == [1, 1, 1, 0]
+    status, body = await daemon.api("GET", "/api/events", await daemon.token("guard1"))
+    newest = body["events"][0]
+    assert newest["camera_name"] == "CAM 4 Yard"
+    assert await cards.nth(0).locator(".event-received").get_attribute("datetime") == newest["received_at"]
+    clock = cards.nth(0).locator(".camera-clock time")
+    assert await clock.get_attribute("datetime") == newest["event_time"]
+    # The time of day, or with the date when the camera's day is not the day of receipt (around midnight).
+    expected = await page.evaluate(
+        """([told, received]) => new Date(told).toDateString() === new Date(received).toDateString()
+             ? new Date(told).toLocaleTimeString()
+             : new Date(told).toLocaleString([], {dateStyle: "short", timeStyle: "medium"})""",
+        [newest["event_time"], newest["received_at"]])
+    await expect(cards.nth(0).locator(".camera-clock")).to_have_text("camera clock: " + expected)
+    assert errors == []

@@ -86,6 +86,7 @@ def test_defaults() -> None:
     assert len(config.smtp.allow_networks) == 7
     assert config.smtp.tls.certificate is None
     assert config.web.listen == HostPort("0.0.0.0", 8080)
+    assert config.web.public_url is None
     assert config.storage.data_dir == Path("/var/lib/vmond")
     assert config.storage.max_media_size == 10_000_000_000
     assert config.storage.min_free_space == 1_000_000_000
@@ -279,6 +280,38 @@ def test_top_level_must_be_a_mapping(text: str, found: str) -> None:
 ])
 def test_wrong_values(text: str, expected: str) -> None:
     assert any(problem.startswith(expected) for problem in problems(text)), problems(text)
+
+
+@pytest.mark.parametrize(("written", "kept"), [
+    ("https://monitor.example.com:8443", "https://monitor.example.com:8443"),
+    ("https://Monitor.Example.COM:8443/", "https://monitor.example.com:8443"),
+    ("HTTP://10.0.0.5", "http://10.0.0.5"),
+    ("https://[fd00::1]:8443/vmond/", "https://[fd00::1]:8443/vmond"),
+    ("https://example.com/Alarm/Site-1//", "https://example.com/Alarm/Site-1"),
+    ("null", None),
+])
+def test_public_url_is_normalised(written: str, kept: str | None) -> None:
+    assert parse(f"web:\n  public_url: {written}\n").web.public_url == kept
+
+
+@pytest.mark.parametrize(("written", "message"), [
+    ("ftp://monitor.example.com", "must start with http:// or https://"),
+    ("monitor.example.com:8443", "must start with http:// or https://"),
+    ("''", "must start with http:// or https://"),
+    ("https://", "must name the host"),
+    ("https://monitor_1.example.com", "'monitor_1.example.com' is not a host name or address"),
+    ("https://admin:secret@monitor.example.com", "must not hold a user name or password"),
+    ("https://monitor.example.com/?site=1", "must not have a query (?...) or fragment (#...)"),
+    ("https://monitor.example.com/?", "must not have a query"),
+    ("'https://monitor.example.com/#wall'", "must not have a query"),
+    ("https://monitor.example.com:http", "is not a URL"),
+    ("https://monitor.example.com:70000", "is not a URL"),
+    ("https://monitor.example.com:0", "port 0 is not a port others can reach"),
+    ("'https://monitor.example.com/a b'", "must be a URL without spaces or control characters"),
+    ("[https://monitor.example.com]", "expected a string, found a list"),
+])
+def test_public_url_problems(written: str, message: str) -> None:
+    assert only_problem(f"web:\n  public_url: {written}\n").startswith(f"vmond.yaml:2: web.public_url: {message}")
 
 
 def test_yaml_words_are_read_as_written() -> None:

@@ -174,7 +174,8 @@ async def test_deeply_nested_json_is_a_bad_request(daemon: Daemon) -> None:
 
 
 async def test_foreign_host_names_are_refused(make_config: Callable[..., Config]) -> None:
-    config = make_config(web={"listen": "127.0.0.1:0", "allowed_hosts": ["monitor.example.com", "*.site.example"]})
+    config = make_config(web={"listen": "127.0.0.1:0", "allowed_hosts": ["monitor.example.com", "*.site.example"],
+                              "public_url": "https://vmond.example.net:8443/"})
     async with running(config) as services:
         daemon = Daemon(services)
         port = daemon.web_port
@@ -187,7 +188,7 @@ async def test_foreign_host_names_are_refused(make_config: Callable[..., Config]
                                  data={"username": "eve", "password": PASSWORD}) as response:
                 assert response.status == 421
             for host in (f"127.0.0.1:{port}", "localhost", f"[::1]:{port}", "monitor.example.com",
-                         f"MONITOR.example.com.:{port}", "cam.site.example"):
+                         f"MONITOR.example.com.:{port}", "cam.site.example", "vmond.example.net:8443"):
                 async with http.get(f"{daemon.url}/api/health", headers={"Host": host}) as response:
                     assert response.status == 200, host
         await daemon.add_user()

@@ -93,6 +93,7 @@ async def test_alarm_mail_becomes_an_events_message_with_snapshot_and_availabili
         assert message["id"].startswith("test-site:") and len(message["id"]) > 20
         assert message["event"]["id"] == event["id"] and message["event"]["camera"] == event["camera"]
         assert len(message["event"]["images"]) == 3 and "thumbnail" not in message["event"]
+        assert "absolute_url" not in message["event"]["images"][0]  # only with web.public_url
         check_message(EVENTS, message)
 
         # The snapshot: the camera's latest picture, byte for byte, retained.

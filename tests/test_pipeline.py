@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 import aiohttp
 import pytest
-from conftest import Daemon, sample
+from conftest import Daemon, distinct, sample
+from mailmaker import dvr_mail
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -137,13 +138,29 @@ async def test_a_burst_from_one_camera_extends_one_event(make_config: Callable[.
     async with running(config) as services:
         daemon = Daemon(services)
         with services.bus.subscribe() as updates:
-            for name in ("amcrest-tamper.eml", "nvr-fn3108xe-motion.eml"):
-                assert (await daemon.send(sample(name)))["data"][0] == 250
+            for n in range(2):
+                assert (await daemon.send(distinct(sample("amcrest-tamper.eml"), n)))["data"][0] == 250
                 await daemon.wait_idle()
             (event,) = await all_events(daemon)
             assert event["mail_count"] == 2 and len(event["images"]) == 2
             types = [updates._queue.get_nowait().type for _ in range(2)]
             assert types == ["event.created", "event.updated"]
+
+
+async def test_a_recorders_channels_are_events_of_their_own(make_config: Callable[..., Config]) -> None:
+    # A recorder mails for all its cameras from one address: within the window, a mail of the same channel
+    # extends that channel's event; another channel's mail is another camera's alarm, an event of its own.
+    config = make_config(events={"coalesce_window": "30s"})
+    async with running(config) as services:
+        daemon = Daemon(services)
+        for mail in (dvr_mail("CAM 2 Garage", "A2", 2, tag="1"), dvr_mail("CAM 3 Gate", "A3", 3),
+                     dvr_mail("CAM 2 Garage", "A2", 2, tag="2"), sample("amcrest-tamper.eml")):
+            assert (await daemon.send(mail))["data"][0] == 250
+            await daemon.wait_idle()
+        events = await all_events(daemon)
+        assert [(e["camera_name"], e["channel"], e["mail_count"]) for e in events] == [
+            ("AMC00056_24AAF8", "1", 1), ("CAM 3 Gate", "3", 1), ("CAM 2 Garage", "2", 2)]
+        assert {e["camera"]["name"] for e in events} == {"Front Door"}
 
 
 async def test_start_and_stop_mails_make_one_event(make_config: Callable[..., Config]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from mailmaker import dvr_mail
 
 from vmond.ingest.mailparse import parse_mail
 from vmond.ingest.vendorrules import split_phase
@@ -96,6 +97,32 @@ def test_generic_nvr_from_subject_and_filename() -> None:
         "DVR alarm: motion", "Alarm on camera.", {}, ["SNAP_CH07_2020_12_21_02_01_38_41861.jpg"],
     )
     assert (hints.vendor, hints.channel) == ("generic-nvr", "7")
+
+
+def test_generic_dvr_camera_name_num_is_split_and_keeps_the_subjects_channel() -> None:
+    body = "This is a NVR alarm mail: channel:2 detected motion alarm\nCAMERA NAME(NUM): CAM 2 Garage(A2)\n"
+    hints = extract_hints("NVR alarm:FN3108XE channel:2 detected motion alarm at 2020-12-21 02:01:38", body)
+    assert (hints.vendor, hints.camera_name, hints.channel) == ("generic-nvr", "CAM 2 Garage", "2")
+    # Without a channel elsewhere, the recorder's own channel id is the channel.
+    hints = extract_hints("Alarm", "Alarm: motion\nCAMERA NAME(NUM): Hall(D7)\n")
+    assert (hints.camera_name, hints.channel) == ("Hall", "D7")
+
+
+def test_dvr_mail_with_the_camera_name_in_a_base64_part() -> None:
+    parsed = parse_mail(dvr_mail("CAM 2 Garage", "A2", 2))
+    assert (parsed.camera_name, parsed.channel, parsed.event_type) == ("CAM 2 Garage", "2", "motion alarm")
+
+
+@pytest.mark.parametrize(("written", "kept"), [
+    ("Front\x1b[31m Yard\x07", "Front [31m Yard"),  # terminal escapes and bells
+    ("Gate\u202egpj.exe", "Gate gpj.exe"),  # a bidi override would show the rest reversed
+    ("\u2067Porch\u2069 \u200fשער", "Porch \u200fשער"),  # isolates go; the right-to-left mark stays
+    ("Hall" + "x" * 500, "Hall" + "x" * 60),
+    ("\x00\x01 ", None),
+])
+def test_camera_names_are_one_short_line_of_plain_text(written: str, kept: str | None) -> None:
+    hints = extract_hints("Alarm", f"Channel Name [IP-CH1]: {written}\nAlarmType: Motion\n")
+    assert hints.camera_name == kept
 
 
 def test_only_a_time_does_not_claim_a_vendor() -> None:

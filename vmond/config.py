@@ -84,6 +84,7 @@ class WebConfig:
     allowed_hosts: tuple[str, ...]
     max_connections: int
     max_connections_per_peer: int
+    public_url: str | None  # e.g. "https://monitor.example.com:8443", no trailing slash
 
 
 @dataclass(frozen=True)

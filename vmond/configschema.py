@@ -136,6 +136,34 @@ def secret(*, schemes: tuple[str, ...] = ()) -> Parser:
     return parse
 
 
+def public_url(node: yaml.Node, ctx: Ctx, path: str) -> str | None:
+    """The dashboard's address as others reach it (``https://monitor.example.com:8443``), normalised without a
+    trailing slash so that media paths can be appended; it goes into MQTT messages, so no credentials."""
+    value = text(node, nullable=True)
+    if value is None:
+        return None
+    if not value.isprintable() or any(ch.isspace() for ch in value):
+        raise Invalid("must be a URL without spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        port, host = parts.port, parts.hostname
+    except ValueError as exc:  # a port that is not a number, an unclosed "["
+        raise Invalid(f"is not a URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise Invalid("must start with http:// or https://, e.g. https://monitor.example.com:8443")
+    if not host:
+        raise Invalid("must name the host, e.g. https://monitor.example.com:8443")
+    if not is_host(host):
+        raise Invalid(f"{host!r} is not a host name or address")
+    if parts.username is not None or parts.password is not None:
+        raise Invalid("must not hold a user name or password (it is sent in every MQTT message)")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise Invalid("must not have a query (?...) or fragment (#...)")
+    if port == 0:
+        raise Invalid("port 0 is not a port others can reach")
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
 def boolean(node: yaml.Node, ctx: Ctx, path: str) -> bool:
     if isinstance(node, yaml.ScalarNode):
         word = node.value.lower()
@@ -365,6 +393,7 @@ SECTIONS: Table = {
         "allowed_hosts": Key(host_names, (), list),
         "max_connections": Key(integer(1), 256),
         "max_connections_per_peer": Key(integer(1), 32),
+        "public_url": Key(public_url, None),  # None: MQTT messages carry relative media URLs only
     },
     "storage": {
         "data_dir": Key(path(nullable=False, file=False), Path("/var/lib/vmond"), str),

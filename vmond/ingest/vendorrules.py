@@ -36,13 +36,15 @@ __all__ = [
     "clean_value",
     "field_phase",
     "first_field",
+    "label_value",
     "parse_camera_time",
     "parse_fields",
     "split_phase",
     "time_field",
 ]
 
-MAX_VALUE = 200  # longest camera name / event type we keep
+MAX_VALUE = 200  # longest event type we keep
+MAX_LABEL = 64  # longest camera name / channel we keep (recorders allow 32 characters or so)
 
 
 # --- times -------------------------------------------------------------------
@@ -138,11 +140,23 @@ def first_field(fields: Mapping[str, Field], *keys: str) -> Field | None:
     return None
 
 
-def clean_value(value: str | None) -> str | None:
+def clean_value(value: str | None, limit: int = MAX_VALUE) -> str | None:
     if value is None:
         return None
-    value = " ".join(value.split())[:MAX_VALUE].strip(" .,;:-")
+    value = " ".join(value.split())[:limit].strip(" .,;:-")
     return value or None
+
+
+# Controls (Cc) and the bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a label
+# shown among other text they could hide it or turn it around. The bidi *marks* (U+200E, U+200F) stay.
+_LABEL_DROP = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def label_value(value: str | None) -> str | None:
+    """A camera name or channel as shown to a guard: one line without controls, at most ``MAX_LABEL`` long."""
+    if value is None:
+        return None
+    return clean_value(_LABEL_DROP.sub(" ", value)[: MAX_LABEL * 4], MAX_LABEL)
 
 
 def channel_value(value: str | None) -> str | None:

@@ -25,6 +25,7 @@ from vmond.ingest.vendorrules import (
     clean_value,
     field_phase,
     first_field,
+    label_value,
     parse_camera_time,
     parse_fields,
     split_phase,
@@ -190,13 +191,19 @@ def _generic(m: _Mail) -> VendorHints | None:
     if field is not None:
         event_type = field.value
     camera = first_field(f, "camera name", "camera", "channel name")
+    camera_name = camera.value if camera else None
+    if camera is not None and camera.paren.upper() == "NUM":
+        # DVRs write "CAMERA NAME(NUM): CAM 2 Garage(A2)": the name, then the channel's own id.
+        found = _NAME_NUM.match(camera.value)
+        if found:
+            camera_name, channel = found.group("name"), channel or found.group("num")
     when = time_field(f, "event time", "alarm time", "time", "date")
     when = when or parse_camera_time(m.subject) or parse_camera_time(m.body)
     if channel is None and event_type is None and camera is None:
         # Only a time, if anything: not enough to claim a vendor.
         return VendorHints(event_time=when) if when else None
     return VendorHints("generic-nvr", clean_value(event_type), channel_value(channel),
-                       clean_value(camera.value if camera else None), when)
+                       clean_value(camera_name), when)
 
 
 _RECOGNISERS: tuple[Callable[[_Mail], VendorHints | None], ...] = (
@@ -228,7 +235,10 @@ def extract_hints(
     # the recogniser (whose camera name keeps "...from Back End" from being a stop).
     event, phase = split_phase(hints.event_type) if hints.event_type else (None, None)
     phase = field_phase(mail.fields) or phase or _subject_phase(subject, hints)[1]
-    return replace(hints, event_type=event, phase=phase)
+    # The camera's own name and channel are shown to guards next to vmond's name for the camera: short, one
+    # line, nothing that reorders or hides the text around them.
+    return replace(hints, event_type=event, phase=phase, camera_name=label_value(hints.camera_name),
+                   channel=label_value(hints.channel), device_name=label_value(hints.device_name))
 
 
 def _subject_phase(subject: str, hints: VendorHints) -> tuple[str, str | None]:

@@ -126,6 +126,7 @@ class Discovery:
         """The state message of a camera's event entity, for one new event."""
         return _json({"event_type": event_kind(event.get("event_type") or ""), "event_id": event["id"],
                       "message_id": message_id, "name": event.get("event_type"),
+                      "camera_name": event.get("camera_name"), "channel": event.get("channel"),
                       "event_time": event.get("event_time"), "images": len(event.get("images") or [])})
 
 

@@ -151,8 +151,9 @@ class Forwarder:
         self._wake.set()
 
     def refresh_discovery(self) -> None:
-        """Cameras were added, renamed, retired or deleted: update Home Assistant's view soon."""
+        """Cameras were added, renamed, retired or deleted: update Home Assistant's view and the snapshots soon."""
         self._next_status = 0.0
+        self._snapshots.rescan()
         self._wake.set()
 
     def status(self) -> dict[str, Any]:

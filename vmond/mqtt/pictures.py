@@ -2,6 +2,8 @@
 
 The database functions are synchronous (run them with ``db.read``); file reads are blocking (run them on the
 I/O executor). Camera test mails stay local, as their events do: their pictures are never a camera's snapshot.
+A camera that is retired or deleted loses its retained snapshot (an empty retained message clears it), also when
+that happened while vmond was down: which cameras have one on the broker is kept in :class:`BrokerState`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ def _jpeg_path(media: Media) -> str:
     return media.thumb_path
 
 
+def active_camera_ids(camera_ids: list[int]) -> set[int]:
+    """Those of *camera_ids* that are cameras still in service."""
+    return {c.id for c in Camera.select(Camera.id).where(Camera.id.in_(camera_ids), Camera.active == True)}  # noqa: E712
+
+
 def thumbnail_path(media_id: int) -> str | None:
     """The stored thumbnail of picture *media_id* (None if it has none or is gone)."""
     media = Media.get_or_none(Media.id == media_id)
@@ -85,16 +92,19 @@ class Snapshots:
         self._topics, self._state, self._db, self._media, self._io = topics, state, db, media, io
         self.wanted: dict[int, dict[str, Any]] = {}  # camera id -> {"media_id", "path"}
         self.in_flight: dict[int, tuple[int, int]] = {}  # mid -> (camera id, media id)
+        self.clearing: dict[int, int] = {}  # mid -> camera id whose retained snapshot is being removed
         self._check: set[int] = set()
         self._scan_all = True
+        self._sweep = True  # look for retired or deleted cameras whose snapshot the broker still holds
 
     @property
     def pending(self) -> int:
-        return len(self.wanted) + len(self.in_flight)
+        return len(self.wanted) + len(self.in_flight) + len(self.clearing)
 
     def rescan(self) -> None:
-        """Compare every camera with what the broker has (at each connect: it may have missed something)."""
-        self._scan_all = True
+        """Compare every camera with what the broker has (at each connect: it may have missed something; and when
+        cameras were retired or deleted)."""
+        self._scan_all = self._sweep = True
 
     def note(self, camera: int, image_ids: list[int]) -> None:
         """An event of *camera* with these pictures went out: look at its latest picture."""
@@ -103,6 +113,9 @@ class Snapshots:
 
     def acknowledged(self, mid: int) -> bool:
         """The broker took message *mid*; True if it was a snapshot (and the remembered state changed)."""
+        if (cleared := self.clearing.pop(mid, None)) is not None:
+            self._state.snapshots.pop(cleared, None)
+            return True
         sent = self.in_flight.pop(mid, None)
         if sent is None:
             return False
@@ -118,6 +131,8 @@ class Snapshots:
         return max(wanted, sent, self._state.snapshots.get(camera, 0))
 
     async def send(self, link: Link, connected: Callable[[], bool]) -> None:
+        if self._sweep:
+            self._sweep = await self._clear_gone(link)
         if self._scan_all or self._check:
             cameras = None if self._scan_all else sorted(self._check)
             self._scan_all, self._check = False, set()
@@ -141,3 +156,17 @@ class Snapshots:
                 continue
             mid = link.publish(self._topics.snapshot(camera), jpeg, retain=True)
             self.in_flight[mid] = (camera, latest["media_id"])
+
+    async def _clear_gone(self, link: Link) -> bool:
+        """Remove the retained snapshot of every camera the broker holds one for that is retired or deleted. A
+        camera with a picture still on its way waits for it, so the empty message comes last; True: some wait."""
+        busy = {camera for camera, _ in self.in_flight.values()}
+        held = (set(self._state.snapshots) | busy) - set(self.clearing.values())
+        if not held:
+            return False
+        gone = held - await self._db.read(active_camera_ids, sorted(held))
+        for camera in sorted(gone - busy):
+            log.info("mqtt: camera %d is retired or gone: removing its retained snapshot", camera)
+            self.wanted.pop(camera, None)
+            self.clearing[link.publish(self._topics.snapshot(camera), b"", retain=True)] = camera
+        return bool(gone & busy)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 class Topics:
     prefix: str
     site: str
+    public_url: str | None = None  # web.public_url: events then carry absolute media URLs beside the relative ones
 
     @property
     def base(self) -> str:
@@ -57,7 +58,9 @@ class Topics:
 
 def outbox_topics(config: Config) -> Topics | None:
     """Where changes are reported, or None when MQTT is off (then nothing is queued)."""
-    return Topics(config.mqtt.topic_prefix, config.site.id) if config.mqtt.enabled else None
+    if not config.mqtt.enabled:
+        return None
+    return Topics(config.mqtt.topic_prefix, config.site.id, config.web.public_url)
 
 
 def message_id(site: str) -> str:
@@ -65,9 +68,28 @@ def message_id(site: str) -> str:
     return f"{site}:{uuid.uuid4()}"
 
 
-def event_payload(site: str, kind: str, event: dict[str, Any]) -> bytes:
+def event_payload(site: str, kind: str, event: dict[str, Any], public_url: str | None = None) -> bytes:
+    """An ``events`` message; with *public_url*, its media URLs also absolute (the relative ones unchanged)."""
+    if public_url is not None:
+        event = with_absolute_urls(event, public_url)
     return json.dumps({"id": message_id(site), "type": kind, "site": site, "event": event},
                       separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def with_absolute_urls(event: dict[str, Any], public_url: str) -> dict[str, Any]:
+    """*event* with ``absolute_url`` beside each media ``url`` (``absolute_thumbnail_url`` beside
+    ``thumbnail_url``): for a station that shows the pictures without knowing where the appliance is."""
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else public_url + path
+
+    video = event.get("video") or {}
+    return {
+        **event,
+        "images": [{**image, "absolute_url": absolute(image["url"]),
+                    "absolute_thumbnail_url": absolute(image["thumbnail_url"])} for image in event.get("images", [])],
+        "video": {**video, "absolute_url": absolute(video.get("url"))},
+        "attachments": [{**item, "absolute_url": absolute(item["url"])} for item in event.get("attachments", [])],
+    }
 
 
 def alarm_payload(site: str, kind: str, alarm: dict[str, Any]) -> bytes:

@@ -39,6 +39,9 @@ RESOLUTION_CODES = {
     "test": "Test",
     "other": "Other (see text)",
 }
+# The alarm changes a central station is told about, as ``last_action.action`` of an ``alarms`` message; stations
+# parse these words, so they never change (schema/mqtt-messages.json lists them).
+PUBLISHED_ACTIONS = ("alarm.open", "alarm.acknowledge", "alarm.note", "alarm.resolve")
 MAX_NOTE = 4000
 SNAPSHOT_KIND = "snapshot"  # media vmond took from the camera's stream when the alarm was raised (not camera-sent)
 
@@ -81,8 +84,11 @@ def _summary(alarm: Alarm, event: AlarmEvent, users: dict[int, User]) -> dict[st
             "code": alarm.resolution_code, "label": RESOLUTION_CODES.get(alarm.resolution_code or "", ""),
             "text": alarm.resolution or ""},
         "event_type": event.event_type,
+        "received_at": _iso(event.received_at),
         "event_time": _iso(event.event_time),
         "camera": None if camera is None else {"id": camera.id, "name": camera.name},
+        "camera_name": event.camera_name,
+        "channel": event.channel,
         "account": None if account is None else {"id": account.id, "name": account.name},
     }
 
@@ -182,6 +188,7 @@ def _changed(alarm_id: int, user_id: int | None, action: str, detail: dict[str, 
     AuditEntry.create(user=user_id, action=action, target_type="alarm", target_id=alarm_id, detail=detail)
     summary = alarm_summary(alarm_id)
     if topics is not None:
+        assert action in PUBLISHED_ACTIONS, action
         message = dict(summary, last_action={"action": action, "detail": detail})
         outbox.enqueue(topics.alarms, alarm_payload(topics.site, kind, message), event_id=summary["event_id"])
     return summary

@@ -55,6 +55,7 @@ class IngestRecord:
     subject: str = ""
     body_excerpt: str = ""
     channel: str | None = None
+    camera_name: str | None = None  # the camera's own name, as the mail gives it
     vendor: str | None = None
     is_test: bool = False
     flags: tuple[str, ...] = ()
@@ -98,6 +99,7 @@ def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | Non
         "event_type": event.event_type,
         "subject": event.subject,
         "channel": event.channel,
+        "camera_name": event.camera_name,
         "vendor": event.vendor,
         "status": event.status,
         "is_test": event.is_test,
@@ -168,12 +170,17 @@ def get_event(domain: str, event_id: int) -> dict[str, Any]:
 
 def _coalesce_target(camera: Camera, record: IngestRecord, window: float) -> AlarmEvent | None:
     """The camera's open event this mail belongs to: one that had a mail within the window, or, for the
-    "Stop" half of a start/stop pair, the event its "Start" opened a while ago."""
+    "Stop" half of a start/stop pair, the event its "Start" opened a while ago.
+
+    Only an event of the same channel and camera name: a recorder mails for all its cameras from one address,
+    and two cameras that see something at once are two things for a guard to look at, not one."""
     if record.is_test:
         return None
     query = (AlarmEvent.select().join(Mail)
              .where(AlarmEvent.camera == camera, AlarmEvent.status == "active",
-                    AlarmEvent.is_test == False))  # noqa: E712 - peewee expression
+                    AlarmEvent.is_test == False,  # noqa: E712 - peewee expression
+                    # peewee writes "== None" as IS NULL
+                    AlarmEvent.channel == record.channel, AlarmEvent.camera_name == record.camera_name))
     if record.phase == "stop":
         cutoff = record.received_at - timedelta(seconds=max(window, STOP_WINDOW))
         query = query.where(AlarmEvent.event_type == record.event_type)
@@ -187,7 +194,7 @@ def _coalesce_target(camera: Camera, record: IngestRecord, window: float) -> Ala
 def report(topics: Topics | None, kind: str, event: dict[str, Any]) -> None:
     """Queue the change for the central station, in the caller's transaction (camera test mails stay local)."""
     if topics is not None and not event["is_test"]:
-        outbox.enqueue(topics.events, event_payload(topics.site, kind, event), event_id=event["id"])
+        outbox.enqueue(topics.events, event_payload(topics.site, kind, event, topics.public_url), event_id=event["id"])
 
 
 def record_mail(domain: str, record: IngestRecord, coalesce_window: float, topics: Topics | None = None
@@ -218,6 +225,7 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, topic
             subject=record.subject,
             body_excerpt=record.body_excerpt,
             channel=record.channel,
+            camera_name=record.camera_name,
             vendor=record.vendor,
             is_test=record.is_test,
             flags=sorted(set(flags)),

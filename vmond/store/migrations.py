@@ -243,6 +243,12 @@ CREATE INDEX "mail_sha256" ON "mail" ("sha256");
 """
 
 
+# 6: the camera's own name from the mail, beside its channel: an NVR mails for all its cameras from one address.
+SCHEMA_6 = """
+ALTER TABLE "alarm_event" ADD COLUMN "camera_name" VARCHAR(255);
+"""
+
+
 def _apply_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would commit on its own; run statement by statement inside our transaction instead.
     for statement in script.split(";"):
@@ -256,6 +262,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _apply_script(conn, SCHEMA_3),
     lambda conn: _apply_script(conn, SCHEMA_4),
     lambda conn: _apply_script(conn, SCHEMA_5),
+    lambda conn: _apply_script(conn, SCHEMA_6),
 ]
 LATEST = len(MIGRATIONS)
 

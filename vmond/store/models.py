@@ -117,6 +117,7 @@ class AlarmEvent(BaseModel):
     subject = pw.TextField(default="")
     body_excerpt = pw.TextField(default="")
     channel = pw.CharField(null=True)
+    camera_name = pw.CharField(null=True)  # the camera's own name from the mail (an NVR mails for all channels)
     vendor = pw.CharField(null=True)
     status = pw.CharField(default="active", index=True)  # active | dismissed | alarmed
     is_test = pw.BooleanField(default=False)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import aiohttp_jinja2
@@ -16,7 +17,7 @@ from aiohttp import web
 from vmond import keys
 from vmond.live import routes as live
 from vmond.tlscert import server_context
-from vmond.web import admin, adminpages, alarms, api, cameras, login, pages, ws
+from vmond.web import admin, adminpages, alarms, api, cameras, display, login, pages, ws
 from vmond.web.accesslog import ACCESS_LOGGER, AccessLog
 from vmond.web.bodies import MAX_BODY
 from vmond.web.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, GuardedSite, first_request_middleware
@@ -50,7 +51,8 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app[keys.WEB_PATHS] = paths
     app[keys.WS_CLIENTS] = {}
     app[keys.PRESENCE] = ws.Presence(services.bus)
-    app[keys.HOSTS] = HostPolicy(config.web.allowed_hosts)
+    public_host = urlsplit(config.web.public_url).hostname if config.web.public_url else None
+    app[keys.HOSTS] = HostPolicy(config.web.allowed_hosts + ((public_host,) if public_host else ()))
     app[keys.CONNECTIONS] = ConnectionGuard(config.web.max_connections, config.web.max_connections_per_peer)
     app.cleanup_ctx.append(ws.session_watch)
 
@@ -58,6 +60,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
         app,
         loader=jinja2.FileSystemLoader(str(paths.templates)),
         autoescape=True,  # every template, whatever its file name
+        filters=display.FILTERS,
     )
 
     app.router.add_get("/", pages.home)

@@ -58,6 +58,32 @@ function age(iso) {
   return Math.floor(seconds / 86400) + "d ago";
 }
 
+// Which camera it was and when, as vmond/web/display.py says it on the server-rendered pages.
+const CLOCK_TOLERANCE_MS = 60 * 1000;
+
+function sourceLabel(event) {
+  let name = event.camera_name;
+  let channel = event.channel;
+  if (name && event.camera && name.toLowerCase() === event.camera.name.toLowerCase()) name = null;
+  if (channel && !channel.toLowerCase().includes("ch")) channel = "ch " + channel;
+  if (name && channel) return name + " (" + channel + ")";
+  return name || channel || "";
+}
+
+function cameraClock(event) {
+  // The camera's own clock, shown as such when it disagrees with the time of receipt (which orders the wall).
+  const told = Date.parse(event.event_time);
+  const received = Date.parse(event.received_at);
+  if (Number.isNaN(told) || Math.abs(told - received) <= CLOCK_TOLERANCE_MS) return null;
+  const node = el("span", "camera-clock", "camera clock: ");
+  const sameDay = new Date(told).toDateString() === new Date(received).toDateString();
+  const time = el("time", null, sameDay ? new Date(told).toLocaleTimeString() : localTime(event.event_time));
+  time.dateTime = event.event_time;
+  node.appendChild(time);
+  node.title = "The time the camera's own clock gave; events are filed by the time vmond received them";
+  return node;
+}
+
 function button(action, label, title) {
   const node = el("button", action, label);
   node.type = "button";
@@ -70,7 +96,9 @@ function buildCard(event) {
   const card = el("article", "event-card");
   card.dataset.eventId = String(event.id);
   card.tabIndex = 0;
-  card.setAttribute("aria-label", event.event_type + (event.camera ? ", " + event.camera.name : ""));
+  const source = sourceLabel(event);
+  card.setAttribute("aria-label", event.event_type + (event.camera ? ", " + event.camera.name : "")
+    + (source ? ", " + source : ""));
 
   const media = el("a", "event-media");
   media.href = "/events/" + event.id;
@@ -93,15 +121,19 @@ function buildCard(event) {
 
   const body = el("div", "event-body");
   body.appendChild(el("h2", "event-type", event.event_type));
-  const where = [event.camera ? event.camera.name : "unknown camera", event.account ? event.account.name : ""]
-    .filter(Boolean).join(" · ");
-  body.appendChild(el("p", "event-where", where));
+  const where = el("p", "event-where", event.camera ? event.camera.name : "unknown camera");
+  if (source) where.append(" · ", el("bdi", "event-source", source));
+  if (event.account) where.append(" · " + event.account.name);
+  body.appendChild(where);
   const when = el("p", "event-when");
-  const timeEl = el("time", null, localTime(event.event_time));
-  timeEl.dateTime = event.event_time;
-  when.appendChild(timeEl);
+  const received = el("time", "event-received", localTime(event.received_at));
+  received.dateTime = event.received_at;
+  received.title = "Received";
+  when.appendChild(received);
   when.appendChild(el("span", "event-age", age(event.received_at)));
   body.appendChild(when);
+  const clock = cameraClock(event);
+  if (clock) body.appendChild(clock);
   if (event.flags && event.flags.length) body.appendChild(el("p", "event-flags", event.flags.join(", ")));
   card.appendChild(body);
 
@@ -137,10 +169,11 @@ function upsert(event, live) {
     old.replaceWith(card);
     if (focused) card.focus();
   } else {
-    // Newest first, by arrival time.
+    // Newest first, by the time of receipt (never the camera's clock), then by id, as the server lists them.
+    const at = Date.parse(event.received_at);
     const next = Array.from(wall.children).find((other) => {
       const o = events.get(Number(other.dataset.eventId));
-      return o && Date.parse(o.received_at) < Date.parse(event.received_at);
+      return o && (Date.parse(o.received_at) < at || (Date.parse(o.received_at) === at && o.id < event.id));
     });
     wall.insertBefore(card, next || null);
     if (fresh && live) {

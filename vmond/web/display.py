@@ -1,0 +1,36 @@
+"""How an event is described to a guard, for the server-rendered pages (``web/static/wall.js`` says the same on
+the wall's cards): the camera's own name and channel from the mail beside vmond's name for the camera, and the
+camera's clock when it disagrees with the time of receipt, which is what orders everything."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+CLOCK_TOLERANCE = 60.0  # seconds the camera's clock may differ from the time of receipt without being shown
+
+
+def source_label(event: dict[str, Any]) -> str:
+    """What the mail says about which camera it was, e.g. ``CAM 2 Garage (ch 2)``; "" when it says nothing new."""
+    name, channel = event.get("camera_name"), event.get("channel")
+    camera = event.get("camera") or {}
+    if name and name.casefold() == str(camera.get("name", "")).casefold():
+        name = None  # the installer gave the camera the name it has itself
+    if channel and "ch" not in channel.casefold():
+        channel = f"ch {channel}"
+    if name and channel:
+        return f"{name} ({channel})"
+    return name or channel or ""
+
+
+def camera_clock(event: dict[str, Any]) -> str | None:
+    """The event time by the camera's clock (ISO 8601) when it is more than a minute off the time of receipt."""
+    try:
+        told = datetime.fromisoformat(event["event_time"])
+        received = datetime.fromisoformat(event["received_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return event["event_time"] if abs((told - received).total_seconds()) > CLOCK_TOLERANCE else None
+
+
+FILTERS = {"source_label": source_label, "camera_clock": camera_clock}
