@@ -159,7 +159,8 @@ async def _camera_view(request: web.Request, camera_id: int, errors: dict[str, s
         raise web.HTTPNotFound() from None
     return render(request, "camera.html", {"camera": camera, "accounts": await _accounts(request),
                                            "errors": errors or {}, "generated": generated,
-                                           "smtp_auth": request.app[CONFIG].smtp.auth}, status=status)
+                                           "smtp_auth": request.app[CONFIG].smtp.auth,
+                                           "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
 @require("supervisor")
@@ -227,7 +228,8 @@ def _user_data(form: dict[str, str]) -> dict[str, Any]:
 async def _users_page(request: web.Request, errors: dict[str, str] | None = None, form: dict[str, str] | None = None,
                       status: int = 200) -> web.Response:
     return render(request, "users.html", {"users": await request.app[DB].read(list_users), "roles": auth.ROLES,
-                                          "errors": errors or {}, "form": form or {}}, status=status)
+                                          "errors": errors or {}, "form": form or {},
+                                          "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
 @require("admin")
@@ -252,8 +254,8 @@ async def _user_view(request: web.Request, errors: dict[str, str] | None = None,
         user = await request.app[DB].read(get_user, match_id(request, "user_id"))
     except UserNotFound:
         raise web.HTTPNotFound() from None
-    return render(request, "user.html", {"account_user": user, "roles": auth.ROLES, "errors": errors or {}},
-                  status=status)
+    return render(request, "user.html", {"account_user": user, "roles": auth.ROLES, "errors": errors or {},
+                                         "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
 @require("admin")

@@ -1,0 +1,64 @@
+"""The administration forms as a browser receives them: the attributes of their inputs, parsed from the markup."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import aiohttp
+from conftest import Daemon
+from test_web import browser, log_in
+
+
+class Inputs(HTMLParser):
+    """Every ``<input>`` and ``<textarea>`` of a page with its attributes as the browser's parser sees them."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.fields: list[dict[str, str | None]] = []
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("input", "textarea"):
+            self.fields.append(dict(attrs))
+
+    def named(self, name: str) -> dict[str, str | None]:
+        (found,) = [f for f in self.fields if f.get("name") == name]
+        return found
+
+
+async def page_inputs(http: aiohttp.ClientSession, url: str) -> Inputs:
+    async with http.get(url) as response:
+        assert response.status == 200, url
+        return Inputs(await response.text())
+
+
+async def dashboard_camera(daemon: Daemon, token: str) -> int:
+    _, account = await daemon.api("POST", "/api/accounts", token, json={"name": "Forms Ltd"})
+    status, camera = await daemon.api("POST", "/api/cameras", token, json={"account_id": account["id"],
+                                                                            "name": "Porch"})
+    assert status == 201, camera
+    return camera["id"]
+
+
+async def test_form_attributes_are_attributes_of_the_inputs(daemon: Daemon) -> None:
+    await daemon.add_user("root", "admin")
+    camera_id = await dashboard_camera(daemon, await daemon.token("root"))
+    async with browser() as http:
+        await log_in(daemon, http, "root")
+        users = await page_inputs(http, f"{daemon.url}/users")
+        assert users.named("username")["autocomplete"] == "off"
+        assert users.named("password")["autocomplete"] == "new-password"
+        assert users.named("password")["minlength"] == "8"
+        assert "required" in users.named("password")
+        user = await page_inputs(http, f"{daemon.url}/users/1")
+        assert user.named("password")["autocomplete"] == "new-password"
+        assert user.named("password")["minlength"] == "8"
+        camera = await page_inputs(http, f"{daemon.url}/cameras/{camera_id}")
+        assert camera.named("rtsp_url")["autocomplete"] == "off"
+        assert camera.named("rtsp_url")["placeholder"] == "rtsp://user:password@camera/stream"
+        assert camera.named("smtp_password")["autocomplete"] == "new-password"
+        assert camera.named("smtp_password")["minlength"] == "8"
+        for page in (users, user, camera):
+            for field in page.fields:  # nothing escaped into the tag as a stray attribute name
+                assert all(name.isascii() and name.replace("-", "").isalpha() for name in field), field
