@@ -55,6 +55,34 @@ def test_config_option_before_or_after_the_subcommand(tmp_path: Path) -> None:
     assert vmond("check-config", "-c", str(config)).returncode == 0
 
 
+def test_check_config_takes_the_file_as_an_argument(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    result = vmond("check-config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{config}: ok: ")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site:\n  id: Not Valid\n")
+    result = vmond("check-config", str(bad))
+    assert result.returncode == 2 and result.stderr.startswith(f"{bad}:2: site.id: ")
+    # The same file named both ways is fine, in any spelling of the option.
+    for both in (["check-config", str(config), "--config", str(config)],
+                 ["check-config", "-c", str(tmp_path / "." / "vmond.yaml"), str(config)],
+                 ["--config", str(config), "check-config", str(config)]):
+        assert vmond(*both).returncode == 0, both
+
+
+def test_check_config_refuses_two_different_files(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    other = tmp_path / "other.yaml"
+    other.write_text(config.read_text())
+    for both in (["check-config", str(config), "--config", str(other)],
+                 ["--config", str(other), "check-config", str(config)]):
+        result = vmond(*both)
+        assert result.returncode == 2 and result.stdout == ""
+        (line,) = result.stderr.splitlines()
+        assert str(config) in line and str(other) in line and "give one" in line
+
+
 def test_user_add_and_passwd(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     created = vmond("user", "add", "alice", "--role", "supervisor", "--password-stdin", "--config", str(config),

@@ -60,6 +60,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.file is not None:
+        # FILE and --config may both be given (scripts add --config to every command) but must agree.
+        if args.config and Path(args.config).resolve() != Path(args.file).resolve():
+            print(f"vmond check-config: {args.file} and --config {args.config} are different files; give one",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        args.config = args.file
     config = _load(args)
     print(f"{config.source}: {describe(config)}")
     return 0
@@ -177,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("run", parents=[common], help="run the daemon in the foreground").set_defaults(func=cmd_run)
-    commands.add_parser("check-config", parents=[common], help="validate the configuration file"
-                        ).set_defaults(func=cmd_check_config)
+    check = commands.add_parser("check-config", parents=[common], help="validate the configuration file")
+    check.add_argument("file", metavar="FILE", nargs="?", help="the file to check (the same as --config FILE)")
+    check.set_defaults(func=cmd_check_config)
 
     user = commands.add_parser("user", parents=[common], help="manage dashboard users")
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
