@@ -83,6 +83,38 @@ def test_check_config_refuses_two_different_files(tmp_path: Path) -> None:
         assert str(config) in line and str(other) in line and "give one" in line
 
 
+def test_info_shows_what_the_file_configures(tmp_path: Path) -> None:
+    config = write_config(tmp_path, smtp={"listen": "0.0.0.0:2626", "domain": "cams.example"},
+                          web={"listen": "[::1]:8443", "tls": {"self_signed": True}})
+    values = {"dashboard": "https://[::1]:8443/", "smtp": "127.0.0.1:2626", "domain": "cams.example",
+              "camera": "camera-front@cams.example", "data": str(tmp_path / "data"), "config": str(config)}
+    for name, value in values.items():
+        result = vmond("info", "--config", str(config), "--get", name)
+        assert result.returncode == 0 and result.stdout == f"{value}\n", (name, result)
+    shown = vmond("info", "--config", str(config))
+    assert [line.split() for line in shown.stdout.splitlines()] == [[k, v] for k, v in values.items()]
+    no_camera = write_config(tmp_path, accounts=[])
+    assert vmond("info", "-c", str(no_camera), "--get", "camera").stdout == "\n"
+
+
+def test_make_run_banner_shows_the_configured_addresses(tmp_path: Path) -> None:
+    config = write_config(tmp_path, smtp={"listen": "127.0.0.1:2626", "domain": "cams.example"},
+                          web={"listen": "0.0.0.0:8181"})
+    result = subprocess.run(["make", "-s", "-C", str(Path(__file__).parent.parent), "banner", f"CONFIG={config}",
+                             f"VMOND={sys.executable} -m vmond"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    banner = result.stdout
+    assert "dashboard http://127.0.0.1:8181/  SMTP 127.0.0.1:2626" in banner
+    assert "open http://127.0.0.1:8181/setup" in banner
+    assert "camera-front@cams.example via 127.0.0.1:2626" in banner
+    assert "8080" not in banner and "2525" not in banner and "monitor.local" not in banner
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("smtp:\n  listen: nowhere\n")
+    result = subprocess.run(["make", "-s", "-C", str(Path(__file__).parent.parent), "banner", f"CONFIG={broken}",
+                             f"VMOND={sys.executable} -m vmond"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and f"{broken}:2: smtp.listen: " in result.stderr
+
+
 def test_user_add_and_passwd(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     created = vmond("user", "add", "alice", "--role", "supervisor", "--password-stdin", "--config", str(config),

@@ -1,4 +1,4 @@
-"""The ``vmond`` command: run, check-config, user, tls, send-test."""
+"""The ``vmond`` command: run, check-config, info, user, tls, backup, restore, send-test."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import vmond
 from vmond import auth
 from vmond.config import Config, ConfigError, describe, load_config
+from vmond.endpoints import INFO_NAMES
 
 DEFAULT_CONFIG = "/etc/vmond/vmond.yaml"
 EXIT_CONFIG = 2
@@ -69,6 +70,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         args.config = args.file
     config = _load(args)
     print(f"{config.source}: {describe(config)}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from vmond.endpoints import info
+
+    values = info(_load(args))
+    if args.get:
+        print(values[args.get])
+        return 0
+    width = max(map(len, values))
+    for name, value in values.items():
+        print(f"{name:<{width}}  {value or '-'}")
     return 0
 
 
@@ -187,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", parents=[common], help="validate the configuration file")
     check.add_argument("file", metavar="FILE", nargs="?", help="the file to check (the same as --config FILE)")
     check.set_defaults(func=cmd_check_config)
+
+    info = commands.add_parser("info", parents=[common],
+                               help="where the configuration puts the dashboard, SMTP and the first camera")
+    info.add_argument("--get", choices=INFO_NAMES, metavar="NAME",
+                      help=f"print only this value, for scripts ({', '.join(INFO_NAMES)})")
+    info.set_defaults(func=cmd_info)
 
     user = commands.add_parser("user", parents=[common], help="manage dashboard users")
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
