@@ -179,11 +179,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:
-    from vmond.testmail import send_test_mail
+    from vmond.testmail import SendTestError, send_test_mail
 
     config = _load(args)
-    reply = send_test_mail(config, to=args.to, server=args.server, password=args.password)
-    print(reply)
+    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else args.password
+    try:
+        print(send_test_mail(config, to=args.to, server=args.server, password=password, alarm=args.alarm))
+    except SendTestError as exc:
+        print(f"vmond send-test: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -236,10 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
     restore.set_defaults(func=cmd_restore)
 
     send = commands.add_parser("send-test", parents=[common],
-                               help="send a camera-like alarm mail with a picture to a running vmond")
-    send.add_argument("--to", help="camera address (default: the first camera in the configuration)")
-    send.add_argument("--server", help="host:port (default: smtp.listen of the configuration)")
-    send.add_argument("--password", help="SMTP password, for smtp.auth: per-camera")
+                               help="send a camera's test mail (or --alarm: an alarm) with a picture to a running "
+                                    "vmond, logged in as the camera")
+    send.add_argument("--to", metavar="ADDRESS",
+                      help="the camera's address, or just its local part (default: the first camera in the "
+                           "configuration)")
+    send.add_argument("--server", metavar="HOST:PORT", help="where vmond listens (default: smtp.listen)")
+    secret = send.add_mutually_exclusive_group()
+    secret.add_argument("--password", help="the camera's SMTP password (default: its smtp_password in the "
+                                           "configuration)")
+    secret.add_argument("--password-stdin", action="store_true",
+                        help="read the camera's SMTP password from the first line of stdin")
+    send.add_argument("--alarm", action="store_true",
+                      help="send an ordinary alarm, which the wall shows, instead of the camera's test mail")
     send.set_defaults(func=cmd_send_test)
     return parser
 
