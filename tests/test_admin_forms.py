@@ -62,3 +62,43 @@ async def test_form_attributes_are_attributes_of_the_inputs(daemon: Daemon) -> N
         for page in (users, user, camera):
             for field in page.fields:  # nothing escaped into the tag as a stray attribute name
                 assert all(name.isascii() and name.replace("-", "").isalpha() for name in field), field
+
+
+async def post_form(http: aiohttp.ClientSession, daemon: Daemon, path: str, form: dict[str, str]
+                    ) -> tuple[int, str, str]:
+    """Post like the browser does (following the redirect); returns the status, the final path and the page."""
+    async with http.post(daemon.url + path, data=form, headers={"Origin": daemon.url}) as response:
+        return response.status, response.url.path, await response.text()
+
+
+def facts(html: str) -> dict[str, str]:
+    """The camera page's facts (``<dt>`` → text of its ``<dd>``)."""
+    import re
+
+    pairs = re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", html, re.S)
+    return {dt: re.sub(r"<[^>]+>", "", dd).strip() for dt, dd in pairs}
+
+
+async def test_camera_address_chosen_and_changed_in_the_dashboard(daemon: Daemon) -> None:
+    await daemon.add_user("boss", "supervisor")
+    _, account = await daemon.api("POST", "/api/accounts", await daemon.token("boss"), json={"name": "Forms Ltd"})
+    async with browser() as http:
+        csrf = await log_in(daemon, http, "boss")
+        new = {"csrf_token": csrf, "name": "Porch", "account_id": str(account["id"])}
+        status, _, page = await post_form(http, daemon, "/cameras", {**new, "smtp_address": "porch cam"})
+        assert status == 400 and "not a valid camera address" in page
+        assert Inputs(page).named("smtp_address")["value"] == "porch cam"  # what was typed survives the error
+        status, path, page = await post_form(http, daemon, "/cameras", {**new, "smtp_address": "Porch.Cam"})
+        assert status == 200 and path.startswith("/cameras/")
+        shown = facts(page)
+        assert shown["Mail address"] == "porch.cam@monitor.local" and shown["SMTP password"] == "none"
+        assert Inputs(page).named("smtp_address")["value"] == "porch.cam"
+        status, _, page = await post_form(http, daemon, path, {**new, "smtp_address": "camera-front"})
+        assert status == 400 and "is the address of the camera &#39;Front Door&#39;" in page
+        assert Inputs(page).named("smtp_address")["value"] == "camera-front"
+        status, _, page = await post_form(http, daemon, path, {**new, "smtp_address": "porch-2",
+                                                               "smtp_password": "porch-secret"})
+        assert status == 200 and facts(page)["Mail address"] == "porch-2@monitor.local"
+        assert facts(page)["SMTP password"] == "set" and "porch-secret" not in page
+        async with http.get(f"{daemon.url}/cameras/1") as response:  # declared in the file, without a password
+            assert facts(await response.text())["SMTP password"] == "none"

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
+from vmond.addresses import camera_local_part
 from vmond.configschema import (
-    LOCAL_PART,
     REQUIRED,
     SECTIONS,
     Ctx,
@@ -212,9 +212,9 @@ def _check_accounts(values: dict[str, Any], ctx: Ctx) -> None:
                 continue
             key = f"{cam_path}.smtp_address"
             try:
-                camera["smtp_address"] = _local_part(
+                camera["smtp_address"] = camera_local_part(
                     camera["smtp_address"], None if "smtp.domain" in ctx.failed else domain)
-            except Invalid as exc:
+            except ValueError as exc:
                 _report(ctx, key, str(exc))
                 continue
             first = addresses.setdefault(camera["smtp_address"], key)
@@ -222,15 +222,3 @@ def _check_accounts(values: dict[str, Any], ctx: Ctx) -> None:
                 _report(ctx, key, f"duplicate camera address {camera['smtp_address']!r} "
                         f"(also `{first}` on line {ctx.lines[first]})")
 
-
-def _local_part(address: str, domain: str | None) -> str:
-    local = address
-    if "@" in address:
-        local, _, other = address.rpartition("@")
-        if domain is not None and other != domain:
-            raise Invalid(f"domain {other!r} is not smtp.domain {domain!r}; "
-                          "write just the part before the @")
-    if not LOCAL_PART.fullmatch(local):
-        raise Invalid(f"{local!r} is not a valid camera address: use up to 64 of a-z, 0-9, "
-                      "'.', '_', '+' and '-', starting with a letter or digit")
-    return local

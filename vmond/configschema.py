@@ -278,7 +278,6 @@ class ListOf:
 Table = dict[str, Union[Key, ListOf, "Table"]]
 
 SITE_ID = re.compile(r"[a-z0-9-]+")
-LOCAL_PART = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 

@@ -250,12 +250,19 @@ def _apply_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
+# 6: whether the configuration file gives a camera its SMTP password (the password itself stays in the file).
+SCHEMA_6 = """
+ALTER TABLE "camera" ADD COLUMN "smtp_password_in_config" INTEGER NOT NULL DEFAULT 0;
+"""
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _apply_script(conn, SCHEMA_1),
     lambda conn: _apply_script(conn, SCHEMA_2),
     lambda conn: _apply_script(conn, SCHEMA_3),
     lambda conn: _apply_script(conn, SCHEMA_4),
     lambda conn: _apply_script(conn, SCHEMA_5),
+    lambda conn: _apply_script(conn, SCHEMA_6),
 ]
 LATEST = len(MIGRATIONS)
 

@@ -136,6 +136,8 @@ def _camera_data(form: dict[str, str], creating: bool) -> dict[str, Any]:
         data["account_id"] = None
     if form.get("rtsp_url", "").strip() or form.get("clear_rtsp_url"):
         data["rtsp_url"] = "" if form.get("clear_rtsp_url") else form["rtsp_url"]
+    if "smtp_address" in form:
+        data["smtp_address"] = form["smtp_address"]
     if form.get("smtp_password"):
         data["smtp_password"] = form["smtp_password"]
     data["generate_password"] = bool(form.get("generate_password"))
@@ -148,17 +150,20 @@ async def cameras_page(request: web.Request) -> web.StreamResponse:
     cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
     refusals = await request.app[DB].read(list_refusals, 20)
     return render(request, "cameras.html", {"cameras": cameras, "refusals": refusals,
-                                            "accounts": await _accounts(request), "errors": {}, "form": {}})
+                                            "accounts": await _accounts(request), "errors": {}, "form": {},
+                                            "domain": request.app[CONFIG].smtp.domain})
 
 
 async def _camera_view(request: web.Request, camera_id: int, errors: dict[str, str] | None = None,
-                       status: int = 200, generated: str | None = None) -> web.Response:
+                       status: int = 200, generated: str | None = None,
+                       form: dict[str, str] | None = None) -> web.Response:
     try:
         camera = await camera_or_404(request, camera_id)
     except store.NotFound:
         raise web.HTTPNotFound() from None
     return render(request, "camera.html", {"camera": camera, "accounts": await _accounts(request),
-                                           "errors": errors or {}, "generated": generated,
+                                           "errors": errors or {}, "generated": generated, "form": form,
+                                           "domain": request.app[CONFIG].smtp.domain,
                                            "smtp_auth": request.app[CONFIG].smtp.auth,
                                            "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
@@ -176,8 +181,8 @@ async def camera_create(request: web.Request) -> web.StreamResponse:
     except store.Invalid as exc:
         cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
         return render(request, "cameras.html", {"cameras": cameras, "refusals": [], "form": form,
-                                                "accounts": await _accounts(request), "errors": exc.fields},
-                      status=400)
+                                                "accounts": await _accounts(request), "errors": exc.fields,
+                                                "domain": request.app[CONFIG].smtp.domain}, status=400)
     if "smtp_password" in camera:  # generated: shown this once, for the installer to type into the camera
         return await _camera_view(request, camera["id"], generated=camera["smtp_password"])
     raise web.HTTPSeeOther(f"/cameras/{camera['id']}")
@@ -186,10 +191,12 @@ async def camera_create(request: web.Request) -> web.StreamResponse:
 @require("supervisor")
 async def camera_save(request: web.Request) -> web.StreamResponse:
     camera_id = match_id(request, "camera_id")
+    form = await _form(request)
     try:
-        camera = await save_camera(request, _camera_data(await _form(request), creating=False), camera_id)
-    except store.Invalid as exc:
-        return await _camera_view(request, camera_id, errors=exc.fields, status=400)
+        camera = await save_camera(request, _camera_data(form, creating=False), camera_id)
+    except store.Invalid as exc:  # shown again with what was typed (but passwords)
+        typed = {key: form.get(key, "") for key in ("name", "smtp_address")}
+        return await _camera_view(request, camera_id, errors=exc.fields, status=400, form=typed)
     except store.ReadOnly as exc:
         raise web.HTTPConflict(text=str(exc)) from None
     except store.NotFound:
