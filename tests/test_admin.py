@@ -33,8 +33,8 @@ async def test_accounts_with_contacts(daemon: Daemon, boss: str) -> None:
     assert [c["name"] for c in account["contacts"]] == ["Manager", "Owner"]  # call order
     status, body = await daemon.api("POST", "/api/accounts", boss, json={"name": "corner shop"})
     assert status == 400 and "name" in body["fields"]
-    status, body = await daemon.api("PATCH", f"/api/accounts/{account['id']}", boss,
-                                    json={"contacts": [{"name": ""}, {"name": "X", "priority": 0}]})
+    status, body = await daemon.api("PATCH", f"/api/accounts/{account['id']}", boss, json={"contacts": [
+        {"name": "", "phone": "+15550113"}, {"name": "X", "phone": "+15550114", "priority": 0}]})
     assert status == 400 and set(body["fields"]) == {"contacts[0].name", "contacts[1].priority"}
     status, changed = await daemon.api("PATCH", f"/api/accounts/{account['id']}", boss,
                                        json={"notes": "Code 1234 at the back door", "contacts": []})
@@ -313,3 +313,27 @@ async def test_whether_a_camera_has_an_smtp_password(make_config: Callable[..., 
             assert "secret" not in str(body) and "scrypt" not in str(body) and "password_hash" not in str(body)
         status, dock = await daemon.api("PATCH", f"/api/cameras/{dock['id']}", boss, json={"clear_password": True})
         assert status == 200 and dock["has_smtp_password"] is False
+
+
+async def test_contacts_can_be_reached(daemon: Daemon, boss: str) -> None:
+    contacts = [{"name": "A", "phone": "call me"}, {"name": "B", "email": "b@example"}, {"name": "C", "role": "owner"},
+                {"name": "D", "phone": "  +1  555 0100 ", "email": ""}, {"name": "E", "phone": 5550100},
+                {"name": "F", "phone": "(555) 010-0100", "email": "f@example.com"}]
+    status, body = await daemon.api("POST", "/api/accounts", boss, json={"name": "Kiosk", "contacts": contacts})
+    assert status == 400 and body["error"]
+    assert body["fields"] == {
+        "contacts[0].phone": ("'call me' is not a phone number: use digits with optional spaces, dashes, dots or "
+                              "parentheses and an optional leading +, e.g. +15550100 or (555) 010-0100"),
+        "contacts[1].email": "'b@example' is not an e-mail address: write it like jane@example.com",
+        "contacts[2].phone": "a contact needs a phone number or an e-mail address",
+        "contacts[4].phone": "must be text"}
+    contacts[0]["phone"], contacts[1]["email"], contacts[2]["email"], contacts[4]["phone"] = (
+        "+15550100", "b@example.com", "c@example.com", "5550100")
+    status, account = await daemon.api("POST", "/api/accounts", boss, json={"name": "Kiosk", "contacts": contacts})
+    assert status == 201, account
+    assert [(c["name"], c["phone"], c["email"]) for c in account["contacts"]] == [
+        ("A", "+15550100", None), ("B", None, "b@example.com"), ("C", None, "c@example.com"),
+        ("D", "+1 555 0100", None), ("E", "5550100", None), ("F", "(555) 010-0100", "f@example.com")]
+    many = [{"name": f"N{n}", "phone": f"555-01{n:02d}"} for n in range(51)]
+    status, body = await daemon.api("PATCH", f"/api/accounts/{account['id']}", boss, json={"contacts": many})
+    assert status == 400 and body["fields"] == {"contacts": "at most 50 contacts"}

@@ -102,3 +102,31 @@ async def test_camera_address_chosen_and_changed_in_the_dashboard(daemon: Daemon
         assert facts(page)["SMTP password"] == "set" and "porch-secret" not in page
         async with http.get(f"{daemon.url}/cameras/1") as response:  # declared in the file, without a password
             assert facts(await response.text())["SMTP password"] == "none"
+
+
+async def test_contact_rows_without_javascript(daemon: Daemon) -> None:
+    await daemon.add_user("boss", "supervisor")
+    async with browser() as http:
+        csrf = await log_in(daemon, http, "boss")
+        form = {"csrf_token": csrf, "name": "Corner Shop", "contacts-0-priority": "1", "contacts-0-name": "Ann",
+                "contacts-0-phone": "+1 555 0100", "contacts-1-priority": "2", "contacts-1-name": ""}
+        # "Add a contact" posts the form: it comes back as typed, with one more empty row, and nothing is saved.
+        status, path, page = await post_form(http, daemon, "/accounts/new", {**form, "add_contact": "1"})
+        assert status == 200 and path == "/accounts/new"
+        rows = [f for f in Inputs(page).fields if str(f.get("name", "")).startswith("contacts-")
+                and "__i__" not in str(f["name"])]
+        names = {str(f["name"]): f for f in rows}
+        assert names["contacts-0-name"]["value"] == "Ann" and names["contacts-0-phone"]["value"] == "+1 555 0100"
+        assert [names[f"contacts-{n}-name"]["value"] for n in (1, 2)] == ["", ""] and "contacts-3-name" not in names
+        assert "autofocus" in names["contacts-1-name"]
+        assert Inputs(page).named("name")["value"] == "Corner Shop"
+        _, listed = await daemon.api("GET", "/api/accounts", await daemon.token("boss"))
+        assert "Corner Shop" not in [a["name"] for a in listed["accounts"]]
+        # A problem is shown at its field; the saved contact keeps its phone number whole.
+        status, _, page = await post_form(http, daemon, "/accounts/new", {**form, "contacts-0-phone": "+1 555"
+                                                                          " 0100 x12"})
+        assert status == 400 and Inputs(page).named("contacts-0-phone")["aria-invalid"] == "true"
+        assert 'id="contacts-0-phone-error"' in page and "is not a phone number" in page
+        status, path, page = await post_form(http, daemon, "/accounts/new", form)
+        assert status == 200 and path != "/accounts/new"
+        assert Inputs(page).named("contacts-0-phone")["value"] == "+1 555 0100"

@@ -199,8 +199,15 @@ def _check_accounts(values: dict[str, Any], ctx: Ctx) -> None:
                 _report(ctx, f"{path}.name", f"duplicate account name {account['name']!r} "
                         f"(also `{first}` on line {ctx.lines[first + '.name']})")
         for position, contact in enumerate(account["contacts"], start=1):
-            if contact is not None and contact["priority"] is None:
+            if contact is None:
+                continue
+            if contact["priority"] is None:
                 contact["priority"] = position
+            contact_path = f"{path}.contacts[{position - 1}]"
+            if contact["phone"] is None and contact["email"] is None and not {
+                    f"{contact_path}.phone", f"{contact_path}.email"} & ctx.failed:
+                ctx.problem(ctx.lines[contact_path], f"{contact_path}.phone",
+                            "missing: a contact needs a phone number or an e-mail address (phone: or email:)")
         for j, camera in enumerate(account["cameras"]):
             if camera is None:
                 continue

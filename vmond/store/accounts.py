@@ -11,12 +11,13 @@ from typing import Any
 
 import peewee as pw
 
-from vmond.addresses import camera_local_part
+from vmond.addresses import camera_local_part, email_address, phone_number
 from vmond.store.cameras import camera_dict
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Contact, utcnow
 
 ADDRESS_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud to an installer, typed into a camera
 MAX_TEXT = 2000
+MAX_CONTACTS = 50  # per account
 
 
 class Invalid(ValueError):
@@ -55,9 +56,28 @@ def _text(data: dict[str, Any], key: str, errors: dict[str, str], required: bool
     return value
 
 
+def _reachable(contact: dict[str, Any], errors: dict[str, str]) -> None:
+    """Check the phone number and e-mail address (normalised in place); at least one of them is needed."""
+    for key, check in (("phone", phone_number), ("email", email_address)):
+        if key in errors:
+            continue
+        if not contact[key]:
+            contact[key] = None
+            continue
+        try:
+            contact[key] = check(contact[key])
+        except ValueError as exc:
+            errors[key] = str(exc)
+    if contact["phone"] is None and contact["email"] is None and not {"phone", "email"} & errors.keys():
+        errors["phone"] = "a contact needs a phone number or an e-mail address"
+
+
 def _contacts(raw: Any, errors: dict[str, str]) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         errors["contacts"] = "must be a list"
+        return []
+    if len(raw) > MAX_CONTACTS:
+        errors["contacts"] = f"at most {MAX_CONTACTS} contacts"
         return []
     contacts = []
     for index, item in enumerate(raw):
@@ -67,6 +87,8 @@ def _contacts(raw: Any, errors: dict[str, str]) -> list[dict[str, Any]]:
         item_errors: dict[str, str] = {}
         contact = {key: _text(item, key, item_errors, required=key == "name")
                    for key in ("name", "phone", "email", "role")}
+        _reachable(contact, item_errors)
+        contact["role"] = contact["role"] or None
         priority = item.get("priority", index + 1)
         if not isinstance(priority, int) or isinstance(priority, bool) or priority < 1:
             item_errors["priority"] = "a whole number from 1"
