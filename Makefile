@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+VMOND ?= $(VENV)/bin/vmond
 VAR := var
 CONFIG := $(VAR)/vmond.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -19,17 +20,31 @@ DEBIAN_LIBS := python3-venv python3-aiohttp python3-aiohttp-jinja2 python3-aiosm
 	python3-pytest-asyncio python3-hypothesis python3-setuptools python3-wheel
 PYTEST_ARGS ?=
 
-.PHONY: run test test-debian test-faults lint clean distclean debs package bench-encode bench-ingest
+.PHONY: run banner test test-debian test-faults lint clean distclean debs package bench-encode bench-ingest
 
 run: $(VENV)/.stamp-run $(CONFIG)
-	@echo
-	@echo "  vmond: dashboard http://127.0.0.1:8080/  SMTP 127.0.0.1:2525  data in ./$(VAR)"
-	@echo "  First run: open http://127.0.0.1:8080/setup to create the admin,"
-	@echo "    or: $(VENV)/bin/vmond user add admin --role admin --config $(CONFIG)"
-	@echo "  Send a test alarm (from another terminal): $(VENV)/bin/vmond send-test --config $(CONFIG)"
-	@echo "    or mail any camera snapshot to camera-demo01@monitor.local via 127.0.0.1:2525"
-	@echo
-	exec $(VENV)/bin/vmond run --config $(CONFIG)
+	@$(MAKE) --no-print-directory banner
+	exec $(VMOND) run --config $(CONFIG)
+
+# The banner shows what $(CONFIG) says (vmond reads it; an invalid file stops here with its problems listed).
+banner:
+	@set -e; get() { $(VMOND) info --config $(CONFIG) --get "$$1"; }; \
+	web=$$(get dashboard); smtp=$$(get smtp); camera=$$(get camera); data=$$(get data); \
+	echo; \
+	echo "  vmond: dashboard $$web  SMTP $$smtp  data in $$data"; \
+	echo "  First run: open $${web}setup to create the admin,"; \
+	echo "    or: $(VMOND) user add admin --role admin --config $(CONFIG)"; \
+	if [ -n "$$camera" ]; then \
+	  echo "  From another terminal, as the camera $$camera would:"; \
+	  echo "    test mail (marks the camera 'test mail received', stays off the wall):"; \
+	  echo "      $(VMOND) send-test --config $(CONFIG)"; \
+	  echo "    an alarm on the wall: $(VMOND) send-test --alarm --config $(CONFIG)"; \
+	  echo "    or mail any camera snapshot to $$camera via $$smtp"; \
+	else \
+	  echo "  No camera in $(CONFIG): add one on the dashboard's Cameras page, then send it a test with"; \
+	  echo "    $(VMOND) send-test --to ADDRESS --config $(CONFIG)"; \
+	fi; \
+	echo
 
 test: debs $(VENV)/.stamp-test
 	$(PY) -m pytest $(PYTEST_ARGS)

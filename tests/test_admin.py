@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import aiohttp
 import pytest
-from conftest import PASSWORD, Daemon, sample, send_data
+from conftest import PASSWORD, Daemon, distinct, sample, send_data
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -33,8 +33,8 @@ async def test_accounts_with_contacts(daemon: Daemon, boss: str) -> None:
     assert [c["name"] for c in account["contacts"]] == ["Manager", "Owner"]  # call order
     status, body = await daemon.api("POST", "/api/accounts", boss, json={"name": "corner shop"})
     assert status == 400 and "name" in body["fields"]
-    status, body = await daemon.api("PATCH", f"/api/accounts/{account['id']}", boss,
-                                    json={"contacts": [{"name": ""}, {"name": "X", "priority": 0}]})
+    status, body = await daemon.api("PATCH", f"/api/accounts/{account['id']}", boss, json={"contacts": [
+        {"name": "", "phone": "+15550113"}, {"name": "X", "phone": "+15550114", "priority": 0}]})
     assert status == 400 and set(body["fields"]) == {"contacts[0].name", "contacts[1].priority"}
     status, changed = await daemon.api("PATCH", f"/api/accounts/{account['id']}", boss,
                                        json={"notes": "Code 1234 at the back door", "contacts": []})
@@ -247,3 +247,93 @@ async def test_settings_show_the_configuration_with_secrets_masked(make_config: 
             await log_in(daemon, http, "boss")
             async with http.get(daemon.url + "/settings") as response:
                 assert response.status == 403
+
+
+async def test_the_installer_chooses_a_cameras_address(daemon: Daemon, boss: str) -> None:
+    _, account = await daemon.api("POST", "/api/accounts", boss, json={"name": "Garage"})
+    new = {"account_id": account["id"], "name": "Gate"}
+    status, gate = await daemon.api("POST", "/api/cameras", boss, json={**new, "smtp_address": "Gate.North"})
+    assert status == 201 and gate["smtp_address"] == "gate.north@monitor.local"
+    status, yard = await daemon.api("POST", "/api/cameras", boss, json={**new, "smtp_address": "Yard@Monitor.Local"})
+    assert status == 201 and yard["smtp_address"] == "yard@monitor.local"  # our domain: reduced to the local part
+    status, spare = await daemon.api("POST", "/api/cameras", boss, json={**new, "smtp_address": ""})
+    assert status == 201 and re.fullmatch(r"camera-[a-z2-9]{5}@monitor\.local", spare["smtp_address"])
+    refused = {"-gate": "not a valid camera address", "gate north": "not a valid camera address",
+               "x" * 65: "not a valid camera address", "gate@example.com": "is not smtp.domain 'monitor.local'",
+               "GATE.NORTH": "is the address of the camera 'Gate'",
+               "camera-front@monitor.local": "is the address of the camera 'Front Door'"}
+    for address, message in refused.items():
+        status, body = await daemon.api("POST", "/api/cameras", boss, json={**new, "smtp_address": address})
+        assert status == 400 and message in body["fields"]["smtp_address"], (address, body)
+    status, body = await daemon.api("POST", "/api/cameras", boss, json={**new, "smtp_address": 42})
+    assert status == 400 and body["fields"] == {"smtp_address": "must be text"}
+    # The SMTP door knows the chosen address at once.
+    assert (await daemon.send(sample("swann-nvr-human.eml"), to="gate.north@monitor.local"))["data"][0] == 250
+    await daemon.wait_idle()  # filed under the camera (mail still in the spool at a change would be unknown_camera)
+    # A dashboard camera may move to another address: the old one is refused from then on.
+    status, moved = await daemon.api("PATCH", f"/api/cameras/{gate['id']}", boss, json={"smtp_address": "gate-south"})
+    assert status == 200 and moved["smtp_address"] == "gate-south@monitor.local" and moved["name"] == "Gate"
+    assert (await daemon.send(sample("swann-nvr-human.eml"), to="gate.north@monitor.local"))["rcpt"][0] == 550
+    assert (await daemon.send(distinct(sample("swann-nvr-human.eml"), 2), to="gate-south@monitor.local"))["data"][0] \
+        == 250
+    status, body = await daemon.api("PATCH", f"/api/cameras/{gate['id']}", boss, json={"smtp_address": " "})
+    assert status == 400 and "smtp_address" in body["fields"]
+    status, same = await daemon.api("PATCH", f"/api/cameras/{gate['id']}", boss, json={"smtp_address": "Gate-South"})
+    assert status == 200 and same["smtp_address"] == "gate-south@monitor.local"
+    await daemon.wait_idle()
+    status, events = await daemon.api("GET", "/api/events", boss)
+    assert [e["camera"]["smtp_address"] for e in events["events"]] == ["gate-south@monitor.local"] * 2
+    # A camera the configuration file declares keeps the address the file gives it.
+    _, cameras = await daemon.api("GET", "/api/cameras", boss)
+    front = next(c for c in cameras["cameras"] if c["name"] == "Front Door")
+    status, _ = await daemon.api("PATCH", f"/api/cameras/{front['id']}", boss, json={"smtp_address": "porch"})
+    assert status == 409
+
+
+async def test_whether_a_camera_has_an_smtp_password(make_config: Callable[..., Config]) -> None:
+    config = make_config(accounts=[{"name": "Shop", "cameras": [
+        {"name": "Till", "smtp_address": "camera-till", "smtp_password": "till-secret"},
+        {"name": "Door", "smtp_address": "camera-door"}]}])
+    async with running(config) as services:
+        daemon = Daemon(services)
+        await daemon.add_user("boss", "supervisor")
+        boss = await daemon.token("boss")
+        _, listed = await daemon.api("GET", "/api/cameras", boss)
+        assert {c["name"]: c["has_smtp_password"] for c in listed["cameras"]} == {"Till": True, "Door": False}
+        account_id = listed["cameras"][0]["account"]["id"]
+        _, depot = await daemon.api("POST", "/api/accounts", boss, json={"name": "Depot"})
+        status, dock = await daemon.api("POST", "/api/cameras", boss, json={"account_id": depot["id"], "name": "Dock"})
+        assert status == 201 and dock["has_smtp_password"] is False
+        status, dock = await daemon.api("PATCH", f"/api/cameras/{dock['id']}", boss,
+                                        json={"smtp_password": "dock-secret"})
+        assert status == 200 and dock["has_smtp_password"] is True
+        for path in (f"/api/cameras/{dock['id']}", "/api/cameras", f"/api/accounts/{account_id}", "/api/accounts"):
+            status, body = await daemon.api("GET", path, boss)
+            assert status == 200 and "has_smtp_password" in str(body)
+            assert "secret" not in str(body) and "scrypt" not in str(body) and "password_hash" not in str(body)
+        status, dock = await daemon.api("PATCH", f"/api/cameras/{dock['id']}", boss, json={"clear_password": True})
+        assert status == 200 and dock["has_smtp_password"] is False
+
+
+async def test_contacts_can_be_reached(daemon: Daemon, boss: str) -> None:
+    contacts = [{"name": "A", "phone": "call me"}, {"name": "B", "email": "b@example"}, {"name": "C", "role": "owner"},
+                {"name": "D", "phone": "  +1  555 0100 ", "email": ""}, {"name": "E", "phone": 5550100},
+                {"name": "F", "phone": "(555) 010-0100", "email": "f@example.com"}]
+    status, body = await daemon.api("POST", "/api/accounts", boss, json={"name": "Kiosk", "contacts": contacts})
+    assert status == 400 and body["error"]
+    assert body["fields"] == {
+        "contacts[0].phone": ("'call me' is not a phone number: use digits with optional spaces, dashes, dots or "
+                              "parentheses and an optional leading +, e.g. +15550100 or (555) 010-0100"),
+        "contacts[1].email": "'b@example' is not an e-mail address: write it like jane@example.com",
+        "contacts[2].phone": "a contact needs a phone number or an e-mail address",
+        "contacts[4].phone": "must be text"}
+    contacts[0]["phone"], contacts[1]["email"], contacts[2]["email"], contacts[4]["phone"] = (
+        "+15550100", "b@example.com", "c@example.com", "5550100")
+    status, account = await daemon.api("POST", "/api/accounts", boss, json={"name": "Kiosk", "contacts": contacts})
+    assert status == 201, account
+    assert [(c["name"], c["phone"], c["email"]) for c in account["contacts"]] == [
+        ("A", "+15550100", None), ("B", None, "b@example.com"), ("C", None, "c@example.com"),
+        ("D", "+1 555 0100", None), ("E", "5550100", None), ("F", "(555) 010-0100", "f@example.com")]
+    many = [{"name": f"N{n}", "phone": f"555-01{n:02d}"} for n in range(51)]
+    status, body = await daemon.api("PATCH", f"/api/accounts/{account['id']}", boss, json={"contacts": many})
+    assert status == 400 and body["fields"] == {"contacts": "at most 50 contacts"}

@@ -498,9 +498,9 @@ ACCOUNTS = """\
     accounts:
       - name: Shop
         contacts:
-          - {name: A, phone: "1"}
+          - {name: A, phone: "555-0101"}
           - {name: B, email: b@example.com}
-          - {name: C, priority: 1}
+          - {name: C, phone: "(555) 010-0103", email: c@example.com, priority: 1}
         cameras:
           - {name: Door, smtp_address: Cam-Door@ALARMS.example}
           - {name: Yard, smtp_address: cam.yard+1, rtsp_url: "rtsp://admin:hunter2@192.0.2.9/live"}
@@ -547,6 +547,56 @@ def test_duplicate_camera_addresses_and_account_names() -> None:
         ("vmond.yaml:7: accounts[1].cameras[0].smtp_address: duplicate camera address 'cam-1' "
         "(also `accounts[0].cameras[0].smtp_address` on line 4)"),
     ]
+
+
+def test_contacts_can_be_reached() -> None:
+    found = problems("""\
+        accounts:
+          - name: Shop
+            contacts:
+              - {name: A, phone: "+15550100"}
+              - {name: B, phone: call me}
+              - {name: C, email: c@example}
+              - {name: D, role: keyholder}
+              - name: E
+                phone: "12"
+                email: e@example.com
+        """)
+    assert found == [
+        ("vmond.yaml:5: accounts[0].contacts[1].phone: 'call me' is not a phone number: use digits with optional "
+         "spaces, dashes, dots or parentheses and an optional leading +, e.g. +15550100 or (555) 010-0100"),
+        "vmond.yaml:6: accounts[0].contacts[2].email: 'c@example' is not an e-mail address: write it like "
+        "jane@example.com",
+        ("vmond.yaml:7: accounts[0].contacts[3].phone: missing: a contact needs a phone number or an e-mail address "
+         "(phone: or email:)"),
+        "vmond.yaml:9: accounts[0].contacts[4].phone: '12' has 2 digits; a phone number has 3 to 15",
+    ]
+
+
+@pytest.mark.parametrize("phone", ["+15550100", "+44 (0)20 7946 0958", "(555) 010-0100", "555.010.0100", "112",
+                                   "0049 30 1234567", 5550100])
+def test_phone_numbers_as_people_write_them(phone: object) -> None:
+    config = parse(f"accounts:\n  - name: A\n    contacts:\n      - {{name: B, phone: {phone}}}\n")
+    assert config.accounts[0].contacts[0].phone == str(phone)
+
+
+@pytest.mark.parametrize(("phone", "message"), [
+    ("'555 0100 ext 2'", "is not a phone number"), ("'+0 555 0100'", "country code, which never starts with 0"),
+    ("'(555 0100'", "unmatched or nested parentheses"), ("'+1234567890123456'", "has 16 digits"),
+    ("'555-'", "is not a phone number"), ("'-5550100'", "is not a phone number"),
+])
+def test_phone_numbers_refused(phone: str, message: str) -> None:
+    text = f"accounts:\n  - name: A\n    contacts:\n      - {{name: B, phone: {phone}}}\n"
+    problem = only_problem(text)
+    assert problem.startswith("vmond.yaml:4: accounts[0].contacts[0].phone: ") and message in problem
+
+
+@pytest.mark.parametrize("email", ["jane@localhost", "jane@@example.com", "jane doe@example.com", "jane.@example.com",
+                                   "jane@-example.com", "jane@192.0.2.1", "jane", "@example.com"])
+def test_email_addresses_refused(email: str) -> None:
+    text = f"accounts:\n  - name: A\n    contacts:\n      - {{name: B, email: '{email}'}}\n"
+    assert only_problem(text) == (f"vmond.yaml:4: accounts[0].contacts[0].email: {email!r} is not an e-mail "
+                                  "address: write it like jane@example.com")
 
 
 def test_per_camera_auth_needs_passwords() -> None:

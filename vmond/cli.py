@@ -1,4 +1,4 @@
-"""The ``vmond`` command: run, check-config, user, tls, send-test."""
+"""The ``vmond`` command: run, check-config, info, user, tls, backup, restore, send-test."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import vmond
 from vmond import auth
 from vmond.config import Config, ConfigError, describe, load_config
+from vmond.endpoints import INFO_NAMES
 
 DEFAULT_CONFIG = "/etc/vmond/vmond.yaml"
 EXIT_CONFIG = 2
@@ -61,8 +62,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.file is not None:
+        # FILE and --config may both be given (scripts add --config to every command) but must agree.
+        if args.config and Path(args.config).resolve() != Path(args.file).resolve():
+            print(f"vmond check-config: {args.file} and --config {args.config} are different files; give one",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        args.config = args.file
     config = _load(args)
     print(f"{config.source}: {describe(config)}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from vmond.endpoints import info
+
+    values = info(_load(args))
+    if args.get:
+        print(values[args.get])
+        return 0
+    width = max(map(len, values))
+    for name, value in values.items():
+        print(f"{name:<{width}}  {value or '-'}")
     return 0
 
 
@@ -166,11 +187,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:
-    from vmond.testmail import send_test_mail
+    from vmond.testmail import SendTestError, send_test_mail
 
     config = _load(args)
-    reply = send_test_mail(config, to=args.to, server=args.server, password=args.password)
-    print(reply)
+    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else args.password
+    try:
+        print(send_test_mail(config, to=args.to, server=args.server, password=password, alarm=args.alarm))
+    except SendTestError as exc:
+        print(f"vmond send-test: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -185,8 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("run", parents=[common], help="run the daemon in the foreground").set_defaults(func=cmd_run)
-    commands.add_parser("check-config", parents=[common], help="validate the configuration file"
-                        ).set_defaults(func=cmd_check_config)
+    check = commands.add_parser("check-config", parents=[common], help="validate the configuration file")
+    check.add_argument("file", metavar="FILE", nargs="?", help="the file to check (the same as --config FILE)")
+    check.set_defaults(func=cmd_check_config)
+
+    info = commands.add_parser("info", parents=[common],
+                               help="where the configuration puts the dashboard, SMTP and the first camera")
+    info.add_argument("--get", choices=INFO_NAMES, metavar="NAME",
+                      help=f"print only this value, for scripts ({', '.join(INFO_NAMES)})")
+    info.set_defaults(func=cmd_info)
 
     user = commands.add_parser("user", parents=[common], help="manage dashboard users")
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
@@ -216,10 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     restore.set_defaults(func=cmd_restore)
 
     send = commands.add_parser("send-test", parents=[common],
-                               help="send a camera-like alarm mail with a picture to a running vmond")
-    send.add_argument("--to", help="camera address (default: the first camera in the configuration)")
-    send.add_argument("--server", help="host:port (default: smtp.listen of the configuration)")
-    send.add_argument("--password", help="SMTP password, for smtp.auth: per-camera")
+                               help="send a camera's test mail (or --alarm: an alarm) with a picture to a running "
+                                    "vmond, logged in as the camera")
+    send.add_argument("--to", metavar="ADDRESS",
+                      help="the camera's address, or just its local part (default: the first camera in the "
+                           "configuration)")
+    send.add_argument("--server", metavar="HOST:PORT", help="where vmond listens (default: smtp.listen)")
+    secret = send.add_mutually_exclusive_group()
+    secret.add_argument("--password", help="the camera's SMTP password (default: its smtp_password in the "
+                                           "configuration)")
+    secret.add_argument("--password-stdin", action="store_true",
+                        help="read the camera's SMTP password from the first line of stdin")
+    send.add_argument("--alarm", action="store_true",
+                      help="send an ordinary alarm, which the wall shows, instead of the camera's test mail")
     send.set_defaults(func=cmd_send_test)
     return parser
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
+from vmond.addresses import camera_local_part
 from vmond.configschema import (
-    LOCAL_PART,
     REQUIRED,
     SECTIONS,
     Ctx,
@@ -203,8 +203,15 @@ def _check_accounts(values: dict[str, Any], ctx: Ctx) -> None:
                 _report(ctx, f"{path}.name", f"duplicate account name {account['name']!r} "
                         f"(also `{first}` on line {ctx.lines[first + '.name']})")
         for position, contact in enumerate(account["contacts"], start=1):
-            if contact is not None and contact["priority"] is None:
+            if contact is None:
+                continue
+            if contact["priority"] is None:
                 contact["priority"] = position
+            contact_path = f"{path}.contacts[{position - 1}]"
+            if contact["phone"] is None and contact["email"] is None and not {
+                    f"{contact_path}.phone", f"{contact_path}.email"} & ctx.failed:
+                ctx.problem(ctx.lines[contact_path], f"{contact_path}.phone",
+                            "missing: a contact needs a phone number or an e-mail address (phone: or email:)")
         for j, camera in enumerate(account["cameras"]):
             if camera is None:
                 continue
@@ -216,9 +223,9 @@ def _check_accounts(values: dict[str, Any], ctx: Ctx) -> None:
                 continue
             key = f"{cam_path}.smtp_address"
             try:
-                camera["smtp_address"] = _local_part(
+                camera["smtp_address"] = camera_local_part(
                     camera["smtp_address"], None if "smtp.domain" in ctx.failed else domain)
-            except Invalid as exc:
+            except ValueError as exc:
                 _report(ctx, key, str(exc))
                 continue
             first = addresses.setdefault(camera["smtp_address"], key)
@@ -226,15 +233,3 @@ def _check_accounts(values: dict[str, Any], ctx: Ctx) -> None:
                 _report(ctx, key, f"duplicate camera address {camera['smtp_address']!r} "
                         f"(also `{first}` on line {ctx.lines[first]})")
 
-
-def _local_part(address: str, domain: str | None) -> str:
-    local = address
-    if "@" in address:
-        local, _, other = address.rpartition("@")
-        if domain is not None and other != domain:
-            raise Invalid(f"domain {other!r} is not smtp.domain {domain!r}; "
-                          "write just the part before the @")
-    if not LOCAL_PART.fullmatch(local):
-        raise Invalid(f"{local!r} is not a valid camera address: use up to 64 of a-z, 0-9, "
-                      "'.', '_', '+' and '-', starting with a letter or digit")
-    return local

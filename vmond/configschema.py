@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from vmond.addresses import email_address, phone_number
 from vmond.configtypes import (
     HostPort,
     Problem,
@@ -112,6 +113,19 @@ def string(*, nullable: bool = False, lower: bool = False, empty: bool = False,
         if (pattern and not pattern.fullmatch(value)) or (check and not check(value)):
             raise Invalid(f"{value!r} {hint}")
         return value
+    return parse
+
+
+def checked(convert: Callable[[str], str]) -> Parser:
+    """A nullable string normalised by *convert*, whose ValueError message is the problem."""
+    def parse(node: yaml.Node, ctx: Ctx, path: str) -> str | None:
+        value = text(node, nullable=True)
+        if value is None:
+            return None
+        try:
+            return convert(value)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
     return parse
 
 
@@ -328,8 +342,6 @@ class ListOf:
 Table = dict[str, Union[Key, ListOf, "Table"]]
 
 SITE_ID = re.compile(r"[a-z0-9-]+")
-LOCAL_PART = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 def _topic(value: str) -> bool:
@@ -342,8 +354,8 @@ _NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8",
 
 CONTACT: Table = {
     "name": Key(string(), REQUIRED),
-    "phone": Key(string(nullable=True), None),
-    "email": Key(string(nullable=True, pattern=_EMAIL, hint="is not an e-mail address"), None),
+    "phone": Key(checked(phone_number), None),  # with email: at least one of them, see vmond.configcheck
+    "email": Key(checked(email_address), None),
     "role": Key(string(nullable=True), None),
     "priority": Key(integer(1), None),  # None: position in the list
 }

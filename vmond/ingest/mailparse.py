@@ -270,12 +270,9 @@ def _parse(data: bytes) -> ParsedMail:
     date = parse_date(header_text(headers.get("date")).strip(), defects)
 
     attachments = tuple(walk.attachments)
-    hints = extract_hints(
-        subject,
-        body_text,
-        {"from": from_header, "x-mailer": header_text(headers.get("x-mailer"))},
-        [a.filename for a in attachments if a.filename],
-    )
+    header_hints = {"from": from_header, "x-mailer": header_text(headers.get("x-mailer")),
+                    "x-vmond-test": header_text(headers.get("x-vmond-test"))}
+    hints = extract_hints(subject, body_text, header_hints, [a.filename for a in attachments if a.filename])
     return ParsedMail(
         subject=subject,
         from_address=from_address,
@@ -290,7 +287,7 @@ def _parse(data: bytes) -> ParsedMail:
         charset=charset,
         attachments=attachments,
         defects=tuple(dict.fromkeys(defects)),
-        is_test=is_test_mail(subject, body_text, len(attachments), hints),
+        is_test=is_test_mail(subject, body_text, len(attachments), hints, header_hints),
         device_name=hints.device_name,
         phase=hints.phase,
     )

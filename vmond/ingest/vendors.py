@@ -32,7 +32,8 @@ from vmond.ingest.vendorrules import (
     time_field,
 )
 
-__all__ = ["VendorHints", "extract_hints", "is_test_mail", "parse_camera_time", "subject_event_type"]
+__all__ = ["SEND_TEST_HEADER", "SEND_TEST_VALUE", "VendorHints", "extract_hints", "is_test_mail",
+           "parse_camera_time", "subject_event_type"]
 
 
 @dataclass(frozen=True)
@@ -270,15 +271,24 @@ _TEST_STRONG = re.compile(
 _TEST_WEAK = re.compile(r"\btest(?:ing)?\b|测试", re.IGNORECASE)
 
 
-def is_test_mail(subject: str, body: str, attachments: int, hints: VendorHints) -> bool:
-    """Is this the "send test mail" button of a camera's setup page?
+# ``vmond send-test`` marks its test mail with this header: unlike wording, no camera's mail says it by chance.
+SEND_TEST_HEADER = "X-Vmond-Test"
+SEND_TEST_VALUE = "send-test"
+
+
+def is_test_mail(subject: str, body: str, attachments: int, hints: VendorHints,
+                 headers: Mapping[str, str] | None = None) -> bool:
+    """Is this the "send test mail" button of a camera's setup page (or ``vmond send-test``)?
 
     Explicit wording (Reolink's "...successfully set up and tested the e-mail
     alert...", Hikvision/Dahua "Test mail"/"Test E-mail") is enough on its
     own.  A bare "test" counts only in a mail with no attachments and no
     recognised event type, so a real alarm from a camera named "Test" stays
-    an alarm.
+    an alarm.  ``headers`` (lower-cased names) may carry :data:`SEND_TEST_HEADER`.
     """
+    marker = (headers or {}).get(SEND_TEST_HEADER.lower(), "")
+    if marker.strip().lower() == SEND_TEST_VALUE:
+        return True
     text = subject + "\n" + body[:4096]
     if _TEST_STRONG.search(text):
         return True

@@ -11,11 +11,13 @@ from typing import Any
 
 import peewee as pw
 
+from vmond.addresses import camera_local_part, email_address, phone_number
 from vmond.store.cameras import camera_dict
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Contact, utcnow
 
 ADDRESS_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud to an installer, typed into a camera
 MAX_TEXT = 2000
+MAX_CONTACTS = 50  # per account
 
 
 class Invalid(ValueError):
@@ -54,9 +56,28 @@ def _text(data: dict[str, Any], key: str, errors: dict[str, str], required: bool
     return value
 
 
+def _reachable(contact: dict[str, Any], errors: dict[str, str]) -> None:
+    """Check the phone number and e-mail address (normalised in place); at least one of them is needed."""
+    for key, check in (("phone", phone_number), ("email", email_address)):
+        if key in errors:
+            continue
+        if not contact[key]:
+            contact[key] = None
+            continue
+        try:
+            contact[key] = check(contact[key])
+        except ValueError as exc:
+            errors[key] = str(exc)
+    if contact["phone"] is None and contact["email"] is None and not {"phone", "email"} & errors.keys():
+        errors["phone"] = "a contact needs a phone number or an e-mail address"
+
+
 def _contacts(raw: Any, errors: dict[str, str]) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         errors["contacts"] = "must be a list"
+        return []
+    if len(raw) > MAX_CONTACTS:
+        errors["contacts"] = f"at most {MAX_CONTACTS} contacts"
         return []
     contacts = []
     for index, item in enumerate(raw):
@@ -66,6 +87,8 @@ def _contacts(raw: Any, errors: dict[str, str]) -> list[dict[str, Any]]:
         item_errors: dict[str, str] = {}
         contact = {key: _text(item, key, item_errors, required=key == "name")
                    for key in ("name", "phone", "email", "role")}
+        _reachable(contact, item_errors)
+        contact["role"] = contact["role"] or None
         priority = item.get("priority", index + 1)
         if not isinstance(priority, int) or isinstance(priority, bool) or priority < 1:
             item_errors["priority"] = "a whole number from 1"
@@ -165,17 +188,46 @@ def _camera(camera_id: int) -> Camera:
     return camera
 
 
+def _smtp_local_part(data: dict[str, Any], domain: str, camera: Camera | None, errors: dict[str, str]
+                     ) -> str | None:
+    """The local part the installer chose (``smtp_address``), checked like the YAML's, or None to generate one
+    (a new camera) or keep it (a change)."""
+    value = data.get("smtp_address")
+    if value is None or (camera is None and isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        errors["smtp_address"] = "must be text"
+        return None
+    if not value.strip():
+        errors["smtp_address"] = "required (leave it out to keep the address)"
+        return None
+    try:
+        local = camera_local_part(value.strip(), domain)
+    except ValueError as exc:
+        errors["smtp_address"] = str(exc)
+        return None
+    other = Camera.get_or_none(Camera.smtp_local_part == local, Camera.id != (camera.id if camera else 0))
+    if other is not None:
+        state = "" if other.active else "retired "
+        errors["smtp_address"] = f"{local}@{domain} is the address of the {state}camera {other.name!r}"
+        return None
+    return local
+
+
 def save_camera(domain: str, data: dict[str, Any], user_id: int | None, camera_id: int | None = None,
                 password_hash: str | None = None) -> dict[str, Any]:
-    """Create (with a generated, unique SMTP address) or change a camera.
+    """Create or change a camera.
 
-    ``rtsp_url`` is write-only (it may carry credentials); ``password_hash`` (already hashed by the caller, off
-    the event loop) sets the per-camera SMTP password, ``clear_password`` removes it."""
+    ``smtp_address`` (the local part, or the full address in *domain*) is the installer's choice, checked like
+    the YAML's and unique ignoring case; a new camera without one gets a generated address. ``rtsp_url`` is
+    write-only (it may carry credentials); ``password_hash`` (already hashed by the caller, off the event loop)
+    sets the per-camera SMTP password, ``clear_password`` removes it."""
     errors: dict[str, str] = {}
     camera = None if camera_id is None else _camera(camera_id)
     if camera is not None and camera.from_config:
         raise ReadOnly("this camera is declared in the configuration file; change it there")
     name = _text(data, "name", errors, required=camera is None)
+    local_part = _smtp_local_part(data, domain, camera, errors)
     rtsp_url = _text(data, "rtsp_url", errors, limit=MAX_TEXT)
     if rtsp_url and not rtsp_url.lower().startswith(("rtsp://", "rtsps://")):
         errors["rtsp_url"] = "must start with rtsp:// or rtsps://"
@@ -188,8 +240,12 @@ def save_camera(domain: str, data: dict[str, Any], user_id: int | None, camera_i
             errors["account_id"] = "no such account"
     if errors:
         raise Invalid(errors)
+    detail: dict[str, Any] = {}
     if camera is None:
-        camera = Camera(smtp_local_part=_new_local_part(), from_config=False, active=True)
+        camera = Camera(smtp_local_part=local_part or _new_local_part(), from_config=False, active=True)
+    elif local_part is not None and local_part != camera.smtp_local_part:
+        detail["smtp_address"] = {"from": f"{camera.smtp_local_part}@{domain}", "to": f"{local_part}@{domain}"}
+        camera.smtp_local_part = local_part
     if name is not None:
         camera.name = name
     if isinstance(account_id, int):
@@ -202,7 +258,7 @@ def save_camera(domain: str, data: dict[str, Any], user_id: int | None, camera_i
         camera.smtp_password_hash = None
     camera.save()
     AuditEntry.create(user=user_id, action="camera.create" if camera_id is None else "camera.change",
-                      target_type="camera", target_id=camera.id, detail={"name": camera.name})
+                      target_type="camera", target_id=camera.id, detail={"name": camera.name, **detail})
     return camera_dict(_camera(camera.id), domain)
 
 

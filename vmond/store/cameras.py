@@ -8,7 +8,8 @@ from vmond.store.models import Account, Camera
 
 
 def camera_dict(camera: Camera, domain: str) -> dict[str, Any]:
-    """A camera as the API shows it. The RTSP URL may hold credentials: only whether there is one."""
+    """A camera as the API shows it. The RTSP URL may hold credentials, and the SMTP password is a secret: only
+    whether there is one."""
     return {
         "id": camera.id,
         "name": camera.name,
@@ -17,6 +18,7 @@ def camera_dict(camera: Camera, domain: str) -> dict[str, Any]:
         "active": camera.active,
         "from_config": camera.from_config,
         "has_rtsp_url": bool(camera.rtsp_url),
+        "has_smtp_password": bool(camera.smtp_password_hash) or camera.smtp_password_in_config,
         "last_mail_at": camera.last_mail_at.isoformat() if camera.last_mail_at else None,
         "last_peer": camera.last_peer,
         "test_mail_at": camera.test_mail_at.isoformat() if camera.test_mail_at else None,

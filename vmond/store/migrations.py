@@ -249,6 +249,12 @@ ALTER TABLE "alarm_event" ADD COLUMN "camera_name" VARCHAR(255);
 """
 
 
+# 7: whether the configuration file gives a camera its SMTP password (the password itself stays in the file).
+SCHEMA_7 = """
+ALTER TABLE "camera" ADD COLUMN "smtp_password_in_config" INTEGER NOT NULL DEFAULT 0;
+"""
+
+
 def _apply_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would commit on its own; run statement by statement inside our transaction instead.
     for statement in script.split(";"):
@@ -263,6 +269,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _apply_script(conn, SCHEMA_4),
     lambda conn: _apply_script(conn, SCHEMA_5),
     lambda conn: _apply_script(conn, SCHEMA_6),
+    lambda conn: _apply_script(conn, SCHEMA_7),
 ]
 LATEST = len(MIGRATIONS)
 

@@ -95,7 +95,8 @@ class Camera(BaseModel):
     account = pw.ForeignKeyField(Account, backref="cameras", on_delete="RESTRICT")
     name = pw.CharField()
     smtp_local_part = pw.CharField(unique=True)
-    smtp_password_hash = pw.CharField(null=True)
+    smtp_password_hash = pw.CharField(null=True)  # set in the dashboard
+    smtp_password_in_config = pw.BooleanField(default=False)  # the YAML declares one (kept there, not here)
     rtsp_url = pw.TextField(null=True)
     vendor_hint = pw.CharField(null=True)
     active = pw.BooleanField(default=True)  # retired cameras keep their events but refuse mail

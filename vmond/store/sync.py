@@ -50,6 +50,7 @@ def sync_accounts(accounts: tuple[AccountConfig, ...]) -> dict[str, int]:
             camera.name = cam.name
             camera.rtsp_url = cam.rtsp_url.reveal() if cam.rtsp_url is not None else None
             camera.smtp_password_hash = None  # the YAML keeps its password; see CameraDirectory
+            camera.smtp_password_in_config = cam.smtp_password is not None
             camera.from_config = True
             camera.active = True
             camera.save()
@@ -59,6 +60,7 @@ def sync_accounts(accounts: tuple[AccountConfig, ...]) -> dict[str, int]:
     for camera in stale:
         if camera.active:
             camera.active = False
+            camera.smtp_password_in_config = False  # its password left the file with it
             camera.save()
             counts["retired"] += 1
             AuditEntry.create(action="camera.retire", target_type="camera", target_id=camera.id,

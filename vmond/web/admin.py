@@ -129,8 +129,8 @@ async def save_camera(request: web.Request, data: dict[str, Any], camera_id: int
     password = data.get("smtp_password")
     if data.get("generate_password"):
         generated = password = auth.new_token()[:16]
-    if password is not None and (not isinstance(password, str) or len(password) < 8):
-        raise store.Invalid({"smtp_password": "at least 8 characters"})
+    if password is not None and (not isinstance(password, str) or len(password) < auth.MIN_PASSWORD_LENGTH):
+        raise store.Invalid({"smtp_password": f"at least {auth.MIN_PASSWORD_LENGTH} characters"})
     password_hash = await hash_off_loop(password) if password else None
     camera = await request.app[DB].write(store.save_camera, request.app[CONFIG].smtp.domain, data, user_id(request),
                                          camera_id, password_hash)

@@ -7,6 +7,7 @@ the message next to each field; deleting asks for confirmation on a page of its 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from aiohttp import web
@@ -32,30 +33,33 @@ from vmond.web.admin import (
 from vmond.web.render import render
 from vmond.web.security import require
 
-CONTACT_ROWS_SPARE = 2
+_CONTACT_KEY = re.compile(r"contacts-([0-9]{1,4})-(priority|name|phone|role|email)")
+_TYPED = ("name", "phone", "role", "email")  # a row with none of these is a spare row, not a contact
 
 
 async def _form(request: web.Request) -> dict[str, str]:
     return {key: str(value) for key, value in (await request.post()).items()}
 
 
-def _contacts_from_form(form: dict[str, str]) -> list[dict[str, Any]]:
-    rows = sorted({int(key.split("-")[1]) for key in form if key.startswith("contacts-") and key.count("-") == 2})
+def _contact_rows(form: dict[str, str]) -> tuple[list[dict[str, str]], int]:
+    """The contact rows as typed, in row order, and how many rows were left empty (spare rows)."""
+    rows: dict[int, dict[str, str]] = {}
+    for key, value in form.items():
+        if match := _CONTACT_KEY.fullmatch(key):
+            rows.setdefault(int(match[1]), {})[match[2]] = value.strip()
+    typed = [row for _, row in sorted(rows.items()) if any(row.get(k) for k in _TYPED)]
+    return typed, len(rows) - len(typed)
+
+
+def _contacts_for_store(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     contacts = []
-    for row in rows:
-        name = form.get(f"contacts-{row}-name", "").strip()
-        if not name:
-            continue  # an empty row is a row not used
-        priority = form.get(f"contacts-{row}-priority", "").strip()
-        contacts.append({"name": name, **{k: form.get(f"contacts-{row}-{k}", "").strip() or None
-                                          for k in ("phone", "email", "role")},
-                         "priority": int(priority) if priority.isdigit() else len(contacts) + 1})
+    for position, row in enumerate(rows, start=1):
+        priority: int | str = row.get("priority", "") or position  # empty: its place in the list
+        if isinstance(priority, str) and re.fullmatch(r"[0-9]{1,6}", priority):
+            priority = int(priority)  # anything else goes on as typed, for the store to refuse
+        contacts.append({"name": row.get("name", ""), "phone": row.get("phone"), "email": row.get("email"),
+                         "role": row.get("role"), "priority": priority})
     return contacts
-
-
-def _account_data(form: dict[str, str]) -> dict[str, Any]:
-    return {"name": form.get("name", ""), "address": form.get("address", ""), "notes": form.get("notes", ""),
-            "contacts": _contacts_from_form(form)}
 
 
 async def _accounts(request: web.Request) -> list[dict[str, Any]]:
@@ -70,11 +74,24 @@ async def accounts_page(request: web.Request) -> web.StreamResponse:
     return render(request, "accounts.html", {"accounts": await _accounts(request)})
 
 
-def _account_form(request: web.Request, account: dict[str, Any], errors: dict[str, str] | None = None,
+def _account_form(request: web.Request, account: dict[str, Any], rows: list[dict[str, Any]] | None = None,
+                  errors: dict[str, str] | None = None, spare: int = 1, added: bool = False,
                   status: int = 200) -> web.Response:
-    contacts = list(account.get("contacts", [])) + [{}] * CONTACT_ROWS_SPARE
-    return render(request, "account.html", {"account": account, "contacts": contacts, "errors": errors or {}},
+    """The account editor: its contacts (or the rows as typed) and *spare* empty rows to add more (the first
+    of them focused when the installer just *added* one)."""
+    rows = list(account.get("contacts", [])) if rows is None else rows
+    spare = max(0, min(spare, store.MAX_CONTACTS - len(rows)))
+    return render(request, "account.html", {"account": account, "contacts": rows + [{}] * spare,
+                                            "first_spare": len(rows) if spare else None, "added": added,
+                                            "errors": errors or {}, "max_contacts": store.MAX_CONTACTS},
                   status=status)
+
+
+async def _account_or_404(request: web.Request, account_id: int) -> dict[str, Any]:
+    try:
+        return await request.app[DB].read(store.get_account, request.app[CONFIG].smtp.domain, account_id)
+    except store.NotFound:
+        raise web.HTTPNotFound() from None
 
 
 @require("supervisor")
@@ -84,23 +101,28 @@ async def account_new(request: web.Request) -> web.StreamResponse:
 
 @require("supervisor")
 async def account_page(request: web.Request) -> web.StreamResponse:
-    try:
-        account = await request.app[DB].read(store.get_account, request.app[CONFIG].smtp.domain,
-                                             match_id(request, "account_id"))
-    except store.NotFound:
-        raise web.HTTPNotFound() from None
-    return _account_form(request, account)
+    account = await _account_or_404(request, match_id(request, "account_id"))
+    return _account_form(request, account, spare=0 if account["from_config"] else 1)
 
 
 @require("supervisor")
 async def account_save(request: web.Request) -> web.StreamResponse:
+    """Save the account; or, for the "Add a contact" button (without JavaScript), show the form again as typed
+    with one more empty row."""
     account_id = match_id(request, "account_id") if "account_id" in request.match_info else None
-    data = _account_data(await _form(request))
+    form = await _form(request)
+    rows, empty = _contact_rows(form)
+    typed = {"name": form.get("name", ""), "address": form.get("address", ""), "notes": form.get("notes", "")}
+    shown = {**(await _account_or_404(request, account_id) if account_id else {"from_config": False}),
+             **typed, "id": account_id}
+    if "add_contact" in form:
+        return _account_form(request, shown, rows, spare=empty + 1, added=True)
+    data = {**typed, "contacts": _contacts_for_store(rows)}
     try:
         saved = await request.app[DB].write(store.save_account, request.app[CONFIG].smtp.domain, data,
                                             user_id(request), account_id)
     except store.Invalid as exc:
-        return _account_form(request, {"id": account_id, "from_config": False, **data}, exc.fields, status=400)
+        return _account_form(request, shown, rows, exc.fields, spare=max(empty, 1), status=400)
     except store.ReadOnly as exc:
         raise web.HTTPConflict(text=str(exc)) from None
     except store.NotFound:
@@ -136,6 +158,8 @@ def _camera_data(form: dict[str, str], creating: bool) -> dict[str, Any]:
         data["account_id"] = None
     if form.get("rtsp_url", "").strip() or form.get("clear_rtsp_url"):
         data["rtsp_url"] = "" if form.get("clear_rtsp_url") else form["rtsp_url"]
+    if "smtp_address" in form:
+        data["smtp_address"] = form["smtp_address"]
     if form.get("smtp_password"):
         data["smtp_password"] = form["smtp_password"]
     data["generate_password"] = bool(form.get("generate_password"))
@@ -148,18 +172,22 @@ async def cameras_page(request: web.Request) -> web.StreamResponse:
     cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
     refusals = await request.app[DB].read(list_refusals, 20)
     return render(request, "cameras.html", {"cameras": cameras, "refusals": refusals,
-                                            "accounts": await _accounts(request), "errors": {}, "form": {}})
+                                            "accounts": await _accounts(request), "errors": {}, "form": {},
+                                            "domain": request.app[CONFIG].smtp.domain})
 
 
 async def _camera_view(request: web.Request, camera_id: int, errors: dict[str, str] | None = None,
-                       status: int = 200, generated: str | None = None) -> web.Response:
+                       status: int = 200, generated: str | None = None,
+                       form: dict[str, str] | None = None) -> web.Response:
     try:
         camera = await camera_or_404(request, camera_id)
     except store.NotFound:
         raise web.HTTPNotFound() from None
     return render(request, "camera.html", {"camera": camera, "accounts": await _accounts(request),
-                                           "errors": errors or {}, "generated": generated,
-                                           "smtp_auth": request.app[CONFIG].smtp.auth}, status=status)
+                                           "errors": errors or {}, "generated": generated, "form": form,
+                                           "domain": request.app[CONFIG].smtp.domain,
+                                           "smtp_auth": request.app[CONFIG].smtp.auth,
+                                           "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
 @require("supervisor")
@@ -175,8 +203,8 @@ async def camera_create(request: web.Request) -> web.StreamResponse:
     except store.Invalid as exc:
         cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
         return render(request, "cameras.html", {"cameras": cameras, "refusals": [], "form": form,
-                                                "accounts": await _accounts(request), "errors": exc.fields},
-                      status=400)
+                                                "accounts": await _accounts(request), "errors": exc.fields,
+                                                "domain": request.app[CONFIG].smtp.domain}, status=400)
     if "smtp_password" in camera:  # generated: shown this once, for the installer to type into the camera
         return await _camera_view(request, camera["id"], generated=camera["smtp_password"])
     raise web.HTTPSeeOther(f"/cameras/{camera['id']}")
@@ -185,10 +213,12 @@ async def camera_create(request: web.Request) -> web.StreamResponse:
 @require("supervisor")
 async def camera_save(request: web.Request) -> web.StreamResponse:
     camera_id = match_id(request, "camera_id")
+    form = await _form(request)
     try:
-        camera = await save_camera(request, _camera_data(await _form(request), creating=False), camera_id)
-    except store.Invalid as exc:
-        return await _camera_view(request, camera_id, errors=exc.fields, status=400)
+        camera = await save_camera(request, _camera_data(form, creating=False), camera_id)
+    except store.Invalid as exc:  # shown again with what was typed (but passwords)
+        typed = {key: form.get(key, "") for key in ("name", "smtp_address")}
+        return await _camera_view(request, camera_id, errors=exc.fields, status=400, form=typed)
     except store.ReadOnly as exc:
         raise web.HTTPConflict(text=str(exc)) from None
     except store.NotFound:
@@ -227,7 +257,8 @@ def _user_data(form: dict[str, str]) -> dict[str, Any]:
 async def _users_page(request: web.Request, errors: dict[str, str] | None = None, form: dict[str, str] | None = None,
                       status: int = 200) -> web.Response:
     return render(request, "users.html", {"users": await request.app[DB].read(list_users), "roles": auth.ROLES,
-                                          "errors": errors or {}, "form": form or {}}, status=status)
+                                          "errors": errors or {}, "form": form or {},
+                                          "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
 @require("admin")
@@ -252,8 +283,8 @@ async def _user_view(request: web.Request, errors: dict[str, str] | None = None,
         user = await request.app[DB].read(get_user, match_id(request, "user_id"))
     except UserNotFound:
         raise web.HTTPNotFound() from None
-    return render(request, "user.html", {"account_user": user, "roles": auth.ROLES, "errors": errors or {}},
-                  status=status)
+    return render(request, "user.html", {"account_user": user, "roles": auth.ROLES, "errors": errors or {},
+                                         "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
 @require("admin")
