@@ -50,6 +50,7 @@ from vmond.backupcheck import (
     shown,
     tree_files,
 )
+from vmond.fsutil import fsync_directory
 from vmond.media.store import media_relpath
 from vmond.store import migrations
 
@@ -157,15 +158,7 @@ def _sync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _sync_dir(Path(directory))
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_directory(Path(directory))
 
 
 def restore(source: Path, data_dir: Path, force: bool = False) -> dict[str, Any]:
@@ -249,10 +242,10 @@ def _install(data_dir: Path, moves: list[tuple[Path, Path]]) -> None:
         os.replace(staged, target)
         changed.update(parent for parent in target.parents if parent.is_relative_to(data_dir))
     for directory in sorted(changed, key=lambda path: len(path.parts), reverse=True):
-        _sync_dir(directory)  # the deepest first: each new name, then the new directory's own entry
+        fsync_directory(directory)  # the deepest first: each new name, then the new directory's own entry
     _retire_database(data_dir / DB_NAME)
     os.replace(_staging(data_dir) / DB_NAME, data_dir / DB_NAME)
-    _sync_dir(data_dir)
+    fsync_directory(data_dir)
     log.info("restored a backup into %s", data_dir)
 
 
