@@ -172,6 +172,8 @@ async def test_the_count_is_right_after_removals_and_a_restart(make_config: Call
     async with running(config) as services:
         assert await media_counted(services) == on_disk == media_on_disk(services.media.root)
         assert not stale.exists() and fresh.exists()
+        status, health = await Daemon(services).api("GET", "/api/health", None)
+        assert status == 200 and health["disk"]["media_bytes"] == on_disk
 
 
 def test_measuring_while_files_change_counts_each_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

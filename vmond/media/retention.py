@@ -90,6 +90,7 @@ class DiskKeeper(BackgroundService):
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._usage.on_over = None
+        self._usage.stop_measuring()  # a walk of a big media directory must not hold up the stop
         await super().__aexit__(*exc_info)
         self._release(self._waiters)
 

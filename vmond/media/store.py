@@ -18,9 +18,9 @@ from vmond.media.usage import MediaUsage, file_size
 
 
 class MediaStore:
-    def __init__(self, root: Path, usage: MediaUsage | None = None) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.usage = usage if usage is not None else MediaUsage()
+        self.usage = MediaUsage()  # measured by the disk keeper after a start, then kept by every change here
 
     def prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

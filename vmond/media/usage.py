@@ -45,6 +45,7 @@ class MediaUsage:
         self._measured = False
         self._counted_dirs: set[str] | None = set()  # while measuring: directories the walk has counted
         self._missed_dirs: set[str] = set()  # while measuring: changed directories the walk has not seen yet
+        self._stop = threading.Event()
 
     @property
     def bytes(self) -> int:
@@ -75,10 +76,12 @@ class MediaUsage:
         behind. Writers may go on meanwhile; see the module's docstring."""
         started = time.monotonic()
         for folder, _, _ in os.walk(root):
+            if self._stop.is_set():
+                return
             relative = Path(folder).relative_to(root).as_posix()
             self._scan(root, relative, clean=True)  # the slow part, unlocked: reads the disk into the cache
             self._count_dir(root, relative)
-        while True:
+        while not self._stop.is_set():
             with self._lock:
                 missed = self._missed_dirs - (self._counted_dirs or set())
                 if not missed:
@@ -86,10 +89,16 @@ class MediaUsage:
                     break
             for relative in missed:  # made while we walked
                 self._count_dir(root, relative)
+        if not self._measured:
+            return  # stopped
         log.info("media: %.1f MB in %d file(s) (measured in %.1f s)", self._bytes / 1e6, self._files,
                  time.monotonic() - started)
         if self.on_over is not None and self.over_quota():
             self.on_over()
+
+    def stop_measuring(self) -> None:
+        """Make a walk in progress give up (the daemon is stopping); any thread."""
+        self._stop.set()
 
     def _count_dir(self, root: Path, relative: str) -> None:
         with self._lock:
