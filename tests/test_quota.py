@@ -23,7 +23,7 @@ from vmond.media import store as media_store
 from vmond.media.retention import DiskKeeper
 from vmond.media.store import MediaStore
 from vmond.media.usage import MediaUsage
-from vmond.store import outbox
+from vmond.store import events, outbox
 from vmond.store.events import set_status
 from vmond.store.models import AlarmEvent, Media, utcnow
 
@@ -238,3 +238,18 @@ async def test_writers_are_not_held_when_nothing_may_go(make_config: Callable[..
         assert await services.db.read(lambda: Media.select().count()) > 0
         stuck = [r for r in caplog.records if "everything left belongs to open events" in r.getMessage()]
         assert len(stuck) == 1  # said once, not on every mail
+
+
+async def test_pictures_over_an_events_limit_leave_no_files(make_config: Callable[..., Config],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events, "MAX_IMAGES_PER_EVENT", 2)  # the mail has three pictures
+    config = make_config(video={"enabled": False})
+    async with running(config) as services:
+        daemon = Daemon(services)
+        assert (await daemon.send(sample(MAIL)))["data"][0] == 250
+        await daemon.wait_idle()
+        kept = await services.db.read(lambda: {p for m in Media.select() for p in (m.path, m.thumb_path) if p})
+        root = services.media.root
+        on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+        assert len(kept) == 4 and on_disk == kept  # two pictures and their thumbnails; the third is not left
+        assert await media_counted(services) == media_on_disk(root)
