@@ -78,7 +78,7 @@ class DiskKeeper(BackgroundService):
         self._stuck = False  # over the quota, and everything left belongs to open or undelivered events
         self._orphans_checked = False
         self._quota_removed = 0
-        self._quota_logged = time.monotonic()
+        self._quota_logged = time.monotonic() - QUOTA_LOG_EVERY  # the first removals are told at once
         self.freed_bytes = 0
         self.low = False
 
@@ -157,6 +157,7 @@ class DiskKeeper(BackgroundService):
                 await self._keep_free_space()
                 if removed:
                     await self._return_free_pages()
+                self._report_quota()
             finally:
                 self._release(waiting)
 
@@ -205,6 +206,9 @@ class DiskKeeper(BackgroundService):
             await self._drop(ids)
             self._quota_removed += len(ids)
         self._set_stuck(self._usage.over_quota())
+
+    def _report_quota(self) -> None:
+        # A round runs at least every INTERVAL, so what is summed up here is told within that time.
         if self._quota_removed and time.monotonic() - self._quota_logged >= QUOTA_LOG_EVERY:
             log.info("media quota: removed the media of the %d oldest closed event(s) since the last report; "
                      "media now %.1f MB of %.1f MB", self._quota_removed, self._usage.bytes / 1e6,

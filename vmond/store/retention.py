@@ -73,8 +73,8 @@ def drop_media(event_ids: list[int], delete_events: bool = False) -> tuple[list[
 
 def expire_audit(before: datetime, limit: int) -> int:
     """Remove up to *limit* audit entries older than *before*; returns how many went."""
-    oldest = AuditEntry.select(AuditEntry.id).where(AuditEntry.at < before).order_by(AuditEntry.id).limit(limit)
-    return AuditEntry.delete().where(AuditEntry.id.in_(oldest)).execute()
+    expired = AuditEntry.select(AuditEntry.id).where(AuditEntry.at < before).limit(limit)
+    return AuditEntry.delete().where(AuditEntry.id.in_(expired)).execute()
 
 
 def orphaned_event_audit(limit: int) -> int:
