@@ -192,3 +192,18 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     server.start()
     yield server
     server.stop()
+
+
+def media_on_disk(root: Path) -> int:
+    """Bytes of the finished media files under *root* (names starting with a dot are writes in progress)."""
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file() and not path.name.startswith("."))
+
+
+async def media_counted(services: Services, timeout: float = 10.0) -> int:
+    """The media store's own count, once it has measured the directory."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not services.media.usage.measured:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the media directory was not measured in time")
+        await asyncio.sleep(0.02)
+    return services.media.usage.bytes

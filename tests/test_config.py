@@ -479,6 +479,14 @@ def test_combinations(text: str, expected: str) -> None:
     assert only_problem(text, check_files=False).startswith(expected)
 
 
+def test_the_audit_is_kept_at_least_as_long_as_the_events() -> None:
+    assert parse("").storage.audit_retention == 365 * 86400
+    assert only_problem("storage:\n  retention: 30d\n  audit_retention: 7d\n").startswith(
+        "vmond.yaml:3: storage.audit_retention: must not be shorter than `storage.retention` (30d)")
+    assert parse("storage:\n  retention: 400d\n").storage.audit_retention == 400 * 86400  # the default rises
+    assert parse("storage: {retention: 8m, audit_retention: 8m}\n").storage.audit_retention == 480
+
+
 def test_ephemeral_and_distinct_hosts_do_not_clash() -> None:
     config = parse("smtp: {listen: '127.0.0.1:0'}\nweb: {listen: '127.0.0.1:0'}\n")
     assert config.web.listen.port == config.smtp.listen.port == 0

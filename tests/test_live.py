@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import Daemon, sample
+from conftest import Daemon, media_counted, media_on_disk, sample
 from PIL import Image
 from rtsp_server import RtspCamera
 
@@ -398,6 +398,12 @@ async def test_the_picture_at_raising_is_kept_with_the_alarm(live_config: Callab
         assert status == 200 and headers["Content-Type"] == "image/jpeg" and jpeg_size(body) == (640, 360)
         page_status, page = await daemon.api("GET", f"/alarms/{alarm_id}", daemon.bearer)
         assert page_status == 200 and "At the moment of raising" in page
+        services = daemon.services
+        deadline = time.monotonic() + 60
+        while services.clips is not None and services.clips.queued:  # the event's clip: the last media write
+            assert time.monotonic() < deadline, "the clip was not made in time"
+            await asyncio.sleep(0.05)
+        assert await media_counted(services) == media_on_disk(services.media.root)  # the picture is counted too
         # A camera that fails leaves the reason on the alarm instead.
         failed_id, _ = await raise_alarm(daemon, "wrong-password@monitor.local")
         failed = await alarm_when(daemon, failed_id, lambda a: a["snapshot"] is not None)

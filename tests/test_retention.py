@@ -3,8 +3,10 @@ never an open alarm's, an active event's, or one the central station has not got
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +16,8 @@ from vmond.config import Config
 from vmond.daemon import running
 from vmond.media import retention as retention_module
 from vmond.store import outbox
-from vmond.store.models import AlarmEvent, Media, utcnow
+from vmond.store.db import open_sqlite
+from vmond.store.models import AlarmEvent, AuditEntry, Media, utcnow
 
 MAILS = {"dismissed": "hikvision-ipc-intrusion.eml", "resolved": "amcrest-tamper.eml",
          "open_alarm": "swann-nvr-human.eml", "active": "nvr-fn3108xe-motion.eml",
@@ -121,3 +124,55 @@ async def test_low_disk_frees_space_and_refuses_mail_until_then(make_config: Cal
         left = await media_of(daemon)
         assert ids["dismissed"] not in left and not services.disk.low
         assert left.get(ids["open_alarm"])
+
+
+async def audit_rows(daemon: Daemon) -> list[tuple[str, int | None, str]]:
+    return await daemon.services.db.read(
+        lambda: [(a.target_type, a.target_id, a.action) for a in AuditEntry.select().order_by(AuditEntry.id)])
+
+
+async def test_a_removed_events_audit_goes_with_it_and_an_alarms_stays(make_config: Callable[..., Config]) -> None:
+    config = make_config(storage={"data_dir": "data", "min_free_space": 0, "retention": "30d"})
+    async with running(config) as services:
+        daemon = Daemon(services)
+        ids = await scene(daemon)
+        before = await audit_rows(daemon)
+        assert ("event", ids["dismissed"], "event.dismissed") in before
+        await services.disk.round()
+        after = await audit_rows(daemon)
+        assert not [row for row in after if row[:2] == ("event", ids["dismissed"])]  # gone with its event
+        assert ("event", ids["unforwarded"], "event.dismissed") in after  # its event stays, so does its audit
+        alarm_trail = [row for row in before if row[0] == "alarm" or row[:2] == ("event", ids["resolved"])]
+        assert alarm_trail and all(row in after for row in alarm_trail)  # the alarm keeps its record and trail
+        assert len(after) == len(before) - 1
+
+
+async def test_the_audit_is_bounded_by_audit_retention(make_config: Callable[..., Config]) -> None:
+    config = make_config(storage={"data_dir": "data", "min_free_space": 0, "retention": "30d",
+                                  "audit_retention": "90d"})
+    db = open_sqlite(config.storage.data_dir / "vmond.db")  # as an older version left it
+    old = utcnow() - timedelta(days=91)
+    AuditEntry.insert_many([{"at": old, "action": "session.api", "target_type": "user", "target_id": 1,
+                             "detail": {}} for _ in range(2500)]).execute()  # more than one batch
+    AuditEntry.create(action="session.api", target_type="user", target_id=1, at=utcnow() - timedelta(days=89))
+    AuditEntry.create(action="event.dismissed", target_type="event", target_id=4242)  # its event removed
+    db.close()
+    async with running(config) as services:
+        await services.disk.round()
+        assert await audit_rows(Daemon(services)) == [("user", 1, "session.api")]
+
+
+async def test_the_retention_line_says_when(make_config: Callable[..., Config],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="vmond.media.retention")
+    config = make_config(storage={"data_dir": "data", "min_free_space": 0, "retention": "8m"})
+    async with running(config) as services:
+        await scene(Daemon(services))
+        caplog.clear()
+        await services.disk.round()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retention:")]
+    assert len(lines) == 1, lines
+    found = re.search(r"received before (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC \(storage.retention 8m\)", lines[0])
+    assert found, lines[0]
+    cutoff = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    assert timedelta(minutes=7) < utcnow() - cutoff < timedelta(minutes=9)

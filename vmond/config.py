@@ -93,6 +93,7 @@ class StorageConfig:
     max_media_size: int
     min_free_space: int
     retention: float
+    audit_retention: float  # never shorter than retention (a default below it is raised to it)
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,8 @@ def _build(values: dict[str, Any], source: Path | None) -> Config:
         site=SiteConfig(**v["site"]),
         smtp=SmtpConfig(**dict(v["smtp"], tls=SmtpTlsConfig(**v["smtp"]["tls"]))),
         web=WebConfig(**dict(v["web"], tls=WebTlsConfig(**v["web"]["tls"]))),
-        storage=StorageConfig(**v["storage"]),
+        storage=StorageConfig(**dict(v["storage"], audit_retention=max(v["storage"]["audit_retention"],
+                                                                        v["storage"]["retention"]))),
         events=EventsConfig(**v["events"]),
         video=VideoConfig(**v["video"]),
         mqtt=MqttConfig(**mqtt),

@@ -26,6 +26,7 @@ from vmond.configschema import (
     kind,
     suggest,
 )
+from vmond.configtypes import format_duration
 
 _ALLOWED_TAGS = {f"tag:yaml.org,2002:{name}" for name in
                  ("null", "bool", "int", "float", "str", "timestamp", "seq", "map", "merge")}
@@ -38,6 +39,7 @@ def check_document(root: yaml.Node | None, ctx: Ctx) -> dict[str, Any]:
         _check_tags(root, ctx)
     values = _walk(root, SECTIONS, "", ctx)
     _check_combinations(values, ctx)
+    _check_storage(values, ctx)
     _check_accounts(values, ctx)
     return values
 
@@ -186,6 +188,15 @@ def _check_combinations(values: dict[str, Any], ctx: Ctx) -> None:
                 a.host == b.host or a.host in _ALL_ADDRESSES or b.host in _ALL_ADDRESSES):
             path, other = (path_b, path_a) if path_b in ctx.lines else (path_a, path_b)
             _report(ctx, path, f"port {a.port} is also used by `{other}`")
+
+
+def _check_storage(values: dict[str, Any], ctx: Ctx) -> None:
+    storage = values["storage"]
+    given = "storage.audit_retention" in ctx.lines and "storage.audit_retention" not in ctx.failed
+    if given and None not in (storage["audit_retention"], storage["retention"]) and (
+            storage["audit_retention"] < storage["retention"]):
+        _report(ctx, "storage.audit_retention", f"must not be shorter than `storage.retention` "
+                f"({format_duration(storage['retention'])}): the audit of the events kept must stay with them")
 
 
 def _check_accounts(values: dict[str, Any], ctx: Ctx) -> None:

@@ -412,6 +412,7 @@ SECTIONS: Table = {
         "max_media_size": Key(size(1), 10 * 10**9, show=format_size),
         "min_free_space": Key(size(0), 10**9, show=format_size),
         "retention": Key(duration(), 30 * 86400.0, show=format_duration),
+        "audit_retention": Key(duration(), 365 * 86400.0, show=format_duration),
     },
     "events": {
         "coalesce_window": Key(duration(positive=False), 30.0, show=format_duration),

@@ -40,7 +40,7 @@ from vmond.services import Services
 from vmond.store.db import Database
 from vmond.store.sync import sync_accounts
 from vmond.store.users import user_count
-from vmond.systemd import Notifier, watchdog_interval, watchdog_loop
+from vmond.systemd import Notifier, extend_start_timeout, watchdog_interval, watchdog_loop
 from vmond.tlscert import ensure_self_signed
 from vmond.web.app import WebServer, create_app
 from vmond.workers import WorkerPool, prepare_fork_server
@@ -97,7 +97,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
         io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io")
         stack.push_async_callback(loop.run_in_executor, None, io.shutdown)
 
-        db = await stack.enter_async_context(Database(data_dir / "vmond.db"))
+        db = await stack.enter_async_context(Database(data_dir / "vmond.db",
+                                                           keep_free=config.storage.min_free_space,
+                                                           extend_start=extend_start_timeout))
         counts = await db.write(sync_accounts, config.accounts)
         log.info("configuration: %(accounts)d account(s), %(cameras)d camera(s) declared, %(retired)d retired",
                  counts)
@@ -123,10 +125,11 @@ async def running(config: Config) -> AsyncIterator[Services]:
         metrics = Metrics()
         keeper = await stack.enter_async_context(DiskKeeper(config, db, media, io))
         queued = mqtt.notify if mqtt is not None else None  # a change waits in the MQTT outbox
-        clips = await stack.enter_async_context(ClipMaker(config, db, bus, media, encoder, metrics, io, queued))
+        clips = await stack.enter_async_context(ClipMaker(config, db, bus, media, encoder, metrics, io, queued,
+                                                          make_room=keeper.make_room))
         live = await stack.enter_async_context(LiveHub(config, db, media, io, bus))
         pipeline = Pipeline(config, spool, media, db, bus, io, parser, metrics, clips, on_disk_full=keeper.nudge,
-                            on_queued=queued)
+                            on_queued=queued, make_room=keeper.make_room)
         clips.wait_while = lambda: pipeline.busy  # clips give way while mails wait to become events
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify, on_low_disk=keeper.nudge)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,

@@ -40,6 +40,9 @@ class Notifier:
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")
 
+    def extend_timeout(self, seconds: float, status: str) -> None:
+        self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}\nSTATUS={status}")
+
     def stopping(self) -> None:
         self._send("STOPPING=1\nSTATUS=stopping")
 
@@ -47,6 +50,16 @@ class Notifier:
         if self._notifier is not None and self._notifier.socket is not None:
             self._notifier.socket.close()
         self._notifier = None
+
+
+def extend_start_timeout(seconds: float) -> None:
+    """Ask systemd for *seconds* more to start (``EXTEND_TIMEOUT_USEC``), before a long one-time step such as a
+    database VACUUM. Any thread; does nothing outside systemd."""
+    notifier = Notifier()
+    try:
+        notifier.extend_timeout(seconds, "compacting the database (one-time VACUUM)")
+    finally:
+        notifier.close()
 
 
 def watchdog_interval() -> float | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -62,8 +62,10 @@ class Pipeline(BackgroundService):
                  io_executor: Executor, workers: WorkerPool, metrics: Metrics, clips: ClipMaker | None = None,
                  on_ingested: Callable[[IngestResult], None] | None = None,
                  on_disk_full: Callable[[], None] | None = None,
-                 on_queued: Callable[[], None] | None = None) -> None:
+                 on_queued: Callable[[], None] | None = None,
+                 make_room: Callable[[], Awaitable[None]] | None = None) -> None:
         self._config = config
+        self._make_room = make_room  # the disk keeper: waits while media are over the quota
         self._on_queued = on_queued  # the MQTT forwarder: a message waits in the outbox
         self._on_disk_full = on_disk_full
         self._clips = clips
@@ -187,6 +189,8 @@ class Pipeline(BackgroundService):
         if len(resends) < len(local_parts(entry, domain)):
             if prepared is None:
                 prepared = await self._parse(entry.content)
+            if self._make_room is not None:
+                await self._make_room()  # so that the quota is exceeded by this mail's media at most
             records = await self._in_thread(build_records, entry, prepared, self._media, domain, set(resends),
                                             digest)
         else:
@@ -195,6 +199,8 @@ class Pipeline(BackgroundService):
             result = await self._db.write(record_mail, self._config.smtp.domain, record,
                                           self._config.events.coalesce_window, self._topics)
             crashpoint("after_db_commit")
+            for path in result.unused_media:
+                await self._in_thread(self._media.delete_sync, path)
             self._announce(result)
             if self._on_queued is not None and self._topics is not None:
                 self._on_queued()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from vmond.media.cliptypes import ClipError, VideoRejected
@@ -42,8 +42,10 @@ class ClipMaker(BackgroundService):
     task_name = "clips"
 
     def __init__(self, config: Config, db: Database, bus: Bus, media: MediaStore, workers: WorkerPool,
-                 metrics: Metrics, io: Executor, on_queued: Callable[[], None] | None = None) -> None:
+                 metrics: Metrics, io: Executor, on_queued: Callable[[], None] | None = None,
+                 make_room: Callable[[], Awaitable[None]] | None = None) -> None:
         self._config = config
+        self._make_room = make_room
         self._on_queued = on_queued
         self._db = db
         self._bus = bus
@@ -123,16 +125,24 @@ class ClipMaker(BackgroundService):
         first = PurePosixPath(inputs["images"][0])
         relpath = str(first.parent / f"event-{event_id}-clip-{len(inputs['images'])}.mp4")
         video = self._config.video
+        if self._make_room is not None:
+            await self._make_room()  # over the media quota: the disk keeper first removes the oldest media
+        loop = asyncio.get_running_loop()
+        # The encoder writes under a temporary name; the media store renames it into place and counts it.
+        staged = await loop.run_in_executor(self._io, self._media.staging_path, relpath)
         started = time.monotonic()
         try:
             made = await self._workers.run(encode_files, [self._media.resolve(p) for p in inputs["images"]],
-                                           self._media.resolve(relpath), video.fps, video.max_width, video.encoder,
+                                           staged, video.fps, video.max_width, video.encoder,
                                            timeout=ENCODE_TIMEOUT)
+            await loop.run_in_executor(self._io, self._media.install_sync, staged, relpath)
         except (WorkerFailed, ClipError) as exc:
             self._metrics.clip_failures += 1
             log.warning("no clip for event %d: %s", event_id, exc)
             await self._publish_state(event_id, "failed", "clip_failed")
             return
+        finally:
+            await loop.run_in_executor(self._io, _remove_leftover, staged)
         self._metrics.clip_seconds_sum += time.monotonic() - started
         self._metrics.clip_count += 1
         info = made.info
@@ -140,7 +150,7 @@ class ClipMaker(BackgroundService):
                                           sha256=made.sha256, size=info.bytes, width=info.width,
                                           height=info.height, topics=self._topics)
         if old is not None:
-            await asyncio.get_running_loop().run_in_executor(self._io, self._media.delete_sync, old)
+            await loop.run_in_executor(self._io, self._media.delete_sync, old)
         if event is not None:
             log.info("clip for event %d: %d frames, %dx%d, %d kB, %s", event_id, info.frames, info.width,
                      info.height, info.bytes // 1024, info.encoder)
@@ -160,6 +170,10 @@ class ClipMaker(BackgroundService):
                                          height=info.height, topics=self._topics)
         self._published(event)
         return info is not None and info.browser_playable
+
+
+def _remove_leftover(staged: Path) -> None:
+    staged.unlink(missing_ok=True)  # gone already once installed; left when the encoder failed or was killed
 
 
 def _is_camera_clip(path: str) -> bool:

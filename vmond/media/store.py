@@ -1,7 +1,9 @@
-"""Where media files live under ``data_dir/media``, and how they are written durably.
+"""Where media files live under ``data_dir/media``, and how they are written durably and counted.
 
 Names are chosen by vmond (never taken from a mail) and are deterministic for a given spool entry, so a replay
-after a crash overwrites the same files instead of leaving copies.
+after a crash overwrites the same files instead of leaving copies. Every write, install and removal of a media
+file goes through this store, which counts it in :attr:`MediaStore.usage` as it happens (the disk keeper's
+quota is checked against that count).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from vmond import fsutil
 from vmond.fsutil import fsync_directory, write_all
+from vmond.media.usage import MediaUsage, file_size
 
 
 def media_relpath(value: object) -> PurePosixPath:
@@ -32,6 +35,7 @@ def media_relpath(value: object) -> PurePosixPath:
 class MediaStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.usage = MediaUsage()  # measured by the disk keeper after a start, then kept by every change here
 
     def prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -56,11 +60,45 @@ class MediaStore:
                 fsutil.fsync_file(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, target)
+            self._rename(tmp, target, relpath)
             fsync_directory(target.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
 
-    def delete_sync(self, relpath: str) -> None:
-        self.resolve(relpath).unlink(missing_ok=True)
+    def staging_path(self, relpath: str) -> Path:
+        """A temporary name next to *relpath* for a file another process writes (a clip from the encoder);
+        :meth:`install_sync` then puts it in place. Not counted until installed."""
+        target = self.resolve(relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target.with_name(f".{target.name}.{uuid.uuid4().hex}.new")
+
+    def install_sync(self, staged: Path, relpath: str) -> None:
+        """Rename the durable file *staged* (from :meth:`staging_path`) to *relpath*. Blocking."""
+        target = self.resolve(relpath)
+        if staged.parent != target.parent:
+            raise ValueError(f"{staged} is not next to {relpath!r}")
+        self._rename(staged, target, relpath)
+        fsync_directory(target.parent)
+
+    def _rename(self, source: Path, target: Path, relpath: str) -> None:
+        def rename() -> int:
+            before = file_size(target)  # a replay or a remade clip replaces a file that is counted already
+            os.replace(source, target)
+            return file_size(target) - before
+
+        self.usage.track(relpath, rename)
+
+    def delete_sync(self, relpath: str) -> int:
+        """Remove a stored file (if it is there); returns the bytes it held. Blocking."""
+        target = self.resolve(relpath)
+        removed = 0
+
+        def remove() -> int:
+            nonlocal removed
+            removed = file_size(target)
+            target.unlink(missing_ok=True)
+            return -removed
+
+        self.usage.track(relpath, remove)
+        return removed

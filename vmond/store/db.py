@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import peewee as pw
 
 from vmond.logguard import keep_quiet
-from vmond.store import migrations
+from vmond.store import compact, migrations
 from vmond.store.models import MODELS
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,14 @@ keep_quiet("peewee", logging.INFO)
 T = TypeVar("T")
 
 PRAGMAS = (
+    # First: it only takes on a database without tables, and journal_mode=wal would write its first page.
+    # Lets the disk keeper give free pages back (vmond.store.compact); older databases are switched at start.
+    ("auto_vacuum", "incremental"),
     ("journal_mode", "wal"),
     ("synchronous", "full"),
     ("foreign_keys", 1),
     ("cache_size", -8000),  # KiB: small boxes have little memory to spare
+    ("journal_size_limit", 64 << 20),  # bytes: a WAL that one big transaction grew is cut back after checkpoints
 )
 BUSY_TIMEOUT = 10.0  # seconds a connection waits for a lock held by another process (e.g. the CLI)
 MAX_PENDING = 512  # queued calls per thread pool before callers wait: a flood backs up, memory does not grow
@@ -100,8 +104,11 @@ class Database:
     write that has started.
     """
 
-    def __init__(self, path: Path, readers: int = 2) -> None:
+    def __init__(self, path: Path, readers: int = 2, keep_free: int = 0,
+                 extend_start: Callable[[float], None] | None = None) -> None:
         self.path = path
+        self._keep_free = keep_free  # free disk a one-time VACUUM must leave (storage.min_free_space)
+        self._extend_start = extend_start  # asks systemd for time when that VACUUM is due
         self._reader_count = readers
         self._db: pw.SqliteDatabase | None = None
         self._writer: _DbThread | None = None
@@ -125,6 +132,8 @@ class Database:
 
     def _open(self) -> pw.SqliteDatabase:
         db = open_sqlite(self.path)
+        # Before any other connection of ours is open:
+        compact.switch_to_incremental(db.connection(), self.path, self._keep_free, self._extend_start)
         db.close()  # this executor thread's connection; the database threads open their own
         return db
 

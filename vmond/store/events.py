@@ -74,6 +74,7 @@ class IngestResult:
     event: dict[str, Any]
     created: bool  # False: the mail extended an open event, or was already recorded (replay)
     replayed: bool = False
+    unused_media: tuple[str, ...] = ()  # files written for the mail but not kept (over MAX_IMAGES_PER_EVENT)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -251,8 +252,10 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, topic
         defects=list(record.defects),
         sha256=record.sha256,
     )
+    unused: list[str] = []
     for item in record.media:
         if item.kind == "image" and position >= MAX_IMAGES_PER_EVENT:
+            unused += [p for p in (item.path, item.thumb_path) if p]
             continue
         Media.create(event=event, mail=mail, kind=item.kind, position=position, path=item.path,
                      thumb_path=item.thumb_path, content_type=item.content_type, sha256=item.sha256,
@@ -264,7 +267,7 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, topic
         if record.is_test:
             camera.test_mail_at = record.received_at
         camera.save()
-    result = IngestResult(get_event(domain, event.id), created=created)
+    result = IngestResult(get_event(domain, event.id), created=created, unused_media=tuple(unused))
     report(topics, "new" if created else "update", result.event)
     return result
 

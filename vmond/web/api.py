@@ -69,6 +69,7 @@ async def health(request: web.Request) -> web.Response:
         "database": db_state,
         "disk": {"free_bytes": disk.free, "total_bytes": disk.total, "min_free_bytes": config.storage.min_free_space,
                  "low": low_disk, "media_quota_bytes": config.storage.max_media_size,
+                 "media_bytes": services.media.usage.bytes if services.media.usage.measured else None,
                  "freed_bytes": services.disk.freed_bytes if services.disk else 0},
         "queues": {"spool_pending": spooled, "live_clients": services.bus.subscriber_count},
         "smtp": {"listening": services.smtp is not None, "accepted": services.ingest.accepted,
