@@ -140,9 +140,9 @@ def _mail_steps(port: int, steps: int, every: float) -> list[str]:
 
 
 async def test_progress_restarts_the_idle_timer(make_config: Callable[..., Config]) -> None:
-    config = make_config(smtp={"listen": "127.0.0.1:0", "domain": "monitor.local", "idle_timeout": "1s"})
+    config = make_config(smtp={"listen": "127.0.0.1:0", "domain": "monitor.local", "idle_timeout": "2s"})
     async with running(config) as services:
-        replies = await asyncio.to_thread(_mail_steps, services.smtp.port, 6, 0.6)  # 3.6 s in all, 0.6 s apart
+        replies = await asyncio.to_thread(_mail_steps, services.smtp.port, 6, 0.8)  # 4.8 s in all, 0.8 s apart
         assert all(reply.startswith("250") for reply in replies), replies
 
 
