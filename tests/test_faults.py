@@ -42,8 +42,9 @@ def stalls(log: Path) -> list[str]:
 
 @pytest.fixture
 def vmond(tmp_path: Path) -> Iterator[Vmond]:
+    # Every client here is 127.0.0.1: one address may then hold every session.
     config = write_config(tmp_path, smtp={"listen": "127.0.0.1:0", "domain": "monitor.local",
-                                          "max_connections": 200})
+                                          "max_connections": 200, "max_connections_per_peer": 200})
     with vmond_with_admin(tmp_path, config) as daemon:
         yield daemon
     assert stalls(daemon.log) == []

@@ -71,6 +71,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         args.config = args.file
     config = _load(args)
     print(f"{config.source}: {describe(config)}")
+    for warning in _dashboard_warnings(config):
+        print(f"{config.source}: {warning}", file=sys.stderr)
     return 0
 
 
@@ -85,6 +87,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     for name, value in values.items():
         print(f"{name:<{width}}  {value or '-'}")
     return 0
+
+
+def _dashboard_warnings(config: Config) -> list[str]:
+    """What the file cannot show but the database can: under per-camera auth, cameras created in the dashboard
+    without a password (their mail would be refused). The database is only read, and only if it exists."""
+    if config.smtp.auth != "per-camera":
+        return []
+    import sqlite3
+
+    from vmond.store.peek import cameras_without_password
+
+    path = config.storage.data_dir / "vmond.db"
+    try:
+        if not path.exists():
+            return []  # no dashboard cameras yet
+        missing = cameras_without_password(path)
+    except (sqlite3.Error, OSError) as exc:
+        return [f"smtp.auth: warning: could not check the dashboard's cameras for SMTP passwords in {path}: {exc}"]
+    if not missing:
+        return []
+    names = ", ".join(f"{name} ({local_part}@{config.smtp.domain})" for name, local_part in missing)
+    return [f"smtp.auth: warning: per-camera, but {len(missing)} camera(s) created in the dashboard have no SMTP "
+            f"password and their mail will be refused until one is set on the camera's page: {names}"]
 
 
 def _read_password(args: argparse.Namespace) -> str:

@@ -64,6 +64,7 @@ class SmtpConfig:
     auth: str
     max_message_size: int
     max_connections: int
+    max_connections_per_peer: int
     idle_timeout: float
     allow_networks: tuple[Network, ...]
     tls: SmtpTlsConfig

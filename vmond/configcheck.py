@@ -159,8 +159,19 @@ def _together(values: dict[str, Any], prefix: str, ctx: Ctx, a: str = "certifica
         _report(ctx, f"{prefix}.{given}", f"`{prefix}.{missing}` must be set as well")
 
 
+def _check_connection_limits(smtp: dict[str, Any], ctx: Ctx) -> None:
+    per_peer, total = smtp["max_connections_per_peer"], smtp["max_connections"]
+    if {"smtp.max_connections", "smtp.max_connections_per_peer"} & ctx.failed or per_peer <= total:
+        return
+    if "smtp.max_connections_per_peer" in ctx.lines:
+        _report(ctx, "smtp.max_connections_per_peer", f"must not exceed smtp.max_connections ({total})")
+    else:
+        smtp["max_connections_per_peer"] = total  # the default, with a smaller max_connections, follows it
+
+
 def _check_combinations(values: dict[str, Any], ctx: Ctx) -> None:
     smtp_tls, web_tls, mqtt = values["smtp"]["tls"], values["web"]["tls"], values["mqtt"]
+    _check_connection_limits(values["smtp"], ctx)
     _together(smtp_tls, "smtp.tls", ctx)
     _together(web_tls, "web.tls", ctx)
     _together(mqtt["tls"], "mqtt.tls", ctx)

@@ -384,6 +384,10 @@ SECTIONS: Table = {
         "auth": Key(choice("off", "accept-any", "per-camera"), "accept-any"),
         "max_message_size": Key(size(1), 25 * 10**6, show=format_size),
         "max_connections": Key(integer(1), 64),
+        # Sessions one client address may hold: an NVR mails for all its channels from one address, and 16 let a
+        # 16-channel NVR alarm on every channel at once, while one host takes at most a quarter of the default 64.
+        # At most max_connections (a default above a smaller max_connections follows it: vmond.configcheck).
+        "max_connections_per_peer": Key(integer(1), 16),
         "idle_timeout": Key(duration(), 60.0, show=format_duration),
         "allow_networks": Key(networks, tuple(ipaddress.ip_network(n) for n in _NETWORKS),
                               lambda nets: [str(n) for n in nets]),

@@ -2,7 +2,11 @@
 
 Loaded from the database at start and reloaded whenever cameras change, so the SMTP dialogue never waits for a
 query. Per-camera SMTP passwords of cameras declared in the YAML stay in the config (in memory) and are compared
-in constant time; those of cameras created in the dashboard are stored as scrypt hashes, checked on a thread.
+in constant time; those of cameras created in the dashboard are stored as scrypt hashes, checked on a thread
+(at most :data:`CONCURRENT_HASH_CHECKS` at once: scrypt takes 16 MiB and tens of milliseconds each).
+
+A camera logs in with its mail address or the part before the @, in any case; surrounding spaces and angle
+brackets (``<camera-x@domain>``) are forgiven, a domain other than ``smtp.domain`` is not.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ if TYPE_CHECKING:
     from vmond.store.db import Database
 
 log = logging.getLogger(__name__)
+
+CONCURRENT_HASH_CHECKS = 2
 
 
 class CameraEntry(NamedTuple):
@@ -41,6 +47,7 @@ class CameraDirectory:
         self.domain = config.smtp.domain.lower()
         self._by_local_part: dict[str, CameraEntry] = {}
         self._passwords: dict[str, str] = {}
+        self._hash_checks = asyncio.Semaphore(CONCURRENT_HASH_CHECKS)
         self.use_config(config)
 
     def use_config(self, config: Config) -> None:
@@ -67,9 +74,23 @@ class CameraDirectory:
         return self._by_local_part.get(local)
 
     def by_username(self, username: str) -> CameraEntry | None:
-        """The camera an SMTP login names (the full address or its local part), or None."""
-        local = self.split(username)[0] if "@" in username else username.strip().lower()
+        """The camera an SMTP login names (its address or the local part, any case), or None."""
+        name = username.strip().removeprefix("<").removesuffix(">").strip()
+        if "@" in name:
+            local, domain = self.split(name)
+            if domain != self.domain:
+                return None
+        else:
+            local = name.lower()
         return self._by_local_part.get(local)
+
+    def has_password(self, camera: CameraEntry) -> bool:
+        return camera.local_part in self._passwords or camera.password_hash is not None
+
+    def without_password(self) -> list[CameraEntry]:
+        """Active cameras that cannot log in under ``smtp.auth: per-camera`` (no password set anywhere)."""
+        return sorted((c for c in self._by_local_part.values() if not self.has_password(c)),
+                      key=lambda c: (c.name.lower(), c.local_part))
 
     async def verify(self, username: str, password: str) -> CameraEntry | None:
         """The camera whose SMTP credentials these are, or None. A stored hash is checked off the event loop."""
@@ -82,7 +103,8 @@ class CameraDirectory:
         if camera.password_hash is None:
             return None
         loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(None, auth.verify_password, password, camera.password_hash)
+        async with self._hash_checks:
+            ok = await loop.run_in_executor(None, auth.verify_password, password, camera.password_hash)
         return camera if ok else None
 
     def __len__(self) -> int:

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 class Reply:
     TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+    TOO_MANY_FROM_PEER = "421 4.7.0 Too many connections from your address (at most {limit}), try again later"
+    TOO_MANY_COMMANDS = "421 4.7.0 Too many commands in one session, closing"
+    TOO_MANY_AUTH_FAILURES = "421 4.7.0 Too many failed logins, closing"
+    AUTH_THROTTLED = "454 4.7.0 Too many failed logins from your address, try again later"
+    AUTH_REQUIRED = "530 5.7.0 Authentication required"
     SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
     NETWORK_REFUSED = "554 5.7.1 Your network is not allowed to send mail here"
     RECIPIENT_OK = "250 2.1.5 Recipient ok"

@@ -14,8 +14,7 @@ import ipaddress
 import logging
 import ssl
 import time
-import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
@@ -25,8 +24,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as SmtpSession
 
 from vmond.ingest.replies import Reply
-from vmond.ingest.smtpsession import CameraSMTP, RefuseConnection, SessionLog, peer_text, printable
+from vmond.ingest.smtpguard import LoginGuard
+from vmond.ingest.smtpsession import CameraSMTP, RefuseConnection
 from vmond.ingest.spool import InsufficientStorage, Spool, SpoolEnvelope
+from vmond.ingest.transcript import LOGIN_NAME_LIMIT, SessionLog, peer_text, printable
 from vmond.logguard import keep_quiet
 from vmond.store.cameras import record_sessions
 from vmond.store.refusals import add_refusal
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 keep_quiet("mail.log", logging.WARNING)
 
 TRANSCRIPT_BATCH = 1.0  # seconds between writes of the installer's session transcripts
+# Connections the kernel queues before vmond accepts them (asyncio's default is 100). A burst of cameras beyond the
+# queue is dropped at the TCP handshake (with SYN cookies a client may even believe it is connected and wait for
+# a greeting that never comes); past max_connections each gets a prompt 421 instead.
+LISTEN_BACKLOG = 512
 
 
 class IngestHandler:
@@ -220,12 +225,11 @@ class SmtpServer:
         self._servers: list[asyncio.AbstractServer] = []
         self._tls = tls_context(config)
         self.sessions: set[CameraSMTP] = set()
+        self._per_peer: Counter[str] = Counter()  # sessions per client address (only addresses with sessions)
+        self.logins = LoginGuard()
         self.stopping = False
         self.port = 0
         self.implicit_tls_port = 0
-
-    def session_ended(self, session_log: SessionLog) -> None:
-        self._handler.session_ended(session_log)
 
     def peer_allowed(self, peer: Any) -> bool:
         try:
@@ -236,50 +240,104 @@ class SmtpServer:
             address = address.ipv4_mapped
         return any(address in network for network in self._networks)
 
+    def admit(self, session: CameraSMTP) -> str | None:
+        """Count *session* in, or the reply that turns it away. Called from its connection_made: the check and the
+        count happen in one step on the loop thread, so the limits hold exactly."""
+        smtp = self._config.smtp
+        if self.stopping:
+            return Reply.SHUTTING_DOWN
+        if len(self.sessions) >= smtp.max_connections:
+            return Reply.TOO_MANY_CONNECTIONS
+        if self._per_peer[session.address] >= smtp.max_connections_per_peer:
+            return Reply.TOO_MANY_FROM_PEER.format(limit=smtp.max_connections_per_peer)
+        self.sessions.add(session)
+        self._per_peer[session.address] += 1
+        return None
+
+    def release(self, session: CameraSMTP) -> None:
+        """The session ended: free its slot and keep its transcript."""
+        if session not in self.sessions:
+            return
+        self.sessions.discard(session)
+        self._per_peer[session.address] -= 1
+        if self._per_peer[session.address] <= 0:
+            del self._per_peer[session.address]
+        self._handler.session_ended(session.log)
+
+    def auth_throttled(self, address: str) -> bool:
+        """Whether AUTH from *address* gets 454 for now (too many failed logins; only passwords can be guessed)."""
+        return self._config.smtp.auth == "per-camera" and self.logins.throttled(address)
+
     async def authenticate(self, server: CameraSMTP, credentials: LoginPassword) -> AuthResult:
-        """The AUTH decision for ``smtp.auth``: accept-any takes anything; per-camera checks the camera's password."""
+        """The AUTH decision for ``smtp.auth``: accept-any takes anything; per-camera checks the camera's password,
+        counting the attempt against the client's address before the check (see :mod:`vmond.ingest.smtpguard`)."""
         mode = self._config.smtp.auth
         if mode == "accept-any":
             return AuthResult(success=True, auth_data=credentials, message=Reply.AUTH_OK)
         if mode == "per-camera":
+            if not self.logins.reserve(server.address):
+                return AuthResult(success=False, handled=False, message=Reply.AUTH_THROTTLED)
             username = credentials.login.decode("utf-8", "replace")
             claimed = self._directory.by_username(username)
             if claimed is not None:
                 server.log.concerns(claimed.id)  # a camera with a wrong password: its installer wants to know
             camera = await self._directory.verify(username, credentials.password.decode("utf-8", "replace"))
             if camera is not None:
+                self.logins.succeeded(server.address)
                 return AuthResult(success=True, auth_data=camera, message=Reply.AUTH_OK)
+            reason = ("unknown_name" if claimed is None else
+                      "wrong_password" if self._directory.has_password(claimed) else "no_password")
+            self.logins.failed(server.address, printable(username)[:LOGIN_NAME_LIMIT], reason,
+                               None if claimed is None else (claimed.id, claimed.name))
         # handled=False: aiosmtpd then sends 535 itself; handled=True would leave the client waiting.
         return AuthResult(success=False, handled=False)
 
     def _protocol(self, implicit_tls: bool = False) -> asyncio.BaseProtocol:
         smtp = self._config.smtp
-        if len(self.sessions) >= smtp.max_connections or self.stopping:
+        if self.stopping or len(self.sessions) >= smtp.max_connections:
+            # A cheap answer when already full; the exact count is kept in CameraSMTP.connection_made (admit).
             reply = Reply.SHUTTING_DOWN if self.stopping else Reply.TOO_MANY_CONNECTIONS
             self.metrics.smtp_reply(reply)
             return RefuseConnection(reply)
-        with warnings.catch_warnings():
-            # per-camera without TLS makes aiosmtpd warn about plain-text AUTH: cameras on a LAN need exactly that
-            warnings.simplefilter("ignore")
-            return CameraSMTP(
-                self._handler,
-                self,
-                hostname=smtp.domain,  # never let aiosmtpd call the blocking socket.getfqdn() per connection
-                ident="vmond",
-                data_size_limit=smtp.max_message_size,
-                timeout=smtp.idle_timeout,
-                # Camera names in envelope addresses arrive in UTF-8 (and worse) with or without SMTPUTF8.
-                enable_SMTPUTF8=True,
-                auth_required=smtp.auth == "per-camera",
-                auth_require_tls=smtp.auth == "off",  # off: AUTH is not offered on plain connections
-                # STARTTLS on the plain listener; a session that began in TLS needs no upgrade.
-                tls_context=None if implicit_tls else self._tls,
-            )
+        return CameraSMTP(
+            self._handler,
+            self,
+            hostname=smtp.domain,  # never let aiosmtpd call the blocking socket.getfqdn() per connection
+            ident="vmond",
+            data_size_limit=smtp.max_message_size,
+            timeout=smtp.idle_timeout,
+            # Camera names in envelope addresses arrive in UTF-8 (and worse) with or without SMTPUTF8.
+            enable_SMTPUTF8=True,
+            camera_auth_required=smtp.auth == "per-camera",
+            auth_require_tls=smtp.auth == "off",  # off: AUTH is not offered on plain connections
+            # STARTTLS on the plain listener; a session that began in TLS needs no upgrade.
+            tls_context=None if implicit_tls else self._tls,
+        )
+
+    def _say_how_cameras_log_in(self) -> None:
+        """Once at start-up, what per-camera logins mean here (instead of aiosmtpd's warning per session)."""
+        smtp = self._config.smtp
+        if smtp.auth != "per-camera":
+            return
+        if self._tls is None:
+            log.warning("smtp.auth is per-camera without smtp.tls: camera passwords travel in clear text on the "
+                        "LAN (set a certificate to offer STARTTLS and implicit TLS, e.g. port 465)")
+        else:
+            log.warning("smtp.auth is per-camera: camera passwords travel in clear text unless the camera uses "
+                        "STARTTLS%s", f" or implicit TLS on port {self.implicit_tls_port}"
+                        if self.implicit_tls_port else " (or set smtp.tls.implicit_tls_listen, e.g. port 465)")
+        missing = self._directory.without_password()
+        if missing:
+            names = ", ".join(f"{c.name} ({c.local_part})" for c in missing[:10])
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            log.warning("smtp.auth is per-camera, but %d camera(s) have no SMTP password, so their mail is refused "
+                        "until one is set on the camera's page: %s%s", len(missing), names, more)
 
     async def __aenter__(self) -> SmtpServer:
         loop = asyncio.get_running_loop()
         host, port = self._config.smtp.listen
-        server = await loop.create_server(self._protocol, host or None, port, reuse_address=True)
+        server = await loop.create_server(self._protocol, host or None, port, reuse_address=True,
+                                          backlog=LISTEN_BACKLOG)
         self._servers.append(server)
         self.port = server.sockets[0].getsockname()[1]
         log.info("SMTP listening on %s:%d for *@%s%s", host or "*", self.port, self._config.smtp.domain,
@@ -287,10 +345,12 @@ class SmtpServer:
         implicit = self._config.smtp.tls.implicit_tls_listen
         if implicit is not None and self._tls is not None:
             server = await loop.create_server(functools.partial(self._protocol, True), implicit.host or None,
-                                              implicit.port, ssl=self._tls, reuse_address=True)
+                                              implicit.port, ssl=self._tls, reuse_address=True,
+                                              backlog=LISTEN_BACKLOG)
             self._servers.append(server)
             self.implicit_tls_port = server.sockets[0].getsockname()[1]
             log.info("SMTP with implicit TLS listening on %s:%d", implicit.host or "*", self.implicit_tls_port)
+        self._say_how_cameras_log_in()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

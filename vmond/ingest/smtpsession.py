@@ -1,4 +1,4 @@
-"""One SMTP session: aiosmtpd's protocol with what real cameras need.
+"""One SMTP session: aiosmtpd's protocol with what real cameras need, and no more than its share of the door.
 
 - DATA is read in large chunks up to ``<CR><LF>.<CR><LF>`` instead of aiosmtpd's line-at-a-time loop: a
   camera's 1 MB of base64 is a few reads, not ten thousand awaits, and a line longer than RFC 5321's 1,000
@@ -7,10 +7,15 @@
   SMTP-smuggling fix), dot-unstuffing is that of aiosmtpd (byte-identical content), and the size limit is
   enforced while reading: past ``max_message_size`` the rest is discarded as it arrives, then 552.
 - AUTH works after HELO and with lower-case mechanism names.
+- Admission is decided in ``connection_made``, where the session is also counted: ``smtp.max_connections`` in
+  all and ``smtp.max_connections_per_peer`` per client address hold exactly, however many connect at once.
 - Peers outside ``smtp.allow_networks`` get 554 before anything else.
+- Only progress towards a mail (MAIL, RCPT, DATA and its data, AUTH, STARTTLS) restarts the idle timer: NOOP,
+  RSET, HELO/EHLO and the like do not, so a session cannot hold its slot by chatting. A session gets at most
+  :data:`MAX_COMMANDS` commands and :data:`MAX_AUTH_FAILURES` failed logins, then 421 and the door closes.
 - The server can end idle sessions with 421 when it stops.
-- Each session keeps a short transcript (secrets and message content left out) for the installer: which
-  cameras it named, what it said, and the last refusal it got.
+- Each session keeps a short transcript (secrets and message content left out, see
+  :mod:`vmond.ingest.transcript`) for the installer: which cameras it named, what it said, its last refusal.
 """
 
 from __future__ import annotations
@@ -19,15 +24,14 @@ import asyncio
 import base64
 import binascii
 import logging
-import re
-from collections import deque
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 from vmond.crashpoints import crashpoint
 from vmond.ingest.replies import Reply
+from vmond.ingest.smtpguard import peer_address
+from vmond.ingest.transcript import SessionLog, login_name, login_name_of, peer_text, shown_command
 
 if TYPE_CHECKING:
     from vmond.ingest.smtp import SmtpServer
@@ -37,81 +41,11 @@ log = logging.getLogger(__name__)
 END_OF_DATA = b"\r\n.\r\n"
 READ_CHUNK = 256 * 1024  # bytes asked of the stream reader at once while in DATA
 DATA_DEADLINE = 600.0  # seconds for one message's DATA, however steadily it trickles in
-TRANSCRIPT_LINES = 60
-TRANSCRIPT_WIDTH = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """Text from the wire, safe to store and show: undecodable bytes replaced, control characters escaped."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-class SessionLog:
-    """What the installer may see of one SMTP session, and which camera each refusal concerned."""
-
-    def __init__(self, peer: str) -> None:
-        self.peer = peer
-        self.started_at = datetime.now(UTC)
-        self.lines: deque[str] = deque(maxlen=TRANSCRIPT_LINES)
-        self.cameras: set[int] = set()  # ids of every camera this session named or logged in as
-        self.envelope_cameras: set[int] = set()  # the accepted recipients of the current mail
-        self.current: set[int] = set()  # the cameras the command being answered concerns
-        self.last_command = ""
-        self.refusals: dict[int, dict[str, str]] = {}  # camera id -> its last 4xx/5xx in this session
-
-    def concerns(self, camera_id: int) -> None:
-        self.cameras.add(camera_id)
-        self.current.add(camera_id)
-
-    def accepted_recipient(self, camera_id: int) -> None:
-        self.concerns(camera_id)
-        self.envelope_cameras.add(camera_id)
-
-    def client(self, text: str) -> None:
-        self.last_command = printable(text)[:TRANSCRIPT_WIDTH]
-        self.lines.append(f"C: {self.last_command}")
-        verb = self.last_command.split(" ", 1)[0].upper()
-        if verb in ("MAIL", "RSET", "HELO", "EHLO"):
-            self.envelope_cameras = set()
-        # A DATA refusal (too big, no space, local error) concerns every recipient of the mail.
-        self.current = set(self.envelope_cameras) if verb == "DATA" else set()
-
-    def server(self, text: str) -> None:
-        shown = printable(text)[:TRANSCRIPT_WIDTH]
-        self.lines.append(f"S: {shown}")
-        if shown[:1] in ("4", "5"):
-            refusal = {"at": datetime.now(UTC).isoformat(), "peer": self.peer, "command": self.last_command,
-                       "reply": shown}
-            for camera_id in self.current:
-                self.refusals[camera_id] = refusal
-
-    def transcript(self) -> list[str]:
-        return [f"session from {self.peer} at {self.started_at.isoformat(timespec='seconds')}", *self.lines]
-
-
-def _shown_command(name: str, arg: str | None) -> str:
-    """The command as the transcript shows it: the login name an AUTH carries, never its password."""
-    if name == "AUTH" and arg:
-        mechanism, _, initial = arg.partition(" ")
-        if not initial:
-            return f"AUTH {mechanism}"
-        try:
-            decoded = base64.b64decode(initial, validate=True).decode("utf-8", "replace")
-        except (binascii.Error, ValueError):
-            return f"AUTH {mechanism} ***"
-        user = decoded.split("\0")[1] if mechanism.upper() == "PLAIN" and decoded.count("\0") == 2 else decoded
-        shown = f" user={user}" if mechanism.upper() in ("LOGIN", "PLAIN") else ""
-        return f"AUTH {mechanism}{shown} ***" if mechanism.upper() != "LOGIN" else f"AUTH {mechanism}{shown}"
-    return f"{name} {arg}" if arg else name
-
-
-def peer_text(peer: Any) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(peer)
+# A camera sends about eight commands per mail; a hundred let an NVR send a dozen mails in one session. Past it
+# the client gets 421 (temporary) and reconnects: nothing is lost, but no session can chat forever.
+MAX_COMMANDS = 100
+MAX_AUTH_FAILURES = 3  # failed AUTH commands in one session before it is closed
+PROGRESS_COMMANDS = frozenset({"MAIL", "RCPT", "DATA", "AUTH", "STARTTLS"})  # these restart the idle timer
 
 
 DOT_PROBES = 64  # dots looked at one by one before a plain search takes over
@@ -160,34 +94,82 @@ def unstuff(raw: bytes) -> bytes:
 
 
 class CameraSMTP(SMTP):
-    def __init__(self, handler: Any, server: SmtpServer, **kwargs: Any) -> None:
+    def __init__(self, handler: Any, server: SmtpServer, *, camera_auth_required: bool = False,
+                 **kwargs: Any) -> None:
+        # aiosmtpd's own auth_required is left off: with it, aiosmtpd logs a warning about plain-text AUTH for
+        # every session. :meth:`check_auth_needed` enforces ours; the server says it once at start-up.
         super().__init__(handler, **kwargs)
         self._vmond_server = server
+        self._camera_auth_required = camera_auth_required
         self.in_data = False
+        self._refused = False  # turned away in connection_made: aiosmtpd never starts
+        self.address = "?"  # the client's IP address, the key of the per-address limits
+        self._commands = 0
+        self._auth_failures = 0
         self.log = SessionLog("?")
         for name, method in list(self._smtp_methods.items()):
             self._smtp_methods[name] = self._recorded(name, method)
 
     def _recorded(self, name: str, method: Any) -> Any:
         async def call(arg: str | None) -> None:
-            self.log.client(_shown_command(name, arg))
+            self._commands += 1
+            if self._commands > MAX_COMMANDS:
+                await self.close_with(Reply.TOO_MANY_COMMANDS)
+                return
+            if name in PROGRESS_COMMANDS:
+                self.made_progress()
+            self.log.client(shown_command(name, arg))
             await method(arg)
 
         return call
 
+    # --- admission and the idle timer -----------------------------------------------------------------------
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # STARTTLS calls this again for the same session
+        if first:
+            peer = transport.get_extra_info("peername")
+            self.address = peer_address(peer)
+            # Checked and counted in one step on the loop thread: the limits hold exactly. (In the protocol
+            # factory the count would lag behind, as asyncio accepts a batch of connections before any
+            # connection_made runs.)
+            refusal = self._vmond_server.admit(self)
+            if refusal is not None:
+                self._refused = True
+                self._vmond_server.metrics.smtp_reply(refusal)
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(refusal.encode() + b"\r\n")
+                transport.close()
+                return
         super().connection_made(transport)
         if first:
             assert self.session is not None
             self.log = SessionLog(peer_text(self.session.peer))
-            self._vmond_server.sessions.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self in self._vmond_server.sessions:
-            self._vmond_server.sessions.discard(self)
-            self._vmond_server.session_ended(self.log)
+        if self._refused:
+            return  # aiosmtpd never started on this connection
+        self._vmond_server.release(self)
         super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        return False if self._refused else super().eof_received()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd restarts the idle timer before every command it knows; here only progress does (see
+        # made_progress). The first call, from connection_made, starts it.
+        if self._timeout_handle is None:
+            super()._reset_timeout(duration)
+
+    def made_progress(self) -> None:
+        """A step towards delivering a mail: the session is not idle."""
+        super()._reset_timeout()
+
+    async def close_with(self, reply: str) -> None:
+        """Answer *reply* (a 421) and hang up."""
+        if self.transport is not None and not self.transport.is_closing():
+            await self.push(reply)
+            self.transport.close()
 
     async def push(self, status: Any) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
@@ -196,8 +178,10 @@ class CameraSMTP(SMTP):
         await super().push(status)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         if self.in_data:
-            self._reset_timeout()  # a big mail on a slow link is not an idle session
+            self.made_progress()  # a big mail on a slow link is not an idle session
         super().data_received(data)
 
     async def _handle_client(self) -> None:
@@ -210,7 +194,29 @@ class CameraSMTP(SMTP):
             return
         await super()._handle_client()
 
+    # --- AUTH ---------------------------------------------------------------------------------------------
+
+    async def check_auth_needed(self, caller_method: str) -> bool:
+        assert self.session is not None
+        if self._camera_auth_required and not self.session.authenticated:
+            await self.push(Reply.AUTH_REQUIRED)
+            return True
+        return False
+
     async def smtp_AUTH(self, arg: str) -> None:
+        assert self.session is not None
+        if arg and not self.session.authenticated and self._vmond_server.auth_throttled(self.address):
+            await self.push(Reply.AUTH_THROTTLED)  # before any challenge: no password need cross the wire
+        else:
+            await self._auth(arg)
+        if not self.session.authenticated:
+            self._auth_failures += 1
+            if self._auth_failures >= MAX_AUTH_FAILURES:
+                log.info("%s: %d failed AUTH commands in one session, closing it", self.address,
+                         self._auth_failures)
+                await self.close_with(Reply.TOO_MANY_AUTH_FAILURES)
+
+    async def _auth(self, arg: str) -> None:
         # Cameras send "auth login" in any case, and some send AUTH after falling back to HELO.
         assert self.session is not None
         if arg:
@@ -312,12 +318,13 @@ class CameraSMTP(SMTP):
             return bytes(view[2:end])  # one copy, without the CRLF put in front
 
     # AUTH PLAIN and LOGIN as aiosmtpd has them, but the credential check is awaited (a stored password hash is
-    # verified on a thread) instead of aiosmtpd's synchronous authenticator call.
+    # verified on a thread) instead of aiosmtpd's synchronous authenticator call, and the client's answers to
+    # the challenges go into the transcript as what they are (a name, a password), never as sent.
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:
-            blob = await self.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False)
+            blob = await self._challenge(b"", "PLAIN", "credentials")
+            if blob is None:
+                return AuthResult(success=False, handled=True)
         else:
             try:
                 blob = base64.b64decode(args[1].encode(), validate=True)
@@ -333,19 +340,40 @@ class CameraSMTP(SMTP):
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:
-            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
-            if login is MISSING:
-                return AuthResult(success=False)
+            login = await self._challenge(self.AuthLoginUsernameChallenge.encode(), "LOGIN", "user name")
+            if login is None:
+                return AuthResult(success=False, handled=True)
         else:
             try:
                 login = base64.b64decode(args[1].encode(), validate=True)
             except (binascii.Error, ValueError):
                 await self.push("501 5.5.2 Can't decode base64")
                 return AuthResult(success=False, handled=True)
-        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
-        if password is MISSING:
-            return AuthResult(success=False)
+        password = await self._challenge(self.AuthLoginPasswordChallenge.encode(), "LOGIN", "password")
+        if password is None:
+            return AuthResult(success=False, handled=True)
         return await self._vmond_server.authenticate(self, LoginPassword(login, password))
+
+    async def _challenge(self, challenge: bytes, mechanism: str, part: str) -> bytes | None:
+        """aiosmtpd's ``challenge_auth`` (RFC 4954: 334, the answer in base64, ``*`` aborts), with the answer
+        recorded in the transcript as *part* before the reply to it. None when the client aborted or sent no
+        base64 (a 501 has been sent)."""
+        await self.push(b"334 " + base64.b64encode(challenge))
+        line = (await self._reader.readline()).strip()
+        if line == b"*":
+            self.log.lines.append("C: *")
+            await self.push("501 5.7.0 Auth aborted")
+            return None
+        try:
+            blob = base64.b64decode(line, validate=True)
+        except (binascii.Error, ValueError):
+            self.log.auth_response(mechanism, "password" if part == "password" else "answer")
+            await self.push("501 5.5.2 Can't decode base64")
+            return None
+        name = None if part == "password" else login_name(blob) if part == "user name" else login_name_of(blob,
+                                                                                                          mechanism)
+        self.log.auth_response(mechanism, part, name)
+        return blob
 
     def goodbye(self) -> None:
         """Tell the client we are going away (421) and close, without waiting for it."""

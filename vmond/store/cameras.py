@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from vmond.store.models import Account, Camera
@@ -47,3 +48,29 @@ def record_sessions(sessions: list[tuple[list[int], list[str], dict[int, dict[st
         Camera.update(last_transcript=transcript).where(Camera.id.in_(camera_ids)).execute()
         for camera_id, refusal in refusals.items():
             Camera.update(last_refusal=refusal).where(Camera.id == camera_id).execute()
+
+
+def peer_host(peer: str) -> str:
+    """The IP address in a stored peer (``1.2.3.4:5678``, ``[::1]:5678``), IPv4-mapped IPv6 as IPv4."""
+    host = peer[1:peer.find("]")] if peer.startswith("[") else peer.rpartition(":")[0] or peer
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
+
+
+def cameras_last_seen_at(hosts: set[str]) -> dict[str, dict[str, Any]]:
+    """For each of *hosts* (IP addresses), the camera whose last mail came from there most recently."""
+    found: dict[str, dict[str, Any]] = {}
+    if not hosts:
+        return found
+    query = (Camera.select(Camera.id, Camera.name, Camera.last_peer).where(Camera.last_peer.is_null(False))
+             .order_by(Camera.last_mail_at.desc()))
+    for camera in query:
+        host = peer_host(camera.last_peer)
+        if host in hosts and host not in found:
+            found[host] = {"id": camera.id, "name": camera.name}
+    return found

@@ -30,6 +30,7 @@ from vmond.web.admin import (
     update_user_checked,
     user_id,
 )
+from vmond.web.cameras import auth_failures, cameras_without_password, failures_of, smtp_setup
 from vmond.web.render import render
 from vmond.web.security import require
 
@@ -167,13 +168,20 @@ def _camera_data(form: dict[str, str], creating: bool) -> dict[str, Any]:
     return data
 
 
+async def _smtp_diagnostics(request: web.Request) -> dict[str, Any]:
+    """What the cameras page shows about the SMTP door: failed logins, and cameras that cannot log in."""
+    return {"auth_failures": (await auth_failures(request.app))[:20],
+            "without_password": cameras_without_password(request.app)}
+
+
 @require("supervisor")
 async def cameras_page(request: web.Request) -> web.StreamResponse:
     cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
     refusals = await request.app[DB].read(list_refusals, 20)
     return render(request, "cameras.html", {"cameras": cameras, "refusals": refusals,
                                             "accounts": await _accounts(request), "errors": {}, "form": {},
-                                            "domain": request.app[CONFIG].smtp.domain})
+                                            "domain": request.app[CONFIG].smtp.domain,
+                                            **await _smtp_diagnostics(request)})
 
 
 async def _camera_view(request: web.Request, camera_id: int, errors: dict[str, str] | None = None,
@@ -183,11 +191,14 @@ async def _camera_view(request: web.Request, camera_id: int, errors: dict[str, s
         camera = await camera_or_404(request, camera_id)
     except store.NotFound:
         raise web.HTTPNotFound() from None
+    setup = smtp_setup(request, camera)
     return render(request, "camera.html", {"camera": camera, "accounts": await _accounts(request),
                                            "errors": errors or {}, "generated": generated, "form": form,
                                            "domain": request.app[CONFIG].smtp.domain,
-                                           "smtp_auth": request.app[CONFIG].smtp.auth,
-                                           "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
+                                           "smtp_auth": request.app[CONFIG].smtp.auth, "setup": setup,
+                                           "min_password_length": auth.MIN_PASSWORD_LENGTH,
+                                           "auth_failures": failures_of(camera, await auth_failures(request.app))},
+                  status=status)
 
 
 @require("supervisor")
@@ -204,7 +215,8 @@ async def camera_create(request: web.Request) -> web.StreamResponse:
         cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
         return render(request, "cameras.html", {"cameras": cameras, "refusals": [], "form": form,
                                                 "accounts": await _accounts(request), "errors": exc.fields,
-                                                "domain": request.app[CONFIG].smtp.domain}, status=400)
+                                                "domain": request.app[CONFIG].smtp.domain,
+                                                **await _smtp_diagnostics(request)}, status=400)
     if "smtp_password" in camera:  # generated: shown this once, for the installer to type into the camera
         return await _camera_view(request, camera["id"], generated=camera["smtp_password"])
     raise web.HTTPSeeOther(f"/cameras/{camera['id']}")

@@ -79,6 +79,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app.router.add_get("/api/events/{event_id}", api.event_detail)
     app.router.add_post("/api/events/{event_id}/dismiss", api.event_dismiss)
     app.router.add_get("/api/smtp/refusals", api.smtp_refusals)
+    app.router.add_get("/api/smtp/auth-failures", cameras.api_auth_failures)
     app.router.add_post("/api/events/{event_id}/alarm", alarms.api_raise)
     app.router.add_get("/api/alarms", alarms.api_list)
     app.router.add_get("/api/alarms/{alarm_id}", alarms.api_detail)
