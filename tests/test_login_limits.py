@@ -18,7 +18,7 @@ from test_web import browser, csrf_of, log_in
 from vmond import auth
 from vmond.config import Config
 from vmond.daemon import running
-from vmond.web.throttle import HASH_CONCURRENCY, MAX_ADDRESSES, MAX_PAIRS, LoginLimiter
+from vmond.web.throttle import HASH_CONCURRENCY, MAX_ADDRESSES, MAX_NETWORKS, MAX_PAIRS, LoginLimiter
 
 
 def from_address(address: str, **kwargs: Any) -> aiohttp.ClientSession:
@@ -61,11 +61,20 @@ def test_the_limiter_holds_its_memory_whatever_it_is_sent() -> None:
         before = tracemalloc.get_traced_memory()[0]
         for n in range(60_000):
             limiter.attempt(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", f"{n}-" + "x" * 900_000)
+            limiter.attempt(f"fd00:{n:x}::{n:x}", "admin")
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert limiter.entries <= MAX_ADDRESSES + MAX_PAIRS
+    assert limiter.entries <= MAX_ADDRESSES + MAX_PAIRS + MAX_NETWORKS
     assert grown < 4_000_000, f"the limiter took {grown} bytes"
+
+
+def test_an_ipv6_host_cycling_its_addresses_meets_the_limit_of_its_network() -> None:
+    limiter = LoginLimiter()
+    refused = [limiter.attempt(f"fd00:1:2:3::{n:x}", "admin").retry_after > 0 for n in range(1000)]
+    assert refused.index(True) == 200  # 10 addresses' worth, then the /64 as a whole waits
+    assert limiter.attempt("fd00:1:2:4::1", "admin").retry_after == 0  # another network is not affected
+    assert limiter.attempt("192.0.2.1", "admin").retry_after == 0
 
 
 async def test_parallel_guesses_are_counted_before_the_password_check(daemon: Daemon,

@@ -29,6 +29,7 @@ from vmond.ingest.smtpsession import CameraSMTP, RefuseConnection
 from vmond.ingest.spool import InsufficientStorage, Spool, SpoolEnvelope
 from vmond.ingest.transcript import LOGIN_NAME_LIMIT, SessionLog, peer_text, printable
 from vmond.logguard import keep_quiet
+from vmond.ratelimit import TokenBucket
 from vmond.store.cameras import record_sessions
 from vmond.store.refusals import add_refusal
 from vmond.tlscert import server_context
@@ -63,7 +64,7 @@ class IngestHandler:
         self._db = db
         self._io = io_executor
         self._on_spooled = on_spooled
-        self._refusal_budget = _TokenBucket(rate=5.0, burst=50)
+        self._refusal_budget = TokenBucket(rate=5.0, burst=50)
         # Ended sessions waiting for the next batch write (bounded: the oldest go first in a flood).
         self._sessions: deque[SessionLog] = deque(maxlen=1000)
         self._flusher: asyncio.Task[None] | None = None
@@ -190,21 +191,6 @@ def quiet_aiosmtpd_logging() -> None:
     aiosmtpd_log.addFilter(_QuietLoginData())
 
 
-class _TokenBucket:
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate, self._burst = rate, burst
-        self._tokens, self._stamp = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-
 def tls_context(config: Config) -> ssl.SSLContext | None:
     """The server context for STARTTLS and implicit TLS, or None without a certificate."""
     tls = config.smtp.tls
@@ -275,7 +261,8 @@ class SmtpServer:
         if mode == "accept-any":
             return AuthResult(success=True, auth_data=credentials, message=Reply.AUTH_OK)
         if mode == "per-camera":
-            if not self.logins.reserve(server.address):
+            attempt = self.logins.reserve(server.address)
+            if attempt is None:
                 return AuthResult(success=False, handled=False, message=Reply.AUTH_THROTTLED)
             username = credentials.login.decode("utf-8", "replace")
             claimed = self._directory.by_username(username)
@@ -283,7 +270,7 @@ class SmtpServer:
                 server.log.concerns(claimed.id)  # a camera with a wrong password: its installer wants to know
             camera = await self._directory.verify(username, credentials.password.decode("utf-8", "replace"))
             if camera is not None:
-                self.logins.succeeded(server.address)
+                self.logins.succeeded(server.address, attempt)
                 return AuthResult(success=True, auth_data=camera, message=Reply.AUTH_OK)
             reason = ("unknown_name" if claimed is None else
                       "wrong_password" if self._directory.has_password(claimed) else "no_password")

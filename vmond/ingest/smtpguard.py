@@ -15,13 +15,14 @@ forgotten first) and :data:`MAX_RECORDS` failure records kept. Runs on the event
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from vmond.ratelimit import Repeats, SlidingWindows
 
 log = logging.getLogger(__name__)
 
@@ -39,77 +40,50 @@ REASONS = {
 }
 
 
-def peer_address(peer: Any) -> str:
-    """The client's IP address as text (an IPv4-mapped IPv6 address as IPv4), without port or scope."""
-    try:
-        address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
-    except (TypeError, ValueError, IndexError):
-        return str(peer)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return str(address)
-
-
-class _Address:
-    __slots__ = ("failures", "logged_at", "suppressed", "throttle_logged_at")
-
-    def __init__(self) -> None:
-        self.failures: deque[float] = deque()  # monotonic times of failed (or pending) logins, oldest first
-        self.logged_at = -float("inf")
-        self.throttle_logged_at = -float("inf")
-        self.suppressed = 0  # failures not logged since the last line
-
-
 class LoginGuard:
     def __init__(self, limit: int = FAILURE_LIMIT, window: float = FAILURE_WINDOW,
                  log_interval: float = LOG_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
-        self.window = window  # public so that tests can shorten it on a running server
-        self.log_interval = log_interval
-        self._clock = clock
-        self._addresses: OrderedDict[str, _Address] = OrderedDict()
+        self._failures = SlidingWindows(limit, window, MAX_ADDRESSES, clock)
+        self._failures_said = Repeats(log_interval, MAX_ADDRESSES)
+        self._throttle_said = Repeats(log_interval, MAX_ADDRESSES)
         self._records: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 
-    def _state(self, address: str, create: bool) -> _Address | None:
-        state = self._addresses.get(address)
-        if state is not None:
-            cutoff = self._clock() - self.window
-            while state.failures and state.failures[0] <= cutoff:
-                state.failures.popleft()
-        elif create:
-            state = self._addresses[address] = _Address()
-            while len(self._addresses) > MAX_ADDRESSES:
-                self._addresses.popitem(last=False)
-        return state
+    # The limit and the window, changeable on a running server (tests shorten them).
+    @property
+    def limit(self) -> int:
+        return self._failures.limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self._failures.limit = value
+
+    @property
+    def window(self) -> float:
+        return self._failures.window
+
+    @window.setter
+    def window(self, value: float) -> None:
+        self._failures.window = value
 
     def throttled(self, address: str) -> bool:
         """Whether AUTH from *address* is refused for now (logged once per interval)."""
-        state = self._state(address, create=False)
-        if state is None or len(state.failures) < self.limit:
+        if self._failures.wait(address) <= 0:
             return False
-        now = self._clock()
-        if now - state.throttle_logged_at >= self.log_interval:
-            state.throttle_logged_at = now
+        if self._throttle_said.due(address) is not None:
             log.warning("SMTP logins from %s refused for now: %d failed within %ds (AUTH answers 454 until the "
-                        "oldest is %ds old)", address, len(state.failures), self.window, self.window)
+                        "oldest is %ds old)", address, self._failures.count(address), self.window, self.window)
         return True
 
-    def reserve(self, address: str) -> bool:
-        """Count a login attempt from *address* as failed before its password is checked; False when the address
-        is over the limit (the attempt must then be refused without a check)."""
+    def reserve(self, address: str) -> float | None:
+        """Count a login attempt from *address* as failed before its password is checked; returns its stamp for
+        :meth:`succeeded`, or None when the address is over the limit (refuse it then, without a check)."""
         if self.throttled(address):
-            return False
-        state = self._state(address, create=True)
-        assert state is not None
-        state.failures.append(self._clock())
-        self._addresses.move_to_end(address)
-        return True
+            return None
+        return self._failures.add(address)
 
-    def succeeded(self, address: str) -> None:
+    def succeeded(self, address: str, stamp: float) -> None:
         """The reserved attempt logged in: take it back (the address's other failures stay counted)."""
-        state = self._addresses.get(address)
-        if state is not None and state.failures:
-            state.failures.pop()
+        self._failures.take_back(address, stamp)
 
     def failed(self, address: str, name: str, reason: str, camera: tuple[int, str] | None) -> None:
         """Keep a failed login (already counted by :meth:`reserve`) for the installer, and log it if due."""
@@ -123,15 +97,10 @@ class LoginGuard:
         self._records.move_to_end(key)
         record.update(last_at=now, count=record["count"] + 1, reason=reason,
                       camera=None if camera is None else {"id": camera[0], "name": camera[1]})
-        state = self._state(address, create=True)
-        assert state is not None
-        moment = self._clock()
-        if moment - state.logged_at < self.log_interval:
-            state.suppressed += 1
+        quiet = self._failures_said.due(address)
+        if quiet is None:
             return
-        more = f" ({state.suppressed} more failed login(s) from there since the last report)" \
-            if state.suppressed else ""
-        state.logged_at, state.suppressed = moment, 0
+        more = f" ({quiet} more failed login(s) from there since the last report)" if quiet else ""
         text = REASONS.get(reason, reason).format(name=name, camera=camera[1] if camera else "?")
         log.info("SMTP login from %s failed: %s%s", address, text, more)
 

@@ -30,8 +30,8 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 from vmond.crashpoints import crashpoint
 from vmond.ingest.replies import Reply
-from vmond.ingest.smtpguard import peer_address
 from vmond.ingest.transcript import SessionLog, login_name, login_name_of, peer_text, shown_command
+from vmond.ratelimit import peer_ip
 
 if TYPE_CHECKING:
     from vmond.ingest.smtp import SmtpServer
@@ -129,7 +129,7 @@ class CameraSMTP(SMTP):
         first = self.transport is None  # STARTTLS calls this again for the same session
         if first:
             peer = transport.get_extra_info("peername")
-            self.address = peer_address(peer)
+            self.address = peer_ip(peer)
             # Checked and counted in one step on the loop thread: the limits hold exactly. (In the protocol
             # factory the count would lag behind, as asyncio accepts a batch of connections before any
             # connection_made runs.)

@@ -4,8 +4,8 @@ aiohttp keeps a connection that never sends a request open for as long as the cl
 as the file descriptor limit allows: twenty thousand silent connections once took the descriptors the SMTP door
 and the database needed. Here every accepted connection passes :class:`ConnectionGuard` first:
 
-- at most ``web.max_connections`` in all and ``web.max_connections_per_peer`` per client address (an IPv6
-  client by its /64); beyond either, a short ``503`` and the connection is closed at once;
+- at most ``web.max_connections`` in all and ``web.max_connections_per_peer`` per client address; beyond
+  either, a short ``503`` and the connection is closed at once;
 - the TLS handshake (done here, after the count, so a handshake that never ends is counted too) and the first
   request's header must arrive within :data:`FIRST_REQUEST_WITHIN` seconds; after that, aiohttp's keep-alive
   timeout closes a connection that stays idle between requests (slow headers included).
@@ -27,8 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from vmond.keys import CONNECTIONS
-from vmond.ratelimit import Repeats
-from vmond.web.throttle import address_key
+from vmond.ratelimit import Repeats, peer_ip
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class GuardedConnection(asyncio.Protocol):
             return  # start_tls hands us the same connection again: already counted
         self._transport = transport
         peername = transport.get_extra_info("peername")
-        peer = address_key(str(peername[0])) if isinstance(peername, tuple) and peername else "unknown"
+        peer = peer_ip(peername) if peername else "unknown"
         if not self._guard.admit(peer):
             if self._ssl_context is None and isinstance(transport, asyncio.WriteTransport):
                 transport.write(_BUSY)
