@@ -7,6 +7,8 @@ import asyncio
 import copy
 import json
 import smtplib
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -183,6 +185,46 @@ def pytest_configure(config: pytest.Config) -> None:
     from vmond.ingest.smtp import quiet_aiosmtpd_logging
 
     quiet_aiosmtpd_logging()  # as the daemon does: aiosmtpd's per-command chatter hides what matters
+
+
+@pytest.fixture
+async def per_camera(make_config: Callable[..., Config]) -> AsyncIterator[Daemon]:
+    """A daemon with ``smtp.auth: per-camera`` and two cameras with passwords in the file."""
+    config = make_config(smtp={"listen": "127.0.0.1:0", "domain": "monitor.local", "auth": "per-camera"},
+                         accounts=[{"name": "Shop", "cameras": [
+                             {"name": "Till", "smtp_address": "camera-till", "smtp_password": "till-secret"},
+                             {"name": "Door", "smtp_address": "camera-door", "smtp_password": "door-secret"}]}])
+    async with running(config) as services:
+        yield Daemon(services)
+
+
+class PasswordChecks:
+    """Wraps ``auth.verify_password`` (run on threads) to see how many checks ran at once."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.most = 0
+        self._running = 0
+        self._lock = threading.Lock()
+        self._verify = auth.verify_password
+
+    def __call__(self, password: str, encoded: str) -> bool:
+        with self._lock:
+            self._running += 1
+            self.most = max(self.most, self._running)
+        try:
+            time.sleep(self.delay)
+            return self._verify(password, encoded)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
+@pytest.fixture
+def password_checks(monkeypatch: pytest.MonkeyPatch) -> PasswordChecks:
+    probe = PasswordChecks()
+    monkeypatch.setattr(auth, "verify_password", probe)
+    return probe
 
 
 @pytest.fixture

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from conftest import PASSWORD, Daemon
+from conftest import PASSWORD, Daemon, PasswordChecks
 from test_web import browser, csrf_of, log_in
 
-from vmond import auth
 from vmond.config import Config
 from vmond.daemon import running
 from vmond.web.throttle import HASH_CONCURRENCY, MAX_ADDRESSES, MAX_NETWORKS, MAX_PAIRS, LoginLimiter
@@ -78,31 +76,14 @@ def test_an_ipv6_host_cycling_its_addresses_meets_the_limit_of_its_network() -> 
 
 
 async def test_parallel_guesses_are_counted_before_the_password_check(daemon: Daemon,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                      password_checks: PasswordChecks) -> None:
     await daemon.add_user("guard1", "guard")
-    checking = 0
-    most = 0
-    lock = threading.Lock()
-    verify = auth.verify_password
-
-    def counted(password: str, encoded: str) -> bool:
-        nonlocal checking, most
-        with lock:
-            checking += 1
-            most = max(most, checking)
-        try:
-            return verify(password, encoded)
-        finally:
-            with lock:
-                checking -= 1
-
-    monkeypatch.setattr(auth, "verify_password", counted)
     # 30 connections at once: within web.max_connections_per_peer, so every guess reaches the login handler.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=30)) as http:
         statuses = await asyncio.gather(*(token_status(http, daemon, "guard1", f"guess-{n}") for n in range(200)))
     assert statuses.count(401) <= 10, statuses  # the limit for one user from one address
     assert statuses.count(429) >= 190
-    assert most <= HASH_CONCURRENCY
+    assert password_checks.most <= HASH_CONCURRENCY
 
 
 async def test_a_success_clears_only_its_own_user(daemon: Daemon) -> None:

@@ -9,13 +9,13 @@ import base64
 import logging
 import smtplib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import aiohttp
 import pytest
-from conftest import Daemon, sample, send_data
+from conftest import Daemon, PasswordChecks, sample, send_data
 from rawsmtp import RawSession
 
 from vmond.config import Config
@@ -24,16 +24,6 @@ from vmond.daemon import running
 
 def b64(data: bytes | str) -> str:
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
-
-
-@pytest.fixture
-async def per_camera(make_config: Callable[..., Config]) -> AsyncIterator[Daemon]:
-    config = make_config(smtp={"listen": "127.0.0.1:0", "domain": "monitor.local", "auth": "per-camera"},
-                         accounts=[{"name": "Shop", "cameras": [
-                             {"name": "Till", "smtp_address": "camera-till", "smtp_password": "till-secret"},
-                             {"name": "Door", "smtp_address": "camera-door", "smtp_password": "door-secret"}]}])
-    async with running(config) as services:
-        yield Daemon(services)
 
 
 async def in_parallel(calls: list[Callable[[], list[str]]]) -> list[list[str]]:
@@ -114,40 +104,20 @@ async def test_parallel_guesses_cannot_pass_the_limit(per_camera: Daemon) -> Non
     assert sorted(firsts) == ["454"] * 8 + ["535"] * 4  # counted before the hash is checked, not after
 
 
-async def test_password_checks_run_at_most_two_at_a_time(per_camera: Daemon, monkeypatch: pytest.MonkeyPatch
+async def test_password_checks_run_at_most_two_at_a_time(per_camera: Daemon, password_checks: PasswordChecks
                                                        ) -> None:
-    import threading
-
-    from vmond import auth
-
     daemon = per_camera
     await daemon.add_user("boss", "supervisor")
     boss = await daemon.token("boss")
     _, account = await daemon.api("POST", "/api/accounts", boss, json={"name": "Depot"})
     _, camera = await daemon.api("POST", "/api/cameras", boss, json={"account_id": account["id"], "name": "Dock",
                                                                     "smtp_password": "dock-password"})
-    running_now, most = 0, 0
-    lock = threading.Lock()
-    original = auth.verify_password
-
-    def slow_verify(password: str, encoded: str) -> bool:
-        nonlocal running_now, most
-        with lock:
-            running_now += 1
-            most = max(most, running_now)
-        time.sleep(0.1)
-        try:
-            return original(password, encoded)
-        finally:
-            with lock:
-                running_now -= 1
-
-    monkeypatch.setattr(auth, "verify_password", slow_verify)
+    password_checks.delay = 0.1
     right = plain(camera["smtp_address"], "dock-password")
     sessions = [partial(_auth_session, daemon.smtp_port, f"127.0.1.{n}", [right, "QUIT"]) for n in range(1, 9)]
     outcomes = await in_parallel(sessions)
     assert all(replies[0].startswith("235") for replies in outcomes), outcomes
-    assert most == 2
+    assert password_checks.most == 2
 
 
 @pytest.mark.parametrize("login", ["camera-till", "CAMERA-TILL", "camera-till@monitor.local",

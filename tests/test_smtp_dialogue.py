@@ -8,7 +8,7 @@ import smtplib
 import ssl
 import subprocess
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,16 +27,6 @@ async def in_thread(fn: Callable[..., object], *args: object) -> object:
 async def events(daemon: Daemon) -> list[dict]:
     await daemon.wait_idle()
     return await daemon.services.db.read(list_events, "monitor.local", "all", 100, True)
-
-
-@pytest.fixture
-async def per_camera(make_config: Callable[..., Config]) -> AsyncIterator[Daemon]:
-    config = make_config(smtp={"listen": "127.0.0.1:0", "domain": "monitor.local", "auth": "per-camera"},
-                         accounts=[{"name": "Shop", "cameras": [
-                             {"name": "Till", "smtp_address": "camera-till", "smtp_password": "till-secret"},
-                             {"name": "Door", "smtp_address": "camera-door", "smtp_password": "door-secret"}]}])
-    async with running(config) as services:
-        yield Daemon(services)
 
 
 def _ehlo_features(port: int) -> str:
