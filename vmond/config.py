@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from vmond.configcheck import check_document
-from vmond.configschema import SECTIONS, Ctx, Key, ListOf, Network, Table
+from vmond.configschema import SECTIONS, Key, ListOf, Table
 from vmond.configtypes import (
     MASK,
     HostPort,
@@ -33,6 +33,7 @@ from vmond.configtypes import (
     parse_hostport,
     parse_size,
 )
+from vmond.configvalues import Ctx, Network
 
 __all__ = [
     "AccountConfig", "CameraConfig", "Config", "ConfigError", "ContactConfig", "EventsConfig",

@@ -15,18 +15,9 @@ from typing import Any
 import yaml
 
 from vmond.addresses import camera_local_part
-from vmond.configschema import (
-    REQUIRED,
-    SECTIONS,
-    Ctx,
-    Invalid,
-    ListOf,
-    Table,
-    is_null,
-    kind,
-    suggest,
-)
+from vmond.configschema import REQUIRED, SECTIONS, ListOf, Table, suggest
 from vmond.configtypes import format_duration
+from vmond.configvalues import Ctx, Invalid, is_null, kind
 
 _ALLOWED_TAGS = {f"tag:yaml.org,2002:{name}" for name in
                  ("null", "bool", "int", "float", "str", "timestamp", "seq", "map", "merge")}
