@@ -320,3 +320,52 @@ def test_restore_into_a_media_directory_on_another_file_system(tmp_path: Path, g
         assert everything_under(Path(disk)) == everything_under(tmp_path / "original" / "media")
         assert everything_under(data / "spool") == everything_under(tmp_path / "original" / "spool")
         assert not list(data.rglob(".vmond-restore")) and (data / "vmond.db").is_file()
+
+
+def test_names_planted_in_the_destination_during_a_backup_are_not_followed(
+        tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vmond.backup
+
+    data = make_data_dir(tmp_path / "data")
+    dest = tmp_path / "dest"
+    copy_media = vmond.backup._copy_media
+
+    def planting(*args: object) -> int:  # another local user, with write access to DEST, strikes mid-backup
+        (dest / "vmond-backup.json").symlink_to(outside / "secret.txt")
+        (dest / "vmond.db").symlink_to(outside / "victim.db")
+        return copy_media(*args)
+
+    monkeypatch.setattr(vmond.backup, "_copy_media", planting)
+    manifest = backup(data, dest)
+    assert (outside / "secret.txt").read_bytes() == SECRET and not (outside / "victim.db").exists()
+    assert not (dest / "vmond-backup.json").is_symlink() and not (dest / "vmond.db").is_symlink()
+    assert json.loads((dest / "vmond-backup.json").read_text()) == manifest
+    assert sorted(os.listdir(dest)) == ["media", "spool", "vmond-backup.json", "vmond.db"]
+
+
+def test_a_planted_directory_link_stops_the_backup_without_writing_through_it(
+        tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vmond.backup
+
+    data = make_data_dir(tmp_path / "data")
+    dest = tmp_path / "dest"
+    copy_media = vmond.backup._copy_media
+
+    def planting(*args: object) -> int:
+        (dest / "media").symlink_to(outside, target_is_directory=True)
+        return copy_media(*args)
+
+    monkeypatch.setattr(vmond.backup, "_copy_media", planting)
+    with pytest.raises(BackupError, match="something else created that name"):
+        backup(data, dest)
+    assert sorted(os.listdir(outside)) == ["secret.txt"]
+    assert not [name for name in os.listdir(dest) if name.startswith(".vmond-backup")]  # no staging left
+
+
+@pytest.mark.parametrize("path", ["2024", "2024/" + "x" * 300 + ".jpg"])
+def test_a_path_that_is_no_file_is_refused_not_fatal(tmp_path: Path, path: str) -> None:
+    data = make_data_dir(tmp_path / "data")
+    add_media(data, path)
+    manifest = backup(data, tmp_path / "dest")
+    assert (manifest["media_files"], manifest["media_refused"]) == (2, 1)
+    assert json.loads((tmp_path / "dest" / "vmond-backup.json").read_text())["media_refused"] == 1

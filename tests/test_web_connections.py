@@ -4,6 +4,7 @@ floods, sessions that end while a socket is open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -184,21 +185,38 @@ async def test_a_flooding_live_client_disturbs_no_one(daemon: Daemon) -> None:
     assert replay is not None and [m.type for m in replay] == ["event.created", "event.created"]
 
 
-async def test_viewers_are_announced_only_when_they_change(daemon: Daemon) -> None:
+async def received_until_next_event(live: aiohttp.ClientWebSocketResponse) -> list[tuple[int, list[str]]]:
+    """The ``alarm.viewers`` messages a socket got before the next ``event.created`` (sent as a marker: the
+    socket's messages arrive in order, so everything told before it has arrived by then)."""
+    seen = []
+    while (message := await live.receive_json(timeout=10))["type"] != "event.created":
+        if message["type"] == "alarm.viewers":
+            seen.append((message["data"]["alarm_id"], message["data"]["users"]))
+    return seen
+
+
+async def test_viewers_are_told_to_the_viewers_and_only_when_they_change(daemon: Daemon) -> None:
     await daemon.add_user("guard1", "guard")
-    token = await daemon.token("guard1")
-    subscription = daemon.services.bus.subscribe(64)
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
-            http.ws_connect(f"{daemon.url}/ws") as live:
+    await daemon.add_user("guard2", "guard")
+    sockets = []
+    async with contextlib.AsyncExitStack() as stack:
+        for name in ("guard1", "guard2", "guard1"):
+            http = await stack.enter_async_context(aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {await daemon.token(name)}"}))
+            sockets.append(await stack.enter_async_context(http.ws_connect(f"{daemon.url}/ws")))
+        first, second, bystander = sockets
+        await first.send_str('{"type": "watch", "alarm_id": 3}')
+        await asyncio.sleep(0.1)
         for _ in range(10):
-            await live.send_str('{"type": "watch", "alarm_id": 3}')
-            await asyncio.sleep(0.01)
-        await live.send_str('{"type": "watch", "alarm_id": 4}')
-        await asyncio.sleep(0.3)
-    await asyncio.sleep(0.3)
-    subscription.close()
-    seen = [(m.data["alarm_id"], m.data["users"]) async for m in subscription]
-    assert seen == [(3, ["guard1"]), (3, []), (4, ["guard1"]), (4, [])]
+            await second.send_str('{"type": "watch", "alarm_id": 3}')
+        await asyncio.sleep(0.1)
+        await second.send_str('{"type": "watch", "alarm_id": 4}')
+        await asyncio.sleep(0.1)
+        assert (await daemon.send(sample("reolink-person.eml")))["data"][0] == 250
+        assert await received_until_next_event(first) == [(3, ["guard1"]), (3, ["guard1", "guard2"]),
+                                                          (3, ["guard1"])]
+        assert await received_until_next_event(second) == [(3, ["guard1", "guard2"]), (4, ["guard2"])]
+        assert await received_until_next_event(bystander) == []
 
 
 async def wait_closed(live: aiohttp.ClientWebSocketResponse, within: float) -> int | None:
@@ -259,3 +277,30 @@ def test_a_repeated_loop_error_is_logged_once_per_interval(caplog: pytest.LogCap
     finally:
         loop.close()
     assert len([r for r in caplog.records if "out of system resource" in r.getMessage()]) == 1
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == logger and r.levelno >= logging.WARNING]
+
+
+async def test_what_clients_send_cannot_flood_the_log(guarded: Daemon, opened: list[socket.socket],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.get_running_loop()
+    caplog.set_level(logging.INFO)
+    # A thousand host names on one connection (each answered 421), malformed requests, refused connections from
+    # many addresses: each kind is said a few times at most, with a count.
+    [sock] = await open_silent(opened, "127.0.0.1", guarded.web_port, 1)
+    await loop.sock_sendall(sock, b"".join(b"GET /api/health HTTP/1.1\r\nHost: e%d.example\r\n\r\n" % n
+                                           for n in range(1000)))
+    received = b""
+    while received.count(b"HTTP/1.1 421") < 1000:
+        received += await loop.sock_recv(sock, 65536)
+    for n in range(200):
+        [bad] = await open_silent(opened, f"127.0.2.{n % 250 + 1}", guarded.web_port, 1)
+        await loop.sock_sendall(bad, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n")
+        assert (await closed_by_server(bad, 5)).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+    for n in range(300):  # 12 connections fill the dashboard; the rest are refused, each from another address
+        await open_silent(opened, f"127.0.{3 + n // 250}.{n % 250 + 1}", guarded.web_port, 1)
+    assert len(warnings_of(caplog, "vmond.web.hosts")) <= 2
+    assert len([r for r in caplog.records if r.name == "aiohttp.server"]) <= 2
+    assert 1 <= len(warnings_of(caplog, "vmond.web.connections")) <= 2

@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -92,13 +93,35 @@ class _Refusals:
 
 def backup(data_dir: Path, dest: Path) -> dict[str, Any]:
     """Write a backup into *dest* (a new or empty directory); returns what the manifest records, including the
-    media and spool files refused (``media_refused``, ``spool_refused``, the first ones listed in ``refused``)."""
+    media and spool files refused (``media_refused``, ``spool_refused``, the first ones listed in ``refused``).
+
+    Everything is written into a private directory inside *dest* first (mode 0700, a name nobody can guess),
+    then renamed into place, the manifest last: someone else who may write to *dest* cannot slip a symbolic
+    link under a name the backup is about to write (a rename replaces the link itself, never its target)."""
     if dest.exists() and any(dest.iterdir()):
         raise BackupError(f"{dest} is not empty")
     source_db = data_dir / DB_NAME
     if not source_db.is_file():
         raise BackupError(f"no database at {source_db}")
     dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".vmond-backup-", dir=dest))
+    try:
+        manifest = _write_backup(data_dir, staging)
+        _sync_tree(staging)
+        try:
+            for name in (*TREES, DB_NAME, MANIFEST):  # the manifest last: it says the backup is whole
+                if (staging / name).exists():
+                    os.rename(staging / name, dest / name)
+        except OSError as exc:
+            raise BackupError(f"could not put the backup into {dest}: {exc.strerror} ({name}: something else "
+                              "created that name meanwhile)") from None
+        fsync_directory(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _write_backup(data_dir: Path, dest: Path) -> dict[str, Any]:
     started = time.monotonic()
     refusals = _Refusals()
     # The spool first, the database after: a mail that leaves the spool in between was committed before it left,
@@ -111,7 +134,8 @@ def backup(data_dir: Path, dest: Path) -> dict[str, Any]:
             spooled += copy_file(entry, dest / "spool" / "new" / entry.name)
         except Refused as exc:
             refusals.add("spool", entry.name, exc)
-    with closing(sqlite3.connect(source_db, timeout=30)) as live, closing(sqlite3.connect(dest / DB_NAME)) as copy:
+    with closing(sqlite3.connect(data_dir / DB_NAME, timeout=30)) as live, \
+            closing(sqlite3.connect(dest / DB_NAME)) as copy:
         live.backup(copy, pages=4096)  # in steps, so the daemon's writer is never held up for long
         media = [row[0] for row in copy.execute(MEDIA_PATHS)]
         events = copy.execute("SELECT count(*) FROM alarm_event").fetchone()[0]
@@ -125,7 +149,6 @@ def backup(data_dir: Path, dest: Path) -> dict[str, Any]:
     if refusals.listed:
         manifest["refused"] = refusals.listed
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    _sync_tree(dest)
     return manifest
 
 
@@ -142,10 +165,11 @@ def _copy_media(media_dir: Path, dest_media: Path, paths: list[object], refusals
             copied += copy_file(source, dest_media.joinpath(*relpath.parts))
         except (Refused, ValueError) as exc:  # Refused is a ValueError; so is media_relpath's answer
             refusals.add("media", value, exc)
-        except (RuntimeError, OSError) as exc:  # a loop of symbolic links: RuntimeError before Python 3.13
-            if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
-                raise
+        except RuntimeError:  # a loop of symbolic links, before Python 3.13
             refusals.add("media", value, "a loop of symbolic links")
+        except OSError as exc:  # a directory, a name too long, a loop of links (3.13), an unreadable file
+            refusals.add("media", value, "a loop of symbolic links" if exc.errno == errno.ELOOP
+                         else exc.strerror or type(exc).__name__)
     return copied
 
 

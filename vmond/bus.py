@@ -8,10 +8,9 @@ numbers after it and a reconnecting client is told to resync instead of being ha
 Each subscriber has its own bounded queue. A subscriber that falls behind is cut off (its ``overflowed`` flag is
 set and its iterator ends), never allowed to hold messages back from the others or to grow memory.
 
-Ephemeral messages (who is looking at which alarm) are news only at the moment: they are not kept for replay,
-take no sequence number of their own (they carry the last one, so a client resuming from it misses nothing),
-and are skipped for a subscriber whose queue is half full, so that they can never crowd out an event or cut
-a client off.
+A message may also be offered to one subscriber only (:meth:`Subscription.offer`), as droppable news of the
+moment (who is looking at an alarm): not kept for replay, and skipped for a subscriber whose queue is half full,
+so that it can never crowd out an event or cut the subscriber off.
 """
 
 from __future__ import annotations
@@ -48,7 +47,8 @@ class Subscription:
         self.overflowed = False
         self.closed = False
 
-    def _offer(self, message: Message, droppable: bool = False) -> None:
+    def offer(self, message: Message, droppable: bool = False) -> None:
+        """Queue *message*; a *droppable* one only while the queue is less than half full."""
         if self.closed:
             return
         if droppable and self._queue.qsize() >= self._maxsize // 2:
@@ -90,16 +90,13 @@ class Bus:
         """The sequence number of the newest message (or the starting point when none was sent yet)."""
         return self._seq
 
-    def publish(self, type_: str, data: dict[str, Any], *, ephemeral: bool = False) -> Message:
+    def publish(self, type_: str, data: dict[str, Any]) -> Message:
         """Send *data* to every subscriber; never blocks (slow subscribers are dropped instead)."""
-        if ephemeral:
-            message = Message(self._seq, type_, data)
-        else:
-            self._seq += 1
-            message = Message(self._seq, type_, data)
-            self._history.append(message)
+        self._seq += 1
+        message = Message(self._seq, type_, data)
+        self._history.append(message)
         for subscriber in list(self._subscribers):
-            subscriber._offer(message, droppable=ephemeral)
+            subscriber.offer(message)
             if subscriber.overflowed:
                 log.warning("a live-update subscriber fell %d messages behind and was dropped", subscriber._maxsize)
         return message

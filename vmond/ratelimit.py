@@ -9,8 +9,9 @@ entries, so in memory, whatever it is fed. Used on the event loop thread only.
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 
 
@@ -114,12 +115,16 @@ class SlidingWindows:
 
 class Repeats:
     """Decides when a recurring message is said: the first time, then at most once per *interval* per key, with
-    the number of times it was kept quiet in between. Remembers at most *max_keys* keys (the oldest go)."""
+    the number of times it was kept quiet in between. Remembers at most *max_keys* keys (the oldest go, with
+    their counts), and says at most *budget* messages per interval in all: keys an attacker chooses (a client
+    address, a host name) cannot multiply the lines."""
 
-    def __init__(self, interval: float = 60.0, max_keys: int = 256) -> None:
+    def __init__(self, interval: float = 60.0, max_keys: int = 256, budget: int = 10) -> None:
         self._interval = interval
         self._max_keys = max_keys
+        self._budget = budget
         self._seen: OrderedDict[Hashable, list[float]] = OrderedDict()  # key -> [last said, quiet count]
+        self._said: deque[float] = deque()  # when messages were said, within the last interval
 
     def due(self, key: Hashable) -> int | None:
         """None: stay quiet this time. A number: say it now; that many were kept quiet since it was last said."""
@@ -128,9 +133,21 @@ class Repeats:
         if entry is not None and now - entry[0] < self._interval:
             entry[1] += 1
             return None
+        while self._said and self._said[0] <= now - self._interval:
+            self._said.popleft()
+        if len(self._said) >= self._budget:
+            if entry is None:
+                entry = self._remember(key, [-math.inf, 0])
+            entry[1] += 1
+            return None
         quiet = int(entry[1]) if entry is not None else 0
-        self._seen[key] = [now, 0]
+        self._said.append(now)
+        self._remember(key, [now, 0])
+        return quiet
+
+    def _remember(self, key: Hashable, entry: list[float]) -> list[float]:
+        self._seen[key] = entry
         self._seen.move_to_end(key)
         while len(self._seen) > self._max_keys:
             self._seen.popitem(last=False)
-        return quiet
+        return entry

@@ -24,6 +24,7 @@ from vmond.live.hub import LiveHub
 from vmond.live.session import Frame, LiveSession
 from vmond.live.types import CameraError
 from vmond.store.alarms import alarm_snapshot_file
+from vmond.web.params import path_id
 from vmond.web.security import CONTENT_SECURITY_POLICY, json_error, require
 
 log = logging.getLogger(__name__)
@@ -51,18 +52,11 @@ def _hub(request: web.Request) -> LiveHub:
     return hub
 
 
-def _id(request: web.Request, name: str) -> int:
-    try:
-        return int(request.match_info[name])
-    except ValueError:
-        raise web.HTTPNotFound(text=json.dumps({"error": "not found"}), content_type="application/json") from None
-
-
 @require("guard")
 async def snapshot(request: web.Request) -> web.StreamResponse:
     """``GET /api/cameras/{id}/snapshot``: the camera's current picture (JPEG), or why there is none."""
     try:
-        shot = await _hub(request).snapshot(_id(request, "camera_id"))
+        shot = await _hub(request).snapshot(path_id(request, "camera_id"))
     except CameraError as exc:
         return json_error(exc.status, exc.message)
     return web.Response(body=shot.picture.jpeg, content_type="image/jpeg",
@@ -82,7 +76,7 @@ def _picture(frame: Frame) -> bytes:
 async def stream(request: web.Request) -> web.StreamResponse:
     """``GET /api/cameras/{id}/live``: pictures as they come (about two a second) for as long as it is read."""
     hub = _hub(request)
-    camera_id = _id(request, "camera_id")
+    camera_id = path_id(request, "camera_id")
     try:
         async with hub.watch(camera_id) as session:
             response = web.StreamResponse(headers=STREAM_HEADERS)
@@ -157,7 +151,7 @@ async def status(request: web.Request) -> web.Response:
 @require("guard")
 async def alarm_snapshot(request: web.Request) -> web.StreamResponse:
     """``GET /api/alarms/{id}/snapshot``: the picture taken when the alarm was raised."""
-    found = await request.app[DB].read(alarm_snapshot_file, _id(request, "alarm_id"))
+    found = await request.app[DB].read(alarm_snapshot_file, path_id(request, "alarm_id"))
     if found is None:
         return json_error(404, "this alarm has no picture from the moment of raising")
     path = request.app[MEDIA].resolve(found["path"])

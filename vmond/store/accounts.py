@@ -232,7 +232,7 @@ def save_camera(domain: str, data: dict[str, Any], user_id: int | None, camera_i
     if rtsp_url and not rtsp_url.lower().startswith(("rtsp://", "rtsps://")):
         errors["rtsp_url"] = "must start with rtsp:// or rtsps://"
     account_id = data.get("account_id", None if camera is not None else ...)
-    if account_id is ...:
+    if account_id is ... or (camera is None and account_id is None):
         errors["account_id"] = "required"
     elif account_id is not None:
         if not isinstance(account_id, int) or isinstance(account_id, bool) or Account.get_or_none(

@@ -6,7 +6,8 @@ client may put a token in a URL, and no query of ours needs to be in a log. No o
 and ``Authorization`` are secrets, and Referer repeats URLs with their queries.
 
 aiohttp logs a request it cannot parse with the parser's exception, whose text quotes the offending bytes, say an
-``Authorization`` or ``Cookie`` header line; that record keeps its words but loses the quote.
+``Authorization`` or ``Cookie`` header line; that record keeps its words but loses the quote. Its error records
+are said once per minute per kind, with a count: a client sending garbage must not write the log full.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import logging
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpProcessingError
+
+from vmond.ratelimit import Repeats
 
 ACCESS_LOGGER = "vmond.access"
 
@@ -30,16 +33,27 @@ class AccessLog(AbstractAccessLogger):
                          time, request.headers.get("User-Agent", "-"))
 
 
-class _NoQuotedRequest(logging.Filter):
-    """A malformed request is told as the kind of error, without the parser's quote of what was sent."""
+class _QuietServerErrors(logging.Filter):
+    """aiohttp's own error records, at most a few a minute whatever clients send; a malformed request is told as
+    the kind of error, without the parser's quote of what was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._repeats = Repeats()
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
+        quiet = self._repeats.due((record.msg, type(error).__name__))
+        if quiet is None:
+            return False
+        more = f" ({quiet} more since the last report)" if quiet else ""
         if isinstance(error, HttpProcessingError):
-            record.msg, record.args = "%s: malformed request (%s, %d)", (record.getMessage(), type(error).__name__,
-                                                                          error.code)
+            record.msg, record.args = "%s: malformed request (%s, %d)%s", (record.getMessage(), type(error).__name__,
+                                                                            error.code, more)
             record.exc_info = record.exc_text = None
+        elif quiet:
+            record.msg, record.args = "%s%s", (record.getMessage(), more)
         return True
 
 
-logging.getLogger("aiohttp.server").addFilter(_NoQuotedRequest())
+logging.getLogger("aiohttp.server").addFilter(_QuietServerErrors())

@@ -29,15 +29,9 @@ from vmond.store.users import (
 )
 from vmond.web import bodies
 from vmond.web.login import USERNAME_PATTERN
+from vmond.web.params import path_id
 from vmond.web.security import json_error, principal, require
 from vmond.web.ws import close_sockets_of
-
-
-def match_id(request: web.Request, name: str) -> int:
-    try:
-        return int(request.match_info[name])
-    except ValueError:
-        raise web.HTTPNotFound() from None
 
 
 def user_id(request: web.Request) -> int:
@@ -103,19 +97,19 @@ async def accounts_create(request: web.Request) -> web.Response:
 @require("supervisor")
 async def account_detail(request: web.Request) -> web.Response:
     return await answer(lambda: request.app[DB].read(store.get_account, request.app[CONFIG].smtp.domain,
-                                                     match_id(request, "account_id")))
+                                                     path_id(request, "account_id")))
 
 
 @require("supervisor")
 async def account_update(request: web.Request) -> web.Response:
     data = await json_object(request)
     return await answer(lambda: request.app[DB].write(store.save_account, request.app[CONFIG].smtp.domain, data,
-                                                      user_id(request), match_id(request, "account_id")))
+                                                      user_id(request), path_id(request, "account_id")))
 
 
 @require("supervisor")
 async def account_delete(request: web.Request) -> web.Response:
-    return await answer(lambda: request.app[DB].write(store.delete_account, match_id(request, "account_id"),
+    return await answer(lambda: request.app[DB].write(store.delete_account, path_id(request, "account_id"),
                                                       user_id(request)), status=204)
 
 
@@ -149,7 +143,7 @@ async def cameras_create(request: web.Request) -> web.Response:
 @require("supervisor")
 async def camera_update(request: web.Request) -> web.Response:
     data = await json_object(request)
-    return await answer(lambda: save_camera(request, data, match_id(request, "camera_id")))
+    return await answer(lambda: save_camera(request, data, path_id(request, "camera_id")))
 
 
 async def remove_camera(request: web.Request, camera_id: int) -> dict[str, Any]:
@@ -160,7 +154,7 @@ async def remove_camera(request: web.Request, camera_id: int) -> dict[str, Any]:
 
 @require("supervisor")
 async def camera_delete(request: web.Request) -> web.Response:
-    return await answer(lambda: remove_camera(request, match_id(request, "camera_id")))
+    return await answer(lambda: remove_camera(request, path_id(request, "camera_id")))
 
 
 async def camera_or_404(request: web.Request, camera_id: int) -> dict[str, Any]:
@@ -228,15 +222,15 @@ async def users_create(request: web.Request) -> web.Response:
 
 @require("admin")
 async def user_detail(request: web.Request) -> web.Response:
-    return await answer(lambda: request.app[DB].read(get_user, match_id(request, "user_id")))
+    return await answer(lambda: request.app[DB].read(get_user, path_id(request, "user_id")))
 
 
 @require("admin")
 async def user_update(request: web.Request) -> web.Response:
     data = await json_object(request)
-    return await answer(lambda: update_user_checked(request, match_id(request, "user_id"), data))
+    return await answer(lambda: update_user_checked(request, path_id(request, "user_id"), data))
 
 
 @require("admin")
 async def user_delete(request: web.Request) -> web.Response:
-    return await answer(lambda: delete_user_checked(request, match_id(request, "user_id")), status=204)
+    return await answer(lambda: delete_user_checked(request, path_id(request, "user_id")), status=204)

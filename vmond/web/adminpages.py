@@ -24,13 +24,13 @@ from vmond.web.admin import (
     camera_or_404,
     create_user_checked,
     delete_user_checked,
-    match_id,
     remove_camera,
     save_camera,
     update_user_checked,
     user_id,
 )
 from vmond.web.cameras import auth_failures, cameras_without_password, failures_of, smtp_setup
+from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import require
 
@@ -102,7 +102,7 @@ async def account_new(request: web.Request) -> web.StreamResponse:
 
 @require("supervisor")
 async def account_page(request: web.Request) -> web.StreamResponse:
-    account = await _account_or_404(request, match_id(request, "account_id"))
+    account = await _account_or_404(request, path_id(request, "account_id"))
     return _account_form(request, account, spare=0 if account["from_config"] else 1)
 
 
@@ -110,7 +110,7 @@ async def account_page(request: web.Request) -> web.StreamResponse:
 async def account_save(request: web.Request) -> web.StreamResponse:
     """Save the account; or, for the "Add a contact" button (without JavaScript), show the form again as typed
     with one more empty row."""
-    account_id = match_id(request, "account_id") if "account_id" in request.match_info else None
+    account_id = path_id(request, "account_id") if "account_id" in request.match_info else None
     form = await _form(request)
     rows, empty = _contact_rows(form)
     typed = {"name": form.get("name", ""), "address": form.get("address", ""), "notes": form.get("notes", "")}
@@ -133,7 +133,7 @@ async def account_save(request: web.Request) -> web.StreamResponse:
 
 @require("supervisor")
 async def account_delete(request: web.Request) -> web.StreamResponse:
-    account_id = match_id(request, "account_id")
+    account_id = path_id(request, "account_id")
     if request.method == "GET":
         return render(request, "confirm.html", {"what": "this account", "action": request.path,
                                                 "back": f"/accounts/{account_id}"})
@@ -153,8 +153,8 @@ async def account_delete(request: web.Request) -> web.StreamResponse:
 
 def _camera_data(form: dict[str, str], creating: bool) -> dict[str, Any]:
     data: dict[str, Any] = {"name": form.get("name", "")}
-    if form.get("account_id", "").isdigit():
-        data["account_id"] = int(form["account_id"])
+    if form.get("account_id", "").strip():
+        data["account_id"] = parse_id(form["account_id"].strip()) or 0  # 0: no such account
     elif creating:
         data["account_id"] = None
     if form.get("rtsp_url", "").strip() or form.get("clear_rtsp_url"):
@@ -203,7 +203,7 @@ async def _camera_view(request: web.Request, camera_id: int, errors: dict[str, s
 
 @require("supervisor")
 async def camera_page(request: web.Request) -> web.StreamResponse:
-    return await _camera_view(request, match_id(request, "camera_id"))
+    return await _camera_view(request, path_id(request, "camera_id"))
 
 
 @require("supervisor")
@@ -224,7 +224,7 @@ async def camera_create(request: web.Request) -> web.StreamResponse:
 
 @require("supervisor")
 async def camera_save(request: web.Request) -> web.StreamResponse:
-    camera_id = match_id(request, "camera_id")
+    camera_id = path_id(request, "camera_id")
     form = await _form(request)
     try:
         camera = await save_camera(request, _camera_data(form, creating=False), camera_id)
@@ -242,7 +242,7 @@ async def camera_save(request: web.Request) -> web.StreamResponse:
 
 @require("supervisor")
 async def camera_delete(request: web.Request) -> web.StreamResponse:
-    camera_id = match_id(request, "camera_id")
+    camera_id = path_id(request, "camera_id")
     if request.method == "GET":
         return render(request, "confirm.html", {
             "what": "this camera", "action": request.path, "back": f"/cameras/{camera_id}",
@@ -292,7 +292,7 @@ async def user_create(request: web.Request) -> web.StreamResponse:
 
 async def _user_view(request: web.Request, errors: dict[str, str] | None = None, status: int = 200) -> web.Response:
     try:
-        user = await request.app[DB].read(get_user, match_id(request, "user_id"))
+        user = await request.app[DB].read(get_user, path_id(request, "user_id"))
     except UserNotFound:
         raise web.HTTPNotFound() from None
     return render(request, "user.html", {"account_user": user, "roles": auth.ROLES, "errors": errors or {},
@@ -306,7 +306,7 @@ async def user_page(request: web.Request) -> web.StreamResponse:
 
 @require("admin")
 async def user_save(request: web.Request) -> web.StreamResponse:
-    target = match_id(request, "user_id")
+    target = path_id(request, "user_id")
     data = _user_data(await _form(request))
     data.pop("username", None)
     try:
@@ -322,7 +322,7 @@ async def user_save(request: web.Request) -> web.StreamResponse:
 
 @require("admin")
 async def user_delete(request: web.Request) -> web.StreamResponse:
-    target = match_id(request, "user_id")
+    target = path_id(request, "user_id")
     if request.method == "GET":
         return render(request, "confirm.html", {"what": "this user", "action": request.path,
                                                 "back": f"/users/{target}"})

@@ -31,15 +31,9 @@ from vmond.store.alarms import (
 from vmond.store.events import EventNotFound, StatusConflict
 from vmond.web.api import outbox_queued
 from vmond.web.bodies import BodyError, json_object
+from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import json_error, principal, require
-
-
-def _int(request: web.Request, name: str) -> int:
-    try:
-        return int(request.match_info[name])
-    except ValueError:
-        raise web.HTTPNotFound() from None
 
 
 def _user_id(request: web.Request) -> int:
@@ -56,7 +50,7 @@ def _publish(request: web.Request, kind: str, alarm: dict[str, Any]) -> None:
 async def _raise(request: web.Request) -> tuple[dict[str, Any], bool]:
     config = request.app[CONFIG]
     alarm, event, created = await request.app[DB].write(
-        raise_alarm, config.smtp.domain, _int(request, "event_id"), _user_id(request), outbox_topics(config))
+        raise_alarm, config.smtp.domain, path_id(request, "event_id"), _user_id(request), outbox_topics(config))
     if created:
         # The guard who raises it handles it, until someone takes it over.
         alarm = await request.app[DB].write(acknowledge, alarm["id"], _user_id(request), outbox_topics(config))
@@ -85,7 +79,9 @@ def _history_filters(request: web.Request) -> dict[str, Any]:
     try:
         for name, key in (("account_id", "account"), ("camera_id", "camera")):
             if query.get(key):
-                filters[name] = int(query[key])
+                if (value := parse_id(query[key])) is None:
+                    raise ValueError(key)
+                filters[name] = value
         if query.get("from"):
             filters["since"] = datetime.fromisoformat(query["from"]).astimezone()
         if query.get("to"):
@@ -120,7 +116,7 @@ async def api_list(request: web.Request) -> web.Response:
 
 async def _detail(request: web.Request) -> dict[str, Any]:
     try:
-        return await request.app[DB].read(alarm_detail, request.app[CONFIG].smtp.domain, _int(request, "alarm_id"))
+        return await request.app[DB].read(alarm_detail, request.app[CONFIG].smtp.domain, path_id(request, "alarm_id"))
     except AlarmNotFound:
         raise web.HTTPNotFound() from None
 
@@ -135,7 +131,7 @@ async def api_detail(request: web.Request) -> web.Response:
 
 async def _change(request: web.Request, fn: Any, *args: Any) -> Any:
     """Run an alarm change; publish the alarm's new state. Raises HTTP errors with a message."""
-    alarm_id = _int(request, "alarm_id")
+    alarm_id = path_id(request, "alarm_id")
     config = request.app[CONFIG]
     try:
         result = await request.app[DB].write(fn, alarm_id, _user_id(request), *args, outbox_topics(config))
@@ -206,7 +202,7 @@ async def _form(request: web.Request) -> dict[str, str]:
 
 
 def _back(request: web.Request, fragment: str = "") -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(f"/alarms/{_int(request, 'alarm_id')}{fragment}")
+    return web.HTTPSeeOther(f"/alarms/{path_id(request, 'alarm_id')}{fragment}")
 
 
 @require("guard")

@@ -16,20 +16,10 @@ from vmond.mqtt.topics import outbox_topics
 from vmond.store.events import STATUSES, EventNotFound, StatusConflict, get_event, list_events, set_status
 from vmond.store.outbox import stats as outbox_stats
 from vmond.store.refusals import list_refusals
+from vmond.web.params import path_id, query_int
 from vmond.web.security import json_error, principal, public, require
 
 MAX_LIMIT = 500
-
-
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(text=f"{name} must be a whole number") from None
-    return max(low, min(high, value))
 
 
 def outbox_queued(app: web.Application) -> None:
@@ -37,13 +27,6 @@ def outbox_queued(app: web.Application) -> None:
     forwarder = app[SERVICES].mqtt
     if forwarder is not None:
         forwarder.notify()
-
-
-def _event_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["event_id"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
 
 
 @public
@@ -89,7 +72,7 @@ async def events_list(request: web.Request) -> web.Response:
     status = request.query.get("status", "active")
     if status not in (*STATUSES, "all"):
         return json_error(400, f"status must be one of {', '.join((*STATUSES, 'all'))}")
-    limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
+    limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
     include_tests = request.query.get("include_tests") in ("1", "true", "yes")
     events = await request.app[DB].read(list_events, request.app[CONFIG].smtp.domain, status, limit, include_tests)
     return web.json_response({"events": events})
@@ -98,7 +81,7 @@ async def events_list(request: web.Request) -> web.Response:
 @require("guard")
 async def event_detail(request: web.Request) -> web.Response:
     try:
-        event = await request.app[DB].read(get_event, request.app[CONFIG].smtp.domain, _event_id(request))
+        event = await request.app[DB].read(get_event, request.app[CONFIG].smtp.domain, path_id(request, "event_id"))
     except EventNotFound:
         return json_error(404, "no such event")
     return web.json_response(event)
@@ -109,8 +92,9 @@ async def event_dismiss(request: web.Request) -> web.Response:
     who = principal(request)
     assert who is not None
     try:
-        event, changed = await request.app[DB].write(set_status, request.app[CONFIG].smtp.domain, _event_id(request),
-                                                     "dismissed", who["user_id"], outbox_topics(request.app[CONFIG]))
+        event, changed = await request.app[DB].write(set_status, request.app[CONFIG].smtp.domain,
+                                                     path_id(request, "event_id"), "dismissed", who["user_id"],
+                                                     outbox_topics(request.app[CONFIG]))
     except EventNotFound:
         return json_error(404, "no such event")
     except StatusConflict as exc:
@@ -123,7 +107,7 @@ async def event_dismiss(request: web.Request) -> web.Response:
 
 @require("supervisor")
 async def smtp_refusals(request: web.Request) -> web.Response:
-    limit = _int_param(request, "limit", 100, 1, 1000)
+    limit = query_int(request, "limit", 100, 1, 1000)
     return web.json_response({"refusals": await request.app[DB].read(list_refusals, limit)})
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,7 +20,7 @@ from multidict import MultiDict
 SMALL_BODY = 16 * 1024  # a login or setup form: a name, a password, two tokens and a path
 MAX_BODY = 1024 * 1024  # any other form or JSON body (uploads are not a thing here)
 BODY_DEADLINE = 30.0  # seconds to receive a whole body: a trickle must not hold a connection open forever
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+INT64 = 2**63  # the database's integers are 64-bit
 
 
 class BodyError(Exception):
@@ -59,12 +60,35 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     return bytes(data)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_json(data: bytes) -> Any:
-    """JSON from *data*; BodyError(400) for anything that is not (including nesting too deep to parse)."""
+    """JSON from *data*; BodyError(400) for anything that is not (including nesting too deep to parse), and for
+    what the database could not store: whole numbers beyond 64 bits, text with lone surrogates (``"\\ud800"``),
+    NaN and Infinity."""
     try:
-        return json.loads(data)
+        value = json.loads(data, parse_constant=_no_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise BodyError(400, "the body is not valid JSON") from None
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BodyError(400, "the body holds text that is not valid Unicode (a lone surrogate)") from None
+        elif (isinstance(item, int) and not -INT64 <= item < INT64) or (
+                isinstance(item, float) and not math.isfinite(item)):
+            raise BodyError(400, "the body holds a number too large") from None
+    return value
 
 
 async def json_object(request: web.Request, limit: int = MAX_BODY) -> dict[str, Any]:

@@ -9,16 +9,10 @@ from aiohttp import web
 
 from vmond.keys import CAMERAS, CONFIG, DB, SERVICES
 from vmond.store.cameras import cameras_last_seen_at, get_camera, list_cameras, peer_host
+from vmond.web.params import path_id
 from vmond.web.security import json_error, require
 
 _ANY_ADDRESS = ("", "0.0.0.0", "::")
-
-
-def _camera_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["camera_id"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
 
 
 @require("supervisor")
@@ -29,7 +23,7 @@ async def api_list(request: web.Request) -> web.Response:
 
 @require("supervisor")
 async def api_detail(request: web.Request) -> web.Response:
-    camera = await request.app[DB].read(get_camera, request.app[CONFIG].smtp.domain, _camera_id(request))
+    camera = await request.app[DB].read(get_camera, request.app[CONFIG].smtp.domain, path_id(request, "camera_id"))
     if camera is None:
         return json_error(404, "no such camera")
     return web.json_response(camera)

@@ -64,7 +64,7 @@ class ConnectionGuard:
 
     def _refuse(self, peer: str, limit: str) -> None:
         self.refused += 1
-        if (quiet := self._repeats.due(("refused", peer))) is not None:
+        if (quiet := self._repeats.due("refused")) is not None:
             log.warning("refused a dashboard connection from %s: at the limit of %s; %d more refused since the last "
                         "warning", peer, limit, quiet)
 
@@ -86,7 +86,7 @@ class ConnectionGuard:
 
     def expired_one(self, peer: str) -> None:
         self.expired += 1
-        if (quiet := self._repeats.due(("expired", peer))) is not None:
+        if (quiet := self._repeats.due("expired")) is not None:
             log.info("closed a dashboard connection from %s that sent no request within %.0f s; %d more since",
                      peer, self.first_request_within, quiet)
 

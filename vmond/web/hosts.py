@@ -66,9 +66,7 @@ class HostPolicy:
     def add(self, name: str) -> None:
         self._names.add(name.lower().rstrip("."))
 
-    def allows(self, host_header: str | None) -> bool:
-        if host_header is None:
-            return True  # HTTP/1.0 without Host: no browser sends that, so no rebinding either
+    def allows(self, host_header: str) -> bool:
         host = host_part(host_header)
         if _is_ip_literal(host) or host in self._names or host.endswith(".localhost"):
             return True
@@ -87,13 +85,18 @@ class HostPolicy:
 
 @web.middleware
 async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+    host = request.headers.get("Host")
+    if host is None:
+        # Not from a browser (HTTP/1.1 requires Host); and aiohttp 3.8 would look up this machine's name on the
+        # event loop to stand in for it.
+        return web.json_response({"error": "send a Host header"}, status=400)
     policy = request.app[HOSTS]
-    if not policy.allows(request.headers.get("Host")):
+    if not policy.allows(host):
         policy.refused += 1
-        host = request.headers.get("Host", "")[:100]
-        if (quiet := policy.repeats.due(host)) is not None:
+        if (quiet := policy.repeats.due("wrong host")) is not None:
             log.warning("refused a request for host %r from %s: not one of this appliance's names (add it to "
-                        "web.allowed_hosts if it is); %d more since the last warning", host, request.remote, quiet)
+                        "web.allowed_hosts if it is); %d more such requests since the last warning", host[:100],
+                        request.remote, quiet)
         return web.json_response(
             {"error": "this appliance does not answer to that host name; add it to web.allowed_hosts"},
             status=421)

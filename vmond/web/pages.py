@@ -11,6 +11,7 @@ from vmond.keys import BUS, CONFIG, DB, IO, MEDIA, SERVICES
 from vmond.store.alarms import alarm_of_event
 from vmond.store.events import EventNotFound, get_event, list_events, media_for_download
 from vmond.store.users import user_count
+from vmond.web.params import path_id
 from vmond.web.render import render
 from vmond.web.security import principal, public, require
 
@@ -40,8 +41,8 @@ async def wall(request: web.Request) -> web.StreamResponse:
 async def event_page(request: web.Request) -> web.StreamResponse:
     try:
         event = await request.app[DB].read(get_event, request.app[CONFIG].smtp.domain,
-                                           int(request.match_info["event_id"]))
-    except (ValueError, EventNotFound):
+                                           path_id(request, "event_id"))
+    except EventNotFound:
         raise web.HTTPNotFound() from None
     alarm_id = await request.app[DB].read(alarm_of_event, event["id"])
     return render(request, "event.html", {"event": event, "alarm_id": alarm_id})
@@ -58,10 +59,7 @@ async def media_thumbnail(request: web.Request) -> web.StreamResponse:
 
 
 async def _media(request: web.Request, thumbnail: bool) -> web.StreamResponse:
-    try:
-        media_id = int(request.match_info["media_id"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
+    media_id = path_id(request, "media_id")
     media = await request.app[DB].read(media_for_download, media_id)
     if media is None:
         raise web.HTTPNotFound()

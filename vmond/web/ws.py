@@ -25,7 +25,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from vmond import auth
 from vmond.bus import Bus, Message, Subscription
 from vmond.keys import AUTH_VIA, BUS, DB, PRESENCE, PRINCIPAL, WS_CLIENTS
-from vmond.ratelimit import TokenBucket
+from vmond.ratelimit import Repeats, TokenBucket
 from vmond.store.users import valid_sessions
 from vmond.web.security import json_error, origin_ok, require
 
@@ -72,13 +72,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             if not budget.take():
                 over += 1
                 if over >= CLIENT_FLOOD:
-                    log.warning("closing the live connection of %s: it sent far more than %g messages a second",
-                                who["username"], CLIENT_RATE)
+                    if (quiet := request.app[PRESENCE].warnings.due("flood")) is not None:
+                        log.warning("closing the live connection of %s: it sent far more than %g messages a "
+                                    "second (%d more closed since the last warning)", who["username"], CLIENT_RATE,
+                                    quiet)
                     await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many messages")
                     break
                 continue  # over the rate: ignored
             if message.type == WSMsgType.TEXT:
-                await _client_message(request, ws, who, message.data)
+                await _client_message(request, ws, subscription, who, message.data)
     finally:
         subscription.close()
         sender.cancel()
@@ -91,10 +93,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _client_message(request: web.Request, ws: web.WebSocketResponse, who: dict[str, Any], text: str) -> None:
+async def _client_message(request: web.Request, ws: web.WebSocketResponse, subscription: Subscription,
+                          who: dict[str, Any], text: str) -> None:
     """What a client may say: "ping", and which alarm page it shows (guards and up). Anything else is ignored."""
     if text == "ping":
-        await ws.send_str('{"type":"pong"}')
+        with contextlib.suppress(ConnectionError):  # a client that went away while asking
+            await ws.send_str('{"type":"pong"}')
         return
     try:
         message = json.loads(text)
@@ -103,28 +107,31 @@ async def _client_message(request: web.Request, ws: web.WebSocketResponse, who: 
     if not isinstance(message, dict) or not auth.role_allows(who["role"], "guard"):
         return
     if message.get("type") == "watch" and isinstance(message.get("alarm_id"), int):
-        request.app[PRESENCE].watch(ws, message["alarm_id"], who["username"])
+        request.app[PRESENCE].watch(ws, subscription, message["alarm_id"], who["username"])
 
 
 class Presence:
-    """Who has which alarm open, announced as ``alarm.viewers`` so two guards don't work the same alarm unknowingly.
+    """Who has which alarm open, told as ``alarm.viewers`` to the others looking at the same alarm, so that two
+    guards do not work it unknowingly.
 
-    Announced only when the set of viewers of an alarm changes, as an ephemeral message (not replayed, never
-    crowding out events: see :mod:`vmond.bus`).
+    Told only when the viewers of an alarm change, and only to the sockets watching that alarm (a socket
+    switching between alarms costs its own watchers, never every dashboard), as droppable news of the moment:
+    not replayed, and carrying the last ``seq`` so that a client resuming from it misses nothing.
     """
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
-        self._watching: dict[web.WebSocketResponse, tuple[int, str]] = {}
+        self._watching: dict[web.WebSocketResponse, tuple[int, str, Subscription]] = {}
+        self.warnings = Repeats()  # what the log says about misbehaving live clients, at most once a minute
 
     def _viewers(self, alarm_id: int) -> list[str]:
-        return sorted({name for watched, name in self._watching.values() if watched == alarm_id})
+        return sorted({name for watched, name, _ in self._watching.values() if watched == alarm_id})
 
-    def _change(self, ws: web.WebSocketResponse, now: tuple[int, str] | None) -> None:
+    def _change(self, ws: web.WebSocketResponse, now: tuple[int, str, Subscription] | None) -> None:
         previous = self._watching.get(ws)
         if previous == now:
             return
-        touched = {pair[0] for pair in (previous, now) if pair is not None}
+        touched = {entry[0] for entry in (previous, now) if entry is not None}
         before = {alarm_id: self._viewers(alarm_id) for alarm_id in touched}
         if now is None:
             del self._watching[ws]
@@ -132,11 +139,15 @@ class Presence:
             self._watching[ws] = now
         for alarm_id in sorted(touched):
             users = self._viewers(alarm_id)
-            if users != before[alarm_id]:
-                self._bus.publish("alarm.viewers", {"alarm_id": alarm_id, "users": users}, ephemeral=True)
+            if users == before[alarm_id]:
+                continue
+            message = Message(self._bus.last_seq, "alarm.viewers", {"alarm_id": alarm_id, "users": users})
+            for watched, _, subscription in self._watching.values():
+                if watched == alarm_id:
+                    subscription.offer(message, droppable=True)
 
-    def watch(self, ws: web.WebSocketResponse, alarm_id: int, username: str) -> None:
-        self._change(ws, (alarm_id, username))
+    def watch(self, ws: web.WebSocketResponse, subscription: Subscription, alarm_id: int, username: str) -> None:
+        self._change(ws, (alarm_id, username, subscription))
 
     def leave(self, ws: web.WebSocketResponse) -> None:
         if ws in self._watching:
