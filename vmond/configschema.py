@@ -129,8 +129,8 @@ SECTIONS: Table = {
         },
         "metrics_public": Key(boolean, False),
         "allowed_hosts": Key(host_names, (), list),
-        "max_connections": Key(integer(1), 256),
-        "max_connections_per_peer": Key(integer(1), 32),
+        "max_connections": Key(integer(1), 512),
+        "max_connections_per_peer": Key(integer(1), 64),
         "public_url": Key(public_url, None),  # None: MQTT messages carry relative media URLs only
     },
     "storage": {

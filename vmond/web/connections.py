@@ -4,8 +4,11 @@ aiohttp keeps a connection that never sends a request open for as long as the cl
 as the file descriptor limit allows: twenty thousand silent connections once took the descriptors the SMTP door
 and the database needed. Here every accepted connection passes :class:`ConnectionGuard` first:
 
-- at most ``web.max_connections`` in all and ``web.max_connections_per_peer`` per client address; beyond
-  either, a short ``503`` and the connection is closed at once;
+- at most ``web.max_connections_per_peer`` per client address, beyond which a short ``503`` and the
+  connection is closed at once; and at most ``web.max_connections`` in all: when they are all taken, a new
+  connection takes the place of the oldest one that has not sent its first request yet (a page that is
+  working, a WebSocket for example, is never pushed out), and only when every one is working gets the ``503``.
+  Silent connections from many addresses therefore cannot lock the dashboard;
 - the TLS handshake (done here, after the count, so a handshake that never ends is counted too) and the first
   request's header must arrive within :data:`FIRST_REQUEST_WITHIN` seconds; after that, aiohttp's keep-alive
   timeout closes a connection that stays idle between requests (slow headers included).
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -46,20 +49,27 @@ class ConnectionGuard:
         self.first_request_within = first_request_within or FIRST_REQUEST_WITHIN
         self._per_peer: Counter[str] = Counter()
         self._by_transport: dict[asyncio.BaseTransport, GuardedConnection] = {}
+        self._silent: OrderedDict[GuardedConnection, None] = OrderedDict()  # no request yet, oldest first
         self.open = 0
         self.refused = 0
         self.expired = 0  # closed for sending no request in time
+        self.pushed_out = 0  # closed, still silent, to make room for a new connection
         self._repeats = Repeats()
 
-    def admit(self, peer: str) -> bool:
-        if self.open >= self.max_total:
-            self._refuse(peer, f"{self.max_total} connections in all (web.max_connections)")
-            return False
+    def admit(self, peer: str, connection: GuardedConnection) -> bool:
         if self._per_peer[peer] >= self.max_per_peer:
             self._refuse(peer, f"{self.max_per_peer} connections from one address (web.max_connections_per_peer)")
             return False
+        if self.open >= self.max_total:
+            if not self._silent:
+                self._refuse(peer, f"{self.max_total} connections in all (web.max_connections)")
+                return False
+            oldest = next(iter(self._silent))
+            self.pushed_out += 1
+            oldest.close_silent()
         self.open += 1
         self._per_peer[peer] += 1
+        self._silent[connection] = None
         return True
 
     def _refuse(self, peer: str, limit: str) -> None:
@@ -68,7 +78,11 @@ class ConnectionGuard:
             log.warning("refused a dashboard connection from %s: at the limit of %s; %d more refused since the last "
                         "warning", peer, limit, quiet)
 
-    def release(self, peer: str) -> None:
+    def first_request(self, connection: GuardedConnection) -> None:
+        self._silent.pop(connection, None)
+
+    def release(self, peer: str, connection: GuardedConnection) -> None:
+        self._silent.pop(connection, None)
         self.open -= 1
         self._per_peer[peer] -= 1
         if self._per_peer[peer] <= 0:
@@ -92,7 +106,7 @@ class ConnectionGuard:
 
     def status(self) -> dict[str, int]:
         return {"open": self.open, "max": self.max_total, "max_per_peer": self.max_per_peer,
-                "refused": self.refused, "closed_idle": self.expired}
+                "refused": self.refused, "closed_idle": self.expired, "pushed_out": self.pushed_out}
 
 
 class GuardedConnection(asyncio.Protocol):
@@ -117,7 +131,7 @@ class GuardedConnection(asyncio.Protocol):
         self._transport = transport
         peername = transport.get_extra_info("peername")
         peer = peer_ip(peername) if peername else "unknown"
-        if not self._guard.admit(peer):
+        if not self._guard.admit(peer, self):
             if self._ssl_context is None and isinstance(transport, asyncio.WriteTransport):
                 transport.write(_BUSY)
                 transport.close()
@@ -160,6 +174,14 @@ class GuardedConnection(asyncio.Protocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        self._guard.first_request(self)
+
+    def close_silent(self) -> None:
+        """Make room: released at once (the count must be right before the newcomer is counted), then closed."""
+        transport = self._app_transport or self._transport
+        self._release()
+        if transport is not None:
+            transport.abort()
 
     def _expire(self) -> None:
         self._deadline = None
@@ -176,7 +198,7 @@ class GuardedConnection(asyncio.Protocol):
         if self._app_transport is not None:
             self._guard._by_transport.pop(self._app_transport, None)
         if self._peer is not None:
-            self._guard.release(self._peer)
+            self._guard.release(self._peer, self)
             self._peer = None
 
     def data_received(self, data: bytes) -> None:
