@@ -113,10 +113,11 @@ function buildCard(event) {
     img.src = event.images[0].thumbnail_url;
     img.alt = "Snapshot from " + (event.camera ? event.camera.name : "camera");
     media.appendChild(img);
-    if (event.images.length > 1) media.appendChild(el("span", "badge", event.images.length + " pictures"));
   } else {
     media.appendChild(el("span", "no-picture", "no picture"));
   }
+  // Also over the clip: how many pictures the camera sent is worth knowing either way.
+  if (event.images.length > 1) media.appendChild(el("span", "badge", event.images.length + " pictures"));
   card.appendChild(media);
 
   const body = el("div", "event-body");
