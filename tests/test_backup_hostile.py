@@ -356,10 +356,49 @@ def test_a_planted_directory_link_stops_the_backup_without_writing_through_it(
         return copy_media(*args)
 
     monkeypatch.setattr(vmond.backup, "_copy_media", planting)
-    with pytest.raises(BackupError, match="something else created that name"):
+    with pytest.raises(BackupError, match="could not put the backup into"):
         backup(data, dest)
     assert sorted(os.listdir(outside)) == ["secret.txt"]
     assert not [name for name in os.listdir(dest) if name.startswith(".vmond-backup")]  # no staging left
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777])
+def test_a_destination_others_may_write_to_is_refused(tmp_path: Path, mode: int) -> None:
+    data = make_data_dir(tmp_path / "data")
+    dest = tmp_path / "shared"
+    dest.mkdir()
+    dest.chmod(mode)
+    with pytest.raises(BackupError, match="may be written by other users"):
+        backup(data, dest)
+    assert os.listdir(dest) == []
+
+
+def test_the_destination_is_held_while_its_name_moves(tmp_path: Path, outside: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import vmond.backup
+
+    data = make_data_dir(tmp_path / "data")
+    dest = tmp_path / "dest"
+    copy_media = vmond.backup._copy_media
+
+    def moving(*args: object) -> int:  # the directory is renamed and its name pointed elsewhere mid-backup
+        dest.rename(tmp_path / "moved")
+        dest.symlink_to(outside, target_is_directory=True)
+        return copy_media(*args)
+
+    monkeypatch.setattr(vmond.backup, "_copy_media", moving)
+    backup(data, dest)
+    assert sorted(os.listdir(outside)) == ["secret.txt"]
+    assert sorted(os.listdir(tmp_path / "moved")) == ["media", "spool", "vmond-backup.json", "vmond.db"]
+
+
+def test_an_interrupted_backup_leaves_no_obstacle(tmp_path: Path) -> None:
+    data = make_data_dir(tmp_path / "data")
+    dest = tmp_path / "dest"
+    (dest / ".vmond-backup-k1ll3d" / "media").mkdir(parents=True)
+    manifest = backup(data, dest)
+    assert manifest["media_files"] == 2
+    assert sorted(os.listdir(dest)) == ["media", "spool", "vmond-backup.json", "vmond.db"]
 
 
 @pytest.mark.parametrize("path", ["2024", "2024/" + "x" * 300 + ".jpg"])

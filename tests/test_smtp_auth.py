@@ -234,6 +234,20 @@ HOSTILE_SHAPES = [
 ]
 
 
+async def test_a_scanner_cannot_hide_a_camera_that_fails(per_camera: Daemon, caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    caplog.set_level(logging.INFO, logger="vmond")
+    port = per_camera.smtp_port
+    wrong_name = plain("admin", "admin")
+    for n in range(15):  # a scanner on fifteen addresses: its lines are bounded
+        await asyncio.to_thread(_auth_session, port, f"127.0.5.{n + 1}", [wrong_name, "QUIT"])
+    # ... and the camera whose password was changed on one side only is still said.
+    await asyncio.to_thread(_auth_session, port, "127.0.6.1", [plain("camera-till", "old-secret"), "QUIT"])
+    lines = [r.getMessage() for r in caplog.records if r.name == "vmond.ingest.smtpguard"]
+    assert len([line for line in lines if "'admin'" in line]) <= 10
+    assert [line for line in lines if "wrong password for camera 'Till'" in line]
+
+
 async def test_no_auth_shape_puts_the_password_in_a_transcript_or_log(daemon: Daemon,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="vmond")

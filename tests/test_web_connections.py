@@ -327,3 +327,4 @@ async def test_what_clients_send_cannot_flood_the_log(guarded: Daemon, opened: l
     assert len(warnings_of(caplog, "vmond.web.hosts")) <= 2
     assert len([r for r in caplog.records if r.name == "aiohttp.server"]) <= 2
     assert 1 <= len(warnings_of(caplog, "vmond.web.connections")) <= 2
+

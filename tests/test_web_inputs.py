@@ -8,6 +8,7 @@ import re
 import aiohttp
 import pytest
 from conftest import Daemon
+from test_web import browser, csrf_of, log_in
 
 from vmond.web.app import create_app
 
@@ -63,3 +64,43 @@ async def test_a_camera_needs_an_account(daemon: Daemon) -> None:
     for body in ({"name": "Gate"}, {"name": "Gate", "account_id": None}):
         status, answer = await daemon.api("POST", "/api/cameras", token, json=body)
         assert status == 400 and answer["fields"]["account_id"] == "required", answer
+
+
+async def test_a_token_that_is_not_ascii_is_just_wrong(daemon: Daemon) -> None:
+    await daemon.add_user("guard1", "guard")
+    async with browser() as http:
+        await csrf_of(http, f"{daemon.url}/login")
+        async with http.post(f"{daemon.url}/login", data="username=a&password=b&csrf_token=%C3%A9",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}) as response:
+            assert response.status == 403
+        await log_in(daemon, http, "guard1")
+        async with http.post(f"{daemon.url}/logout", headers={"X-CSRF-Token": "é", "Origin": daemon.url},
+                             allow_redirects=False) as response:
+            assert response.status == 403
+
+
+@pytest.mark.parametrize("query", ["to=9999-12-31", "from=0001-01-01T00:00:00%2B14:00", "from=yesterday"])
+async def test_dates_out_of_range_are_bad_requests(daemon: Daemon, query: str) -> None:
+    await daemon.add_user("boss", "supervisor")
+    status, body = await daemon.api("GET", f"/api/alarms?state=all&{query}", await daemon.token("boss"))
+    assert status == 400, body
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("application/x-www-form-urlencoded", b"text=\xff\xfe"),
+    ("multipart/form-data", b"--x\r\ntext\r\n"),
+    ("multipart/form-data; boundary=zzz", b"no boundary here"),
+])
+async def test_a_form_that_cannot_be_read_is_a_bad_request(daemon: Daemon, content_type: str, body: bytes) -> None:
+    await daemon.add_user("guard1", "guard")
+    token = await daemon.token("guard1")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        for path in ("/alarms/1/notes", "/events/1/alarm", "/accounts/new"):
+            async with http.post(f"{daemon.url}{path}", data=body, headers={"Content-Type": content_type},
+                                 allow_redirects=False) as response:
+                assert response.status in (400, 403, 404), (path, response.status)  # never 500
+    async with browser() as http:  # a browser session: the CSRF check reads the form first
+        await log_in(daemon, http, "guard1")
+        async with http.post(f"{daemon.url}/alarms/1/notes", data=body, allow_redirects=False,
+                             headers={"Content-Type": content_type, "Origin": daemon.url}) as response:
+            assert response.status == 400

@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "vmond.lock"
 STAGING = ".vmond-restore"
+STAGING_BACKUP = ".vmond-backup-"
 TREES = ("media", "spool")
 REFUSALS_LISTED = 100  # in the manifest; the count is always whole
 
@@ -95,27 +97,49 @@ def backup(data_dir: Path, dest: Path) -> dict[str, Any]:
     """Write a backup into *dest* (a new or empty directory); returns what the manifest records, including the
     media and spool files refused (``media_refused``, ``spool_refused``, the first ones listed in ``refused``).
 
-    Everything is written into a private directory inside *dest* first (mode 0700, a name nobody can guess),
-    then renamed into place, the manifest last: someone else who may write to *dest* cannot slip a symbolic
-    link under a name the backup is about to write (a rename replaces the link itself, never its target)."""
-    if dest.exists() and any(dest.iterdir()):
-        raise BackupError(f"{dest} is not empty")
+    *dest* must be writable by its owner alone, the user running the backup: nobody else can then slip a
+    symbolic link under a name the backup is about to write. The directory is held open and used through
+    ``/proc/self/fd``, so a rename of it (or of a directory above it) meanwhile changes nothing. Everything is
+    written into a private directory inside it first, then renamed into place, the manifest last; a private
+    directory left by an interrupted backup is removed."""
     source_db = data_dir / DB_NAME
     if not source_db.is_file():
         raise BackupError(f"no database at {source_db}")
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".vmond-backup-", dir=dest))
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise BackupError(f"{dest}: {exc.strerror}") from None
+    try:
+        status = os.fstat(fd)
+        if status.st_uid != os.geteuid() or status.st_mode & 0o022:
+            raise BackupError(f"{dest} may be written by other users (mode {stat.filemode(status.st_mode)}, "
+                              f"owner uid {status.st_uid}); back up into a directory only you can write to")
+        pinned = Path(f"/proc/self/fd/{fd}")
+        root = pinned if pinned.is_dir() else dest  # no /proc: the path, checked above
+        entries = os.listdir(root)
+        for name in entries:
+            if name.startswith(STAGING_BACKUP):
+                shutil.rmtree(root / name, ignore_errors=True)  # left by an interrupted backup of ours
+        if any(not name.startswith(STAGING_BACKUP) for name in entries):
+            raise BackupError(f"{dest} is not empty")
+        return _stage_and_rename(data_dir, root, dest)
+    finally:
+        os.close(fd)
+
+
+def _stage_and_rename(data_dir: Path, root: Path, dest: Path) -> dict[str, Any]:
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_BACKUP, dir=root))
     try:
         manifest = _write_backup(data_dir, staging)
         _sync_tree(staging)
         try:
             for name in (*TREES, DB_NAME, MANIFEST):  # the manifest last: it says the backup is whole
                 if (staging / name).exists():
-                    os.rename(staging / name, dest / name)
+                    os.rename(staging / name, root / name)
         except OSError as exc:
-            raise BackupError(f"could not put the backup into {dest}: {exc.strerror} ({name}: something else "
-                              "created that name meanwhile)") from None
-        fsync_directory(dest)
+            raise BackupError(f"could not put the backup into {dest}: {exc.strerror} ({name})") from None
+        fsync_directory(root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vmond.config import Config
     from vmond.ingest.cameras import CameraDirectory
     from vmond.media.store import MediaStore
+    from vmond.ratelimit import Repeats
     from vmond.services import Services
     from vmond.store.db import Database
     from vmond.web.connections import ConnectionGuard
@@ -49,6 +50,7 @@ WEB_PATHS: web.AppKey[WebPaths] = _app_key("web_paths", object)
 WS_CLIENTS: web.AppKey[dict[web.WebSocketResponse, dict[str, Any]]] = _app_key("ws_clients", dict)  # -> principal
 PRESENCE: web.AppKey[Presence] = _app_key("presence", object)
 HOSTS: web.AppKey[HostPolicy] = _app_key("hosts", object)
+WARNINGS: web.AppKey[Repeats] = _app_key("warnings", object)  # what the web side says about misbehaving clients
 CONNECTIONS: web.AppKey[ConnectionGuard] = _app_key("connections", object)  # absent when not served by WebServer
 
 PRINCIPAL: web.RequestKey[dict[str, Any] | None] = _request_key("principal", object)  # the signed-in user, or None

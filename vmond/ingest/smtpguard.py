@@ -7,7 +7,9 @@
   sessions cannot run more guesses past the limit than it allows.
 - Each failed login is kept for the installer, per (address, name tried): when, how often, and why (a name that
   is no camera's, a wrong password, a camera without a password), bounded in entries and in length. The first
-  failure per address per interval is logged at INFO, the throttling once per address per interval at WARNING.
+  failure per camera (a wrong or missing password) or per address (a name that is no camera's) per interval is
+  logged at INFO; the latter are at most a few per interval in all, since an attacker chooses addresses. The
+  throttling is logged once per address per interval at WARNING, also within a budget.
 
 Memory is bounded: at most :data:`MAX_ADDRESSES` addresses are tracked (the least recently failing one is
 forgotten first) and :data:`MAX_RECORDS` failure records kept. Runs on the event loop thread only.
@@ -44,6 +46,9 @@ class LoginGuard:
     def __init__(self, limit: int = FAILURE_LIMIT, window: float = FAILURE_WINDOW,
                  log_interval: float = LOG_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
         self._failures = SlidingWindows(limit, window, MAX_ADDRESSES, clock)
+        # Failures naming a camera are said per camera (as many keys as cameras, never crowded out); the others
+        # per address, with a budget in all, since an attacker chooses addresses.
+        self._camera_failures_said = Repeats(log_interval, MAX_ADDRESSES, budget=MAX_ADDRESSES)
         self._failures_said = Repeats(log_interval, MAX_ADDRESSES)
         self._throttle_said = Repeats(log_interval, MAX_ADDRESSES)
         self._records: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
@@ -97,7 +102,8 @@ class LoginGuard:
         self._records.move_to_end(key)
         record.update(last_at=now, count=record["count"] + 1, reason=reason,
                       camera=None if camera is None else {"id": camera[0], "name": camera[1]})
-        quiet = self._failures_said.due(address)
+        quiet = (self._failures_said.due(address) if camera is None
+                 else self._camera_failures_said.due(camera[0]))
         if quiet is None:
             return
         more = f" ({quiet} more failed login(s) from there since the last report)" if quiet else ""

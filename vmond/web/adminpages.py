@@ -29,6 +29,7 @@ from vmond.web.admin import (
     update_user_checked,
     user_id,
 )
+from vmond.web.bodies import form_fields
 from vmond.web.cameras import auth_failures, cameras_without_password, failures_of, smtp_setup
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
@@ -36,10 +37,6 @@ from vmond.web.security import require
 
 _CONTACT_KEY = re.compile(r"contacts-([0-9]{1,4})-(priority|name|phone|role|email)")
 _TYPED = ("name", "phone", "role", "email")  # a row with none of these is a spare row, not a contact
-
-
-async def _form(request: web.Request) -> dict[str, str]:
-    return {key: str(value) for key, value in (await request.post()).items()}
 
 
 def _contact_rows(form: dict[str, str]) -> tuple[list[dict[str, str]], int]:
@@ -111,7 +108,7 @@ async def account_save(request: web.Request) -> web.StreamResponse:
     """Save the account; or, for the "Add a contact" button (without JavaScript), show the form again as typed
     with one more empty row."""
     account_id = path_id(request, "account_id") if "account_id" in request.match_info else None
-    form = await _form(request)
+    form = await form_fields(request)
     rows, empty = _contact_rows(form)
     typed = {"name": form.get("name", ""), "address": form.get("address", ""), "notes": form.get("notes", "")}
     shown = {**(await _account_or_404(request, account_id) if account_id else {"from_config": False}),
@@ -208,7 +205,7 @@ async def camera_page(request: web.Request) -> web.StreamResponse:
 
 @require("supervisor")
 async def camera_create(request: web.Request) -> web.StreamResponse:
-    form = await _form(request)
+    form = await form_fields(request)
     try:
         camera = await save_camera(request, _camera_data(form, creating=True), None)
     except store.Invalid as exc:
@@ -225,7 +222,7 @@ async def camera_create(request: web.Request) -> web.StreamResponse:
 @require("supervisor")
 async def camera_save(request: web.Request) -> web.StreamResponse:
     camera_id = path_id(request, "camera_id")
-    form = await _form(request)
+    form = await form_fields(request)
     try:
         camera = await save_camera(request, _camera_data(form, creating=False), camera_id)
     except store.Invalid as exc:  # shown again with what was typed (but passwords)
@@ -280,7 +277,7 @@ async def users_page(request: web.Request) -> web.StreamResponse:
 
 @require("admin")
 async def user_create(request: web.Request) -> web.StreamResponse:
-    form = await _form(request)
+    form = await form_fields(request)
     try:
         await create_user_checked(request, _user_data(form))
     except store.Invalid as exc:
@@ -307,7 +304,7 @@ async def user_page(request: web.Request) -> web.StreamResponse:
 @require("admin")
 async def user_save(request: web.Request) -> web.StreamResponse:
     target = path_id(request, "user_id")
-    data = _user_data(await _form(request))
+    data = _user_data(await form_fields(request))
     data.pop("username", None)
     try:
         await update_user_checked(request, target, data)

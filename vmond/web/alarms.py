@@ -30,7 +30,7 @@ from vmond.store.alarms import (
 )
 from vmond.store.events import EventNotFound, StatusConflict
 from vmond.web.api import outbox_queued
-from vmond.web.bodies import BodyError, json_object
+from vmond.web.bodies import BodyError, form_fields, json_object
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import json_error, principal, require
@@ -88,7 +88,7 @@ def _history_filters(request: web.Request) -> dict[str, Any]:
             # A date "to" includes that whole day.
             until = datetime.fromisoformat(query["to"])
             filters["until"] = (until + timedelta(days=1) if len(query["to"]) == 10 else until).astimezone()
-    except ValueError:
+    except (ValueError, OverflowError):  # also a date so near the ends of time that the time zone overflows it
         raise web.HTTPBadRequest(text="account and camera are ids; from and to are dates (YYYY-MM-DD)") from None
     return filters
 
@@ -197,10 +197,6 @@ async def page_detail(request: web.Request) -> web.StreamResponse:
         "snapshot_pending": live is not None and alarm["id"] in live.pending_alarm_snapshots})
 
 
-async def _form(request: web.Request) -> dict[str, str]:
-    return {k: str(v) for k, v in (await request.post()).items()}
-
-
 def _back(request: web.Request, fragment: str = "") -> web.HTTPSeeOther:
     return web.HTTPSeeOther(f"/alarms/{path_id(request, 'alarm_id')}{fragment}")
 
@@ -218,7 +214,7 @@ async def form_raise(request: web.Request) -> web.StreamResponse:
 
 @require("guard")
 async def form_note(request: web.Request) -> web.StreamResponse:
-    await _change(request, add_note, (await _form(request)).get("text", ""))
+    await _change(request, add_note, (await form_fields(request)).get("text", ""))
     raise _back(request, "#notes")
 
 
@@ -230,6 +226,6 @@ async def form_acknowledge(request: web.Request) -> web.StreamResponse:
 
 @require("guard")
 async def form_resolve(request: web.Request) -> web.StreamResponse:
-    form = await _form(request)
+    form = await form_fields(request)
     await _change(request, resolve, form.get("code", ""), form.get("resolution", ""))
     raise _back(request)

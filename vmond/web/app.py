@@ -16,6 +16,7 @@ from aiohttp import web
 
 from vmond import keys
 from vmond.live import routes as live
+from vmond.ratelimit import Repeats
 from vmond.tlscert import server_context
 from vmond.web import admin, adminpages, alarms, api, cameras, display, login, pages, ws
 from vmond.web.accesslog import ACCESS_LOGGER, AccessLog
@@ -52,6 +53,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app[keys.WS_CLIENTS] = {}
     app[keys.PRESENCE] = ws.Presence(services.bus)
     public_host = urlsplit(config.web.public_url).hostname if config.web.public_url else None
+    app[keys.WARNINGS] = Repeats()
     app[keys.HOSTS] = HostPolicy(config.web.allowed_hosts + ((public_host,) if public_host else ()))
     app[keys.CONNECTIONS] = ConnectionGuard(config.web.max_connections, config.web.max_connections_per_peer)
     app.cleanup_ctx.append(ws.session_watch)

@@ -99,6 +99,16 @@ async def json_object(request: web.Request, limit: int = MAX_BODY) -> dict[str, 
     return body
 
 
+async def form_fields(request: web.Request) -> dict[str, str]:
+    """A form posted by a signed-in page (urlencoded or multipart, within :data:`MAX_BODY`) as text fields; 400
+    for a body that is not one (text that is not UTF-8, a multipart body without its boundary)."""
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, ValueError, AssertionError):  # aiohttp's parsers raise these for broken bodies
+        raise web.HTTPBadRequest(text="the form could not be read") from None
+    return {key: str(value) for key, value in form.items()}
+
+
 async def small_form(request: web.Request) -> MultiDict[str]:
     """A form posted before sign-in (urlencoded, at most :data:`SMALL_BODY`). Multipart is not needed there:
     browsers send these forms urlencoded."""

@@ -18,8 +18,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from vmond.keys import HOSTS
-from vmond.ratelimit import Repeats
+from vmond.keys import HOSTS, WARNINGS
 from vmond.web.security import Handler
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ class HostPolicy:
 
     def __init__(self, allowed: Iterable[str] = (), hostname: str | None = None) -> None:
         self.refused = 0
-        self.repeats = Repeats()
         self._names: set[str] = {"localhost"}
         self._suffixes: list[str] = []
         for name in allowed:
@@ -93,7 +91,7 @@ async def check_host(request: web.Request, handler: Handler) -> web.StreamRespon
     policy = request.app[HOSTS]
     if not policy.allows(host):
         policy.refused += 1
-        if (quiet := policy.repeats.due("wrong host")) is not None:
+        if (quiet := request.app[WARNINGS].due("wrong host")) is not None:
             log.warning("refused a request for host %r from %s: not one of this appliance's names (add it to "
                         "web.allowed_hosts if it is); %d more such requests since the last warning", host[:100],
                         request.remote, quiet)

@@ -18,8 +18,9 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from vmond import auth
-from vmond.keys import AUTH_VIA, DB, PRINCIPAL
+from vmond.keys import AUTH_VIA, DB, PRINCIPAL, WARNINGS
 from vmond.store.users import session_principal
+from vmond.web.bodies import form_fields
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,13 @@ def origin_ok(request: web.Request) -> bool:
 async def _csrf_token_sent(request: web.Request) -> str:
     token = request.headers.get(CSRF_HEADER, "")
     if not token and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        token = str((await request.post()).get(CSRF_FIELD, ""))
+        token = (await form_fields(request)).get(CSRF_FIELD, "")
     return token
+
+
+def same_token(sent: str, expected: str) -> bool:
+    """Constant-time comparison of two tokens; text that is not ASCII (no token of ours is) is just different."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def precsrf_ok(request: web.Request, form: Mapping[str, str]) -> bool:
@@ -102,7 +108,7 @@ def precsrf_ok(request: web.Request, form: Mapping[str, str]) -> bool:
     sent = request.headers.get(CSRF_HEADER, "") or form.get(CSRF_FIELD, "")
     cookie = request.cookies.get(PRECSRF_COOKIE, "")
     if sent or cookie:
-        return bool(sent) and hmac.compare_digest(sent, cookie)
+        return bool(sent) and same_token(sent, cookie)
     return request.headers.get("Origin") is None  # a script or curl: nothing a browser could be tricked into
 
 
@@ -131,8 +137,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if via == "cookie" and who is not None and request.method not in SAFE_METHODS and acts_as_user:
         sent = await _csrf_token_sent(request)
         expected = who.get("csrf_token") or ""
-        if not (origin_ok(request) and sent and hmac.compare_digest(sent, expected)):
-            log.warning("refused %s %s: CSRF token or Origin missing or wrong", request.method, request.path)
+        if not (origin_ok(request) and sent and same_token(sent, expected)):
+            if (quiet := request.app[WARNINGS].due("csrf")) is not None:
+                log.warning("refused %s %s from %s: CSRF token or Origin missing or wrong (%d more since the last "
+                            "warning)", request.method, request.path, who["username"], quiet)
             return json_error(403, "CSRF check failed: reload the page")
     return await handler(request)
 

@@ -20,12 +20,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from vmond import auth
 from vmond.bus import Bus, Message, Subscription
-from vmond.keys import AUTH_VIA, BUS, DB, PRESENCE, PRINCIPAL, WS_CLIENTS
-from vmond.ratelimit import Repeats, TokenBucket
+from vmond.keys import AUTH_VIA, BUS, DB, PRESENCE, PRINCIPAL, WARNINGS, WS_CLIENTS
+from vmond.ratelimit import TokenBucket
 from vmond.store.users import valid_sessions
 from vmond.web.security import json_error, origin_ok, require
 
@@ -66,13 +66,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     budget = TokenBucket(CLIENT_RATE, CLIENT_BURST)
     over = 0
     try:
-        async for message in ws:
+        async for message in _received(ws):
             if message.type == WSMsgType.ERROR:
                 break
             if not budget.take():
                 over += 1
                 if over >= CLIENT_FLOOD:
-                    if (quiet := request.app[PRESENCE].warnings.due("flood")) is not None:
+                    if (quiet := request.app[WARNINGS].due("live flood")) is not None:
                         log.warning("closing the live connection of %s: it sent far more than %g messages a "
                                     "second (%d more closed since the last warning)", who["username"], CLIENT_RATE,
                                     quiet)
@@ -91,6 +91,16 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         clients.pop(ws, None)
         request.app[PRESENCE].leave(ws)
     return ws
+
+
+async def _received(ws: web.WebSocketResponse) -> AsyncIterator[WSMessage]:
+    """The client's messages until it closes, or vanishes: aiohttp answers a control ping itself while reading,
+    and a client gone meanwhile is an end like any other, not an error to log."""
+    try:
+        async for message in ws:
+            yield message
+    except ConnectionError:
+        return
 
 
 async def _client_message(request: web.Request, ws: web.WebSocketResponse, subscription: Subscription,
@@ -122,7 +132,6 @@ class Presence:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._watching: dict[web.WebSocketResponse, tuple[int, str, Subscription]] = {}
-        self.warnings = Repeats()  # what the log says about misbehaving live clients, at most once a minute
 
     def _viewers(self, alarm_id: int) -> list[str]:
         return sorted({name for watched, name, _ in self._watching.values() if watched == alarm_id})
