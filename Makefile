@@ -60,7 +60,8 @@ test-debian: debs
 	test -x $(DEBIAN_VENV)/bin/python || /usr/bin/python3 -m venv --system-site-packages $(DEBIAN_VENV)
 	$(DEBIAN_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(DEBIAN_VENV)/bin/python -m pip install -q playwright
-	$(DEBIAN_VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	# PYTHONPATH: this tree, even where the vmond .deb is installed (its module would come first otherwise).
+	PYTHONPATH=$(CURDIR) $(DEBIAN_VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench-encode: debs $(VENV)/.stamp-test
 	$(PY) bench/encode.py
