@@ -51,5 +51,5 @@ def test_installed_vmond_serves_the_dashboard(tmp_path: Path) -> None:
     # The installed package is not the tree: it must have found its own copy of the web files.
     installed = subprocess.run([str(venv / "bin" / "python"), "-c",
                                 "from vmond.web.paths import find_web_paths; print(find_web_paths().templates)"],
-                               capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+                               capture_output=True, text=True, check=True, cwd=tmp_path, env=env).stdout.strip()
     assert installed.startswith(str(venv)), installed
