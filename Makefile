@@ -71,6 +71,7 @@ bench-ingest: debs $(VENV)/.stamp-test
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check vmond tests bench
+	$(VENV)/bin/lint-imports
 
 # Build the Debian package from a clean copy of the tree, lint it, install it and run it end to end (root or sudo).
 package:

@@ -18,11 +18,11 @@ import pytest
 import yaml
 from mosquitto import Mosquitto
 
-from vmond import auth
 from vmond.config import Config, load_config
 from vmond.daemon import running
 from vmond.services import Services
 from vmond.store.users import create_user
+from vmond.util import auth
 
 MAIL_DIR = Path(__file__).parent / "data" / "camera-mail"
 EXPECTED = json.loads((MAIL_DIR / "expected.json").read_text())

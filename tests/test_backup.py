@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import Daemon, distinct, sample, write_config
 
-from vmond.backup import BackupError, backup, data_dir_lock, restore
 from vmond.config import load_config
 from vmond.daemon import running
+from vmond.ops.backup import BackupError, backup, data_dir_lock, restore
 from vmond.store.models import Mail, Media
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import write_config
 
-from vmond.backup import BackupError, backup, restore
+from vmond.ops.backup import BackupError, backup, restore
 from vmond.store.db import open_sqlite
 
 SECRET = b"SECRET outside the data directory"
@@ -324,18 +324,18 @@ def test_restore_into_a_media_directory_on_another_file_system(tmp_path: Path, g
 
 def test_names_planted_in_the_destination_during_a_backup_are_not_followed(
         tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vmond.backup
+    import vmond.ops.backup
 
     data = make_data_dir(tmp_path / "data")
     dest = tmp_path / "dest"
-    copy_media = vmond.backup._copy_media
+    copy_media = vmond.ops.backup._copy_media
 
     def planting(*args: object) -> int:  # another local user, with write access to DEST, strikes mid-backup
         (dest / "vmond-backup.json").symlink_to(outside / "secret.txt")
         (dest / "vmond.db").symlink_to(outside / "victim.db")
         return copy_media(*args)
 
-    monkeypatch.setattr(vmond.backup, "_copy_media", planting)
+    monkeypatch.setattr(vmond.ops.backup, "_copy_media", planting)
     manifest = backup(data, dest)
     assert (outside / "secret.txt").read_bytes() == SECRET and not (outside / "victim.db").exists()
     assert not (dest / "vmond-backup.json").is_symlink() and not (dest / "vmond.db").is_symlink()
@@ -345,17 +345,17 @@ def test_names_planted_in_the_destination_during_a_backup_are_not_followed(
 
 def test_a_planted_directory_link_stops_the_backup_without_writing_through_it(
         tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vmond.backup
+    import vmond.ops.backup
 
     data = make_data_dir(tmp_path / "data")
     dest = tmp_path / "dest"
-    copy_media = vmond.backup._copy_media
+    copy_media = vmond.ops.backup._copy_media
 
     def planting(*args: object) -> int:
         (dest / "media").symlink_to(outside, target_is_directory=True)
         return copy_media(*args)
 
-    monkeypatch.setattr(vmond.backup, "_copy_media", planting)
+    monkeypatch.setattr(vmond.ops.backup, "_copy_media", planting)
     with pytest.raises(BackupError, match="could not put the backup into"):
         backup(data, dest)
     assert sorted(os.listdir(outside)) == ["secret.txt"]
@@ -375,18 +375,18 @@ def test_a_destination_others_may_write_to_is_refused(tmp_path: Path, mode: int)
 
 def test_the_destination_is_held_while_its_name_moves(tmp_path: Path, outside: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import vmond.backup
+    import vmond.ops.backup
 
     data = make_data_dir(tmp_path / "data")
     dest = tmp_path / "dest"
-    copy_media = vmond.backup._copy_media
+    copy_media = vmond.ops.backup._copy_media
 
     def moving(*args: object) -> int:  # the directory is renamed and its name pointed elsewhere mid-backup
         dest.rename(tmp_path / "moved")
         dest.symlink_to(outside, target_is_directory=True)
         return copy_media(*args)
 
-    monkeypatch.setattr(vmond.backup, "_copy_media", moving)
+    monkeypatch.setattr(vmond.ops.backup, "_copy_media", moving)
     backup(data, dest)
     assert sorted(os.listdir(outside)) == ["secret.txt"]
     assert sorted(os.listdir(tmp_path / "moved")) == ["media", "spool", "vmond-backup.json", "vmond.db"]

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, Daemon, sample, write_config
 
-from vmond import auth
 from vmond.config import Config
 from vmond.daemon import running
 from vmond.ingest.mailparse import parse_mail
+from vmond.ops.testmail import build_test_mail
 from vmond.store.db import open_sqlite
 from vmond.store.models import Session, utcnow
 from vmond.store.users import credentials
-from vmond.testmail import build_test_mail
+from vmond.util import auth
 
 
 def vmond(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -156,7 +156,7 @@ def test_user_add_and_passwd(tmp_path: Path) -> None:
 
 def test_tls_fingerprint_of_the_self_signed_certificate(tmp_path: Path) -> None:
     from vmond.config import load_config
-    from vmond.tlscert import ensure_self_signed
+    from vmond.config.tls import ensure_self_signed
 
     config = write_config(tmp_path, web={"listen": "127.0.0.1:0", "tls": {"self_signed": True}})
     missing = vmond("tls", "fingerprint", "--config", str(config))

@@ -29,7 +29,7 @@ from vmond.config import (
     parse_hostport,
     parse_size,
 )
-from vmond.configschema import key_paths
+from vmond.config.schema import key_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION = ROOT / "config" / "vmond.yaml"

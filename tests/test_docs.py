@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vmond.configschema import SECTIONS, key_paths
+from vmond.config.schema import SECTIONS, key_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -24,7 +24,7 @@ import pytest
 from conftest import Daemon, distinct, sample, send_data, write_config
 from vmondproc import Notifications, Vmond, vmond_with_admin
 
-from vmond.crashpoints import EXIT_CODE
+from vmond.util.crashpoints import EXIT_CODE
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 

@@ -21,9 +21,10 @@ from rtsp_server import RtspCamera
 
 from vmond.config import Config
 from vmond.daemon import running
-from vmond.live import grab, routes
+from vmond.live import grab
 from vmond.live.hub import SNAPSHOT_TTL
 from vmond.media.avcompat import luma_extremes
+from vmond.web import live as routes
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from mosquitto import Mosquitto, Subscriber
 from vmond.config import Config
 from vmond.daemon import running
 from vmond.mqtt import forwarder as forwarder_module
-from vmond.mqtt.topics import alarm_payload, event_payload
 from vmond.store.alarms import PUBLISHED_ACTIONS
+from vmond.store.messages import alarm_payload, event_payload
 
 SCHEMA_PATH = Path(__file__).parent.parent / "schema" / "mqtt-messages.json"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())

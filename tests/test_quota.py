@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from conftest import Daemon, distinct, media_counted, media_on_disk, sample
 
-from vmond import fsutil
 from vmond.config import Config
 from vmond.daemon import running
 from vmond.media import retention
@@ -26,6 +25,7 @@ from vmond.media.usage import MediaUsage
 from vmond.store import events, outbox
 from vmond.store.events import set_status
 from vmond.store.models import AlarmEvent, Media, utcnow
+from vmond.util import fsutil
 
 MAIL = "hikvision-ipc-intrusion.eml"  # three pictures: an event with pictures, thumbnails and a clip
 QUOTA = 1_500_000

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import EXPECTED, Daemon, sample, send_data
 
-from vmond import fsutil
 from vmond.config import Config
 from vmond.daemon import running
 from vmond.store.events import list_events
+from vmond.util import fsutil
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

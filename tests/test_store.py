@@ -129,9 +129,9 @@ async def test_yaml_sync_adds_updates_and_retires_but_keeps_events(tmp_path: Pat
 async def test_changes_are_queued_for_mqtt_in_the_same_transaction(tmp_path: Path, config: Config) -> None:
     import json
 
-    from vmond.mqtt.topics import Topics
     from vmond.store import outbox
     from vmond.store.events import set_status
+    from vmond.store.messages import Topics
 
     topics = Topics("vmond", "test-site")
     async with Database(tmp_path / "vmond.db") as db:

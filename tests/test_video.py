@@ -18,10 +18,10 @@ import av
 import pytest
 from PIL import Image, ImageDraw
 
-from vmond import fsutil
 from vmond.media import avcompat, video
 from vmond.media.video import ClipError, ClipInfo, encode_clip
 from vmond.media.videoprobe import VideoRejected, probe_video
+from vmond.util import fsutil
 
 # --- making inputs -----------------------------------------------------------------------------------------
 

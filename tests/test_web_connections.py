@@ -17,10 +17,10 @@ from conftest import Daemon, sample
 from test_login_limits import from_address
 from test_web import browser, log_in
 
-from vmond import auth
 from vmond.config import Config
 from vmond.daemon import running
 from vmond.store.models import Session, utcnow
+from vmond.util import auth
 from vmond.web import connections, ws
 
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import vmond
-from vmond import auth
 from vmond.config import Config, ConfigError, describe, load_config
-from vmond.endpoints import INFO_NAMES
+from vmond.ops.endpoints import INFO_NAMES
+from vmond.util import auth
 
 DEFAULT_CONFIG = "/etc/vmond/vmond.yaml"
 EXIT_CONFIG = 2
@@ -77,7 +77,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from vmond.endpoints import info
+    from vmond.ops.endpoints import info
 
     values = info(_load(args))
     if args.get:
@@ -167,7 +167,7 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_tls_fingerprint(args: argparse.Namespace) -> int:
-    from vmond.tlscert import certificate_path, fingerprint
+    from vmond.config.tls import certificate_path, fingerprint
 
     config = _load(args)
     path = certificate_path(config)
@@ -179,7 +179,7 @@ def cmd_tls_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from vmond.backup import BackupError, backup
+    from vmond.ops.backup import BackupError, backup
 
     config = _load(args)
     try:
@@ -199,7 +199,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from vmond.backup import BackupError, restore
+    from vmond.ops.backup import BackupError, restore
 
     config = _load(args)
     try:
@@ -212,7 +212,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:
-    from vmond.testmail import SendTestError, send_test_mail
+    from vmond.ops.testmail import SendTestError, send_test_mail
 
     config = _load(args)
     password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else args.password

@@ -21,9 +21,8 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from vmond.backup import data_dir_lock
-from vmond.bus import Bus
 from vmond.config import Config
+from vmond.config.tls import ensure_self_signed
 from vmond.ingest.cameras import CameraDirectory
 from vmond.ingest.pipeline import Pipeline
 from vmond.ingest.smtp import IngestHandler, SmtpServer
@@ -32,18 +31,19 @@ from vmond.live.hub import LiveHub
 from vmond.media.clips import ClipMaker
 from vmond.media.retention import DiskKeeper
 from vmond.media.store import MediaStore
-from vmond.metrics import Metrics
 from vmond.mqtt.forwarder import Forwarder
-from vmond.ratelimit import Repeats
+from vmond.ops.backup import data_dir_lock
 from vmond.reload import reload_accounts
 from vmond.services import Services
 from vmond.store.db import Database
 from vmond.store.sync import sync_accounts
 from vmond.store.users import user_count
-from vmond.systemd import Notifier, extend_start_timeout, watchdog_interval, watchdog_loop
-from vmond.tlscert import ensure_self_signed
+from vmond.util.bus import Bus
+from vmond.util.metrics import Metrics
+from vmond.util.ratelimit import Repeats
+from vmond.util.systemd import Notifier, extend_start_timeout, watchdog_interval, watchdog_loop
+from vmond.util.workers import WorkerPool, prepare_fork_server
 from vmond.web.app import WebServer, create_app
-from vmond.workers import WorkerPool, prepare_fork_server
 
 log = logging.getLogger(__name__)
 

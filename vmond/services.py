@@ -6,10 +6,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vmond.metrics import Metrics
+from vmond.util.metrics import Metrics
 
 if TYPE_CHECKING:
-    from vmond.bus import Bus
     from vmond.config import Config
     from vmond.ingest.cameras import CameraDirectory
     from vmond.ingest.pipeline import Pipeline
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
     from vmond.media.store import MediaStore
     from vmond.mqtt.forwarder import Forwarder
     from vmond.store.db import Database
+    from vmond.util.bus import Bus
 
 
 @dataclass

@@ -16,8 +16,8 @@ import hmac
 import logging
 from typing import TYPE_CHECKING, NamedTuple
 
-from vmond import auth
 from vmond.store.models import Camera
+from vmond.util import auth
 
 if TYPE_CHECKING:
     from vmond.config import Config

@@ -16,22 +16,22 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from vmond.crashpoints import crashpoint
 from vmond.ingest.prepare import PreparedMail, prepare_mail
 from vmond.ingest.records import build_records, content_digest, local_parts, resend_record
 from vmond.ingest.spool import Spool, SpoolEntry
-from vmond.mqtt.topics import outbox_topics
 from vmond.store.events import IngestResult, find_resend, record_mail, record_resend
-from vmond.tasks import BackgroundService
-from vmond.workers import WorkerFailed, WorkerPool
+from vmond.store.messages import outbox_topics
+from vmond.util.crashpoints import crashpoint
+from vmond.util.tasks import BackgroundService
+from vmond.util.workers import WorkerFailed, WorkerPool
 
 if TYPE_CHECKING:
-    from vmond.bus import Bus
     from vmond.config import Config
     from vmond.media.clips import ClipMaker
     from vmond.media.store import MediaStore
-    from vmond.metrics import Metrics
     from vmond.store.db import Database
+    from vmond.util.bus import Bus
+    from vmond.util.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

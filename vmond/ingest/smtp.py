@@ -23,22 +23,22 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as SmtpSession
 
+from vmond.config.tls import server_context
 from vmond.ingest.replies import Reply
 from vmond.ingest.smtpguard import LoginGuard
 from vmond.ingest.smtpsession import CameraSMTP, RefuseConnection
 from vmond.ingest.spool import InsufficientStorage, Spool, SpoolEnvelope
 from vmond.ingest.transcript import LOGIN_NAME_LIMIT, SessionLog, peer_text, printable
-from vmond.logguard import keep_quiet
-from vmond.ratelimit import TokenBucket
 from vmond.store.cameras import record_sessions
 from vmond.store.refusals import add_refusal
-from vmond.tlscert import server_context
+from vmond.util.logguard import keep_quiet
+from vmond.util.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from vmond.config import Config
     from vmond.ingest.cameras import CameraDirectory
-    from vmond.metrics import Metrics
     from vmond.store.db import Database
+    from vmond.util.metrics import Metrics
 
 log = logging.getLogger(__name__)
 # aiosmtpd logs every command line at DEBUG, AUTH's base64 credentials too; what it says at INFO is chatter.

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from vmond.ratelimit import Repeats, SlidingWindows
+from vmond.util.ratelimit import Repeats, SlidingWindows
 
 log = logging.getLogger(__name__)
 

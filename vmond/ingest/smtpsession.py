@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
-from vmond.crashpoints import crashpoint
 from vmond.ingest.replies import Reply
 from vmond.ingest.transcript import SessionLog, login_name, login_name_of, peer_text, shown_command
-from vmond.ratelimit import peer_ip
+from vmond.util.crashpoints import crashpoint
+from vmond.util.ratelimit import peer_ip
 
 if TYPE_CHECKING:
     from vmond.ingest.smtp import SmtpServer

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from vmond import fsutil
-from vmond.crashpoints import crashpoint
-from vmond.fsutil import fsync_directory, write_all
+from vmond.util import fsutil
+from vmond.util.crashpoints import crashpoint
+from vmond.util.fsutil import fsync_directory, write_all
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,13 @@ from vmond.live.types import CameraError, Limits, Picture
 from vmond.live.work import StreamOptions, snapshot
 from vmond.store.alarms import attach_alarm_snapshot, record_alarm_snapshot_failure
 from vmond.store.models import Camera
-from vmond.workers import WorkerFailed, WorkerPool
+from vmond.util.workers import WorkerFailed, WorkerPool
 
 if TYPE_CHECKING:
-    from vmond.bus import Bus
     from vmond.config import Config
     from vmond.media.store import MediaStore
     from vmond.store.db import Database
+    from vmond.util.bus import Bus
 
 log = logging.getLogger(__name__)
 

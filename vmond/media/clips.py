@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from vmond.media.cliptypes import ClipError, VideoRejected
 from vmond.media.clipwork import encode_files, probe_file
-from vmond.mqtt.topics import outbox_topics
+from vmond.store.messages import outbox_topics
 from vmond.store.videos import adopt_camera_video, attach_clip, clip_inputs, reject_camera_video, set_video_state
-from vmond.tasks import BackgroundService
-from vmond.workers import WorkerFailed, WorkerPool
+from vmond.util.tasks import BackgroundService
+from vmond.util.workers import WorkerFailed, WorkerPool
 
 if TYPE_CHECKING:
-    from vmond.bus import Bus
     from vmond.config import Config
     from vmond.media.store import MediaStore
-    from vmond.metrics import Metrics
     from vmond.store.db import Database
+    from vmond.util.bus import Bus
+    from vmond.util.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from vmond.configtypes import format_duration
+from vmond.config.types import format_duration
 from vmond.store.compact import page_counts, return_free_pages
 from vmond.store.models import utcnow
 from vmond.store.retention import (
@@ -33,7 +33,7 @@ from vmond.store.retention import (
     oldest_with_media,
     orphaned_event_audit,
 )
-from vmond.tasks import BackgroundService
+from vmond.util.tasks import BackgroundService
 
 if TYPE_CHECKING:
     from datetime import datetime

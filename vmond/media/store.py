@@ -12,9 +12,9 @@ import os
 import uuid
 from pathlib import Path, PurePosixPath
 
-from vmond import fsutil
-from vmond.fsutil import fsync_directory, write_all
 from vmond.media.usage import MediaUsage, file_size
+from vmond.util import fsutil
+from vmond.util.fsutil import fsync_directory, write_all
 
 
 def media_relpath(value: object) -> PurePosixPath:

@@ -24,10 +24,10 @@ from typing import Any
 import av
 from av.video.reformatter import VideoReformatter
 
-from vmond import fsutil
 from vmond.media import avcompat
 from vmond.media.cliptypes import ClipError, ClipInfo
 from vmond.media.videoprobe import VideoInfo, VideoRejected, probe_video
+from vmond.util import fsutil
 
 __all__ = ["ClipError", "ClipInfo", "VideoInfo", "VideoRejected", "encode_clip", "probe_video",
            "DEFAULT_PRESET", "ENCODERS"]

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vmond.mqtt.topics import Topics
+from vmond.store.messages import Topics
 from vmond.store.models import Camera
 
 if TYPE_CHECKING:

@@ -31,16 +31,16 @@ from typing import Any
 
 import vmond
 from vmond.config import Config, MqttConfig
-from vmond.crashpoints import crashpoint
 from vmond.media.store import MediaStore
 from vmond.mqtt import pictures
 from vmond.mqtt.client import CANNOT_CONNECT, RECONNECT_DELAY, Link, LinkError, LinkSettings, diagnose
 from vmond.mqtt.discovery import Announcer, Discovery
 from vmond.mqtt.state import BrokerState, save
-from vmond.mqtt.topics import Topics
 from vmond.store import outbox
 from vmond.store.db import Database
+from vmond.store.messages import Topics
 from vmond.store.models import utcnow
+from vmond.util.crashpoints import crashpoint
 
 log = logging.getLogger(__name__)
 

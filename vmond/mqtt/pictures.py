@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from vmond.media.store import MediaStore
     from vmond.mqtt.client import Link
     from vmond.mqtt.state import BrokerState
-    from vmond.mqtt.topics import Topics
     from vmond.store.db import Database
+    from vmond.store.messages import Topics
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import peewee as pw
 
-from vmond.addresses import camera_local_part, email_address, phone_number
 from vmond.store.cameras import camera_dict
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Contact, utcnow
+from vmond.util.addresses import camera_local_part, email_address, phone_number
 
 ADDRESS_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud to an installer, typed into a camera
 MAX_TEXT = 2000

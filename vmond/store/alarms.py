@@ -11,9 +11,9 @@ from typing import Any
 
 import peewee as pw
 
-from vmond.mqtt.topics import Topics, alarm_payload
 from vmond.store import outbox
 from vmond.store.events import EventNotFound, StatusConflict, get_event, report
+from vmond.store.messages import Topics, alarm_payload
 from vmond.store.models import (
     Account,
     Alarm,

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 import peewee as pw
 
-from vmond.logguard import keep_quiet
 from vmond.store import compact, migrations
 from vmond.store.models import MODELS
+from vmond.util.logguard import keep_quiet
 
 log = logging.getLogger(__name__)
 # peewee logs each statement with its parameters at DEBUG: CSRF tokens, RTSP passwords, password hashes.

@@ -12,8 +12,8 @@ from typing import Any
 
 import peewee as pw
 
-from vmond.mqtt.topics import Topics, event_payload
 from vmond.store import outbox
+from vmond.store.messages import Topics, event_payload
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, utcnow
 
 STATUSES = ("active", "dismissed", "alarmed")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmond.mqtt.topics import Topics
 from vmond.store.events import get_event, report
+from vmond.store.messages import Topics
 from vmond.store.models import AlarmEvent, Media, utcnow
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpProcessingError
 
-from vmond.ratelimit import Repeats
+from vmond.util.ratelimit import Repeats
 
 ACCESS_LOGGER = "vmond.access"
 

@@ -13,8 +13,6 @@ from typing import Any
 
 from aiohttp import web
 
-from vmond import auth
-from vmond.keys import CAMERAS, CONFIG, DB, SERVICES
 from vmond.store import accounts as store
 from vmond.store.cameras import get_camera
 from vmond.store.users import (
@@ -27,7 +25,9 @@ from vmond.store.users import (
     list_users,
     update_user,
 )
+from vmond.util import auth
 from vmond.web import bodies
+from vmond.web.keys import CAMERAS, CONFIG, DB, SERVICES
 from vmond.web.login import USERNAME_PATTERN
 from vmond.web.params import path_id
 from vmond.web.security import json_error, principal, require

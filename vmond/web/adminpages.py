@@ -12,14 +12,13 @@ from typing import Any
 
 from aiohttp import web
 
-from vmond import auth
 from vmond.config import dump_masked
-from vmond.keys import CONFIG, DB, SERVICES
+from vmond.config.tls import fingerprint
 from vmond.store import accounts as store
 from vmond.store.cameras import list_cameras
 from vmond.store.refusals import list_refusals
 from vmond.store.users import LastAdmin, UserExists, UserNotFound, get_user, list_users
-from vmond.tlscert import fingerprint
+from vmond.util import auth
 from vmond.web.admin import (
     camera_or_404,
     create_user_checked,
@@ -31,6 +30,7 @@ from vmond.web.admin import (
 )
 from vmond.web.bodies import form_fields
 from vmond.web.cameras import auth_failures, cameras_without_password, failures_of, smtp_setup
+from vmond.web.keys import CONFIG, DB, SERVICES
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import require

@@ -12,10 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from vmond import auth
-from vmond.keys import BUS, CONFIG, DB, SERVICES
 from vmond.live.hub import camera_source
-from vmond.mqtt.topics import outbox_topics
 from vmond.store.alarms import (
     RESOLUTION_CODES,
     STATES,
@@ -29,8 +26,11 @@ from vmond.store.alarms import (
     resolve,
 )
 from vmond.store.events import EventNotFound, StatusConflict
+from vmond.store.messages import outbox_topics
+from vmond.util import auth
 from vmond.web.api import outbox_queued
 from vmond.web.bodies import BodyError, form_fields, json_object
+from vmond.web.keys import BUS, CONFIG, DB, SERVICES
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import json_error, principal, require

@@ -10,12 +10,12 @@ from typing import Any
 from aiohttp import web
 
 import vmond
-from vmond.keys import BUS, CONFIG, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS
-from vmond.metrics import exposition
-from vmond.mqtt.topics import outbox_topics
 from vmond.store.events import STATUSES, EventNotFound, StatusConflict, get_event, list_events, set_status
+from vmond.store.messages import outbox_topics
 from vmond.store.outbox import stats as outbox_stats
 from vmond.store.refusals import list_refusals
+from vmond.util.metrics import exposition
+from vmond.web.keys import BUS, CONFIG, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS
 from vmond.web.params import path_id, query_int
 from vmond.web.security import json_error, principal, public, require
 

@@ -14,11 +14,10 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from vmond import keys
-from vmond.live import routes as live
-from vmond.ratelimit import Repeats
-from vmond.tlscert import server_context
-from vmond.web import admin, adminpages, alarms, api, cameras, display, login, pages, ws
+from vmond.config.tls import server_context
+from vmond.util.ratelimit import Repeats
+from vmond.web import admin, adminpages, alarms, api, cameras, display, keys, login, pages, ws
+from vmond.web import live as live
 from vmond.web.accesslog import ACCESS_LOGGER, AccessLog
 from vmond.web.bodies import MAX_BODY
 from vmond.web.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, GuardedSite, first_request_middleware

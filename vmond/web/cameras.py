@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from vmond.keys import CAMERAS, CONFIG, DB, SERVICES
 from vmond.store.cameras import cameras_last_seen_at, get_camera, list_cameras, peer_host
+from vmond.web.keys import CAMERAS, CONFIG, DB, SERVICES
 from vmond.web.params import path_id
 from vmond.web.security import json_error, require
 

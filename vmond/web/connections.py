@@ -29,8 +29,8 @@ from typing import Any
 
 from aiohttp import web
 
-from vmond.keys import CONNECTIONS
-from vmond.ratelimit import Repeats, peer_ip
+from vmond.util.ratelimit import Repeats, peer_ip
+from vmond.web.keys import CONNECTIONS
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from vmond.keys import HOSTS, WARNINGS
+from vmond.web.keys import HOSTS, WARNINGS
 from vmond.web.security import Handler
 
 log = logging.getLogger(__name__)

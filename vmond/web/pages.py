@@ -7,10 +7,10 @@ import shutil
 
 from aiohttp import web
 
-from vmond.keys import BUS, CONFIG, DB, IO, MEDIA, SERVICES
 from vmond.store.alarms import alarm_of_event
 from vmond.store.events import EventNotFound, get_event, list_events, media_for_download
 from vmond.store.users import user_count
+from vmond.web.keys import BUS, CONFIG, DB, IO, MEDIA, SERVICES
 from vmond.web.params import path_id
 from vmond.web.render import render
 from vmond.web.security import principal, public, require

@@ -8,7 +8,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 import vmond
-from vmond.keys import CONFIG, PRINCIPAL
+from vmond.web.keys import CONFIG, PRINCIPAL
 
 
 def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:

@@ -17,10 +17,10 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from vmond import auth
-from vmond.keys import AUTH_VIA, DB, PRINCIPAL, WARNINGS
 from vmond.store.users import session_principal
+from vmond.util import auth
 from vmond.web.bodies import form_fields
+from vmond.web.keys import AUTH_VIA, DB, PRINCIPAL, WARNINGS
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import NamedTuple
 
-from vmond.ratelimit import SlidingWindows, ipv6_network, peer_ip
+from vmond.util.ratelimit import SlidingWindows, ipv6_network, peer_ip
 
 MAX_NAME = 64  # characters of a user name that identify it here (no valid user name is longer)
 HASH_CONCURRENCY = 2  # password checks at once: scrypt takes 16 MiB and a core's worth of work each

@@ -22,11 +22,11 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from vmond import auth
-from vmond.bus import Bus, Message, Subscription
-from vmond.keys import AUTH_VIA, BUS, DB, PRESENCE, PRINCIPAL, WARNINGS, WS_CLIENTS
-from vmond.ratelimit import TokenBucket
 from vmond.store.users import valid_sessions
+from vmond.util import auth
+from vmond.util.bus import Bus, Message, Subscription
+from vmond.util.ratelimit import TokenBucket
+from vmond.web.keys import AUTH_VIA, BUS, DB, PRESENCE, PRINCIPAL, WARNINGS, WS_CLIENTS
 from vmond.web.security import json_error, origin_ok, require
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ networks, a secret ...), or :class:`Invalid` with a message for the node's line.
 They work on composed YAML *nodes* rather than loaded Python objects so that every problem can name the line it
 came from, and so that YAML 1.1 surprises (``auth: off`` becoming ``False``, ``phone: +15550100`` becoming an
 integer) can be avoided by reading the text exactly as written. Which keys use which parser is in
-:mod:`vmond.configschema`.
+:mod:`vmond.config.schema`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from vmond.configtypes import (
+from vmond.config.types import (
     HostPort,
     Problem,
     Secret,

@@ -19,11 +19,11 @@ import socket
 
 from aiohttp import web
 
-from vmond.keys import DB, IO, MEDIA, SERVICES
 from vmond.live.hub import LiveHub
 from vmond.live.session import Frame, LiveSession
 from vmond.live.types import CameraError
 from vmond.store.alarms import alarm_snapshot_file
+from vmond.web.keys import DB, IO, MEDIA, SERVICES
 from vmond.web.params import path_id
 from vmond.web.security import CONTENT_SECURITY_POLICY, json_error, require
 

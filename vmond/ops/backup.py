@@ -9,7 +9,7 @@ Paths are confined both ways. A backup reads a media file only if the database's
 inside the media directory, and still lands there once symbolic links are resolved (``media`` itself may be a
 link to another disk: that is the installer's layout); it writes only under DEST, which it creates or finds
 empty, and never through an existing name. A path refused is skipped, counted in the manifest and listed.
-A restore accepts a backup only as a whole, after :func:`vmond.backupcheck.check_backup` read all of it.
+A restore accepts a backup only as a whole, after :func:`vmond.ops.backupcheck.check_backup` read all of it.
 
 A restore never leaves half a state behind. It copies the backup into staging directories (``.vmond-restore``
 in the data directory and in its ``media`` and ``spool`` directories, so that each later rename stays on one
@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import vmond
-from vmond.backupcheck import (
+from vmond.media.store import media_relpath
+from vmond.ops.backupcheck import (
     DB_NAME,
     MANIFEST,
     MEDIA_PATHS,
@@ -52,9 +53,8 @@ from vmond.backupcheck import (
     shown,
     tree_files,
 )
-from vmond.fsutil import fsync_directory
-from vmond.media.store import media_relpath
 from vmond.store import migrations
+from vmond.util.fsutil import fsync_directory
 
 __all__ = ["BackupError", "backup", "data_dir_lock", "restore"]
 

@@ -1,7 +1,7 @@
 """The key tables of the vmond configuration: which keys exist in which section, how each is parsed (with
-the parsers of :mod:`vmond.configvalues`), and its default.
+the parsers of :mod:`vmond.config.values`), and its default.
 
-Walking a whole document and cross-key checks live in :mod:`vmond.configcheck`, the dataclasses in
+Walking a whole document and cross-key checks live in :mod:`vmond.config.check`, the dataclasses in
 :mod:`vmond.config`.
 """
 
@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from vmond.addresses import email_address, phone_number
-from vmond.configtypes import (
+from vmond.config.types import (
     HostPort,
     format_duration,
     format_size,
     is_host,
 )
-from vmond.configvalues import (
+from vmond.config.values import (
     Parser,
     boolean,
     checked,
@@ -39,6 +38,7 @@ from vmond.configvalues import (
     size,
     string,
 )
+from vmond.util.addresses import email_address, phone_number
 
 # --- key tables -----------------------------------------------------------
 
@@ -76,14 +76,14 @@ _NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8",
 
 CONTACT: Table = {
     "name": Key(string(), REQUIRED),
-    "phone": Key(checked(phone_number), None),  # with email: at least one of them, see vmond.configcheck
+    "phone": Key(checked(phone_number), None),  # with email: at least one of them, see vmond.config.check
     "email": Key(checked(email_address), None),
     "role": Key(string(nullable=True), None),
     "priority": Key(integer(1), None),  # None: position in the list
 }
 CAMERA: Table = {
     "name": Key(string(), REQUIRED),
-    # Reduced to the local part and checked against smtp.domain in vmond.configcheck.
+    # Reduced to the local part and checked against smtp.domain in vmond.config.check.
     "smtp_address": Key(string(lower=True), REQUIRED),
     "smtp_password": Key(secret(), None),
     "rtsp_url": Key(secret(schemes=("rtsp", "rtsps")), None),
@@ -108,7 +108,7 @@ SECTIONS: Table = {
         "max_connections": Key(integer(1), 64),
         # Sessions one client address may hold: an NVR mails for all its channels from one address, and 16 let a
         # 16-channel NVR alarm on every channel at once, while one host takes at most a quarter of the default 64.
-        # At most max_connections (a default above a smaller max_connections follows it: vmond.configcheck).
+        # At most max_connections (a default above a smaller max_connections follows it: vmond.config.check).
         "max_connections_per_peer": Key(integer(1), 16),
         "idle_timeout": Key(duration(), 60.0, show=format_duration),
         "allow_networks": Key(networks, tuple(ipaddress.ip_network(n) for n in _NETWORKS),

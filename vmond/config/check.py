@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from vmond.addresses import camera_local_part
-from vmond.configschema import REQUIRED, SECTIONS, ListOf, Table, suggest
-from vmond.configtypes import format_duration
-from vmond.configvalues import Ctx, Invalid, is_null, kind
+from vmond.config.schema import REQUIRED, SECTIONS, ListOf, Table, suggest
+from vmond.config.types import format_duration
+from vmond.config.values import Ctx, Invalid, is_null, kind
+from vmond.util.addresses import camera_local_part
 
 _ALLOWED_TAGS = {f"tag:yaml.org,2002:{name}" for name in
                  ("null", "bool", "int", "float", "str", "timestamp", "seq", "map", "merge")}

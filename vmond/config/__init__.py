@@ -1,12 +1,12 @@
 """Loading and validating the vmond configuration file.
 
 The file is YAML. It is composed into nodes (never loaded with ``yaml.load``)
-and walked against the key tables in :mod:`vmond.configschema` by
-:mod:`vmond.configcheck`, so that every problem in a file is reported at once
+and walked against the key tables in :mod:`vmond.config.schema` by
+:mod:`vmond.config.check`, so that every problem in a file is reported at once
 as ``FILE:LINE: dotted.path: message``. The result is a tree of frozen
 dataclasses, one per section, whose fields are named exactly like the YAML
 keys. Value types (:class:`Secret`, :class:`HostPort`, sizes, durations) come
-from :mod:`vmond.configtypes` and are re-exported here.
+from :mod:`vmond.config.types` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from vmond.configcheck import check_document
-from vmond.configschema import SECTIONS, Key, ListOf, Table
-from vmond.configtypes import (
+from vmond.config.check import check_document
+from vmond.config.schema import SECTIONS, Key, ListOf, Table
+from vmond.config.types import (
     MASK,
     HostPort,
     Problem,
@@ -33,7 +33,7 @@ from vmond.configtypes import (
     parse_hostport,
     parse_size,
 )
-from vmond.configvalues import Ctx, Network
+from vmond.config.values import Ctx, Network
 
 __all__ = [
     "AccountConfig", "CameraConfig", "Config", "ConfigError", "ContactConfig", "EventsConfig",

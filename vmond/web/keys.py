@@ -14,13 +14,13 @@ from aiohttp import web
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-    from vmond.bus import Bus
     from vmond.config import Config
     from vmond.ingest.cameras import CameraDirectory
     from vmond.media.store import MediaStore
-    from vmond.ratelimit import Repeats
     from vmond.services import Services
     from vmond.store.db import Database
+    from vmond.util.bus import Bus
+    from vmond.util.ratelimit import Repeats
     from vmond.web.connections import ConnectionGuard
     from vmond.web.hosts import HostPolicy
     from vmond.web.paths import WebPaths

@@ -22,8 +22,8 @@ from email.utils import formatdate, make_msgid
 from PIL import Image, ImageDraw
 
 from vmond.config import Config, HostPort, parse_hostport
-from vmond.endpoints import first_camera, local_address, smtp_address
 from vmond.ingest.vendors import SEND_TEST_HEADER, SEND_TEST_VALUE
+from vmond.ops.endpoints import first_camera, local_address, smtp_address
 
 TIMEOUT = 30.0  # seconds for the connection and each reply
 SENDER = "send-test@vmond.invalid"
