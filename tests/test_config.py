@@ -7,6 +7,7 @@ import ipaddress
 import re
 import shutil
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,10 @@ from vmond.config import (
     parse_duration,
     parse_hostport,
     parse_size,
+    spec,
 )
 from vmond.config.schema import key_paths
+from vmond.config.values import integer
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION = ROOT / "config" / "vmond.yaml"
@@ -653,3 +656,33 @@ def test_dump_reads_back_to_the_same_config(tmp_path: Path) -> None:
     dumped = dump_masked(config)
     assert "max_message_size: 25MB" in dumped and "retention: 30d" in dumped
     assert parse(dumped) == dataclasses.replace(config, source=None)
+
+
+# --- each key declared once -----------------------------------------------
+
+
+def test_a_field_declared_as_no_key_is_refused() -> None:
+    # The checker's table, the builder and the dump all come from the section dataclasses; a field that does
+    # not say how the file sets it would be built but never read from the file, so deriving the table refuses it.
+    @dataclasses.dataclass(frozen=True)
+    class Section:
+        declared: int = spec.setting(integer(1), 1)
+        forgotten: int
+
+    with pytest.raises(TypeError, match=r"Section\.forgotten is declared as no configuration key"):
+        spec.table_of(Section)
+
+
+@pytest.mark.parametrize(("declared", "message"), [
+    (spec.section, r"Section\.part is a section\(\), so its type must be a section dataclass"),
+    (spec.list_of, r"Section\.part is a list_of\(\), so its type must be tuple\[Item, \.\.\.\]"),
+])
+def test_sections_and_lists_take_their_keys_from_a_dataclass(declared: Callable[[], object],
+                                                             message: str) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Section:
+        part: int = declared()
+
+    with pytest.raises(TypeError, match=message):
+        spec.table_of(Section)
+

@@ -4,7 +4,8 @@
 values (defaults filled in), recording every problem in the :class:`Ctx`
 instead of stopping at the first. Checks that involve more than one key
 (certificate without key, duplicate camera addresses ...) run afterwards on
-those dicts, using the line numbers remembered during the walk.
+those dicts, using the line numbers remembered during the walk, and so do the
+defaults that follow other keys (``mqtt.client_id``, a contact's ``priority`` ...).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from vmond.config.schema import REQUIRED, SECTIONS, ListOf, Table, suggest
+from vmond.config.schema import SECTIONS, suggest
+from vmond.config.spec import REQUIRED, ListOf, Section, Table
 from vmond.config.types import format_duration
 from vmond.config.values import Ctx, Invalid, is_null, kind
 from vmond.util.addresses import camera_local_part
@@ -32,6 +34,7 @@ def check_document(root: yaml.Node | None, ctx: Ctx) -> dict[str, Any]:
     _check_combinations(values, ctx)
     _check_storage(values, ctx)
     _check_accounts(values, ctx)
+    _follow_other_keys(values)
     return values
 
 
@@ -77,8 +80,8 @@ def _walk(node: yaml.Node | None, table: Table, path: str, ctx: Ctx) -> dict[str
                             if merge else suggest(key, table, path))
                 continue
             ctx.lines[sub] = line
-            if isinstance(spec, dict):
-                values[key] = _walk(value_node, spec, sub, ctx)
+            if isinstance(spec, Section):
+                values[key] = _walk(value_node, spec.table, sub, ctx)
             elif isinstance(spec, ListOf):
                 values[key] = _walk_list(value_node, spec.table, sub, ctx)
             else:
@@ -96,8 +99,8 @@ def _walk(node: yaml.Node | None, table: Table, path: str, ctx: Ctx) -> dict[str
     for key, spec in table.items():
         if key in values:
             continue
-        if isinstance(spec, dict):
-            values[key] = _walk(None, spec, f"{path}.{key}" if path else key, ctx)
+        if isinstance(spec, Section):
+            values[key] = _walk(None, spec.table, f"{path}.{key}" if path else key, ctx)
         elif isinstance(spec, ListOf):
             values[key] = ()
         elif spec.default is REQUIRED:
@@ -246,3 +249,10 @@ def _check_accounts(values: dict[str, Any], ctx: Ctx) -> None:
                 _report(ctx, key, f"duplicate camera address {camera['smtp_address']!r} "
                         f"(also `{first}` on line {ctx.lines[first]})")
 
+
+def _follow_other_keys(values: dict[str, Any]) -> None:
+    """Defaults that depend on other keys (the ones that also need a check are set by their check)."""
+    mqtt, storage = values["mqtt"], values["storage"]
+    mqtt["client_id"] = mqtt["client_id"] or f"vmond-{values['site']['id']}"
+    # A shorter audit_retention in the file is reported by _check_storage; the default follows a longer retention.
+    storage["audit_retention"] = max(storage["audit_retention"], storage["retention"])

@@ -1,8 +1,9 @@
-"""The key tables of the vmond configuration: which keys exist in which section, how each is parsed (with
-the parsers of :mod:`vmond.config.values`), and its default.
+"""Every key of the vmond configuration, declared once: the frozen dataclasses, one per section, whose fields are
+named exactly like the YAML keys and carry how each is parsed (the parsers of :mod:`vmond.config.values`), its
+default and how a dump shows it (see :mod:`vmond.config.spec`).
 
-Walking a whole document and cross-key checks live in :mod:`vmond.config.check`, the dataclasses in
-:mod:`vmond.config`.
+:data:`SECTIONS`, the key table that :mod:`vmond.config.check` walks, is derived from :class:`Config`. Checks
+across keys, and defaults that follow other keys, live in :mod:`vmond.config.check`.
 """
 
 from __future__ import annotations
@@ -10,19 +11,20 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
 
+from vmond.config.spec import ListOf, Section, Table, list_of, not_a_key, section, setting, table_of
 from vmond.config.types import (
     HostPort,
+    Secret,
     format_duration,
     format_size,
     is_host,
 )
 from vmond.config.values import (
-    Parser,
+    Network,
     boolean,
     checked,
     choice,
@@ -40,29 +42,6 @@ from vmond.config.values import (
 )
 from vmond.util.addresses import email_address, phone_number
 
-# --- key tables -----------------------------------------------------------
-
-REQUIRED: Any = object()  # default for keys without one
-
-
-@dataclass(frozen=True)
-class Key:
-    """One leaf key: how to parse it, its default and how to show it in a dump."""
-
-    parse: Parser
-    default: Any
-    show: Callable[[Any], Any] | None = None
-
-
-@dataclass(frozen=True)
-class ListOf:
-    """A key holding a list of mappings that each follow ``table``."""
-
-    table: Table
-
-
-Table = dict[str, Union[Key, ListOf, "Table"]]
-
 SITE_ID = re.compile(r"[a-z0-9-]+")
 
 
@@ -74,114 +53,194 @@ _TOPIC_HINT = "must be an MQTT topic without +, # or a leading/trailing /"
 _NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8",
              "::1/128", "fc00::/7", "fe80::/10")
 
-CONTACT: Table = {
-    "name": Key(string(), REQUIRED),
-    "phone": Key(checked(phone_number), None),  # with email: at least one of them, see vmond.config.check
-    "email": Key(checked(email_address), None),
-    "role": Key(string(nullable=True), None),
-    "priority": Key(integer(1), None),  # None: position in the list
-}
-CAMERA: Table = {
-    "name": Key(string(), REQUIRED),
+
+def _networks(nets: tuple[Network, ...]) -> list[str]:
+    return [str(net) for net in nets]
+
+
+# --- sections -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    id: str = setting(string(pattern=SITE_ID, hint="may only contain a-z, 0-9 and -"), "demo-site")
+    name: str = setting(string(), "Demo Site")
+
+
+@dataclass(frozen=True)
+class SmtpTlsConfig:
+    certificate: Path | None = setting(path(), None, str)
+    key: Path | None = setting(path(), None, str)
+    implicit_tls_listen: HostPort | None = setting(hostport(nullable=True), None, str)
+    min_version: str = setting(choice("1.0", "1.1", "1.2", "1.3"), "1.2")
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    listen: HostPort = setting(hostport(), HostPort("0.0.0.0", 2525), str)
+    domain: str = setting(string(lower=True, check=is_host, hint="is not a domain name"), "monitor.local")
+    auth: str = setting(choice("off", "accept-any", "per-camera"), "accept-any")
+    max_message_size: int = setting(size(1), 25 * 10**6, show=format_size)
+    max_connections: int = setting(integer(1), 64)
+    # Sessions one client address may hold: an NVR mails for all its channels from one address, and 16 let a
+    # 16-channel NVR alarm on every channel at once, while one host takes at most a quarter of the default 64.
+    # At most max_connections (a default above a smaller max_connections follows it: vmond.config.check).
+    max_connections_per_peer: int = setting(integer(1), 16)
+    idle_timeout: float = setting(duration(), 60.0, show=format_duration)
+    allow_networks: tuple[Network, ...] = setting(networks, tuple(ipaddress.ip_network(n) for n in _NETWORKS),
+                                                  _networks)
+    tls: SmtpTlsConfig = section()
+
+
+@dataclass(frozen=True)
+class WebTlsConfig:
+    certificate: Path | None = setting(path(), None, str)
+    key: Path | None = setting(path(), None, str)
+    self_signed: bool = setting(boolean, False)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    listen: HostPort = setting(hostport(), HostPort("0.0.0.0", 8080), str)
+    tls: WebTlsConfig = section()
+    metrics_public: bool = setting(boolean, False)
+    allowed_hosts: tuple[str, ...] = setting(host_names, (), list)
+    max_connections: int = setting(integer(1), 512)
+    max_connections_per_peer: int = setting(integer(1), 64)
+    # e.g. "https://monitor.example.com:8443", no trailing slash; None: MQTT messages carry relative media URLs only
+    public_url: str | None = setting(public_url, None)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: Path = setting(path(nullable=False, file=False), Path("/var/lib/vmond"), str)
+    max_media_size: int = setting(size(1), 10 * 10**9, show=format_size)
+    min_free_space: int = setting(size(0), 10**9, show=format_size)
+    retention: float = setting(duration(), 30 * 86400.0, show=format_duration)
+    # Never shorter than retention (a default below it is raised to it: vmond.config.check).
+    audit_retention: float = setting(duration(), 365 * 86400.0, show=format_duration)
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    coalesce_window: float = setting(duration(positive=False), 30.0, show=format_duration)
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    enabled: bool = setting(boolean, True)
+    fps: float = setting(positive_number, 2.0)
+    max_width: int = setting(integer(16), 1280)
+    encoder: str = setting(choice("auto", "libx264", "h264_v4l2m2m"), "auto")
+
+
+@dataclass(frozen=True)
+class MqttTlsConfig:
+    enabled: bool = setting(boolean, False)
+    ca_file: Path | None = setting(path(), None, str)
+    certificate: Path | None = setting(path(), None, str)
+    key: Path | None = setting(path(), None, str)
+    insecure: bool = setting(boolean, False)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = setting(boolean, False)
+    host: str = setting(string(check=is_host, hint="is not a host name or address"), "localhost")
+    port: int = setting(integer(1, 65535), 1883)
+    username: str | None = setting(string(nullable=True), None)
+    password: Secret | None = setting(secret(), None)
+    password_file: Path | None = setting(path(), None, str)
+    client_id: str = setting(string(nullable=True), None)  # None in the file: vmond-<site.id>, see vmond.config.check
+    # MQTT carries keepalive as a 16-bit number of seconds.
+    keepalive: float = setting(duration(maximum=65535), 30.0, show=format_duration)
+    tls: MqttTlsConfig = section()
+    topic_prefix: str = setting(string(check=_topic, hint=_TOPIC_HINT), "vmond")
+    outbox_max_messages: int = setting(integer(1), 100_000)
+    outbox_max_age: float = setting(duration(), 7 * 86400.0, show=format_duration)
+    embed_thumbnail: bool = setting(boolean, False)
+    homeassistant_discovery: bool = setting(boolean, False)
+    homeassistant_prefix: str = setting(string(check=_topic, hint=_TOPIC_HINT), "homeassistant")
+
+    def read_password(self) -> Secret | None:
+        """The password, from ``password`` or read now from ``password_file``."""
+        if self.password_file is None:
+            return self.password
+        # One trailing newline is what `echo secret > file` adds, not part of it.
+        return Secret(self.password_file.read_text(encoding="utf-8").removesuffix("\n"))
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    max_streams: int = setting(integer(1), 2)
+    snapshot_on_alarm: bool = setting(boolean, False)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = setting(choice("debug", "info", "warning", "error"), "info")
+
+
+# --- accounts ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContactConfig:
+    name: str = setting(string())
+    # With email: at least one of them, see vmond.config.check.
+    phone: str | None = setting(checked(phone_number), None)
+    email: str | None = setting(checked(email_address), None)
+    role: str | None = setting(string(nullable=True), None)
+    priority: int = setting(integer(1), None)  # None in the file: the position in the list, see vmond.config.check
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str = setting(string())
     # Reduced to the local part and checked against smtp.domain in vmond.config.check.
-    "smtp_address": Key(string(lower=True), REQUIRED),
-    "smtp_password": Key(secret(), None),
-    "rtsp_url": Key(secret(schemes=("rtsp", "rtsps")), None),
-}
-ACCOUNT: Table = {
-    "name": Key(string(), REQUIRED),
-    "address": Key(string(empty=True), ""),
-    "notes": Key(string(empty=True), ""),
-    "contacts": ListOf(CONTACT),
-    "cameras": ListOf(CAMERA),
-}
-SECTIONS: Table = {
-    "site": {
-        "id": Key(string(pattern=SITE_ID, hint="may only contain a-z, 0-9 and -"), "demo-site"),
-        "name": Key(string(), "Demo Site"),
-    },
-    "smtp": {
-        "listen": Key(hostport(), HostPort("0.0.0.0", 2525), str),
-        "domain": Key(string(lower=True, check=is_host, hint="is not a domain name"), "monitor.local"),
-        "auth": Key(choice("off", "accept-any", "per-camera"), "accept-any"),
-        "max_message_size": Key(size(1), 25 * 10**6, show=format_size),
-        "max_connections": Key(integer(1), 64),
-        # Sessions one client address may hold: an NVR mails for all its channels from one address, and 16 let a
-        # 16-channel NVR alarm on every channel at once, while one host takes at most a quarter of the default 64.
-        # At most max_connections (a default above a smaller max_connections follows it: vmond.config.check).
-        "max_connections_per_peer": Key(integer(1), 16),
-        "idle_timeout": Key(duration(), 60.0, show=format_duration),
-        "allow_networks": Key(networks, tuple(ipaddress.ip_network(n) for n in _NETWORKS),
-                              lambda nets: [str(n) for n in nets]),
-        "tls": {
-            "certificate": Key(path(), None, str),
-            "key": Key(path(), None, str),
-            "implicit_tls_listen": Key(hostport(nullable=True), None, str),
-            "min_version": Key(choice("1.0", "1.1", "1.2", "1.3"), "1.2"),
-        },
-    },
-    "web": {
-        "listen": Key(hostport(), HostPort("0.0.0.0", 8080), str),
-        "tls": {
-            "certificate": Key(path(), None, str),
-            "key": Key(path(), None, str),
-            "self_signed": Key(boolean, False),
-        },
-        "metrics_public": Key(boolean, False),
-        "allowed_hosts": Key(host_names, (), list),
-        "max_connections": Key(integer(1), 512),
-        "max_connections_per_peer": Key(integer(1), 64),
-        "public_url": Key(public_url, None),  # None: MQTT messages carry relative media URLs only
-    },
-    "storage": {
-        "data_dir": Key(path(nullable=False, file=False), Path("/var/lib/vmond"), str),
-        "max_media_size": Key(size(1), 10 * 10**9, show=format_size),
-        "min_free_space": Key(size(0), 10**9, show=format_size),
-        "retention": Key(duration(), 30 * 86400.0, show=format_duration),
-        "audit_retention": Key(duration(), 365 * 86400.0, show=format_duration),
-    },
-    "events": {
-        "coalesce_window": Key(duration(positive=False), 30.0, show=format_duration),
-    },
-    "video": {
-        "enabled": Key(boolean, True),
-        "fps": Key(positive_number, 2.0),
-        "max_width": Key(integer(16), 1280),
-        "encoder": Key(choice("auto", "libx264", "h264_v4l2m2m"), "auto"),
-    },
-    "mqtt": {
-        "enabled": Key(boolean, False),
-        "host": Key(string(check=is_host, hint="is not a host name or address"), "localhost"),
-        "port": Key(integer(1, 65535), 1883),
-        "username": Key(string(nullable=True), None),
-        "password": Key(secret(), None),
-        "password_file": Key(path(), None, str),
-        "client_id": Key(string(nullable=True), None),  # None: vmond-<site.id>
-        # MQTT carries keepalive as a 16-bit number of seconds.
-        "keepalive": Key(duration(maximum=65535), 30.0, show=format_duration),
-        "tls": {
-            "enabled": Key(boolean, False),
-            "ca_file": Key(path(), None, str),
-            "certificate": Key(path(), None, str),
-            "key": Key(path(), None, str),
-            "insecure": Key(boolean, False),
-        },
-        "topic_prefix": Key(string(check=_topic, hint=_TOPIC_HINT), "vmond"),
-        "outbox_max_messages": Key(integer(1), 100_000),
-        "outbox_max_age": Key(duration(), 7 * 86400.0, show=format_duration),
-        "embed_thumbnail": Key(boolean, False),
-        "homeassistant_discovery": Key(boolean, False),
-        "homeassistant_prefix": Key(string(check=_topic, hint=_TOPIC_HINT), "homeassistant"),
-    },
-    "live": {
-        "max_streams": Key(integer(1), 2),
-        "snapshot_on_alarm": Key(boolean, False),
-    },
-    "logging": {
-        "level": Key(choice("debug", "info", "warning", "error"), "info"),
-    },
-    "accounts": ListOf(ACCOUNT),
-}
+    smtp_address: str = setting(string(lower=True))
+    smtp_password: Secret | None = setting(secret(), None)
+    rtsp_url: Secret | None = setting(secret(schemes=("rtsp", "rtsps")), None)
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str = setting(string())
+    address: str = setting(string(empty=True), "")
+    notes: str = setting(string(empty=True), "")
+    contacts: tuple[ContactConfig, ...] = list_of()
+    cameras: tuple[CameraConfig, ...] = list_of()
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None = not_a_key()  # the file it was loaded from
+    site: SiteConfig = section()
+    smtp: SmtpConfig = section()
+    web: WebConfig = section()
+    storage: StorageConfig = section()
+    events: EventsConfig = section()
+    video: VideoConfig = section()
+    mqtt: MqttConfig = section()
+    live: LiveConfig = section()
+    logging: LoggingConfig = section()
+    accounts: tuple[AccountConfig, ...] = list_of()
+
+    def cameras(self) -> Iterator[tuple[AccountConfig, CameraConfig]]:
+        """Every declared camera with the account it belongs to."""
+        for account in self.accounts:
+            for camera in account.cameras:
+                yield account, camera
+
+    def find_camera(self, local_part: str) -> tuple[AccountConfig, CameraConfig] | None:
+        """The declared camera whose ``smtp_address`` is ``local_part`` (any case)."""
+        wanted = local_part.lower()
+        return next(((a, c) for a, c in self.cameras() if c.smtp_address == wanted), None)
+
+
+# --- the key table derived from them ----------------------------------------
+
+SECTIONS: Table = table_of(Config)
 
 
 def key_paths(table: Table = SECTIONS, prefix: str = "") -> list[str]:
@@ -189,14 +248,11 @@ def key_paths(table: Table = SECTIONS, prefix: str = "") -> list[str]:
     result = []
     for name, spec in table.items():
         dotted = f"{prefix}{name}"
-        if isinstance(spec, Key):
-            result.append(dotted)
-        elif isinstance(spec, ListOf):
-            result.append(dotted)
+        result.append(dotted)
+        if isinstance(spec, ListOf):
             result += key_paths(spec.table, f"{dotted}[].")
-        else:
-            result.append(dotted)
-            result += key_paths(spec, f"{dotted}.")
+        elif isinstance(spec, Section):
+            result += key_paths(spec.table, f"{dotted}.")
     return result
 
 
