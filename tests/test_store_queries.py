@@ -35,9 +35,10 @@ def camera_ids() -> dict[str, int]:
 
 
 def add_cameras() -> None:
-    """Next to the YAML's two: one made in the dashboard (a stored password hash, a vendor), one retired."""
+    """Next to the YAML's two: one made in the dashboard (a stored password hash, a vendor, an emptied RTSP URL),
+    one retired."""
     Camera.create(account=1, name="Gate", smtp_local_part="camera-gate", smtp_password_hash="scrypt$hash",
-                  vendor_hint="hikvision")
+                  vendor_hint="hikvision", rtsp_url="")
     Camera.create(account=1, name="Old Shed", smtp_local_part="camera-shed", rtsp_url=RTSP, active=False)
 
 
@@ -63,6 +64,7 @@ async def test_camera_queries_see_cameras_in_service_as_plain_values(tmp_path: P
 
         assert await db.read(camera_source, front) == (True, RTSP)
         assert await db.read(camera_source, back) == (True, None)
+        assert await db.read(camera_source, gate) == (True, None)
         assert await db.read(camera_source, shed) == (False, RTSP)
         assert await db.read(camera_source, 999) is None
 
