@@ -16,7 +16,7 @@ import hmac
 import logging
 from typing import TYPE_CHECKING, NamedTuple
 
-from vmond.store.models import Camera
+from vmond.store.cameras import smtp_identities
 from vmond.util import auth
 
 if TYPE_CHECKING:
@@ -36,11 +36,6 @@ class CameraEntry(NamedTuple):
     password_hash: str | None = None  # cameras created in the dashboard; YAML cameras keep theirs in the config
 
 
-def _active_cameras() -> list[CameraEntry]:
-    return [CameraEntry(c.id, c.name, c.smtp_local_part, c.account_id, c.smtp_password_hash)
-            for c in Camera.select().where(Camera.active == True)]  # noqa: E712 - peewee expression
-
-
 class CameraDirectory:
     def __init__(self, db: Database, config: Config) -> None:
         self._db = db
@@ -57,7 +52,7 @@ class CameraDirectory:
                            if cam.smtp_password is not None}
 
     async def reload(self) -> None:
-        cameras = await self._db.read(_active_cameras)
+        cameras = [CameraEntry(**camera) for camera in await self._db.read(smtp_identities)]
         self._by_local_part = {c.local_part: c for c in cameras}
         log.debug("camera directory: %d active cameras", len(cameras))
 

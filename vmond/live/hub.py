@@ -31,7 +31,7 @@ from vmond.live.session import LiveSession
 from vmond.live.types import CameraError, Limits, Picture
 from vmond.live.work import StreamOptions, snapshot
 from vmond.store.alarms import attach_alarm_snapshot, record_alarm_snapshot_failure
-from vmond.store.models import Camera
+from vmond.store.cameras import camera_source
 from vmond.util.workers import WorkerFailed, WorkerPool
 
 if TYPE_CHECKING:
@@ -54,12 +54,6 @@ LIVE_QUALITY = 70
 IDLE_GRACE = 3.0
 RETRY_AFTER = 3.0
 WORKER_MEMORY = 1 << 30
-
-
-def camera_source(camera_id: int) -> tuple[bool, str | None] | None:
-    """(active, RTSP URL) of a camera, None if there is no such camera. Run on a database thread."""
-    camera = Camera.get_or_none(Camera.id == camera_id)
-    return None if camera is None else (camera.active, camera.rtsp_url or None)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from vmond.config.types import format_duration
 from vmond.store.compact import page_counts, return_free_pages
-from vmond.store.models import utcnow
 from vmond.store.retention import (
     drop_media,
     expire_audit,
@@ -33,6 +32,7 @@ from vmond.store.retention import (
     oldest_with_media,
     orphaned_event_audit,
 )
+from vmond.util.clock import utcnow
 from vmond.util.tasks import BackgroundService
 
 if TYPE_CHECKING:

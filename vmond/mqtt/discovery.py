@@ -4,7 +4,7 @@ appliance itself with a few sensors.
 Config topics are ``<homeassistant_prefix>/<component>/vmond_<site>/<object>/config`` (retained); an empty
 retained config removes an entity. Every entity is available while ``<prefix>/<site>/available`` says
 ``online`` (``offline`` and ``stopped`` both mean unavailable). The payloads are pure functions of the camera
-list; :func:`active_cameras` reads that list (synchronous, run it with ``db.read``).
+list; :func:`vmond.store.cameras.active_camera_devices` reads that list (through ``db.read``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vmond.store.cameras import active_camera_devices
 from vmond.store.messages import Topics
-from vmond.store.models import Camera
 
 if TYPE_CHECKING:
     from vmond.mqtt.client import Link
@@ -45,12 +45,6 @@ _EVENT_RULES = (
 def event_kind(event_type: str) -> str:
     """The Home Assistant event type for a camera's free-text event name."""
     return next((kind for kind, rule in _EVENT_RULES if rule.search(event_type or "")), "alarm")
-
-
-def active_cameras() -> dict[int, dict[str, Any]]:
-    """The cameras to announce: ``{id: {"name", "vendor"}}`` (retired cameras are removed instead)."""
-    return {c.id: {"name": c.name, "vendor": c.vendor_hint}
-            for c in Camera.select(Camera.id, Camera.name, Camera.vendor_hint).where(Camera.active == True)}  # noqa: E712
 
 
 def _json(value: dict[str, Any]) -> bytes:
@@ -151,7 +145,7 @@ class Announcer:
                 link.publish(topic, b"", retain=True)
             state.announced, state.appliance_announced = set(), False
             return True
-        cameras = await self._db.read(active_cameras)
+        cameras = await self._db.read(active_camera_devices)
         force, self.force = self.force, False
         if force or not state.appliance_announced:
             for topic, payload in discovery.appliance_configs():

@@ -39,7 +39,8 @@ from vmond.mqtt.state import BrokerState, save
 from vmond.store import outbox
 from vmond.store.db import Database
 from vmond.store.messages import Topics
-from vmond.store.models import utcnow
+from vmond.store.pictures import thumbnail_path
+from vmond.util.clock import utcnow
 from vmond.util.crashpoints import crashpoint
 
 log = logging.getLogger(__name__)
@@ -361,7 +362,7 @@ class Forwarder:
         return row["payload"]
 
     async def _read_thumbnail(self, media_id: int) -> bytes | None:
-        path = await self._db.read(pictures.thumbnail_path, media_id)
+        path = await self._db.read(thumbnail_path, media_id)
         if path is None:
             return None
         return await asyncio.get_running_loop().run_in_executor(self._io, self._media.resolve(path).read_bytes)

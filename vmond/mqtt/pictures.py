@@ -1,7 +1,8 @@
 """Pictures for MQTT: the latest snapshot of each camera, and small thumbnails embedded in event messages.
 
-The database functions are synchronous (run them with ``db.read``); file reads are blocking (run them on the
-I/O executor). Camera test mails stay local, as their events do: their pictures are never a camera's snapshot.
+The pictures are found by :mod:`vmond.store.pictures` (on a database thread, through ``db.read``); file reads are
+blocking (run them on the I/O executor). Camera test mails stay local, as their events do: their pictures are never a
+camera's snapshot.
 A camera that is retired or deleted loses its retained snapshot (an empty retained message clears it), also when
 that happened while vmond was down: which cameras have one on the broker is kept in :class:`BrokerState`.
 """
@@ -16,9 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-import peewee as pw
-
-from vmond.store.models import AlarmEvent, Camera, Media
+from vmond.store.cameras import active_camera_ids
+from vmond.store.pictures import latest_images
 
 if TYPE_CHECKING:
     from vmond.media.store import MediaStore
@@ -28,43 +28,6 @@ if TYPE_CHECKING:
     from vmond.store.messages import Topics
 
 log = logging.getLogger(__name__)
-
-
-def latest_images(camera_ids: list[int] | None = None) -> dict[int, dict[str, Any]]:
-    """The newest picture of each active camera (or of *camera_ids*): ``{camera_id: {"media_id", "path"}}``
-    with *path* a JPEG under the media directory."""
-    newest = (Media.select(AlarmEvent.camera.alias("camera_id"), pw.fn.MAX(Media.id).alias("media_id"))
-              .join(AlarmEvent)
-              .join(Camera)
-              .where(Media.kind == "image", AlarmEvent.is_test == False, Camera.active == True)  # noqa: E712
-              .group_by(AlarmEvent.camera))
-    if camera_ids is not None:
-        newest = newest.where(AlarmEvent.camera.in_(camera_ids))
-    ids = {row["camera_id"]: row["media_id"] for row in newest.dicts()}
-    if not ids:
-        return {}
-    media = {m.id: m for m in Media.select(Media.id, Media.path, Media.thumb_path, Media.content_type)
-             .where(Media.id.in_(list(ids.values())))}
-    return {camera_id: {"media_id": media_id, "path": _jpeg_path(media[media_id])}
-            for camera_id, media_id in ids.items() if media_id in media}
-
-
-def _jpeg_path(media: Media) -> str:
-    # The snapshot topic carries JPEG; a camera that sent a PNG gets its (JPEG) thumbnail published instead.
-    if media.content_type == "image/jpeg" or not media.thumb_path:
-        return media.path
-    return media.thumb_path
-
-
-def active_camera_ids(camera_ids: list[int]) -> set[int]:
-    """Those of *camera_ids* that are cameras still in service."""
-    return {c.id for c in Camera.select(Camera.id).where(Camera.id.in_(camera_ids), Camera.active == True)}  # noqa: E712
-
-
-def thumbnail_path(media_id: int) -> str | None:
-    """The stored thumbnail of picture *media_id* (None if it has none or is gone)."""
-    media = Media.get_or_none(Media.id == media_id)
-    return None if media is None else media.thumb_path
 
 
 def event_pictures(message: dict[str, Any]) -> tuple[int | None, list[int]]:

@@ -1,4 +1,5 @@
-"""Cameras in the database: the installer's diagnostics and the Camera JSON shape. Run on a database thread."""
+"""Cameras in the database: the installer's diagnostics, the Camera JSON shape, and the camera lists the SMTP
+directory, the live view and the MQTT forwarder read. Run on a database thread."""
 
 from __future__ import annotations
 
@@ -40,6 +41,31 @@ def list_cameras(domain: str) -> list[dict[str, Any]]:
 def get_camera(domain: str, camera_id: int) -> dict[str, Any] | None:
     camera = _query().where(Camera.id == camera_id).first()
     return None if camera is None else camera_dict(camera, domain)
+
+
+def smtp_identities() -> list[dict[str, Any]]:
+    """The active cameras as the SMTP directory knows them: ``id``, ``name``, ``local_part``, ``account_id`` and
+    ``password_hash`` (set for cameras created in the dashboard; YAML cameras keep theirs in the config)."""
+    return [{"id": c.id, "name": c.name, "local_part": c.smtp_local_part, "account_id": c.account_id,
+             "password_hash": c.smtp_password_hash}
+            for c in Camera.select().where(Camera.active == True)]  # noqa: E712 - peewee expression
+
+
+def camera_source(camera_id: int) -> tuple[bool, str | None] | None:
+    """(active, RTSP URL) of a camera, None if there is no such camera."""
+    camera = Camera.get_or_none(Camera.id == camera_id)
+    return None if camera is None else (camera.active, camera.rtsp_url or None)
+
+
+def active_camera_devices() -> dict[int, dict[str, Any]]:
+    """The active cameras as devices to announce: ``{id: {"name", "vendor"}}``."""
+    return {c.id: {"name": c.name, "vendor": c.vendor_hint}
+            for c in Camera.select(Camera.id, Camera.name, Camera.vendor_hint).where(Camera.active == True)}  # noqa: E712
+
+
+def active_camera_ids(camera_ids: list[int]) -> set[int]:
+    """Those of *camera_ids* that are cameras still in service."""
+    return {c.id for c in Camera.select(Camera.id).where(Camera.id.in_(camera_ids), Camera.active == True)}  # noqa: E712
 
 
 def record_sessions(sessions: list[tuple[list[int], list[str], dict[int, dict[str, str]]]]) -> None:

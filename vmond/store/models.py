@@ -13,12 +13,9 @@ from typing import Any
 
 import peewee as pw
 
+from vmond.util.clock import utcnow as utcnow  # the store's modules take the clock from here
+
 _UTC_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware in UTC (the only kind of datetime the store keeps)."""
-    return datetime.now(UTC)
 
 
 class UtcDateTimeField(pw.TextField):

@@ -12,7 +12,6 @@ from typing import Any
 
 from aiohttp import web
 
-from vmond.live.hub import camera_source
 from vmond.store.alarms import (
     RESOLUTION_CODES,
     STATES,
@@ -25,6 +24,7 @@ from vmond.store.alarms import (
     raise_alarm,
     resolve,
 )
+from vmond.store.cameras import camera_source
 from vmond.store.events import EventNotFound, StatusConflict
 from vmond.store.messages import outbox_topics
 from vmond.util import auth

@@ -17,9 +17,9 @@ from aiohttp import web
 from multidict import MultiDict
 from yarl import URL
 
-from vmond.store.models import utcnow
 from vmond.store.users import create_session, create_user, credentials, delete_session, user_count
 from vmond.util import auth
+from vmond.util.clock import utcnow
 from vmond.web.bodies import SMALL_BODY, BodyError, json_object, small_form
 from vmond.web.keys import AUTH_VIA, DB, LOGIN_LIMITER
 from vmond.web.render import render
