@@ -100,8 +100,7 @@ class Changes:
 
         *after_commit* runs right after the commit, before anything is announced (the pipeline's crash point).
         An exception from *fn* rolls its transaction back and propagates; nothing is announced."""
-        change = Change(self._topics)
-        result = await self._db.write(fn, *args, change=change, **kwargs)
+        result, change = await self._write(fn, args, kwargs)
         if after_commit is not None:
             after_commit()
         self._announce(change)
@@ -111,11 +110,15 @@ class Changes:
     async def batch(self) -> AsyncIterator[Batch]:
         """Several changes (each its own transaction) announced together when the block ends: what each
         committed goes out then, also when a later one failed."""
-        batch = Batch(self)
+        batch = Batch(self, Change(self._topics))
         try:
             yield batch
         finally:
             self._announce(batch.collected)
+
+    async def _write(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[T, Change]:
+        change = Change(self._topics)
+        return await self._db.write(fn, *args, change=change, **kwargs), change
 
     def _announce(self, change: Change) -> None:
         for item in change.announcements:
@@ -128,12 +131,12 @@ class Changes:
 class Batch:
     """Changes recorded in :meth:`Changes.batch`; each :meth:`record` commits on its own."""
 
-    def __init__(self, changes: Changes) -> None:
+    def __init__(self, changes: Changes, collected: Change) -> None:
         self._changes = changes
-        self.collected = Change(changes._topics)
+        self.collected = collected
 
     async def record(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        change = Change(self._changes._topics)
-        result = await self._changes._db.write(fn, *args, change=change, **kwargs)
+        """Like :meth:`Changes.record`, but announced when the batch ends."""
+        result, change = await self._changes._write(fn, args, kwargs)
         self.collected.merge(change)  # only once committed: a rolled-back change announces nothing
         return result

@@ -85,7 +85,7 @@ async def event_dismiss(request: web.Request) -> web.Response:
     assert who is not None
     try:
         event, _ = await request.app[CHANGES].record(set_status, request.app[CONFIG].smtp.domain,
-                                                     path_id(request, "event_id"), "dismissed", who["user_id"])
+                                                   path_id(request, "event_id"), "dismissed", who["user_id"])
     except EventNotFound:
         return json_error(404, "no such event")
     except StatusConflict as exc:
