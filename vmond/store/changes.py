@@ -16,7 +16,6 @@ Runs on the event loop; the :class:`Change` is filled on the writer thread and r
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -26,8 +25,6 @@ from vmond.store.messages import Topics, alarm_payload, event_payload
 if TYPE_CHECKING:
     from vmond.store.db import Database
     from vmond.util.bus import Bus
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -76,6 +73,7 @@ class Change:
             self.queued += 1
 
     def merge(self, later: Change) -> None:
+        """Take over what a later committed change of the same batch collected."""
         for item in later.announcements:
             self.announce(*item)
         self.queued += later.queued
