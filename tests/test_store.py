@@ -130,16 +130,17 @@ async def test_changes_are_queued_for_mqtt_in_the_same_transaction(tmp_path: Pat
     import json
 
     from vmond.store import outbox
+    from vmond.store.changes import Change
     from vmond.store.events import set_status
     from vmond.store.messages import Topics
 
     topics = Topics("vmond", "test-site")
     async with Database(tmp_path / "vmond.db") as db:
         await db.write(sync_accounts, config.accounts)
-        first = await db.write(record_mail, "monitor.local", record("a"), 30.0, topics)
-        await db.write(record_mail, "monitor.local", record("b", seconds=5), 30.0, topics)
-        await db.write(record_mail, "monitor.local", record("b", seconds=5), 30.0, topics)  # a replay: no message
-        await db.write(set_status, "monitor.local", first.event["id"], "dismissed", None, topics)
+        first = await db.write(record_mail, "monitor.local", record("a"), 30.0, Change(topics))
+        await db.write(record_mail, "monitor.local", record("b", seconds=5), 30.0, Change(topics))
+        await db.write(record_mail, "monitor.local", record("b", seconds=5), 30.0, Change(topics))  # a replay
+        await db.write(set_status, "monitor.local", first.event["id"], "dismissed", None, Change(topics))
         with pytest.raises(pw.IntegrityError):  # a failing transaction leaves no message behind
             await db.write(lambda: (outbox.enqueue("x", b"y"), Camera.create(account=1, name="d",
                                                                                smtp_local_part="camera-front")))

@@ -35,7 +35,9 @@ from vmond.mqtt.forwarder import Forwarder
 from vmond.ops.backup import data_dir_lock
 from vmond.reload import reload_accounts
 from vmond.services import Services
+from vmond.store.changes import Changes
 from vmond.store.db import Database
+from vmond.store.messages import outbox_topics
 from vmond.store.sync import sync_accounts
 from vmond.store.users import user_count
 from vmond.util.bus import Bus
@@ -114,6 +116,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if config.mqtt.enabled:  # before the pipeline: it stops after it, forwarding what the pipeline queued
             mqtt = await stack.enter_async_context(Forwarder(config, db, media, io))
         bus = Bus()
+        changes = Changes(db, bus, outbox_topics(config))
+        if mqtt is not None:
+            changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
         cameras = CameraDirectory(db, config)
         await cameras.reload()
         # vmond.live.grab: live view's snapshot worker and reader processes are forked from the same server.
@@ -124,16 +129,15 @@ async def running(config: Config) -> AsyncIterator[Services]:
                                                                 idle=True))
         metrics = Metrics()
         keeper = await stack.enter_async_context(DiskKeeper(config, db, media, io))
-        queued = mqtt.notify if mqtt is not None else None  # a change waits in the MQTT outbox
-        clips = await stack.enter_async_context(ClipMaker(config, db, bus, media, encoder, metrics, io, queued,
+        clips = await stack.enter_async_context(ClipMaker(config, db, changes, media, encoder, metrics, io,
                                                           make_room=keeper.make_room))
-        live = await stack.enter_async_context(LiveHub(config, db, media, io, bus))
-        pipeline = Pipeline(config, spool, media, db, bus, io, parser, metrics, clips, on_disk_full=keeper.nudge,
-                            on_queued=queued, make_room=keeper.make_room)
+        live = await stack.enter_async_context(LiveHub(config, db, media, io, changes))
+        pipeline = Pipeline(config, spool, media, db, changes, io, parser, metrics, clips,
+                            on_disk_full=keeper.nudge, make_room=keeper.make_room)
         clips.wait_while = lambda: pipeline.busy  # clips give way while mails wait to become events
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify, on_low_disk=keeper.nudge)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
-                            ingest=ingest, pipeline=pipeline, started_at=time.monotonic(), mqtt=mqtt,
+                            ingest=ingest, pipeline=pipeline, changes=changes, started_at=time.monotonic(), mqtt=mqtt,
                             metrics=metrics, clips=clips, disk=keeper, live=live)
 
         await stack.enter_async_context(pipeline)

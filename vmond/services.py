@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from vmond.media.retention import DiskKeeper
     from vmond.media.store import MediaStore
     from vmond.mqtt.forwarder import Forwarder
+    from vmond.store.changes import Changes
     from vmond.store.db import Database
     from vmond.util.bus import Bus
 
@@ -34,6 +35,7 @@ class Services:
     io: Executor
     ingest: IngestHandler
     pipeline: Pipeline
+    changes: Changes  # the one way to record a change: store, then bus, then the outbox's senders
     smtp: SmtpServer | None = None  # set once listening
     web_port: int = 0
     started_at: float = field(default=0.0)

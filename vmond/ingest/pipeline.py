@@ -20,7 +20,6 @@ from vmond.ingest.prepare import PreparedMail, prepare_mail
 from vmond.ingest.records import build_records, content_digest, local_parts, resend_record
 from vmond.ingest.spool import Spool, SpoolEntry
 from vmond.store.events import IngestResult, find_resend, record_mail, record_resend
-from vmond.store.messages import outbox_topics
 from vmond.util.crashpoints import crashpoint
 from vmond.util.tasks import BackgroundService
 from vmond.util.workers import WorkerFailed, WorkerPool
@@ -29,8 +28,8 @@ if TYPE_CHECKING:
     from vmond.config import Config
     from vmond.media.clips import ClipMaker
     from vmond.media.store import MediaStore
+    from vmond.store.changes import Changes
     from vmond.store.db import Database
-    from vmond.util.bus import Bus
     from vmond.util.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -58,24 +57,21 @@ class Pipeline(BackgroundService):
 
     task_name = "pipeline"
 
-    def __init__(self, config: Config, spool: Spool, media: MediaStore, db: Database, bus: Bus,
+    def __init__(self, config: Config, spool: Spool, media: MediaStore, db: Database, changes: Changes,
                  io_executor: Executor, workers: WorkerPool, metrics: Metrics, clips: ClipMaker | None = None,
                  on_ingested: Callable[[IngestResult], None] | None = None,
                  on_disk_full: Callable[[], None] | None = None,
-                 on_queued: Callable[[], None] | None = None,
                  make_room: Callable[[], Awaitable[None]] | None = None) -> None:
         self._config = config
         self._make_room = make_room  # the disk keeper: waits while media are over the quota
-        self._on_queued = on_queued  # the MQTT forwarder: a message waits in the outbox
         self._on_disk_full = on_disk_full
         self._clips = clips
         self.metrics = metrics
-        self._topics = outbox_topics(config)
         self._workers = workers
         self._spool = spool
         self._media = media
         self._db = db
-        self._bus = bus
+        self._changes = changes
         self._io = io_executor
         self._on_ingested = on_ingested
         self._wake = asyncio.Event()
@@ -184,8 +180,7 @@ class Pipeline(BackgroundService):
                 resends[local] = original
         for local, event_id in resends.items():
             record = resend_record(entry, local, domain, digest)
-            self._announce(await self._db.write(record_resend, domain, record.ingest_key, event_id, record,
-                                                self._topics))
+            self._announce(await self._changes.record(record_resend, domain, record.ingest_key, event_id, record))
         if len(resends) < len(local_parts(entry, domain)):
             if prepared is None:
                 prepared = await self._parse(entry.content)
@@ -196,18 +191,17 @@ class Pipeline(BackgroundService):
         else:
             records = []
         for record in records:
-            result = await self._db.write(record_mail, self._config.smtp.domain, record,
-                                          self._config.events.coalesce_window, self._topics)
-            crashpoint("after_db_commit")
+            result = await self._changes.record(record_mail, self._config.smtp.domain, record,
+                                                self._config.events.coalesce_window,
+                                                after_commit=lambda: crashpoint("after_db_commit"))
             for path in result.unused_media:
                 await self._in_thread(self._media.delete_sync, path)
             self._announce(result)
-            if self._on_queued is not None and self._topics is not None:
-                self._on_queued()
         await self._in_thread(self._spool.remove, name)
         self.processed += 1
 
     def _announce(self, result: IngestResult) -> None:
+        """Log and count what the mail became, and have its clip made (the seam has published it already)."""
         if result.replayed:
             log.info("spooled mail was already recorded as event %d (replay after a restart)", result.event["id"])
             return
@@ -222,7 +216,6 @@ class Pipeline(BackgroundService):
             self.metrics.events_created += 1
         else:
             self.metrics.events_updated += 1
-        self._bus.publish("event.created" if result.created else "event.updated", result.event)
         event = result.event
         if self._clips is not None and (len(event["images"]) >= 2 or any(
                 a["content_type"] == "video/mp4" for a in event["attachments"])):

@@ -37,8 +37,8 @@ from vmond.util.workers import WorkerFailed, WorkerPool
 if TYPE_CHECKING:
     from vmond.config import Config
     from vmond.media.store import MediaStore
+    from vmond.store.changes import Changes
     from vmond.store.db import Database
-    from vmond.util.bus import Bus
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ class Counters:
 class LiveHub:
     """An async context: the snapshot worker pool starts on entry; on exit every stream and background grab ends."""
 
-    def __init__(self, config: Config, db: Database, media: MediaStore, io: Executor, bus: Bus) -> None:
-        self._config, self._db, self._media, self._io, self._bus = config, db, media, io, bus
+    def __init__(self, config: Config, db: Database, media: MediaStore, io: Executor, changes: Changes) -> None:
+        self._config, self._db, self._media, self._io, self._changes = config, db, media, io, changes
         self.max_streams = config.live.max_streams
         self._pool = WorkerPool("live", workers=SNAPSHOT_WORKERS, max_tasks=100, memory_limit=WORKER_MEMORY)
         self._cache: dict[int, _Cached] = {}
@@ -274,27 +274,25 @@ class LiveHub:
             except CameraError as exc:
                 if exc.status in (404, 409):
                     return  # no camera stream to take a picture from: nothing to say on the alarm
-                summary = await self._db.write(record_alarm_snapshot_failure, alarm_id, exc.message)
+                await self._changes.record(record_alarm_snapshot_failure, alarm_id, exc.message)
             else:
-                summary = await self._keep(alarm_id, shot)
-            if summary is not None:
-                self._bus.publish("alarm.updated", summary)
+                await self._keep(alarm_id, shot)
         except Exception:  # noqa: BLE001 - the alarm stands without its picture; say why in the log
             log.exception("live: alarm %d: keeping the picture at raising failed", alarm_id)
         finally:
             self.pending_alarm_snapshots.discard(alarm_id)
 
-    async def _keep(self, alarm_id: int, shot: Snapshot) -> dict[str, Any] | None:
+    async def _keep(self, alarm_id: int, shot: Snapshot) -> None:
         jpeg = shot.picture.jpeg
         path = f"{shot.taken_at:%Y/%m/%d}/alarm-{alarm_id}-at-raising.jpg"
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._io, self._media.write_sync, path, jpeg)
-        summary = await self._db.write(attach_alarm_snapshot, alarm_id, path, sha256=hashlib.sha256(jpeg).hexdigest(),
-                                       size=len(jpeg), width=shot.picture.width, height=shot.picture.height,
-                                       taken_at=shot.taken_at)
+        summary = await self._changes.record(attach_alarm_snapshot, alarm_id, path,
+                                             sha256=hashlib.sha256(jpeg).hexdigest(), size=len(jpeg),
+                                             width=shot.picture.width, height=shot.picture.height,
+                                             taken_at=shot.taken_at)
         if summary is None:  # the alarm's event went away meanwhile
             await loop.run_in_executor(self._io, self._media.delete_sync, path)
-        return summary
 
     # --- what the API shows -------------------------------------------------------------------------------------
 

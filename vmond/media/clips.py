@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from vmond.media.cliptypes import ClipError, VideoRejected
 from vmond.media.clipwork import encode_files, probe_file
-from vmond.store.messages import outbox_topics
 from vmond.store.videos import adopt_camera_video, attach_clip, clip_inputs, reject_camera_video, set_video_state
 from vmond.util.tasks import BackgroundService
 from vmond.util.workers import WorkerFailed, WorkerPool
@@ -26,8 +25,8 @@ from vmond.util.workers import WorkerFailed, WorkerPool
 if TYPE_CHECKING:
     from vmond.config import Config
     from vmond.media.store import MediaStore
+    from vmond.store.changes import Changes
     from vmond.store.db import Database
-    from vmond.util.bus import Bus
     from vmond.util.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -41,19 +40,16 @@ MAX_YIELD = 10.0  # seconds a clip waits for the pipeline to catch up before it 
 class ClipMaker(BackgroundService):
     task_name = "clips"
 
-    def __init__(self, config: Config, db: Database, bus: Bus, media: MediaStore, workers: WorkerPool,
-                 metrics: Metrics, io: Executor, on_queued: Callable[[], None] | None = None,
-                 make_room: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(self, config: Config, db: Database, changes: Changes, media: MediaStore, workers: WorkerPool,
+                 metrics: Metrics, io: Executor, make_room: Callable[[], Awaitable[None]] | None = None) -> None:
         self._config = config
         self._make_room = make_room
-        self._on_queued = on_queued
         self._db = db
-        self._bus = bus
+        self._changes = changes
         self._media = media
         self._workers = workers
         self._metrics = metrics
         self._io = io
-        self._topics = outbox_topics(config)
         self._queue: asyncio.Queue[int] = asyncio.Queue(QUEUE_SIZE)
         self._queued: set[int] = set()
         self._again: set[int] = set()  # more pictures arrived while this event's clip was being made
@@ -96,15 +92,8 @@ class ClipMaker(BackgroundService):
                 self._again.discard(event_id)
                 self.request(event_id)
 
-    def _published(self, event: dict[str, Any] | None) -> None:
-        if event is not None:
-            self._bus.publish("event.updated", event)
-            if self._on_queued is not None and self._topics is not None:
-                self._on_queued()
-
     async def _publish_state(self, event_id: int, state: str, flag: str | None = None) -> None:
-        self._published(await self._db.write(set_video_state, self._config.smtp.domain, event_id, state, flag,
-                                             self._topics))
+        await self._changes.record(set_video_state, self._config.smtp.domain, event_id, state, flag)
 
     async def _make(self, event_id: int) -> None:
         inputs = await self._db.read(clip_inputs, event_id)
@@ -146,15 +135,14 @@ class ClipMaker(BackgroundService):
         self._metrics.clip_seconds_sum += time.monotonic() - started
         self._metrics.clip_count += 1
         info = made.info
-        event, old = await self._db.write(attach_clip, self._config.smtp.domain, event_id, relpath,
-                                          sha256=made.sha256, size=info.bytes, width=info.width,
-                                          height=info.height, topics=self._topics)
+        event, old = await self._changes.record(attach_clip, self._config.smtp.domain, event_id, relpath,
+                                                sha256=made.sha256, size=info.bytes, width=info.width,
+                                                height=info.height)
         if old is not None:
             await loop.run_in_executor(self._io, self._media.delete_sync, old)
         if event is not None:
             log.info("clip for event %d: %d frames, %dx%d, %d kB, %s", event_id, info.frames, info.width,
                      info.height, info.bytes // 1024, info.encoder)
-        self._published(event)
 
     async def _adopt(self, event_id: int, video: dict[str, Any]) -> bool:
         try:
@@ -164,11 +152,10 @@ class ClipMaker(BackgroundService):
             info = None
         domain = self._config.smtp.domain
         if info is None or not info.browser_playable:
-            event = await self._db.write(reject_camera_video, domain, event_id, video["id"])
+            await self._changes.record(reject_camera_video, domain, event_id, video["id"])
         else:
-            event = await self._db.write(adopt_camera_video, domain, event_id, video["id"], width=info.width,
-                                         height=info.height, topics=self._topics)
-        self._published(event)
+            await self._changes.record(adopt_camera_video, domain, event_id, video["id"], width=info.width,
+                                       height=info.height)
         return info is not None and info.browser_playable
 
 

@@ -1,7 +1,8 @@
 """Alarm tickets: raised from an event, acknowledged by the guard who handles them, noted, resolved.
 
-Every change writes an audit entry and, when MQTT is on, queues an ``alarms`` message in the same transaction.
-Synchronous: run on a database thread.
+Every change writes an audit entry, queues an ``alarms`` message for the central station in the same transaction
+(when MQTT is on) and announces ``alarm.created`` / ``alarm.updated`` to the dashboards, all through its *change*
+(see :mod:`vmond.store.changes`). Synchronous: run on a database thread.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from typing import Any
 
 import peewee as pw
 
-from vmond.store import outbox
+from vmond.store.changes import Change
 from vmond.store.events import EventNotFound, StatusConflict, get_event, report
-from vmond.store.messages import Topics, alarm_payload
 from vmond.store.models import (
     Account,
     Alarm,
@@ -121,6 +121,15 @@ def alarm_summary(alarm_id: int) -> dict[str, Any]:
 def alarm_detail(domain: str, alarm_id: int) -> dict[str, Any]:
     """The alarm with its event, the account and its contacts (call order), notes and the whole audit trail."""
     alarm = _load(alarm_id)
+    return _detail(alarm, get_event(domain, alarm.event_id))
+
+
+def _live_detail(alarm_id: int) -> dict[str, Any]:
+    """What dashboards are sent when a note is added: the detail without its event, notes and audit trail."""
+    return {k: v for k, v in _detail(_load(alarm_id), None).items() if k not in ("notes", "audit")}
+
+
+def _detail(alarm: Alarm, event_dict: dict[str, Any] | None) -> dict[str, Any]:
     event = alarm.event
     notes = list(AlarmNote.select().where(AlarmNote.alarm == alarm).order_by(AlarmNote.id))
     audit = list(AuditEntry.select().where(
@@ -130,7 +139,8 @@ def alarm_detail(domain: str, alarm_id: int) -> dict[str, Any]:
                    | {n.author_id for n in notes} | {a.user_id for a in audit})
     detail = _summary(alarm, event, users)
     account = event.camera.account if event.camera_id is not None else None
-    detail["event"] = get_event(domain, event.id)
+    if event_dict is not None:
+        detail["event"] = event_dict
     detail["account"] = None if account is None else {
         "id": account.id, "name": account.name, "address": account.address, "notes": account.notes,
         "contacts": [{"name": c.name, "phone": c.phone, "email": c.email, "role": c.role, "priority": c.priority}
@@ -183,18 +193,21 @@ def list_alarms(state: str = "open", query: str = "", account_id: int | None = N
     return [_summary(a, a.event, users) for a in alarms]
 
 
-def _changed(alarm_id: int, user_id: int | None, action: str, detail: dict[str, Any], topics: Topics | None,
+def _announce(change: Change, summary: dict[str, Any], kind: str = "update") -> None:
+    change.announce("alarm.created" if kind == "new" else "alarm.updated", summary, about=("alarm", summary["id"]))
+
+
+def _changed(alarm_id: int, user_id: int | None, action: str, detail: dict[str, Any], change: Change,
              kind: str = "update") -> dict[str, Any]:
     AuditEntry.create(user=user_id, action=action, target_type="alarm", target_id=alarm_id, detail=detail)
     summary = alarm_summary(alarm_id)
-    if topics is not None:
-        assert action in PUBLISHED_ACTIONS, action
-        message = dict(summary, last_action={"action": action, "detail": detail})
-        outbox.enqueue(topics.alarms, alarm_payload(topics.site, kind, message), event_id=summary["event_id"])
+    if action in PUBLISHED_ACTIONS:  # the others (the picture at raising) are for the guards only
+        change.queue_alarm(kind, dict(summary, last_action={"action": action, "detail": detail}))
+    _announce(change, summary, kind)
     return summary
 
 
-def raise_alarm(domain: str, event_id: int, user_id: int | None, topics: Topics | None = None
+def raise_alarm(domain: str, event_id: int, user_id: int | None, change: Change | None = None
                 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """Open the alarm for an event (once: a second guard pressing "alarm" gets the same one).
 
@@ -216,28 +229,32 @@ def raise_alarm(domain: str, event_id: int, user_id: int | None, topics: Topics 
     AuditEntry.create(user=user_id, action="event.alarmed", target_type="event", target_id=event_id,
                       detail={"from": previous, "to": "alarmed", "alarm_id": alarm.id})
     event_dict = get_event(domain, event_id)
-    report(topics, "update", event_dict)
-    summary = _changed(alarm.id, user_id, "alarm.open", {"event_id": event_id}, topics, kind="new")
+    change = change or Change()
+    report(change, "update", event_dict)
+    summary = _changed(alarm.id, user_id, "alarm.open", {"event_id": event_id}, change, kind="new")
     return summary, event_dict, True
 
 
-def acknowledge(alarm_id: int, user_id: int, topics: Topics | None = None) -> dict[str, Any]:
+def acknowledge(alarm_id: int, user_id: int, change: Change | None = None) -> dict[str, Any]:
     """The guard takes the alarm: everyone sees who is handling it. Taking it over from another guard is allowed
     (a shift ends), and recorded."""
     alarm = _load(alarm_id)
     if alarm.state == "resolved":
         raise AlarmConflict("the alarm is resolved")
+    change = change or Change()
     if alarm.acknowledged_by_id == user_id:
-        return alarm_summary(alarm_id)
+        summary = alarm_summary(alarm_id)
+        _announce(change, summary)  # nothing changed, but the guard's screen is brought up to date all the same
+        return summary
     previous = alarm.acknowledged_by_id
     alarm.state = "acknowledged"
     alarm.acknowledged_by = user_id
     alarm.acknowledged_at = utcnow()
     alarm.save()
-    return _changed(alarm_id, user_id, "alarm.acknowledge", {"took_over_from": previous} if previous else {}, topics)
+    return _changed(alarm_id, user_id, "alarm.acknowledge", {"took_over_from": previous} if previous else {}, change)
 
 
-def add_note(alarm_id: int, user_id: int, text: str, topics: Topics | None = None) -> dict[str, Any]:
+def add_note(alarm_id: int, user_id: int, text: str, change: Change | None = None) -> dict[str, Any]:
     text = text.strip()
     if not text:
         raise ValueError("the note is empty")
@@ -245,13 +262,15 @@ def add_note(alarm_id: int, user_id: int, text: str, topics: Topics | None = Non
         raise ValueError(f"a note is at most {MAX_NOTE} characters")
     alarm = _load(alarm_id)
     note = AlarmNote.create(alarm=alarm, author=user_id, text=text)
-    _changed(alarm_id, user_id, "alarm.note", {"note_id": note.id, "text": text[:200]}, topics)
+    change = change or Change()
+    _changed(alarm_id, user_id, "alarm.note", {"note_id": note.id, "text": text[:200]}, change)
+    _announce(change, _live_detail(alarm_id))  # with the account and its contacts, as the alarm page shows them
     author = User.get_or_none(User.id == user_id)
     return {"id": note.id, "alarm_id": alarm_id, "author": _who(author), "created_at": _iso(note.created_at),
             "text": note.text}
 
 
-def resolve(alarm_id: int, user_id: int, code: str, text: str, topics: Topics | None = None) -> dict[str, Any]:
+def resolve(alarm_id: int, user_id: int, code: str, text: str, change: Change | None = None) -> dict[str, Any]:
     code = code or "unclassified"
     if code not in RESOLUTION_CODES:
         raise ValueError(f"resolution code must be one of {', '.join(RESOLUTION_CODES)}")
@@ -267,7 +286,7 @@ def resolve(alarm_id: int, user_id: int, code: str, text: str, topics: Topics | 
     alarm.resolution_code = code
     alarm.resolution = text[:MAX_NOTE]
     alarm.save()
-    return _changed(alarm_id, user_id, "alarm.resolve", {"code": code, "text": text[:200]}, topics)
+    return _changed(alarm_id, user_id, "alarm.resolve", {"code": code, "text": text[:200]}, change or Change())
 
 
 
@@ -275,7 +294,7 @@ def resolve(alarm_id: int, user_id: int, code: str, text: str, topics: Topics | 
 
 
 def attach_alarm_snapshot(alarm_id: int, path: str, *, sha256: str, size: int, width: int, height: int,
-                          taken_at: datetime) -> dict[str, Any] | None:
+                          taken_at: datetime, change: Change | None = None) -> dict[str, Any] | None:
     """Keep the picture at *path* (under the media directory) as the alarm's picture at raising: media of the
     alarm's event of kind ``snapshot`` (so retention treats it as the event's other media; the Event's
     ``images`` and clips leave it out, since the camera did not send it). None if the alarm is gone."""
@@ -285,14 +304,14 @@ def attach_alarm_snapshot(alarm_id: int, path: str, *, sha256: str, size: int, w
     Media.create(event=alarm.event_id, kind=SNAPSHOT_KIND, position=-2, path=path, content_type="image/jpeg",
                  sha256=sha256, bytes=size, width=width, height=height, created_at=taken_at,
                  original_name=f"alarm-{alarm_id}-at-raising.jpg")
-    return _changed(alarm_id, None, "alarm.snapshot", {"taken_at": _iso(taken_at)}, None)
+    return _changed(alarm_id, None, "alarm.snapshot", {"taken_at": _iso(taken_at)}, change or Change())
 
 
-def record_alarm_snapshot_failure(alarm_id: int, error: str) -> dict[str, Any] | None:
+def record_alarm_snapshot_failure(alarm_id: int, error: str, change: Change | None = None) -> dict[str, Any] | None:
     """No picture at raising: the reason goes on the alarm's audit trail, where the guard sees it."""
     if Alarm.get_or_none(Alarm.id == alarm_id) is None:
         return None
-    return _changed(alarm_id, None, "alarm.snapshot_failed", {"error": error[:300]}, None)
+    return _changed(alarm_id, None, "alarm.snapshot_failed", {"error": error[:300]}, change or Change())
 
 
 def alarm_snapshot_file(alarm_id: int) -> dict[str, Any] | None:

@@ -12,9 +12,8 @@ from typing import Any
 
 import peewee as pw
 
-from vmond.store import outbox
-from vmond.store.messages import Topics, event_payload
-from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, utcnow
+from vmond.store.changes import Change
+from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, User, utcnow
 
 STATUSES = ("active", "dismissed", "alarmed")
 MAX_IMAGES_PER_EVENT = 100  # a camera stuck in a mail loop must not grow one event without end
@@ -192,18 +191,19 @@ def _coalesce_target(camera: Camera, record: IngestRecord, window: float) -> Ala
     return query.where(Mail.received_at >= cutoff).order_by(AlarmEvent.id.desc()).first()
 
 
-def report(topics: Topics | None, kind: str, event: dict[str, Any]) -> None:
-    """Queue the change for the central station, in the caller's transaction (camera test mails stay local)."""
-    if topics is not None and not event["is_test"]:
-        outbox.enqueue(topics.events, event_payload(topics.site, kind, event, topics.public_url), event_id=event["id"])
+def report(change: Change, kind: str, event: dict[str, Any]) -> None:
+    """The event changed: ``event.created`` or ``event.updated`` for the dashboards, ``new`` or ``update`` for the
+    central station (queued in the caller's transaction)."""
+    change.announce("event.created" if kind == "new" else "event.updated", event, about=("event", event["id"]))
+    change.queue_event(kind, event)
 
 
-def record_mail(domain: str, record: IngestRecord, coalesce_window: float, topics: Topics | None = None
+def record_mail(domain: str, record: IngestRecord, coalesce_window: float, change: Change | None = None
                 ) -> IngestResult:
     """Store one mail: a new event, or more images on the camera's open event within the coalescing window.
 
-    Idempotent by ``record.ingest_key``: replaying a spool file that was already committed changes nothing.
-    With *topics*, the MQTT message reporting it is queued in the same transaction.
+    Idempotent by ``record.ingest_key``: replaying a spool file that was already committed changes nothing and
+    announces nothing. With *change*, the MQTT message reporting it is queued in the same transaction.
     """
     existing = Mail.get_or_none(Mail.ingest_key == record.ingest_key)
     if existing is not None:
@@ -268,7 +268,7 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, topic
             camera.test_mail_at = record.received_at
         camera.save()
     result = IngestResult(get_event(domain, event.id), created=created, unused_media=tuple(unused))
-    report(topics, "new" if created else "update", result.event)
+    report(change or Change(), "new" if created else "update", result.event)
     return result
 
 
@@ -285,7 +285,7 @@ def find_resend(local_part: str, sha256: str, received_at: datetime) -> int | No
 
 
 def record_resend(domain: str, ingest_key: str, event_id: int, record: IngestRecord,
-                  topics: Topics | None = None) -> IngestResult:
+                  change: Change | None = None) -> IngestResult:
     """A camera sent again what it had sent (it never saw our 250): note the mail on the original event, flagged
     ``retried``, instead of raising the same alarm twice."""
     existing = Mail.get_or_none(Mail.ingest_key == ingest_key)
@@ -299,13 +299,15 @@ def record_resend(domain: str, ingest_key: str, event_id: int, record: IngestRec
     event.updated_at = utcnow()
     event.save()
     result = IngestResult(get_event(domain, event_id), created=False)
-    report(topics, "update", result.event)
+    report(change or Change(), "update", result.event)
     return result
 
 
-def set_status(domain: str, event_id: int, status: str, user_id: int | None, topics: Topics | None = None
+def set_status(domain: str, event_id: int, status: str, user_id: int | None, change: Change | None = None
                ) -> tuple[dict[str, Any], bool]:
-    """Move an event to *status*; returns the event and whether anything changed (repeating it is harmless)."""
+    """Move an event to *status*; returns the event and whether anything changed (repeating it is harmless).
+
+    A change is announced as ``event.<status>`` with ``by``, the username of who made it."""
     event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
     if event is None:
         raise EventNotFound(event_id)
@@ -321,7 +323,11 @@ def set_status(domain: str, event_id: int, status: str, user_id: int | None, top
     AuditEntry.create(user=user_id, action=f"event.{status}", target_type="event", target_id=event_id,
                       detail={"from": previous, "to": status})
     changed = get_event(domain, event_id)
-    report(topics, "update", changed)
+    change = change or Change()
+    user = User.get_or_none(User.id == user_id) if user_id is not None else None
+    change.announce(f"event.{status}", {**changed, "by": None if user is None else user.username},
+                    about=("event", event_id))
+    change.queue_event("update", changed)
     return changed, True
 
 

@@ -1,15 +1,15 @@
 """An event's clip in the database: what to encode from, its state, and the clip once made or adopted.
 
-Synchronous: run on a database thread. Each change that a dashboard or a central station should see returns the
-event as it now is (and queues an MQTT update when *topics* is given).
+Synchronous: run on a database thread. Each change returns the event as it now is, and announces it through
+*change* as ``event.updated``; a finished clip (ready or failed) is also queued as an MQTT update.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from vmond.store.changes import Change
 from vmond.store.events import get_event, report
-from vmond.store.messages import Topics
 from vmond.store.models import AlarmEvent, Media, utcnow
 
 
@@ -36,19 +36,22 @@ def _save(event: AlarmEvent, state: str, flag: str | None) -> None:
 
 
 def set_video_state(domain: str, event_id: int, state: str, flag: str | None = None,
-                    topics: Topics | None = None) -> dict[str, Any] | None:
+                    change: Change | None = None) -> dict[str, Any] | None:
     event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
     if event is None:
         return None
     _save(event, state, flag)
     changed = get_event(domain, event_id)
+    change = change or Change()
     if state in ("ready", "failed"):
-        report(topics, "update", changed)
+        report(change, "update", changed)
+    else:  # a clip on its way: news for the dashboards, not for the central station
+        change.announce("event.updated", changed, about=("event", event_id))
     return changed
 
 
 def attach_clip(domain: str, event_id: int, path: str, *, sha256: str, size: int, width: int, height: int,
-                topics: Topics | None = None) -> tuple[dict[str, Any] | None, str | None]:
+                change: Change | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """Make *path* the event's clip; returns the event and the path of the clip it replaces (to delete)."""
     event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
     if event is None:
@@ -61,12 +64,12 @@ def attach_clip(domain: str, event_id: int, path: str, *, sha256: str, size: int
                  bytes=size, width=width, height=height)
     _save(event, "ready", None)
     changed = get_event(domain, event_id)
-    report(topics, "update", changed)
+    report(change or Change(), "update", changed)
     return changed, old_path
 
 
 def adopt_camera_video(domain: str, event_id: int, media_id: int, *, width: int, height: int,
-                       topics: Topics | None = None) -> dict[str, Any] | None:
+                       change: Change | None = None) -> dict[str, Any] | None:
     """The camera's own MP4 played fine in the probe: it becomes the event's clip (instead of one from stills)."""
     media = Media.get_or_none((Media.id == media_id) & (Media.event == event_id))
     if media is None:
@@ -77,15 +80,18 @@ def adopt_camera_video(domain: str, event_id: int, media_id: int, *, width: int,
     event = AlarmEvent.get_by_id(event_id)
     _save(event, "ready", None)
     changed = get_event(domain, event_id)
-    report(topics, "update", changed)
+    report(change or Change(), "update", changed)
     return changed
 
 
-def reject_camera_video(domain: str, event_id: int, media_id: int) -> dict[str, Any] | None:
-    """The camera's MP4 did not pass: it stays an opaque download, the event says so."""
+def reject_camera_video(domain: str, event_id: int, media_id: int, change: Change | None = None
+                        ) -> dict[str, Any] | None:
+    """The camera's MP4 did not pass: it stays an opaque download, the event says so (to the dashboards)."""
     Media.update(content_type="application/octet-stream").where(Media.id == media_id).execute()
     event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
     if event is None:
         return None
     _save(event, event.video_state, "video_rejected")
-    return get_event(domain, event_id)
+    changed = get_event(domain, event_id)
+    (change or Change()).announce("event.updated", changed, about=("event", event_id))
+    return changed

@@ -1,8 +1,8 @@
 """Alarm tickets over the API and as pages: raise from an event, acknowledge, notes, resolve, list and search.
 
 Guards work alarms (raise, acknowledge, note, resolve, the list of open ones); the history (resolved alarms,
-search) is for supervisors. Every change is published live (alarm.created / alarm.updated, and event.updated for
-the event that became an alarm).
+search) is for supervisors. Every change goes through the seam (:mod:`vmond.store.changes`), which publishes it
+live (alarm.created / alarm.updated, and event.updated for the event that became an alarm).
 """
 
 from __future__ import annotations
@@ -26,11 +26,9 @@ from vmond.store.alarms import (
 )
 from vmond.store.cameras import camera_source
 from vmond.store.events import EventNotFound, StatusConflict
-from vmond.store.messages import outbox_topics
 from vmond.util import auth
-from vmond.web.api import outbox_queued
 from vmond.web.bodies import BodyError, form_fields, json_object
-from vmond.web.keys import BUS, CONFIG, DB, SERVICES
+from vmond.web.keys import BUS, CHANGES, CONFIG, DB, SERVICES
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import json_error, principal, require
@@ -42,20 +40,14 @@ def _user_id(request: web.Request) -> int:
     return int(who["user_id"])
 
 
-def _publish(request: web.Request, kind: str, alarm: dict[str, Any]) -> None:
-    request.app[BUS].publish(f"alarm.{kind}", alarm)
-    outbox_queued(request.app)
-
-
 async def _raise(request: web.Request) -> tuple[dict[str, Any], bool]:
-    config = request.app[CONFIG]
-    alarm, event, created = await request.app[DB].write(
-        raise_alarm, config.smtp.domain, path_id(request, "event_id"), _user_id(request), outbox_topics(config))
+    async with request.app[CHANGES].batch() as batch:  # announced as one alarm.created, showing who took it
+        alarm, _, created = await batch.record(raise_alarm, request.app[CONFIG].smtp.domain,
+                                               path_id(request, "event_id"), _user_id(request))
+        if created:
+            # The guard who raises it handles it, until someone takes it over.
+            alarm = await batch.record(acknowledge, alarm["id"], _user_id(request))
     if created:
-        # The guard who raises it handles it, until someone takes it over.
-        alarm = await request.app[DB].write(acknowledge, alarm["id"], _user_id(request), outbox_topics(config))
-        request.app[BUS].publish("event.updated", event)
-        _publish(request, "created", alarm)
         live = request.app[SERVICES].live
         if live is not None:  # the camera's picture at this moment, taken in the background (live.snapshot_on_alarm)
             live.snapshot_for_alarm(alarm["id"], (alarm.get("camera") or {}).get("id"))
@@ -130,19 +122,16 @@ async def api_detail(request: web.Request) -> web.Response:
 
 
 async def _change(request: web.Request, fn: Any, *args: Any) -> Any:
-    """Run an alarm change; publish the alarm's new state. Raises HTTP errors with a message."""
+    """Run an alarm change (the seam publishes the alarm's new state). Raises HTTP errors with a message."""
     alarm_id = path_id(request, "alarm_id")
-    config = request.app[CONFIG]
     try:
-        result = await request.app[DB].write(fn, alarm_id, _user_id(request), *args, outbox_topics(config))
+        result = await request.app[CHANGES].record(fn, alarm_id, _user_id(request), *args)
     except AlarmNotFound:
         raise web.HTTPNotFound(text="no such alarm") from None
     except AlarmConflict as exc:
         raise web.HTTPConflict(text=str(exc)) from None
     except ValueError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
-    summary = result if "state" in result else (await _detail(request))
-    _publish(request, "updated", {k: v for k, v in summary.items() if k not in ("notes", "audit", "event")})
     return result
 
 

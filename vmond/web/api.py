@@ -11,22 +11,14 @@ from aiohttp import web
 
 import vmond
 from vmond.store.events import STATUSES, EventNotFound, StatusConflict, get_event, list_events, set_status
-from vmond.store.messages import outbox_topics
 from vmond.store.outbox import stats as outbox_stats
 from vmond.store.refusals import list_refusals
 from vmond.util.metrics import exposition
-from vmond.web.keys import BUS, CONFIG, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS
+from vmond.web.keys import CHANGES, CONFIG, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS
 from vmond.web.params import path_id, query_int
 from vmond.web.security import json_error, principal, public, require
 
 MAX_LIMIT = 500
-
-
-def outbox_queued(app: web.Application) -> None:
-    """A change was queued for the central station: wake the MQTT forwarder now rather than at its next poll."""
-    forwarder = app[SERVICES].mqtt
-    if forwarder is not None:
-        forwarder.notify()
 
 
 @public
@@ -92,16 +84,12 @@ async def event_dismiss(request: web.Request) -> web.Response:
     who = principal(request)
     assert who is not None
     try:
-        event, changed = await request.app[DB].write(set_status, request.app[CONFIG].smtp.domain,
-                                                     path_id(request, "event_id"), "dismissed", who["user_id"],
-                                                     outbox_topics(request.app[CONFIG]))
+        event, _ = await request.app[CHANGES].record(set_status, request.app[CONFIG].smtp.domain,
+                                                   path_id(request, "event_id"), "dismissed", who["user_id"])
     except EventNotFound:
         return json_error(404, "no such event")
     except StatusConflict as exc:
         return json_error(409, str(exc))
-    if changed:
-        request.app[BUS].publish("event.dismissed", {**event, "by": who["username"]})
-        outbox_queued(request.app)
     return web.json_response(event)
 
 

@@ -44,6 +44,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app[keys.SERVICES] = services
     app[keys.DB] = services.db
     app[keys.BUS] = services.bus
+    app[keys.CHANGES] = services.changes
     app[keys.MEDIA] = services.media
     app[keys.CAMERAS] = services.cameras
     app[keys.IO] = services.io

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vmond.ingest.cameras import CameraDirectory
     from vmond.media.store import MediaStore
     from vmond.services import Services
+    from vmond.store.changes import Changes
     from vmond.store.db import Database
     from vmond.util.bus import Bus
     from vmond.util.ratelimit import Repeats
@@ -42,6 +43,7 @@ CONFIG: web.AppKey[Config] = _app_key("config", object)
 SERVICES: web.AppKey[Services] = _app_key("services", object)
 DB: web.AppKey[Database] = _app_key("db", object)
 BUS: web.AppKey[Bus] = _app_key("bus", object)
+CHANGES: web.AppKey[Changes] = _app_key("changes", object)  # every change a guard makes goes through it
 MEDIA: web.AppKey[MediaStore] = _app_key("media", object)
 CAMERAS: web.AppKey[CameraDirectory] = _app_key("cameras", object)
 IO: web.AppKey[Executor] = _app_key("io", object)
