@@ -33,6 +33,7 @@ from vmond.web.params import path_id
 from vmond.web.security import json_error, principal, require
 from vmond.web.ws import close_sockets_of
 
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
 def user_id(request: web.Request) -> int:
     who = principal(request)
@@ -78,6 +79,7 @@ async def hash_off_loop(password: str) -> str:
 # --- accounts -----------------------------------------------------------------------------------------------------
 
 
+@routes.get("/api/accounts")
 @require("supervisor")
 async def accounts_list(request: web.Request) -> web.Response:
     return await answer(lambda: _wrap(request, "accounts", store.list_accounts))
@@ -87,6 +89,7 @@ async def _wrap(request: web.Request, key: str, fn: Callable[..., Any]) -> dict[
     return {key: await request.app[DB].read(fn, request.app[CONFIG].smtp.domain)}
 
 
+@routes.post("/api/accounts")
 @require("supervisor")
 async def accounts_create(request: web.Request) -> web.Response:
     data = await json_object(request)
@@ -94,12 +97,14 @@ async def accounts_create(request: web.Request) -> web.Response:
                                                       user_id(request)), status=201)
 
 
+@routes.get("/api/accounts/{account_id}")
 @require("supervisor")
 async def account_detail(request: web.Request) -> web.Response:
     return await answer(lambda: request.app[DB].read(store.get_account, request.app[CONFIG].smtp.domain,
                                                      path_id(request, "account_id")))
 
 
+@routes.patch("/api/accounts/{account_id}")
 @require("supervisor")
 async def account_update(request: web.Request) -> web.Response:
     data = await json_object(request)
@@ -107,6 +112,7 @@ async def account_update(request: web.Request) -> web.Response:
                                                       user_id(request), path_id(request, "account_id")))
 
 
+@routes.delete("/api/accounts/{account_id}")
 @require("supervisor")
 async def account_delete(request: web.Request) -> web.Response:
     return await answer(lambda: request.app[DB].write(store.delete_account, path_id(request, "account_id"),
@@ -134,12 +140,14 @@ async def save_camera(request: web.Request, data: dict[str, Any], camera_id: int
     return camera
 
 
+@routes.post("/api/cameras")
 @require("supervisor")
 async def cameras_create(request: web.Request) -> web.Response:
     data = await json_object(request)
     return await answer(lambda: save_camera(request, data, None), status=201)
 
 
+@routes.patch("/api/cameras/{camera_id}")
 @require("supervisor")
 async def camera_update(request: web.Request) -> web.Response:
     data = await json_object(request)
@@ -152,6 +160,7 @@ async def remove_camera(request: web.Request, camera_id: int) -> dict[str, Any]:
     return {"id": camera_id, "outcome": outcome}
 
 
+@routes.delete("/api/cameras/{camera_id}")
 @require("supervisor")
 async def camera_delete(request: web.Request) -> web.Response:
     return await answer(lambda: remove_camera(request, path_id(request, "camera_id")))
@@ -205,6 +214,7 @@ async def delete_user_checked(request: web.Request, target: int) -> None:
     await close_sockets_of(request.app, user_id=target)
 
 
+@routes.get("/api/users")
 @require("admin")
 async def users_list(request: web.Request) -> web.Response:
     return await answer(lambda: _users(request))
@@ -214,23 +224,27 @@ async def _users(request: web.Request) -> dict[str, Any]:
     return {"users": await request.app[DB].read(list_users)}
 
 
+@routes.post("/api/users")
 @require("admin")
 async def users_create(request: web.Request) -> web.Response:
     data = await json_object(request)
     return await answer(lambda: create_user_checked(request, data), status=201)
 
 
+@routes.get("/api/users/{user_id}")
 @require("admin")
 async def user_detail(request: web.Request) -> web.Response:
     return await answer(lambda: request.app[DB].read(get_user, path_id(request, "user_id")))
 
 
+@routes.patch("/api/users/{user_id}")
 @require("admin")
 async def user_update(request: web.Request) -> web.Response:
     data = await json_object(request)
     return await answer(lambda: update_user_checked(request, path_id(request, "user_id"), data))
 
 
+@routes.delete("/api/users/{user_id}")
 @require("admin")
 async def user_delete(request: web.Request) -> web.Response:
     return await answer(lambda: delete_user_checked(request, path_id(request, "user_id")), status=204)

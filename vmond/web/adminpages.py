@@ -35,6 +35,8 @@ from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import require
 
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
+
 _CONTACT_KEY = re.compile(r"contacts-([0-9]{1,4})-(priority|name|phone|role|email)")
 _TYPED = ("name", "phone", "role", "email")  # a row with none of these is a spare row, not a contact
 
@@ -67,6 +69,7 @@ async def _accounts(request: web.Request) -> list[dict[str, Any]]:
 # --- accounts -----------------------------------------------------------------------------------------------------
 
 
+@routes.get("/accounts")
 @require("supervisor")
 async def accounts_page(request: web.Request) -> web.StreamResponse:
     return render(request, "accounts.html", {"accounts": await _accounts(request)})
@@ -92,17 +95,23 @@ async def _account_or_404(request: web.Request, account_id: int) -> dict[str, An
         raise web.HTTPNotFound() from None
 
 
+@routes.get("/accounts/new")
 @require("supervisor")
 async def account_new(request: web.Request) -> web.StreamResponse:
     return _account_form(request, {"id": None, "from_config": False})
 
 
+@routes.get("/accounts/{account_id}")
 @require("supervisor")
 async def account_page(request: web.Request) -> web.StreamResponse:
     account = await _account_or_404(request, path_id(request, "account_id"))
     return _account_form(request, account, spare=0 if account["from_config"] else 1)
 
 
+# Decorators apply bottom-up: /accounts/new goes first, as /accounts/{account_id} would match it too (aiohttp
+# 3.8 tries routes in order).
+@routes.post("/accounts/{account_id}")
+@routes.post("/accounts/new")
 @require("supervisor")
 async def account_save(request: web.Request) -> web.StreamResponse:
     """Save the account; or, for the "Add a contact" button (without JavaScript), show the form again as typed
@@ -128,6 +137,8 @@ async def account_save(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/accounts/{saved['id']}")
 
 
+@routes.post("/accounts/{account_id}/delete")
+@routes.get("/accounts/{account_id}/delete")
 @require("supervisor")
 async def account_delete(request: web.Request) -> web.StreamResponse:
     account_id = path_id(request, "account_id")
@@ -171,6 +182,7 @@ async def _smtp_diagnostics(request: web.Request) -> dict[str, Any]:
             "without_password": cameras_without_password(request.app)}
 
 
+@routes.get("/cameras")
 @require("supervisor")
 async def cameras_page(request: web.Request) -> web.StreamResponse:
     cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
@@ -198,11 +210,13 @@ async def _camera_view(request: web.Request, camera_id: int, errors: dict[str, s
                   status=status)
 
 
+@routes.get("/cameras/{camera_id}")
 @require("supervisor")
 async def camera_page(request: web.Request) -> web.StreamResponse:
     return await _camera_view(request, path_id(request, "camera_id"))
 
 
+@routes.post("/cameras")
 @require("supervisor")
 async def camera_create(request: web.Request) -> web.StreamResponse:
     form = await form_fields(request)
@@ -219,6 +233,7 @@ async def camera_create(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/cameras/{camera['id']}")
 
 
+@routes.post("/cameras/{camera_id}")
 @require("supervisor")
 async def camera_save(request: web.Request) -> web.StreamResponse:
     camera_id = path_id(request, "camera_id")
@@ -237,6 +252,8 @@ async def camera_save(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/cameras/{camera_id}")
 
 
+@routes.post("/cameras/{camera_id}/delete")
+@routes.get("/cameras/{camera_id}/delete")
 @require("supervisor")
 async def camera_delete(request: web.Request) -> web.StreamResponse:
     camera_id = path_id(request, "camera_id")
@@ -270,11 +287,13 @@ async def _users_page(request: web.Request, errors: dict[str, str] | None = None
                                           "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
+@routes.get("/users")
 @require("admin")
 async def users_page(request: web.Request) -> web.StreamResponse:
     return await _users_page(request)
 
 
+@routes.post("/users")
 @require("admin")
 async def user_create(request: web.Request) -> web.StreamResponse:
     form = await form_fields(request)
@@ -296,11 +315,13 @@ async def _user_view(request: web.Request, errors: dict[str, str] | None = None,
                                          "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
+@routes.get("/users/{user_id}")
 @require("admin")
 async def user_page(request: web.Request) -> web.StreamResponse:
     return await _user_view(request)
 
 
+@routes.post("/users/{user_id}")
 @require("admin")
 async def user_save(request: web.Request) -> web.StreamResponse:
     target = path_id(request, "user_id")
@@ -317,6 +338,8 @@ async def user_save(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/users")
 
 
+@routes.post("/users/{user_id}/delete")
+@routes.get("/users/{user_id}/delete")
 @require("admin")
 async def user_delete(request: web.Request) -> web.StreamResponse:
     target = path_id(request, "user_id")
@@ -332,6 +355,7 @@ async def user_delete(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/users")
 
 
+@routes.get("/settings")
 @require("admin")
 async def settings_page(request: web.Request) -> web.StreamResponse:
     """What this appliance runs with: the configuration as loaded (secrets masked) and the certificate's fingerprint.

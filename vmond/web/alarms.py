@@ -35,6 +35,7 @@ from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import json_error, principal, require
 
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
 def _user_id(request: web.Request) -> int:
     who = principal(request)
@@ -62,6 +63,7 @@ async def _raise(request: web.Request) -> tuple[dict[str, Any], bool]:
     return alarm, created
 
 
+@routes.post("/api/events/{event_id}/alarm")
 @require("guard")
 async def api_raise(request: web.Request) -> web.Response:
     try:
@@ -105,6 +107,7 @@ async def _list(request: web.Request) -> tuple[str, list[dict[str, Any]], dict[s
     return state, await request.app[DB].read(list_alarms, state, limit=200, **filters), filters
 
 
+@routes.get("/api/alarms")
 @require("guard")
 async def api_list(request: web.Request) -> web.Response:
     try:
@@ -121,6 +124,7 @@ async def _detail(request: web.Request) -> dict[str, Any]:
         raise web.HTTPNotFound() from None
 
 
+@routes.get("/api/alarms/{alarm_id}")
 @require("guard")
 async def api_detail(request: web.Request) -> web.Response:
     try:
@@ -160,17 +164,20 @@ async def _api(request: web.Request, status: int, fn: Any, *args: Any) -> web.Re
         return json_error(exc.status, exc.text or exc.reason)
 
 
+@routes.post("/api/alarms/{alarm_id}/notes")
 @require("guard")
 async def api_note(request: web.Request) -> web.Response:
     body = await _json_body(request)
     return await _api(request, 201, add_note, str(body.get("text", "")))
 
 
+@routes.post("/api/alarms/{alarm_id}/acknowledge")
 @require("guard")
 async def api_acknowledge(request: web.Request) -> web.Response:
     return await _api(request, 200, acknowledge)
 
 
+@routes.post("/api/alarms/{alarm_id}/resolve")
 @require("guard")
 async def api_resolve(request: web.Request) -> web.Response:
     body = await _json_body(request)
@@ -180,12 +187,14 @@ async def api_resolve(request: web.Request) -> web.Response:
 # --- pages and their forms (the same changes, for browsers; every form carries the CSRF token) -------------------
 
 
+@routes.get("/alarms")
 @require("guard")
 async def page_list(request: web.Request) -> web.StreamResponse:
     state, alarms, filters = await _list(request)
     return render(request, "alarms.html", {"alarms": alarms, "state": state, "filters": request.query})
 
 
+@routes.get("/alarms/{alarm_id}")
 @require("guard")
 async def page_detail(request: web.Request) -> web.StreamResponse:
     alarm = await _detail(request)
@@ -201,6 +210,7 @@ def _back(request: web.Request, fragment: str = "") -> web.HTTPSeeOther:
     return web.HTTPSeeOther(f"/alarms/{path_id(request, 'alarm_id')}{fragment}")
 
 
+@routes.post("/events/{event_id}/alarm")
 @require("guard")
 async def form_raise(request: web.Request) -> web.StreamResponse:
     try:
@@ -212,18 +222,21 @@ async def form_raise(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/alarms/{alarm['id']}")
 
 
+@routes.post("/alarms/{alarm_id}/notes")
 @require("guard")
 async def form_note(request: web.Request) -> web.StreamResponse:
     await _change(request, add_note, (await form_fields(request)).get("text", ""))
     raise _back(request, "#notes")
 
 
+@routes.post("/alarms/{alarm_id}/acknowledge")
 @require("guard")
 async def form_acknowledge(request: web.Request) -> web.StreamResponse:
     await _change(request, acknowledge)
     raise _back(request)
 
 
+@routes.post("/alarms/{alarm_id}/resolve")
 @require("guard")
 async def form_resolve(request: web.Request) -> web.StreamResponse:
     form = await form_fields(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -19,6 +19,11 @@ from vmond.web.keys import BUS, CONFIG, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS
 from vmond.web.params import path_id, query_int
 from vmond.web.security import json_error, principal, public, require
 
+if TYPE_CHECKING:
+    from vmond.config import Config
+
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
+
 MAX_LIMIT = 500
 
 
@@ -29,6 +34,7 @@ def outbox_queued(app: web.Application) -> None:
         forwarder.notify()
 
 
+@routes.get("/api/health")
 @public
 async def health(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
@@ -67,6 +73,7 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+@routes.get("/api/events")
 @require("guard")
 async def events_list(request: web.Request) -> web.Response:
     status = request.query.get("status", "active")
@@ -78,6 +85,7 @@ async def events_list(request: web.Request) -> web.Response:
     return web.json_response({"events": events})
 
 
+@routes.get("/api/events/{event_id}")
 @require("guard")
 async def event_detail(request: web.Request) -> web.Response:
     try:
@@ -87,6 +95,7 @@ async def event_detail(request: web.Request) -> web.Response:
     return web.json_response(event)
 
 
+@routes.post("/api/events/{event_id}/dismiss")
 @require("guard")
 async def event_dismiss(request: web.Request) -> web.Response:
     who = principal(request)
@@ -105,6 +114,7 @@ async def event_dismiss(request: web.Request) -> web.Response:
     return web.json_response(event)
 
 
+@routes.get("/api/smtp/refusals")
 @require("supervisor")
 async def smtp_refusals(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, 1000)
@@ -160,3 +170,8 @@ async def metrics(request: web.Request) -> web.Response:
 async def metrics_public(request: web.Request) -> web.Response:
     """``web.metrics_public: true``: for a Prometheus on the LAN that has no account here (numbers only)."""
     return await _metrics(request)
+
+
+def metrics_route(config: Config) -> web.RouteDef:
+    """``GET /metrics``: open to scrapers under ``web.metrics_public``, else for signed-in users."""
+    return web.get("/metrics", metrics_public if config.web.metrics_public else metrics)

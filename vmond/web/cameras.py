@@ -12,15 +12,19 @@ from vmond.web.keys import CAMERAS, CONFIG, DB, SERVICES
 from vmond.web.params import path_id
 from vmond.web.security import json_error, require
 
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
+
 _ANY_ADDRESS = ("", "0.0.0.0", "::")
 
 
+@routes.get("/api/cameras")
 @require("supervisor")
 async def api_list(request: web.Request) -> web.Response:
     cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
     return web.json_response({"cameras": cameras})
 
 
+@routes.get("/api/cameras/{camera_id}")
 @require("supervisor")
 async def api_detail(request: web.Request) -> web.Response:
     camera = await request.app[DB].read(get_camera, request.app[CONFIG].smtp.domain, path_id(request, "camera_id"))
@@ -41,6 +45,7 @@ async def auth_failures(app: web.Application) -> list[dict[str, Any]]:
     return failures
 
 
+@routes.get("/api/smtp/auth-failures")
 @require("supervisor")
 async def api_auth_failures(request: web.Request) -> web.Response:
     return web.json_response({"auth_failures": await auth_failures(request.app)})

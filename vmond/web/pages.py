@@ -15,7 +15,9 @@ from vmond.web.params import path_id
 from vmond.web.render import render
 from vmond.web.security import principal, public, require
 
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
+@routes.get("/")
 @public
 async def home(request: web.Request) -> web.StreamResponse:
     if principal(request) is None:
@@ -37,6 +39,7 @@ async def wall(request: web.Request) -> web.StreamResponse:
     return render(request, "wall.html", {"events": events, "seq": seq, "storage_low": storage_low})
 
 
+@routes.get("/events/{event_id}")
 @require("guard")
 async def event_page(request: web.Request) -> web.StreamResponse:
     try:
@@ -48,11 +51,13 @@ async def event_page(request: web.Request) -> web.StreamResponse:
     return render(request, "event.html", {"event": event, "alarm_id": alarm_id})
 
 
+@routes.get("/media/{media_id}")
 @require("guard")
 async def media_file(request: web.Request) -> web.StreamResponse:
     return await _media(request, thumbnail=False)
 
 
+@routes.get("/media/{media_id}/thumbnail")
 @require("guard")
 async def media_thumbnail(request: web.Request) -> web.StreamResponse:
     return await _media(request, thumbnail=True)
