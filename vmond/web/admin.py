@@ -35,6 +35,7 @@ from vmond.web.ws import close_sockets_of
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
+
 def user_id(request: web.Request) -> int:
     who = principal(request)
     assert who is not None

@@ -37,6 +37,7 @@ from vmond.web.security import json_error, principal, require
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
+
 def _user_id(request: web.Request) -> int:
     who = principal(request)
     assert who is not None

@@ -17,6 +17,7 @@ from vmond.web.security import principal, public, require
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
+
 @routes.get("/")
 @public
 async def home(request: web.Request) -> web.StreamResponse:
