@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import PASSWORD, Daemon, sample
+from conftest import BASE_CONFIG, PASSWORD, Daemon, sample, write_config
 from yarl import URL
 
+from vmond.config import Config
 from vmond.ingest.mailparse import parse_mail
+from vmond.reload import reload_accounts
 from vmond.store.events import list_events
 from vmond.web.app import create_app
+from vmond.web.keys import config_of
 
 PROTECTED = [
     ("GET", "/api/events"),
@@ -71,6 +75,16 @@ async def test_every_route_declares_who_may_use_it(daemon: Daemon) -> None:
         if route.resource is not None and route.resource.canonical.startswith("/static"):
             continue
         assert getattr(route.handler, "vmond_access", None) in ("public", "guard", "supervisor", "admin"), route
+
+
+async def test_after_a_reload_the_web_reads_the_daemons_configuration(daemon: Daemon, tmp_path: Path) -> None:
+    """One source of truth: a SIGHUP replaces ``services.config``; the app keeps no copy that would go stale."""
+    app = create_app(daemon.config, daemon.services)
+    write_config(tmp_path, accounts=[{**BASE_CONFIG["accounts"][0], "address": "2 New Road"}])
+    assert (await reload_accounts(daemon.services)).startswith("reloaded 1 account(s)")
+    assert daemon.services.config.accounts[0].address == "2 New Road"
+    copies = [key for key in app if isinstance(app[key], Config)]
+    assert copies == [] and config_of(app) is daemon.services.config
 
 
 async def test_first_run_setup_creates_the_admin_once(daemon: Daemon) -> None:

@@ -27,7 +27,7 @@ from vmond.store.users import (
 )
 from vmond.util import auth
 from vmond.web import bodies
-from vmond.web.keys import CAMERAS, CONFIG, DB, SERVICES
+from vmond.web.keys import CAMERAS, DB, SERVICES, config_of
 from vmond.web.login import USERNAME_PATTERN
 from vmond.web.params import path_id
 from vmond.web.security import json_error, principal, require
@@ -87,21 +87,21 @@ async def accounts_list(request: web.Request) -> web.Response:
 
 
 async def _wrap(request: web.Request, key: str, fn: Callable[..., Any]) -> dict[str, Any]:
-    return {key: await request.app[DB].read(fn, request.app[CONFIG].smtp.domain)}
+    return {key: await request.app[DB].read(fn, config_of(request.app).smtp.domain)}
 
 
 @routes.post("/api/accounts")
 @require("supervisor")
 async def accounts_create(request: web.Request) -> web.Response:
     data = await json_object(request)
-    return await answer(lambda: request.app[DB].write(store.save_account, request.app[CONFIG].smtp.domain, data,
+    return await answer(lambda: request.app[DB].write(store.save_account, config_of(request.app).smtp.domain, data,
                                                       user_id(request)), status=201)
 
 
 @routes.get("/api/accounts/{account_id}")
 @require("supervisor")
 async def account_detail(request: web.Request) -> web.Response:
-    return await answer(lambda: request.app[DB].read(store.get_account, request.app[CONFIG].smtp.domain,
+    return await answer(lambda: request.app[DB].read(store.get_account, config_of(request.app).smtp.domain,
                                                      path_id(request, "account_id")))
 
 
@@ -109,7 +109,7 @@ async def account_detail(request: web.Request) -> web.Response:
 @require("supervisor")
 async def account_update(request: web.Request) -> web.Response:
     data = await json_object(request)
-    return await answer(lambda: request.app[DB].write(store.save_account, request.app[CONFIG].smtp.domain, data,
+    return await answer(lambda: request.app[DB].write(store.save_account, config_of(request.app).smtp.domain, data,
                                                       user_id(request), path_id(request, "account_id")))
 
 
@@ -133,7 +133,7 @@ async def save_camera(request: web.Request, data: dict[str, Any], camera_id: int
     if password is not None and (not isinstance(password, str) or len(password) < auth.MIN_PASSWORD_LENGTH):
         raise store.Invalid({"smtp_password": f"at least {auth.MIN_PASSWORD_LENGTH} characters"})
     password_hash = await hash_off_loop(password) if password else None
-    camera = await request.app[DB].write(store.save_camera, request.app[CONFIG].smtp.domain, data, user_id(request),
+    camera = await request.app[DB].write(store.save_camera, config_of(request.app).smtp.domain, data, user_id(request),
                                          camera_id, password_hash)
     await cameras_changed(request.app)  # the SMTP door learns the new address (or password) now
     if generated:
@@ -168,7 +168,7 @@ async def camera_delete(request: web.Request) -> web.Response:
 
 
 async def camera_or_404(request: web.Request, camera_id: int) -> dict[str, Any]:
-    camera = await request.app[DB].read(get_camera, request.app[CONFIG].smtp.domain, camera_id)
+    camera = await request.app[DB].read(get_camera, config_of(request.app).smtp.domain, camera_id)
     if camera is None:
         raise store.NotFound(camera_id)
     return camera

@@ -30,7 +30,7 @@ from vmond.web.admin import (
 )
 from vmond.web.bodies import form_fields
 from vmond.web.cameras import auth_failures, cameras_without_password, failures_of, smtp_setup
-from vmond.web.keys import CONFIG, DB, SERVICES
+from vmond.web.keys import DB, config_of
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import require
@@ -63,7 +63,7 @@ def _contacts_for_store(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
 
 
 async def _accounts(request: web.Request) -> list[dict[str, Any]]:
-    return await request.app[DB].read(store.list_accounts, request.app[CONFIG].smtp.domain)
+    return await request.app[DB].read(store.list_accounts, config_of(request.app).smtp.domain)
 
 
 # --- accounts -----------------------------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def _account_form(request: web.Request, account: dict[str, Any], rows: list[dict
 
 async def _account_or_404(request: web.Request, account_id: int) -> dict[str, Any]:
     try:
-        return await request.app[DB].read(store.get_account, request.app[CONFIG].smtp.domain, account_id)
+        return await request.app[DB].read(store.get_account, config_of(request.app).smtp.domain, account_id)
     except store.NotFound:
         raise web.HTTPNotFound() from None
 
@@ -126,7 +126,7 @@ async def account_save(request: web.Request) -> web.StreamResponse:
         return _account_form(request, shown, rows, spare=empty + 1, added=True)
     data = {**typed, "contacts": _contacts_for_store(rows)}
     try:
-        saved = await request.app[DB].write(store.save_account, request.app[CONFIG].smtp.domain, data,
+        saved = await request.app[DB].write(store.save_account, config_of(request.app).smtp.domain, data,
                                             user_id(request), account_id)
     except store.Invalid as exc:
         return _account_form(request, shown, rows, exc.fields, spare=max(empty, 1), status=400)
@@ -185,11 +185,11 @@ async def _smtp_diagnostics(request: web.Request) -> dict[str, Any]:
 @routes.get("/cameras")
 @require("supervisor")
 async def cameras_page(request: web.Request) -> web.StreamResponse:
-    cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
+    cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain)
     refusals = await request.app[DB].read(list_refusals, 20)
     return render(request, "cameras.html", {"cameras": cameras, "refusals": refusals,
                                             "accounts": await _accounts(request), "errors": {}, "form": {},
-                                            "domain": request.app[CONFIG].smtp.domain,
+                                            "domain": config_of(request.app).smtp.domain,
                                             **await _smtp_diagnostics(request)})
 
 
@@ -203,8 +203,8 @@ async def _camera_view(request: web.Request, camera_id: int, errors: dict[str, s
     setup = smtp_setup(request, camera)
     return render(request, "camera.html", {"camera": camera, "accounts": await _accounts(request),
                                            "errors": errors or {}, "generated": generated, "form": form,
-                                           "domain": request.app[CONFIG].smtp.domain,
-                                           "smtp_auth": request.app[CONFIG].smtp.auth, "setup": setup,
+                                           "domain": config_of(request.app).smtp.domain,
+                                           "smtp_auth": config_of(request.app).smtp.auth, "setup": setup,
                                            "min_password_length": auth.MIN_PASSWORD_LENGTH,
                                            "auth_failures": failures_of(camera, await auth_failures(request.app))},
                   status=status)
@@ -223,10 +223,10 @@ async def camera_create(request: web.Request) -> web.StreamResponse:
     try:
         camera = await save_camera(request, _camera_data(form, creating=True), None)
     except store.Invalid as exc:
-        cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
+        cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain)
         return render(request, "cameras.html", {"cameras": cameras, "refusals": [], "form": form,
                                                 "accounts": await _accounts(request), "errors": exc.fields,
-                                                "domain": request.app[CONFIG].smtp.domain,
+                                                "domain": config_of(request.app).smtp.domain,
                                                 **await _smtp_diagnostics(request)}, status=400)
     if "smtp_password" in camera:  # generated: shown this once, for the installer to type into the camera
         return await _camera_view(request, camera["id"], generated=camera["smtp_password"])
@@ -360,7 +360,7 @@ async def user_delete(request: web.Request) -> web.StreamResponse:
 async def settings_page(request: web.Request) -> web.StreamResponse:
     """What this appliance runs with: the configuration as loaded (secrets masked) and the certificate's fingerprint.
     Changed in the file (``vmond check-config``, then a restart), not here."""
-    config = request.app[SERVICES].config  # current: a SIGHUP reload may have changed its accounts
+    config = config_of(request.app)  # current: a SIGHUP reload may have changed its accounts
     certificate = config.web.tls.certificate
     loop = asyncio.get_running_loop()
     fingerprint_text = (await loop.run_in_executor(None, fingerprint, certificate)) if certificate else None

@@ -30,7 +30,7 @@ from vmond.store.messages import outbox_topics
 from vmond.util import auth
 from vmond.web.api import outbox_queued
 from vmond.web.bodies import BodyError, form_fields, json_object
-from vmond.web.keys import BUS, CONFIG, DB, SERVICES
+from vmond.web.keys import BUS, DB, SERVICES, config_of
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import json_error, principal, require
@@ -50,7 +50,7 @@ def _publish(request: web.Request, kind: str, alarm: dict[str, Any]) -> None:
 
 
 async def _raise(request: web.Request) -> tuple[dict[str, Any], bool]:
-    config = request.app[CONFIG]
+    config = config_of(request.app)
     alarm, event, created = await request.app[DB].write(
         raise_alarm, config.smtp.domain, path_id(request, "event_id"), _user_id(request), outbox_topics(config))
     if created:
@@ -120,7 +120,8 @@ async def api_list(request: web.Request) -> web.Response:
 
 async def _detail(request: web.Request) -> dict[str, Any]:
     try:
-        return await request.app[DB].read(alarm_detail, request.app[CONFIG].smtp.domain, path_id(request, "alarm_id"))
+        return await request.app[DB].read(alarm_detail, config_of(request.app).smtp.domain,
+                                          path_id(request, "alarm_id"))
     except AlarmNotFound:
         raise web.HTTPNotFound() from None
 
@@ -137,7 +138,7 @@ async def api_detail(request: web.Request) -> web.Response:
 async def _change(request: web.Request, fn: Any, *args: Any) -> Any:
     """Run an alarm change; publish the alarm's new state. Raises HTTP errors with a message."""
     alarm_id = path_id(request, "alarm_id")
-    config = request.app[CONFIG]
+    config = config_of(request.app)
     try:
         result = await request.app[DB].write(fn, alarm_id, _user_id(request), *args, outbox_topics(config))
     except AlarmNotFound:

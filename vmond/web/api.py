@@ -15,7 +15,7 @@ from vmond.store.messages import outbox_topics
 from vmond.store.outbox import stats as outbox_stats
 from vmond.store.refusals import list_refusals
 from vmond.util.metrics import exposition
-from vmond.web.keys import BUS, CONFIG, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS
+from vmond.web.keys import BUS, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS, config_of
 from vmond.web.params import path_id, query_int
 from vmond.web.security import json_error, principal, public, require
 
@@ -38,7 +38,7 @@ def outbox_queued(app: web.Application) -> None:
 @public
 async def health(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    config = request.app[CONFIG]
+    config = config_of(request.app)
     loop = asyncio.get_running_loop()
     disk = await loop.run_in_executor(request.app[IO], shutil.disk_usage, services.spool.root)
     spooled = await loop.run_in_executor(request.app[IO], services.spool.count_pending)
@@ -81,7 +81,7 @@ async def events_list(request: web.Request) -> web.Response:
         return json_error(400, f"status must be one of {', '.join((*STATUSES, 'all'))}")
     limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
     include_tests = request.query.get("include_tests") in ("1", "true", "yes")
-    events = await request.app[DB].read(list_events, request.app[CONFIG].smtp.domain, status, limit, include_tests)
+    events = await request.app[DB].read(list_events, config_of(request.app).smtp.domain, status, limit, include_tests)
     return web.json_response({"events": events})
 
 
@@ -89,7 +89,7 @@ async def events_list(request: web.Request) -> web.Response:
 @require("guard")
 async def event_detail(request: web.Request) -> web.Response:
     try:
-        event = await request.app[DB].read(get_event, request.app[CONFIG].smtp.domain, path_id(request, "event_id"))
+        event = await request.app[DB].read(get_event, config_of(request.app).smtp.domain, path_id(request, "event_id"))
     except EventNotFound:
         return json_error(404, "no such event")
     return web.json_response(event)
@@ -101,9 +101,9 @@ async def event_dismiss(request: web.Request) -> web.Response:
     who = principal(request)
     assert who is not None
     try:
-        event, changed = await request.app[DB].write(set_status, request.app[CONFIG].smtp.domain,
+        event, changed = await request.app[DB].write(set_status, config_of(request.app).smtp.domain,
                                                      path_id(request, "event_id"), "dismissed", who["user_id"],
-                                                     outbox_topics(request.app[CONFIG]))
+                                                     outbox_topics(config_of(request.app)))
     except EventNotFound:
         return json_error(404, "no such event")
     except StatusConflict as exc:
@@ -155,7 +155,7 @@ async def _metrics(request: web.Request) -> web.Response:
          len(request.app[WS_CLIENTS])),
         ("vmond_disk_free_bytes", "gauge", "Free space on the data file system", {}, disk.free),
         ("vmond_disk_min_free_bytes", "gauge", "storage.min_free_space", {},
-         request.app[CONFIG].storage.min_free_space),
+         config_of(request.app).storage.min_free_space),
     ]
     return web.Response(text=exposition(samples), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})

@@ -40,7 +40,6 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     paths = web_paths or find_web_paths()
     app = web.Application(middlewares=[first_request_middleware, security_headers, check_host, authenticate],
                           client_max_size=MAX_BODY)
-    app[keys.CONFIG] = config
     app[keys.SERVICES] = services
     app[keys.DB] = services.db
     app[keys.BUS] = services.bus

@@ -10,7 +10,7 @@ from aiohttp import web
 from vmond.store.alarms import alarm_of_event
 from vmond.store.events import EventNotFound, get_event, list_events, media_for_download
 from vmond.store.users import user_count
-from vmond.web.keys import BUS, CONFIG, DB, IO, MEDIA, SERVICES
+from vmond.web.keys import BUS, DB, IO, MEDIA, SERVICES, config_of
 from vmond.web.params import path_id
 from vmond.web.render import render
 from vmond.web.security import principal, public, require
@@ -32,10 +32,10 @@ async def wall(request: web.Request) -> web.StreamResponse:
     # Take the sequence number before reading: anything published in between is replayed over /ws (the page
     # merges by event id), so nothing falls between the rendered list and the live stream.
     seq = request.app[BUS].last_seq
-    events = await request.app[DB].read(list_events, request.app[CONFIG].smtp.domain, "active", 200)
+    events = await request.app[DB].read(list_events, config_of(request.app).smtp.domain, "active", 200)
     disk = await asyncio.get_running_loop().run_in_executor(request.app[IO], shutil.disk_usage,
                                                             request.app[MEDIA].root)
-    storage_low = (disk.free < request.app[CONFIG].storage.min_free_space
+    storage_low = (disk.free < config_of(request.app).storage.min_free_space
                    or request.app[SERVICES].ingest.refusing_for_space())
     return render(request, "wall.html", {"events": events, "seq": seq, "storage_low": storage_low})
 
@@ -44,7 +44,7 @@ async def wall(request: web.Request) -> web.StreamResponse:
 @require("guard")
 async def event_page(request: web.Request) -> web.StreamResponse:
     try:
-        event = await request.app[DB].read(get_event, request.app[CONFIG].smtp.domain,
+        event = await request.app[DB].read(get_event, config_of(request.app).smtp.domain,
                                            path_id(request, "event_id"))
     except EventNotFound:
         raise web.HTTPNotFound() from None
