@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from conftest import BASE_CONFIG, PASSWORD, Daemon, sample, write_config
 from yarl import URL
 
@@ -75,6 +76,20 @@ async def test_every_route_declares_who_may_use_it(daemon: Daemon) -> None:
         if route.resource is not None and route.resource.canonical.startswith("/static"):
             continue
         assert getattr(route.handler, "vmond_access", None) in ("public", "guard", "supervisor", "admin"), route
+
+
+async def test_no_fixed_path_is_hidden_behind_an_earlier_pattern(daemon: Daemon) -> None:
+    """aiohttp 3.8 tries the routes in the order they were added: ``/accounts/new`` must come before
+    ``/accounts/{account_id}``, which matches it too. Newer aiohttp finds fixed paths first: only this shows it."""
+    routes = list(create_app(daemon.config, daemon.services).router.routes())
+
+    def matches(route: web.AbstractRoute, path: str) -> bool:
+        info = route.get_info()
+        return info.get("path") == path or ("pattern" in info and info["pattern"].fullmatch(path) is not None)
+
+    for route in routes:
+        if (path := route.get_info().get("path")) is not None:
+            assert next(r for r in routes if r.method == route.method and matches(r, path)) is route, route
 
 
 async def test_after_a_reload_the_web_reads_the_daemons_configuration(daemon: Daemon, tmp_path: Path) -> None:
