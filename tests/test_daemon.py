@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import smtplib
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,37 @@ def test_sighup_applies_new_cameras_without_dropping_sessions(vmond: Vmond) -> N
     assert vmond.stop() == 0
     log = vmond.log.read_text()
     assert "did you mean `smtp`" in log
+
+
+def page(vmond: Vmond, path: str, token: str) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{vmond.web_port}{path}",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
+
+
+def test_after_sighup_the_dashboard_shows_the_reloaded_accounts(vmond: Vmond) -> None:
+    vmond.start()
+    token = vmond.token()
+    config = yaml.safe_load(vmond.config.read_text())
+    account = config["accounts"][0]
+    account["address"] = "2 New Road"
+    account["contacts"][0]["phone"] = "+15550199"
+    account["cameras"].append({"name": "Garage", "smtp_address": "camera-garage"})
+    vmond.config.write_text(yaml.safe_dump(config))
+    assert vmond.process is not None
+    vmond.process.send_signal(signal.SIGHUP)
+    assert "reloaded 1 account(s), 3 camera(s)" in vmond.notify.wait_for("READY=1")
+    # The API, the pages and the configuration shown on /settings all tell the file as it is now.
+    _, body = vmond.get("/api/accounts", token)
+    [shown] = body["accounts"]
+    assert shown["address"] == "2 New Road" and shown["contacts"][0]["phone"] == "+15550199"
+    assert [c["name"] for c in shown["cameras"]] == ["Back Yard", "Front Door", "Garage"]
+    assert "camera-garage@monitor.local" in page(vmond, "/cameras", token)
+    settings = page(vmond, "/settings", token)
+    assert "2 New Road" in settings and "+15550199" in settings and "camera-garage" in settings
+    assert "1 Test Street" not in settings and "+15550100" not in settings
+    assert vmond.stop() == 0
 
 
 def descendants(pid: int) -> set[int]:

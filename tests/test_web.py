@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import PASSWORD, Daemon, sample
+from aiohttp import web
+from conftest import BASE_CONFIG, PASSWORD, Daemon, sample, write_config
 from yarl import URL
 
+from vmond.config import Config
 from vmond.ingest.mailparse import parse_mail
+from vmond.reload import reload_accounts
 from vmond.store.events import list_events
 from vmond.web.app import create_app
+from vmond.web.keys import config_of
 
 PROTECTED = [
     ("GET", "/api/events"),
@@ -71,6 +76,30 @@ async def test_every_route_declares_who_may_use_it(daemon: Daemon) -> None:
         if route.resource is not None and route.resource.canonical.startswith("/static"):
             continue
         assert getattr(route.handler, "vmond_access", None) in ("public", "guard", "supervisor", "admin"), route
+
+
+async def test_no_fixed_path_is_hidden_behind_an_earlier_pattern(daemon: Daemon) -> None:
+    """aiohttp 3.8 tries the routes in the order they were added: ``/accounts/new`` must come before
+    ``/accounts/{account_id}``, which matches it too. Newer aiohttp finds fixed paths first: only this shows it."""
+    routes = list(create_app(daemon.config, daemon.services).router.routes())
+
+    def matches(route: web.AbstractRoute, path: str) -> bool:
+        info = route.get_info()
+        return info.get("path") == path or ("pattern" in info and info["pattern"].fullmatch(path) is not None)
+
+    for route in routes:
+        if (path := route.get_info().get("path")) is not None:
+            assert next(r for r in routes if r.method == route.method and matches(r, path)) is route, route
+
+
+async def test_after_a_reload_the_web_reads_the_daemons_configuration(daemon: Daemon, tmp_path: Path) -> None:
+    """One source of truth: a SIGHUP replaces ``services.config``; the app keeps no copy that would go stale."""
+    app = create_app(daemon.config, daemon.services)
+    write_config(tmp_path, accounts=[{**BASE_CONFIG["accounts"][0], "address": "2 New Road"}])
+    assert (await reload_accounts(daemon.services)).startswith("reloaded 1 account(s)")
+    assert daemon.services.config.accounts[0].address == "2 New Road"
+    copies = [key for key in app if isinstance(app[key], Config)]
+    assert copies == [] and config_of(app) is daemon.services.config
 
 
 async def test_first_run_setup_creates_the_admin_once(daemon: Daemon) -> None:

@@ -54,7 +54,7 @@ from vmond.ops.backupcheck import (
     tree_files,
 )
 from vmond.store import migrations
-from vmond.util.fsutil import fsync_directory
+from vmond.util.fsutil import fsync_directory, fsync_path
 
 __all__ = ["BackupError", "backup", "data_dir_lock", "restore"]
 
@@ -201,11 +201,7 @@ def _sync_tree(root: Path) -> None:
     """fsync every file and directory: a backup that a power cut can half-erase is no backup."""
     for directory, _, files in os.walk(root):
         for name in files:
-            fd = os.open(Path(directory) / name, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(Path(directory) / name)
         fsync_directory(Path(directory))
 
 

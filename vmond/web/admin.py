@@ -27,11 +27,13 @@ from vmond.store.users import (
 )
 from vmond.util import auth
 from vmond.web import bodies
-from vmond.web.keys import CAMERAS, CONFIG, DB, SERVICES
+from vmond.web.keys import CAMERAS, DB, SERVICES, config_of
 from vmond.web.login import USERNAME_PATTERN
 from vmond.web.params import path_id
 from vmond.web.security import json_error, principal, require
 from vmond.web.ws import close_sockets_of
+
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
 
 def user_id(request: web.Request) -> int:
@@ -78,35 +80,40 @@ async def hash_off_loop(password: str) -> str:
 # --- accounts -----------------------------------------------------------------------------------------------------
 
 
+@routes.get("/api/accounts")
 @require("supervisor")
 async def accounts_list(request: web.Request) -> web.Response:
     return await answer(lambda: _wrap(request, "accounts", store.list_accounts))
 
 
 async def _wrap(request: web.Request, key: str, fn: Callable[..., Any]) -> dict[str, Any]:
-    return {key: await request.app[DB].read(fn, request.app[CONFIG].smtp.domain)}
+    return {key: await request.app[DB].read(fn, config_of(request.app).smtp.domain)}
 
 
+@routes.post("/api/accounts")
 @require("supervisor")
 async def accounts_create(request: web.Request) -> web.Response:
     data = await json_object(request)
-    return await answer(lambda: request.app[DB].write(store.save_account, request.app[CONFIG].smtp.domain, data,
+    return await answer(lambda: request.app[DB].write(store.save_account, config_of(request.app).smtp.domain, data,
                                                       user_id(request)), status=201)
 
 
+@routes.get("/api/accounts/{account_id}")
 @require("supervisor")
 async def account_detail(request: web.Request) -> web.Response:
-    return await answer(lambda: request.app[DB].read(store.get_account, request.app[CONFIG].smtp.domain,
+    return await answer(lambda: request.app[DB].read(store.get_account, config_of(request.app).smtp.domain,
                                                      path_id(request, "account_id")))
 
 
+@routes.patch("/api/accounts/{account_id}")
 @require("supervisor")
 async def account_update(request: web.Request) -> web.Response:
     data = await json_object(request)
-    return await answer(lambda: request.app[DB].write(store.save_account, request.app[CONFIG].smtp.domain, data,
+    return await answer(lambda: request.app[DB].write(store.save_account, config_of(request.app).smtp.domain, data,
                                                       user_id(request), path_id(request, "account_id")))
 
 
+@routes.delete("/api/accounts/{account_id}")
 @require("supervisor")
 async def account_delete(request: web.Request) -> web.Response:
     return await answer(lambda: request.app[DB].write(store.delete_account, path_id(request, "account_id"),
@@ -126,7 +133,7 @@ async def save_camera(request: web.Request, data: dict[str, Any], camera_id: int
     if password is not None and (not isinstance(password, str) or len(password) < auth.MIN_PASSWORD_LENGTH):
         raise store.Invalid({"smtp_password": f"at least {auth.MIN_PASSWORD_LENGTH} characters"})
     password_hash = await hash_off_loop(password) if password else None
-    camera = await request.app[DB].write(store.save_camera, request.app[CONFIG].smtp.domain, data, user_id(request),
+    camera = await request.app[DB].write(store.save_camera, config_of(request.app).smtp.domain, data, user_id(request),
                                          camera_id, password_hash)
     await cameras_changed(request.app)  # the SMTP door learns the new address (or password) now
     if generated:
@@ -134,12 +141,14 @@ async def save_camera(request: web.Request, data: dict[str, Any], camera_id: int
     return camera
 
 
+@routes.post("/api/cameras")
 @require("supervisor")
 async def cameras_create(request: web.Request) -> web.Response:
     data = await json_object(request)
     return await answer(lambda: save_camera(request, data, None), status=201)
 
 
+@routes.patch("/api/cameras/{camera_id}")
 @require("supervisor")
 async def camera_update(request: web.Request) -> web.Response:
     data = await json_object(request)
@@ -152,13 +161,14 @@ async def remove_camera(request: web.Request, camera_id: int) -> dict[str, Any]:
     return {"id": camera_id, "outcome": outcome}
 
 
+@routes.delete("/api/cameras/{camera_id}")
 @require("supervisor")
 async def camera_delete(request: web.Request) -> web.Response:
     return await answer(lambda: remove_camera(request, path_id(request, "camera_id")))
 
 
 async def camera_or_404(request: web.Request, camera_id: int) -> dict[str, Any]:
-    camera = await request.app[DB].read(get_camera, request.app[CONFIG].smtp.domain, camera_id)
+    camera = await request.app[DB].read(get_camera, config_of(request.app).smtp.domain, camera_id)
     if camera is None:
         raise store.NotFound(camera_id)
     return camera
@@ -205,6 +215,7 @@ async def delete_user_checked(request: web.Request, target: int) -> None:
     await close_sockets_of(request.app, user_id=target)
 
 
+@routes.get("/api/users")
 @require("admin")
 async def users_list(request: web.Request) -> web.Response:
     return await answer(lambda: _users(request))
@@ -214,23 +225,27 @@ async def _users(request: web.Request) -> dict[str, Any]:
     return {"users": await request.app[DB].read(list_users)}
 
 
+@routes.post("/api/users")
 @require("admin")
 async def users_create(request: web.Request) -> web.Response:
     data = await json_object(request)
     return await answer(lambda: create_user_checked(request, data), status=201)
 
 
+@routes.get("/api/users/{user_id}")
 @require("admin")
 async def user_detail(request: web.Request) -> web.Response:
     return await answer(lambda: request.app[DB].read(get_user, path_id(request, "user_id")))
 
 
+@routes.patch("/api/users/{user_id}")
 @require("admin")
 async def user_update(request: web.Request) -> web.Response:
     data = await json_object(request)
     return await answer(lambda: update_user_checked(request, path_id(request, "user_id"), data))
 
 
+@routes.delete("/api/users/{user_id}")
 @require("admin")
 async def user_delete(request: web.Request) -> web.Response:
     return await answer(lambda: delete_user_checked(request, path_id(request, "user_id")), status=204)

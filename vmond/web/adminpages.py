@@ -30,10 +30,12 @@ from vmond.web.admin import (
 )
 from vmond.web.bodies import form_fields
 from vmond.web.cameras import auth_failures, cameras_without_password, failures_of, smtp_setup
-from vmond.web.keys import CONFIG, DB, SERVICES
+from vmond.web.keys import DB, config_of
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import require
+
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
 _CONTACT_KEY = re.compile(r"contacts-([0-9]{1,4})-(priority|name|phone|role|email)")
 _TYPED = ("name", "phone", "role", "email")  # a row with none of these is a spare row, not a contact
@@ -61,12 +63,13 @@ def _contacts_for_store(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
 
 
 async def _accounts(request: web.Request) -> list[dict[str, Any]]:
-    return await request.app[DB].read(store.list_accounts, request.app[CONFIG].smtp.domain)
+    return await request.app[DB].read(store.list_accounts, config_of(request.app).smtp.domain)
 
 
 # --- accounts -----------------------------------------------------------------------------------------------------
 
 
+@routes.get("/accounts")
 @require("supervisor")
 async def accounts_page(request: web.Request) -> web.StreamResponse:
     return render(request, "accounts.html", {"accounts": await _accounts(request)})
@@ -87,22 +90,28 @@ def _account_form(request: web.Request, account: dict[str, Any], rows: list[dict
 
 async def _account_or_404(request: web.Request, account_id: int) -> dict[str, Any]:
     try:
-        return await request.app[DB].read(store.get_account, request.app[CONFIG].smtp.domain, account_id)
+        return await request.app[DB].read(store.get_account, config_of(request.app).smtp.domain, account_id)
     except store.NotFound:
         raise web.HTTPNotFound() from None
 
 
+@routes.get("/accounts/new")
 @require("supervisor")
 async def account_new(request: web.Request) -> web.StreamResponse:
     return _account_form(request, {"id": None, "from_config": False})
 
 
+@routes.get("/accounts/{account_id}")
 @require("supervisor")
 async def account_page(request: web.Request) -> web.StreamResponse:
     account = await _account_or_404(request, path_id(request, "account_id"))
     return _account_form(request, account, spare=0 if account["from_config"] else 1)
 
 
+# Decorators apply bottom-up: /accounts/new goes first, as /accounts/{account_id} would match it too (aiohttp
+# 3.8 tries routes in order).
+@routes.post("/accounts/{account_id}")
+@routes.post("/accounts/new")
 @require("supervisor")
 async def account_save(request: web.Request) -> web.StreamResponse:
     """Save the account; or, for the "Add a contact" button (without JavaScript), show the form again as typed
@@ -117,7 +126,7 @@ async def account_save(request: web.Request) -> web.StreamResponse:
         return _account_form(request, shown, rows, spare=empty + 1, added=True)
     data = {**typed, "contacts": _contacts_for_store(rows)}
     try:
-        saved = await request.app[DB].write(store.save_account, request.app[CONFIG].smtp.domain, data,
+        saved = await request.app[DB].write(store.save_account, config_of(request.app).smtp.domain, data,
                                             user_id(request), account_id)
     except store.Invalid as exc:
         return _account_form(request, shown, rows, exc.fields, spare=max(empty, 1), status=400)
@@ -128,6 +137,8 @@ async def account_save(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/accounts/{saved['id']}")
 
 
+@routes.post("/accounts/{account_id}/delete")
+@routes.get("/accounts/{account_id}/delete")
 @require("supervisor")
 async def account_delete(request: web.Request) -> web.StreamResponse:
     account_id = path_id(request, "account_id")
@@ -171,13 +182,14 @@ async def _smtp_diagnostics(request: web.Request) -> dict[str, Any]:
             "without_password": cameras_without_password(request.app)}
 
 
+@routes.get("/cameras")
 @require("supervisor")
 async def cameras_page(request: web.Request) -> web.StreamResponse:
-    cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
+    cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain)
     refusals = await request.app[DB].read(list_refusals, 20)
     return render(request, "cameras.html", {"cameras": cameras, "refusals": refusals,
                                             "accounts": await _accounts(request), "errors": {}, "form": {},
-                                            "domain": request.app[CONFIG].smtp.domain,
+                                            "domain": config_of(request.app).smtp.domain,
                                             **await _smtp_diagnostics(request)})
 
 
@@ -191,34 +203,37 @@ async def _camera_view(request: web.Request, camera_id: int, errors: dict[str, s
     setup = smtp_setup(request, camera)
     return render(request, "camera.html", {"camera": camera, "accounts": await _accounts(request),
                                            "errors": errors or {}, "generated": generated, "form": form,
-                                           "domain": request.app[CONFIG].smtp.domain,
-                                           "smtp_auth": request.app[CONFIG].smtp.auth, "setup": setup,
+                                           "domain": config_of(request.app).smtp.domain,
+                                           "smtp_auth": config_of(request.app).smtp.auth, "setup": setup,
                                            "min_password_length": auth.MIN_PASSWORD_LENGTH,
                                            "auth_failures": failures_of(camera, await auth_failures(request.app))},
                   status=status)
 
 
+@routes.get("/cameras/{camera_id}")
 @require("supervisor")
 async def camera_page(request: web.Request) -> web.StreamResponse:
     return await _camera_view(request, path_id(request, "camera_id"))
 
 
+@routes.post("/cameras")
 @require("supervisor")
 async def camera_create(request: web.Request) -> web.StreamResponse:
     form = await form_fields(request)
     try:
         camera = await save_camera(request, _camera_data(form, creating=True), None)
     except store.Invalid as exc:
-        cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
+        cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain)
         return render(request, "cameras.html", {"cameras": cameras, "refusals": [], "form": form,
                                                 "accounts": await _accounts(request), "errors": exc.fields,
-                                                "domain": request.app[CONFIG].smtp.domain,
+                                                "domain": config_of(request.app).smtp.domain,
                                                 **await _smtp_diagnostics(request)}, status=400)
     if "smtp_password" in camera:  # generated: shown this once, for the installer to type into the camera
         return await _camera_view(request, camera["id"], generated=camera["smtp_password"])
     raise web.HTTPSeeOther(f"/cameras/{camera['id']}")
 
 
+@routes.post("/cameras/{camera_id}")
 @require("supervisor")
 async def camera_save(request: web.Request) -> web.StreamResponse:
     camera_id = path_id(request, "camera_id")
@@ -237,6 +252,8 @@ async def camera_save(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/cameras/{camera_id}")
 
 
+@routes.post("/cameras/{camera_id}/delete")
+@routes.get("/cameras/{camera_id}/delete")
 @require("supervisor")
 async def camera_delete(request: web.Request) -> web.StreamResponse:
     camera_id = path_id(request, "camera_id")
@@ -270,11 +287,13 @@ async def _users_page(request: web.Request, errors: dict[str, str] | None = None
                                           "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
+@routes.get("/users")
 @require("admin")
 async def users_page(request: web.Request) -> web.StreamResponse:
     return await _users_page(request)
 
 
+@routes.post("/users")
 @require("admin")
 async def user_create(request: web.Request) -> web.StreamResponse:
     form = await form_fields(request)
@@ -296,11 +315,13 @@ async def _user_view(request: web.Request, errors: dict[str, str] | None = None,
                                          "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
+@routes.get("/users/{user_id}")
 @require("admin")
 async def user_page(request: web.Request) -> web.StreamResponse:
     return await _user_view(request)
 
 
+@routes.post("/users/{user_id}")
 @require("admin")
 async def user_save(request: web.Request) -> web.StreamResponse:
     target = path_id(request, "user_id")
@@ -317,6 +338,8 @@ async def user_save(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/users")
 
 
+@routes.post("/users/{user_id}/delete")
+@routes.get("/users/{user_id}/delete")
 @require("admin")
 async def user_delete(request: web.Request) -> web.StreamResponse:
     target = path_id(request, "user_id")
@@ -332,11 +355,12 @@ async def user_delete(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/users")
 
 
+@routes.get("/settings")
 @require("admin")
 async def settings_page(request: web.Request) -> web.StreamResponse:
     """What this appliance runs with: the configuration as loaded (secrets masked) and the certificate's fingerprint.
     Changed in the file (``vmond check-config``, then a restart), not here."""
-    config = request.app[SERVICES].config  # current: a SIGHUP reload may have changed its accounts
+    config = config_of(request.app)  # current: a SIGHUP reload may have changed its accounts
     certificate = config.web.tls.certificate
     loop = asyncio.get_running_loop()
     fingerprint_text = (await loop.run_in_executor(None, fingerprint, certificate)) if certificate else None

@@ -28,10 +28,12 @@ from vmond.store.cameras import camera_source
 from vmond.store.events import EventNotFound, StatusConflict
 from vmond.util import auth
 from vmond.web.bodies import BodyError, form_fields, json_object
-from vmond.web.keys import BUS, CHANGES, CONFIG, DB, SERVICES
+from vmond.web.keys import BUS, CHANGES, DB, SERVICES, config_of
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.security import json_error, principal, require
+
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
 
 def _user_id(request: web.Request) -> int:
@@ -42,7 +44,7 @@ def _user_id(request: web.Request) -> int:
 
 async def _raise(request: web.Request) -> tuple[dict[str, Any], bool]:
     async with request.app[CHANGES].batch() as batch:  # announced as one alarm.created, showing who took it
-        alarm, _, created = await batch.record(raise_alarm, request.app[CONFIG].smtp.domain,
+        alarm, _, created = await batch.record(raise_alarm, config_of(request.app).smtp.domain,
                                                path_id(request, "event_id"), _user_id(request))
         if created:
             # The guard who raises it handles it, until someone takes it over.
@@ -54,6 +56,7 @@ async def _raise(request: web.Request) -> tuple[dict[str, Any], bool]:
     return alarm, created
 
 
+@routes.post("/api/events/{event_id}/alarm")
 @require("guard")
 async def api_raise(request: web.Request) -> web.Response:
     try:
@@ -97,6 +100,7 @@ async def _list(request: web.Request) -> tuple[str, list[dict[str, Any]], dict[s
     return state, await request.app[DB].read(list_alarms, state, limit=200, **filters), filters
 
 
+@routes.get("/api/alarms")
 @require("guard")
 async def api_list(request: web.Request) -> web.Response:
     try:
@@ -108,11 +112,13 @@ async def api_list(request: web.Request) -> web.Response:
 
 async def _detail(request: web.Request) -> dict[str, Any]:
     try:
-        return await request.app[DB].read(alarm_detail, request.app[CONFIG].smtp.domain, path_id(request, "alarm_id"))
+        return await request.app[DB].read(alarm_detail, config_of(request.app).smtp.domain,
+                                          path_id(request, "alarm_id"))
     except AlarmNotFound:
         raise web.HTTPNotFound() from None
 
 
+@routes.get("/api/alarms/{alarm_id}")
 @require("guard")
 async def api_detail(request: web.Request) -> web.Response:
     try:
@@ -149,17 +155,20 @@ async def _api(request: web.Request, status: int, fn: Any, *args: Any) -> web.Re
         return json_error(exc.status, exc.text or exc.reason)
 
 
+@routes.post("/api/alarms/{alarm_id}/notes")
 @require("guard")
 async def api_note(request: web.Request) -> web.Response:
     body = await _json_body(request)
     return await _api(request, 201, add_note, str(body.get("text", "")))
 
 
+@routes.post("/api/alarms/{alarm_id}/acknowledge")
 @require("guard")
 async def api_acknowledge(request: web.Request) -> web.Response:
     return await _api(request, 200, acknowledge)
 
 
+@routes.post("/api/alarms/{alarm_id}/resolve")
 @require("guard")
 async def api_resolve(request: web.Request) -> web.Response:
     body = await _json_body(request)
@@ -169,12 +178,14 @@ async def api_resolve(request: web.Request) -> web.Response:
 # --- pages and their forms (the same changes, for browsers; every form carries the CSRF token) -------------------
 
 
+@routes.get("/alarms")
 @require("guard")
 async def page_list(request: web.Request) -> web.StreamResponse:
     state, alarms, filters = await _list(request)
     return render(request, "alarms.html", {"alarms": alarms, "state": state, "filters": request.query})
 
 
+@routes.get("/alarms/{alarm_id}")
 @require("guard")
 async def page_detail(request: web.Request) -> web.StreamResponse:
     alarm = await _detail(request)
@@ -190,6 +201,7 @@ def _back(request: web.Request, fragment: str = "") -> web.HTTPSeeOther:
     return web.HTTPSeeOther(f"/alarms/{path_id(request, 'alarm_id')}{fragment}")
 
 
+@routes.post("/events/{event_id}/alarm")
 @require("guard")
 async def form_raise(request: web.Request) -> web.StreamResponse:
     try:
@@ -201,18 +213,21 @@ async def form_raise(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/alarms/{alarm['id']}")
 
 
+@routes.post("/alarms/{alarm_id}/notes")
 @require("guard")
 async def form_note(request: web.Request) -> web.StreamResponse:
     await _change(request, add_note, (await form_fields(request)).get("text", ""))
     raise _back(request, "#notes")
 
 
+@routes.post("/alarms/{alarm_id}/acknowledge")
 @require("guard")
 async def form_acknowledge(request: web.Request) -> web.StreamResponse:
     await _change(request, acknowledge)
     raise _back(request)
 
 
+@routes.post("/alarms/{alarm_id}/resolve")
 @require("guard")
 async def form_resolve(request: web.Request) -> web.StreamResponse:
     form = await form_fields(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -14,17 +14,23 @@ from vmond.store.events import STATUSES, EventNotFound, StatusConflict, get_even
 from vmond.store.outbox import stats as outbox_stats
 from vmond.store.refusals import list_refusals
 from vmond.util.metrics import exposition
-from vmond.web.keys import CHANGES, CONFIG, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS
+from vmond.web.keys import CHANGES, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS, config_of
 from vmond.web.params import path_id, query_int
 from vmond.web.security import json_error, principal, public, require
+
+if TYPE_CHECKING:
+    from vmond.config import Config
+
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
 MAX_LIMIT = 500
 
 
+@routes.get("/api/health")
 @public
 async def health(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    config = request.app[CONFIG]
+    config = config_of(request.app)
     loop = asyncio.get_running_loop()
     disk = await loop.run_in_executor(request.app[IO], shutil.disk_usage, services.spool.root)
     spooled = await loop.run_in_executor(request.app[IO], services.spool.count_pending)
@@ -59,6 +65,7 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+@routes.get("/api/events")
 @require("guard")
 async def events_list(request: web.Request) -> web.Response:
     status = request.query.get("status", "active")
@@ -66,25 +73,27 @@ async def events_list(request: web.Request) -> web.Response:
         return json_error(400, f"status must be one of {', '.join((*STATUSES, 'all'))}")
     limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
     include_tests = request.query.get("include_tests") in ("1", "true", "yes")
-    events = await request.app[DB].read(list_events, request.app[CONFIG].smtp.domain, status, limit, include_tests)
+    events = await request.app[DB].read(list_events, config_of(request.app).smtp.domain, status, limit, include_tests)
     return web.json_response({"events": events})
 
 
+@routes.get("/api/events/{event_id}")
 @require("guard")
 async def event_detail(request: web.Request) -> web.Response:
     try:
-        event = await request.app[DB].read(get_event, request.app[CONFIG].smtp.domain, path_id(request, "event_id"))
+        event = await request.app[DB].read(get_event, config_of(request.app).smtp.domain, path_id(request, "event_id"))
     except EventNotFound:
         return json_error(404, "no such event")
     return web.json_response(event)
 
 
+@routes.post("/api/events/{event_id}/dismiss")
 @require("guard")
 async def event_dismiss(request: web.Request) -> web.Response:
     who = principal(request)
     assert who is not None
     try:
-        event, _ = await request.app[CHANGES].record(set_status, request.app[CONFIG].smtp.domain,
+        event, _ = await request.app[CHANGES].record(set_status, config_of(request.app).smtp.domain,
                                                    path_id(request, "event_id"), "dismissed", who["user_id"])
     except EventNotFound:
         return json_error(404, "no such event")
@@ -93,6 +102,7 @@ async def event_dismiss(request: web.Request) -> web.Response:
     return web.json_response(event)
 
 
+@routes.get("/api/smtp/refusals")
 @require("supervisor")
 async def smtp_refusals(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, 1000)
@@ -133,7 +143,7 @@ async def _metrics(request: web.Request) -> web.Response:
          len(request.app[WS_CLIENTS])),
         ("vmond_disk_free_bytes", "gauge", "Free space on the data file system", {}, disk.free),
         ("vmond_disk_min_free_bytes", "gauge", "storage.min_free_space", {},
-         request.app[CONFIG].storage.min_free_space),
+         config_of(request.app).storage.min_free_space),
     ]
     return web.Response(text=exposition(samples), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
@@ -148,3 +158,8 @@ async def metrics(request: web.Request) -> web.Response:
 async def metrics_public(request: web.Request) -> web.Response:
     """``web.metrics_public: true``: for a Prometheus on the LAN that has no account here (numbers only)."""
     return await _metrics(request)
+
+
+def metrics_route(config: Config) -> web.RouteDef:
+    """``GET /metrics``: open to scrapers under ``web.metrics_public``, else for signed-in users."""
+    return web.get("/metrics", metrics_public if config.web.metrics_public else metrics)

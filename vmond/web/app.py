@@ -40,7 +40,6 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     paths = web_paths or find_web_paths()
     app = web.Application(middlewares=[first_request_middleware, security_headers, check_host, authenticate],
                           client_max_size=MAX_BODY)
-    app[keys.CONFIG] = config
     app[keys.SERVICES] = services
     app[keys.DB] = services.db
     app[keys.BUS] = services.bus
@@ -65,83 +64,15 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
         filters=display.FILTERS,
     )
 
-    app.router.add_get("/", pages.home)
-    app.router.add_get("/login", login.login_page)
-    app.router.add_post("/login", login.login_submit)
-    app.router.add_post("/logout", login.logout)
-    app.router.add_get("/setup", login.setup_page)
-    app.router.add_post("/setup", login.setup_submit)
-    app.router.add_get("/media/{media_id}", pages.media_file)
-    app.router.add_get("/media/{media_id}/thumbnail", pages.media_thumbnail)
-    app.router.add_get("/ws", ws.websocket)
-    app.router.add_get("/api/health", api.health)
-    app.router.add_get("/metrics", api.metrics_public if config.web.metrics_public else api.metrics)
-    app.router.add_post("/api/token", login.api_token)
-    app.router.add_get("/api/events", api.events_list)
-    app.router.add_get("/api/events/{event_id}", api.event_detail)
-    app.router.add_post("/api/events/{event_id}/dismiss", api.event_dismiss)
-    app.router.add_get("/api/smtp/refusals", api.smtp_refusals)
-    app.router.add_get("/api/smtp/auth-failures", cameras.api_auth_failures)
-    app.router.add_post("/api/events/{event_id}/alarm", alarms.api_raise)
-    app.router.add_get("/api/alarms", alarms.api_list)
-    app.router.add_get("/api/alarms/{alarm_id}", alarms.api_detail)
-    app.router.add_post("/api/alarms/{alarm_id}/notes", alarms.api_note)
-    app.router.add_post("/api/alarms/{alarm_id}/acknowledge", alarms.api_acknowledge)
-    app.router.add_post("/api/alarms/{alarm_id}/resolve", alarms.api_resolve)
-    app.router.add_get("/alarms", alarms.page_list)
-    app.router.add_get("/alarms/{alarm_id}", alarms.page_detail)
-    app.router.add_post("/alarms/{alarm_id}/notes", alarms.form_note)
-    app.router.add_post("/alarms/{alarm_id}/acknowledge", alarms.form_acknowledge)
-    app.router.add_post("/alarms/{alarm_id}/resolve", alarms.form_resolve)
-    app.router.add_post("/events/{event_id}/alarm", alarms.form_raise)
-    app.router.add_get("/events/{event_id}", pages.event_page)
-    app.router.add_get("/api/cameras", cameras.api_list)
-    app.router.add_post("/api/cameras", admin.cameras_create)
-    app.router.add_get("/api/cameras/{camera_id}", cameras.api_detail)
-    app.router.add_get("/api/cameras/{camera_id}/snapshot", live.snapshot)
-    app.router.add_get("/api/cameras/{camera_id}/live", live.stream)
-    app.router.add_get("/api/live", live.status)
-    app.router.add_get("/api/alarms/{alarm_id}/snapshot", live.alarm_snapshot)
-    app.router.add_patch("/api/cameras/{camera_id}", admin.camera_update)
-    app.router.add_delete("/api/cameras/{camera_id}", admin.camera_delete)
-    app.router.add_get("/api/accounts", admin.accounts_list)
-    app.router.add_post("/api/accounts", admin.accounts_create)
-    app.router.add_get("/api/accounts/{account_id}", admin.account_detail)
-    app.router.add_patch("/api/accounts/{account_id}", admin.account_update)
-    app.router.add_delete("/api/accounts/{account_id}", admin.account_delete)
-    app.router.add_get("/api/users", admin.users_list)
-    app.router.add_post("/api/users", admin.users_create)
-    app.router.add_get("/api/users/{user_id}", admin.user_detail)
-    app.router.add_patch("/api/users/{user_id}", admin.user_update)
-    app.router.add_delete("/api/users/{user_id}", admin.user_delete)
-    _add_admin_pages(app.router)
+    # Each module declares its routes next to its handlers. Their order matters only where one path could match
+    # another's (aiohttp 3.8 tries them in order): within a module, and the static files last.
+    for module in (pages, login, ws, api, cameras, alarms, live, admin, adminpages):
+        app.router.add_routes(module.routes)
+    app.router.add_routes([api.metrics_route(config)])
     app.router.add_static("/static/", str(paths.static), name="static")
     app.on_shutdown.append(ws.close_all)
     app.on_shutdown.append(live.end_streams)  # or the web server would wait out its timeout for the streams
     return app
-
-
-def _add_admin_pages(router: web.UrlDispatcher) -> None:
-    router.add_get("/accounts", adminpages.accounts_page)
-    router.add_get("/accounts/new", adminpages.account_new)
-    router.add_post("/accounts/new", adminpages.account_save)
-    router.add_get("/accounts/{account_id}", adminpages.account_page)
-    router.add_post("/accounts/{account_id}", adminpages.account_save)
-    router.add_get("/accounts/{account_id}/delete", adminpages.account_delete)
-    router.add_post("/accounts/{account_id}/delete", adminpages.account_delete)
-    router.add_get("/cameras", adminpages.cameras_page)
-    router.add_post("/cameras", adminpages.camera_create)
-    router.add_get("/cameras/{camera_id}", adminpages.camera_page)
-    router.add_post("/cameras/{camera_id}", adminpages.camera_save)
-    router.add_get("/cameras/{camera_id}/delete", adminpages.camera_delete)
-    router.add_post("/cameras/{camera_id}/delete", adminpages.camera_delete)
-    router.add_get("/settings", adminpages.settings_page)
-    router.add_get("/users", adminpages.users_page)
-    router.add_post("/users", adminpages.user_create)
-    router.add_get("/users/{user_id}", adminpages.user_page)
-    router.add_post("/users/{user_id}", adminpages.user_save)
-    router.add_get("/users/{user_id}/delete", adminpages.user_delete)
-    router.add_post("/users/{user_id}/delete", adminpages.user_delete)
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:

@@ -8,22 +8,26 @@ from typing import Any
 from aiohttp import web
 
 from vmond.store.cameras import cameras_last_seen_at, get_camera, list_cameras, peer_host
-from vmond.web.keys import CAMERAS, CONFIG, DB, SERVICES
+from vmond.web.keys import CAMERAS, DB, SERVICES, config_of
 from vmond.web.params import path_id
 from vmond.web.security import json_error, require
+
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
 _ANY_ADDRESS = ("", "0.0.0.0", "::")
 
 
+@routes.get("/api/cameras")
 @require("supervisor")
 async def api_list(request: web.Request) -> web.Response:
-    cameras = await request.app[DB].read(list_cameras, request.app[CONFIG].smtp.domain)
+    cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain)
     return web.json_response({"cameras": cameras})
 
 
+@routes.get("/api/cameras/{camera_id}")
 @require("supervisor")
 async def api_detail(request: web.Request) -> web.Response:
-    camera = await request.app[DB].read(get_camera, request.app[CONFIG].smtp.domain, path_id(request, "camera_id"))
+    camera = await request.app[DB].read(get_camera, config_of(request.app).smtp.domain, path_id(request, "camera_id"))
     if camera is None:
         return json_error(404, "no such camera")
     return web.json_response(camera)
@@ -41,6 +45,7 @@ async def auth_failures(app: web.Application) -> list[dict[str, Any]]:
     return failures
 
 
+@routes.get("/api/smtp/auth-failures")
 @require("supervisor")
 async def api_auth_failures(request: web.Request) -> web.Response:
     return web.json_response({"auth_failures": await auth_failures(request.app)})
@@ -55,9 +60,9 @@ def failures_of(camera: dict[str, Any], failures: list[dict[str, Any]]) -> list[
 
 def cameras_without_password(app: web.Application) -> list[dict[str, Any]]:
     """Under ``smtp.auth: per-camera``, the active cameras that cannot log in (no password set); else none."""
-    if app[CONFIG].smtp.auth != "per-camera":
+    if config_of(app).smtp.auth != "per-camera":
         return []
-    domain = app[CONFIG].smtp.domain
+    domain = config_of(app).smtp.domain
     return [{"name": c.name, "smtp_address": f"{c.local_part}@{domain}", "id": c.id}
             for c in app[CAMERAS].without_password()]
 
@@ -65,7 +70,7 @@ def cameras_without_password(app: web.Application) -> list[dict[str, Any]]:
 def smtp_setup(request: web.Request, camera: dict[str, Any]) -> dict[str, Any]:
     """The settings to type into the camera's e-mail page, as this appliance runs now."""
     app = request.app
-    smtp_config = app[CONFIG].smtp
+    smtp_config = config_of(app).smtp
     server = app[SERVICES].smtp
     host = smtp_config.listen.host
     if host in _ANY_ADDRESS:

@@ -39,7 +39,6 @@ def _request_key(name: str, type_: Any) -> Any:
     return request_key(name, type_) if request_key is not None else f"vmond.{name}"
 
 
-CONFIG: web.AppKey[Config] = _app_key("config", object)
 SERVICES: web.AppKey[Services] = _app_key("services", object)
 DB: web.AppKey[Database] = _app_key("db", object)
 BUS: web.AppKey[Bus] = _app_key("bus", object)
@@ -57,3 +56,9 @@ CONNECTIONS: web.AppKey[ConnectionGuard] = _app_key("connections", object)  # ab
 
 PRINCIPAL: web.RequestKey[dict[str, Any] | None] = _request_key("principal", object)  # the signed-in user, or None
 AUTH_VIA: web.RequestKey[str | None] = _request_key("auth_via", object)  # "cookie", "bearer" or None
+
+
+def config_of(app: web.Application) -> Config:
+    """The configuration as it is now. A SIGHUP reload replaces ``services.config`` (a started app is not changed),
+    so the web reads it from there, never from a copy of its own."""
+    return app[SERVICES].config

@@ -27,6 +27,8 @@ from vmond.web.keys import DB, IO, MEDIA, SERVICES
 from vmond.web.params import path_id
 from vmond.web.security import CONTENT_SECURITY_POLICY, json_error, require
 
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
+
 log = logging.getLogger(__name__)
 
 BOUNDARY = "vmondframe"
@@ -52,6 +54,7 @@ def _hub(request: web.Request) -> LiveHub:
     return hub
 
 
+@routes.get("/api/cameras/{camera_id}/snapshot")
 @require("guard")
 async def snapshot(request: web.Request) -> web.StreamResponse:
     """``GET /api/cameras/{id}/snapshot``: the camera's current picture (JPEG), or why there is none."""
@@ -72,6 +75,7 @@ def _picture(frame: Frame) -> bytes:
     return _part("image/jpeg", frame.jpeg, f"X-Taken-At: {frame.taken_at.isoformat()}\r\n")
 
 
+@routes.get("/api/cameras/{camera_id}/live")
 @require("guard")
 async def stream(request: web.Request) -> web.StreamResponse:
     """``GET /api/cameras/{id}/live``: pictures as they come (about two a second) for as long as it is read."""
@@ -142,12 +146,14 @@ async def _write(response: web.StreamResponse, data: bytes) -> bool:
     return True
 
 
+@routes.get("/api/live")
 @require("guard")
 async def status(request: web.Request) -> web.Response:
     """``GET /api/live``: open streams, their viewers, the last error of each camera, counters."""
     return web.json_response(_hub(request).status())
 
 
+@routes.get("/api/alarms/{alarm_id}/snapshot")
 @require("guard")
 async def alarm_snapshot(request: web.Request) -> web.StreamResponse:
     """``GET /api/alarms/{id}/snapshot``: the picture taken when the alarm was raised."""

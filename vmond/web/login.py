@@ -35,6 +35,8 @@ from vmond.web.security import (
 from vmond.web.throttle import MAX_NAME
 from vmond.web.ws import close_session_sockets
 
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
+
 WEB_SESSION = timedelta(hours=12)  # one guard shift
 API_TOKEN = timedelta(hours=24)
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -110,6 +112,7 @@ async def _form_before_login(request: web.Request) -> MultiDict[str] | web.Respo
     return form
 
 
+@routes.get("/login")
 @public
 async def login_page(request: web.Request) -> web.StreamResponse:
     if await request.app[DB].read(user_count) == 0:
@@ -120,6 +123,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     return _render_form(request, "login.html", next=target)
 
 
+@routes.post("/login")
 @public
 async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await _form_before_login(request)
@@ -145,6 +149,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     raise response
 
 
+@routes.post("/logout")
 @require("guard")
 async def logout(request: web.Request) -> web.StreamResponse:
     """Ends the session that made the request: the browser's cookie session, or the bearer token (revoked)."""
@@ -159,6 +164,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     raise response
 
 
+@routes.get("/setup")
 @public
 async def setup_page(request: web.Request) -> web.StreamResponse:
     if await request.app[DB].read(user_count) > 0:
@@ -166,6 +172,7 @@ async def setup_page(request: web.Request) -> web.StreamResponse:
     return _render_form(request, "setup.html")
 
 
+@routes.post("/setup")
 @public
 async def setup_submit(request: web.Request) -> web.StreamResponse:
     if await request.app[DB].read(user_count) > 0:
@@ -196,6 +203,7 @@ async def setup_submit(request: web.Request) -> web.StreamResponse:
     raise response
 
 
+@routes.post("/api/token")
 @public
 async def api_token(request: web.Request) -> web.StreamResponse:
     try:

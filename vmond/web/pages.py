@@ -10,12 +10,15 @@ from aiohttp import web
 from vmond.store.alarms import alarm_of_event
 from vmond.store.events import EventNotFound, get_event, list_events, media_for_download
 from vmond.store.users import user_count
-from vmond.web.keys import BUS, CONFIG, DB, IO, MEDIA, SERVICES
+from vmond.web.keys import BUS, DB, IO, MEDIA, SERVICES, config_of
 from vmond.web.params import path_id
 from vmond.web.render import render
 from vmond.web.security import principal, public, require
 
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
+
+@routes.get("/")
 @public
 async def home(request: web.Request) -> web.StreamResponse:
     if principal(request) is None:
@@ -29,18 +32,19 @@ async def wall(request: web.Request) -> web.StreamResponse:
     # Take the sequence number before reading: anything published in between is replayed over /ws (the page
     # merges by event id), so nothing falls between the rendered list and the live stream.
     seq = request.app[BUS].last_seq
-    events = await request.app[DB].read(list_events, request.app[CONFIG].smtp.domain, "active", 200)
+    events = await request.app[DB].read(list_events, config_of(request.app).smtp.domain, "active", 200)
     disk = await asyncio.get_running_loop().run_in_executor(request.app[IO], shutil.disk_usage,
                                                             request.app[MEDIA].root)
-    storage_low = (disk.free < request.app[CONFIG].storage.min_free_space
+    storage_low = (disk.free < config_of(request.app).storage.min_free_space
                    or request.app[SERVICES].ingest.refusing_for_space())
     return render(request, "wall.html", {"events": events, "seq": seq, "storage_low": storage_low})
 
 
+@routes.get("/events/{event_id}")
 @require("guard")
 async def event_page(request: web.Request) -> web.StreamResponse:
     try:
-        event = await request.app[DB].read(get_event, request.app[CONFIG].smtp.domain,
+        event = await request.app[DB].read(get_event, config_of(request.app).smtp.domain,
                                            path_id(request, "event_id"))
     except EventNotFound:
         raise web.HTTPNotFound() from None
@@ -48,11 +52,13 @@ async def event_page(request: web.Request) -> web.StreamResponse:
     return render(request, "event.html", {"event": event, "alarm_id": alarm_id})
 
 
+@routes.get("/media/{media_id}")
 @require("guard")
 async def media_file(request: web.Request) -> web.StreamResponse:
     return await _media(request, thumbnail=False)
 
 
+@routes.get("/media/{media_id}/thumbnail")
 @require("guard")
 async def media_thumbnail(request: web.Request) -> web.StreamResponse:
     return await _media(request, thumbnail=True)

@@ -8,7 +8,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 import vmond
-from vmond.web.keys import CONFIG, PRINCIPAL
+from vmond.web.keys import PRINCIPAL, config_of
 
 
 def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
@@ -19,6 +19,6 @@ def render(request: web.Request, template: str, context: dict[str, Any], status:
         "user": who,
         "session_csrf": who.get("csrf_token") if who else None,
         "version": vmond.__version__,
-        "site": request.app[CONFIG].site,
+        "site": config_of(request.app).site,
     }
     return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)

@@ -31,6 +31,8 @@ from vmond.web.security import json_error, origin_ok, require
 
 log = logging.getLogger(__name__)
 
+routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
+
 QUEUE_PER_CLIENT = 256
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is not keeping up
 MAX_CLIENT_MESSAGE = 16 * 1024  # clients only send small control messages
@@ -40,6 +42,7 @@ CLIENT_RATE, CLIENT_BURST = 5.0, 20  # messages a client may send per second, an
 CLIENT_FLOOD = 200  # messages over the rate before the client is disconnected
 
 
+@routes.get("/ws")
 @require("guard")
 async def websocket(request: web.Request) -> web.StreamResponse:
     if request[AUTH_VIA] == "cookie" and not origin_ok(request):
