@@ -69,9 +69,11 @@ bench-encode: debs $(VENV)/.stamp-test
 bench-ingest: debs $(VENV)/.stamp-test
 	$(PY) bench/ingest.py
 
+# ruff, the import layers, the type checker (its settings, and the files it checks, are in setup.cfg's [mypy]).
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check vmond tests bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # Build the Debian package from a clean copy of the tree, lint it, install it and run it end to end (root or sudo).
 package:
