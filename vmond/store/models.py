@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 import peewee as pw
 
@@ -50,9 +50,9 @@ class JSONField(pw.TextField):
 
 
 class BaseModel(pw.Model):
-    # Declared for the type checker: peewee's metaclass adds this primary key, and `<name>_id` for each foreign key
-    # (the column alone, on the class the field itself); a bare annotation adds nothing at run time.
-    id: ClassVar[pw.AutoField[int]]
+    # Annotations for the type checker (a bare annotation adds nothing at run time): peewee's metaclass adds this
+    # primary key, and for each foreign key `<name>_id`, the key alone (on the class, the field itself).
+    id: pw.AutoField[int]
 
     class Meta:
         legacy_table_names = False
@@ -69,7 +69,7 @@ class User(BaseModel):
 class Session(BaseModel):
     token_hash = pw.CharField(unique=True)
     user = pw.ForeignKeyField(User, backref="sessions", on_delete="CASCADE")
-    user_id: ClassVar[pw.ForeignKeyField[int]]
+    user_id: pw.ForeignKeyField[int]
     kind = pw.CharField()  # web | api
     csrf_token = pw.CharField(null=True)
     created_at = UtcDateTimeField(default=utcnow)
@@ -89,7 +89,7 @@ class Account(BaseModel):
 
 class Contact(BaseModel):
     account = pw.ForeignKeyField(Account, backref="contacts", on_delete="CASCADE")
-    account_id: ClassVar[pw.ForeignKeyField[int]]
+    account_id: pw.ForeignKeyField[int]
     name = pw.CharField()
     phone = pw.CharField(null=True)
     email = pw.CharField(null=True)
@@ -99,7 +99,7 @@ class Contact(BaseModel):
 
 class Camera(BaseModel):
     account = pw.ForeignKeyField(Account, backref="cameras", on_delete="RESTRICT")
-    account_id: ClassVar[pw.ForeignKeyField[int]]
+    account_id: pw.ForeignKeyField[int]
     name = pw.CharField()
     smtp_local_part = pw.CharField(unique=True)
     smtp_password_hash = pw.CharField(null=True)  # set in the dashboard
@@ -118,7 +118,7 @@ class Camera(BaseModel):
 
 class AlarmEvent(BaseModel):
     camera = pw.ForeignKeyField(Camera, backref="events", null=True, on_delete="RESTRICT")
-    camera_id: ClassVar[pw.ForeignKeyField[int | None]]
+    camera_id: pw.ForeignKeyField[int | None]
     received_at = UtcDateTimeField(index=True)
     updated_at = UtcDateTimeField()
     event_time = UtcDateTimeField()
@@ -134,7 +134,7 @@ class AlarmEvent(BaseModel):
     mail_count = pw.IntegerField(default=1)
     video_state = pw.CharField(default="none")  # none | pending | ready | failed
     status_changed_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
-    status_changed_by_id: ClassVar[pw.ForeignKeyField[int | None]]
+    status_changed_by_id: pw.ForeignKeyField[int | None]
     status_changed_at = UtcDateTimeField(null=True)
 
 
@@ -143,7 +143,7 @@ class Mail(BaseModel):
 
     ingest_key = pw.CharField(unique=True)
     event = pw.ForeignKeyField(AlarmEvent, backref="mails", on_delete="CASCADE")
-    event_id: ClassVar[pw.ForeignKeyField[int]]
+    event_id: pw.ForeignKeyField[int]
     received_at = UtcDateTimeField()
     peer = pw.CharField(default="")
     mail_from = pw.TextField(default="")
@@ -157,9 +157,9 @@ class Mail(BaseModel):
 
 class Media(BaseModel):
     event = pw.ForeignKeyField(AlarmEvent, backref="media", on_delete="CASCADE")
-    event_id: ClassVar[pw.ForeignKeyField[int]]
+    event_id: pw.ForeignKeyField[int]
     mail = pw.ForeignKeyField(Mail, null=True, on_delete="SET NULL")
-    mail_id: ClassVar[pw.ForeignKeyField[int | None]]
+    mail_id: pw.ForeignKeyField[int | None]
     kind = pw.CharField()  # image | video | attachment (kept opaque) | raw (a mail that could not be parsed)
     position = pw.IntegerField(default=0)
     path = pw.TextField()  # relative to the media directory
@@ -175,26 +175,26 @@ class Media(BaseModel):
 
 class Alarm(BaseModel):
     event = pw.ForeignKeyField(AlarmEvent, backref="alarms", unique=True, on_delete="RESTRICT")
-    event_id: ClassVar[pw.ForeignKeyField[int]]
+    event_id: pw.ForeignKeyField[int]
     opened_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
-    opened_by_id: ClassVar[pw.ForeignKeyField[int | None]]
+    opened_by_id: pw.ForeignKeyField[int | None]
     opened_at = UtcDateTimeField(default=utcnow)
     state = pw.CharField(default="open", index=True)  # open | acknowledged | resolved
     resolved_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
-    resolved_by_id: ClassVar[pw.ForeignKeyField[int | None]]
+    resolved_by_id: pw.ForeignKeyField[int | None]
     resolved_at = UtcDateTimeField(null=True)
     resolution = pw.TextField(null=True)
     acknowledged_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")  # handling it
-    acknowledged_by_id: ClassVar[pw.ForeignKeyField[int | None]]
+    acknowledged_by_id: pw.ForeignKeyField[int | None]
     acknowledged_at = UtcDateTimeField(null=True)
     resolution_code = pw.CharField(null=True)
 
 
 class AlarmNote(BaseModel):
     alarm = pw.ForeignKeyField(Alarm, backref="notes", on_delete="CASCADE")
-    alarm_id: ClassVar[pw.ForeignKeyField[int]]
+    alarm_id: pw.ForeignKeyField[int]
     author = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
-    author_id: ClassVar[pw.ForeignKeyField[int | None]]
+    author_id: pw.ForeignKeyField[int | None]
     created_at = UtcDateTimeField(default=utcnow)
     text = pw.TextField()
 
@@ -202,7 +202,7 @@ class AlarmNote(BaseModel):
 class AuditEntry(BaseModel):
     at = UtcDateTimeField(default=utcnow, index=True)
     user = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
-    user_id: ClassVar[pw.ForeignKeyField[int | None]]
+    user_id: pw.ForeignKeyField[int | None]
     action = pw.CharField()
     target_type = pw.CharField()
     target_id = pw.IntegerField(null=True)

@@ -124,7 +124,7 @@ def update_user(user_id: int, by_user_id: int, role: str | None = None, active: 
     demoted = (role is not None and role != "admin") or active is False
     if user.role == "admin" and demoted and _active_admins(user.id) == 0:
         raise LastAdmin("the last active administrator cannot be demoted or disabled")
-    changes = {}
+    changes: dict[str, Any] = {}
     if role is not None and role != user.role:
         changes["role"] = [user.role, role]
         user.role = role
