@@ -25,8 +25,8 @@ import av
 from av.video.reformatter import VideoReformatter
 
 from vmond.media import avcompat
-from vmond.media.cliptypes import ClipError, ClipInfo
-from vmond.media.videoprobe import VideoInfo, VideoRejected, probe_video
+from vmond.media.cliptypes import ClipError, ClipInfo, VideoInfo, VideoRejected
+from vmond.media.videoprobe import probe_video
 from vmond.util import fsutil
 
 __all__ = ["ClipError", "ClipInfo", "VideoInfo", "VideoRejected", "encode_clip", "probe_video",

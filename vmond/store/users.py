@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from vmond.store.models import AuditEntry, Session, User, utcnow
 
@@ -25,6 +25,12 @@ def user_count() -> int:
     return User.select().count()
 
 
+@overload
+def create_user(username: str, password_hash: str, role: str, *, only_if_first: Literal[False] = False,
+                by_user_id: int | None = None) -> dict[str, Any]: ...
+@overload
+def create_user(username: str, password_hash: str, role: str, *, only_if_first: bool,
+                by_user_id: int | None = None) -> dict[str, Any] | None: ...
 def create_user(username: str, password_hash: str, role: str, *, only_if_first: bool = False,
                 by_user_id: int | None = None) -> dict[str, Any] | None:
     """Create a user; with *only_if_first*, only while no user exists (first-run setup) and None otherwise."""
