@@ -96,7 +96,7 @@ class LutToLimited:
 
     def __init__(self, width: int, height: int, time_base: Fraction) -> None:
         self._graph = av.filter.Graph()
-        # PyAV's stub asks for a VideoFormat; every PyAV takes the format's name, as VideoFormat() itself does.
+        # PyAV's stub asks for a VideoFormat; PyAV itself takes the format's name too (it calls VideoFormat(format)).
         self._source = self._graph.add_buffer(width=width, height=height, format="yuv420p",  # type: ignore[arg-type]
                                               time_base=time_base)
         lut = self._graph.add("lutyuv", LUT_TO_LIMITED)

@@ -129,7 +129,8 @@ def alarm_detail(domain: str, alarm_id: int) -> dict[str, Any]:
     users = _users({alarm.opened_by_id, alarm.acknowledged_by_id, alarm.resolved_by_id}
                    | {n.author_id for n in notes} | {a.user_id for a in audit})
     detail = _summary(alarm, event, users)
-    account = event.camera.account if event.camera is not None else None
+    camera = event.camera if event.camera_id is not None else None
+    account = camera.account if camera is not None else None
     detail["event"] = get_event(domain, event.id)
     detail["account"] = None if account is None else {
         "id": account.id, "name": account.name, "address": account.address, "notes": account.notes,
