@@ -69,9 +69,11 @@ bench-encode: debs $(VENV)/.stamp-test
 bench-ingest: debs $(VENV)/.stamp-test
 	$(PY) bench/ingest.py
 
+# ruff, the import layers, the type checker (its settings, and the files it checks, are in setup.cfg's [mypy]).
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check vmond tests bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # Build the Debian package from a clean copy of the tree, lint it, install it and run it end to end (root or sudo).
 package:
@@ -105,7 +107,7 @@ debs:
 	fi
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean

@@ -97,7 +97,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(data_dir_lock(data_dir))  # one daemon (or restore) per data directory
         io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io")
-        stack.push_async_callback(loop.run_in_executor, None, io.shutdown)
+        stack.push_async_callback(asyncio.to_thread, io.shutdown)
 
         db = await stack.enter_async_context(Database(data_dir / "vmond.db",
                                                            keep_free=config.storage.min_free_space,

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
 import yaml
@@ -81,6 +81,10 @@ def kind(node: yaml.Node) -> str:
     return names.get(node.tag, "a value")
 
 
+@overload
+def text(node: yaml.Node, nullable: Literal[False] = False) -> str: ...
+@overload
+def text(node: yaml.Node, nullable: bool) -> str | None: ...
 def text(node: yaml.Node, nullable: bool = False) -> str | None:
     """The scalar exactly as written, so ``+15550100`` or ``off`` stay strings."""
     if isinstance(node, yaml.ScalarNode) and node.tag != NULL:

@@ -40,7 +40,7 @@ from vmond.ingest.mimetext import (
     sniff_type,
     strip_controls,
 )
-from vmond.ingest.uudecode import decode_uu, split_uu_blocks
+from vmond.ingest.uudecode import UUBlock, decode_uu, split_uu_blocks
 from vmond.ingest.vendors import extract_hints, is_test_mail, subject_event_type
 
 # The header bounds are applied in mimesplit but are re-exported: they are part of
@@ -205,7 +205,8 @@ class _Walk:
         if self.text_size >= MAX_BODY_TEXT:
             self.defects.append("body_truncated")
             return
-        raw, blocks = data[:MAX_TEXT_PART], []
+        raw = data[:MAX_TEXT_PART]
+        blocks: list[UUBlock] = []
         if ctype == "text/plain":  # old firmware puts "begin 644 snap.jpg" blocks in the text
             raw, blocks = split_uu_blocks(raw)
         for block in blocks:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Set
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
@@ -93,7 +94,7 @@ def resend_record(entry: SpoolEntry, local: str, domain: str, digest: str) -> In
 
 
 def build_records(entry: SpoolEntry, prepared: PreparedMail, media: MediaStore, domain: str,
-                  skip: set[str] = frozenset(), digest: str | None = None) -> list[IngestRecord]:
+                  skip: Set[str] = frozenset(), digest: str | None = None) -> list[IngestRecord]:
     """One record per recipient camera (but those in *skip*), its media already durable on disk."""
     parsed = prepared.parsed
     received = entry.envelope.received.astimezone(UTC)

@@ -72,7 +72,7 @@ class IngestHandler:
         self.accepted = 0
         self.refused = 0
 
-    async def handle_RCPT(self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str,
+    async def handle_RCPT(self, server: CameraSMTP, session: SmtpSession, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         camera = self._directory.lookup(address)
         if camera is None:
@@ -109,7 +109,8 @@ class IngestHandler:
             rcpt_tos=tuple(envelope.rcpt_tos),
             helo=printable(session.host_name or "") or None,
             auth_user=_auth_user(session.auth_data),
-            tls=session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None,
+            tls=session.ssl is not None
+            or (server.transport is not None and server.transport.get_extra_info("sslcontext") is not None),
         )
         loop = asyncio.get_running_loop()
         try:

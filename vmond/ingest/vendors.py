@@ -116,7 +116,7 @@ def _dahua(m: _Mail) -> VendorHints | None:
         vendor=vendor,
         event_type=clean_value(event.value if event else None),
         channel=channel_value(channel.value if channel else (by_file[0].group(1) if by_file else None)),
-        camera_name=clean_value((camera or device).value if (camera or device) else None),
+        camera_name=clean_value(named.value if (named := camera or device) else None),
         event_time=time_field(f, "alarm start time", "alarm time", "event time"),
         device_name=clean_value(device.value if device else None),
     )

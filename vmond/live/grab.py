@@ -87,14 +87,15 @@ def describe(exc: BaseException, elapsed: float, timeout: float) -> CameraError:
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
     streams = container.streams
-    usable = [s for s in streams.video if s.codec_context is not None]
+    # PyAV's stub says a stream always has a codec context; PyAV gives None for a codec FFmpeg cannot decode.
+    usable = [s for s in streams.video if s.codec_context is not None]  # type: ignore[redundant-expr]
     if not usable:
         kinds = ", ".join(sorted({s.type for s in streams})) or "nothing"
         raise CameraError(502, f"unsupported stream: the camera sends no video vmond can decode (it sends: {kinds})")
     return usable[0]
 
 
-def access_units(packets: Iterable[av.Packet]) -> Iterator[bytes]:
+def access_units(packets: Iterable[av.Packet[av.video.stream.VideoStream]]) -> Iterator[bytes]:
     """The packets of each picture put together.
 
     FFmpeg's RTP reader can hand over one picture in several packets (a camera that sends its parameter sets

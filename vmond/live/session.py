@@ -183,7 +183,12 @@ class LiveSession:
         loop = asyncio.get_running_loop()
         ended = loop.create_future()
         sentinel = process.sentinel
-        loop.add_reader(sentinel, lambda: ended.done() or ended.set_result(None))
+
+        def on_exit() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(sentinel, on_exit)
         try:
             async with asyncio.timeout(timeout):
                 await ended

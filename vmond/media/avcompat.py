@@ -13,7 +13,7 @@ import base64
 import functools
 import logging
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import av
 from av.video.reformatter import VideoReformatter
@@ -27,7 +27,7 @@ _CALIBRATION_JPEG = base64.b64decode(
     "CgoKCgoKCgr/wAARCAAQABADASIAAhEBAxEB/8QAFQABAQAAAAAAAAAAAAAAAAAAAAr/xAAUEAEAAAAAAAAAAAAAAAAAAAAA/8QA"
     "FAEBAAAAAAAAAAAAAAAAAAAAAP/EABQRAQAAAAAAAAAAAAAAAAAAAAD/2gAMAwEAAhEDEQA/AJ/xf4A//9k="
 )
-_TO_LIMITED = {"src_color_range": "JPEG", "dst_color_range": "MPEG"}
+_TO_LIMITED: dict[str, Any] = {"src_color_range": "JPEG", "dst_color_range": "MPEG"}
 # The same mapping swscale applies, as a filter: Y 0-255 -> 16-235, chroma 0-255 -> 16-240 around 128.
 LUT_TO_LIMITED = "y=16+val*219/255:u=128+(val-128)*224/255:v=128+(val-128)*224/255"
 
@@ -96,7 +96,9 @@ class LutToLimited:
 
     def __init__(self, width: int, height: int, time_base: Fraction) -> None:
         self._graph = av.filter.Graph()
-        self._source = self._graph.add_buffer(width=width, height=height, format="yuv420p", time_base=time_base)
+        # PyAV's stub asks for a VideoFormat; PyAV itself takes the format's name too (it calls VideoFormat(format)).
+        self._source = self._graph.add_buffer(width=width, height=height, format="yuv420p",  # type: ignore[arg-type]
+                                              time_base=time_base)
         lut = self._graph.add("lutyuv", LUT_TO_LIMITED)
         self._sink = self._graph.add("buffersink")
         self._source.link_to(lut)
@@ -105,4 +107,4 @@ class LutToLimited:
 
     def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
         self._source.push(frame)
-        return self._sink.pull()
+        return cast(av.VideoFrame, self._sink.pull())  # a video graph gives video frames

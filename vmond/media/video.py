@@ -25,8 +25,8 @@ import av
 from av.video.reformatter import VideoReformatter
 
 from vmond.media import avcompat
-from vmond.media.cliptypes import ClipError, ClipInfo
-from vmond.media.videoprobe import VideoInfo, VideoRejected, probe_video
+from vmond.media.cliptypes import ClipError, ClipInfo, VideoInfo, VideoRejected
+from vmond.media.videoprobe import probe_video
 from vmond.util import fsutil
 
 __all__ = ["ClipError", "ClipInfo", "VideoInfo", "VideoRejected", "encode_clip", "probe_video",
@@ -167,7 +167,7 @@ def _encode(frames: list[bytes], path: Path, encoder: str, fps: float, max_width
     return width, height, good, skipped
 
 
-def _decode_ahead(decoder: av.CodecContext, frames: list[bytes]) -> Iterator[av.VideoFrame | None]:
+def _decode_ahead(decoder: av.VideoCodecContext, frames: list[bytes]) -> Iterator[av.VideoFrame | None]:
     """Decode the next JPEGs in a helper thread while the caller converts and encodes this one: FFmpeg releases
     the GIL, so on a multi-core CPU decoding (a third to half of the work) overlaps encoding. One thread, so the
     decoder is used by one at a time; a bounded window, so a long burst is not decoded into memory at once."""
@@ -181,7 +181,7 @@ def _decode_ahead(decoder: av.CodecContext, frames: list[bytes]) -> Iterator[av.
             yield pending.popleft().result()
 
 
-def jpeg_decoder() -> av.CodecContext:
+def jpeg_decoder() -> av.VideoCodecContext:
     """FFmpeg's mjpeg decoder, strict: by default it "conceals" a damaged JPEG into a grey smear instead of
     failing, and would allocate whatever size a header claims."""
     decoder = av.CodecContext.create("mjpeg", "r")
@@ -189,7 +189,7 @@ def jpeg_decoder() -> av.CodecContext:
     return decoder
 
 
-def decode_jpeg(decoder: av.CodecContext, data: bytes) -> av.VideoFrame | None:
+def decode_jpeg(decoder: av.VideoCodecContext, data: bytes) -> av.VideoFrame | None:
     """The picture in *data*, or None if it does not decode."""
     if not data:  # an empty packet would mean "end of stream" to the decoder
         return None
@@ -282,5 +282,5 @@ def letterbox(picture: av.VideoFrame, width: int, height: int, black: int) -> av
         for row in range(source.height):
             start = (y + row) * target.line_size + x
             buffer[start:start + source.width] = rows[row * source.line_size:row * source.line_size + source.width]
-        target.update(buffer)
+        target.update(buffer)  # type: ignore[arg-type]  # PyAV's stub says bytes; any buffer will do, no copy
     return canvas

@@ -45,7 +45,9 @@ RECONNECT_DELAY = (1, 30)  # seconds: paho doubles the wait after each failed at
 def paho_client(client_id: str, clean_session: bool = True) -> mqtt.Client:
     """A paho client for MQTT 3.1.1 with the version-2 callback API on paho 2.x (1.6 only has the old one)."""
     if PAHO2:
-        return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
+        # paho 2 defines it in paho.mqtt.enums, a module 1.6 lacks; its client module imports it (not re-exported).
+        version = mqtt.CallbackAPIVersion.VERSION2  # type: ignore[attr-defined]
+        return mqtt.Client(version, client_id=client_id, clean_session=clean_session,
                            protocol=mqtt.MQTTv311)
     return mqtt.Client(client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311)
 
@@ -138,7 +140,7 @@ class Link:
         client.will_set(will[0], will[1], qos=1, retain=True)
         client.max_inflight_messages_set(max_inflight)
         client.max_queued_messages_set(0)  # unbounded: the forwarder's window is the bound, and nothing may drop
-        client.reconnect_delay_set(*reconnect_delay)
+        client.reconnect_delay_set(*reconnect_delay)  # type: ignore[arg-type]  # paho says int; seconds work as float
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

@@ -174,7 +174,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise bad("vmond", "a version")
     manifest["vmond"] = version
     try:
-        manifest["taken_at"] = datetime.fromisoformat(data.get("taken_at")).isoformat()
+        manifest["taken_at"] = datetime.fromisoformat(data.get("taken_at", "")).isoformat()
     except (TypeError, ValueError):
         raise bad("taken_at", "a time") from None
     seconds = data.get("seconds", 0)

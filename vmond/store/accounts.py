@@ -249,7 +249,7 @@ def save_camera(domain: str, data: dict[str, Any], user_id: int | None, camera_i
     if name is not None:
         camera.name = name
     if isinstance(account_id, int):
-        camera.account = account_id
+        camera.account_id = account_id
     if rtsp_url is not None:
         camera.rtsp_url = rtsp_url or None
     if password_hash is not None:

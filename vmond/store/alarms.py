@@ -62,12 +62,12 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _users(ids: set[int | None]) -> dict[int, User]:
+def _users(ids: set[int | None]) -> dict[int | None, User]:
     wanted = [i for i in ids if i is not None]
     return {u.id: u for u in User.select().where(User.id.in_(wanted))} if wanted else {}
 
 
-def _summary(alarm: Alarm, event: AlarmEvent, users: dict[int, User]) -> dict[str, Any]:
+def _summary(alarm: Alarm, event: AlarmEvent, users: dict[int | None, User]) -> dict[str, Any]:
     camera = event.camera if event.camera_id is not None else None
     account = camera.account if camera is not None else None
     return {
@@ -93,7 +93,7 @@ def _summary(alarm: Alarm, event: AlarmEvent, users: dict[int, User]) -> dict[st
     }
 
 
-def _query() -> pw.ModelSelect:
+def _query() -> pw.ModelSelect[Alarm]:
     return (Alarm.select(Alarm, AlarmEvent, Camera, Account)
             .join(AlarmEvent)
             .join(Camera, pw.JOIN.LEFT_OUTER)
@@ -138,7 +138,8 @@ def _detail(alarm: Alarm, event_dict: dict[str, Any] | None) -> dict[str, Any]:
     users = _users({alarm.opened_by_id, alarm.acknowledged_by_id, alarm.resolved_by_id}
                    | {n.author_id for n in notes} | {a.user_id for a in audit})
     detail = _summary(alarm, event, users)
-    account = event.camera.account if event.camera_id is not None else None
+    camera = event.camera if event.camera_id is not None else None
+    account = camera.account if camera is not None else None
     if event_dict is not None:
         detail["event"] = event_dict
     detail["account"] = None if account is None else {
@@ -222,7 +223,7 @@ def raise_alarm(domain: str, event_id: int, user_id: int | None, change: Change 
         raise StatusConflict("a camera's test mail cannot become an alarm")
     previous = event.status
     event.status = "alarmed"
-    event.status_changed_by = user_id
+    event.status_changed_by_id = user_id
     event.status_changed_at = event.updated_at = utcnow()
     event.save()
     alarm = Alarm.create(event=event, opened_by=user_id)
@@ -248,7 +249,7 @@ def acknowledge(alarm_id: int, user_id: int, change: Change | None = None) -> di
         return summary
     previous = alarm.acknowledged_by_id
     alarm.state = "acknowledged"
-    alarm.acknowledged_by = user_id
+    alarm.acknowledged_by_id = user_id
     alarm.acknowledged_at = utcnow()
     alarm.save()
     return _changed(alarm_id, user_id, "alarm.acknowledge", {"took_over_from": previous} if previous else {}, change)
@@ -281,7 +282,7 @@ def resolve(alarm_id: int, user_id: int, code: str, text: str, change: Change | 
     if alarm.state == "resolved":
         raise AlarmConflict("the alarm is resolved already")
     alarm.state = "resolved"
-    alarm.resolved_by = user_id
+    alarm.resolved_by_id = user_id
     alarm.resolved_at = utcnow()
     alarm.resolution_code = code
     alarm.resolution = text[:MAX_NOTE]

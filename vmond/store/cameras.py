@@ -96,6 +96,8 @@ def cameras_last_seen_at(hosts: set[str]) -> dict[str, dict[str, Any]]:
     query = (Camera.select(Camera.id, Camera.name, Camera.last_peer).where(Camera.last_peer.is_null(False))
              .order_by(Camera.last_mail_at.desc()))
     for camera in query:
+        if camera.last_peer is None:  # the query leaves these out; this tells the type checker
+            continue
         host = peer_host(camera.last_peer)
         if host in hosts and host not in found:
             found[host] = {"id": camera.id, "name": camera.name}

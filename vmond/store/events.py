@@ -143,7 +143,7 @@ def _serialize(events: list[AlarmEvent], domain: str) -> list[dict[str, Any]]:
     return result
 
 
-def _event_query() -> pw.ModelSelect:
+def _event_query() -> pw.ModelSelect[AlarmEvent]:
     return (AlarmEvent.select(AlarmEvent, Camera, Account)
             .join(Camera, pw.JOIN.LEFT_OUTER)
             .join(Account, pw.JOIN.LEFT_OUTER))
@@ -216,7 +216,7 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, chang
     event = _coalesce_target(camera, record, coalesce_window) if camera is not None else None
     now = utcnow()
     created = event is None
-    if created:
+    if event is None:
         event = AlarmEvent.create(
             camera=camera,
             received_at=record.received_at,
@@ -317,7 +317,7 @@ def set_status(domain: str, event_id: int, status: str, user_id: int | None, cha
         raise StatusConflict(f"event {event_id} is an alarm; work it on the alarm page")
     previous = event.status
     event.status = status
-    event.status_changed_by = user_id
+    event.status_changed_by_id = user_id
     event.status_changed_at = event.updated_at = utcnow()
     event.save()
     AuditEntry.create(user=user_id, action=f"event.{status}", target_type="event", target_id=event_id,

@@ -47,6 +47,10 @@ class JSONField(pw.TextField):
 
 
 class BaseModel(pw.Model):
+    # Annotations for the type checker (a bare annotation adds nothing at run time): peewee's metaclass adds this
+    # primary key, and for each foreign key `<name>_id`, the key alone (on the class, the field itself).
+    id: pw.AutoField[int]
+
     class Meta:
         legacy_table_names = False
 
@@ -62,6 +66,7 @@ class User(BaseModel):
 class Session(BaseModel):
     token_hash = pw.CharField(unique=True)
     user = pw.ForeignKeyField(User, backref="sessions", on_delete="CASCADE")
+    user_id: pw.ForeignKeyField[int]
     kind = pw.CharField()  # web | api
     csrf_token = pw.CharField(null=True)
     created_at = UtcDateTimeField(default=utcnow)
@@ -81,6 +86,7 @@ class Account(BaseModel):
 
 class Contact(BaseModel):
     account = pw.ForeignKeyField(Account, backref="contacts", on_delete="CASCADE")
+    account_id: pw.ForeignKeyField[int]
     name = pw.CharField()
     phone = pw.CharField(null=True)
     email = pw.CharField(null=True)
@@ -90,6 +96,7 @@ class Contact(BaseModel):
 
 class Camera(BaseModel):
     account = pw.ForeignKeyField(Account, backref="cameras", on_delete="RESTRICT")
+    account_id: pw.ForeignKeyField[int]
     name = pw.CharField()
     smtp_local_part = pw.CharField(unique=True)
     smtp_password_hash = pw.CharField(null=True)  # set in the dashboard
@@ -108,6 +115,7 @@ class Camera(BaseModel):
 
 class AlarmEvent(BaseModel):
     camera = pw.ForeignKeyField(Camera, backref="events", null=True, on_delete="RESTRICT")
+    camera_id: pw.ForeignKeyField[int | None]
     received_at = UtcDateTimeField(index=True)
     updated_at = UtcDateTimeField()
     event_time = UtcDateTimeField()
@@ -123,6 +131,7 @@ class AlarmEvent(BaseModel):
     mail_count = pw.IntegerField(default=1)
     video_state = pw.CharField(default="none")  # none | pending | ready | failed
     status_changed_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    status_changed_by_id: pw.ForeignKeyField[int | None]
     status_changed_at = UtcDateTimeField(null=True)
 
 
@@ -131,6 +140,7 @@ class Mail(BaseModel):
 
     ingest_key = pw.CharField(unique=True)
     event = pw.ForeignKeyField(AlarmEvent, backref="mails", on_delete="CASCADE")
+    event_id: pw.ForeignKeyField[int]
     received_at = UtcDateTimeField()
     peer = pw.CharField(default="")
     mail_from = pw.TextField(default="")
@@ -144,7 +154,9 @@ class Mail(BaseModel):
 
 class Media(BaseModel):
     event = pw.ForeignKeyField(AlarmEvent, backref="media", on_delete="CASCADE")
+    event_id: pw.ForeignKeyField[int]
     mail = pw.ForeignKeyField(Mail, null=True, on_delete="SET NULL")
+    mail_id: pw.ForeignKeyField[int | None]
     kind = pw.CharField()  # image | video | attachment (kept opaque) | raw (a mail that could not be parsed)
     position = pw.IntegerField(default=0)
     path = pw.TextField()  # relative to the media directory
@@ -160,20 +172,26 @@ class Media(BaseModel):
 
 class Alarm(BaseModel):
     event = pw.ForeignKeyField(AlarmEvent, backref="alarms", unique=True, on_delete="RESTRICT")
+    event_id: pw.ForeignKeyField[int]
     opened_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
+    opened_by_id: pw.ForeignKeyField[int | None]
     opened_at = UtcDateTimeField(default=utcnow)
     state = pw.CharField(default="open", index=True)  # open | acknowledged | resolved
     resolved_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
+    resolved_by_id: pw.ForeignKeyField[int | None]
     resolved_at = UtcDateTimeField(null=True)
     resolution = pw.TextField(null=True)
     acknowledged_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")  # handling it
+    acknowledged_by_id: pw.ForeignKeyField[int | None]
     acknowledged_at = UtcDateTimeField(null=True)
     resolution_code = pw.CharField(null=True)
 
 
 class AlarmNote(BaseModel):
     alarm = pw.ForeignKeyField(Alarm, backref="notes", on_delete="CASCADE")
+    alarm_id: pw.ForeignKeyField[int]
     author = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    author_id: pw.ForeignKeyField[int | None]
     created_at = UtcDateTimeField(default=utcnow)
     text = pw.TextField()
 
@@ -181,6 +199,7 @@ class AlarmNote(BaseModel):
 class AuditEntry(BaseModel):
     at = UtcDateTimeField(default=utcnow, index=True)
     user = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
+    user_id: pw.ForeignKeyField[int | None]
     action = pw.CharField()
     target_type = pw.CharField()
     target_id = pw.IntegerField(null=True)

@@ -23,7 +23,7 @@ def latest_images(camera_ids: list[int] | None = None) -> dict[int, dict[str, An
               .group_by(AlarmEvent.camera))
     if camera_ids is not None:
         newest = newest.where(AlarmEvent.camera.in_(camera_ids))
-    ids = {row["camera_id"]: row["media_id"] for row in newest.dicts()}
+    ids = {row["camera_id"]: row["media_id"] for row in newest.dicts()}  # type: ignore[index]  # stubs: rows as models
     if not ids:
         return {}
     media = {m.id: m for m in Media.select(Media.id, Media.path, Media.thumb_path, Media.content_type)

@@ -19,7 +19,7 @@ import peewee as pw
 from vmond.store.models import Alarm, AlarmEvent, AuditEntry, Mail, Media, OutboxMessage
 
 
-def _closed() -> pw.ModelSelect:
+def _closed() -> pw.ModelSelect[AlarmEvent]:
     unforwarded = OutboxMessage.select(OutboxMessage.event_id).where(OutboxMessage.event_id.is_null(False))
     resolved = Alarm.select(Alarm.event).where(Alarm.state == "resolved")
     return (AlarmEvent.select(AlarmEvent.id, AlarmEvent.status)
@@ -38,8 +38,8 @@ def oldest_with_media(limit: int, before: datetime | None = None) -> list[int]:
 def oldest_media_sizes(limit: int) -> list[tuple[int, int]]:
     """:func:`oldest_with_media` with the bytes of each event's media (pictures, clips; not thumbnails)."""
     ids = oldest_with_media(limit)
-    sizes = dict(Media.select(Media.event, pw.fn.SUM(Media.bytes)).where(Media.event.in_(ids))
-                 .group_by(Media.event).tuples())
+    query = Media.select(Media.event, pw.fn.SUM(Media.bytes)).where(Media.event.in_(ids)).group_by(Media.event)
+    sizes: dict[int, int] = dict(query.tuples())  # type: ignore[arg-type]  # stubs: .tuples() rows typed as models
     return [(event_id, int(sizes.get(event_id) or 0)) for event_id in ids]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from vmond.store.models import AuditEntry, Session, User, utcnow
 
@@ -25,6 +25,12 @@ def user_count() -> int:
     return User.select().count()
 
 
+@overload
+def create_user(username: str, password_hash: str, role: str, *, only_if_first: Literal[False] = False,
+                by_user_id: int | None = None) -> dict[str, Any]: ...
+@overload
+def create_user(username: str, password_hash: str, role: str, *, only_if_first: bool,
+                by_user_id: int | None = None) -> dict[str, Any] | None: ...
 def create_user(username: str, password_hash: str, role: str, *, only_if_first: bool = False,
                 by_user_id: int | None = None) -> dict[str, Any] | None:
     """Create a user; with *only_if_first*, only while no user exists (first-run setup) and None otherwise."""
@@ -124,7 +130,7 @@ def update_user(user_id: int, by_user_id: int, role: str | None = None, active: 
     demoted = (role is not None and role != "admin") or active is False
     if user.role == "admin" and demoted and _active_admins(user.id) == 0:
         raise LastAdmin("the last active administrator cannot be demoted or disabled")
-    changes = {}
+    changes: dict[str, Any] = {}
     if role is not None and role != user.role:
         changes["role"] = [user.role, role]
         user.role = role

@@ -118,8 +118,8 @@ class GuardedConnection(asyncio.Protocol):
         self._make_handler = make_handler
         self._ssl_context = ssl_context
         self._handler: asyncio.Protocol | None = None
-        self._transport: asyncio.BaseTransport | None = None
-        self._app_transport: asyncio.BaseTransport | None = None
+        self._transport: asyncio.Transport | None = None
+        self._app_transport: asyncio.Transport | None = None
         self._peer: str | None = None  # set while counted
         self._deadline: asyncio.TimerHandle | None = None
         self._tls: asyncio.Task[None] | None = None
@@ -128,6 +128,7 @@ class GuardedConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._transport is not None:
             return  # start_tls hands us the same connection again: already counted
+        assert isinstance(transport, asyncio.Transport)  # a stream server's: it can abort() and start TLS
         self._transport = transport
         peername = transport.get_extra_info("peername")
         peer = peer_ip(peername) if peername else "unknown"
@@ -146,10 +147,10 @@ class GuardedConnection(asyncio.Protocol):
         else:
             self._tls = loop.create_task(self._start_tls(transport, self._ssl_context))
 
-    async def _start_tls(self, transport: asyncio.BaseTransport, context: ssl.SSLContext) -> None:
+    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
         loop = asyncio.get_running_loop()
         try:
-            tls = await loop.start_tls(transport, self, context, server_side=True,  # type: ignore[arg-type]
+            tls = await loop.start_tls(transport, self, context, server_side=True,
                                        ssl_handshake_timeout=self._guard.first_request_within)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError) as exc:
             log.debug("TLS handshake with a dashboard client failed: %s", exc)
@@ -161,7 +162,7 @@ class GuardedConnection(asyncio.Protocol):
             return
         self._attach(tls)
 
-    def _attach(self, transport: asyncio.BaseTransport) -> None:
+    def _attach(self, transport: asyncio.Transport) -> None:
         self._app_transport = transport
         self._guard._by_transport[transport] = self
         self._handler = self._make_handler()

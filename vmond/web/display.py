@@ -4,6 +4,7 @@ camera's clock when it disagrees with the time of receipt, which is what orders 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -33,4 +34,5 @@ def camera_clock(event: dict[str, Any]) -> str | None:
     return event["event_time"] if abs((told - received).total_seconds()) > CLOCK_TOLERANCE else None
 
 
-FILTERS = {"source_label": source_label, "camera_clock": camera_clock}
+# Jinja2 filters may return anything (camera_clock gives None for "no clock"); aiohttp_jinja2 types them as str.
+FILTERS: dict[str, Callable[..., Any]] = {"source_label": source_label, "camera_clock": camera_clock}

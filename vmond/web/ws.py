@@ -234,5 +234,5 @@ async def _send(ws: web.WebSocketResponse, payload: dict[str, Any]) -> None:
 
 async def close_all(app: web.Application) -> None:
     """on_shutdown: tell every client we are going away (they reconnect to the next instance)."""
-    for ws in list(app[WS_CLIENTS]):
+    for ws in list(app[WS_CLIENTS].keys()):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
