@@ -64,6 +64,11 @@ async def connected() -> AsyncIterator[tuple[ReadLineSMTP, asyncio.StreamReader,
         yield sessions[0], reader, writer
     finally:
         writer.close()
+        await writer.wait_closed()
+        deadline = loop.time() + 10
+        while any(session.transport is not None for session in sessions):  # until the server side has closed too
+            assert loop.time() < deadline, "aiosmtpd did not close its side of the connection"
+            await asyncio.sleep(0.01)
         server.close()
         await server.wait_closed()
 

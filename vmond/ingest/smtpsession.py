@@ -112,8 +112,8 @@ def _counted(verb: str, method: Command) -> Command:
 def _every_command_counted(cls: type[CameraSMTP]) -> type[CameraSMTP]:
     """Wrap every ``smtp_<COMMAND>`` method of *cls*, its own and those it inherits: aiosmtpd dispatches each
     command it reads to the method of that name (its documented way to add or override commands), so none can
-    pass the budget, whatever a newer aiosmtpd adds. (The wrappers carry no ``@syntax`` text, so HELP lists no
-    commands, as it did before they were wrapped at class level.)"""
+    pass the budget, whatever a newer aiosmtpd adds. The wrappers carry no ``@syntax`` text: HELP names no
+    commands, which no camera asks for."""
     for name in dir(cls):
         method = getattr(cls, name)
         if name.startswith("smtp_") and inspect.iscoroutinefunction(method):
@@ -335,7 +335,8 @@ class CameraSMTP(SMTP):
                     raise asyncio.IncompleteReadError(bytes(data), None)
                 data += chunk
         end = found + len(END_OF_DATA)
-        unread(reader, data[end:])  # a client that pipelines sent its next command with the data: keep it for aiosmtpd
+        # A client that pipelines sent its next command with the data: keep it for aiosmtpd.
+        unread(reader, data[end:])
         if dropped + found > limit:
             return None
         with memoryview(data) as view:
