@@ -24,7 +24,7 @@ def command_reader(session: SMTP) -> asyncio.StreamReader:
     aiosmtpd sets it when the connection is made and keeps it across STARTTLS. The DATA reader and the AUTH
     challenges read from it as aiosmtpd's own loop does between commands; aiosmtpd has no public accessor.
     """
-    return session._reader  # type: ignore[no-any-return]
+    return session._reader
 
 
 @contextlib.contextmanager
