@@ -146,6 +146,34 @@ async def test_progress_restarts_the_idle_timer(make_config: Callable[..., Confi
         assert all(reply.startswith("250") for reply in replies), replies
 
 
+def _trickle(port: int, pieces: int, every: float) -> tuple[str, str]:
+    """One mail whose data arrives in *pieces* writes *every* seconds apart; the DATA reply and a NOOP's."""
+    session = RawSession(port)
+    try:
+        session.cmd("EHLO camera")
+        session.cmd("MAIL FROM:<cam@cam.lan>")
+        session.cmd("RCPT TO:<camera-front@monitor.local>")
+        assert session.cmd("DATA").startswith("354")
+        wire = b"Subject: slow link\r\n\r\n" + b"A" * 76 * pieces + b"\r\n.\r\n"
+        size = -(-len(wire) // pieces)
+        for start in range(0, len(wire), size):
+            session.send(wire[start:start + size])
+            time.sleep(every)
+        return session.reply(), session.cmd("NOOP")
+    finally:
+        session.close()
+
+
+async def test_data_arriving_slowly_is_progress(make_config: Callable[..., Config]) -> None:
+    """A mail on a slow link takes longer than the idle timeout without being idle: its data restarts the timer
+    (and no other timer, aiosmtpd's included, ends the session meanwhile)."""
+    config = make_config(smtp={"listen": "127.0.0.1:0", "domain": "monitor.local", "idle_timeout": "1s"})
+    async with running(config) as services:
+        data, noop = await asyncio.to_thread(_trickle, services.smtp.port, 8, 0.4)  # 3.2 s in all, 0.4 s apart
+        assert data.startswith("250"), data
+        assert noop.startswith("250"), noop
+
+
 def _many_commands(port: int, count: int) -> list[str]:
     session = RawSession(port)
     replies = []

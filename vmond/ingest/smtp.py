@@ -293,7 +293,7 @@ class SmtpServer:
             hostname=smtp.domain,  # never let aiosmtpd call the blocking socket.getfqdn() per connection
             ident="vmond",
             data_size_limit=smtp.max_message_size,
-            timeout=smtp.idle_timeout,
+            idle_timeout=smtp.idle_timeout,  # only progress towards a mail restarts it
             # Camera names in envelope addresses arrive in UTF-8 (and worse) with or without SMTPUTF8.
             enable_SMTPUTF8=True,
             camera_auth_required=smtp.auth == "per-camera",

@@ -23,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 
 from vmond.ingest.replies import Reply
+from vmond.ingest.smtpinternals import command_reader, reading_limit, unread
 from vmond.ingest.transcript import SessionLog, login_name, login_name_of, peer_text, shown_command
 from vmond.util.crashpoints import crashpoint
 from vmond.util.ratelimit import peer_ip
@@ -93,35 +96,62 @@ def unstuff(raw: bytes) -> bytes:
     return body.replace(b"\r\n.", b"\r\n")[2:]
 
 
+Command = Callable[["CameraSMTP", str | None], Awaitable[None]]
+
+
+def _counted(verb: str, method: Command) -> Command:
+    """*method* (``smtp_<verb>``) behind the session's command budget, idle timer and transcript."""
+    async def command(self: CameraSMTP, arg: str | None) -> None:
+        if await self.before_command(verb, arg):
+            await method(self, arg)
+
+    command.__qualname__ = f"CameraSMTP.smtp_{verb}"
+    return command
+
+
+def _every_command_counted(cls: type[CameraSMTP]) -> type[CameraSMTP]:
+    """Wrap every ``smtp_<COMMAND>`` method of *cls*, its own and those it inherits: aiosmtpd dispatches each
+    command it reads to the method of that name (its documented way to add or override commands), so none can
+    pass the budget, whatever a newer aiosmtpd adds. The wrappers carry no ``@syntax`` text: HELP names no
+    commands, which no camera asks for."""
+    for name in dir(cls):
+        method = getattr(cls, name)
+        if name.startswith("smtp_") and inspect.iscoroutinefunction(method):
+            setattr(cls, name, _counted(name.removeprefix("smtp_"), method))
+    return cls
+
+
+@_every_command_counted
 class CameraSMTP(SMTP):
-    def __init__(self, handler: Any, server: SmtpServer, *, camera_auth_required: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(self, handler: Any, server: SmtpServer, *, idle_timeout: float,
+                 camera_auth_required: bool = False, **kwargs: Any) -> None:
         # aiosmtpd's own auth_required is left off: with it, aiosmtpd logs a warning about plain-text AUTH for
         # every session. :meth:`check_auth_needed` enforces ours; the server says it once at start-up.
-        super().__init__(handler, **kwargs)
+        # aiosmtpd's idle timer restarts at every command, chatter included, and not while DATA streams in: it
+        # gets a backstop longer than any gap between two commands that ours allows, and ours decides.
+        super().__init__(handler, timeout=2 * (idle_timeout + DATA_DEADLINE), **kwargs)
         self._vmond_server = server
         self._camera_auth_required = camera_auth_required
+        self._idle_timeout = idle_timeout
+        self._idle_timer: asyncio.TimerHandle | None = None
         self.in_data = False
         self._refused = False  # turned away in connection_made: aiosmtpd never starts
         self.address = "?"  # the client's IP address, the key of the per-address limits
         self._commands = 0
         self._auth_failures = 0
         self.log = SessionLog("?")
-        for name, method in list(self._smtp_methods.items()):
-            self._smtp_methods[name] = self._recorded(name, method)
 
-    def _recorded(self, name: str, method: Any) -> Any:
-        async def call(arg: str | None) -> None:
-            self._commands += 1
-            if self._commands > MAX_COMMANDS:
-                await self.close_with(Reply.TOO_MANY_COMMANDS)
-                return
-            if name in PROGRESS_COMMANDS:
-                self.made_progress()
-            self.log.client(shown_command(name, arg))
-            await method(arg)
-
-        return call
+    async def before_command(self, verb: str, arg: str | None) -> bool:
+        """Count the command, restart the idle timer if it is progress, and note it in the transcript; False
+        when the session is over its command budget (it has been answered 421 and closed)."""
+        self._commands += 1
+        if self._commands > MAX_COMMANDS:
+            await self.close_with(Reply.TOO_MANY_COMMANDS)
+            return False
+        if verb in PROGRESS_COMMANDS:
+            self.made_progress()
+        self.log.client(shown_command(verb, arg))
+        return True
 
     # --- admission and the idle timer -----------------------------------------------------------------------
 
@@ -134,6 +164,11 @@ class CameraSMTP(SMTP):
             # factory the count would lag behind, as asyncio accepts a batch of connections before any
             # connection_made runs.)
             refusal = self._vmond_server.admit(self)
+            if refusal is None and not self._vmond_server.peer_allowed(peer):
+                # Counted in and out again, so that a full door still answers 421 first, as it always has.
+                log.warning("refused SMTP connection from %s: not in smtp.allow_networks", peer_text(peer))
+                self._vmond_server.release(self)
+                refusal = Reply.NETWORK_REFUSED
             if refusal is not None:
                 self._refused = True
                 self._vmond_server.metrics.smtp_reply(refusal)
@@ -145,25 +180,29 @@ class CameraSMTP(SMTP):
         if first:
             assert self.session is not None
             self.log = SessionLog(peer_text(self.session.peer))
+            self.made_progress()  # starts the idle timer
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return  # aiosmtpd never started on this connection
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self._vmond_server.release(self)
         super().connection_lost(error)
 
     def eof_received(self) -> bool | None:
         return False if self._refused else super().eof_received()
 
-    def _reset_timeout(self, duration: float | None = None) -> None:
-        # aiosmtpd restarts the idle timer before every command it knows; here only progress does (see
-        # made_progress). The first call, from connection_made, starts it.
-        if self._timeout_handle is None:
-            super()._reset_timeout(duration)
-
     def made_progress(self) -> None:
-        """A step towards delivering a mail: the session is not idle."""
-        super()._reset_timeout()
+        """A step towards delivering a mail: the session is not idle. Only progress restarts the idle timer
+        (aiosmtpd's restarts at every command, NOOP and RSET too, and is only a backstop here)."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer = self.loop.call_later(self._idle_timeout, self._idle_timed_out)
+
+    def _idle_timed_out(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     async def close_with(self, reply: str) -> None:
         """Answer *reply* (a 421) and hang up."""
@@ -183,16 +222,6 @@ class CameraSMTP(SMTP):
         if self.in_data:
             self.made_progress()  # a big mail on a slow link is not an idle session
         super().data_received(data)
-
-    async def _handle_client(self) -> None:
-        assert self.session is not None
-        if not self._vmond_server.peer_allowed(self.session.peer):
-            log.warning("refused SMTP connection from %s: not in smtp.allow_networks", peer_text(self.session.peer))
-            await self.push(Reply.NETWORK_REFUSED)
-            assert self.transport is not None
-            self.transport.close()
-            return
-        await super()._handle_client()
 
     # --- AUTH ---------------------------------------------------------------------------------------------
 
@@ -262,12 +291,12 @@ class CameraSMTP(SMTP):
             else:
                 content = unstuff(raw)
                 self.envelope.content = self.envelope.original_content = content
-                status = await self._call_handler_hook("DATA")
-                if status is MISSING:
-                    status = Reply.LOCAL_ERROR  # no handler: never claim the mail is safe
+                # The handler hook as aiosmtpd calls it; without one, never claim the mail is safe.
+                hook = getattr(self.event_handler, "handle_DATA", None)
+                status = Reply.LOCAL_ERROR if hook is None else await hook(self, self.session, self.envelope)
         finally:
             self.in_data = False
-            self._set_post_data_state()
+            self.envelope = Envelope()  # the next mail starts afresh (aiosmtpd's state after DATA)
         if status.startswith("250"):
             crashpoint("before_250")
         await self.push(status)
@@ -283,17 +312,15 @@ class CameraSMTP(SMTP):
         ``data_size_limit`` bytes after the DATA line, dot-stuffing included. Past that, what arrives is dropped
         as it comes, so memory stays bounded by the limit and one read.
         """
-        reader = self._reader
+        reader = command_reader(self)
         limit = self.data_size_limit or 2**62
         # The CRLF that ended the DATA command line counts for the terminator of an empty message.
         data = bytearray(b"\r\n")
         dropped = 0  # bytes discarded from the front of ``data`` once the message was over the limit
         searched = 0  # no terminator starts before this index of ``data``
         # The reader's limit is aiosmtpd's line length, and it pauses the socket at twice that: widen it while in
-        # DATA, or a megabyte arrives in kilobyte reads. (aiosmtpd reaches into the reader the same way.)
-        saved_limit = reader._limit  # type: ignore[attr-defined]
-        reader._limit = READ_CHUNK  # type: ignore[attr-defined]
-        try:
+        # DATA, or a megabyte arrives in kilobyte reads.
+        with reading_limit(reader, READ_CHUNK):
             while True:
                 found = find_end_of_data(data, searched)
                 if found != -1:
@@ -307,11 +334,9 @@ class CameraSMTP(SMTP):
                 if not chunk:
                     raise asyncio.IncompleteReadError(bytes(data), None)
                 data += chunk
-        finally:
-            reader._limit = saved_limit  # type: ignore[attr-defined]
         end = found + len(END_OF_DATA)
-        if end < len(data):  # a client that pipelines sent its next command with the data: keep it for aiosmtpd
-            reader._buffer[0:0] = data[end:]  # type: ignore[attr-defined]
+        # A client that pipelines sent its next command with the data: keep it for aiosmtpd.
+        unread(reader, data[end:])
         if dropped + found > limit:
             return None
         with memoryview(data) as view:
@@ -359,7 +384,7 @@ class CameraSMTP(SMTP):
         recorded in the transcript as *part* before the reply to it. None when the client aborted or sent no
         base64 (a 501 has been sent)."""
         await self.push(b"334 " + base64.b64encode(challenge))
-        line = (await self._reader.readline()).strip()
+        line = (await command_reader(self).readline()).strip()
         if line == b"*":
             self.log.lines.append("C: *")
             await self.push("501 5.7.0 Auth aborted")
@@ -378,7 +403,7 @@ class CameraSMTP(SMTP):
     def goodbye(self) -> None:
         """Tell the client we are going away (421) and close, without waiting for it."""
         if self.transport is not None and not self.transport.is_closing():
-            self._writer.write(Reply.SHUTTING_DOWN.encode() + b"\r\n")
+            cast(asyncio.WriteTransport, self.transport).write(Reply.SHUTTING_DOWN.encode() + b"\r\n")
             self.transport.close()
 
 
