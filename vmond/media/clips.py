@@ -56,6 +56,7 @@ class ClipMaker(BackgroundService):
         self._current: int | None = None
         self.skipped = 0
         self.wait_while: Callable[[], bool] = lambda: False
+        self._skips: set[asyncio.Task[None]] = set()  # "clip skipped" being recorded: kept, and awaited on exit
 
 
     @property
@@ -73,7 +74,14 @@ class ClipMaker(BackgroundService):
             except asyncio.QueueFull:
                 self.skipped += 1
                 log.warning("clip queue full: no clip for event %d (its pictures are kept)", event_id)
-                asyncio.get_running_loop().create_task(self._publish_state(event_id, "failed", "clip_skipped"))
+                task = asyncio.get_running_loop().create_task(self._publish_state(event_id, "failed", "clip_skipped"))
+                self._skips.add(task)
+                task.add_done_callback(self._skips.discard)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await super().__aexit__(*exc_info)
+        if self._skips:  # the database outlives this service: let what was skipped be said
+            await asyncio.wait(list(self._skips), timeout=5)
 
     async def _run(self) -> None:
         while True:
