@@ -146,20 +146,22 @@ def test_shipped_conffile_is_the_documented_default() -> None:
     assert yaml.safe_load((ROOT / "config" / "vmond.yaml").read_text())["storage"]["data_dir"] == "/var/lib/vmond"
 
 
-def requirements() -> dict[str, str | None]:
-    """setup.cfg's install_requires as {lower-case PyPI name: minimum version or None}."""
+def requirements() -> dict[str, tuple[str | None, str | None]]:
+    """setup.cfg's install_requires as {lower-case PyPI name: (minimum version, newest allowed version)}."""
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
-    found: dict[str, str | None] = {}
+    found: dict[str, tuple[str | None, str | None]] = {}
     for line in setup["options"]["install_requires"].strip().splitlines():
-        match = re.fullmatch(r"\s*([A-Za-z0-9._-]+)\s*(?:>=\s*([0-9][0-9.]*))?.*", line)
+        if line.strip().startswith("#"):
+            continue
+        match = re.fullmatch(r"\s*([A-Za-z0-9._-]+)\s*(?:>=\s*([0-9][0-9.]*))?\s*(?:,\s*<=\s*([0-9][0-9.]*))?\s*", line)
         assert match, line
-        found[match[1].lower().replace("_", "-")] = match[2]
+        found[match[1].lower().replace("_", "-")] = (match[2], match[3])
     return found
 
 
 def control_depends() -> dict[str, str | None]:
-    """The binary package's Depends as {package: minimum version or None}."""
+    """The binary package's Depends as {package: minimum version or None}; an upper bound as {package + " <<": it}."""
     text = (DEBIAN / "control").read_text()
     binary = text.split("\nPackage: vmond\n", 1)[1]
     match = re.search(r"^Depends:(.*?)(?=^\S)", binary + "\nEnd:", re.M | re.S)
@@ -169,21 +171,29 @@ def control_depends() -> dict[str, str | None]:
         item = item.strip()
         if not item or item.startswith("${"):
             continue
-        dep = re.fullmatch(r"([a-z0-9.+-]+)\s*(?:\(>=\s*([^)\s]+)\s*\))?", item)
+        dep = re.fullmatch(r"([a-z0-9.+-]+)\s*(?:\((>=|<<)\s*([^)\s]+)\s*\))?", item)
         assert dep, f"unexpected dependency syntax in debian/control: {item!r}"
-        depends[dep[1]] = dep[2]
+        if dep[2] == "<<":
+            depends[f"{dep[1]} <<"] = dep[3]
+        else:
+            depends[dep[1]] = dep[3]
     return depends
 
 
 def test_control_depends_on_every_runtime_requirement() -> None:
     depends = control_depends()
-    for name, minimum in requirements().items():
+    for name, (minimum, newest) in requirements().items():
         assert name in PYPI_TO_DEBIAN, f"setup.cfg requires {name}: add its Debian package to PYPI_TO_DEBIAN " \
                                        "in this test and to Depends in debian/control"
         package = PYPI_TO_DEBIAN[name]
         assert package in depends, f"debian/control does not depend on {package} (for {name})"
         assert depends[package] == minimum, f"{package}: debian/control wants >= {depends[package]}, " \
                                             f"setup.cfg wants {name} >= {minimum}"
+        # A cap (setup.cfg: <= the newest release run) is the same cap in Debian's terms: << the next one.
+        *head, last = newest.split(".") if newest else ("",)
+        cap = ".".join([*head, str(int(last) + 1)]) + "~" if newest else None
+        assert depends.get(f"{package} <<") == cap, f"{package}: debian/control caps it at << " \
+            f"{depends.get(f'{package} <<')}, setup.cfg at {name} <= {newest} (<< {cap} in Debian's terms)"
     assert "openssl" in depends  # `openssl req` makes the self-signed certificate
 
 
