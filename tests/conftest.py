@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from helpers import b64
 from mosquitto import Mosquitto
 
 from vmond.config import Config, load_config
@@ -134,8 +135,8 @@ def smtp_send(port: int, raw: bytes, to: str, *, login: bool = True, helo: bool 
             # Like Dahua and Reolink firmware: AUTH LOGIN over plain TCP, also after HELO.
             code, _ = client.docmd("AUTH", "LOGIN")
             assert code == 334
-            client.docmd(_b64("camera"))
-            code, text = client.docmd(_b64("secret"))
+            client.docmd(b64("camera"))
+            code, text = client.docmd(b64("secret"))
             assert code == 235, text
         code, text = client.mail(mail_from)
         assert code == 250, text
@@ -156,12 +157,6 @@ def send_data(client: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
         stuffed += b"\r\n"
     client.send(stuffed + b".\r\n")
     return client.getreply()
-
-
-def _b64(text: str) -> str:
-    import base64
-
-    return base64.b64encode(text.encode()).decode()
 
 
 @pytest.fixture

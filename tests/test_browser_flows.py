@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
 from conftest import Daemon, sample, write_config
+from helpers import free_port
 from playwright.async_api import Browser, Page, expect
 from test_browser import browser, sign_in  # noqa: F401 - the fixture is used by name
 
@@ -97,12 +97,6 @@ async def test_hostile_mail_renders_as_text(daemon: Daemon, browser: Browser) ->
     await page.goto(daemon.url + "/events/" + await page.evaluate("document.body.dataset.alarmId"))
     assert await page.evaluate("window.__pwned") is None
     assert errors == []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_a_server_restart_loses_nothing_on_the_wall(tmp_path: Path, browser: Browser) -> None:  # noqa: F811

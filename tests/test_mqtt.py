@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from conftest import Daemon, distinct, sample
-from mosquitto import Mosquitto, Subscriber, free_port
+from helpers import free_port, wait_until
+from mosquitto import Mosquitto, Subscriber
 from test_mqtt_schema import check_message
 
 from vmond.config import Config
@@ -55,7 +56,7 @@ def mqtt_settings(port: int, **extra: Any) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def vmond(make_config: Callable[..., Config], port: int, **extra: Any) -> AsyncIterator[Daemon]:
+async def mqtt_daemon(make_config: Callable[..., Config], port: int, **extra: Any) -> AsyncIterator[Daemon]:
     # Without clips: a finished clip is one more "update" message, at a moment of the encoder's choosing.
     async with running(make_config(mqtt=mqtt_settings(port, **extra), video={"enabled": False})) as services:
         yield Daemon(services)
@@ -82,7 +83,7 @@ async def outbox_rows(daemon: Daemon) -> list[dict[str, Any]]:
 async def test_alarm_mail_becomes_an_events_message_with_snapshot_and_availability(
         make_config: Callable[..., Config], broker: Mosquitto, subscribers: Callable[..., Subscriber]) -> None:
     live = await subscribers(broker.port).ready()
-    async with vmond(make_config, broker.port) as daemon:
+    async with mqtt_daemon(make_config, broker.port) as daemon:
         await daemon.send(sample(MAIL))
         await daemon.wait_idle()
         message = (await live.wait_for(lambda: events_on(live), what="events message"))[0]
@@ -144,7 +145,7 @@ async def test_broker_outage_loses_nothing_and_keeps_the_order(
     broker.start()
     station = await subscribers(broker.port, [EVENTS], client_id="station", clean_session=False).ready()
     try:
-        async with vmond(make_config, broker.port) as daemon:
+        async with mqtt_daemon(make_config, broker.port) as daemon:
             await daemon.send(sample(MAIL))
             await station.wait_for(lambda: events_on(station), what="first event")
             await broker.astop()
@@ -181,7 +182,7 @@ async def test_broker_outage_loses_nothing_and_keeps_the_order(
 async def test_undelivered_rows_go_out_after_a_restart_with_the_same_ids(
         make_config: Callable[..., Config], tmp_path: Path, subscribers: Callable[..., Subscriber]) -> None:
     port = free_port()  # nothing listens there yet
-    async with vmond(make_config, port) as daemon:
+    async with mqtt_daemon(make_config, port) as daemon:
         for _ in range(3):
             await daemon.send(sample("amcrest-tamper.eml"))
         await daemon.wait_idle()
@@ -194,7 +195,7 @@ async def test_undelivered_rows_go_out_after_a_restart_with_the_same_ids(
     broker.start()
     try:
         station = await subscribers(port, [EVENTS]).ready()
-        async with vmond(make_config, port) as daemon:
+        async with mqtt_daemon(make_config, port) as daemon:
             ids = await station.wait_for(lambda: [m["id"] for m in events_on(station)][:3], what="the queued rows")
             assert ids == queued
             await station.wait_for(lambda: daemon.services.mqtt.status()["outbox_depth"] == 0, what="empty outbox")
@@ -205,7 +206,7 @@ async def test_undelivered_rows_go_out_after_a_restart_with_the_same_ids(
 async def test_embedded_thumbnail(make_config: Callable[..., Config], broker: Mosquitto,
                                   subscribers: Callable[..., Subscriber]) -> None:
     station = await subscribers(broker.port, [EVENTS]).ready()
-    async with vmond(make_config, broker.port, embed_thumbnail=True) as daemon:
+    async with mqtt_daemon(make_config, broker.port, embed_thumbnail=True) as daemon:
         await daemon.send(sample(MAIL))
         message = (await station.wait_for(lambda: events_on(station), what="events message"))[0]
         check_message(EVENTS, message)
@@ -221,7 +222,7 @@ async def test_outbox_bounds_drop_the_oldest_loudly(make_config: Callable[..., C
     monkeypatch.setattr(forwarder_module, "TRIM_INTERVAL", 0.05)
     caplog.set_level(logging.WARNING, logger="vmond.mqtt.forwarder")
     # No broker: everything stays queued.
-    async with vmond(make_config, free_port(), outbox_max_messages=2, outbox_max_age="60s") as daemon:
+    async with mqtt_daemon(make_config, free_port(), outbox_max_messages=2, outbox_max_age="60s") as daemon:
         mqtt = daemon.services.mqtt
         assert mqtt.limits == forwarder_module.OutboxLimits(2, 60.0)
         await daemon.services.db.write(lambda: OutboxMessage.create(
@@ -317,7 +318,7 @@ def queued_event(number: int) -> bytes:
 async def test_in_flight_window_is_bounded_and_a_reconnect_resumes_from_the_oldest_undelivered(
         make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forwarder_module, "WINDOW", 4)
-    async with StallingBroker() as broker, vmond(make_config, broker.port) as daemon:
+    async with StallingBroker() as broker, mqtt_daemon(make_config, broker.port) as daemon:
         mqtt = daemon.services.mqtt
         for number in range(1, 11):
             await daemon.services.db.write(outbox.enqueue, EVENTS, queued_event(number))
@@ -341,18 +342,11 @@ async def test_in_flight_window_is_bounded_and_a_reconnect_resumes_from_the_olde
         assert mqtt.max_in_flight == 4 and mqtt.status()["connected"]
 
 
-async def wait_until(check: Callable[[], Any], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 async def test_alarm_tickets_go_out_on_the_alarms_topic_in_order_with_the_events(
         make_config: Callable[..., Config], broker: Mosquitto, subscribers: Callable[..., Subscriber]) -> None:
     alarms_topic = f"{BASE}/alarms"
     station = await subscribers(broker.port, [EVENTS, alarms_topic]).ready()
-    async with vmond(make_config, broker.port) as daemon:
+    async with mqtt_daemon(make_config, broker.port) as daemon:
         await daemon.add_user()
         token = await daemon.token()
         await daemon.send(sample(MAIL))

@@ -17,14 +17,11 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import Daemon, PasswordChecks, sample, send_data
+from helpers import b64
 from rawsmtp import RawSession
 
 from vmond.config import Config
 from vmond.daemon import running
-
-
-def b64(data: bytes | str) -> str:
-    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
 
 
 async def in_parallel(calls: list[Callable[[], list[str]]]) -> list[list[str]]:
