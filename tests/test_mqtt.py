@@ -27,6 +27,7 @@ from vmond.store.models import OutboxMessage, utcnow
 
 BASE = "vmond/test-site"
 EVENTS = f"{BASE}/events"
+STATUS = f"{BASE}/status"
 AVAILABLE = f"{BASE}/available"
 MAIL = "hikvision-ipc-intrusion.eml"  # three pictures
 
@@ -129,8 +130,13 @@ async def test_alarm_mail_becomes_an_events_message_with_snapshot_and_availabili
                                       what="update"))[0]
         assert update["type"] == "update" and update["event"]["id"] == event["id"] and update["id"] != message["id"]
         check_message(EVENTS, update)
-        # No new picture: the snapshot is not sent again.
-        await asyncio.sleep(0.3)
+        # No new picture: the snapshot is not sent again. The other camera's alarm after it goes out later, its
+        # snapshot after its event: once that snapshot is here, a resent one of the first camera would be too.
+        await daemon.send(sample(MAIL), to="camera-back@monitor.local")
+        back = (await live.wait_for(lambda: [m for m in events_on(live) if m["event"]["camera"]["name"] == "Back Yard"],
+                                    what="the other camera's event"))[0]["event"]
+        await live.wait_for(lambda: live.on(f"{BASE}/cameras/{back['camera']['id']}/snapshot"),
+                            what="the other camera's snapshot")
         assert len(live.on(snapshot_topic)) == 1
     await live.wait_for(lambda: [m for m in live.on(AVAILABLE) if m.payload == b"stopped"], what="stopped")
     after = await subscribers(broker.port, [AVAILABLE]).ready()
@@ -188,8 +194,8 @@ async def test_undelivered_rows_go_out_after_a_restart_with_the_same_ids(
         await daemon.wait_idle()
         queued = [row["message"]["id"] for row in await outbox_rows(daemon)]
         assert len(queued) == 3
-        await asyncio.sleep(0.3)
-        assert daemon.services.mqtt.status()["last_error"]  # why it is not connected, for the installer
+        # why it is not connected, for the installer
+        await wait_until(lambda: daemon.services.mqtt.status()["last_error"], what="the connection error")
     broker = Mosquitto(tmp_path / "broker")
     broker.port = port
     broker.start()
@@ -227,12 +233,12 @@ async def test_outbox_bounds_drop_the_oldest_loudly(make_config: Callable[..., C
         assert mqtt.limits == forwarder_module.OutboxLimits(2, 60.0)
         await daemon.services.db.write(lambda: OutboxMessage.create(
             topic=EVENTS, payload=b"{}", created_at=utcnow() - timedelta(seconds=120)))
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: mqtt.dropped, what="a trim")
         assert mqtt.dropped == 1  # too old
         for n in range(5):
             await daemon.send(distinct(sample("amcrest-tamper.eml"), n))
         await daemon.wait_idle()
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: mqtt.dropped >= 4, what="the trims")
         assert mqtt.dropped == 4 and mqtt.status()["dropped"] == 4  # and three beyond the size
         assert len(await outbox_rows(daemon)) == 2
         warnings = [r.getMessage() for r in caplog.records
@@ -262,6 +268,14 @@ class StallingBroker:
     def events(self, connection: int | None = None) -> list[int]:
         return [json.loads(p)["event"]["id"] for c, t, p, _ in self.publishes
                 if t == EVENTS and connection in (None, c)]
+
+    def statuses_after(self, event: int) -> int:
+        """Status messages published after event *event*'s message. Each pass of the forwarder begins with one
+        (with STATUS_INTERVAL shortened): after two, a whole pass ran since, and whatever it sent is here."""
+        topics = [t for _, t, _, _ in self.publishes]
+        position = next(i for i, (_, t, p, _) in enumerate(self.publishes)
+                        if t == EVENTS and json.loads(p)["event"]["id"] == event)
+        return topics[position:].count(STATUS)
 
     def ack_event(self, number: int) -> None:
         assert self._writer is not None
@@ -296,7 +310,7 @@ class StallingBroker:
                     if (first >> 1) & 3:
                         pid, rest = rest[:2], rest[2:]
                     self.publishes.append((connection, topic, rest, pid))
-                    if self.auto_ack and pid:
+                    if pid and (self.auto_ack or topic != EVENTS):  # events wait to be told, the rest not
                         writer.write(b"\x40\x02" + pid)
                 elif kind == 8:  # SUBSCRIBE
                     writer.write(b"\x90\x03" + body[:2] + b"\x01")
@@ -318,19 +332,20 @@ def queued_event(number: int) -> bytes:
 async def test_in_flight_window_is_bounded_and_a_reconnect_resumes_from_the_oldest_undelivered(
         make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forwarder_module, "WINDOW", 4)
+    monkeypatch.setattr(forwarder_module, "STATUS_INTERVAL", 0.01)  # a status message at the start of every pass
     async with StallingBroker() as broker, mqtt_daemon(make_config, broker.port) as daemon:
         mqtt = daemon.services.mqtt
         for number in range(1, 11):
             await daemon.services.db.write(outbox.enqueue, EVENTS, queued_event(number))
         mqtt.notify()
         await wait_until(lambda: len(broker.events()) >= 4)
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: broker.statuses_after(4) >= 2, what="a whole pass of the forwarder")
         assert broker.events() == [1, 2, 3, 4] and mqtt.status()["in_flight"] == 4  # the window is full
 
         # The first PUBACK opens one slot: exactly one more goes out.
         broker.ack_event(1)
         await wait_until(lambda: len(broker.events()) >= 5)
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: broker.statuses_after(5) >= 2, what="a whole pass of the forwarder")
         assert broker.events() == [1, 2, 3, 4, 5] and mqtt.max_in_flight == 4
         await wait_until(lambda: mqtt.status()["outbox_depth"] == 9)
 
