@@ -225,7 +225,7 @@ async def test_a_backlog_is_parsed_ahead_in_order_and_a_resend_in_it_is_still_no
         # meanwhile; one that does not leaves this wait to run out, and the order checked below is wrong.
         following = names[names.index(entry.name) + 1:]
         if following:
-            loaded[following[0]].wait(timeout=10)
+            loaded[following[0]].wait(timeout=5)
         steps.append(("stored", entry.name))
         return build(entry, *args)
 
@@ -233,7 +233,7 @@ async def test_a_backlog_is_parsed_ahead_in_order_and_a_resend_in_it_is_still_no
     monkeypatch.setattr(pipeline_module, "build_records", slow_build)
     async with running(config) as services:
         daemon = Daemon(services)
-        await daemon.wait_idle()
+        await daemon.wait_idle(timeout=30)
         events = sorted(await all_events(daemon), key=lambda e: e["id"])
     assert [(e["camera"]["name"], e["event_type"]) for e in events] == [
         ("Front Door", "Tamper Detect"), ("Back Yard", "Human"), ("Front Door", "motion alarm")]
