@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from conftest import sample
+from helpers import wait_until
 from playwright.async_api import Browser, Page, expect
 from rtsp_server import RtspCamera
 from test_browser import browser, sign_in  # noqa: F401 - fixtures used by name
@@ -19,7 +20,6 @@ from test_live import (  # noqa: F401 - fixtures used by name
     live_config,
     silent_port,
     start,
-    wait_until,
 )
 
 from vmond.config import Config
@@ -82,8 +82,7 @@ async def test_alarm_page_shows_live_pictures_and_closing_it_ends_the_stream(
     closed_before = camera.count("client-closed")
     assert hub.open_streams == 1
     await page.close()
-    took = await wait_until(lambda: hub.open_streams == 0, 10)
-    assert took < 8
+    await wait_until(lambda: hub.open_streams == 0, timeout=8)
     assert camera.wait_for(lambda: camera.count("client-closed") > closed_before, 5)
     assert errors == []
 
