@@ -21,6 +21,7 @@ from mosquitto import Mosquitto
 
 from vmond.config import Config, load_config
 from vmond.daemon import running
+from vmond.mqtt import forwarder
 from vmond.services import Services
 from vmond.store.users import create_user
 from vmond.util import auth
@@ -165,6 +166,13 @@ async def daemon(config: Config) -> AsyncIterator[Daemon]:
         yield Daemon(services)
 
 
+@pytest.fixture
+async def guard(daemon: Daemon) -> str:
+    """A bearer token of ``guard1``, a user with the guard role."""
+    await daemon.add_user("guard1", "guard")
+    return await daemon.token("guard1")
+
+
 def sample(name: str) -> bytes:
     return (MAIL_DIR / name).read_bytes()
 
@@ -220,6 +228,14 @@ def password_checks(monkeypatch: pytest.MonkeyPatch) -> PasswordChecks:
     probe = PasswordChecks()
     monkeypatch.setattr(auth, "verify_password", probe)
     return probe
+
+
+@pytest.fixture
+def quick_mqtt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MQTT forwarder reconnects and polls faster than in production, so outages in tests take a second,
+    not half a minute."""
+    monkeypatch.setattr(forwarder, "RECONNECT_DELAY", (0.2, 0.5))
+    monkeypatch.setattr(forwarder, "POLL_INTERVAL", 0.1)
 
 
 @pytest.fixture

@@ -31,12 +31,7 @@ STATUS = f"{BASE}/status"
 AVAILABLE = f"{BASE}/available"
 MAIL = "hikvision-ipc-intrusion.eml"  # three pictures
 
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reconnect and poll faster than in production, so outages in tests take a second, not half a minute."""
-    monkeypatch.setattr(forwarder_module, "RECONNECT_DELAY", (0.2, 0.5))
-    monkeypatch.setattr(forwarder_module, "POLL_INTERVAL", 0.1)
+pytestmark = pytest.mark.usefixtures("quick_mqtt")
 
 
 @pytest.fixture

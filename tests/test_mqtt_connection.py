@@ -19,15 +19,10 @@ from mosquitto import Mosquitto, Subscriber, TlsFiles, make_password_file, make_
 from test_mqtt import AVAILABLE, EVENTS, MAIL, events_on, mqtt_daemon, mqtt_settings
 
 from vmond.config import Config
-from vmond.mqtt import forwarder as forwarder_module
 
 USER, PASSWORD = "vmond-site", "broker secret"
 
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forwarder_module, "RECONNECT_DELAY", (0.2, 0.5))
-    monkeypatch.setattr(forwarder_module, "POLL_INTERVAL", 0.1)
+pytestmark = pytest.mark.usefixtures("quick_mqtt")
 
 
 @pytest.fixture(scope="module")

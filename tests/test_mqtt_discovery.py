@@ -13,17 +13,13 @@ from test_mqtt import BASE, MAIL, mqtt_daemon
 from test_mqtt_schema import check_message
 
 from vmond.config import Config
-from vmond.mqtt import forwarder as forwarder_module
 from vmond.mqtt.discovery import event_kind
 from vmond.store.models import Camera
 
 HA = "homeassistant"
 NODE = "vmond_test-site"
 
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forwarder_module, "POLL_INTERVAL", 0.1)
+pytestmark = pytest.mark.usefixtures("quick_mqtt")
 
 
 @pytest.fixture

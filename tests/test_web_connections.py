@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from conftest import Daemon, sample
 from test_login_limits import from_address
-from test_web import browser, log_in
+from test_web import browser_session, log_in
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -256,13 +256,13 @@ async def test_a_socket_ends_with_its_session(config: Config, monkeypatch: pytes
         daemon = Daemon(services)
         await daemon.add_user("guard1", "guard")
         # The session is deleted behind the daemon's back, as `vmond user passwd` does from the command line.
-        async with browser() as http:
+        async with browser_session() as http:
             await log_in(daemon, http, "guard1")
             async with http.ws_connect(f"{daemon.url}/ws", origin=daemon.url) as live:
                 await daemon.services.db.write(lambda: Session.delete().execute())
                 assert await wait_closed(live, 5) == ws.WS_SIGNED_OUT
         # A session that expires while its socket is open.
-        async with browser() as http:
+        async with browser_session() as http:
             await log_in(daemon, http, "guard1")
             async with http.ws_connect(f"{daemon.url}/ws", origin=daemon.url) as live:
                 await daemon.services.db.write(lambda: Session.update(expires_at=utcnow()).execute())
