@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import send_data, write_config
+from conftest import sample, send_data, write_config
 from daemon_process import DaemonProcess, process_with_admin
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def test_notify_sequence_ready_watchdog_stopping(daemon_process: DaemonProcess) 
 
 def test_sigkill_right_after_250_loses_nothing_and_duplicates_nothing(daemon_process: DaemonProcess,
                                                                       tmp_path: Path) -> None:
-    raw = (Path(__file__).parent / "data" / "camera-mail" / "hikvision-ipc-intrusion.eml").read_bytes()
+    raw = sample("hikvision-ipc-intrusion.eml")
     daemon_process.start()
     with smtplib.SMTP("127.0.0.1", daemon_process.smtp_port, timeout=10) as client:
         client.ehlo("camera")
@@ -81,7 +81,7 @@ def test_sighup_applies_new_cameras_without_dropping_sessions(daemon_process: Da
     # The session opened before the reload goes on, and knows the new camera.
     session.mail("cam@cam.lan")
     assert session.rcpt("camera-garage@monitor.local")[0] == 250
-    raw = (Path(__file__).parent / "data" / "camera-mail" / "swann-nvr-human.eml").read_bytes()
+    raw = sample("swann-nvr-human.eml")
     assert send_data(session, raw)[0] == 250
     session.quit()
     daemon_process.config.write_text("smpt: {}\n")  # a typo: nothing changes, the daemon says why

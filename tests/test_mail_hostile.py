@@ -18,6 +18,7 @@ import zlib
 from urllib.parse import quote
 
 import pytest
+from mailmaker import base64_lines, jpeg
 from PIL import Image
 
 from vmond.ingest import mailparse
@@ -39,23 +40,13 @@ def parse(raw: bytes, bound: float | None = None) -> ParsedMail:
     return parsed
 
 
-def jpeg(size: tuple[int, int] = (8, 8), color: str = "red") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, color).save(out, "JPEG")
-    return out.getvalue()
-
-
-def b64(data: bytes) -> bytes:
-    return base64.encodebytes(data).replace(b"\n", b"\r\n")
-
-
 def entity(headers: bytes, body: bytes) -> bytes:
     """Headers given as bytes (CRLF-separated, no final CRLF) so that any byte survives."""
     return headers + b"\r\n\r\n" + body
 
 
 def image_part(data: bytes, extra: bytes = b"") -> bytes:
-    return entity(b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64" + extra, b64(data))
+    return entity(b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64" + extra, base64_lines(data))
 
 
 def multipart(parts: list[bytes], boundary: bytes = b"B", subject: bytes = b"alarm") -> bytes:
@@ -163,7 +154,7 @@ def test_png_claiming_100000_squared_pixels_is_only_sniffed(monkeypatch: pytest.
     monkeypatch.setattr(Image, "open", refuse)
     monkeypatch.setattr(zlib, "decompress", refuse)
     monkeypatch.setattr(zlib, "decompressobj", refuse)
-    raw = multipart([entity(b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64", b64(bomb))])
+    raw = multipart([entity(b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64", base64_lines(bomb))])
     parsed = parse(raw, SLOW)
     [image] = parsed.images
     assert (image.content_type, image.data) == ("image/png", bomb)
@@ -281,14 +272,14 @@ def test_encoded_word_storm_in_subject() -> None:
 
 def test_boundary_text_inside_base64_data() -> None:
     data = jpeg((64, 64))
-    lines = b64(data).split(b"\r\n")
+    lines = base64_lines(data).split(b"\r\n")
     lines[3] = lines[3][:10] + b"--B--" + lines[3][10:]  # not at a line start: not a delimiter
     parsed = parse(multipart([entity(b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64",
                                       b"\r\n".join(lines))]))
     assert len(parsed.attachments) == 1 and "bad_boundary" not in parsed.defects
     # A boundary made of base64 letters that occurs inside the encoded lines.
     boundary = base64.b64encode(data)[200:240]
-    assert boundary in b"".join(b64(data).split())
+    assert boundary in b"".join(base64_lines(data).split())
     parsed = parse(multipart([image_part(data)], boundary=boundary))
     assert [a.data for a in parsed.images] == [data]
 
@@ -296,7 +287,7 @@ def test_boundary_text_inside_base64_data() -> None:
 def test_delimiter_line_inside_base64_data_splits_the_part() -> None:
     # RFC 2046: a delimiter line is a delimiter, wherever it appears.  The image is
     # cut short, and the rest becomes a headerless part; nothing raises.
-    lines = b64(jpeg((64, 64))).split(b"\r\n")
+    lines = base64_lines(jpeg((64, 64))).split(b"\r\n")
     lines.insert(3, b"--B")
     parsed = parse(multipart([entity(b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64",
                                       b"\r\n".join(lines))]))
