@@ -45,7 +45,8 @@ async def live(live_config: Callable[..., Config]) -> AsyncIterator[LiveDaemon]:
         yield daemon
 
 
-def watch_errors(page: Page) -> list[str]:
+def script_errors(page: Page) -> list[str]:
+    """The page's script errors (a camera that fails is a failed picture load on these pages, not an error)."""
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     return errors
@@ -56,7 +57,7 @@ async def test_alarm_page_shows_live_pictures_and_closing_it_ends_the_stream(
     hub = live.services.live
     assert hub is not None
     page = await (await browser.new_context()).new_page()
-    errors = watch_errors(page)
+    errors = script_errors(page)
     await sign_in(page, live, "guard1")
     assert (await live.send(sample("hikvision-ipc-intrusion.eml"), to="front@monitor.local"))["data"][0] == 250
     card = page.locator("[data-event-id]")
@@ -89,7 +90,7 @@ async def test_alarm_page_shows_live_pictures_and_closing_it_ends_the_stream(
 
 async def test_failures_read_as_text_on_the_camera_page(live: LiveDaemon, browser: Browser) -> None:  # noqa: F811
     page = await (await browser.new_context()).new_page()
-    errors = watch_errors(page)
+    errors = script_errors(page)
     await sign_in(page, live, "admin")
     await page.goto(f"{live.url}/cameras/{live.cameras['Wrong Password']}")
     view = page.locator("[data-live-camera]")
