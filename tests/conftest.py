@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from helpers import b64
+from helpers import b64, wait_until
 from mosquitto import Mosquitto
 
 from vmond.config import Config, load_config
@@ -254,9 +254,5 @@ def media_on_disk(root: Path) -> int:
 
 async def media_counted(services: Services, timeout: float = 10.0) -> int:
     """The media store's own count, once it has measured the directory."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not services.media.usage.measured:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the media directory was not measured in time")
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: services.media.usage.measured, timeout, "the media directory measured")
     return services.media.usage.bytes

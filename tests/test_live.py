@@ -390,10 +390,8 @@ async def test_the_picture_at_raising_is_kept_with_the_alarm(live_config: Callab
         page_status, page = await daemon.api("GET", f"/alarms/{alarm_id}", daemon.bearer)
         assert page_status == 200 and "At the moment of raising" in page
         services = daemon.services
-        deadline = time.monotonic() + 60
-        while services.clips is not None and services.clips.queued:  # the event's clip: the last media write
-            assert time.monotonic() < deadline, "the clip was not made in time"
-            await asyncio.sleep(0.05)
+        # the event's clip: the last media write
+        await wait_until(lambda: services.clips is None or not services.clips.queued, timeout=60, what="the clip")
         assert await media_counted(services) == media_on_disk(services.media.root)  # the picture is counted too
         # A camera that fails leaves the reason on the alarm instead.
         failed_id = await raise_alarm(daemon, "wrong-password@monitor.local")
