@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Daemon, distinct, sample, write_config
+from helpers import wait_until
 
 from vmond.config import load_config
 from vmond.daemon import running
@@ -45,7 +46,7 @@ async def test_backup_while_mails_arrive_restores_everything_acknowledged(tmp_pa
         await camera(6, acknowledged_before_backup)
         during: set[str] = set()
         sender = asyncio.create_task(camera(20, during))
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: during, timeout=30, what="a mail acknowledged as the backup begins")
         manifest = await asyncio.to_thread(backup, original.storage.data_dir, tmp_path / "backup")
         await sender
         await daemon.wait_idle()
