@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSWORD, Daemon, sample, write_config
-from helpers import free_port
+from helpers import free_port, run_cli
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -21,11 +21,6 @@ from vmond.store.db import open_sqlite
 from vmond.store.models import Session, utcnow
 from vmond.store.users import credentials
 from vmond.util import auth
-
-
-def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmond", *args], input=stdin, capture_output=True, text=True,
-                          timeout=60, env=env)
 
 
 def test_check_config_ok_prints_a_summary(tmp_path: Path) -> None:
