@@ -16,10 +16,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from helpers import b64, wait_until
 from mosquitto import Mosquitto
 
 from vmond.config import Config, load_config
 from vmond.daemon import running
+from vmond.mqtt import forwarder
 from vmond.services import Services
 from vmond.store.users import create_user
 from vmond.util import auth
@@ -134,8 +136,8 @@ def smtp_send(port: int, raw: bytes, to: str, *, login: bool = True, helo: bool 
             # Like Dahua and Reolink firmware: AUTH LOGIN over plain TCP, also after HELO.
             code, _ = client.docmd("AUTH", "LOGIN")
             assert code == 334
-            client.docmd(_b64("camera"))
-            code, text = client.docmd(_b64("secret"))
+            client.docmd(b64("camera"))
+            code, text = client.docmd(b64("secret"))
             assert code == 235, text
         code, text = client.mail(mail_from)
         assert code == 250, text
@@ -158,16 +160,17 @@ def send_data(client: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
     return client.getreply()
 
 
-def _b64(text: str) -> str:
-    import base64
-
-    return base64.b64encode(text.encode()).decode()
-
-
 @pytest.fixture
 async def daemon(config: Config) -> AsyncIterator[Daemon]:
     async with running(config) as services:
         yield Daemon(services)
+
+
+@pytest.fixture
+async def guard(daemon: Daemon) -> str:
+    """A bearer token of ``guard1``, a user with the guard role."""
+    await daemon.add_user("guard1", "guard")
+    return await daemon.token("guard1")
 
 
 def sample(name: str) -> bytes:
@@ -228,6 +231,14 @@ def password_checks(monkeypatch: pytest.MonkeyPatch) -> PasswordChecks:
 
 
 @pytest.fixture
+def quick_mqtt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MQTT forwarder reconnects and polls faster than in production, so outages in tests take a second,
+    not half a minute."""
+    monkeypatch.setattr(forwarder, "RECONNECT_DELAY", (0.2, 0.5))
+    monkeypatch.setattr(forwarder, "POLL_INTERVAL", 0.1)
+
+
+@pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A real mosquitto on a free loopback port, for the tests of the MQTT forwarder."""
     server = Mosquitto(tmp_path / "broker")
@@ -243,9 +254,5 @@ def media_on_disk(root: Path) -> int:
 
 async def media_counted(services: Services, timeout: float = 10.0) -> int:
     """The media store's own count, once it has measured the directory."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not services.media.usage.measured:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the media directory was not measured in time")
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: services.media.usage.measured, timeout, "the media directory measured")
     return services.media.usage.bytes

@@ -194,10 +194,10 @@ async def test_every_route_refuses_strangers(daemon: Daemon) -> None:
 
 
 async def test_admin_pages_render_and_validate(daemon: Daemon) -> None:
-    from test_web import browser, csrf_of, log_in
+    from test_web import browser_session, csrf_of, log_in
 
     await daemon.add_user("root", "admin")
-    async with browser() as http:
+    async with browser_session() as http:
         await log_in(daemon, http, "root")
         for path in ("/accounts", "/accounts/new", "/accounts/1", "/cameras", "/cameras/1", "/users", "/users/1",
                      "/accounts/1/delete", "/alarms"):
@@ -224,7 +224,7 @@ async def test_admin_pages_render_and_validate(daemon: Daemon) -> None:
 
 
 async def test_settings_show_the_configuration_with_secrets_masked(make_config: Callable[..., Config]) -> None:
-    from test_web import browser, log_in
+    from test_web import browser_session, log_in
 
     config = make_config(mqtt={"password": "broker-secret-123", "username": "vmond"},
                          web={"listen": "127.0.0.1:0", "tls": {"self_signed": True}})
@@ -233,7 +233,7 @@ async def test_settings_show_the_configuration_with_secrets_masked(make_config: 
         daemon.url = daemon.url.replace("http://", "https://")
         await daemon.add_user("root", "admin")
         await daemon.add_user("boss", "supervisor")
-        async with browser(verify_tls=False) as http:
+        async with browser_session(verify_tls=False) as http:
             async with http.get(daemon.url + "/login") as response:
                 assert response.status == 200
             await log_in(daemon, http, "root")
@@ -243,7 +243,7 @@ async def test_settings_show_the_configuration_with_secrets_masked(make_config: 
                 page = await response.text()
             assert response.status == 200 and "broker-secret-123" not in page and "********" in page
             assert re.search(r"SHA-256 <code>([0-9A-F]{2}:){31}[0-9A-F]{2}</code>", page)
-        async with browser(verify_tls=False) as http:
+        async with browser_session(verify_tls=False) as http:
             await log_in(daemon, http, "boss")
             async with http.get(daemon.url + "/settings") as response:
                 assert response.status == 403

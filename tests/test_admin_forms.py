@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import aiohttp
 from conftest import Daemon
-from test_web import browser, log_in
+from test_web import browser_session, log_in
 
 
 class Inputs(HTMLParser):
@@ -44,7 +44,7 @@ async def dashboard_camera(daemon: Daemon, token: str) -> int:
 async def test_form_attributes_are_attributes_of_the_inputs(daemon: Daemon) -> None:
     await daemon.add_user("root", "admin")
     camera_id = await dashboard_camera(daemon, await daemon.token("root"))
-    async with browser() as http:
+    async with browser_session() as http:
         await log_in(daemon, http, "root")
         users = await page_inputs(http, f"{daemon.url}/users")
         assert users.named("username")["autocomplete"] == "off"
@@ -82,7 +82,7 @@ def facts(html: str) -> dict[str, str]:
 async def test_camera_address_chosen_and_changed_in_the_dashboard(daemon: Daemon) -> None:
     await daemon.add_user("boss", "supervisor")
     _, account = await daemon.api("POST", "/api/accounts", await daemon.token("boss"), json={"name": "Forms Ltd"})
-    async with browser() as http:
+    async with browser_session() as http:
         csrf = await log_in(daemon, http, "boss")
         new = {"csrf_token": csrf, "name": "Porch", "account_id": str(account["id"])}
         status, _, page = await post_form(http, daemon, "/cameras", {**new, "smtp_address": "porch cam"})
@@ -106,7 +106,7 @@ async def test_camera_address_chosen_and_changed_in_the_dashboard(daemon: Daemon
 
 async def test_contact_rows_without_javascript(daemon: Daemon) -> None:
     await daemon.add_user("boss", "supervisor")
-    async with browser() as http:
+    async with browser_session() as http:
         csrf = await log_in(daemon, http, "boss")
         form = {"csrf_token": csrf, "name": "Corner Shop", "contacts-0-priority": "1", "contacts-0-name": "Ann",
                 "contacts-0-phone": "+1 555 0100", "contacts-1-priority": "2", "contacts-1-name": ""}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import aiohttp
-import pytest
 from conftest import Daemon, sample
 
 
@@ -13,12 +12,6 @@ async def an_event(daemon: Daemon, name: str = "hikvision-ipc-intrusion.eml",
     await daemon.wait_idle()
     events = daemon.services.bus._history
     return [m.data["id"] for m in events if m.type == "event.created"][-1]
-
-
-@pytest.fixture
-async def guard(daemon: Daemon) -> str:
-    await daemon.add_user("guard1", "guard")
-    return await daemon.token("guard1")
 
 
 async def test_the_whole_alarm_workflow(daemon: Daemon, guard: str) -> None:
@@ -120,11 +113,11 @@ async def test_lists_and_history_search(daemon: Daemon, guard: str) -> None:
 
 
 async def test_alarm_pages_work_without_javascript(daemon: Daemon) -> None:
-    from test_web import browser, csrf_of, log_in
+    from test_web import browser_session, csrf_of, log_in
 
     event_id = await an_event(daemon)
     await daemon.add_user("guard1", "guard")
-    async with browser() as http:
+    async with browser_session() as http:
         csrf = await log_in(daemon, http, "guard1")
         async with http.post(f"{daemon.url}/events/{event_id}/alarm", data={"csrf_token": csrf},
                              headers={"Origin": daemon.url}) as response:
@@ -148,10 +141,10 @@ async def test_alarm_pages_work_without_javascript(daemon: Daemon) -> None:
 
 
 async def test_logout_closes_the_sessions_sockets(daemon: Daemon) -> None:
-    from test_web import browser, log_in
+    from test_web import browser_session, log_in
 
     await daemon.add_user("guard1", "guard")
-    async with browser() as http:
+    async with browser_session() as http:
         csrf = await log_in(daemon, http, "guard1")
         async with http.ws_connect(f"{daemon.url}/ws", origin=daemon.url) as ws:
             async with http.post(f"{daemon.url}/logout", data={"csrf_token": csrf},

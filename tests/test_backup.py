@@ -4,12 +4,11 @@ missing, nothing is doubled, every picture is there."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import Daemon, distinct, sample, write_config
+from helpers import run_cli, wait_until
 
 from vmond.config import load_config
 from vmond.daemon import running
@@ -45,7 +44,7 @@ async def test_backup_while_mails_arrive_restores_everything_acknowledged(tmp_pa
         await camera(6, acknowledged_before_backup)
         during: set[str] = set()
         sender = asyncio.create_task(camera(20, during))
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: during, timeout=30, what="a mail acknowledged as the backup begins")
         manifest = await asyncio.to_thread(backup, original.storage.data_dir, tmp_path / "backup")
         await sender
         await daemon.wait_idle()
@@ -57,12 +56,10 @@ async def test_backup_while_mails_arrive_restores_everything_acknowledged(tmp_pa
     with data_dir_lock(tmp_path / "restored"), pytest.raises(BackupError, match="in use"):
         restore(tmp_path / "backup", tmp_path / "restored")
     restored_dir = tmp_path / "restored"
-    result = subprocess.run([sys.executable, "-m", "vmond", "restore", str(tmp_path / "backup"), "--config",
-                             str(write_config(restored_dir, storage={"data_dir": ".", "min_free_space": 0}))],
-                            capture_output=True, text=True, timeout=60)
+    result = run_cli("restore", str(tmp_path / "backup"), "--config",
+                     str(write_config(restored_dir, storage={"data_dir": ".", "min_free_space": 0})))
     assert result.returncode == 0, result.stderr
-    again = subprocess.run([sys.executable, "-m", "vmond", "restore", str(tmp_path / "backup"), "--config",
-                            str(restored_dir / "vmond.yaml")], capture_output=True, text=True, timeout=60)
+    again = run_cli("restore", str(tmp_path / "backup"), "--config", str(restored_dir / "vmond.yaml"))
     assert again.returncode != 0 and "already has a database" in again.stderr
 
     async with running(load_config(restored_dir / "vmond.yaml")) as services:

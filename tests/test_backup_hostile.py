@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
+from helpers import run_cli
 
 from vmond.ops.backup import BackupError, backup, restore
 from vmond.store.db import open_sqlite
@@ -118,8 +119,7 @@ def test_backup_command_lists_what_it_refused_and_exits_1(tmp_path: Path, outsid
     data = make_data_dir(tmp_path / "data")
     add_media(data, "../../outside/secret.txt")
     add_media(data, symlink_out(data, outside))
-    result = subprocess.run([sys.executable, "-m", "vmond", "backup", str(tmp_path / "dest"), "--config",
-                             str(config)], capture_output=True, text=True, timeout=60)
+    result = run_cli("backup", str(tmp_path / "dest"), "--config", str(config))
     assert result.returncode == 1, result
     assert "backed up 0 events, 2 media files and 1 spooled mails" in result.stdout
     lines = result.stderr.splitlines()
@@ -246,8 +246,7 @@ def test_restore_refuses_a_hostile_backup_before_writing_anything(
 def test_restore_command_says_why_in_one_line(tmp_path: Path, outside: Path, good_backup: Path) -> None:
     media_link(good_backup, outside)
     config = write_config(tmp_path, storage={"data_dir": "restored", "min_free_space": 0})
-    result = subprocess.run([sys.executable, "-m", "vmond", "restore", str(good_backup), "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+    result = run_cli("restore", str(good_backup), "--config", str(config))
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == "refused the backup: '2024/evil.jpg' is a symbolic link\n"
     assert not (tmp_path / "restored").exists()

@@ -36,6 +36,15 @@ async def sign_in(page: Page, daemon: Daemon, username: str) -> None:
     await expect(page.locator("#connection")).to_have_text("live")
 
 
+def watch_errors(page: Page) -> list[str]:
+    """What the page reports as wrong: script errors, console errors, and any dialog (none is expected)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("dialog", lambda dialog: errors.append("dialog: " + dialog.message))
+    return errors
+
+
 async def test_alarm_appears_live_and_is_dismissed(daemon: Daemon, browser: Browser) -> None:
     page = await (await browser.new_context()).new_page()
     errors: list[str] = []

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import Daemon
 from playwright.async_api import Browser, Page, expect
-from test_browser import browser, sign_in  # noqa: F401 - the fixture is used by name
-from test_browser_flows import watch_errors
+from test_browser import browser, sign_in, watch_errors  # noqa: F401 - the fixture is used by name
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

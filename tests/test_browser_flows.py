@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
 from conftest import Daemon, sample, write_config
-from playwright.async_api import Browser, Page, expect
-from test_browser import browser, sign_in  # noqa: F401 - the fixture is used by name
+from helpers import free_port
+from playwright.async_api import Browser, expect
+from test_browser import browser, sign_in, watch_errors  # noqa: F401 - the fixture is used by name
 
 from vmond.config import load_config
 from vmond.daemon import running
@@ -17,14 +17,6 @@ from vmond.daemon import running
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 HOSTILE = ('<img src=x onerror="window.__pwned=1">', '"><script>window.__pwned=2</script>')
-
-
-def watch_errors(page: Page) -> list[str]:
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("dialog", lambda dialog: errors.append("dialog: " + dialog.message))
-    return errors
 
 
 async def test_guard_flow_with_the_keyboard(daemon: Daemon, browser: Browser) -> None:  # noqa: F811
@@ -97,12 +89,6 @@ async def test_hostile_mail_renders_as_text(daemon: Daemon, browser: Browser) ->
     await page.goto(daemon.url + "/events/" + await page.evaluate("document.body.dataset.alarmId"))
     assert await page.evaluate("window.__pwned") is None
     assert errors == []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_a_server_restart_loses_nothing_on_the_wall(tmp_path: Path, browser: Browser) -> None:  # noqa: F811

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSWORD, Daemon, sample, write_config
+from helpers import free_port, run_cli
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -23,14 +23,9 @@ from vmond.store.users import credentials
 from vmond.util import auth
 
 
-def vmond(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmond", *args], input=stdin, capture_output=True, text=True,
-                          timeout=60, env=env)
-
-
 def test_check_config_ok_prints_a_summary(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    result = vmond("check-config", "--config", str(config))
+    result = run_cli("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{config}: ok: site test-site, 1 account(s), 2 camera(s)")
     assert len(result.stdout.splitlines()) == 1
@@ -39,7 +34,7 @@ def test_check_config_ok_prints_a_summary(tmp_path: Path) -> None:
 def test_check_config_reports_every_problem_with_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("site:\n  id: Not Valid\nsmpt:\n  listen: x\nweb:\n  listen: \"127.0.0.1:99999\"\n")
-    result = vmond("check-config", "--config", str(bad))
+    result = run_cli("check-config", "--config", str(bad))
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert any(line.startswith(f"{bad}:2: site.id: ") for line in lines), lines
@@ -50,32 +45,32 @@ def test_check_config_reports_every_problem_with_file_and_line(tmp_path: Path) -
 
 def test_config_comes_from_the_environment_then_the_default(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    result = vmond("check-config", env={"VMOND_CONFIG": str(config), "PATH": "/usr/bin:/bin"})
+    result = run_cli("check-config", env={"VMOND_CONFIG": str(config), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0 and str(config) in result.stdout
-    missing = vmond("check-config", "--config", str(tmp_path / "nope.yaml"))
+    missing = run_cli("check-config", "--config", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "nope.yaml" in missing.stderr
 
 
 def test_config_option_before_or_after_the_subcommand(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    assert vmond("--config", str(config), "check-config").returncode == 0
-    assert vmond("check-config", "-c", str(config)).returncode == 0
+    assert run_cli("--config", str(config), "check-config").returncode == 0
+    assert run_cli("check-config", "-c", str(config)).returncode == 0
 
 
 def test_check_config_takes_the_file_as_an_argument(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    result = vmond("check-config", str(config))
+    result = run_cli("check-config", str(config))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{config}: ok: ")
     bad = tmp_path / "bad.yaml"
     bad.write_text("site:\n  id: Not Valid\n")
-    result = vmond("check-config", str(bad))
+    result = run_cli("check-config", str(bad))
     assert result.returncode == 2 and result.stderr.startswith(f"{bad}:2: site.id: ")
     # The same file named both ways is fine, in any spelling of the option.
     for both in (["check-config", str(config), "--config", str(config)],
                  ["check-config", "-c", str(tmp_path / "." / "vmond.yaml"), str(config)],
                  ["--config", str(config), "check-config", str(config)]):
-        assert vmond(*both).returncode == 0, both
+        assert run_cli(*both).returncode == 0, both
 
 
 def test_check_config_refuses_two_different_files(tmp_path: Path) -> None:
@@ -84,7 +79,7 @@ def test_check_config_refuses_two_different_files(tmp_path: Path) -> None:
     other.write_text(config.read_text())
     for both in (["check-config", str(config), "--config", str(other)],
                  ["--config", str(other), "check-config", str(config)]):
-        result = vmond(*both)
+        result = run_cli(*both)
         assert result.returncode == 2 and result.stdout == ""
         (line,) = result.stderr.splitlines()
         assert str(config) in line and str(other) in line and "give one" in line
@@ -96,12 +91,12 @@ def test_info_shows_what_the_file_configures(tmp_path: Path) -> None:
     values = {"dashboard": "https://[::1]:8443/", "smtp": "127.0.0.1:2626", "domain": "cams.example",
               "camera": "camera-front@cams.example", "data": str(tmp_path / "data"), "config": str(config)}
     for name, value in values.items():
-        result = vmond("info", "--config", str(config), "--get", name)
+        result = run_cli("info", "--config", str(config), "--get", name)
         assert result.returncode == 0 and result.stdout == f"{value}\n", (name, result)
-    shown = vmond("info", "--config", str(config))
+    shown = run_cli("info", "--config", str(config))
     assert [line.split() for line in shown.stdout.splitlines()] == [[k, v] for k, v in values.items()]
     no_camera = write_config(tmp_path, accounts=[])
-    assert vmond("info", "-c", str(no_camera), "--get", "camera").stdout == "\n"
+    assert run_cli("info", "-c", str(no_camera), "--get", "camera").stdout == "\n"
 
 
 def test_make_run_banner_shows_the_configured_addresses(tmp_path: Path) -> None:
@@ -124,13 +119,13 @@ def test_make_run_banner_shows_the_configured_addresses(tmp_path: Path) -> None:
 
 def test_user_add_and_passwd(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    created = vmond("user", "add", "alice", "--role", "supervisor", "--password-stdin", "--config", str(config),
+    created = run_cli("user", "add", "alice", "--role", "supervisor", "--password-stdin", "--config", str(config),
                     stdin=f"{PASSWORD}\n")
     assert created.returncode == 0, created.stderr
-    again = vmond("user", "add", "alice", "--role", "guard", "--password-stdin", "--config", str(config),
+    again = run_cli("user", "add", "alice", "--role", "guard", "--password-stdin", "--config", str(config),
                   stdin=f"{PASSWORD}\n")
     assert again.returncode != 0 and "exists already" in again.stderr
-    weak = vmond("user", "add", "bob", "--role", "guard", "--password-stdin", "--config", str(config), stdin="abc\n")
+    weak = run_cli("user", "add", "bob", "--role", "guard", "--password-stdin", "--config", str(config), stdin="abc\n")
     assert weak.returncode != 0 and "too weak" in weak.stderr
     db = open_sqlite(tmp_path / "data" / "vmond.db")
     try:
@@ -140,7 +135,7 @@ def test_user_add_and_passwd(tmp_path: Path) -> None:
         Session.create(token_hash="x", user=user["id"], kind="web", expires_at=utcnow() + timedelta(hours=1))
     finally:
         db.close()
-    changed = vmond("user", "passwd", "alice", "--password-stdin", "--config", str(config),
+    changed = run_cli("user", "passwd", "alice", "--password-stdin", "--config", str(config),
                     stdin="another good password\n")
     assert changed.returncode == 0, changed.stderr
     db = open_sqlite(tmp_path / "data" / "vmond.db")
@@ -150,7 +145,7 @@ def test_user_add_and_passwd(tmp_path: Path) -> None:
         assert Session.select().count() == 0  # the old password's sessions are gone
     finally:
         db.close()
-    unknown = vmond("user", "passwd", "nobody", "--password-stdin", "--config", str(config), stdin=f"{PASSWORD}\n")
+    unknown = run_cli("user", "passwd", "nobody", "--password-stdin", "--config", str(config), stdin=f"{PASSWORD}\n")
     assert unknown.returncode != 0 and "no user nobody" in unknown.stderr
 
 
@@ -159,12 +154,12 @@ def test_tls_fingerprint_of_the_self_signed_certificate(tmp_path: Path) -> None:
     from vmond.config.tls import ensure_self_signed
 
     config = write_config(tmp_path, web={"listen": "127.0.0.1:0", "tls": {"self_signed": True}})
-    missing = vmond("tls", "fingerprint", "--config", str(config))
+    missing = run_cli("tls", "fingerprint", "--config", str(config))
     assert missing.returncode != 0 and "no certificate" in missing.stderr
     ensure_self_signed(load_config(config))
     key = tmp_path / "data" / "tls" / "key.pem"
     assert key.stat().st_mode & 0o077 == 0
-    result = vmond("tls", "fingerprint", "--config", str(config))
+    result = run_cli("tls", "fingerprint", "--config", str(config))
     assert result.returncode == 0, result.stderr
     openssl = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "data" / "tls" / "cert.pem"), "-noout",
                               "-fingerprint", "-sha256"], capture_output=True, text=True, check=True)
@@ -175,7 +170,7 @@ def test_tls_fingerprint_of_the_self_signed_certificate(tmp_path: Path) -> None:
 async def test_send_test_delivers_an_alarm(daemon: Daemon, tmp_path: Path) -> None:
     config = daemon.config.source
     assert config is not None
-    result = await asyncio.to_thread(vmond, "send-test", "--alarm", "--config", str(config),
+    result = await asyncio.to_thread(run_cli, "send-test", "--alarm", "--config", str(config),
                                      "--server", f"127.0.0.1:{daemon.smtp_port}")
     assert result.returncode == 0, result.stderr
     await daemon.wait_idle()
@@ -199,7 +194,7 @@ def test_send_test_mail_is_recognised_as_a_test_mail() -> None:
 
 
 async def send_test(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(vmond, "send-test", "--config", str(config), *args, stdin=stdin)
+    return await asyncio.to_thread(run_cli, "send-test", "--config", str(config), *args, stdin=stdin)
 
 
 def one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
@@ -207,12 +202,6 @@ def one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
     (line,) = result.stderr.splitlines()
     assert line.startswith("vmond send-test: ") and "Traceback" not in line
     return line
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -249,7 +238,7 @@ async def test_send_test_failures_are_one_line_each(daemon: Daemon) -> None:
     assert "<nobody@monitor.local>" in unknown_local and "check --to" in unknown_local
     foreign = one_line_failure(await send_test(config, "--server", server, "--to", "camera-front@example.com"))
     assert "550" in foreign and "not smtp.domain (monitor.local)" in foreign
-    down = one_line_failure(await send_test(config, "--server", f"127.0.0.1:{closed_port()}"))
+    down = one_line_failure(await send_test(config, "--server", f"127.0.0.1:{free_port()}"))
     assert "connection refused: is vmond running?" in down
     nonsense = one_line_failure(await send_test(config, "--server", "no port"))
     assert "--server 'no port'" in nonsense

@@ -11,88 +11,89 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import send_data, write_config
-from vmondproc import Vmond, vmond_with_admin
+from conftest import sample, send_data, write_config
+from daemon_process import DaemonProcess, process_with_admin
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def vmond(tmp_path: Path) -> Iterator[Vmond]:
-    with vmond_with_admin(tmp_path, write_config(tmp_path)) as daemon:
-        yield daemon
+def daemon_process(tmp_path: Path) -> Iterator[DaemonProcess]:
+    with process_with_admin(tmp_path, write_config(tmp_path)) as process:
+        yield process
 
 
-def test_notify_sequence_ready_watchdog_stopping(vmond: Vmond) -> None:
-    vmond.start(watchdog_usec=1_000_000)
+def test_notify_sequence_ready_watchdog_stopping(daemon_process: DaemonProcess) -> None:
+    daemon_process.start(watchdog_usec=1_000_000)
     # READY means listening: both sockets answer at once.
-    with smtplib.SMTP("127.0.0.1", vmond.smtp_port, timeout=5) as client:
+    with smtplib.SMTP("127.0.0.1", daemon_process.smtp_port, timeout=5) as client:
         assert client.noop()[0] == 250
-    status, health = vmond.get("/api/health")
+    status, health = daemon_process.get("/api/health")
     assert status == 200 and health["status"] == "ok"
-    vmond.notify.wait_for("WATCHDOG=1", timeout=5)
-    vmond.notify.wait_for("WATCHDOG=1", timeout=5)
-    idle = smtplib.SMTP("127.0.0.1", vmond.smtp_port, timeout=5)
+    daemon_process.notify.wait_for("WATCHDOG=1", timeout=5)
+    daemon_process.notify.wait_for("WATCHDOG=1", timeout=5)
+    idle = smtplib.SMTP("127.0.0.1", daemon_process.smtp_port, timeout=5)
     idle.ehlo("camera")
-    assert vmond.stop(signal.SIGTERM) == 0
-    vmond.notify.wait_for("STOPPING=1", 1)
+    assert daemon_process.stop(signal.SIGTERM) == 0
+    daemon_process.notify.wait_for("STOPPING=1", 1)
     # An idle session is told why it is being closed, with a code that makes the camera retry.
     code, text = idle.getreply()
     assert code == 421, text
     idle.close()
-    order = [m.split("\n")[0].split("=")[0] for m in vmond.notify.seen]
+    order = [m.split("\n")[0].split("=")[0] for m in daemon_process.notify.seen]
     assert order[0] == "READY" and "STOPPING" in order and order.index("STOPPING") > order.index("WATCHDOG")
 
 
-def test_sigkill_right_after_250_loses_nothing_and_duplicates_nothing(vmond: Vmond, tmp_path: Path) -> None:
-    raw = (Path(__file__).parent / "data" / "camera-mail" / "hikvision-ipc-intrusion.eml").read_bytes()
-    vmond.start()
-    with smtplib.SMTP("127.0.0.1", vmond.smtp_port, timeout=10) as client:
+def test_sigkill_right_after_250_loses_nothing_and_duplicates_nothing(daemon_process: DaemonProcess,
+                                                                      tmp_path: Path) -> None:
+    raw = sample("hikvision-ipc-intrusion.eml")
+    daemon_process.start()
+    with smtplib.SMTP("127.0.0.1", daemon_process.smtp_port, timeout=10) as client:
         client.ehlo("camera")
         client.mail("cam@cam.lan")
         client.rcpt("camera-front@monitor.local")
         code, text = send_data(client, raw)
         assert code == 250, text
-        vmond.stop(signal.SIGKILL)  # the instant the camera has its 250
-    vmond.start()
-    token = vmond.token()
+        daemon_process.stop(signal.SIGKILL)  # the instant the camera has its 250
+    daemon_process.start()
+    token = daemon_process.token()
     deadline = time.monotonic() + 10
     while True:
-        _, body = vmond.get("/api/events?status=all", token)
+        _, body = daemon_process.get("/api/events?status=all", token)
         if body["events"] or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert len(body["events"]) == 1
     assert len(body["events"][0]["images"]) == 3
     assert not list((tmp_path / "data" / "spool" / "tmp").iterdir())
-    assert vmond.stop() == 0
+    assert daemon_process.stop() == 0
 
 
-def test_sighup_applies_new_cameras_without_dropping_sessions(vmond: Vmond) -> None:
-    vmond.start()
-    session = smtplib.SMTP("127.0.0.1", vmond.smtp_port, timeout=10)
+def test_sighup_applies_new_cameras_without_dropping_sessions(daemon_process: DaemonProcess) -> None:
+    daemon_process.start()
+    session = smtplib.SMTP("127.0.0.1", daemon_process.smtp_port, timeout=10)
     session.ehlo("camera")
-    config = yaml.safe_load(vmond.config.read_text())
+    config = yaml.safe_load(daemon_process.config.read_text())
     config["accounts"][0]["cameras"].append({"name": "Garage", "smtp_address": "camera-garage"})
-    vmond.config.write_text(yaml.safe_dump(config))
-    assert vmond.process is not None
-    vmond.process.send_signal(signal.SIGHUP)
-    assert "reloaded 1 account(s), 3 camera(s)" in vmond.notify.wait_for("READY=1")
+    daemon_process.config.write_text(yaml.safe_dump(config))
+    assert daemon_process.popen is not None
+    daemon_process.popen.send_signal(signal.SIGHUP)
+    assert "reloaded 1 account(s), 3 camera(s)" in daemon_process.notify.wait_for("READY=1")
     # The session opened before the reload goes on, and knows the new camera.
     session.mail("cam@cam.lan")
     assert session.rcpt("camera-garage@monitor.local")[0] == 250
-    raw = (Path(__file__).parent / "data" / "camera-mail" / "swann-nvr-human.eml").read_bytes()
+    raw = sample("swann-nvr-human.eml")
     assert send_data(session, raw)[0] == 250
     session.quit()
-    vmond.config.write_text("smpt: {}\n")  # a typo: nothing changes, the daemon says why
-    vmond.process.send_signal(signal.SIGHUP)
-    assert "reload refused: 1 problem(s)" in vmond.notify.wait_for("READY=1")
-    with smtplib.SMTP("127.0.0.1", vmond.smtp_port, timeout=10) as client:
+    daemon_process.config.write_text("smpt: {}\n")  # a typo: nothing changes, the daemon says why
+    daemon_process.popen.send_signal(signal.SIGHUP)
+    assert "reload refused: 1 problem(s)" in daemon_process.notify.wait_for("READY=1")
+    with smtplib.SMTP("127.0.0.1", daemon_process.smtp_port, timeout=10) as client:
         client.ehlo("camera")
         client.mail("cam@cam.lan")
         assert client.rcpt("camera-garage@monitor.local")[0] == 250
-    assert vmond.stop() == 0
-    log = vmond.log.read_text()
+    assert daemon_process.stop() == 0
+    log = daemon_process.log.read_text()
     assert "did you mean `smtp`" in log
 
 
@@ -150,12 +151,12 @@ def running(pid: int) -> bool:
         return False
 
 
-def test_workers_do_not_outlive_a_killed_daemon(vmond: Vmond) -> None:
-    vmond.start()
-    assert vmond.process is not None
-    workers = descendants(vmond.process.pid)
+def test_workers_do_not_outlive_a_killed_daemon(daemon_process: DaemonProcess) -> None:
+    daemon_process.start()
+    assert daemon_process.popen is not None
+    workers = descendants(daemon_process.popen.pid)
     assert len(workers) >= 3  # the fork server and the parser and encoder workers
-    vmond.stop(signal.SIGKILL)
+    daemon_process.stop(signal.SIGKILL)
     deadline = time.monotonic() + 10
     while alive := {pid for pid in workers if running(pid)}:
         assert time.monotonic() < deadline, f"left behind: {alive}"

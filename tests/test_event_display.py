@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import pytest
 from conftest import Daemon
 from mailmaker import dvr_mail
-from test_web import browser, log_in
+from test_web import browser_session, log_in
 
 from vmond.web.display import camera_clock, source_label
 
@@ -20,14 +20,8 @@ async def send(daemon: Daemon, raw: bytes) -> None:
     await daemon.wait_idle()
 
 
-@pytest.fixture
-async def guard(daemon: Daemon) -> str:
-    await daemon.add_user("guard1", "guard")
-    return await daemon.token("guard1")
-
-
 async def page_text(daemon: Daemon, path: str) -> str:
-    async with browser() as http:
+    async with browser_session() as http:
         await log_in(daemon, http, "guard1")
         async with http.get(f"{daemon.url}{path}") as response:
             assert response.status == 200

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from vmondproc import Notifications
+from daemon_process import Notifications
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,6 @@ password, and then its whole log output is searched for each of them."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 import smtplib
@@ -19,8 +18,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import PASSWORD, Daemon, sample, write_config
+from daemon_process import DaemonProcess, process_with_admin
+from helpers import b64
 from mosquitto import Mosquitto, make_password_file
-from vmondproc import Vmond, vmond_with_admin
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +31,9 @@ BROKER_USER, BROKER_PASSWORD = "vmond-site", "mqtt-Pw-x81mqa"
 CONFIG_CAMERA_PASSWORD = "cfg-Pw-q2w3e4"
 
 
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+def password_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker that takes only the site's user name and password (conftest's ``broker`` takes anyone)."""
     server = Mosquitto(tmp_path / "broker",
                        password_file=make_password_file(tmp_path / "passwords", BROKER_USER, BROKER_PASSWORD))
     server.start()
@@ -45,18 +42,18 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def vmond(tmp_path: Path, broker: Mosquitto) -> Iterator[Vmond]:
+def daemon_process(tmp_path: Path, password_broker: Mosquitto) -> Iterator[DaemonProcess]:
     config = write_config(
         tmp_path, logging={"level": "debug"},
         smtp={"listen": "127.0.0.1:0", "domain": "monitor.local", "auth": "per-camera"},
-        mqtt={"enabled": True, "host": "127.0.0.1", "port": broker.port, "username": BROKER_USER,
+        mqtt={"enabled": True, "host": "127.0.0.1", "port": password_broker.port, "username": BROKER_USER,
               "password": BROKER_PASSWORD},
         accounts=[{"name": "Test Customer", "address": "1 Test Street",
                    "contacts": [{"name": "Jane Keyholder", "phone": "+15550100", "role": "keyholder"}],
                    "cameras": [{"name": "Front Door", "smtp_address": "camera-front",
                                 "smtp_password": CONFIG_CAMERA_PASSWORD}]}])
-    with vmond_with_admin(tmp_path, config) as daemon:
-        yield daemon
+    with process_with_admin(tmp_path, config) as process:
+        yield process
 
 
 def hidden_field(html: str, name: str) -> str:
@@ -100,9 +97,9 @@ def malformed_request(port: int, token: str) -> bytes:
         return sock.recv(4096)
 
 
-async def test_no_secret_reaches_the_log_at_debug(vmond: Vmond, broker: Mosquitto) -> None:
-    await asyncio.to_thread(vmond.start)
-    base = f"http://127.0.0.1:{vmond.web_port}"
+async def test_no_secret_reaches_the_log_at_debug(daemon_process: DaemonProcess, password_broker: Mosquitto) -> None:
+    await asyncio.to_thread(daemon_process.start)
+    base = f"http://127.0.0.1:{daemon_process.web_port}"
     secrets: dict[str, str] = {"admin password": PASSWORD, "RTSP password": RTSP_PASSWORD,
                                "camera SMTP password": CAMERA_PASSWORD, "wrong SMTP password": WRONG_CAMERA_PASSWORD,
                                "declared camera password": CONFIG_CAMERA_PASSWORD, "broker password": BROKER_PASSWORD}
@@ -134,10 +131,10 @@ async def test_no_secret_reaches_the_log_at_debug(vmond: Vmond, broker: Mosquitt
             address = (await response.json())["smtp_address"]
         async with http.get(f"{base}/api/events", params={"access_token": token}) as response:
             assert response.status == 401
-    assert (await asyncio.to_thread(malformed_request, vmond.web_port, token)).split()[1] == b"400"
+    assert (await asyncio.to_thread(malformed_request, daemon_process.web_port, token)).split()[1] == b"400"
 
     # SMTP AUTH as the new camera (one wrong guess, then its password), and its alarm forwarded over MQTT.
-    await asyncio.to_thread(smtp_login_and_send, vmond.smtp_port, address)
+    await asyncio.to_thread(smtp_login_and_send, daemon_process.smtp_port, address)
     deadline = time.monotonic() + 20
     async with aiohttp.ClientSession(headers=bearer) as http:
         while True:
@@ -149,16 +146,16 @@ async def test_no_secret_reaches_the_log_at_debug(vmond: Vmond, broker: Mosquitt
                 break
             assert time.monotonic() < deadline, (mqtt, events)
             await asyncio.sleep(0.1)
-    assert await asyncio.to_thread(vmond.stop) == 0
+    assert await asyncio.to_thread(daemon_process.stop) == 0
 
-    log = vmond.log.read_text(errors="replace")
+    log = daemon_process.log.read_text(errors="replace")
     # The log is the verbose one: debug lines, the access log, the broker connection and the mail are all in it.
     assert " DEBUG " in log and '"POST /login' in log and "mqtt: connected" in log and "accepted" in log, log[-3000:]
     forms = {**secrets}
     for what, value in secrets.items():
         forms[f"{what} (base64)"] = b64(value)
     forms["AUTH PLAIN blob"] = b64(f"\0{address}\0{WRONG_CAMERA_PASSWORD}")
-    forms.update(stored_secrets(vmond.config.parent / "data" / "vmond.db"))
+    forms.update(stored_secrets(daemon_process.config.parent / "data" / "vmond.db"))
     leaked = {what: value for what, value in forms.items() if value in log}
     assert not leaked, f"secrets in the log: {sorted(leaked)}"
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import PASSWORD, Daemon, PasswordChecks
-from test_web import browser, csrf_of, log_in
+from test_web import browser_session, csrf_of, log_in
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -34,13 +34,13 @@ async def test_login_bodies_are_small(daemon: Daemon) -> None:
     huge = "u" * 900_000
     status, body = await daemon.api("POST", "/api/token", None, json={"username": huge, "password": "x"})
     assert status == 413, body
-    async with browser() as http:
+    async with browser_session() as http:
         token = await csrf_of(http, f"{daemon.url}/login")
         async with http.post(f"{daemon.url}/login", data={"username": huge, "password": "x", "csrf_token": token},
                              headers={"Origin": daemon.url}) as response:
             assert response.status == 413
     # A long name that fits the body is refused like any wrong name, and is not put back into the page whole.
-    async with browser() as http:
+    async with browser_session() as http:
         token = await csrf_of(http, f"{daemon.url}/login")
         async with http.post(f"{daemon.url}/login", data={"username": "n" * 10_000, "password": "x",
                                                           "csrf_token": token},
@@ -106,7 +106,7 @@ async def test_no_one_can_lock_a_user_out(daemon: Daemon) -> None:
             assert await token_status(http, daemon, "guard1", "wrong") == 429
     async with from_address("127.0.0.4") as http:
         assert await token_status(http, daemon, "guard1", PASSWORD) == 200
-    async with browser() as http:  # the form too, from yet another address
+    async with browser_session() as http:  # the form too, from yet another address
         await log_in(daemon, http, "guard1")
 
 
@@ -116,7 +116,7 @@ async def test_no_one_can_lock_a_user_out(daemon: Daemon) -> None:
 ])
 async def test_no_redirect_after_login_leaves_the_dashboard(daemon: Daemon, target: str) -> None:
     await daemon.add_user("guard1", "guard")
-    async with browser() as http:
+    async with browser_session() as http:
         async with http.get(f"{daemon.url}/login", params={"next": target}) as response:
             page = await response.text()
         assert re.search(r'name="next" value="([^"]*)"', page).group(1) == "/"
@@ -132,7 +132,7 @@ async def test_no_redirect_after_login_leaves_the_dashboard(daemon: Daemon, targ
 
 async def test_a_page_of_the_dashboard_is_where_login_returns_to(daemon: Daemon) -> None:
     await daemon.add_user("guard1", "guard")
-    async with browser() as http:
+    async with browser_session() as http:
         async with http.get(f"{daemon.url}/alarms?state=open", allow_redirects=True) as response:
             assert response.url.path == "/login"
             page = await response.text()
@@ -186,7 +186,7 @@ async def test_foreign_host_names_are_refused(make_config: Callable[..., Config]
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
             async with http.post(f"{daemon.url}/api/events/1/dismiss", headers={"Host": "evil.example"}) as response:
                 assert response.status == 421
-        async with browser() as http:  # a signed-in browser's form post under a foreign name
+        async with browser_session() as http:  # a signed-in browser's form post under a foreign name
             csrf = await log_in(daemon, http)
             async with http.post(f"{daemon.url}/logout", data={"csrf_token": csrf}, allow_redirects=False,
                                  headers={"Host": "evil.example", "Origin": "http://evil.example"}) as response:

@@ -38,10 +38,10 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from conftest import MAIL_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -50,8 +50,7 @@ from PIL import Image
 from vmond.ingest import mailparse
 from vmond.ingest.mailparse import MailParseError, ParsedMail, parse_mail
 
-SAMPLES = Path(__file__).resolve().parent / "data" / "camera-mail"
-MAILS: list[bytes] = [p.read_bytes() for p in sorted(SAMPLES.glob("*.eml"))]
+MAILS: list[bytes] = [p.read_bytes() for p in sorted(MAIL_DIR.glob("*.eml"))]
 
 _HOME = tempfile.mkdtemp(prefix="vmond-hypothesis-")
 set_hypothesis_home_dir(_HOME)

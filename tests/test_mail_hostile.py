@@ -18,6 +18,7 @@ import zlib
 from urllib.parse import quote
 
 import pytest
+from mailmaker import base64_lines, jpeg
 from PIL import Image
 
 from vmond.ingest import mailparse
@@ -27,7 +28,7 @@ from vmond.ingest.mimetext import decode_words
 SLOW = 5.0  # seconds; a quadratic path would take minutes on these sizes
 
 
-def parse(raw: bytes, bound: float | None = None) -> ParsedMail:
+def parse_hostile(raw: bytes, bound: float | None = None) -> ParsedMail:
     start = time.perf_counter()
     try:
         parsed = parse_mail(raw)
@@ -39,23 +40,13 @@ def parse(raw: bytes, bound: float | None = None) -> ParsedMail:
     return parsed
 
 
-def jpeg(size: tuple[int, int] = (8, 8), color: str = "red") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, color).save(out, "JPEG")
-    return out.getvalue()
-
-
-def b64(data: bytes) -> bytes:
-    return base64.encodebytes(data).replace(b"\n", b"\r\n")
-
-
 def entity(headers: bytes, body: bytes) -> bytes:
     """Headers given as bytes (CRLF-separated, no final CRLF) so that any byte survives."""
     return headers + b"\r\n\r\n" + body
 
 
 def image_part(data: bytes, extra: bytes = b"") -> bytes:
-    return entity(b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64" + extra, b64(data))
+    return entity(b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64" + extra, base64_lines(data))
 
 
 def multipart(parts: list[bytes], boundary: bytes = b"B", subject: bytes = b"alarm") -> bytes:
@@ -69,7 +60,7 @@ def multipart(parts: list[bytes], boundary: bytes = b"B", subject: bytes = b"ala
 
 def test_ten_thousand_parts_hit_the_part_bound() -> None:
     first, rest = jpeg(color="blue"), jpeg()
-    parsed = parse(multipart([image_part(first)] + [image_part(rest)] * 9_999), SLOW)
+    parsed = parse_hostile(multipart([image_part(first)] + [image_part(rest)] * 9_999), SLOW)
     assert "too_many_parts" in parsed.defects
     # The mail itself is one of the MAX_PARTS entities walked; the first parts' images are kept.
     assert len(parsed.images) == mailparse.MAX_PARTS - 1
@@ -83,7 +74,7 @@ def test_thousand_deep_multipart_nesting_hits_the_depth_bound() -> None:
         boundary = b"L%d" % level
         inner = entity(b'Content-Type: multipart/mixed; boundary="' + boundary + b'"',
                        b"--" + boundary + b"\r\n" + inner + b"\r\n--" + boundary + b"--")
-    parsed = parse(b"Subject: deep\r\n" + inner, SLOW)
+    parsed = parse_hostile(b"Subject: deep\r\n" + inner, SLOW)
     assert "too_deep" in parsed.defects
     assert parsed.images == ()
 
@@ -92,7 +83,7 @@ def test_thousand_deep_forwarded_messages_hit_the_depth_bound() -> None:
     inner = b"Subject: innermost\r\n" + image_part(jpeg())
     for _ in range(1000):
         inner = entity(b"Subject: fwd\r\nContent-Type: message/rfc822", inner)
-    parsed = parse(inner, SLOW)
+    parsed = parse_hostile(inner, SLOW)
     assert "too_deep" in parsed.defects
     assert parsed.subject == "fwd"
 
@@ -103,7 +94,7 @@ def test_two_megabyte_header_block_is_skipped_not_made_the_body() -> None:
     raw = (b"Subject: alarm\r\nContent-Type: multipart/mixed; boundary=\"B\"\r\n" + junk
            + b"\r\n--B\r\n" + entity(b"Content-Type: text/plain", b"channel 3 motion")
            + b"\r\n--B\r\n" + image_part(jpeg()) + b"\r\n--B--\r\n")
-    parsed = parse(raw, SLOW)
+    parsed = parse_hostile(raw, SLOW)
     assert "too_many_headers" in parsed.defects
     # The header lines past the bound are dropped, so the multipart body is still split.
     assert parsed.body_text == "channel 3 motion"
@@ -112,20 +103,20 @@ def test_two_megabyte_header_block_is_skipped_not_made_the_body() -> None:
 
 def test_two_megabyte_folded_header_is_bounded() -> None:
     raw = b"Subject: start" + b"\r\n continued" * 200_000 + b"\r\nFrom: cam@cam.lan\r\n\r\nbody"
-    parsed = parse(raw, SLOW)
+    parsed = parse_hostile(raw, SLOW)
     assert parsed.subject.startswith("start continued")
     assert len(parsed.subject) <= mailparse.MAX_HEADER_VALUE
     assert parsed.body_text == "body"  # not the rest of the folded header
 
 
 def test_single_two_megabyte_header_line() -> None:
-    parsed = parse(b"Subject: " + b"A" * 2_000_000 + b"\r\nFrom: cam@cam.lan\r\n\r\nbody", SLOW)
+    parsed = parse_hostile(b"Subject: " + b"A" * 2_000_000 + b"\r\nFrom: cam@cam.lan\r\n\r\nbody", SLOW)
     assert set(parsed.subject) == {"A"} and len(parsed.subject) <= mailparse.MAX_HEADER_VALUE
     assert (parsed.from_address, parsed.body_text) == ("cam@cam.lan", "body")
 
 
 def test_single_two_megabyte_line_without_a_colon_ends_the_headers() -> None:
-    parsed = parse(b"Subject: s\r\n" + b"X" * 2_000_000 + b"\r\n\r\nbody", SLOW)
+    parsed = parse_hostile(b"Subject: s\r\n" + b"X" * 2_000_000 + b"\r\n\r\nbody", SLOW)
     assert parsed.subject == "s"
     assert "missing_header_separator" in parsed.defects
     assert len(parsed.body_text) <= mailparse.MAX_BODY_TEXT
@@ -138,7 +129,7 @@ def test_tiff_named_snapshot_jpg_is_not_an_image() -> None:
     out = io.BytesIO()
     Image.new("RGB", (4, 4)).save(out, "TIFF")
     disposition = b'\r\nContent-Disposition: attachment; filename="snapshot.jpg"'
-    parsed = parse(multipart([image_part(out.getvalue(), disposition)]))
+    parsed = parse_hostile(multipart([image_part(out.getvalue(), disposition)]))
     [attachment] = parsed.attachments
     assert (attachment.content_type, attachment.declared_type) == ("image/tiff", "image/jpeg")
     assert attachment.filename == "snapshot.jpg"
@@ -163,8 +154,8 @@ def test_png_claiming_100000_squared_pixels_is_only_sniffed(monkeypatch: pytest.
     monkeypatch.setattr(Image, "open", refuse)
     monkeypatch.setattr(zlib, "decompress", refuse)
     monkeypatch.setattr(zlib, "decompressobj", refuse)
-    raw = multipart([entity(b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64", b64(bomb))])
-    parsed = parse(raw, SLOW)
+    raw = multipart([entity(b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64", base64_lines(bomb))])
+    parsed = parse_hostile(raw, SLOW)
     [image] = parsed.images
     assert (image.content_type, image.data) == ("image/png", bomb)
 
@@ -203,7 +194,7 @@ def test_hostile_filenames_are_cleaned(name: str, kept: str | None) -> None:
     if '"' not in name and "\\" not in name:  # raw bytes in a quoted string, as firmware writes them
         forms.append(b'\r\nContent-Disposition: attachment; filename="' + name.encode() + b'"')
     for form in forms:
-        [image] = parse(multipart([image_part(jpeg(), form)])).images
+        [image] = parse_hostile(multipart([image_part(jpeg(), form)])).images
         assert image.filename == kept, form
         if image.filename is not None:
             assert not set(image.filename) & {"/", "\\", "\x00"} and image.filename.isprintable()
@@ -217,7 +208,7 @@ def test_script_in_subject_and_filename_is_kept_as_text() -> None:
         image_part(jpeg(), b'\r\nContent-Disposition: attachment; filename="' + name + b'"'),
         image_part(jpeg(), b'\r\nContent-Disposition: attachment; filename="<script>x</script>.jpg"'),
     ]
-    parsed = parse(multipart(parts, subject=subject))
+    parsed = parse_hostile(multipart(parts, subject=subject))
     # Escaping is the web layer's job: markup comes back verbatim, only the controls are gone.
     assert parsed.subject == "<script>alert(1)</script>[2J <b onmouseover=x>"
     assert parsed.body_text == "<script>alert('body')</script>"
@@ -225,7 +216,7 @@ def test_script_in_subject_and_filename_is_kept_as_text() -> None:
 
 
 def test_control_characters_in_encoded_words_are_dropped() -> None:
-    parsed = parse(b"Subject: =?utf-8?q?Gate=00=1b=7f=C2=85_<script>?=\r\nMessage-ID: <a\x01b@c>\r\n\r\nx\x00y")
+    parsed = parse_hostile(b"Subject: =?utf-8?q?Gate=00=1b=7f=C2=85_<script>?=\r\nMessage-ID: <a\x01b@c>\r\n\r\nx\x00y")
     assert parsed.subject == "Gate <script>"
     assert parsed.message_id == "<ab@c>"
     assert parsed.body_text == "xy"
@@ -247,7 +238,7 @@ def test_control_characters_in_encoded_words_are_dropped() -> None:
 )
 def test_garbage_base64_part(garbage: bytes, undecodable: bool) -> None:
     parts = [entity(b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64", garbage)]
-    parsed = parse(multipart(parts), SLOW)
+    parsed = parse_hostile(multipart(parts), SLOW)
     assert ("undecodable_part" in parsed.defects) == undecodable
     if undecodable:
         # Nothing decoded: the part is kept as it came and sniffed as it stands, so a
@@ -261,18 +252,18 @@ def test_garbage_base64_part(garbage: bytes, undecodable: bool) -> None:
 
 def test_quoted_printable_soft_break_storm() -> None:
     head = b"Subject: s\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
-    assert parse(head + b"=\r\n" * 1_000_000 + b"tail", SLOW).body_text == "tail"
-    assert parse(head + b"=" * 3_000_000, SLOW).body_text  # lone "=" signs: kept, bounded
-    assert parse(head + b"=0" * 1_000_000, SLOW)
+    assert parse_hostile(head + b"=\r\n" * 1_000_000 + b"tail", SLOW).body_text == "tail"
+    assert parse_hostile(head + b"=" * 3_000_000, SLOW).body_text  # lone "=" signs: kept, bounded
+    assert parse_hostile(head + b"=0" * 1_000_000, SLOW)
 
 
 def test_encoded_word_storm_in_subject() -> None:
     words = b" ".join(b"=?utf-8?q?w%d?=" % i for i in range(10_000))
-    parsed = parse(b"Subject: " + words + b"\r\n\r\nbody", SLOW)
+    parsed = parse_hostile(b"Subject: " + words + b"\r\n\r\nbody", SLOW)
     assert parsed.subject.startswith("w0w1w2w3")  # adjacent words join without the blank
     assert len(parsed.subject) <= mailparse.MAX_HEADER_VALUE
     folded = b"\r\n ".join(b"=?x-charset-%d?b?QUJD?=" % i for i in range(10_000))  # a charset each
-    assert parse(b"Subject: " + folded + b"\r\n\r\nbody", SLOW).subject.startswith("ABCABC")
+    assert parse_hostile(b"Subject: " + folded + b"\r\n\r\nbody", SLOW).subject.startswith("ABCABC")
     # The decoder itself, unbounded by the header limit, stays linear.
     start = time.perf_counter()
     assert decode_words(words.decode()).startswith("w0w1")
@@ -281,24 +272,24 @@ def test_encoded_word_storm_in_subject() -> None:
 
 def test_boundary_text_inside_base64_data() -> None:
     data = jpeg((64, 64))
-    lines = b64(data).split(b"\r\n")
+    lines = base64_lines(data).split(b"\r\n")
     lines[3] = lines[3][:10] + b"--B--" + lines[3][10:]  # not at a line start: not a delimiter
-    parsed = parse(multipart([entity(b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64",
+    parsed = parse_hostile(multipart([entity(b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64",
                                       b"\r\n".join(lines))]))
     assert len(parsed.attachments) == 1 and "bad_boundary" not in parsed.defects
     # A boundary made of base64 letters that occurs inside the encoded lines.
     boundary = base64.b64encode(data)[200:240]
-    assert boundary in b"".join(b64(data).split())
-    parsed = parse(multipart([image_part(data)], boundary=boundary))
+    assert boundary in b"".join(base64_lines(data).split())
+    parsed = parse_hostile(multipart([image_part(data)], boundary=boundary))
     assert [a.data for a in parsed.images] == [data]
 
 
 def test_delimiter_line_inside_base64_data_splits_the_part() -> None:
     # RFC 2046: a delimiter line is a delimiter, wherever it appears.  The image is
     # cut short, and the rest becomes a headerless part; nothing raises.
-    lines = b64(jpeg((64, 64))).split(b"\r\n")
+    lines = base64_lines(jpeg((64, 64))).split(b"\r\n")
     lines.insert(3, b"--B")
-    parsed = parse(multipart([entity(b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64",
+    parsed = parse_hostile(multipart([entity(b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64",
                                       b"\r\n".join(lines))]))
     assert len(parsed.images) == 1
     assert "missing_header_separator" in parsed.defects
@@ -309,10 +300,10 @@ def test_uuencoded_line_with_junk_in_its_padding() -> None:
     # binascii.a2b_uu raises "Trailing garbage" on it, which used to escape the parser.
     body = b"begin 644 x.bin\n!ABCD\n\"ABC!\n`\nend\n"
     part = entity(b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: x-uuencode", body)
-    parsed = parse(multipart([part]))
+    parsed = parse_hostile(multipart([part]))
     assert len(parsed.attachments[0].data) == 3
     assert "bad_uuencode_line" in parsed.defects
-    parsed = parse(b"Subject: s\r\n\r\nmotion\nbegin 644 x.bin\n!ABCD\n`\nend\n")  # in a text body
+    parsed = parse_hostile(b"Subject: s\r\n\r\nmotion\nbegin 644 x.bin\n!ABCD\n`\nend\n")  # in a text body
     assert parsed.body_text == "motion"
 
 
@@ -321,19 +312,19 @@ def test_uuencoded_line_with_junk_in_its_padding() -> None:
 
 def test_empty_message() -> None:
     with pytest.raises(MailParseError):
-        parse(b"")
+        parse_hostile(b"")
 
 
 def test_message_with_only_headers() -> None:
-    parsed = parse(b"Subject: Motion Detection\r\nFrom: cam@cam.lan")
+    parsed = parse_hostile(b"Subject: Motion Detection\r\nFrom: cam@cam.lan")
     assert (parsed.subject, parsed.body_text, parsed.attachments) == ("Motion Detection", "", ())
     assert parsed.event_type == "Motion Detection"
 
 
 def test_five_megabytes_of_newlines() -> None:
     with pytest.raises(MailParseError):
-        parse(b"\n" * 5_000_000, SLOW)
+        parse_hostile(b"\n" * 5_000_000, SLOW)
     with pytest.raises(MailParseError):
-        parse(b"\r" * 5_000_000, SLOW)  # old Mac line ends
-    parsed = parse(b"Subject: s\r\n\r\n" + b"\n" * 5_000_000, SLOW)
+        parse_hostile(b"\r" * 5_000_000, SLOW)  # old Mac line ends
+    parsed = parse_hostile(b"Subject: s\r\n\r\n" + b"\n" * 5_000_000, SLOW)
     assert (parsed.subject, parsed.body_text) == ("s", "")

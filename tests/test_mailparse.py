@@ -5,43 +5,32 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import random
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
+from conftest import EXPECTED, MAIL_DIR, sample
+from mailmaker import base64_lines, jpeg
 from PIL import Image
 
 from vmond.ingest import mailparse
 from vmond.ingest.mailparse import Attachment, MailParseError, ParsedMail, parse_mail
 from vmond.ingest.mimetext import decode_words, html_to_text, sniff_type
 
-SAMPLES = Path(__file__).resolve().parent / "data" / "camera-mail"
-EXPECTED: dict[str, dict[str, object]] = json.loads((SAMPLES / "expected.json").read_text("utf-8"))
 CHECKED_KEYS = ("subject", "images", "event_type", "channel", "camera_name", "event_time", "charset")
 
 
-def sample(name: str) -> ParsedMail:
-    return parse_mail((SAMPLES / name).read_bytes())
-
-
-def jpeg(size: tuple[int, int] = (32, 24), color: str = "red") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, color).save(out, "JPEG")
-    return out.getvalue()
+def parsed_sample(name: str) -> ParsedMail:
+    """A sample camera mail, parsed (``conftest.sample`` gives its bytes)."""
+    return parse_mail(sample(name))
 
 
 def png(size: tuple[int, int] = (16, 16)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, "blue").save(out, "PNG")
     return out.getvalue()
-
-
-def b64(data: bytes) -> bytes:
-    return b"\r\n".join(base64.encodebytes(data).splitlines())
 
 
 def message(headers: str, body: bytes, eol: bytes = b"\r\n") -> bytes:
@@ -71,7 +60,7 @@ def assert_real_image(attachment: Attachment) -> None:
 
 
 def test_every_sample_has_an_expectation() -> None:
-    mails = sorted(p.name for p in SAMPLES.glob("*.eml"))
+    mails = sorted(p.name for p in MAIL_DIR.glob("*.eml"))
     assert mails
     assert sorted(EXPECTED) == mails
 
@@ -79,7 +68,7 @@ def test_every_sample_has_an_expectation() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sample_matches_expected(name: str) -> None:
     expected = EXPECTED[name]
-    parsed = sample(name)
+    parsed = parsed_sample(name)
     actual = {
         "subject": parsed.subject,
         "images": len(parsed.images),
@@ -96,7 +85,7 @@ def test_sample_matches_expected(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sample_images_are_real_images(name: str) -> None:
-    raw = (SAMPLES / name).read_bytes()
+    raw = sample(name)
     parsed = parse_mail(raw)
     for image in parsed.images:
         assert_real_image(image)
@@ -105,7 +94,7 @@ def test_sample_images_are_real_images(name: str) -> None:
 
 
 def test_amcrest_sample() -> None:
-    parsed = sample("amcrest-tamper.eml")
+    parsed = parsed_sample("amcrest-tamper.eml")
     assert parsed.vendor == "dahua"
     assert parsed.from_address is None  # "From: <>"
     assert parsed.date == datetime(2018, 5, 6, 15, 28, 45, tzinfo=timezone(timedelta(hours=-6)))
@@ -121,7 +110,7 @@ def test_amcrest_sample() -> None:
 
 
 def test_hikvision_sample_gb2312() -> None:
-    parsed = sample("hikvision-ipc-intrusion.eml")
+    parsed = parsed_sample("hikvision-ipc-intrusion.eml")
     assert parsed.vendor == "hikvision"
     assert parsed.camera_name == "后门"  # CHANNEL NAME, GB2312 in an 8bit part
     assert "CHANNEL NAME: 后门" in parsed.body_text
@@ -135,7 +124,7 @@ def test_hikvision_sample_gb2312() -> None:
 
 
 def test_reolink_sample_alarm_without_image_is_not_a_test() -> None:
-    parsed = sample("reolink-person.eml")
+    parsed = parsed_sample("reolink-person.eml")
     assert parsed.vendor == "reolink"
     assert parsed.attachments == ()
     assert not parsed.is_test
@@ -148,7 +137,7 @@ def test_reolink_sample_alarm_without_image_is_not_a_test() -> None:
 
 
 def test_nvr_sample_naive_date_and_broken_close() -> None:
-    parsed = sample("nvr-fn3108xe-motion.eml")
+    parsed = parsed_sample("nvr-fn3108xe-motion.eml")
     assert parsed.date == datetime(2020, 12, 21, 5, 1, 38)
     assert parsed.date.tzinfo is None
     assert parsed.event_time == datetime(2020, 12, 21, 2, 1, 38)  # the subject wins over Date
@@ -162,7 +151,7 @@ def test_nvr_sample_naive_date_and_broken_close() -> None:
 
 
 def test_dafang_sample_uuencode_bare_lf() -> None:
-    raw = (SAMPLES / "dafang-uuencode.eml").read_bytes()
+    raw = sample("dafang-uuencode.eml")
     assert b"\r\n" not in raw
     parsed = parse_mail(raw)
     assert [a.filename for a in parsed.images] == [f"{i}capture.jpg" for i in range(1, 6)]
@@ -173,7 +162,7 @@ def test_dafang_sample_uuencode_bare_lf() -> None:
 
 
 def test_swann_sample_quoted_printable() -> None:
-    parsed = sample("swann-nvr-human.eml")
+    parsed = parsed_sample("swann-nvr-human.eml")
     assert parsed.vendor == "swann"
     assert parsed.message_id == "<nvr8-0001@cam.lan>"
     assert parsed.device_name == "NVR8-8580RN"
@@ -212,7 +201,7 @@ def test_mis_padded_subject_folded_and_normalised() -> None:
 
 
 def test_rfc2231_and_rfc2047_filenames_are_decoded_and_sanitised() -> None:
-    image = b64(jpeg())
+    image = base64_lines(jpeg())
     parts = [
         part("Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n"
              "Content-Disposition: attachment; filename*=UTF-8''%E5%89%8D%E9%97%A8.jpg", image),
@@ -305,7 +294,7 @@ def test_uuencode_with_corrupt_line_keeps_the_rest_aligned() -> None:
 
 
 def test_dafang_sample_survives_dot_stuffing_after_bare_lf() -> None:
-    raw = (SAMPLES / "dafang-uuencode.eml").read_bytes()
+    raw = sample("dafang-uuencode.eml")
     stuffed = re.sub(rb"(?m)^\.", b"..", raw)  # what smtplib sends, even after a bare LF
     assert stuffed.count(b"\n..") == 1  # the last line of the 4th picture
     original, parsed = parse_mail(raw), parse_mail(stuffed)
@@ -368,8 +357,8 @@ def test_base64_with_junk_and_bad_padding() -> None:
 
 def test_png_labelled_octet_stream_is_an_image() -> None:
     data = png()
-    parsed = parse_mail(multipart([part(
-        'Content-Type: application/octet-stream; name="a.bin"\nContent-Transfer-Encoding: base64', b64(data))]))
+    parsed = parse_mail(multipart([part('Content-Type: application/octet-stream; name="a.bin"\n'
+                                        "Content-Transfer-Encoding: base64", base64_lines(data))]))
     [image] = parsed.images
     assert (image.content_type, image.declared_type, image.data) == ("image/png", "application/octet-stream", data)
     assert_real_image(image)
@@ -380,11 +369,11 @@ def test_gif_and_unknown_binary_are_not_images() -> None:
     Image.new("P", (4, 4)).save(gif, "GIF")
     blob = bytes(range(7, 250))
     parts = [
-        part("Content-Type: image/gif\nContent-Transfer-Encoding: base64", b64(gif.getvalue())),
-        part("Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64", b64(gif.getvalue())),
-        part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", b64(blob)),
-        part("Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64", b64(blob)),
-        part("Content-Type: video/mp4\nContent-Transfer-Encoding: base64", b64(b"\0\0\0\x18ftypmp42" + blob)),
+        part("Content-Type: image/gif\nContent-Transfer-Encoding: base64", base64_lines(gif.getvalue())),
+        part("Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64", base64_lines(gif.getvalue())),
+        part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", base64_lines(blob)),
+        part("Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64", base64_lines(blob)),
+        part("Content-Type: video/mp4\nContent-Transfer-Encoding: base64", base64_lines(b"\0\0\0\x18ftypmp42" + blob)),
     ]
     parsed = parse_mail(multipart(parts))
     assert [a.content_type for a in parsed.attachments] == [
@@ -432,7 +421,8 @@ def test_attachment_dataclass_interface() -> None:
 def test_bare_lf_and_missing_close_boundary() -> None:
     data = jpeg()
     raw = multipart([part("Content-Type: text/plain", b"channel 7 alarm"),
-                     part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", b64(data))], close=b"")
+                     part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", base64_lines(data))],
+                    close=b"")
     parsed = parse_mail(raw.replace(b"\r\n", b"\n"))
     assert parsed.images[0].data == data
     assert parsed.body_text == "channel 7 alarm"
@@ -441,7 +431,8 @@ def test_bare_lf_and_missing_close_boundary() -> None:
 
 def test_wrong_boundary_parameter_is_guessed() -> None:
     data = jpeg()
-    raw = multipart([part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", b64(data))], boundary="REAL")
+    raw = multipart([part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", base64_lines(data))],
+                    boundary="REAL")
     raw = raw.replace(b'boundary="REAL"', b'boundary="WRONG"')
     parsed = parse_mail(raw)
     assert parsed.images[0].data == data
@@ -461,7 +452,7 @@ def nest(inner: bytes, level: int, subtype: str) -> bytes:
 
 
 def test_deep_nesting_hits_the_depth_bound() -> None:
-    inner = part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", b64(jpeg()))
+    inner = part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", base64_lines(jpeg()))
     for level in range(300):
         inner = nest(inner, level, "mixed")
     start = time.perf_counter()
@@ -472,7 +463,7 @@ def test_deep_nesting_hits_the_depth_bound() -> None:
 
 
 def test_nesting_within_the_bound_is_walked() -> None:
-    inner = part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", b64(jpeg()))
+    inner = part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", base64_lines(jpeg()))
     for level in range(mailparse.MAX_DEPTH - 1):
         inner = nest(inner, level, "related")
     parsed = parse_mail(b"Subject: nested\r\n" + inner)
@@ -481,7 +472,7 @@ def test_nesting_within_the_bound_is_walked() -> None:
 
 
 def test_thousands_of_parts_hit_the_part_bound_quickly() -> None:
-    image = part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", b64(jpeg((8, 8))))
+    image = part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", base64_lines(jpeg((8, 8))))
     raw = multipart([image] * 20_000)
     start = time.perf_counter()
     parsed = parse_mail(raw)
@@ -491,7 +482,7 @@ def test_thousands_of_parts_hit_the_part_bound_quickly() -> None:
 
 
 def test_forwarded_message_rfc822_is_walked() -> None:
-    inner = multipart([part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", b64(jpeg()))])
+    inner = multipart([part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", base64_lines(jpeg()))])
     parsed = parse_mail(multipart([part("Content-Type: message/rfc822", inner)]))
     assert len(parsed.images) == 1
 
@@ -556,7 +547,7 @@ def test_unknown_format_becomes_event_with_subject_as_type() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_samples_have_no_phase(name: str) -> None:
-    assert sample(name).phase is None
+    assert parsed_sample(name).phase is None
 
 
 def test_parsed_mail_positional_construction_keeps_working() -> None:
@@ -585,7 +576,7 @@ def test_parsed_mail_positional_construction_keeps_working() -> None:
 def test_is_test(subject: str, body: str, with_image: bool, expected: bool) -> None:
     parts = [part("Content-Type: text/plain; charset=utf-8", body.encode())]
     if with_image:
-        parts.append(part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", b64(jpeg())))
+        parts.append(part("Content-Type: image/jpeg\nContent-Transfer-Encoding: base64", base64_lines(jpeg())))
     raw = multipart(parts).replace(b"Subject: alarm", f"Subject: {subject}".encode())
     assert parse_mail(raw).is_test is expected
 
@@ -606,7 +597,7 @@ def test_non_bytes_is_a_type_error() -> None:
 
 def test_fuzzed_samples_never_raise_anything_else() -> None:
     rng = random.Random(20240207)
-    originals = [p.read_bytes() for p in sorted(SAMPLES.glob("*.eml"))]
+    originals = [p.read_bytes() for p in sorted(MAIL_DIR.glob("*.eml"))]
     parsed_count = 0
     for raw in originals:
         for _ in range(25):

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from conftest import Daemon, distinct, sample
-from mosquitto import Mosquitto, Subscriber, free_port
+from helpers import free_port, wait_until
+from mosquitto import Mosquitto, Subscriber
 from test_mqtt_schema import check_message
 
 from vmond.config import Config
@@ -26,15 +27,11 @@ from vmond.store.models import OutboxMessage, utcnow
 
 BASE = "vmond/test-site"
 EVENTS = f"{BASE}/events"
+STATUS = f"{BASE}/status"
 AVAILABLE = f"{BASE}/available"
 MAIL = "hikvision-ipc-intrusion.eml"  # three pictures
 
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reconnect and poll faster than in production, so outages in tests take a second, not half a minute."""
-    monkeypatch.setattr(forwarder_module, "RECONNECT_DELAY", (0.2, 0.5))
-    monkeypatch.setattr(forwarder_module, "POLL_INTERVAL", 0.1)
+pytestmark = pytest.mark.usefixtures("quick_mqtt")
 
 
 @pytest.fixture
@@ -55,7 +52,7 @@ def mqtt_settings(port: int, **extra: Any) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def vmond(make_config: Callable[..., Config], port: int, **extra: Any) -> AsyncIterator[Daemon]:
+async def mqtt_daemon(make_config: Callable[..., Config], port: int, **extra: Any) -> AsyncIterator[Daemon]:
     # Without clips: a finished clip is one more "update" message, at a moment of the encoder's choosing.
     async with running(make_config(mqtt=mqtt_settings(port, **extra), video={"enabled": False})) as services:
         yield Daemon(services)
@@ -82,7 +79,7 @@ async def outbox_rows(daemon: Daemon) -> list[dict[str, Any]]:
 async def test_alarm_mail_becomes_an_events_message_with_snapshot_and_availability(
         make_config: Callable[..., Config], broker: Mosquitto, subscribers: Callable[..., Subscriber]) -> None:
     live = await subscribers(broker.port).ready()
-    async with vmond(make_config, broker.port) as daemon:
+    async with mqtt_daemon(make_config, broker.port) as daemon:
         await daemon.send(sample(MAIL))
         await daemon.wait_idle()
         message = (await live.wait_for(lambda: events_on(live), what="events message"))[0]
@@ -128,8 +125,13 @@ async def test_alarm_mail_becomes_an_events_message_with_snapshot_and_availabili
                                       what="update"))[0]
         assert update["type"] == "update" and update["event"]["id"] == event["id"] and update["id"] != message["id"]
         check_message(EVENTS, update)
-        # No new picture: the snapshot is not sent again.
-        await asyncio.sleep(0.3)
+        # No new picture: the snapshot is not sent again. The other camera's alarm after it goes out later, its
+        # snapshot after its event: once that snapshot is here, a resent one of the first camera would be too.
+        await daemon.send(sample(MAIL), to="camera-back@monitor.local")
+        back = (await live.wait_for(lambda: [m for m in events_on(live) if m["event"]["camera"]["name"] == "Back Yard"],
+                                    what="the other camera's event"))[0]["event"]
+        await live.wait_for(lambda: live.on(f"{BASE}/cameras/{back['camera']['id']}/snapshot"),
+                            what="the other camera's snapshot")
         assert len(live.on(snapshot_topic)) == 1
     await live.wait_for(lambda: [m for m in live.on(AVAILABLE) if m.payload == b"stopped"], what="stopped")
     after = await subscribers(broker.port, [AVAILABLE]).ready()
@@ -144,7 +146,7 @@ async def test_broker_outage_loses_nothing_and_keeps_the_order(
     broker.start()
     station = await subscribers(broker.port, [EVENTS], client_id="station", clean_session=False).ready()
     try:
-        async with vmond(make_config, broker.port) as daemon:
+        async with mqtt_daemon(make_config, broker.port) as daemon:
             await daemon.send(sample(MAIL))
             await station.wait_for(lambda: events_on(station), what="first event")
             await broker.astop()
@@ -181,20 +183,20 @@ async def test_broker_outage_loses_nothing_and_keeps_the_order(
 async def test_undelivered_rows_go_out_after_a_restart_with_the_same_ids(
         make_config: Callable[..., Config], tmp_path: Path, subscribers: Callable[..., Subscriber]) -> None:
     port = free_port()  # nothing listens there yet
-    async with vmond(make_config, port) as daemon:
+    async with mqtt_daemon(make_config, port) as daemon:
         for _ in range(3):
             await daemon.send(sample("amcrest-tamper.eml"))
         await daemon.wait_idle()
         queued = [row["message"]["id"] for row in await outbox_rows(daemon)]
         assert len(queued) == 3
-        await asyncio.sleep(0.3)
-        assert daemon.services.mqtt.status()["last_error"]  # why it is not connected, for the installer
+        # why it is not connected, for the installer
+        await wait_until(lambda: daemon.services.mqtt.status()["last_error"], what="the connection error")
     broker = Mosquitto(tmp_path / "broker")
     broker.port = port
     broker.start()
     try:
         station = await subscribers(port, [EVENTS]).ready()
-        async with vmond(make_config, port) as daemon:
+        async with mqtt_daemon(make_config, port) as daemon:
             ids = await station.wait_for(lambda: [m["id"] for m in events_on(station)][:3], what="the queued rows")
             assert ids == queued
             await station.wait_for(lambda: daemon.services.mqtt.status()["outbox_depth"] == 0, what="empty outbox")
@@ -205,7 +207,7 @@ async def test_undelivered_rows_go_out_after_a_restart_with_the_same_ids(
 async def test_embedded_thumbnail(make_config: Callable[..., Config], broker: Mosquitto,
                                   subscribers: Callable[..., Subscriber]) -> None:
     station = await subscribers(broker.port, [EVENTS]).ready()
-    async with vmond(make_config, broker.port, embed_thumbnail=True) as daemon:
+    async with mqtt_daemon(make_config, broker.port, embed_thumbnail=True) as daemon:
         await daemon.send(sample(MAIL))
         message = (await station.wait_for(lambda: events_on(station), what="events message"))[0]
         check_message(EVENTS, message)
@@ -221,17 +223,17 @@ async def test_outbox_bounds_drop_the_oldest_loudly(make_config: Callable[..., C
     monkeypatch.setattr(forwarder_module, "TRIM_INTERVAL", 0.05)
     caplog.set_level(logging.WARNING, logger="vmond.mqtt.forwarder")
     # No broker: everything stays queued.
-    async with vmond(make_config, free_port(), outbox_max_messages=2, outbox_max_age="60s") as daemon:
+    async with mqtt_daemon(make_config, free_port(), outbox_max_messages=2, outbox_max_age="60s") as daemon:
         mqtt = daemon.services.mqtt
         assert mqtt.limits == forwarder_module.OutboxLimits(2, 60.0)
         await daemon.services.db.write(lambda: OutboxMessage.create(
             topic=EVENTS, payload=b"{}", created_at=utcnow() - timedelta(seconds=120)))
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: mqtt.dropped, what="a trim")
         assert mqtt.dropped == 1  # too old
         for n in range(5):
             await daemon.send(distinct(sample("amcrest-tamper.eml"), n))
         await daemon.wait_idle()
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: mqtt.dropped >= 4, what="the trims")
         assert mqtt.dropped == 4 and mqtt.status()["dropped"] == 4  # and three beyond the size
         assert len(await outbox_rows(daemon)) == 2
         warnings = [r.getMessage() for r in caplog.records
@@ -261,6 +263,14 @@ class StallingBroker:
     def events(self, connection: int | None = None) -> list[int]:
         return [json.loads(p)["event"]["id"] for c, t, p, _ in self.publishes
                 if t == EVENTS and connection in (None, c)]
+
+    def statuses_after(self, event: int) -> int:
+        """Status messages published after event *event*'s message. Each pass of the forwarder begins with one
+        (with STATUS_INTERVAL shortened): after two, a whole pass ran since, and whatever it sent is here."""
+        topics = [t for _, t, _, _ in self.publishes]
+        position = next(i for i, (_, t, p, _) in enumerate(self.publishes)
+                        if t == EVENTS and json.loads(p)["event"]["id"] == event)
+        return topics[position:].count(STATUS)
 
     def ack_event(self, number: int) -> None:
         assert self._writer is not None
@@ -295,7 +305,7 @@ class StallingBroker:
                     if (first >> 1) & 3:
                         pid, rest = rest[:2], rest[2:]
                     self.publishes.append((connection, topic, rest, pid))
-                    if self.auto_ack and pid:
+                    if pid and (self.auto_ack or topic != EVENTS):  # events wait to be told, the rest not
                         writer.write(b"\x40\x02" + pid)
                 elif kind == 8:  # SUBSCRIBE
                     writer.write(b"\x90\x03" + body[:2] + b"\x01")
@@ -317,19 +327,20 @@ def queued_event(number: int) -> bytes:
 async def test_in_flight_window_is_bounded_and_a_reconnect_resumes_from_the_oldest_undelivered(
         make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forwarder_module, "WINDOW", 4)
-    async with StallingBroker() as broker, vmond(make_config, broker.port) as daemon:
+    monkeypatch.setattr(forwarder_module, "STATUS_INTERVAL", 0.01)  # a status message at the start of every pass
+    async with StallingBroker() as broker, mqtt_daemon(make_config, broker.port) as daemon:
         mqtt = daemon.services.mqtt
         for number in range(1, 11):
             await daemon.services.db.write(outbox.enqueue, EVENTS, queued_event(number))
         mqtt.notify()
         await wait_until(lambda: len(broker.events()) >= 4)
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: broker.statuses_after(4) >= 2, what="a whole pass of the forwarder")
         assert broker.events() == [1, 2, 3, 4] and mqtt.status()["in_flight"] == 4  # the window is full
 
         # The first PUBACK opens one slot: exactly one more goes out.
         broker.ack_event(1)
         await wait_until(lambda: len(broker.events()) >= 5)
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: broker.statuses_after(5) >= 2, what="a whole pass of the forwarder")
         assert broker.events() == [1, 2, 3, 4, 5] and mqtt.max_in_flight == 4
         await wait_until(lambda: mqtt.status()["outbox_depth"] == 9)
 
@@ -341,18 +352,11 @@ async def test_in_flight_window_is_bounded_and_a_reconnect_resumes_from_the_olde
         assert mqtt.max_in_flight == 4 and mqtt.status()["connected"]
 
 
-async def wait_until(check: Callable[[], Any], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 async def test_alarm_tickets_go_out_on_the_alarms_topic_in_order_with_the_events(
         make_config: Callable[..., Config], broker: Mosquitto, subscribers: Callable[..., Subscriber]) -> None:
     alarms_topic = f"{BASE}/alarms"
     station = await subscribers(broker.port, [EVENTS, alarms_topic]).ready()
-    async with vmond(make_config, broker.port) as daemon:
+    async with mqtt_daemon(make_config, broker.port) as daemon:
         await daemon.add_user()
         token = await daemon.token()
         await daemon.send(sample(MAIL))

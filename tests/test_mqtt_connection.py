@@ -13,20 +13,16 @@ from typing import Any
 
 import pytest
 from conftest import sample, write_config
+from daemon_process import DaemonProcess, Notifications
+from helpers import wait_until
 from mosquitto import Mosquitto, Subscriber, TlsFiles, make_password_file, make_tls_files
-from test_mqtt import AVAILABLE, EVENTS, MAIL, events_on, mqtt_settings, vmond, wait_until
-from vmondproc import Notifications, Vmond
+from test_mqtt import AVAILABLE, EVENTS, MAIL, events_on, mqtt_daemon, mqtt_settings
 
 from vmond.config import Config
-from vmond.mqtt import forwarder as forwarder_module
 
 USER, PASSWORD = "vmond-site", "broker secret"
 
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forwarder_module, "RECONNECT_DELAY", (0.2, 0.5))
-    monkeypatch.setattr(forwarder_module, "POLL_INTERVAL", 0.1)
+pytestmark = pytest.mark.usefixtures("quick_mqtt")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +59,7 @@ async def test_tls_with_client_certificate_and_password(
                          password=PASSWORD)
     try:
         await station.ready()
-        async with vmond(make_config, secure_broker.port, **secure_settings(tmp_path, tls_files)) as daemon:
+        async with mqtt_daemon(make_config, secure_broker.port, **secure_settings(tmp_path, tls_files)) as daemon:
             await daemon.send(sample(MAIL))
             message = (await station.wait_for(lambda: events_on(station), what="events over TLS"))[0]
             assert message["type"] == "new"
@@ -87,7 +83,7 @@ async def test_what_the_installer_is_told(make_config: Callable[..., Config], tm
                                           secure_broker: Mosquitto, tls_files: TlsFiles,
                                           changes: dict[str, Any], error: str | None) -> None:
     settings = secure_settings(tmp_path, tls_files, **changes)
-    async with vmond(make_config, secure_broker.port, **settings) as daemon:
+    async with mqtt_daemon(make_config, secure_broker.port, **settings) as daemon:
         mqtt = daemon.services.mqtt
 
         await wait_until(lambda: mqtt.connected or mqtt.last_error, timeout=10)
@@ -106,7 +102,7 @@ async def test_unreadable_settings_do_not_stop_the_alarms(make_config: Callable[
     broken.write_text("not a certificate\n")
     settings = {"tls": {"enabled": True, "ca_file": str(tls_files.ca), "certificate": str(broken),
                         "key": str(broken)}}
-    async with vmond(make_config, 1883, **settings) as daemon:
+    async with mqtt_daemon(make_config, 1883, **settings) as daemon:
         await daemon.send(sample(MAIL))
         await daemon.wait_idle()
         mqtt = daemon.services.mqtt
@@ -119,7 +115,8 @@ def test_last_will_when_killed_and_stopped_when_stopped(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     broker.start()
     notify = Notifications(tmp_path / "notify.sock")
-    daemon = Vmond(write_config(tmp_path, mqtt=mqtt_settings(broker.port)), notify, tmp_path / "vmond.log")
+    daemon_process = DaemonProcess(write_config(tmp_path, mqtt=mqtt_settings(broker.port)), notify,
+                                   tmp_path / "vmond.log")
     station = Subscriber(broker.port, [AVAILABLE])
 
     def availability(count: int) -> list[bytes]:
@@ -129,23 +126,24 @@ def test_last_will_when_killed_and_stopped_when_stopped(tmp_path: Path) -> None:
             if len(seen) >= count:
                 return seen
             time.sleep(0.02)
-        raise AssertionError(f"availability {[m.payload for m in station.on(AVAILABLE)]}; {daemon.log.read_text()}")
+        seen = [m.payload for m in station.on(AVAILABLE)]
+        raise AssertionError(f"availability {seen}; {daemon_process.log.read_text()}")
 
     try:
         assert station.connected.wait(10)
-        daemon.start()
+        daemon_process.start()
         assert availability(1) == [b"online"]
-        daemon.stop(signal.SIGKILL)  # no goodbye: the broker speaks the last will
+        daemon_process.stop(signal.SIGKILL)  # no goodbye: the broker speaks the last will
         assert availability(2) == [b"online", b"offline"]
-        daemon.start()
+        daemon_process.start()
         assert availability(3)[2] == b"online"
-        assert daemon.stop(signal.SIGTERM) == 0
+        assert daemon_process.stop(signal.SIGTERM) == 0
         assert availability(4)[3] == b"stopped"
-        assert "mqtt: connected to" in daemon.log.read_text()
+        assert "mqtt: connected to" in daemon_process.log.read_text()
     finally:
-        if daemon.process is not None and daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait()
+        if daemon_process.popen is not None and daemon_process.popen.poll() is None:
+            daemon_process.popen.kill()
+            daemon_process.popen.wait()
         station.close()
         notify.close()
         broker.stop()

@@ -9,21 +9,17 @@ from collections.abc import Callable, Iterator
 import pytest
 from conftest import sample
 from mosquitto import Mosquitto, Subscriber
-from test_mqtt import BASE, MAIL, vmond
+from test_mqtt import BASE, MAIL, mqtt_daemon
 from test_mqtt_schema import check_message
 
 from vmond.config import Config
-from vmond.mqtt import forwarder as forwarder_module
 from vmond.mqtt.discovery import event_kind
 from vmond.store.models import Camera
 
 HA = "homeassistant"
 NODE = "vmond_test-site"
 
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forwarder_module, "POLL_INTERVAL", 0.1)
+pytestmark = pytest.mark.usefixtures("quick_mqtt")
 
 
 @pytest.fixture
@@ -51,7 +47,7 @@ SENSORS = [f"{HA}/sensor/{NODE}/outbox_depth/config", f"{HA}/sensor/{NODE}/disk_
 async def test_cameras_and_appliance_are_announced_updated_and_removed(
         make_config: Callable[..., Config], broker: Mosquitto, ha: Subscriber) -> None:
     await ha.ready()
-    async with vmond(make_config, broker.port, homeassistant_discovery=True) as daemon:
+    async with mqtt_daemon(make_config, broker.port, homeassistant_discovery=True) as daemon:
         expected = camera_topics(1) + camera_topics(2) + SENSORS
         await ha.wait_for(lambda: set(expected) <= set(configs(ha)), what="discovery configs")
         assert set(configs(ha)) == set(expected)
@@ -94,7 +90,7 @@ async def test_cameras_and_appliance_are_announced_updated_and_removed(
         late.close()
 
     # Switched off, discovery takes back what it announced (remembered across the restart).
-    async with vmond(make_config, broker.port, homeassistant_discovery=False):
+    async with mqtt_daemon(make_config, broker.port, homeassistant_discovery=False):
         await ha.wait_for(lambda: all(configs(ha)[t][-1] == b"" for t in camera_topics(1) + SENSORS),
                           what="everything removed")
 

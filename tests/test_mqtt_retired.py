@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from conftest import BASE_CONFIG, Daemon, distinct, sample, write_config
+from helpers import wait_until
 from mosquitto import Mosquitto, Subscriber
-from test_mqtt import BASE, MAIL, mqtt_settings, vmond, wait_until
+from test_mqtt import BASE, MAIL, mqtt_daemon, mqtt_settings
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -56,7 +57,7 @@ def retained(broker: Mosquitto) -> Iterator[Callable[[], Awaitable[dict[str, byt
 async def test_retired_and_deleted_cameras_leave_no_retained_snapshot(
         make_config: Callable[..., Config], tmp_path: Path, broker: Mosquitto,
         retained: Callable[[], Awaitable[dict[str, bytes]]]) -> None:
-    async with vmond(make_config, broker.port, homeassistant_discovery=True) as daemon:
+    async with mqtt_daemon(make_config, broker.port, homeassistant_discovery=True) as daemon:
         await daemon.add_user()
         token = await daemon.token()
         status, gate = await daemon.api("POST", "/api/cameras", token, json={"account_id": 1, "name": "Side Gate"})

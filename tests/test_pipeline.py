@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -210,15 +211,21 @@ async def test_a_backlog_is_parsed_ahead_in_order_and_a_resend_in_it_is_still_no
                ("nvr-fn3108xe-motion.eml", "camera-front@monitor.local")]
     names = [spool.store_sync(sample(mail), envelope(to)) for mail, to in backlog]
     steps: list[tuple[str, str]] = []
+    loaded = {name: threading.Event() for name in names}
     load, build = Spool.load, pipeline_module.build_records
 
     def recorded_load(self: Spool, name: str):  # noqa: ANN202 - the wrapped method's own type
         steps.append(("load", name))
+        loaded[name].set()
         return load(self, name)
 
     def slow_build(entry, *args):  # noqa: ANN001, ANN202 - passed through as is
         steps.append(("store", entry.name))
-        time.sleep(0.3)  # storing takes a while: the next mail's parse overlaps it
+        # Storing takes until the next mail is loaded, as a slow disk would: a pipeline that parses ahead loads it
+        # meanwhile; one that does not leaves this wait to run out, and the order checked below is wrong.
+        following = names[names.index(entry.name) + 1:]
+        if following:
+            loaded[following[0]].wait(timeout=5)
         steps.append(("stored", entry.name))
         return build(entry, *args)
 
@@ -226,7 +233,7 @@ async def test_a_backlog_is_parsed_ahead_in_order_and_a_resend_in_it_is_still_no
     monkeypatch.setattr(pipeline_module, "build_records", slow_build)
     async with running(config) as services:
         daemon = Daemon(services)
-        await daemon.wait_idle()
+        await daemon.wait_idle(timeout=30)
         events = sorted(await all_events(daemon), key=lambda e: e["id"])
     assert [(e["camera"]["name"], e["event_type"]) for e in events] == [
         ("Front Door", "Tamper Detect"), ("Back Yard", "Human"), ("Front Door", "motion alarm")]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Daemon, distinct, media_counted, media_on_disk, sample
+from helpers import wait_until
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -82,13 +83,6 @@ async def wait_for_clip(daemon: Daemon, event_id: int, timeout: float = 60.0) ->
         await asyncio.sleep(0.05)
 
 
-async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.02)
-
-
 async def test_the_quota_holds_while_mail_streams_in(make_config: Callable[..., Config]) -> None:
     config = make_config(storage={"data_dir": "data", "min_free_space": 0, "retention": "365d",
                                   "max_media_size": QUOTA})
@@ -117,8 +111,8 @@ async def test_the_quota_holds_while_mail_streams_in(make_config: Callable[..., 
                 await daemon.wait_idle()
                 # A guard dismisses each event as it comes: closed events in the order they arrived.
                 await services.db.write(set_status, domain, n + 1, "dismissed", None)
-            await wait_for(lambda: not services.clips.queued, "the clips were not made in time", 120)
-            await wait_for(lambda: sampler.samples > 0, "no sample taken")
+            await wait_until(lambda: not services.clips.queued, timeout=120, what="the clips")
+            await wait_until(lambda: sampler.samples > 0, timeout=30, what="a sample")
         overshoot = sampler.largest - QUOTA
         print(f"media quota {QUOTA} B, one event {one_event} B, largest seen {sampler.largest} B "
               f"({sampler.largest / QUOTA:.2f}x the quota, {sampler.samples} samples)")
@@ -219,9 +213,13 @@ async def test_a_wake_up_during_a_round_gives_one_more_round(make_config: Callab
         for _ in range(20):
             services.disk.nudge()  # e.g. many writes crossing the quota while the keeper is busy
         release.set()
-        await wait_for(lambda: len(rounds) >= 2, "no round after the wake-ups")
-        await asyncio.sleep(0.5)  # after the positive sign: give a third round the chance to (wrongly) start
-        assert len(rounds) == 2
+        await wait_until(lambda: len(rounds) >= 2, timeout=30, what="a round after the wake-ups")
+        # The twenty wake-ups were one: none is left over for a third round (a round begins by clearing it) ...
+        assert not services.disk._wake.is_set() and len(rounds) == 2
+        # ... and the next wake-up gives the next round, the third.
+        services.disk.nudge()
+        await wait_until(lambda: len(rounds) >= 3, timeout=30, what="the round after one more wake-up")
+        assert len(rounds) == 3
 
 
 async def test_writers_are_not_held_when_nothing_may_go(make_config: Callable[..., Config],

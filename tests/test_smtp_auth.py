@@ -17,14 +17,11 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import Daemon, PasswordChecks, sample, send_data
+from helpers import b64
 from rawsmtp import RawSession
 
 from vmond.config import Config
 from vmond.daemon import running
-
-
-def b64(data: bytes | str) -> str:
-    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
 
 
 async def in_parallel(calls: list[Callable[[], list[str]]]) -> list[list[str]]:
@@ -91,7 +88,7 @@ async def test_guessing_closes_the_session_then_throttles_the_address(per_camera
         await asyncio.sleep(0.2)
 
 
-async def dashboard_camera(daemon: Daemon) -> dict[str, Any]:
+async def camera_with_stored_password(daemon: Daemon) -> dict[str, Any]:
     """A camera created in the dashboard: its password is kept as a scrypt hash, checked on a thread."""
     await daemon.add_user("boss", "supervisor")
     boss = await daemon.token("boss")
@@ -103,7 +100,7 @@ async def dashboard_camera(daemon: Daemon) -> dict[str, Any]:
 
 async def test_parallel_guesses_cannot_pass_the_limit(per_camera: Daemon) -> None:
     daemon = per_camera
-    camera = await dashboard_camera(daemon)
+    camera = await camera_with_stored_password(daemon)
     daemon.services.smtp.logins.limit = 4
     wrong = plain(camera["smtp_address"], "guess")  # a stored hash: each check takes tens of milliseconds
     sessions = [partial(_auth_session, daemon.smtp_port, "127.0.0.4", [wrong, "QUIT"]) for _ in range(12)]
@@ -114,7 +111,7 @@ async def test_parallel_guesses_cannot_pass_the_limit(per_camera: Daemon) -> Non
 async def test_password_checks_run_at_most_two_at_a_time(per_camera: Daemon, password_checks: PasswordChecks
                                                        ) -> None:
     daemon = per_camera
-    camera = await dashboard_camera(daemon)
+    camera = await camera_with_stored_password(daemon)
     password_checks.delay = 0.1
     right = plain(camera["smtp_address"], "dock-password")
     sessions = [partial(_auth_session, daemon.smtp_port, f"127.0.1.{n}", [right, "QUIT"]) for n in range(1, 9)]

@@ -246,7 +246,7 @@ async def test_installer_sees_the_last_session_and_the_test_mail(daemon: Daemon)
 
 
 @pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
+def rsa_certificate(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
@@ -266,9 +266,9 @@ def _tls10_handshake(port: int, cafile: Path) -> str:
 
 
 @pytest.mark.parametrize("min_version", ["1.2", "1.0"])
-async def test_tls_1_0_only_when_configured(make_config: Callable[..., Config], certificate: tuple[Path, Path],
+async def test_tls_1_0_only_when_configured(make_config: Callable[..., Config], rsa_certificate: tuple[Path, Path],
                                            min_version: str) -> None:
-    cert, key = certificate
+    cert, key = rsa_certificate
     config = make_config(smtp={"listen": "127.0.0.1:0", "domain": "monitor.local",
                                "tls": {"certificate": str(cert), "key": str(key), "min_version": min_version,
                                        "implicit_tls_listen": "127.0.0.1:0"}})

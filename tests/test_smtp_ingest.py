@@ -133,7 +133,7 @@ async def test_networks_outside_allow_list_get_554(make_config: Callable[..., Co
 
 
 @pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
+def ec_certificate(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"],
@@ -141,8 +141,8 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-async def test_starttls_and_implicit_tls(make_config: Callable[..., Config], certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
+async def test_starttls_and_implicit_tls(make_config: Callable[..., Config], ec_certificate: tuple[Path, Path]) -> None:
+    cert, key = ec_certificate
     config = make_config(smtp={"listen": "127.0.0.1:0", "domain": "monitor.local",
                                "tls": {"certificate": str(cert), "key": str(key),
                                        "implicit_tls_listen": "127.0.0.1:0"}})

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from conftest import Daemon, write_config
+from helpers import run_cli
 
 from vmond.config import load_config
 from vmond.daemon import running
@@ -22,8 +22,7 @@ YAML_CAMERAS = [{"name": "Shop", "cameras": [
 
 
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmond", "check-config", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    return run_cli("check-config", "--config", str(path))
 
 
 async def page(daemon: Daemon, token: str, path: str) -> str:

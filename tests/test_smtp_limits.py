@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from conftest import sample, send_data
+from helpers import wait_until
 from rawsmtp import RawSession
 
 from vmond.config import Config
@@ -49,13 +50,6 @@ def _deliver_from(port: int, source: str) -> int:
         return send_data(client, sample("swann-nvr-human.eml"))[0]
 
 
-async def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_max_connections_is_exact_under_a_burst(make_config: Callable[..., Config]) -> None:
     config = make_config(smtp={"listen": "127.0.0.1:0", "domain": "monitor.local", "max_connections": 64,
                                "max_connections_per_peer": 64})
@@ -68,7 +62,7 @@ async def test_max_connections_is_exact_under_a_burst(make_config: Callable[...,
             assert len(services.smtp.sessions) == 64
         finally:
             _close(socks)
-        await _wait_for(lambda: not services.smtp.sessions)
+        await wait_until(lambda: not services.smtp.sessions, timeout=10, what="no session left")
 
 
 async def test_one_address_gets_at_most_its_share(make_config: Callable[..., Config]) -> None:
@@ -88,7 +82,7 @@ async def test_one_address_gets_at_most_its_share(make_config: Callable[..., Con
                 if first.startswith(b"220 "):
                     sock.close()
                     break
-            await _wait_for(lambda: len(services.smtp.sessions) == 7)
+            await wait_until(lambda: len(services.smtp.sessions) == 7, timeout=10, what="seven sessions")
             again, again_firsts = await asyncio.to_thread(_greetings, port, 2, "127.0.0.2")
             hog += again
             assert [first[:4] for first in again_firsts] == [b"220 ", b"421 "]  # the freed slot, and no more
@@ -199,7 +193,7 @@ async def test_a_session_has_a_command_budget(make_config: Callable[..., Config]
         assert replies[MAX_COMMANDS - 2].startswith("250")
         assert replies[MAX_COMMANDS - 1].startswith("421 4.7.0 Too many commands")
         assert len(replies) == MAX_COMMANDS + 1 and not replies[-1][:1].isdigit()  # then the door closed
-        await _wait_for(lambda: not services.smtp.sessions)
+        await wait_until(lambda: not services.smtp.sessions, timeout=10, what="no session left")
 
 
 @pytest.mark.parametrize(("overrides", "problem"), [

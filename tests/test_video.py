@@ -26,7 +26,8 @@ from vmond.util import fsutil
 # --- making inputs -----------------------------------------------------------------------------------------
 
 
-def jpeg(width: int = 320, height: int = 240, colour: tuple[int, int, int] | None = None, index: int = 0) -> bytes:
+def snapshot_jpeg(width: int = 320, height: int = 240, colour: tuple[int, int, int] | None = None,
+                  index: int = 0) -> bytes:
     """A camera-ish snapshot (texture, a moving box, text), or a flat *colour*."""
     if colour is not None:
         image = Image.new("RGB", (width, height), colour)
@@ -43,7 +44,7 @@ def jpeg(width: int = 320, height: int = 240, colour: tuple[int, int, int] | Non
 
 
 def burst(count: int, width: int = 320, height: int = 240) -> list[bytes]:
-    return [jpeg(width, height, index=index) for index in range(count)]
+    return [snapshot_jpeg(width, height, index=index) for index in range(count)]
 
 
 def encode(tmp_path: Path, frames: list[bytes], **kwargs: object) -> tuple[Path, ClipInfo]:
@@ -185,7 +186,7 @@ def test_clip_says_limited_range_and_bt601_in_the_bitstream(tmp_path: Path) -> N
 
 
 def test_black_and_white_land_inside_video_range(tmp_path: Path) -> None:
-    out, _ = encode(tmp_path, [jpeg(colour=(0, 0, 0)), jpeg(colour=(255, 255, 255))] * 2)
+    out, _ = encode(tmp_path, [snapshot_jpeg(colour=(0, 0, 0)), snapshot_jpeg(colour=(255, 255, 255))] * 2)
     black, white = decoded_frames(out)[:2]
     black_low, black_high = avcompat.luma_extremes(black)
     white_low, white_high = avcompat.luma_extremes(white)
@@ -216,7 +217,7 @@ def test_large_frames_are_scaled_down(tmp_path: Path) -> None:
 
 def test_frames_of_another_size_are_letterboxed(tmp_path: Path) -> None:
     white = (255, 255, 255)
-    frames = [jpeg(320, 240, white), jpeg(640, 240, white), jpeg(160, 240, white), jpeg(640, 480, white)]
+    frames = [snapshot_jpeg(width, height, white) for width, height in ((320, 240), (640, 240), (160, 240), (640, 480))]
     out, info = encode(tmp_path, frames)
     assert (info.width, info.height, info.frames) == (320, 240, 4)
     first, wide, narrow, same_aspect = decoded_frames(out)
@@ -239,7 +240,7 @@ def test_corrupt_jpegs_are_skipped_and_counted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("frames", [[], [b"junk", b"more junk"], "one good"])
 def test_fewer_than_two_good_frames_is_a_clip_error(tmp_path: Path, frames: object) -> None:
-    frames = [jpeg(), b"junk"] if frames == "one good" else frames
+    frames = [snapshot_jpeg(), b"junk"] if frames == "one good" else frames
     with pytest.raises(ClipError, match="at least 2"):
         encode(tmp_path, frames)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == [], "neither the clip nor a temporary file may be left"

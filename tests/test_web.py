@@ -30,7 +30,7 @@ PROTECTED = [
 ]
 
 
-def browser(verify_tls: bool = True) -> aiohttp.ClientSession:
+def browser_session(verify_tls: bool = True) -> aiohttp.ClientSession:
     # unsafe: keep cookies for an IP-address host, as a browser does for http://127.0.0.1:8080
     connector = None if verify_tls else aiohttp.TCPConnector(ssl=False)  # an appliance's self-signed certificate
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), connector=connector)
@@ -103,7 +103,7 @@ async def test_after_a_reload_the_web_reads_the_daemons_configuration(daemon: Da
 
 
 async def test_first_run_setup_creates_the_admin_once(daemon: Daemon) -> None:
-    async with browser() as http:
+    async with browser_session() as http:
         async with http.get(f"{daemon.url}/", allow_redirects=False) as response:
             assert response.status == 303 and response.headers["Location"] == "/setup"
         token = await csrf_of(http, f"{daemon.url}/setup")
@@ -127,7 +127,7 @@ async def test_first_run_setup_creates_the_admin_once(daemon: Daemon) -> None:
 
 
 async def test_setup_from_a_foreign_origin_is_refused(daemon: Daemon) -> None:
-    async with browser() as http:
+    async with browser_session() as http:
         token = await csrf_of(http, f"{daemon.url}/setup")
         async with http.post(f"{daemon.url}/setup", headers={"Origin": "http://evil.example"},
                              data={"username": "eve", "password": PASSWORD, "csrf_token": token}) as response:
@@ -158,7 +158,7 @@ async def test_cookie_requests_need_the_csrf_token(daemon: Daemon) -> None:
     await daemon.add_user("guard1", "guard")
     assert (await daemon.send(sample("amcrest-tamper.eml")))["data"][0] == 250
     await daemon.wait_idle()
-    async with browser() as http:
+    async with browser_session() as http:
         csrf = await log_in(daemon, http, "guard1")
         url = f"{daemon.url}/api/events/1/dismiss"
         async with http.post(url) as response:
@@ -232,7 +232,7 @@ async def test_camera_text_is_escaped_on_the_wall(daemon: Daemon) -> None:
     assert (await daemon.send(hostile))["data"][0] == 250
     await daemon.wait_idle()
     await daemon.add_user("guard1", "guard")
-    async with browser() as http:
+    async with browser_session() as http:
         await log_in(daemon, http, "guard1")
         async with http.get(f"{daemon.url}/") as response:
             page = await response.text()
@@ -267,7 +267,7 @@ async def test_websocket_streams_new_events_and_replays(daemon: Daemon) -> None:
 
 async def test_websocket_from_a_foreign_origin_is_refused(daemon: Daemon) -> None:
     await daemon.add_user("guard1", "guard")
-    async with browser() as http:
+    async with browser_session() as http:
         await log_in(daemon, http, "guard1")
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             async with http.ws_connect(f"{daemon.url}/ws", origin="http://evil.example"):
@@ -295,7 +295,7 @@ async def test_camera_pages_for_supervisors(daemon: Daemon) -> None:
     assert (await daemon.send(sample("amcrest-tamper.eml")))["data"][0] == 250
     await daemon.wait_idle()
     await daemon.add_user("installer", "supervisor")
-    async with browser() as http:
+    async with browser_session() as http:
         await log_in(daemon, http, "installer")
         async with http.get(f"{daemon.url}/cameras") as response:
             page = await response.text()
@@ -306,7 +306,7 @@ async def test_camera_pages_for_supervisors(daemon: Daemon) -> None:
         async with http.get(f"{daemon.url}/cameras/999") as response:
             assert response.status == 404
     await daemon.add_user("guard1", "guard")
-    async with browser() as http:
+    async with browser_session() as http:
         await log_in(daemon, http, "guard1")
         async with http.get(f"{daemon.url}/cameras") as response:
             assert response.status == 403
@@ -333,7 +333,7 @@ async def test_the_wall_loads_light(daemon: Daemon) -> None:
     """The wall's first load (page, styles, scripts; not the pictures) stays under 100 KB on a guard's phone."""
     await daemon.add_user("guard1", "guard")
     total = 0
-    async with browser() as http:
+    async with browser_session() as http:
         await log_in(daemon, http, "guard1")
         async with http.get(f"{daemon.url}/") as response:
             page = await response.text()

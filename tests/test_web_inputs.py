@@ -8,7 +8,7 @@ import re
 import aiohttp
 import pytest
 from conftest import Daemon
-from test_web import browser, csrf_of, log_in
+from test_web import browser_session, csrf_of, log_in
 
 from vmond.web.app import create_app
 
@@ -68,7 +68,7 @@ async def test_a_camera_needs_an_account(daemon: Daemon) -> None:
 
 async def test_a_token_that_is_not_ascii_is_just_wrong(daemon: Daemon) -> None:
     await daemon.add_user("guard1", "guard")
-    async with browser() as http:
+    async with browser_session() as http:
         await csrf_of(http, f"{daemon.url}/login")
         async with http.post(f"{daemon.url}/login", data="username=a&password=b&csrf_token=%C3%A9",
                              headers={"Content-Type": "application/x-www-form-urlencoded"}) as response:
@@ -99,7 +99,7 @@ async def test_a_form_that_cannot_be_read_is_a_bad_request(daemon: Daemon, conte
             async with http.post(f"{daemon.url}{path}", data=body, headers={"Content-Type": content_type},
                                  allow_redirects=False) as response:
                 assert response.status in (400, 403, 404), (path, response.status)  # never 500
-    async with browser() as http:  # a browser session: the CSRF check reads the form first
+    async with browser_session() as http:  # a browser session: the CSRF check reads the form first
         await log_in(daemon, http, "guard1")
         async with http.post(f"{daemon.url}/alarms/1/notes", data=body, allow_redirects=False,
                              headers={"Content-Type": content_type, "Origin": daemon.url}) as response:

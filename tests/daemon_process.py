@@ -44,12 +44,15 @@ class Notifications:
         self.sock.close()
 
 
-class Vmond:
+class DaemonProcess:
+    """``vmond run`` as a child process (``popen`` once started); the daemon in the test's own loop is
+    :class:`conftest.Daemon`."""
+
     def __init__(self, config: Path, notify: Notifications, log: Path) -> None:
         self.config = config
         self.notify = notify
         self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
+        self.popen: subprocess.Popen[bytes] | None = None
         self.smtp_port = self.web_port = 0
 
     def start(self, watchdog_usec: int | None = None, **extra_env: str) -> None:
@@ -57,7 +60,7 @@ class Vmond:
         if watchdog_usec:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
+            self.popen = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
         ready = self.notify.wait_for("READY=1")
         ports = re.search(r"SMTP on port (\d+), dashboard on port (\d+)", ready)
@@ -65,9 +68,9 @@ class Vmond:
         self.smtp_port, self.web_port = int(ports.group(1)), int(ports.group(2))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        return self.process.wait(timeout)
+        assert self.popen is not None
+        self.popen.send_signal(sig)
+        return self.popen.wait(timeout)
 
     def get(self, path: str, token: str | None = None) -> tuple[int, dict]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}")
@@ -77,8 +80,8 @@ class Vmond:
             return response.status, json.loads(response.read())
 
     def wait_exit(self, timeout: float = 20.0) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout)
+        assert self.popen is not None
+        return self.popen.wait(timeout)
 
     def token(self) -> str:
         request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}/api/token", method="POST",
@@ -88,19 +91,17 @@ class Vmond:
             return json.loads(response.read())["access_token"]
 
 
-
-
 @contextmanager
-def vmond_with_admin(tmp_path: Path, config: Path) -> Iterator[Vmond]:
+def process_with_admin(tmp_path: Path, config: Path) -> Iterator[DaemonProcess]:
     """A not yet started ``vmond run`` subprocess on *config* with an admin user; killed afterwards if still up."""
     subprocess.run([sys.executable, "-m", "vmond", "user", "add", "admin", "--role", "admin", "--password-stdin",
                     "--config", str(config)], input=f"{PASSWORD}\n".encode(), check=True, capture_output=True)
     notify = Notifications(tmp_path / "notify.sock")
-    daemon = Vmond(config, notify, tmp_path / "vmond.log")
+    process = DaemonProcess(config, notify, tmp_path / "vmond.log")
     try:
-        yield daemon
+        yield process
     finally:
-        if daemon.process is not None and daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait()
+        if process.popen is not None and process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait()
         notify.close()
