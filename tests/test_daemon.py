@@ -97,35 +97,35 @@ def test_sighup_applies_new_cameras_without_dropping_sessions(daemon_process: Da
     assert "did you mean `smtp`" in log
 
 
-def page(vmond: Vmond, path: str, token: str) -> str:
-    request = urllib.request.Request(f"http://127.0.0.1:{vmond.web_port}{path}",
+def page(daemon_process: DaemonProcess, path: str, token: str) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{daemon_process.web_port}{path}",
                                      headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.read().decode()
 
 
-def test_after_sighup_the_dashboard_shows_the_reloaded_accounts(vmond: Vmond) -> None:
-    vmond.start()
-    token = vmond.token()
-    config = yaml.safe_load(vmond.config.read_text())
+def test_after_sighup_the_dashboard_shows_the_reloaded_accounts(daemon_process: DaemonProcess) -> None:
+    daemon_process.start()
+    token = daemon_process.token()
+    config = yaml.safe_load(daemon_process.config.read_text())
     account = config["accounts"][0]
     account["address"] = "2 New Road"
     account["contacts"][0]["phone"] = "+15550199"
     account["cameras"].append({"name": "Garage", "smtp_address": "camera-garage"})
-    vmond.config.write_text(yaml.safe_dump(config))
-    assert vmond.process is not None
-    vmond.process.send_signal(signal.SIGHUP)
-    assert "reloaded 1 account(s), 3 camera(s)" in vmond.notify.wait_for("READY=1")
+    daemon_process.config.write_text(yaml.safe_dump(config))
+    assert daemon_process.popen is not None
+    daemon_process.popen.send_signal(signal.SIGHUP)
+    assert "reloaded 1 account(s), 3 camera(s)" in daemon_process.notify.wait_for("READY=1")
     # The API, the pages and the configuration shown on /settings all tell the file as it is now.
-    _, body = vmond.get("/api/accounts", token)
+    _, body = daemon_process.get("/api/accounts", token)
     [shown] = body["accounts"]
     assert shown["address"] == "2 New Road" and shown["contacts"][0]["phone"] == "+15550199"
     assert [c["name"] for c in shown["cameras"]] == ["Back Yard", "Front Door", "Garage"]
-    assert "camera-garage@monitor.local" in page(vmond, "/cameras", token)
-    settings = page(vmond, "/settings", token)
+    assert "camera-garage@monitor.local" in page(daemon_process, "/cameras", token)
+    settings = page(daemon_process, "/settings", token)
     assert "2 New Road" in settings and "+15550199" in settings and "camera-garage" in settings
     assert "1 Test Street" not in settings and "+15550100" not in settings
-    assert vmond.stop() == 0
+    assert daemon_process.stop() == 0
 
 
 def descendants(pid: int) -> set[int]:
