@@ -2,6 +2,7 @@
 // Cards are built with DOM calls and textContent only: nothing from a camera is ever parsed as HTML.
 // Keys: arrows move between cards, D dismisses, A raises an alarm, Enter opens.
 import {connectLive, el, localTime, post} from "./common.js";
+import {safeDismiss} from "./dismiss.js";
 
 const wall = document.getElementById("wall");
 const empty = document.getElementById("empty");
@@ -239,10 +240,13 @@ async function act(card, action) {
   const id = Number(card.dataset.eventId);
   const control = card.querySelector('[data-action="' + action + '"]');
   if (control) control.disabled = true;
+  const shown = events.get(id); // for the Undo bar: the live message may take the card away before the answer
   try {
     const result = await post("/api/events/" + id + "/" + action);
-    if (action === "dismiss") remove(id);
-    else window.location.assign("/alarms/" + result.id);
+    if (action === "dismiss") {
+      dismissing.offerUndo([shown]);
+      remove(id);
+    } else window.location.assign("/alarms/" + result.id);
   } catch (error) {
     flash("Could not " + (action === "alarm" ? "raise an alarm for" : action) + " event " + id + ": " + error.message);
     if (control) control.disabled = false;
@@ -295,6 +299,9 @@ setInterval(() => {
     if (event && span) span.textContent = age(event.received_at);
   });
 }, 1000);
+
+// Dismiss made safe (issue 16): undo, and selecting cards to dismiss together (web/static/dismiss.js).
+const dismissing = safeDismiss({wall, events, upsert, remove, flash});
 
 replaceAll(JSON.parse(document.getElementById("initial-events").textContent));
 connectLive({
