@@ -96,9 +96,17 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
         await sign_in(page, daemon, "guard1")
         await expect(body).to_have_attribute("data-connection", "live")
         await expect(banner).to_be_hidden()
-        await _send(daemon, 2)
+        await _send(daemon, 3)
+        await expect(cards).to_have_count(3, timeout=5000)
+        first, second, third = [int(i) for i in await cards.evaluate_all("cards => cards.map(c => c.dataset.eventId)")]
+        # An alarm page in another tab: its link is watched the same way.
+        status, alarm = await daemon.api("POST", f"/api/events/{third}/alarm", await daemon.token("guard1"))
+        assert status == 201
         await expect(cards).to_have_count(2, timeout=5000)
-        first, second = [int(i) for i in await cards.evaluate_all("cards => cards.map(c => c.dataset.eventId)")]
+        alarm_page = await context.new_page()
+        await alarm_page.goto(f"{daemon.url}/alarms/{alarm['id']}")
+        await expect(alarm_page.locator("body")).to_have_attribute("data-connection", "live")
+        await page.bring_to_front()
         await page.keyboard.press("Shift")  # the guard has touched the page: sound may play
     # The daemon is gone: reconnecting at once, down (banner, tone, actions held) after five seconds.
     await expect(body).to_have_attribute("data-connection", "reconnecting")
@@ -112,6 +120,9 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
     await page.locator(f'[data-event-id="{second}"]').focus()
     await page.keyboard.press("d")  # held: nothing is sent, nothing disappears
     await expect(cards).to_have_count(2)
+    await expect(alarm_page.locator("body")).to_have_attribute("data-connection", "down")
+    await expect(alarm_page.locator("#link-banner")).to_be_visible()
+    await expect(alarm_page.locator('[data-action="resolve"]')).to_be_disabled()
     # Meanwhile the first event was dismissed elsewhere (as another guard's wall could while this one was away).
     with sqlite3.connect(tmp_path / "data" / "vmond.db") as db:
         db.execute("UPDATE alarm_event SET status = 'dismissed' WHERE id = ?", (first,))
@@ -127,3 +138,5 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
         assert event["status"] == "active"
         await dismiss.click()
         await expect(cards).to_have_count(0)
+        await expect(alarm_page.locator("body")).to_have_attribute("data-connection", "live", timeout=15000)
+        await expect(alarm_page.locator('[data-action="resolve"]')).to_be_enabled()
