@@ -3,15 +3,21 @@ audit trail, the live messages, and the supervisors' page of dismissed events.""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 from conftest import Daemon, distinct, sample
+from test_changes import Seam, _mail, seam  # noqa: F401 - the fixture is used by name
 from test_web import browser_session, csrf_of, log_in
 
-from vmond.store import dismissals
+from vmond.store import dismissals, outbox
+from vmond.store.dismissals import dismiss_events, restore_event
+from vmond.store.events import record_mail
 from vmond.store.models import AuditEntry
+from vmond.store.users import create_user
 
 
 async def _events(daemon: Daemon, n: int) -> list[int]:
@@ -191,3 +197,25 @@ async def test_the_event_page_dismisses(daemon: Daemon, people: dict[str, str]) 
             assert 'data-action="restore"' not in page  # restoring is for supervisors
     status, body = await daemon.api("GET", f"/api/events/{event}", people["guard1"])
     assert body["status"] == "dismissed"
+
+
+async def test_the_central_station_hears_of_each_dismiss_and_restore(seam: Seam) -> None:  # noqa: F811
+    guard = await seam.db.write(create_user, "guard", "x", "guard")
+    other = await seam.db.write(create_user, "other", "x", "guard")
+    ids = [(await seam.changes.record(record_mail, "monitor.local", _mail(key), 0.0)).event["id"] for key in "abc"]
+    await seam.db.write(outbox.delivered, [row["id"] for row in await seam.db.read(outbox.pending)])
+
+    dismissed, skipped = await seam.changes.record(dismiss_events, "monitor.local", [*ids, 999], guard["id"])
+    assert dismissed == ids and skipped == [{"id": 999, "reason": "unknown"}]
+    with pytest.raises(dismissals.RestoreRefused):
+        await seam.changes.record(restore_event, "monitor.local", ids[0], other["id"], False)
+    event, changed = await seam.changes.record(restore_event, "monitor.local", ids[0], guard["id"], False)
+    assert changed and event["status"] == "active"
+    sent = [json.loads(row["payload"]) for row in await seam.db.read(outbox.pending)]
+    assert [(m["type"], m["event"]["id"], m["event"]["status"]) for m in sent] == [
+        *[("update", i, "dismissed") for i in ids], ("update", ids[0], "active")]
+    # The undo window is the dismisser's: later, only a supervisor restores.
+    later = datetime.now(UTC) + timedelta(seconds=dismissals.UNDO_WINDOW + dismissals.UNDO_GRACE + 1)
+    with pytest.raises(dismissals.RestoreRefused):
+        await seam.changes.record(restore_event, "monitor.local", ids[1], guard["id"], False, now=later)
+    assert (await seam.changes.record(restore_event, "monitor.local", ids[1], other["id"], True, now=later))[1]
