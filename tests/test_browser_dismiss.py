@@ -114,6 +114,7 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
     await expect(body).to_have_attribute("data-connection", "down", timeout=8000)
     await expect(banner).to_be_visible()
     await expect(banner).to_contain_text("No connection")
+    await expect(page.locator("#connection")).to_have_text("down")
     assert await page.evaluate("window.tones || 0") > 0
     dismiss = page.locator(f'[data-event-id="{second}"] [data-action="dismiss"]')
     await expect(dismiss).to_be_disabled()

@@ -72,7 +72,7 @@ export function connectLive({seq, onMessage, onResync, indicator}) {
     },
   });
   function lost(event) {
-    setState("down", "reconnecting…");
+    if (document.body.dataset.connection !== "down") setState("down", "reconnecting…"); // "down" stays said
     link.lost();
     if (event.code === 4401) {
       window.location.assign("/login");
