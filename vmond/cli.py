@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import getpass
 import logging
 import os
@@ -146,9 +145,30 @@ def _account_ids(text: str) -> list[int]:
     return sorted({int(part) for part in parts})
 
 
+def _add_user(config: Config, name: str, encoded: str, role: str, accounts: list[int]) -> None:
+    """In one write transaction: the user, limited to *accounts*. On a fresh install the daemon has not yet brought
+    the configuration's accounts into the database: that is done first here (as the daemon would at start), so
+    that their ids exist."""
+    from vmond.store.scope import account_names
+    from vmond.store.sync import sync_accounts
+    from vmond.store.users import create_user
+
+    if accounts and not account_names():
+        sync_accounts(config.accounts)
+    create_user(name, encoded, role, accounts=accounts)
+
+
+def _accounts_text(config: Config) -> str:
+    from vmond.store.scope import account_names
+
+    holder: list[dict[int, str]] = []
+    _write(config, lambda: holder.append(account_names()))
+    return ", ".join(f"{i} {name}" for i, name in holder[0].items()) or "none yet"
+
+
 def cmd_user_add(args: argparse.Namespace) -> int:
     from vmond.store.scope import UnknownAccounts
-    from vmond.store.users import UserExists, create_user
+    from vmond.store.users import UserExists
     from vmond.web.login import USERNAME_PATTERN
 
     config = _load(args)
@@ -156,11 +176,11 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         raise SystemExit("a user name is 1 to 64 letters, digits, dots, dashes, underscores or @")
     encoded = auth.hash_password(_read_password(args))
     try:
-        _write(config, functools.partial(create_user, accounts=args.accounts), args.name, encoded, args.role)
+        _write(config, _add_user, config, args.name, encoded, args.role, args.accounts)
     except UserExists:
         raise SystemExit(f"user {args.name} exists already (use 'vmond user passwd')") from None
     except UnknownAccounts as exc:
-        raise SystemExit(f"{exc} (the ids are on the accounts page and in GET /api/accounts)") from None
+        raise SystemExit(f"{exc} (the accounts are: {_accounts_text(config)})") from None
     limited = f", limited to account(s) {', '.join(map(str, args.accounts))}" if args.accounts else ""
     print(f"created {args.role} {args.name}{limited}")
     return 0

@@ -130,6 +130,11 @@ def set_user_accounts(user_id: int, account_ids: Iterable[int]) -> list[int]:
     return ids
 
 
+def account_names() -> dict[int, str]:
+    """Every account's name by id (to choose a user's accounts from)."""
+    return {a.id: a.name for a in Account.select(Account.id, Account.name).order_by(Account.id)}
+
+
 def users_limited_to(account_id: int) -> list[str]:
     """The names of the users limited to *account_id* (it must not be deleted under them)."""
     return [u.username for u in User.select(User.username).join(UserAccount)
