@@ -31,7 +31,7 @@ from vmond.web import bodies
 from vmond.web.keys import CAMERAS, DB, SERVICES, config_of
 from vmond.web.login import USERNAME_PATTERN
 from vmond.web.params import parse_id, path_id
-from vmond.web.scope import scope_of
+from vmond.web.scope import NEW_ACCOUNT_REFUSED, scope_of
 from vmond.web.security import json_error, principal, require
 from vmond.web.ws import close_sockets_of
 
@@ -95,6 +95,8 @@ async def _wrap(request: web.Request, key: str, fn: Callable[..., Any]) -> dict[
 @routes.post("/api/accounts")
 @require("supervisor")
 async def accounts_create(request: web.Request) -> web.Response:
+    if scope_of(request).limited:
+        return json_error(403, NEW_ACCOUNT_REFUSED)
     data = await json_object(request)
     return await answer(lambda: request.app[DB].write(store.save_account, config_of(request.app).smtp.domain, data,
                                                       user_id(request)), status=201)

@@ -33,7 +33,7 @@ from vmond.web.cameras import auth_failures, cameras_without_password, failures_
 from vmond.web.keys import DB, config_of
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
-from vmond.web.scope import scope_of
+from vmond.web.scope import NEW_ACCOUNT_REFUSED, scope_of
 from vmond.web.security import require
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
@@ -100,6 +100,8 @@ async def _account_or_404(request: web.Request, account_id: int) -> dict[str, An
 @routes.get("/accounts/new")
 @require("supervisor")
 async def account_new(request: web.Request) -> web.StreamResponse:
+    if scope_of(request).limited:
+        raise web.HTTPForbidden(text=NEW_ACCOUNT_REFUSED)
     return _account_form(request, {"id": None, "from_config": False})
 
 
@@ -119,6 +121,8 @@ async def account_save(request: web.Request) -> web.StreamResponse:
     """Save the account; or, for the "Add a contact" button (without JavaScript), show the form again as typed
     with one more empty row."""
     account_id = path_id(request, "account_id") if "account_id" in request.match_info else None
+    if account_id is None and scope_of(request).limited:
+        raise web.HTTPForbidden(text=NEW_ACCOUNT_REFUSED)
     form = await form_fields(request)
     rows, empty = _contact_rows(form)
     typed = {"name": form.get("name", ""), "address": form.get("address", ""), "notes": form.get("notes", "")}

@@ -39,6 +39,10 @@ def scope_of(request: web.Request) -> Scope:
     return scope_from(principal(request))
 
 
+# A limited user would not see the account they create: creating accounts is for unlimited users.
+NEW_ACCOUNT_REFUSED = "a user limited to accounts cannot create accounts (an admin can, and add it to the user)"
+
+
 def not_found(request: web.Request) -> web.HTTPNotFound:
     """The 404 of something outside the user's accounts: the same as for an id that does not exist."""
     if is_api(request):
