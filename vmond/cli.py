@@ -137,8 +137,38 @@ def _write(config: Config, fn: Callable[..., object], *args: object) -> None:
         db.close()
 
 
+def _account_ids(text: str) -> list[int]:
+    """``--accounts 1,2``: account ids, comma-separated (spaces allowed)."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isascii() and part.isdigit() and 0 < int(part) < 2**63 for part in parts):
+        raise argparse.ArgumentTypeError("account ids separated by commas, e.g. 1,2")
+    return sorted({int(part) for part in parts})
+
+
+def _add_user(config: Config, name: str, encoded: str, role: str, accounts: list[int]) -> None:
+    """In one write transaction: the user, limited to *accounts*. On a fresh install the daemon has not yet brought
+    the configuration's accounts into the database: that is done first here (as the daemon would at start), so
+    that their ids exist."""
+    from vmond.store.scope import account_names
+    from vmond.store.sync import sync_accounts
+    from vmond.store.users import create_user
+
+    if accounts and not account_names():
+        sync_accounts(config.accounts)
+    create_user(name, encoded, role, accounts=accounts)
+
+
+def _accounts_text(config: Config) -> str:
+    from vmond.store.scope import account_names
+
+    holder: list[dict[int, str]] = []
+    _write(config, lambda: holder.append(account_names()))
+    return ", ".join(f"{i} {name}" for i, name in holder[0].items()) or "none yet"
+
+
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from vmond.store.users import UserExists, create_user
+    from vmond.store.scope import UnknownAccounts
+    from vmond.store.users import UserExists
     from vmond.web.login import USERNAME_PATTERN
 
     config = _load(args)
@@ -146,10 +176,13 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         raise SystemExit("a user name is 1 to 64 letters, digits, dots, dashes, underscores or @")
     encoded = auth.hash_password(_read_password(args))
     try:
-        _write(config, create_user, args.name, encoded, args.role)
+        _write(config, _add_user, config, args.name, encoded, args.role, args.accounts)
     except UserExists:
         raise SystemExit(f"user {args.name} exists already (use 'vmond user passwd')") from None
-    print(f"created {args.role} {args.name}")
+    except UnknownAccounts as exc:
+        raise SystemExit(f"{exc} (the accounts are: {_accounts_text(config)})") from None
+    limited = f", limited to account(s) {', '.join(map(str, args.accounts))}" if args.accounts else ""
+    print(f"created {args.role} {args.name}{limited}")
     return 0
 
 
@@ -250,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = user_commands.add_parser("add", parents=[common], help="create a user")
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=auth.ROLES)
+    add.add_argument("--accounts", type=_account_ids, default=[], metavar="ID,ID",
+                     help="limit the user to these accounts (ids, comma-separated); default: every account")
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add.set_defaults(func=cmd_user_add)
     passwd = user_commands.add_parser("passwd", parents=[common], help="change a password")

@@ -13,6 +13,7 @@ import peewee as pw
 
 from vmond.store.cameras import camera_dict
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Contact, utcnow
+from vmond.store.scope import EVERY_ACCOUNT, Scope, users_limited_to
 from vmond.util.addresses import camera_local_part, email_address, phone_number
 
 ADDRESS_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud to an installer, typed into a camera
@@ -121,8 +122,8 @@ def _account(account_id: int) -> Account:
     return account
 
 
-def list_accounts(domain: str) -> list[dict[str, Any]]:
-    return [account_dict(a, domain) for a in Account.select().order_by(Account.name)]
+def list_accounts(domain: str, scope: Scope = EVERY_ACCOUNT) -> list[dict[str, Any]]:
+    return [account_dict(a, domain) for a in scope.where(Account.select()).order_by(Account.name)]
 
 
 def get_account(domain: str, account_id: int) -> dict[str, Any]:
@@ -165,6 +166,8 @@ def delete_account(account_id: int, user_id: int | None) -> None:
         raise ReadOnly("this account is declared in the configuration file; remove it there")
     if Camera.select().where(Camera.account == account).exists():
         raise Invalid({"cameras": "move or delete the account's cameras first"})
+    if limited := users_limited_to(account.id):  # they would see every account once it is gone
+        raise Invalid({"users": f"users limited to this account: {', '.join(limited)}; change them first"})
     account.delete_instance(recursive=False)  # contacts go with it (ON DELETE CASCADE)
     AuditEntry.create(user=user_id, action="account.delete", target_type="account", target_id=account_id,
                       detail={"name": account.name})

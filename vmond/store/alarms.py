@@ -26,6 +26,7 @@ from vmond.store.models import (
     User,
     utcnow,
 )
+from vmond.store.scope import EVERY_ACCOUNT, Scope
 
 STATES = ("open", "acknowledged", "resolved")
 RESOLUTION_CODES = {
@@ -170,10 +171,11 @@ def _snapshot(alarm: Alarm, audit: list[AuditEntry]) -> dict[str, Any] | None:
 
 
 def list_alarms(state: str = "open", query: str = "", account_id: int | None = None, camera_id: int | None = None,
-                since: datetime | None = None, until: datetime | None = None, limit: int = 100
-                ) -> list[dict[str, Any]]:
-    """Alarms newest first. ``state`` "open" means not yet resolved (open or acknowledged)."""
-    select = _query()
+                since: datetime | None = None, until: datetime | None = None, limit: int = 100,
+                scope: Scope = EVERY_ACCOUNT) -> list[dict[str, Any]]:
+    """Alarms newest first. ``state`` "open" means not yet resolved (open or acknowledged). Only those of
+    *scope*'s accounts."""
+    select = scope.where(_query())  # guards limited to accounts
     if state == "open":
         select = select.where(Alarm.state != "resolved")
     elif state != "all":

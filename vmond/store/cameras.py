@@ -7,6 +7,7 @@ import ipaddress
 from typing import Any
 
 from vmond.store.models import Account, Camera
+from vmond.store.scope import EVERY_ACCOUNT, Scope
 
 
 def camera_dict(camera: Camera, domain: str) -> dict[str, Any]:
@@ -34,8 +35,8 @@ def _query() -> Any:
     return Camera.select(Camera, Account).join(Account)
 
 
-def list_cameras(domain: str) -> list[dict[str, Any]]:
-    return [camera_dict(c, domain) for c in _query().order_by(Account.name, Camera.name)]
+def list_cameras(domain: str, scope: Scope = EVERY_ACCOUNT) -> list[dict[str, Any]]:
+    return [camera_dict(c, domain) for c in scope.where(_query()).order_by(Account.name, Camera.name)]
 
 
 def get_camera(domain: str, camera_id: int) -> dict[str, Any] | None:

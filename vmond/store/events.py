@@ -14,6 +14,7 @@ import peewee as pw
 
 from vmond.store.changes import Change
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, User, utcnow
+from vmond.store.scope import EVERY_ACCOUNT, Scope
 
 STATUSES = ("active", "dismissed", "alarmed")
 MAX_IMAGES_PER_EVENT = 100  # a camera stuck in a mail loop must not grow one event without end
@@ -149,10 +150,10 @@ def _event_query() -> pw.ModelSelect[AlarmEvent]:
             .join(Account, pw.JOIN.LEFT_OUTER))
 
 
-def list_events(domain: str, status: str = "active", limit: int = 100, include_tests: bool = False
-                ) -> list[dict[str, Any]]:
-    """Events newest first; *status* is one of :data:`STATUSES` or ``all``."""
-    query = _event_query()
+def list_events(domain: str, status: str = "active", limit: int = 100, include_tests: bool = False,
+                scope: Scope = EVERY_ACCOUNT) -> list[dict[str, Any]]:
+    """Events newest first; *status* is one of :data:`STATUSES` or ``all``; only those of *scope*'s accounts."""
+    query = scope.where(_event_query())  # guards limited to accounts
     if status != "all":
         query = query.where(AlarmEvent.status == status)
     if not include_tests:

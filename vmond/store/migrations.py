@@ -255,6 +255,21 @@ ALTER TABLE "camera" ADD COLUMN "smtp_password_in_config" INTEGER NOT NULL DEFAU
 """
 
 
+# 10: guards limited to accounts. A link table rather than a list in a column: the database keeps every id a real
+# account, an account cannot be deleted while a user is limited to it, and the filters are plain joins.
+SCHEMA_10 = """
+CREATE TABLE "user_account" (
+    "id" INTEGER NOT NULL PRIMARY KEY,
+    "user_id" INTEGER NOT NULL,
+    "account_id" INTEGER NOT NULL,
+    FOREIGN KEY ("user_id") REFERENCES "user" ("id") ON DELETE CASCADE,
+    FOREIGN KEY ("account_id") REFERENCES "account" ("id") ON DELETE RESTRICT
+);
+CREATE UNIQUE INDEX "user_account_user_id_account_id" ON "user_account" ("user_id", "account_id");
+CREATE INDEX "user_account_account_id" ON "user_account" ("account_id");
+"""
+
+
 def _apply_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would commit on its own; run statement by statement inside our transaction instead.
     for statement in script.split(";"):
@@ -270,6 +285,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _apply_script(conn, SCHEMA_5),
     lambda conn: _apply_script(conn, SCHEMA_6),
     lambda conn: _apply_script(conn, SCHEMA_7),
+    lambda conn: _apply_script(conn, SCHEMA_10),
 ]
 LATEST = len(MIGRATIONS)
 

@@ -224,6 +224,19 @@ class SmtpRefusal(BaseModel):
     reply = pw.TextField()
 
 
+class UserAccount(BaseModel):
+    """Guards limited to accounts: a user with rows here sees only these accounts; a user with none sees all."""
+
+    user = pw.ForeignKeyField(User, on_delete="CASCADE")
+    user_id: pw.ForeignKeyField[int]
+    # RESTRICT: an account cannot vanish from under a limited user (who would then see every account).
+    account = pw.ForeignKeyField(Account, on_delete="RESTRICT")
+    account_id: pw.ForeignKeyField[int]
+
+    class Meta:
+        indexes = ((("user", "account"), True),)
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     User,
     Session,
@@ -238,4 +251,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     AuditEntry,
     OutboxMessage,
     SmtpRefusal,
+    UserAccount,
 )

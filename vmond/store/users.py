@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal, overload
 
 from vmond.store.models import AuditEntry, Session, User, utcnow
+from vmond.store.scope import accounts_of_users, set_user_accounts
 
 
 class UserExists(ValueError):
@@ -16,9 +18,12 @@ class UserNotFound(LookupError):
     pass
 
 
-def user_dict(user: User) -> dict[str, Any]:
+def user_dict(user: User, accounts: list[int] | None = None) -> dict[str, Any]:
+    """A user as the API shows it; ``accounts`` are the ids it is limited to (empty: every account)."""
+    if accounts is None:
+        accounts = accounts_of_users([user.id])[user.id]
     return {"id": user.id, "username": user.username, "role": user.role, "active": user.active,
-            "created_at": user.created_at.isoformat()}
+            "created_at": user.created_at.isoformat(), "accounts": accounts}
 
 
 def user_count() -> int:
@@ -27,21 +32,23 @@ def user_count() -> int:
 
 @overload
 def create_user(username: str, password_hash: str, role: str, *, only_if_first: Literal[False] = False,
-                by_user_id: int | None = None) -> dict[str, Any]: ...
+                by_user_id: int | None = None, accounts: Sequence[int] = ()) -> dict[str, Any]: ...
 @overload
 def create_user(username: str, password_hash: str, role: str, *, only_if_first: bool,
-                by_user_id: int | None = None) -> dict[str, Any] | None: ...
+                by_user_id: int | None = None, accounts: Sequence[int] = ()) -> dict[str, Any] | None: ...
 def create_user(username: str, password_hash: str, role: str, *, only_if_first: bool = False,
-                by_user_id: int | None = None) -> dict[str, Any] | None:
-    """Create a user; with *only_if_first*, only while no user exists (first-run setup) and None otherwise."""
+                by_user_id: int | None = None, accounts: Sequence[int] = ()) -> dict[str, Any] | None:
+    """Create a user; with *only_if_first*, only while no user exists (first-run setup) and None otherwise.
+    *accounts* limits the user to those accounts (none: every account); an unknown id raises UnknownAccounts."""
     if only_if_first and User.select().exists():
         return None
     if User.select().where(User.username == username).exists():
         raise UserExists(username)
     user = User.create(username=username, password_hash=password_hash, role=role)
+    limited = set_user_accounts(user.id, accounts)
     AuditEntry.create(user=by_user_id or user.id, action="user.create", target_type="user", target_id=user.id,
-                      detail={"username": username, "role": role})
-    return user_dict(user)
+                      detail={"username": username, "role": role, **({"accounts": limited} if limited else {})})
+    return user_dict(user, limited)
 
 
 def set_password(username: str, password_hash: str) -> None:
@@ -64,7 +71,9 @@ def credentials(username: str) -> dict[str, Any] | None:
 
 
 def list_users() -> list[dict[str, Any]]:
-    return [user_dict(u) for u in User.select().order_by(User.username)]
+    users = list(User.select().order_by(User.username))
+    accounts = accounts_of_users(u.id for u in users)
+    return [user_dict(u, accounts[u.id]) for u in users]
 
 
 def create_session(user_id: int, kind: str, token_hash: str, expires_at: datetime, csrf_token: str | None,
@@ -85,8 +94,10 @@ def session_principal(token_hash: str, kind: str) -> dict[str, Any] | None:
            .first())
     if row is None:
         return None
+    # Read with every request: a change of the user's accounts applies to the very next one.
     return {"user_id": row.user.id, "username": row.user.username, "role": row.user.role,
-            "csrf_token": row.csrf_token, "kind": kind, "expires_at": row.expires_at}
+            "csrf_token": row.csrf_token, "kind": kind, "expires_at": row.expires_at,
+            "accounts": accounts_of_users([row.user.id])[row.user.id]}
 
 
 def valid_sessions(token_hashes: list[str]) -> set[str]:
@@ -122,8 +133,9 @@ def get_user(user_id: int) -> dict[str, Any]:
 
 
 def update_user(user_id: int, by_user_id: int, role: str | None = None, active: bool | None = None,
-                password_hash: str | None = None) -> dict[str, Any]:
-    """Change role, active flag or password; never leaves the appliance without an active admin."""
+                password_hash: str | None = None, accounts: Sequence[int] | None = None) -> dict[str, Any]:
+    """Change role, active flag, password or the accounts the user is limited to (an empty list: every account);
+    never leaves the appliance without an active admin."""
     user = User.get_or_none(User.id == user_id)
     if user is None:
         raise UserNotFound(user_id)
@@ -140,6 +152,11 @@ def update_user(user_id: int, by_user_id: int, role: str | None = None, active: 
     if password_hash is not None:
         user.password_hash = password_hash
         changes["password"] = "changed"
+    if accounts is not None:
+        before = accounts_of_users([user.id])[user.id]
+        after = set_user_accounts(user.id, accounts)
+        if after != before:
+            changes["accounts"] = [before, after]
     user.save()
     if "password" in changes or active is False:
         Session.delete().where(Session.user == user).execute()  # old sessions end with the old rights

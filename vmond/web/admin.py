@@ -15,6 +15,7 @@ from aiohttp import web
 
 from vmond.store import accounts as store
 from vmond.store.cameras import get_camera
+from vmond.store.scope import UnknownAccounts
 from vmond.store.users import (
     LastAdmin,
     UserExists,
@@ -29,7 +30,8 @@ from vmond.util import auth
 from vmond.web import bodies
 from vmond.web.keys import CAMERAS, DB, SERVICES, config_of
 from vmond.web.login import USERNAME_PATTERN
-from vmond.web.params import path_id
+from vmond.web.params import parse_id, path_id
+from vmond.web.scope import NEW_ACCOUNT_REFUSED, scope_of
 from vmond.web.security import json_error, principal, require
 from vmond.web.ws import close_sockets_of
 
@@ -87,12 +89,14 @@ async def accounts_list(request: web.Request) -> web.Response:
 
 
 async def _wrap(request: web.Request, key: str, fn: Callable[..., Any]) -> dict[str, Any]:
-    return {key: await request.app[DB].read(fn, config_of(request.app).smtp.domain)}
+    return {key: await request.app[DB].read(fn, config_of(request.app).smtp.domain, scope_of(request))}
 
 
 @routes.post("/api/accounts")
 @require("supervisor")
 async def accounts_create(request: web.Request) -> web.Response:
+    if scope_of(request).limited:
+        return json_error(403, NEW_ACCOUNT_REFUSED)
     data = await json_object(request)
     return await answer(lambda: request.app[DB].write(store.save_account, config_of(request.app).smtp.domain, data,
                                                       user_id(request)), status=201)
@@ -126,6 +130,9 @@ async def account_delete(request: web.Request) -> web.Response:
 async def save_camera(request: web.Request, data: dict[str, Any], camera_id: int | None) -> dict[str, Any]:
     """Create or change a camera; a new SMTP password is hashed off the loop; ``generate_password`` makes one and
     returns it this once (the installer types it into the camera)."""
+    account_id = data.get("account_id")
+    if isinstance(account_id, int) and not scope_of(request).allows(account_id):
+        raise store.Invalid({"account_id": "no such account"})  # another account's, to a limited user
     generated = None
     password = data.get("smtp_password")
     if data.get("generate_password"):
@@ -188,24 +195,48 @@ def check_user_fields(data: dict[str, Any], creating: bool) -> dict[str, str]:
             errors["password"] = f"needs {problem}"
     if "active" in data and not isinstance(data["active"], bool):
         errors["active"] = "true or false"
+    if "accounts" in data and account_ids(data["accounts"]) is None:
+        errors["accounts"] = "a list of account ids (empty: every account)"
     return errors
+
+
+def account_ids(value: Any) -> list[int] | None:
+    """The ``accounts`` of a user as sent (ids as numbers or digit strings), or None when it is not such a list."""
+    if not isinstance(value, list) or len(value) > 10_000:
+        return None
+    ids = [item if isinstance(item, int) and not isinstance(item, bool) else parse_id(str(item)) for item in value]
+    if any(i is None or i <= 0 for i in ids):
+        return None
+    return [int(i) for i in ids if i is not None]
+
+
+def _unknown_accounts(exc: UnknownAccounts) -> store.Invalid:
+    return store.Invalid({"accounts": str(exc)})
 
 
 async def create_user_checked(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
     if errors := check_user_fields(data, creating=True):
         raise store.Invalid(errors)
     encoded = await hash_off_loop(str(data["password"]))
-    return await request.app[DB].write(create_user, str(data["username"]), encoded, str(data["role"]),
-                                       by_user_id=user_id(request))
+    try:
+        return await request.app[DB].write(create_user, str(data["username"]), encoded, str(data["role"]),
+                                           by_user_id=user_id(request), accounts=account_ids(data.get("accounts", [])))
+    except UnknownAccounts as exc:
+        raise _unknown_accounts(exc) from None
 
 
 async def update_user_checked(request: web.Request, target: int, data: dict[str, Any]) -> dict[str, Any]:
     if errors := check_user_fields(data, creating=False):
         raise store.Invalid(errors)
     encoded = await hash_off_loop(str(data["password"])) if data.get("password") else None
-    user = await request.app[DB].write(update_user, target, user_id(request), data.get("role"), data.get("active"),
-                                       encoded)
-    if encoded is not None or data.get("active") is False or "role" in data:
+    accounts = account_ids(data["accounts"]) if "accounts" in data else None
+    try:
+        user = await request.app[DB].write(update_user, target, user_id(request), data.get("role"),
+                                           data.get("active"), encoded, accounts)
+    except UnknownAccounts as exc:
+        raise _unknown_accounts(exc) from None
+    # Their open pages sign in again; a live connection keeps the rights it opened with (accounts included).
+    if encoded is not None or data.get("active") is False or "role" in data or "accounts" in data:
         await close_sockets_of(request.app, user_id=target)  # their open pages must sign in again
     return user
 

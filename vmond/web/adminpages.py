@@ -33,6 +33,7 @@ from vmond.web.cameras import auth_failures, cameras_without_password, failures_
 from vmond.web.keys import DB, config_of
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
+from vmond.web.scope import NEW_ACCOUNT_REFUSED, scope_of
 from vmond.web.security import require
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
@@ -63,7 +64,8 @@ def _contacts_for_store(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
 
 
 async def _accounts(request: web.Request) -> list[dict[str, Any]]:
-    return await request.app[DB].read(store.list_accounts, config_of(request.app).smtp.domain)
+    """The accounts the user may see (and choose for a camera)."""
+    return await request.app[DB].read(store.list_accounts, config_of(request.app).smtp.domain, scope_of(request))
 
 
 # --- accounts -----------------------------------------------------------------------------------------------------
@@ -98,6 +100,8 @@ async def _account_or_404(request: web.Request, account_id: int) -> dict[str, An
 @routes.get("/accounts/new")
 @require("supervisor")
 async def account_new(request: web.Request) -> web.StreamResponse:
+    if scope_of(request).limited:
+        raise web.HTTPForbidden(text=NEW_ACCOUNT_REFUSED)
     return _account_form(request, {"id": None, "from_config": False})
 
 
@@ -117,6 +121,8 @@ async def account_save(request: web.Request) -> web.StreamResponse:
     """Save the account; or, for the "Add a contact" button (without JavaScript), show the form again as typed
     with one more empty row."""
     account_id = path_id(request, "account_id") if "account_id" in request.match_info else None
+    if account_id is None and scope_of(request).limited:
+        raise web.HTTPForbidden(text=NEW_ACCOUNT_REFUSED)
     form = await form_fields(request)
     rows, empty = _contact_rows(form)
     typed = {"name": form.get("name", ""), "address": form.get("address", ""), "notes": form.get("notes", "")}
@@ -178,6 +184,8 @@ def _camera_data(form: dict[str, str], creating: bool) -> dict[str, Any]:
 
 async def _smtp_diagnostics(request: web.Request) -> dict[str, Any]:
     """What the cameras page shows about the SMTP door: failed logins, and cameras that cannot log in."""
+    if scope_of(request).limited:  # the whole door's diagnostics, for users not limited to accounts
+        return {"auth_failures": [], "without_password": []}
     return {"auth_failures": (await auth_failures(request.app))[:20],
             "without_password": cameras_without_password(request.app)}
 
@@ -185,8 +193,8 @@ async def _smtp_diagnostics(request: web.Request) -> dict[str, Any]:
 @routes.get("/cameras")
 @require("supervisor")
 async def cameras_page(request: web.Request) -> web.StreamResponse:
-    cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain)
-    refusals = await request.app[DB].read(list_refusals, 20)
+    cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain, scope_of(request))
+    refusals = [] if scope_of(request).limited else await request.app[DB].read(list_refusals, 20)
     return render(request, "cameras.html", {"cameras": cameras, "refusals": refusals,
                                             "accounts": await _accounts(request), "errors": {}, "form": {},
                                             "domain": config_of(request.app).smtp.domain,
@@ -223,7 +231,7 @@ async def camera_create(request: web.Request) -> web.StreamResponse:
     try:
         camera = await save_camera(request, _camera_data(form, creating=True), None)
     except store.Invalid as exc:
-        cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain)
+        cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain, scope_of(request))
         return render(request, "cameras.html", {"cameras": cameras, "refusals": [], "form": form,
                                                 "accounts": await _accounts(request), "errors": exc.fields,
                                                 "domain": config_of(request.app).smtp.domain,
@@ -273,17 +281,27 @@ async def camera_delete(request: web.Request) -> web.StreamResponse:
 # --- users --------------------------------------------------------------------------------------------------------
 
 
-def _user_data(form: dict[str, str]) -> dict[str, Any]:
+async def _user_data(request: web.Request) -> dict[str, Any]:
+    form = await form_fields(request)
     data: dict[str, Any] = {key: form[key] for key in ("username", "password", "role") if form.get(key)}
     if "active" in form or "role" in form:
         data["active"] = form.get("active") == "on"
+    if "accounts_shown" in form:  # the account boxes were on the form: none ticked is every account
+        data["accounts"] = (await request.post()).getall("accounts", [])
     return data
 
 
-async def _users_page(request: web.Request, errors: dict[str, str] | None = None, form: dict[str, str] | None = None,
+async def _all_accounts(request: web.Request) -> list[dict[str, Any]]:
+    """Every account, to choose a user's from: user administration is not limited to accounts."""
+    return await request.app[DB].read(store.list_accounts, config_of(request.app).smtp.domain)
+
+
+async def _users_page(request: web.Request, errors: dict[str, str] | None = None, form: dict[str, Any] | None = None,
                       status: int = 200) -> web.Response:
+    accounts = await _all_accounts(request)
     return render(request, "users.html", {"users": await request.app[DB].read(list_users), "roles": auth.ROLES,
-                                          "errors": errors or {}, "form": form or {},
+                                          "errors": errors or {}, "form": form or {}, "accounts": accounts,
+                                          "account_names": {a["id"]: a["name"] for a in accounts},
                                           "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
@@ -296,9 +314,10 @@ async def users_page(request: web.Request) -> web.StreamResponse:
 @routes.post("/users")
 @require("admin")
 async def user_create(request: web.Request) -> web.StreamResponse:
-    form = await form_fields(request)
+    data = await _user_data(request)
+    form = {**data, "accounts": [str(a) for a in data.get("accounts", [])]}  # shown again as typed
     try:
-        await create_user_checked(request, _user_data(form))
+        await create_user_checked(request, data)
     except store.Invalid as exc:
         return await _users_page(request, exc.fields, form, status=400)
     except UserExists:
@@ -312,6 +331,7 @@ async def _user_view(request: web.Request, errors: dict[str, str] | None = None,
     except UserNotFound:
         raise web.HTTPNotFound() from None
     return render(request, "user.html", {"account_user": user, "roles": auth.ROLES, "errors": errors or {},
+                                         "accounts": await _all_accounts(request),
                                          "min_password_length": auth.MIN_PASSWORD_LENGTH}, status=status)
 
 
@@ -325,7 +345,7 @@ async def user_page(request: web.Request) -> web.StreamResponse:
 @require("admin")
 async def user_save(request: web.Request) -> web.StreamResponse:
     target = path_id(request, "user_id")
-    data = _user_data(await form_fields(request))
+    data = await _user_data(request)
     data.pop("username", None)
     try:
         await update_user_checked(request, target, data)

@@ -31,6 +31,7 @@ from vmond.web.bodies import BodyError, form_fields, json_object
 from vmond.web.keys import BUS, CHANGES, DB, SERVICES, config_of
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
+from vmond.web.scope import scope_of
 from vmond.web.security import json_error, principal, require
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
@@ -97,7 +98,7 @@ async def _list(request: web.Request) -> tuple[str, list[dict[str, Any]], dict[s
     history = state in ("resolved", "all") or any(filters.get(k) for k in filters)
     if history and not (who and auth.role_allows(who["role"], "supervisor")):
         raise web.HTTPForbidden(text="the alarm history needs the supervisor role")
-    return state, await request.app[DB].read(list_alarms, state, limit=200, **filters), filters
+    return state, await request.app[DB].read(list_alarms, state, limit=200, scope=scope_of(request), **filters), filters
 
 
 @routes.get("/api/alarms")

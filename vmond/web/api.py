@@ -16,6 +16,7 @@ from vmond.store.refusals import list_refusals
 from vmond.util.metrics import exposition
 from vmond.web.keys import CHANGES, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS, config_of
 from vmond.web.params import path_id, query_int
+from vmond.web.scope import scope_of
 from vmond.web.security import json_error, principal, public, require
 
 if TYPE_CHECKING:
@@ -73,7 +74,8 @@ async def events_list(request: web.Request) -> web.Response:
         return json_error(400, f"status must be one of {', '.join((*STATUSES, 'all'))}")
     limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
     include_tests = request.query.get("include_tests") in ("1", "true", "yes")
-    events = await request.app[DB].read(list_events, config_of(request.app).smtp.domain, status, limit, include_tests)
+    events = await request.app[DB].read(list_events, config_of(request.app).smtp.domain, status, limit, include_tests,
+                                        scope_of(request))
     return web.json_response({"events": events})
 
 
@@ -106,6 +108,8 @@ async def event_dismiss(request: web.Request) -> web.Response:
 @require("supervisor")
 async def smtp_refusals(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, 1000)
+    if scope_of(request).limited:  # the SMTP door's diagnostics belong to no account: for unlimited users
+        return web.json_response({"refusals": []})
     return web.json_response({"refusals": await request.app[DB].read(list_refusals, limit)})
 
 

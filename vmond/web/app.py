@@ -23,6 +23,7 @@ from vmond.web.bodies import MAX_BODY
 from vmond.web.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, GuardedSite, first_request_middleware
 from vmond.web.hosts import HostPolicy, check_host
 from vmond.web.paths import WebPaths, find_web_paths
+from vmond.web.scope import limit_to_accounts
 from vmond.web.security import authenticate, security_headers
 from vmond.web.throttle import LoginLimiter
 
@@ -38,7 +39,8 @@ _AIOHTTP_VERSION = tuple(int(part) for part in aiohttp.__version__.split(".")[:2
 def create_app(config: Config, services: Services, web_paths: WebPaths | None = None) -> web.Application:
     """The dashboard and API, wired to *services*; the daemon and the tests both build it here."""
     paths = web_paths or find_web_paths()
-    app = web.Application(middlewares=[first_request_middleware, security_headers, check_host, authenticate],
+    app = web.Application(middlewares=[first_request_middleware, security_headers, check_host, authenticate,
+                                       limit_to_accounts],
                           client_max_size=MAX_BODY)
     app[keys.SERVICES] = services
     app[keys.DB] = services.db

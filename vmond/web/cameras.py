@@ -10,6 +10,7 @@ from aiohttp import web
 from vmond.store.cameras import cameras_last_seen_at, get_camera, list_cameras, peer_host
 from vmond.web.keys import CAMERAS, DB, SERVICES, config_of
 from vmond.web.params import path_id
+from vmond.web.scope import scope_of
 from vmond.web.security import json_error, require
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
@@ -20,7 +21,7 @@ _ANY_ADDRESS = ("", "0.0.0.0", "::")
 @routes.get("/api/cameras")
 @require("supervisor")
 async def api_list(request: web.Request) -> web.Response:
-    cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain)
+    cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain, scope_of(request))
     return web.json_response({"cameras": cameras})
 
 
@@ -48,6 +49,8 @@ async def auth_failures(app: web.Application) -> list[dict[str, Any]]:
 @routes.get("/api/smtp/auth-failures")
 @require("supervisor")
 async def api_auth_failures(request: web.Request) -> web.Response:
+    if scope_of(request).limited:  # the SMTP door's diagnostics belong to no account: for unlimited users
+        return web.json_response({"auth_failures": []})
     return web.json_response({"auth_failures": await auth_failures(request.app)})
 
 

@@ -23,8 +23,10 @@ from vmond.live.hub import LiveHub
 from vmond.live.session import Frame, LiveSession
 from vmond.live.types import CameraError
 from vmond.store.alarms import alarm_snapshot_file
+from vmond.store.cameras import list_cameras
 from vmond.web.keys import DB, IO, MEDIA, SERVICES
 from vmond.web.params import path_id
+from vmond.web.scope import scope_of
 from vmond.web.security import CONTENT_SECURITY_POLICY, json_error, require
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
@@ -149,8 +151,15 @@ async def _write(response: web.StreamResponse, data: bytes) -> bool:
 @routes.get("/api/live")
 @require("guard")
 async def status(request: web.Request) -> web.Response:
-    """``GET /api/live``: open streams, their viewers, the last error of each camera, counters."""
-    return web.json_response(_hub(request).status())
+    """``GET /api/live``: open streams, their viewers, the last error of each camera, counters (streams and
+    errors only of the user's accounts' cameras)."""
+    body = _hub(request).status()
+    scope = scope_of(request)
+    if scope.limited:
+        cameras = {c["id"] for c in await request.app[DB].read(list_cameras, "", scope)}
+        body["streams"] = [s for s in body["streams"] if s["camera_id"] in cameras]
+        body["errors"] = [e for e in body["errors"] if e["camera_id"] in cameras]
+    return web.json_response(body)
 
 
 @routes.get("/api/alarms/{alarm_id}/snapshot")

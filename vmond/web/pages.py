@@ -13,6 +13,7 @@ from vmond.store.users import user_count
 from vmond.web.keys import BUS, DB, IO, MEDIA, SERVICES, config_of
 from vmond.web.params import path_id
 from vmond.web.render import render
+from vmond.web.scope import scope_of
 from vmond.web.security import principal, public, require
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
@@ -32,7 +33,8 @@ async def wall(request: web.Request) -> web.StreamResponse:
     # Take the sequence number before reading: anything published in between is replayed over /ws (the page
     # merges by event id), so nothing falls between the rendered list and the live stream.
     seq = request.app[BUS].last_seq
-    events = await request.app[DB].read(list_events, config_of(request.app).smtp.domain, "active", 200)
+    events = await request.app[DB].read(list_events, config_of(request.app).smtp.domain, "active", 200,
+                                        scope=scope_of(request))
     disk = await asyncio.get_running_loop().run_in_executor(request.app[IO], shutil.disk_usage,
                                                             request.app[MEDIA].root)
     storage_low = (disk.free < config_of(request.app).storage.min_free_space

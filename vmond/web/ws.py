@@ -22,11 +22,13 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
+from vmond.store.scope import Scope, visible
 from vmond.store.users import valid_sessions
 from vmond.util import auth
 from vmond.util.bus import Bus, Message, Subscription
 from vmond.util.ratelimit import TokenBucket
 from vmond.web.keys import AUTH_VIA, BUS, DB, PRESENCE, PRINCIPAL, WARNINGS, WS_CLIENTS
+from vmond.web.scope import message_allowed, scope_from
 from vmond.web.security import json_error, origin_ok, require
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # No await between subscribing and reading the history: no message can fall between the two.
     subscription = bus.subscribe(QUEUE_PER_CLIENT)
     backlog: list[Message] | None = [] if since is None else bus.since(since)
-    sender = asyncio.create_task(_send_loop(ws, subscription, backlog, bus.last_seq))
+    # A user limited to accounts is sent only what concerns them, replayed messages too.
+    sender = asyncio.create_task(_send_loop(ws, subscription, backlog, bus.last_seq, scope_from(who)))
     budget = TokenBucket(CLIENT_RATE, CLIENT_BURST)
     over = 0
     try:
@@ -120,6 +123,9 @@ async def _client_message(request: web.Request, ws: web.WebSocketResponse, subsc
     if not isinstance(message, dict) or not auth.role_allows(who["role"], "guard"):
         return
     if message.get("type") == "watch" and isinstance(message.get("alarm_id"), int):
+        scope = scope_from(who)
+        if scope.limited and not await request.app[DB].read(visible, scope, "alarm", message["alarm_id"]):
+            return  # another account's alarm: who looks at it is none of this user's business
         request.app[PRESENCE].watch(ws, subscription, message["alarm_id"], who["username"])
 
 
@@ -210,15 +216,17 @@ async def session_watch(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _send_loop(ws: web.WebSocketResponse, subscription: Subscription, backlog: list[Message] | None,
-                     seq: int) -> None:
+                     seq: int, scope: Scope) -> None:
     try:
         if backlog is None:
             await _send(ws, {"type": "resync", "seq": seq})
         else:
             for message in backlog:
-                await _send(ws, message.as_json())
+                if message_allowed(scope, message):
+                    await _send(ws, message.as_json())
         async for message in subscription:
-            await _send(ws, message.as_json())
+            if message_allowed(scope, message):
+                await _send(ws, message.as_json())
         if subscription.overflowed:
             log.warning("dropping a live client that fell behind; it will reconnect and catch up")
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow")
