@@ -141,12 +141,17 @@ async def test_lists_leave_out_other_accounts(two_accounts: Daemon) -> None:
                     if r.method == "GET" and r.resource is not None and "{" not in r.resource.canonical
                     and not r.resource.canonical.startswith(("/static", "/ws", "/login", "/setup"))})
     assert {"/", "/api/events", "/api/alarms", "/alarms", "/api/accounts", "/accounts", "/api/cameras",
-            "/cameras", "/api/live"} <= set(paths)
+            "/cameras", "/api/live", "/dismissed"} <= set(paths)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin}"}) as http:
         async with http.get(daemon.url + "/api/alarms?state=all") as response:
             assert {a["id"] for a in (await response.json())["alarms"]} >= {mine["alarm_id"], theirs["alarm_id"]}
         async with http.get(daemon.url + "/") as response:
             assert "Other Gate" in await response.text()  # the admin, unlimited, sees both accounts
+        # One of theirs dismissed, so that the dismissed-events page has something of theirs to leak.
+        status, body = await daemon.api("POST", "/api/events/dismiss", admin, json={"ids": [theirs["event_id"]]})
+        assert status == 200 and body["dismissed"] == [theirs["event_id"]], body
+        async with http.get(daemon.url + "/dismissed") as response:
+            assert "Other Gate" in await response.text()
     async with aiohttp.ClientSession(headers=await _bearer(daemon, "super1")) as http:
         seen = 0
         for path in paths:
@@ -169,6 +174,19 @@ async def test_lists_leave_out_other_accounts(two_accounts: Daemon) -> None:
             found = re.search(r'<script id="initial-events" type="application/json">(.*?)</script>',
                               await response.text())
             assert found and [e["id"] for e in json.loads(found[1])] == [mine["event_id"]]  # the wall's events
+
+
+async def test_bulk_dismiss_skips_another_accounts_events_as_unknown(two_accounts: Daemon) -> None:
+    daemon = two_accounts
+    admin, mine, theirs = await _setup(daemon)
+    status, body = await daemon.api("POST", "/api/events/dismiss", await daemon.token("guard1"),
+                                    json={"ids": [theirs["event_id"], mine["event_id"], NO_SUCH_ID]})
+    assert status == 200, body
+    assert body["dismissed"] == [mine["event_id"]]
+    assert sorted(body["skipped"], key=lambda s: s["id"]) == [
+        {"id": theirs["event_id"], "reason": "unknown"}, {"id": NO_SUCH_ID, "reason": "unknown"}]
+    status, event = await daemon.api("GET", f"/api/events/{theirs['event_id']}", admin)
+    assert status == 200 and event["status"] == "active"
 
 
 async def test_the_live_stream_carries_only_the_users_accounts(two_accounts: Daemon) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from vmond.store.changes import Change
 from vmond.store.events import EventNotFound, StatusConflict, _event_query, _serialize, get_event, set_status
 from vmond.store.models import AlarmEvent, AuditEntry, User, utcnow
+from vmond.store.scope import EVERY_ACCOUNT, Scope
 
 MAX_BULK = 200  # events one bulk dismiss may name: the wall shows at most 200
 UNDO_WINDOW = 10.0  # seconds in which the guard who dismissed an event may take it back without a supervisor
@@ -85,12 +86,12 @@ def restore_event(domain: str, event_id: int, user_id: int, supervisor: bool, ch
     return restored, True
 
 
-def list_dismissed(domain: str, since: datetime | None = None, until: datetime | None = None, limit: int = 200
-                   ) -> list[dict[str, Any]]:
-    """Dismissed events (not a camera's test mails), most recently dismissed first, each with ``dismissed_at``
-    and ``dismissed_by`` (``{"id", "username"}``, None when that user is gone); *since*/*until* bound the time
-    of dismissal."""
-    query = _event_query().where(AlarmEvent.status == "dismissed",
+def list_dismissed(domain: str, since: datetime | None = None, until: datetime | None = None, limit: int = 200,
+                   scope: Scope = EVERY_ACCOUNT) -> list[dict[str, Any]]:
+    """Dismissed events (not a camera's test mails) of *scope*'s accounts, most recently dismissed first, each with
+    ``dismissed_at`` and ``dismissed_by`` (``{"id", "username"}``, None when that user is gone); *since*/*until*
+    bound the time of dismissal."""
+    query = scope.where(_event_query()).where(AlarmEvent.status == "dismissed",
                                  AlarmEvent.is_test == False)  # noqa: E712 - peewee expression
     if since is not None:
         query = query.where(AlarmEvent.status_changed_at >= since)

@@ -16,11 +16,13 @@ from aiohttp import web
 
 from vmond.store.dismissals import MAX_BULK, RestoreRefused, dismiss_events, list_dismissed, restore_event
 from vmond.store.events import EventNotFound, StatusConflict, set_status
+from vmond.store.scope import visible_event_ids
 from vmond.util import auth
 from vmond.web.bodies import BodyError, form_fields, json_object
 from vmond.web.keys import CHANGES, DB, config_of
 from vmond.web.params import MAX_ID, path_id
 from vmond.web.render import render
+from vmond.web.scope import scope_of
 from vmond.web.security import json_error, principal, require
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
@@ -53,8 +55,12 @@ async def api_dismiss_many(request: web.Request) -> web.Response:
         return exc.response()
     except ValueError as exc:
         return json_error(400, str(exc))
-    dismissed, skipped = await request.app[CHANGES].record(dismiss_events, config_of(request.app).smtp.domain, ids,
-                                                          _who(request)[0])
+    scope = scope_of(request)
+    # Another account's event is skipped as unknown, exactly like one that does not exist.
+    visible = set(await request.app[DB].read(visible_event_ids, scope, ids)) if scope.limited else set(ids)
+    dismissed, skipped = await request.app[CHANGES].record(dismiss_events, config_of(request.app).smtp.domain,
+                                                          [i for i in ids if i in visible], _who(request)[0])
+    skipped += [{"id": i, "reason": "unknown"} for i in dict.fromkeys(ids) if i not in visible]
     return web.json_response({"dismissed": dismissed, "skipped": skipped})
 
 
@@ -131,5 +137,6 @@ async def dismissed_page(request: web.Request) -> web.StreamResponse:
         until = (datetime.fromisoformat(dates["to"]) + timedelta(days=1)).astimezone() if "to" in dates else None
     except (ValueError, OverflowError):  # a date at the ends of time that the time zone overflows
         raise web.HTTPBadRequest(text="from and to are dates (YYYY-MM-DD)") from None
-    events = await request.app[DB].read(list_dismissed, config_of(request.app).smtp.domain, since, until, 200)
+    events = await request.app[DB].read(list_dismissed, config_of(request.app).smtp.domain, since, until, 200,
+                                        scope_of(request))
     return render(request, "dismissed.html", {"events": events, "dates": dates})
