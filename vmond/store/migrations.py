@@ -255,6 +255,13 @@ ALTER TABLE "camera" ADD COLUMN "smtp_password_in_config" INTEGER NOT NULL DEFAU
 """
 
 
+# 9: action plans: the steps an account's alarms are worked through, and each alarm's own copy with who ticked what.
+SCHEMA_9 = """
+ALTER TABLE "account" ADD COLUMN "action_plan" TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE "alarm" ADD COLUMN "steps" TEXT NOT NULL DEFAULT '[]';
+"""
+
+
 def _apply_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would commit on its own; run statement by statement inside our transaction instead.
     for statement in script.split(";"):
@@ -270,6 +277,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _apply_script(conn, SCHEMA_5),
     lambda conn: _apply_script(conn, SCHEMA_6),
     lambda conn: _apply_script(conn, SCHEMA_7),
+    lambda conn: _apply_script(conn, SCHEMA_9),
 ]
 LATEST = len(MIGRATIONS)
 
