@@ -200,8 +200,9 @@ async def api_step(request: web.Request) -> web.Response:
 @routes.get("/alarms")
 @require("guard")
 async def page_list(request: web.Request) -> web.StreamResponse:
+    seq = request.app[BUS].last_seq  # before reading: what changes meanwhile comes over /ws (alarms.js)
     state, alarms, filters = await _list(request)
-    return render(request, "alarms.html", {"alarms": alarms, "state": state, "filters": request.query})
+    return render(request, "alarms.html", {"alarms": alarms, "state": state, "filters": request.query, "seq": seq})
 
 
 @routes.get("/alarms/{alarm_id}")
