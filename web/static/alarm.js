@@ -41,7 +41,7 @@ async function refresh() {
 }
 
 async function replaceControls(stateChanged) {
-  const response = await fetch(location.pathname, {credentials: "same-origin"});
+  const response = await fetch("/alarms/" + alarmId, {credentials: "same-origin"});  // also shown at .../resolve
   if (!response.ok) return;
   const page = new DOMParser().parseFromString(await response.text(), "text/html");
   // The resolve form only when the alarm was resolved (or reopened): otherwise it may hold a typed outcome.
