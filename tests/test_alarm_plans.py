@@ -208,3 +208,23 @@ def _adds_steps(version: int) -> bool:
         return "steps" in {row[1] for row in probe.execute('PRAGMA table_info("alarm")')}
     finally:
         probe.close()
+
+
+async def test_steps_and_the_missing_outcome_without_javascript(daemon: Daemon, guard: str) -> None:
+    from test_web import browser_session, csrf_of, log_in
+
+    _, alarm = await daemon.api("POST", f"/api/events/{await an_event(daemon)}/alarm", guard)
+    alarm_url = f"{daemon.url}/alarms/{alarm['id']}"
+    async with browser_session() as http:
+        await log_in(daemon, http, "guard1")
+        token = await csrf_of(http, alarm_url)
+        async with http.post(f"{alarm_url}/steps/1", data={"csrf_token": token},
+                             headers={"Origin": daemon.url}) as response:
+            assert response.status == 200 and response.url.path == f"/alarms/{alarm['id']}"
+            assert 'data-step-done="1">guard1' in await response.text()
+        async with http.post(f"{alarm_url}/resolve", data={"code": "", "resolution": "Nobody there",
+                                                           "csrf_token": token},
+                             headers={"Origin": daemon.url}) as response:
+            page = await response.text()
+            assert response.status == 400 and 'data-error="code"' in page and "Nobody there</textarea>" in page
+            assert 'data-action="resolve"' in page  # the form again, not a bare error page

@@ -265,6 +265,13 @@ async def form_acknowledge(request: web.Request) -> web.StreamResponse:
     raise _back(request)
 
 
+@routes.post("/alarms/{alarm_id}/steps/{n}")
+@require("guard")
+async def form_step(request: web.Request) -> web.StreamResponse:
+    await _change(request, tick_step, path_id(request, "n"))
+    raise _back(request, "#steps")
+
+
 @routes.post("/alarms/{alarm_id}/resolve")
 @require("guard")
 async def form_resolve(request: web.Request) -> web.StreamResponse:

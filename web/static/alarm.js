@@ -50,6 +50,7 @@ async function replaceControls(stateChanged) {
     const current = document.getElementById(id);
     if (fresh && current) current.replaceWith(document.adoptNode(fresh));
   }
+  dropStepForms();
   localizeTimes();
 }
 
@@ -92,6 +93,12 @@ function showSteps(steps) {
     if (done) done.textContent = step.done_by ? step.done_by.username + " · " + localTime(step.done_at) : "";
   });
 }
+
+// The "Done" forms are for browsers without JavaScript; here the checkbox itself records the step.
+function dropStepForms() {
+  document.querySelectorAll(".step-form").forEach((form) => form.remove());
+}
+dropStepForms();
 
 document.addEventListener("change", async (e) => {
   const box = e.target.closest("[data-step]");
