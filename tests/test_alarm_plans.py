@@ -3,6 +3,7 @@ sentences, and migration 9 bringing an existing database forward."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -228,3 +229,24 @@ async def test_steps_and_the_missing_outcome_without_javascript(daemon: Daemon, 
             page = await response.text()
             assert response.status == 400 and 'data-error="code"' in page and "Nobody there</textarea>" in page
             assert 'data-action="resolve"' in page  # the form again, not a bare error page
+
+
+async def test_the_plan_in_the_account_editor(daemon: Daemon) -> None:
+    from test_admin_forms import post_form
+    from test_web import browser_session, log_in
+
+    boss = await supervisor(daemon)
+    async with browser_session() as http:
+        csrf = await log_in(daemon, http, "boss")
+        form = {"csrf_token": csrf, "name": "Corner Shop", "action_plan": "Look\n\nCall the police | person, intrusion"}
+        status, path, page = await post_form(http, daemon, "/accounts/new", form)
+        assert status == 200 and re.fullmatch(r"/accounts/\d+", path)
+        assert "Look\nCall the police | person, intrusion</textarea>" in page
+        _, account = await daemon.api("GET", f"/api/{path.strip('/')}", boss)
+        assert account["action_plan"] == [{"text": "Look", "kinds": []},
+                                          {"text": "Call the police", "kinds": ["person", "intrusion"]}]
+        status, _, page = await post_form(http, daemon, path, {**form, "action_plan": "Look\n| person"})
+        assert status == 400 and "Step 2: required" in page and "Look\n| person</textarea>" in page
+        # An account declared in the file keeps the file's plan: the editor cannot change it.
+        status, _, page = await post_form(http, daemon, "/accounts/1", {**form, "name": "Test Customer"})
+        assert status == 409
