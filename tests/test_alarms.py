@@ -42,7 +42,7 @@ async def test_the_whole_alarm_workflow(daemon: Daemon, guard: str) -> None:
     status, _ = await daemon.api("POST", f"/api/alarms/{alarm['id']}/notes", guard, json={"text": "   "})
     assert status == 400
     status, resolved = await daemon.api("POST", f"/api/alarms/{alarm['id']}/resolve", guard,
-                                        json={"resolution": "Cat on the fence"})
+                                        json={"code": "animal_or_weather", "resolution": "Cat on the fence"})
     assert status == 200 and resolved["state"] == "resolved"
     assert resolved["resolution"]["text"] == "Cat on the fence" and resolved["resolved_by"]["username"] == "guard1"
     status, _ = await daemon.api("POST", f"/api/alarms/{alarm['id']}/resolve", guard, json={"resolution": "x"})

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from vmond.config.spec import ListOf, Section, Table, list_of, not_a_key, section, setting, table_of
 from vmond.config.types import (
     HostPort,
@@ -24,6 +26,8 @@ from vmond.config.types import (
     is_host,
 )
 from vmond.config.values import (
+    Ctx,
+    Invalid,
     Network,
     boolean,
     checked,
@@ -32,6 +36,7 @@ from vmond.config.values import (
     host_names,
     hostport,
     integer,
+    is_null,
     networks,
     path,
     positive_number,
@@ -39,6 +44,7 @@ from vmond.config.values import (
     secret,
     size,
     string,
+    text,
 )
 from vmond.util.addresses import email_address, phone_number
 
@@ -176,6 +182,15 @@ class LiveConfig:
     snapshot_on_alarm: bool = setting(boolean, False)
 
 
+# --- alarms: how an alarm is closed ------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlarmsConfig:
+    # true: an alarm is resolved only with an outcome (a code); "Not classified" is no longer offered
+    require_resolution_code: bool = setting(boolean, True)
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = setting(choice("debug", "info", "warning", "error"), "info")
@@ -203,6 +218,37 @@ class CameraConfig:
     rtsp_url: Secret | None = setting(secret(schemes=("rtsp", "rtsps")), None)
 
 
+# --- accounts[].action_plan: the steps a guard works through on an account's alarm ------------------------
+
+EVENT_KIND = re.compile(r"[a-z][a-z_]*")
+
+
+def _event_kinds(node: yaml.Node, ctx: Ctx, key: str) -> tuple[str, ...]:
+    """Event kinds (``person``, ``intrusion`` ...) a step applies to; none: every event."""
+    if is_null(node):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise Invalid("expected a list of event kinds, e.g. [person, intrusion]")
+    result = []
+    for index, item in enumerate(node.value):
+        try:
+            name = (text(item) or "").strip().lower()
+        except Invalid as exc:
+            ctx.problem(item, f"{key}[{index}]", str(exc))
+            continue
+        if not EVENT_KIND.fullmatch(name):
+            ctx.problem(item, f"{key}[{index}]", f"{name!r} is not an event kind (e.g. person, intrusion, tamper)")
+            continue
+        result.append(name)
+    return tuple(result)
+
+
+@dataclass(frozen=True)
+class ActionStepConfig:
+    text: str = setting(string())
+    kinds: tuple[str, ...] = setting(_event_kinds, (), list)
+
+
 @dataclass(frozen=True)
 class AccountConfig:
     name: str = setting(string())
@@ -210,6 +256,7 @@ class AccountConfig:
     notes: str = setting(string(empty=True), "")
     contacts: tuple[ContactConfig, ...] = list_of()
     cameras: tuple[CameraConfig, ...] = list_of()
+    action_plan: tuple[ActionStepConfig, ...] = list_of()  # in order; copied onto each alarm when it is raised
 
 
 @dataclass(frozen=True)
@@ -223,6 +270,7 @@ class Config:
     video: VideoConfig = section()
     mqtt: MqttConfig = section()
     live: LiveConfig = section()
+    alarms: AlarmsConfig = section()
     logging: LoggingConfig = section()
     accounts: tuple[AccountConfig, ...] = list_of()
 

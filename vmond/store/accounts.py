@@ -11,6 +11,7 @@ from typing import Any
 
 import peewee as pw
 
+from vmond.store.actionplans import check_plan
 from vmond.store.cameras import camera_dict
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Contact, utcnow
 from vmond.store.scope import EVERY_ACCOUNT, Scope, users_limited_to
@@ -112,6 +113,7 @@ def account_dict(account: Account, domain: str) -> dict[str, Any]:
                      for c in Contact.select().where(Contact.account == account)
                      .order_by(Contact.priority, Contact.id)],
         "cameras": [camera_dict(c, domain) for c in cameras],
+        "action_plan": account.action_plan or [],
     }
 
 
@@ -141,6 +143,7 @@ def save_account(domain: str, data: dict[str, Any], user_id: int | None, account
     address = _text(data, "address", errors, limit=MAX_TEXT)
     notes = _text(data, "notes", errors, limit=MAX_TEXT)
     contacts = _contacts(data["contacts"], errors) if "contacts" in data else None
+    plan = check_plan(data["action_plan"], errors) if "action_plan" in data else None  # replaces the plan
     if name and Account.select().where(pw.fn.lower(Account.name) == name.lower(), Account.id != (account_id or 0)
                                        ).exists():
         errors["name"] = "another account has this name"
@@ -149,6 +152,8 @@ def save_account(domain: str, data: dict[str, Any], user_id: int | None, account
     for field, value in (("name", name), ("address", address), ("notes", notes)):
         if value is not None:
             setattr(account, field, value)
+    if plan is not None:
+        account.action_plan = plan
     account.updated_at = utcnow()
     account.save()
     if contacts is not None:

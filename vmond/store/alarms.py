@@ -12,6 +12,8 @@ from typing import Any
 
 import peewee as pw
 
+from vmond.store.actionplans import present_steps, steps_for, tick
+from vmond.store.alarmtrail import sentence
 from vmond.store.changes import Change
 from vmond.store.events import EventNotFound, StatusConflict, get_event, report
 from vmond.store.models import (
@@ -55,6 +57,14 @@ class AlarmConflict(ValueError):
     """The alarm is not in a state that allows the action (e.g. a note on a resolved alarm)."""
 
 
+class AlarmInvalid(ValueError):
+    """The request is incomplete; ``fields`` maps the fields to what is wrong (shown next to each on the page)."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
 def _who(user: User | None) -> dict[str, Any] | None:
     return None if user is None else {"id": user.id, "username": user.username}
 
@@ -91,6 +101,7 @@ def _summary(alarm: Alarm, event: AlarmEvent, users: dict[int | None, User]) -> 
         "camera_name": event.camera_name,
         "channel": event.channel,
         "account": None if account is None else {"id": account.id, "name": account.name},
+        "steps": present_steps(alarm.steps, {k: w for k, u in users.items() if k is not None and (w := _who(u))}),
     }
 
 
@@ -115,8 +126,12 @@ def alarm_of_event(event_id: int) -> int | None:
 
 def alarm_summary(alarm_id: int) -> dict[str, Any]:
     alarm = _load(alarm_id)
-    users = _users({alarm.opened_by_id, alarm.acknowledged_by_id, alarm.resolved_by_id})
+    users = _users({alarm.opened_by_id, alarm.acknowledged_by_id, alarm.resolved_by_id} | _step_users(alarm))
     return _summary(alarm, alarm.event, users)
+
+
+def _step_users(alarm: Alarm) -> set[int | None]:
+    return {step.get("done_by") for step in alarm.steps or []}
 
 
 def alarm_detail(domain: str, alarm_id: int) -> dict[str, Any]:
@@ -136,8 +151,9 @@ def _detail(alarm: Alarm, event_dict: dict[str, Any] | None) -> dict[str, Any]:
     audit = list(AuditEntry.select().where(
         ((AuditEntry.target_type == "alarm") & (AuditEntry.target_id == alarm.id))
         | ((AuditEntry.target_type == "event") & (AuditEntry.target_id == event.id))).order_by(AuditEntry.id))
-    users = _users({alarm.opened_by_id, alarm.acknowledged_by_id, alarm.resolved_by_id}
-                   | {n.author_id for n in notes} | {a.user_id for a in audit})
+    users = _users({alarm.opened_by_id, alarm.acknowledged_by_id, alarm.resolved_by_id} | _step_users(alarm)
+                   | {n.author_id for n in notes} | {a.user_id for a in audit}
+                   | {a.detail.get("took_over_from") for a in audit if a.action == "alarm.acknowledge"})
     detail = _summary(alarm, event, users)
     camera = event.camera if event.camera_id is not None else None
     account = camera.account if camera is not None else None
@@ -151,8 +167,12 @@ def _detail(alarm: Alarm, event_dict: dict[str, Any] | None) -> dict[str, Any]:
     }
     detail["notes"] = [{"id": n.id, "author": _who(users.get(n.author_id)), "created_at": _iso(n.created_at),
                         "text": n.text} for n in notes]
+    usernames = {k: u.username for k, u in users.items() if k is not None}
     detail["audit"] = [{"at": _iso(a.at), "who": _who(users.get(a.user_id)), "action": a.action,
-                        "detail": a.detail} for a in audit]
+                        "detail": a.detail,
+                        "text": sentence(a.action, a.detail, usernames.get(a.user_id or 0), usernames,
+                                         RESOLUTION_CODES)}
+                       for a in audit]
     detail["snapshot"] = _snapshot(alarm, audit)
     return detail
 
@@ -192,7 +212,8 @@ def list_alarms(state: str = "open", query: str = "", account_id: int | None = N
     if until is not None:
         select = select.where(Alarm.opened_at < until)
     alarms = list(select.order_by(Alarm.opened_at.desc(), Alarm.id.desc()).limit(limit))
-    users = _users({uid for a in alarms for uid in (a.opened_by_id, a.acknowledged_by_id, a.resolved_by_id)})
+    users = _users({uid for a in alarms for uid in (a.opened_by_id, a.acknowledged_by_id, a.resolved_by_id)}
+                   | {uid for a in alarms for uid in _step_users(a)})
     return [_summary(a, a.event, users) for a in alarms]
 
 
@@ -228,7 +249,7 @@ def raise_alarm(domain: str, event_id: int, user_id: int | None, change: Change 
     event.status_changed_by_id = user_id
     event.status_changed_at = event.updated_at = utcnow()
     event.save()
-    alarm = Alarm.create(event=event, opened_by=user_id)
+    alarm = Alarm.create(event=event, opened_by=user_id, steps=_plan_of(event))
     AuditEntry.create(user=user_id, action="event.alarmed", target_type="event", target_id=event_id,
                       detail={"from": previous, "to": "alarmed", "alarm_id": alarm.id})
     event_dict = get_event(domain, event_id)
@@ -236,6 +257,14 @@ def raise_alarm(domain: str, event_id: int, user_id: int | None, change: Change 
     report(change, "update", event_dict)
     summary = _changed(alarm.id, user_id, "alarm.open", {"event_id": event_id}, change, kind="new")
     return summary, event_dict, True
+
+
+def _plan_of(event: AlarmEvent) -> list[dict[str, Any]]:
+    """The steps of the account's action plan that apply to *event*, to be copied onto its alarm."""
+    camera = event.camera if event.camera_id is not None else None
+    if camera is None:
+        return []
+    return steps_for(camera.account.action_plan, getattr(event, "kind", None))
 
 
 def acknowledge(alarm_id: int, user_id: int, change: Change | None = None) -> dict[str, Any]:
@@ -273,16 +302,21 @@ def add_note(alarm_id: int, user_id: int, text: str, change: Change | None = Non
             "text": note.text}
 
 
-def resolve(alarm_id: int, user_id: int, code: str, text: str, change: Change | None = None) -> dict[str, Any]:
-    code = code or "unclassified"
-    if code not in RESOLUTION_CODES:
-        raise ValueError(f"resolution code must be one of {', '.join(RESOLUTION_CODES)}")
-    text = text.strip()
-    if code == "other" and not text:
-        raise ValueError("say what happened when the code is 'other'")
+def resolve(alarm_id: int, user_id: int, code: str, text: str, change: Change | None = None,
+            require_code: bool = False) -> dict[str, Any]:
+    """Close the alarm with an outcome. *require_code* (``alarms.require_resolution_code``): without a code,
+    or with "unclassified", the answer is :class:`AlarmInvalid` naming the ``code`` field."""
     alarm = _load(alarm_id)
     if alarm.state == "resolved":
         raise AlarmConflict("the alarm is resolved already")
+    if require_code and code in ("", "unclassified"):
+        raise AlarmInvalid({"code": "required"})
+    code = code or "unclassified"
+    if code not in RESOLUTION_CODES:
+        raise AlarmInvalid({"code": f"resolution code must be one of {', '.join(RESOLUTION_CODES)}"})
+    text = text.strip()
+    if code == "other" and not text:
+        raise AlarmInvalid({"text": "required: say what happened when the outcome is 'other'"})
     alarm.state = "resolved"
     alarm.resolved_by_id = user_id
     alarm.resolved_at = utcnow()
@@ -291,6 +325,26 @@ def resolve(alarm_id: int, user_id: int, code: str, text: str, change: Change | 
     alarm.save()
     return _changed(alarm_id, user_id, "alarm.resolve", {"code": code, "text": text[:200]}, change or Change())
 
+
+
+# --- action plan steps (``accounts[].action_plan``, copied onto the alarm when it was raised) --------------------
+
+
+def tick_step(alarm_id: int, user_id: int, n: int, change: Change | None = None) -> dict[str, Any]:
+    """Step *n* of the alarm's action plan is done (by *user_id*, now). Ticking a done step again changes
+    nothing; a resolved alarm's steps stay as they were."""
+    alarm = _load(alarm_id)
+    if alarm.state == "resolved":
+        raise AlarmConflict("the alarm is resolved")
+    steps = tick(alarm.steps or [], n, user_id, utcnow())
+    if steps is None:
+        raise AlarmNotFound(f"the alarm has no step {n}")
+    if steps == alarm.steps:
+        return alarm_summary(alarm_id)
+    alarm.steps = steps
+    alarm.save()
+    text = next(s["text"] for s in steps if s["n"] == n)
+    return _changed(alarm_id, user_id, "alarm.step", {"n": n, "text": text[:200]}, change or Change())
 
 
 # --- the picture at raising (``live.snapshot_on_alarm``): written by vmond.live, after the alarm is raised --------

@@ -255,6 +255,13 @@ ALTER TABLE "camera" ADD COLUMN "smtp_password_in_config" INTEGER NOT NULL DEFAU
 """
 
 
+# 9: action plans: the steps an account's alarms are worked through, and each alarm's own copy with who ticked what.
+SCHEMA_9 = """
+ALTER TABLE "account" ADD COLUMN "action_plan" TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE "alarm" ADD COLUMN "steps" TEXT NOT NULL DEFAULT '[]';
+"""
+
+
 # 10: guards limited to accounts. A link table rather than a list in a column: the database keeps every id a real
 # account, an account cannot be deleted while a user is limited to it, and the filters are plain joins.
 SCHEMA_10 = """
@@ -285,6 +292,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _apply_script(conn, SCHEMA_5),
     lambda conn: _apply_script(conn, SCHEMA_6),
     lambda conn: _apply_script(conn, SCHEMA_7),
+    lambda conn: _apply_script(conn, SCHEMA_9),
     lambda conn: _apply_script(conn, SCHEMA_10),
 ]
 LATEST = len(MIGRATIONS)

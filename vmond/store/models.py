@@ -82,6 +82,7 @@ class Account(BaseModel):
     from_config = pw.BooleanField(default=False)  # declared in the YAML: read-only in the UI
     created_at = UtcDateTimeField(default=utcnow)
     updated_at = UtcDateTimeField(default=utcnow)
+    action_plan = JSONField(default=list)  # [{"text", "kinds": [...]}], in order (vmond.store.actionplans)
 
 
 class Contact(BaseModel):
@@ -185,6 +186,8 @@ class Alarm(BaseModel):
     acknowledged_by_id: pw.ForeignKeyField[int | None]
     acknowledged_at = UtcDateTimeField(null=True)
     resolution_code = pw.CharField(null=True)
+    # The account's action plan as it was when the alarm was raised: [{"n", "text", "done_by" (user id), "done_at"}]
+    steps = JSONField(default=list)
 
 
 class AlarmNote(BaseModel):

@@ -30,6 +30,7 @@ def sync_accounts(accounts: tuple[AccountConfig, ...]) -> dict[str, int]:
             account = Account.create(name=declared.name, from_config=True)
         account.address = declared.address
         account.notes = declared.notes
+        account.action_plan = [{"text": step.text, "kinds": list(step.kinds)} for step in declared.action_plan]
         account.updated_at = utcnow()
         account.save()
         declared_accounts.add(account.id)

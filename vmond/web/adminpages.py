@@ -15,6 +15,7 @@ from aiohttp import web
 from vmond.config import dump_masked
 from vmond.config.tls import fingerprint
 from vmond.store import accounts as store
+from vmond.store.actionplans import plan_as_text, plan_from_text
 from vmond.store.cameras import list_cameras
 from vmond.store.refusals import list_refusals
 from vmond.store.users import LastAdmin, UserExists, UserNotFound, get_user, list_users
@@ -84,10 +85,22 @@ def _account_form(request: web.Request, account: dict[str, Any], rows: list[dict
     of them focused when the installer just *added* one)."""
     rows = list(account.get("contacts", [])) if rows is None else rows
     spare = max(0, min(spare, store.MAX_CONTACTS - len(rows)))
-    return render(request, "account.html", {"account": account, "contacts": rows + [{}] * spare,
+    plan = account.get("action_plan_text", plan_as_text(account.get("action_plan")))  # as typed, or as saved
+    plan_errors = [_step_error(key, message) for key, message in (errors or {}).items()
+                   if key.startswith("action_plan")]
+    return render(request, "account.html", {"account": account, "contacts": rows + [{}] * spare, "plan": plan,
+                                            "plan_errors": plan_errors,
                                             "first_spare": len(rows) if spare else None, "added": added,
                                             "errors": errors or {}, "max_contacts": store.MAX_CONTACTS},
                   status=status)
+
+
+def _step_error(key: str, message: str) -> str:
+    """``action_plan[2].text: required`` as the editor says it: "Step 3: required"."""
+    match = re.match(r"action_plan\[([0-9]+)\]\.?(\w*)", key)
+    if match is None:
+        return message
+    return f"Step {int(match[1]) + 1}{' (kinds)' if match[2] == 'kinds' else ''}: {message}"
 
 
 async def _account_or_404(request: web.Request, account_id: int) -> dict[str, Any]:
@@ -128,9 +141,13 @@ async def account_save(request: web.Request) -> web.StreamResponse:
     typed = {"name": form.get("name", ""), "address": form.get("address", ""), "notes": form.get("notes", "")}
     shown = {**(await _account_or_404(request, account_id) if account_id else {"from_config": False}),
              **typed, "id": account_id}
+    if "action_plan" in form:  # the action plan's editor: one step a line, "text | kinds"
+        shown["action_plan_text"] = form["action_plan"]
     if "add_contact" in form:
         return _account_form(request, shown, rows, spare=empty + 1, added=True)
     data = {**typed, "contacts": _contacts_for_store(rows)}
+    if "action_plan" in form:
+        data["action_plan"] = plan_from_text(form["action_plan"])
     try:
         saved = await request.app[DB].write(store.save_account, config_of(request.app).smtp.domain, data,
                                             user_id(request), account_id)

@@ -16,6 +16,7 @@ from vmond.store.alarms import (
     RESOLUTION_CODES,
     STATES,
     AlarmConflict,
+    AlarmInvalid,
     AlarmNotFound,
     acknowledge,
     add_note,
@@ -23,6 +24,7 @@ from vmond.store.alarms import (
     list_alarms,
     raise_alarm,
     resolve,
+    tick_step,
 )
 from vmond.store.cameras import camera_source
 from vmond.store.events import EventNotFound, StatusConflict
@@ -128,15 +130,18 @@ async def api_detail(request: web.Request) -> web.Response:
         return json_error(404, "no such alarm")
 
 
-async def _change(request: web.Request, fn: Any, *args: Any) -> Any:
+async def _change(request: web.Request, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run an alarm change (the seam publishes the alarm's new state). Raises HTTP errors with a message."""
     alarm_id = path_id(request, "alarm_id")
     try:
-        result = await request.app[CHANGES].record(fn, alarm_id, _user_id(request), *args)
-    except AlarmNotFound:
-        raise web.HTTPNotFound(text="no such alarm") from None
+        result = await request.app[CHANGES].record(fn, alarm_id, _user_id(request), *args, **kwargs)
+    except AlarmNotFound as exc:  # the alarm (its id), or a part of it (a sentence: "the alarm has no step 9")
+        raise web.HTTPNotFound(text=exc.args[0] if exc.args and isinstance(exc.args[0], str)
+                               else "no such alarm") from None
     except AlarmConflict as exc:
         raise web.HTTPConflict(text=str(exc)) from None
+    except AlarmInvalid:
+        raise  # answered with its fields: by _api as JSON, by the form as the page with the errors
     except ValueError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
     return result
@@ -149,9 +154,11 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise exc.http() from None
 
 
-async def _api(request: web.Request, status: int, fn: Any, *args: Any) -> web.Response:
+async def _api(request: web.Request, status: int, fn: Any, *args: Any, **kwargs: Any) -> web.Response:
     try:
-        return web.json_response(await _change(request, fn, *args), status=status)
+        return web.json_response(await _change(request, fn, *args, **kwargs), status=status)
+    except AlarmInvalid as exc:
+        return web.json_response({"error": str(exc), "fields": exc.fields}, status=400)
     except web.HTTPException as exc:
         return json_error(exc.status, exc.text or exc.reason)
 
@@ -173,7 +180,19 @@ async def api_acknowledge(request: web.Request) -> web.Response:
 @require("guard")
 async def api_resolve(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    return await _api(request, 200, resolve, str(body.get("code") or ""), str(body.get("resolution") or ""))
+    return await _api(request, 200, resolve, str(body.get("code") or ""), str(body.get("resolution") or ""),
+                      require_code=_code_required(request))
+
+
+def _code_required(request: web.Request) -> bool:
+    return config_of(request.app).alarms.require_resolution_code
+
+
+@routes.post("/api/alarms/{alarm_id}/steps/{n}")
+@require("guard")
+async def api_step(request: web.Request) -> web.Response:
+    """Tick step *n* of the alarm's action plan (done by the caller, now); answers the Alarm."""
+    return await _api(request, 200, tick_step, path_id(request, "n"))
 
 
 # --- pages and their forms (the same changes, for browsers; every form carries the CSRF token) -------------------
@@ -182,20 +201,39 @@ async def api_resolve(request: web.Request) -> web.Response:
 @routes.get("/alarms")
 @require("guard")
 async def page_list(request: web.Request) -> web.StreamResponse:
+    seq = request.app[BUS].last_seq  # before reading: what changes meanwhile comes over /ws (alarms.js)
     state, alarms, filters = await _list(request)
-    return render(request, "alarms.html", {"alarms": alarms, "state": state, "filters": request.query})
+    return render(request, "alarms.html", {"alarms": alarms, "state": state, "filters": request.query, "seq": seq})
 
 
 @routes.get("/alarms/{alarm_id}")
 @require("guard")
 async def page_detail(request: web.Request) -> web.StreamResponse:
+    return await _detail_page(request)
+
+
+async def _detail_page(request: web.Request, errors: dict[str, str] | None = None,
+                       typed: dict[str, str] | None = None) -> web.Response:
+    """The alarm page; with *errors* (and the form as *typed*) after a resolve that was refused."""
+    seq = request.app[BUS].last_seq
     alarm = await _detail(request)
     live = request.app[SERVICES].live
     source = await request.app[DB].read(camera_source, alarm["camera"]["id"]) if alarm["camera"] else None
     return render(request, "alarm.html", {
-        "alarm": alarm, "codes": RESOLUTION_CODES, "seq": request.app[BUS].last_seq,
+        "alarm": alarm, "seq": seq, "errors": errors or {}, "typed": typed or {},
+        "codes": RESOLUTION_CODES, "require_code": _code_required(request),
+        "next_alarm": await _next_open(request, alarm["id"]),
         "live_camera": alarm["camera"] if live is not None and source is not None and source[1] else None,
-        "snapshot_pending": live is not None and alarm["id"] in live.pending_alarm_snapshots})
+        "snapshot_pending": live is not None and alarm["id"] in live.pending_alarm_snapshots},
+        status=400 if errors else 200)
+
+
+async def _next_open(request: web.Request, current: int) -> dict[str, Any] | None:
+    """The open alarm to work after this one: the oldest that nobody else is handling, else the oldest."""
+    me = _user_id(request)
+    others = [a for a in await request.app[DB].read(list_alarms, "open", limit=200) if a["id"] != current]
+    free = [a for a in others if a["acknowledged_by"] is None or a["acknowledged_by"]["id"] == me]
+    return min(free or others, key=lambda a: (a["opened_at"], a["id"]), default=None)
 
 
 def _back(request: web.Request, fragment: str = "") -> web.HTTPSeeOther:
@@ -228,9 +266,21 @@ async def form_acknowledge(request: web.Request) -> web.StreamResponse:
     raise _back(request)
 
 
+@routes.post("/alarms/{alarm_id}/steps/{n}")
+@require("guard")
+async def form_step(request: web.Request) -> web.StreamResponse:
+    await _change(request, tick_step, path_id(request, "n"))
+    raise _back(request, "#steps")
+
+
 @routes.post("/alarms/{alarm_id}/resolve")
 @require("guard")
 async def form_resolve(request: web.Request) -> web.StreamResponse:
     form = await form_fields(request)
-    await _change(request, resolve, form.get("code", ""), form.get("resolution", ""))
+    try:
+        await _change(request, resolve, form.get("code", ""), form.get("resolution", ""),
+                      require_code=_code_required(request))
+    except AlarmInvalid as exc:  # shown next to the form's fields, with what was typed kept
+        return await _detail_page(request, {"resolution" if k == "text" else k: v for k, v in exc.fields.items()},
+                                  {"code": form.get("code", ""), "resolution": form.get("resolution", "")})
     raise _back(request)

@@ -7,7 +7,7 @@ import shutil
 
 from aiohttp import web
 
-from vmond.store.alarms import alarm_of_event
+from vmond.store.alarms import alarm_of_event, list_alarms
 from vmond.store.events import EventNotFound, get_event, list_events, media_for_download
 from vmond.store.users import user_count
 from vmond.web.keys import BUS, DB, IO, MEDIA, SERVICES, config_of
@@ -39,7 +39,9 @@ async def wall(request: web.Request) -> web.StreamResponse:
                                                             request.app[MEDIA].root)
     storage_low = (disk.free < config_of(request.app).storage.min_free_space
                    or request.app[SERVICES].ingest.refusing_for_space())
-    return render(request, "wall.html", {"events": events, "seq": seq, "storage_low": storage_low})
+    open_alarms = await request.app[DB].read(list_alarms, "open", limit=200)  # the open-alarms strip
+    return render(request, "wall.html", {"events": events, "seq": seq, "storage_low": storage_low,
+                                         "open_alarms": open_alarms})
 
 
 @routes.get("/events/{event_id}")

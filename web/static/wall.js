@@ -216,6 +216,7 @@ function apply(message) {
   const data = message.data;
   if (message.type === "event.created" || message.type === "event.updated") upsert(data, message.type === "event.created");
   else if (message.type === "event.dismissed") remove(data.id);
+  applyOpenAlarm(message);
 }
 
 async function resync() {
@@ -229,6 +230,7 @@ async function resync() {
       return;
     }
     replaceAll((await response.json()).events);
+    await resyncOpenAlarms();
   } finally {
     resyncing = false;
     heldDuringResync.forEach(apply);
@@ -302,6 +304,64 @@ setInterval(() => {
 
 // Dismiss made safe (issue 16): undo, and selecting cards to dismiss together (web/static/dismiss.js).
 const dismissing = safeDismiss({wall, events, upsert, remove, flash});
+
+// --- open-alarms strip: every alarm raised or acknowledged and not yet resolved, kept live ---------------------
+const openAlarms = new Map();
+const openAlarmStrip = document.getElementById("open-alarms");
+const openAlarmList = document.getElementById("open-alarm-list");
+
+function alarmAge(iso) {
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (seconds < 60) return seconds + "s";
+  if (seconds < 3600) return Math.floor(seconds / 60) + "m " + (seconds % 60) + "s";
+  return Math.floor(seconds / 3600) + "h " + Math.floor((seconds % 3600) / 60) + "m";
+}
+
+function openAlarmItem(alarm) {
+  const link = el("a", "open-alarm state-" + alarm.state);
+  link.href = "/alarms/" + alarm.id;
+  link.dataset.openAlarmId = alarm.id;
+  link.dataset.state = alarm.state;
+  const where = alarm.camera ? alarm.camera.name : (alarm.camera_name || "Unknown camera");
+  const who = alarm.acknowledged_by ? alarm.acknowledged_by.username : "nobody yet";
+  const ageNode = el("span", "open-alarm-age", alarmAge(alarm.opened_at));
+  ageNode.dataset.since = alarm.opened_at;
+  link.append(el("strong", "open-alarm-camera", where), " " + alarm.event_type + " · ", ageNode,
+    " · ", el("span", "open-alarm-handler", who));
+  link.title = "Alarm " + alarm.id + ": " + alarm.state + ", handled by " + who;
+  const item = el("li");
+  item.appendChild(link);
+  return item;
+}
+
+function showOpenAlarms() {
+  // Oldest first: the one waiting longest is the one to look at.
+  const list = Array.from(openAlarms.values()).sort((a, b) => Date.parse(a.opened_at) - Date.parse(b.opened_at) || a.id - b.id);
+  openAlarmList.replaceChildren(...list.map(openAlarmItem));
+  openAlarmStrip.hidden = list.length === 0;
+}
+
+function applyOpenAlarm(message) {
+  if (message.type !== "alarm.created" && message.type !== "alarm.updated") return;
+  const alarm = message.data;
+  if (alarm.state === "resolved") openAlarms.delete(alarm.id);
+  else openAlarms.set(alarm.id, alarm);
+  showOpenAlarms();
+}
+
+async function resyncOpenAlarms() {
+  const response = await fetch("/api/alarms?state=open", {credentials: "same-origin"});
+  if (!response.ok) return;
+  openAlarms.clear();
+  (await response.json()).alarms.forEach((alarm) => openAlarms.set(alarm.id, alarm));
+  showOpenAlarms();
+}
+
+setInterval(() => {
+  openAlarmList.querySelectorAll(".open-alarm-age").forEach((node) => { node.textContent = alarmAge(node.dataset.since); });
+}, 1000);
+JSON.parse(document.getElementById("initial-open-alarms").textContent).forEach((alarm) => openAlarms.set(alarm.id, alarm));
+showOpenAlarms();
 
 replaceAll(JSON.parse(document.getElementById("initial-events").textContent));
 connectLive({

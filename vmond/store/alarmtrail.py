@@ -1,0 +1,44 @@
+"""The alarm's audit trail as a guard reads it: one sentence per entry ("Ben took it over from Anna"), with the
+note and the outcome in words, not codes. The entries themselves (``action``, ``detail``) stay as recorded, for
+programs; this only words them. Pure functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SYSTEM = "vmond"  # who an entry without a user is by (the picture taken at raising, a retired camera ...)
+
+
+def sentence(action: str, detail: dict[str, Any], who: str | None, usernames: dict[int, str],
+             labels: dict[str, str]) -> str:
+    """*action* by *who* (a username, None: vmond itself) as a sentence; *usernames* names the users an entry
+    mentions (``took_over_from``), *labels* the resolution codes."""
+    name = who or SYSTEM
+    if action == "alarm.open":
+        return f"{name} raised the alarm"
+    if action == "event.alarmed":
+        return f"{name} turned the event into an alarm"
+    if action == "alarm.acknowledge":
+        previous = detail.get("took_over_from")
+        if previous:
+            return f"{name} took it over from {usernames.get(previous, 'another user')}"
+        return f"{name} is handling it"
+    if action == "alarm.note":
+        return f"{name} added a note: {detail.get('text', '')}"
+    if action == "alarm.resolve":
+        label = labels.get(detail.get("code") or "", detail.get("code") or "")
+        label = label.split(" (")[0]  # "False alarm (nothing found)" reads as "False alarm" in a sentence
+        text = detail.get("text") or ""
+        return f"{name} resolved it as {label}" + (f": {text}" if text else "")
+    if action == "alarm.step":
+        return f"{name} ticked step {detail.get('n')}: {detail.get('text', '')}"
+    if action == "alarm.snapshot":
+        return f"{name} took the camera's picture at the moment of raising"
+    if action == "alarm.snapshot_failed":
+        return f"No picture at the moment of raising: {detail.get('error', '')}"
+    if action.startswith("event."):
+        status = action.split(".", 1)[1]
+        worded = {"dismissed": "dismissed the event", "active": "put the event back on the wall"}
+        return f"{name} {worded.get(status, f'set the event to {status}')}"
+    return f"{name}: {action}"
