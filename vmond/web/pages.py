@@ -39,7 +39,8 @@ async def wall(request: web.Request) -> web.StreamResponse:
                                                             request.app[MEDIA].root)
     storage_low = (disk.free < config_of(request.app).storage.min_free_space
                    or request.app[SERVICES].ingest.refusing_for_space())
-    open_alarms = await request.app[DB].read(list_alarms, "open", limit=200)  # the open-alarms strip
+    # the open-alarms strip, of the user's accounts only
+    open_alarms = await request.app[DB].read(list_alarms, "open", limit=200, scope=scope_of(request))
     return render(request, "wall.html", {"events": events, "seq": seq, "storage_low": storage_low,
                                          "open_alarms": open_alarms})
 
