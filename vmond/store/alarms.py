@@ -379,3 +379,16 @@ def alarm_snapshot_file(alarm_id: int) -> dict[str, Any] | None:
     media = (Media.select().where(Media.event == alarm.event_id, Media.kind == SNAPSHOT_KIND)
              .order_by(Media.id.desc()).first())
     return None if media is None else {"path": media.path, "content_type": media.content_type}
+
+
+# --- a guard's own shift (issue 16): the alarms they resolved lately, the one part of the history a guard sees ----
+
+
+def resolved_by_user(user_id: int, since: datetime, limit: int = 100, scope: Scope = EVERY_ACCOUNT
+                     ) -> list[dict[str, Any]]:
+    """The alarms *user_id* resolved at or after *since* (of *scope*'s accounts), the latest resolution first."""
+    alarms = list(scope.where(_query())
+                  .where(Alarm.state == "resolved", Alarm.resolved_by == user_id, Alarm.resolved_at >= since)
+                  .order_by(Alarm.resolved_at.desc(), Alarm.id.desc()).limit(limit))
+    users = _users({uid for a in alarms for uid in (a.opened_by_id, a.acknowledged_by_id, a.resolved_by_id)})
+    return [_summary(a, a.event, users) for a in alarms]

@@ -7,7 +7,7 @@ live (alarm.created / alarm.updated, and event.updated for the event that became
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +24,7 @@ from vmond.store.alarms import (
     list_alarms,
     raise_alarm,
     resolve,
+    resolved_by_user,
     tick_step,
 )
 from vmond.store.cameras import camera_source
@@ -99,8 +100,19 @@ async def _list(request: web.Request) -> tuple[str, list[dict[str, Any]], dict[s
     who = principal(request)
     history = state in ("resolved", "all") or any(filters.get(k) for k in filters)
     if history and not (who and auth.role_allows(who["role"], "supervisor")):
+        if state == "resolved" and not any(filters.values()):
+            return state, await _own_shift(request), filters
         raise web.HTTPForbidden(text="the alarm history needs the supervisor role")
     return state, await request.app[DB].read(list_alarms, state, limit=200, scope=scope_of(request), **filters), filters
+
+
+# --- a guard's own shift (issue 16): "resolved" shows a guard the alarms they resolved in the last 12 hours -------
+OWN_SHIFT = timedelta(hours=12)
+
+
+async def _own_shift(request: web.Request) -> list[dict[str, Any]]:
+    since = datetime.now(UTC) - OWN_SHIFT
+    return await request.app[DB].read(resolved_by_user, _user_id(request), since, limit=200, scope=scope_of(request))
 
 
 @routes.get("/api/alarms")
