@@ -30,6 +30,7 @@ def sync_accounts(accounts: tuple[AccountConfig, ...]) -> dict[str, int]:
             account = Account.create(name=declared.name, from_config=True)
         account.address = declared.address
         account.notes = declared.notes
+        account.priorities = dict(declared.priorities) or None  # the wall's queue: over events.priorities
         account.updated_at = utcnow()
         account.save()
         declared_accounts.add(account.id)
