@@ -136,11 +136,15 @@ function escalationBeep() {
 
 function focusAfterRemoval(card) {
   // Focus follows the queue: from a card that leaves to the one after it (the new first, when it was first).
-  if (!card || !card.contains(document.activeElement)) return;
+  // With nothing focused (a clicked button is disabled while its request runs) the first card takes the keys.
+  if (!card) return;
+  const active = document.activeElement;
+  const inside = card.contains(active);
+  if (!inside && active && active !== document.body) return;
   const cards = Array.from(wall.querySelectorAll("[data-event-id]"));
   const index = cards.indexOf(card);
-  const next = cards[index + 1] || cards[index - 1];
-  if (next) next.focus();
+  const next = inside ? cards[index + 1] || cards[index - 1] : cards.find((other) => other !== card);
+  if (next) next.focus({preventScroll: !inside});
 }
 
 function focusQueueHead() {
@@ -287,7 +291,6 @@ function upsert(event, live) {
     }
   }
   showCount();
-  if (live) focusQueueHead();
 }
 
 function remove(id) {
