@@ -197,12 +197,17 @@ async def test_the_wall_is_rendered_in_queue_order(make_config: Callable[..., Co
     config = make_config(events={"coalesce_window": "0s", "escalate_after": "5m"})
     async with running(config) as services:
         daemon = Daemon(services)
-        for n, mail in enumerate((dvr_mail("CAM 1", "A1", 1), sample("swann-nvr-human.eml"),
+        # A camera's test mail (here a person, priority 1) stays off the queue.
+        test_mail = b"X-Vmond-Test: send-test\r\n" + sample("reolink-person.eml")
+        for n, mail in enumerate((dvr_mail("CAM 1", "A1", 1), sample("swann-nvr-human.eml"), test_mail,
                                   sample("hikvision-ipc-intrusion.eml"))):
             assert (await daemon.send(distinct(mail, n)))["data"][0] == 250
             await daemon.wait_idle()
         await daemon.add_user("guard1", "guard")
-        status, events = await daemon.api("GET", "/api/events?order=queue", await daemon.token("guard1"))
+        token = await daemon.token("guard1")
+        status, events = await daemon.api("GET", "/api/events?order=queue", token)
+        status, tests = await daemon.api("GET", "/api/events?include_tests=1", token)
+        (test_event,) = [e for e in tests["events"] if e["is_test"]]
         async with browser_session() as http:
             await log_in(daemon, http, "guard1")
             async with http.get(f"{daemon.url}/") as response:
@@ -212,6 +217,7 @@ async def test_the_wall_is_rendered_in_queue_order(make_config: Callable[..., Co
     positions = [page.index(f'data-event-id="{i}"') for i in ids]
     assert positions == sorted(positions)
     assert 'data-priority="1" data-kind="person"' in page and 'data-priority="3" data-kind="motion"' in page
+    assert f'data-event-id="{test_event["id"]}"' not in page and test_event["kind"] == "person"
     assert 'data-escalate-after="300.0"' in page
     assert "data-escalated" not in page  # five minutes have not passed
 
