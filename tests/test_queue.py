@@ -20,6 +20,7 @@ from test_web import browser_session, log_in
 from vmond.config import Config, ConfigError
 from vmond.daemon import running
 from vmond.ingest.mailparse import parse_mail
+from vmond.mqtt.discovery import Discovery
 from vmond.store import migrations
 from vmond.store.db import Database, open_sqlite
 from vmond.store.events import IngestRecord, get_event, list_queue, record_mail
@@ -220,6 +221,16 @@ async def test_the_wall_is_rendered_in_queue_order(make_config: Callable[..., Co
     assert f'data-event-id="{test_event["id"]}"' not in page and test_event["kind"] == "person"
     assert 'data-escalate-after="300.0"' in page
     assert "data-escalated" not in page  # five minutes have not passed
+
+
+def test_home_assistant_gets_the_events_kind() -> None:
+    def sent(event_type: str, kind: str) -> str:
+        return json.loads(Discovery.camera_event("m", {"id": 1, "event_type": event_type, "kind": kind}))["event_type"]
+
+    # Home Assistant's own rules would call this a line crossing; the event's kind says intrusion.
+    assert sent("CrossRegionDetection", "intrusion") == "intrusion"
+    assert sent("Audio exception", "other") == "audio"
+    assert sent("Alarm input 1", "other") == "alarm"
 
 
 def test_the_schema_has_kind_and_priority() -> None:
