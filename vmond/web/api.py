@@ -81,13 +81,13 @@ async def events_list(request: web.Request) -> web.Response:
     return web.json_response({"events": events})
 
 
-
 async def _queue(request: web.Request, status: str, limit: int) -> web.Response:
     """``order=queue``: the wall's queue (active events, no test mails), most urgent first, then oldest."""
     if status != "active":
         return json_error(400, "order=queue lists active events only")
     events = await request.app[DB].read(list_queue, config_of(request.app).smtp.domain, limit)
     return web.json_response({"events": events})
+
 
 @routes.get("/api/events/{event_id}")
 @require("guard")
