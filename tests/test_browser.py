@@ -116,7 +116,8 @@ async def test_the_wall_catches_up_after_a_dropped_connection(daemon: Daemon, br
 async def test_wall_cards_name_the_recorders_camera_and_keep_to_the_order_of_receipt(
         daemon: Daemon, browser: Browser) -> None:
     # Two cards in the page as served, two more arriving live: a recorder's cameras, one with its clock 11
-    # minutes behind (the mail took that long) and one two hours ahead. The newest received comes first.
+    # minutes behind (the mail took that long) and one two hours ahead. All four are motion (one priority), so
+    # the queue has the one received first first, whatever the cameras' clocks say.
     now = datetime.now()
     for mail in (dvr_mail("CAM 1 Drive", "A1", 1, camera_clock=now),
                  dvr_mail("CAM 2 Garage", "A2", 2, camera_clock=now - timedelta(minutes=11))):
@@ -132,18 +133,18 @@ async def test_wall_cards_name_the_recorders_camera_and_keep_to_the_order_of_rec
         assert (await daemon.send(mail))["data"][0] == 250
     cards = page.locator("[data-event-id]")
     await expect(cards.locator(".event-source")).to_have_text(
-        ["CAM 4 Yard (ch 4)", "CAM 3 <b>Gate</b> (ch 3)", "CAM 2 Garage (ch 2)", "CAM 1 Drive (ch 1)"], timeout=5000)
-    await expect(cards.nth(1).locator(".event-where")).to_have_text(
+        ["CAM 1 Drive (ch 1)", "CAM 2 Garage (ch 2)", "CAM 3 <b>Gate</b> (ch 3)", "CAM 4 Yard (ch 4)"], timeout=5000)
+    await expect(cards.nth(2).locator(".event-where")).to_have_text(
         "Front Door · CAM 3 <b>Gate</b> (ch 3) · Test Customer")
     await expect(cards.locator("b")).to_have_count(0)  # the camera's text stays text
     # The camera's clock is shown as such where it is off by more than a minute, on served and live cards alike.
     clocks = [await card.locator(".camera-clock").count() for card in await cards.all()]
-    assert clocks == [1, 1, 1, 0]
+    assert clocks == [0, 1, 1, 1]
     status, body = await daemon.api("GET", "/api/events", await daemon.token("guard1"))
     newest = body["events"][0]
     assert newest["camera_name"] == "CAM 4 Yard"
-    assert await cards.nth(0).locator(".event-received").get_attribute("datetime") == newest["received_at"]
-    clock = cards.nth(0).locator(".camera-clock time")
+    assert await cards.nth(3).locator(".event-received").get_attribute("datetime") == newest["received_at"]
+    clock = cards.nth(3).locator(".camera-clock time")
     assert await clock.get_attribute("datetime") == newest["event_time"]
     # The time of day, or with the date when the camera's day is not the day of receipt (around midnight).
     expected = await page.evaluate(
@@ -151,5 +152,5 @@ async def test_wall_cards_name_the_recorders_camera_and_keep_to_the_order_of_rec
              ? new Date(told).toLocaleTimeString()
              : new Date(told).toLocaleString([], {dateStyle: "short", timeStyle: "medium"})""",
         [newest["event_time"], newest["received_at"]])
-    await expect(cards.nth(0).locator(".camera-clock")).to_have_text("camera clock: " + expected)
+    await expect(cards.nth(3).locator(".camera-clock")).to_have_text("camera clock: " + expected)
     assert errors == []

@@ -37,11 +37,14 @@ async def test_guard_flow_with_the_keyboard(daemon: Daemon, browser: Browser) ->
     # Arrow keys move the focus; D dismisses the focused card; the other guard sees it go.
     await page.keyboard.press("ArrowRight")
     await expect(cards.first).to_be_focused()
-    await expect(cards.first.locator(".event-type")).to_have_text("Intrusion Detection")  # newest first
+    # The queue: both are priority 1 (tamper, intrusion), so the one received first comes first.
+    await expect(cards.first.locator(".event-type")).to_have_text("Tamper Detect")
     await page.keyboard.press("ArrowRight")
     await expect(cards.nth(1)).to_be_focused()
+    await page.keyboard.press("ArrowLeft")
     await page.keyboard.press("d")
     await expect(cards).to_have_count(1)
+    await expect(cards.first).to_be_focused()  # the focus follows the queue to the card now first
     await expect(other.locator("[data-event-id]")).to_have_count(1, timeout=5000)
 
     # A raises an alarm on the focused card and opens the alarm page.
@@ -106,7 +109,8 @@ async def test_a_server_restart_loses_nothing_on_the_wall(tmp_path: Path, browse
         await expect(page.locator("#connection")).to_have_text("live", timeout=15000)
         assert (await daemon.send(sample("swann-nvr-human.eml")))["data"][0] == 250
         await expect(page.locator("[data-event-id]")).to_have_count(2, timeout=5000)
-        await expect(page.locator(".event-type")).to_have_text(["Human", "Tamper Detect"])
+        # The queue: both priority 1, the one received first first.
+        await expect(page.locator(".event-type")).to_have_text(["Tamper Detect", "Human"])
 
 
 async def test_admin_creates_account_and_camera_that_receives_mail(daemon: Daemon,

@@ -63,12 +63,19 @@ def commented_account_example() -> str:
     return "\n".join(line[2:] for line in lines[start:] if line.startswith("#"))
 
 
+def is_mapping_value(path: str) -> bool:
+    """A key whose value is a mapping of the user's own keys (``events.priorities``), not a section."""
+    paths = key_paths()
+    return path in paths and not any(p.startswith((f"{path}.", f"{path}[].")) for p in paths)
+
+
 def yaml_key_paths(node: object, prefix: str = "") -> set[str]:
     if isinstance(node, dict):
         paths = set()
         for key, value in node.items():
             paths.add(prefix + key)
-            paths |= yaml_key_paths(value, f"{prefix}{key}.")
+            if not is_mapping_value(prefix + key):
+                paths |= yaml_key_paths(value, f"{prefix}{key}.")
         return paths
     if isinstance(node, list) and node and isinstance(node[0], dict):
         return set().union(*(yaml_key_paths(item, prefix[:-1] + "[].") for item in node))

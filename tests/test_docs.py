@@ -15,13 +15,18 @@ README = ROOT / "README.md"
 PRODUCTION = ROOT / "config" / "vmond.yaml"
 
 
+LEAVES = {path for path in key_paths()
+          if not any(other.startswith((f"{path}.", f"{path}[].")) for other in key_paths())}
+
+
 def walk(node: object, prefix: str = "") -> set[str]:
     """Dotted key paths in a loaded YAML document; list items become ``[]``."""
     paths: set[str] = set()
     if isinstance(node, dict):
         for key, value in node.items():
             paths.add(prefix + key)
-            paths |= walk(value, f"{prefix}{key}.")
+            if prefix + key not in LEAVES:  # a mapping of the user's own keys, e.g. events.priorities
+                paths |= walk(value, f"{prefix}{key}.")
     elif isinstance(node, list):
         for item in node:
             paths |= walk(item, prefix[:-1] + "[].")

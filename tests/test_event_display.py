@@ -76,9 +76,10 @@ async def test_everything_is_ordered_by_receipt_and_an_off_clock_is_shown_as_suc
     assert late["received_at"] > ahead["received_at"] > good["received_at"]
     assert late["event_time"] < good["event_time"] < ahead["event_time"]  # the cameras' clocks disagree
 
+    # The wall is a queue: all three are motion (one priority), so the one received first is first.
     wall = await page_text(daemon, "/")
     listed = re.findall(r'"camera_name": "([^"]+)"', wall)
-    assert listed == ["Late", "Ahead", "Good clock"]
+    assert listed == ["Good clock", "Ahead", "Late"]
 
     # The event page files it by receipt and shows the camera's clock as such, only where it is off.
     for event, off in ((late, True), (ahead, True), (good, False)):

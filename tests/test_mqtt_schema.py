@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     jsonschema = None
 
 _CHECKED = {"$ref", "type", "enum", "const", "required", "properties", "items", "minItems", "anyOf", "pattern",
-            "minLength", "maxLength", "minimum", "additionalProperties"}
+            "minLength", "maxLength", "minimum", "maximum", "additionalProperties"}
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 # keywords that only annotate; the subset validator knows them and deliberately checks nothing
 _ANNOTATIONS = {"description", "format", "contentEncoding", "contentMediaType", "title", "$schema", "$id",
@@ -88,6 +88,8 @@ def errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
             found += [f"{path}: {key!r} is not allowed" for key in value if key not in schema.get("properties", {})]
         elif keyword == "minimum" and _is_type(value, "number") and value < rule:
             found.append(f"{path}: below {rule}")
+        elif keyword == "maximum" and _is_type(value, "number") and value > rule:
+            found.append(f"{path}: above {rule}")
         elif keyword not in _CHECKED | _ANNOTATIONS:
             raise AssertionError(f"the subset validator does not know {keyword!r}: teach it")
     return found
@@ -157,7 +159,7 @@ def sample_event(**changes: Any) -> dict[str, Any]:
              "account": {"id": 1, "name": "Test Customer"}, "received_at": "2024-05-01T10:00:00+00:00",
              "updated_at": "2024-05-01T10:00:00+00:00", "event_time": "2024-05-01T10:00:00+00:00",
              "event_type": "Motion", "subject": "Alarm", "channel": None, "vendor": None, "status": "active",
-             "is_test": False, "flags": [], "mail_count": 1,
+             "kind": "motion", "priority": 3, "is_test": False, "flags": [], "mail_count": 1,
              "images": [{"id": 3, "url": "/media/3", "thumbnail_url": "/media/3/thumbnail", "width": 640,
                          "height": 480}],
              "video": {"state": "none", "url": None}, "attachments": []}
@@ -204,6 +206,10 @@ def test_absolute_media_urls_only_with_a_public_url() -> None:
     ({"event": {k: v for k, v in sample_event().items() if k != "video"}}, "'video' is required"),
     ({"event": sample_event(camera_name="x" * 65)}, "$.event.camera_name: longer than 64"),
     ({"event": sample_event(colour="red")}, "$.event.colour is sent but not in the schema"),
+    ({"event": sample_event(kind="Person")}, "$.event.kind: 'Person' is not one of"),
+    ({"event": sample_event(priority=6)}, "$.event.priority: above 5"),
+    ({"event": sample_event(priority=0)}, "$.event.priority: below 1"),
+    ({"event": {k: v for k, v in sample_event().items() if k != "priority"}}, "'priority' is required"),
     ({"event": sample_event(video={"state": "none", "url": None, "poster": None})}, "$.event.video.poster is sent"),
 ])
 def test_the_check_catches_malformed_messages(change: dict[str, Any], complaint: str) -> None:
@@ -323,6 +329,11 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
         "CAM 2 Garage", "2", event["received_at"])
     sent = [json.loads(m.payload)["event"] for m in station.on("vmond/test-site/events")]
     assert any(e["attachments"] and e["attachments"][0]["kind"] == "attachment" for e in sent)
+    # The central station gets each event's normalised kind and its priority (the Hikvision mail's "Intrusion
+    # Detection" is an intrusion, priority 1 by default; the DVR's motion mail priority 3).
+    assert {(e["event_type"], e["kind"], e["priority"]) for e in sent if e["event_type"] == "Intrusion Detection"} == {
+        ("Intrusion Detection", "intrusion", 1)}
+    assert {(e["kind"], e["priority"]) for e in sent if e["camera_name"] == "CAM 2 Garage"} == {("motion", 3)}
     assert any("thumbnail" in e for e in sent)
     # web.public_url: every media URL also absolute, beside the relative one.
     public = "https://monitor.example.com:8443"

@@ -40,6 +40,7 @@ from vmond.config.values import (
     networks,
     path,
     positive_number,
+    priorities,
     public_url,
     secret,
     size,
@@ -47,6 +48,7 @@ from vmond.config.values import (
     text,
 )
 from vmond.util.addresses import email_address, phone_number
+from vmond.util.kinds import DEFAULT_PRIORITIES
 
 SITE_ID = re.compile(r"[a-z0-9-]+")
 
@@ -130,6 +132,10 @@ class StorageConfig:
 @dataclass(frozen=True)
 class EventsConfig:
     coalesce_window: float = setting(duration(positive=False), 30.0, show=format_duration)
+    # The wall's queue (issue 16): kind -> priority, 1 most urgent; kinds left out keep their default.
+    priorities: dict[str, int] = setting(priorities(with_defaults=True), dict(DEFAULT_PRIORITIES))
+    # An event still on the wall this long after it was received escalates (shown loud, and a sound).
+    escalate_after: float = setting(duration(), 60.0, show=format_duration)
 
 
 @dataclass(frozen=True)
@@ -257,6 +263,8 @@ class AccountConfig:
     contacts: tuple[ContactConfig, ...] = list_of()
     cameras: tuple[CameraConfig, ...] = list_of()
     action_plan: tuple[ActionStepConfig, ...] = list_of()  # in order; copied onto each alarm when it is raised
+    # The wall's queue: this account's own priorities per kind, over events.priorities.
+    priorities: dict[str, int] = setting(priorities(with_defaults=False), {})
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ integer) can be avoided by reading the text exactly as written. Which keys use w
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import os
@@ -31,6 +32,7 @@ from vmond.config.types import (
     parse_hostport,
     parse_size,
 )
+from vmond.util.kinds import DEFAULT_PRIORITIES, HIGHEST, KINDS, LOWEST
 
 _T = "tag:yaml.org,2002:"
 NULL, BOOL, INT, FLOAT, STR = (_T + n for n in ("null", "bool", "int", "float", "str"))
@@ -313,3 +315,31 @@ def host_names(node: yaml.Node, ctx: Ctx, key: str) -> tuple[str, ...]:
             continue
         result.append(name)
     return tuple(result)
+
+
+def priorities(*, with_defaults: bool) -> Parser:
+    """A mapping of event kind to priority, 1 (most urgent) to 5, e.g. ``{person: 1, motion: 4}``.
+
+    With *with_defaults* (``events.priorities``) the kinds it leaves out keep their default priority; without
+    (``accounts[].priorities``) it holds only what it names, and the rest follow ``events.priorities``."""
+    def parse(node: yaml.Node, ctx: Ctx, path: str) -> dict[str, int]:
+        result = dict(DEFAULT_PRIORITIES) if with_defaults else {}
+        if is_null(node):
+            return result
+        if not isinstance(node, yaml.MappingNode):
+            raise Invalid(f"expected a mapping of event kind to priority, e.g. {{person: 1, motion: 4}}, "
+                          f"found {kind(node)}")
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else ""
+            where = f"{path}.{name}"
+            if name not in KINDS:
+                close = difflib.get_close_matches(str(name), KINDS, n=1, cutoff=0.6)
+                ctx.problem(key_node, where, f"unknown event kind{f'; did you mean `{close[0]}`?' if close else ''}"
+                            f" (kinds: {', '.join(KINDS)})")
+                continue
+            try:
+                result[name] = integer(HIGHEST, LOWEST)(value_node, ctx, where)
+            except Invalid as exc:
+                ctx.problem(value_node, where, f"{exc} (1 is the most urgent)")
+        return result
+    return parse

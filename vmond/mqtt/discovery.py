@@ -47,6 +47,15 @@ def event_kind(event_type: str) -> str:
     return next((kind for kind, rule in _EVENT_RULES if rule.search(event_type or "")), "alarm")
 
 
+def ha_event_type(event: dict[str, Any]) -> str:
+    """The event's own ``kind`` (one normalisation for the wall, the station and Home Assistant); for a kind
+    of ``other``, Home Assistant's ``audio`` or ``alarm``."""
+    kind = event.get("kind")
+    if kind in EVENT_TYPES:
+        return str(kind)
+    return "audio" if event_kind(event.get("event_type") or "") == "audio" else "alarm"
+
+
 def _json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -118,7 +127,7 @@ class Discovery:
     @staticmethod
     def camera_event(message_id: str, event: dict[str, Any]) -> bytes:
         """The state message of a camera's event entity, for one new event."""
-        return _json({"event_type": event_kind(event.get("event_type") or ""), "event_id": event["id"],
+        return _json({"event_type": ha_event_type(event), "event_id": event["id"],
                       "message_id": message_id, "name": event.get("event_type"),
                       "camera_name": event.get("camera_name"), "channel": event.get("channel"),
                       "event_time": event.get("event_time"), "images": len(event.get("images") or [])})

@@ -6,6 +6,7 @@ they return plain dicts, ready for JSON, so nothing lazy crosses back to the eve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ import peewee as pw
 from vmond.store.changes import Change
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, User, utcnow
 from vmond.store.scope import EVERY_ACCOUNT, Scope
+from vmond.util.kinds import event_kind, priority_of
 
 STATUSES = ("active", "dismissed", "alarmed")
 MAX_IMAGES_PER_EVENT = 100  # a camera stuck in a mail loop must not grow one event without end
@@ -103,6 +105,8 @@ def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | Non
         "camera_name": event.camera_name,
         "vendor": event.vendor,
         "status": event.status,
+        "kind": event.kind,
+        "priority": event.priority,
         "is_test": event.is_test,
         "flags": list(event.flags or []),
         "mail_count": event.mail_count,
@@ -162,6 +166,23 @@ def list_events(domain: str, status: str = "active", limit: int = 100, include_t
     return _serialize(events, domain)
 
 
+def list_queue(domain: str, limit: int = 200, scope: Scope = EVERY_ACCOUNT) -> list[dict[str, Any]]:
+    """The wall's queue: active events (no test mails) of *scope*'s accounts, most urgent first, then the longest
+    waiting, by the time vmond received them (never the camera's clock), then by id."""
+    query = (scope.where(_event_query())
+             .where(AlarmEvent.status == "active", AlarmEvent.is_test == False)  # noqa: E712 - peewee expression
+             .order_by(AlarmEvent.priority, AlarmEvent.received_at, AlarmEvent.id).limit(limit))
+    return _serialize(list(query), domain)
+
+
+def _kind_and_priority(record: IngestRecord, camera: Camera | None, priorities: Mapping[str, int] | None
+                       ) -> tuple[str, int]:
+    """The kind the mail names and its priority for the camera's account (its own over events.priorities)."""
+    kind = event_kind(record.event_type, record.subject)
+    account = camera.account.priorities if camera is not None else None
+    return kind, priority_of(kind, priorities, account)
+
+
 def get_event(domain: str, event_id: int) -> dict[str, Any]:
     event = _event_query().where(AlarmEvent.id == event_id).first()
     if event is None:
@@ -199,12 +220,13 @@ def report(change: Change, kind: str, event: dict[str, Any]) -> None:
     change.queue_event(kind, event)
 
 
-def record_mail(domain: str, record: IngestRecord, coalesce_window: float, change: Change | None = None
-                ) -> IngestResult:
+def record_mail(domain: str, record: IngestRecord, coalesce_window: float, change: Change | None = None,
+                priorities: Mapping[str, int] | None = None) -> IngestResult:
     """Store one mail: a new event, or more images on the camera's open event within the coalescing window.
 
     Idempotent by ``record.ingest_key``: replaying a spool file that was already committed changes nothing and
     announces nothing. With *change*, the MQTT message reporting it is queued in the same transaction.
+    *priorities* is ``events.priorities``; a mail that names a more urgent kind than its open event's raises it.
     """
     existing = Mail.get_or_none(Mail.ingest_key == record.ingest_key)
     if existing is not None:
@@ -217,6 +239,7 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, chang
     event = _coalesce_target(camera, record, coalesce_window) if camera is not None else None
     now = utcnow()
     created = event is None
+    kind, priority = _kind_and_priority(record, camera, priorities)
     if event is None:
         event = AlarmEvent.create(
             camera=camera,
@@ -231,12 +254,16 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, chang
             vendor=record.vendor,
             is_test=record.is_test,
             flags=sorted(set(flags)),
+            kind=kind,
+            priority=priority,
         )
         position = 0
     else:
         event.mail_count += 1
         event.updated_at = now
         event.flags = sorted(set(event.flags or []) | set(flags))
+        if priority < event.priority:  # "Motion", then "Person" within the window: a person event
+            event.kind, event.priority = kind, priority
         event.save()
         position = Media.select().where(Media.event == event).count()
 

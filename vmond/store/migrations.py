@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from vmond.util.kinds import event_kind
+
 log = logging.getLogger(__name__)
 
 SCHEMA_1 = """
@@ -255,6 +257,24 @@ ALTER TABLE "camera" ADD COLUMN "smtp_password_in_config" INTEGER NOT NULL DEFAU
 """
 
 
+# 8: the wall's queue: each event's kind (from its event type or subject, as vmond.util.kinds reads them) and
+# priority (the defaults of its day), and an account's own priorities from the configuration.
+SCHEMA_8 = """
+ALTER TABLE "alarm_event" ADD COLUMN "kind" VARCHAR(255) NOT NULL DEFAULT 'other';
+ALTER TABLE "alarm_event" ADD COLUMN "priority" INTEGER NOT NULL DEFAULT 3;
+ALTER TABLE "account" ADD COLUMN "priorities" TEXT;
+CREATE INDEX "alarm_event_queue" ON "alarm_event" ("status", "priority", "received_at");
+UPDATE "alarm_event" SET "kind" = vmond_event_kind("event_type", "subject");
+UPDATE "alarm_event" SET "priority" = CASE "kind" WHEN 'intrusion' THEN 1 WHEN 'person' THEN 1 WHEN 'tamper' THEN 1
+    WHEN 'motion' THEN 3 WHEN 'other' THEN 3 ELSE 2 END;
+"""
+
+
+def _schema_8(conn: sqlite3.Connection) -> None:
+    conn.create_function("vmond_event_kind", 2, event_kind, deterministic=True)
+    _apply_script(conn, SCHEMA_8)
+
+
 # 9: action plans: the steps an account's alarms are worked through, and each alarm's own copy with who ticked what.
 SCHEMA_9 = """
 ALTER TABLE "account" ADD COLUMN "action_plan" TEXT NOT NULL DEFAULT '[]';
@@ -292,6 +312,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _apply_script(conn, SCHEMA_5),
     lambda conn: _apply_script(conn, SCHEMA_6),
     lambda conn: _apply_script(conn, SCHEMA_7),
+    _schema_8,
     lambda conn: _apply_script(conn, SCHEMA_9),
     lambda conn: _apply_script(conn, SCHEMA_10),
 ]

@@ -83,6 +83,7 @@ class Account(BaseModel):
     created_at = UtcDateTimeField(default=utcnow)
     updated_at = UtcDateTimeField(default=utcnow)
     action_plan = JSONField(default=list)  # [{"text", "kinds": [...]}], in order (vmond.store.actionplans)
+    priorities = JSONField(null=True)  # {kind: priority} over events.priorities (migration 8)
 
 
 class Contact(BaseModel):
@@ -134,6 +135,9 @@ class AlarmEvent(BaseModel):
     status_changed_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
     status_changed_by_id: pw.ForeignKeyField[int | None]
     status_changed_at = UtcDateTimeField(null=True)
+    # The wall's queue (migration 8): what it is, normalised (vmond.util.kinds), and how urgent, 1 most.
+    kind = pw.CharField(default="other")
+    priority = pw.IntegerField(default=3)
 
 
 class Mail(BaseModel):

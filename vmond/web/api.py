@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 import vmond
-from vmond.store.events import STATUSES, EventNotFound, StatusConflict, get_event, list_events, set_status
+from vmond.store.events import STATUSES, EventNotFound, StatusConflict, get_event, list_events, list_queue, set_status
 from vmond.store.outbox import stats as outbox_stats
 from vmond.store.refusals import list_refusals
 from vmond.util.metrics import exposition
@@ -74,8 +74,20 @@ async def events_list(request: web.Request) -> web.Response:
         return json_error(400, f"status must be one of {', '.join((*STATUSES, 'all'))}")
     limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
     include_tests = request.query.get("include_tests") in ("1", "true", "yes")
+    if request.query.get("order", "newest") not in ("newest", "queue"):
+        return json_error(400, "order must be newest or queue")
+    if request.query.get("order") == "queue":
+        return await _queue(request, status, limit)
     events = await request.app[DB].read(list_events, config_of(request.app).smtp.domain, status, limit, include_tests,
                                         scope_of(request))
+    return web.json_response({"events": events})
+
+
+async def _queue(request: web.Request, status: str, limit: int) -> web.Response:
+    """``order=queue``: the wall's queue (active events, no test mails), most urgent first, then oldest."""
+    if status != "active":
+        return json_error(400, "order=queue lists active events only")
+    events = await request.app[DB].read(list_queue, config_of(request.app).smtp.domain, limit, scope_of(request))
     return web.json_response({"events": events})
 
 

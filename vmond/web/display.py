@@ -8,6 +8,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from vmond.util.clock import utcnow
+
 CLOCK_TOLERANCE = 60.0  # seconds the camera's clock may differ from the time of receipt without being shown
 
 
@@ -34,5 +36,40 @@ def camera_clock(event: dict[str, Any]) -> str | None:
     return event["event_time"] if abs((told - received).total_seconds()) > CLOCK_TOLERANCE else None
 
 
+# --- the wall's queue: how long an event has waited, said as web/static/wall.js says it -----------------------
+
+
+def age_label(received_at: str, now: datetime | None = None) -> str:
+    """How long ago vmond received it: ``12s ago``, ``3m 5s ago``, ``2h 4m ago``, ``3d ago``."""
+    try:
+        received = datetime.fromisoformat(received_at)
+    except (TypeError, ValueError):
+        return ""
+    seconds = max(0, round(((now or utcnow()) - received).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s ago"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60}s ago"
+    if seconds < 86400:
+        return f"{seconds // 3600}h {seconds % 3600 // 60}m ago"
+    return f"{seconds // 86400}d ago"
+
+
+def waited(received_at: str, now: datetime | None = None) -> float:
+    """Seconds since vmond received it (the wall escalates an event past ``events.escalate_after``)."""
+    try:
+        return ((now or utcnow()) - datetime.fromisoformat(received_at)).total_seconds()
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def queue_context(escalate_after: float) -> dict[str, Any]:
+    """What the wall's template needs for the queue: the server's clock (a guard's PC may be off), and when an
+    unhandled event escalates."""
+    now = utcnow()
+    return {"now": now, "now_iso": now.isoformat(), "escalate_after": escalate_after}
+
+
 # Jinja2 filters may return anything (camera_clock gives None for "no clock"); aiohttp_jinja2 types them as str.
-FILTERS: dict[str, Callable[..., Any]] = {"source_label": source_label, "camera_clock": camera_clock}
+FILTERS: dict[str, Callable[..., Any]] = {"source_label": source_label, "camera_clock": camera_clock,
+                                          "age_label": age_label, "waited": waited}

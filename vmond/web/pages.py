@@ -8,8 +8,9 @@ import shutil
 from aiohttp import web
 
 from vmond.store.alarms import alarm_of_event, list_alarms
-from vmond.store.events import EventNotFound, get_event, list_events, media_for_download
+from vmond.store.events import EventNotFound, get_event, list_queue, media_for_download
 from vmond.store.users import user_count
+from vmond.web.display import queue_context
 from vmond.web.keys import BUS, DB, IO, MEDIA, SERVICES, config_of
 from vmond.web.params import path_id
 from vmond.web.render import render
@@ -33,8 +34,8 @@ async def wall(request: web.Request) -> web.StreamResponse:
     # Take the sequence number before reading: anything published in between is replayed over /ws (the page
     # merges by event id), so nothing falls between the rendered list and the live stream.
     seq = request.app[BUS].last_seq
-    events = await request.app[DB].read(list_events, config_of(request.app).smtp.domain, "active", 200,
-                                        scope=scope_of(request))
+    # The queue: most urgent first, then the longest waiting; rendered in that order before any script runs.
+    events = await request.app[DB].read(list_queue, config_of(request.app).smtp.domain, 200, scope_of(request))
     disk = await asyncio.get_running_loop().run_in_executor(request.app[IO], shutil.disk_usage,
                                                             request.app[MEDIA].root)
     storage_low = (disk.free < config_of(request.app).storage.min_free_space
@@ -42,7 +43,8 @@ async def wall(request: web.Request) -> web.StreamResponse:
     # the open-alarms strip, of the user's accounts only
     open_alarms = await request.app[DB].read(list_alarms, "open", limit=200, scope=scope_of(request))
     return render(request, "wall.html", {"events": events, "seq": seq, "storage_low": storage_low,
-                                         "open_alarms": open_alarms})
+                                         "open_alarms": open_alarms,
+                                         **queue_context(config_of(request.app).events.escalate_after)})
 
 
 @routes.get("/events/{event_id}")

@@ -50,9 +50,120 @@ soundButton.addEventListener("click", () => {
 });
 showSound();
 
+// --- the queue: most urgent first, then the longest waiting; ages, escalation, focus that follows the queue -------
+// Cards carry [data-event-id][data-priority][data-kind] in queue order: the first is the next to handle.
+const clockOffset = (() => {
+  // Ages count on the appliance's clock (it stamped received_at), not on this PC's, when the two disagree.
+  const offset = Date.parse(document.body.dataset.now || "") - Date.now();
+  return Number.isNaN(offset) || Math.abs(offset) < 2000 ? 0 : offset;
+})();
+const escalateAfterMs = 1000 * Number(document.body.dataset.escalateAfter || 60);
+const escalated = new Set(); // ids already escalated: each sounds once
+
+function queueNow() {
+  return Date.now() + clockOffset;
+}
+
+function queueBefore(a, b) {
+  // Priority (1 first), then time of receipt (never the camera's clock), then id: as the server lists the queue.
+  if (a.priority !== b.priority) return a.priority < b.priority;
+  const at = Date.parse(a.received_at);
+  const bt = Date.parse(b.received_at);
+  return at !== bt ? at < bt : a.id < b.id;
+}
+
+function placeInQueue(card, event) {
+  const cards = Array.from(wall.querySelectorAll(":scope > [data-event-id]")).filter((other) => other !== card);
+  const next = cards.find((other) => {
+    const o = events.get(Number(other.dataset.eventId));
+    return o && queueBefore(event, o);
+  });
+  const after = next || (cards.length ? cards[cards.length - 1].nextSibling : null);
+  if (card.nextSibling !== after || card.parentNode !== wall) wall.insertBefore(card, after);
+}
+
+function isOverdue(event) {
+  return queueNow() - Date.parse(event.received_at) >= escalateAfterMs;
+}
+
+function showEscalation(card, late) {
+  card.classList.toggle("is-escalated", late);
+  card.toggleAttribute("data-escalated", late);
+}
+
+function decorateQueueCard(card, event) {
+  card.dataset.priority = String(event.priority);
+  card.dataset.kind = event.kind;
+  const label = el("p", "queue-label");
+  const priority = el("span", "queue-priority queue-p" + event.priority, "P" + event.priority);
+  priority.title = "Priority " + event.priority + " (1 is the most urgent)";
+  label.append(priority, " ", el("span", "queue-kind", event.kind.replace(/_/g, " ")));
+  card.querySelector(".event-body").prepend(label);
+  showEscalation(card, isOverdue(event));
+}
+
+function escalateOverdue() {
+  let fresh = false;
+  wall.querySelectorAll("[data-event-id]").forEach((card) => {
+    const event = events.get(Number(card.dataset.eventId));
+    if (!event) return;
+    const late = isOverdue(event);
+    showEscalation(card, late);
+    if (late && !escalated.has(event.id)) {
+      escalated.add(event.id);
+      fresh = true;
+    }
+  });
+  escalated.forEach((id) => { if (!events.has(id)) escalated.delete(id); });
+  if (fresh) escalationBeep();
+}
+
+function escalationBeep() {
+  // Three short high pips, unlike the two-tone of a new event; only once the guard switched sound on.
+  if (!soundOn()) return;
+  audio = audio || new AudioContext();
+  [0, 0.18, 0.36].forEach((at) => {
+    const oscillator = audio.createOscillator();
+    const gain = audio.createGain();
+    oscillator.type = "square";
+    oscillator.frequency.value = 1320;
+    gain.gain.setValueAtTime(0.12, audio.currentTime + at);
+    gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + at + 0.12);
+    oscillator.connect(gain).connect(audio.destination);
+    oscillator.start(audio.currentTime + at);
+    oscillator.stop(audio.currentTime + at + 0.12);
+  });
+}
+
+function focusAfterRemoval(card) {
+  // Focus follows the queue: from a card that leaves to the one after it (the new first, when it was first).
+  // With nothing focused (a clicked button is disabled while its request runs) the first card takes the keys.
+  if (!card) return;
+  const active = document.activeElement;
+  const inside = card.contains(active);
+  if (!inside && active && active !== document.body) return;
+  const cards = Array.from(wall.querySelectorAll("[data-event-id]"));
+  const index = cards.indexOf(card);
+  const next = inside ? cards[index + 1] || cards[index - 1] : cards.find((other) => other !== card);
+  if (next) next.focus({preventScroll: !inside});
+}
+
+function focusQueueHead() {
+  // With nothing focused, the keys act on the next card to handle.
+  if (document.activeElement && document.activeElement !== document.body) return;
+  const first = wall.querySelector("[data-event-id]");
+  if (first) first.focus();
+}
+
+function startQueue() {
+  escalateOverdue();
+  focusQueueHead();
+  setInterval(escalateOverdue, 1000);
+}
+
 // --- cards --------------------------------------------------------------------------------------------------
 function age(iso) {
-  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  const seconds = Math.max(0, Math.round((queueNow() - Date.parse(iso)) / 1000));
   if (seconds < 60) return seconds + "s ago";
   if (seconds < 3600) return Math.floor(seconds / 60) + "m " + (seconds % 60) + "s ago";
   if (seconds < 86400) return Math.floor(seconds / 3600) + "h " + Math.floor((seconds % 3600) / 60) + "m ago";
@@ -143,6 +254,7 @@ function buildCard(event) {
   actions.appendChild(button("dismiss", "Dismiss", "Dismiss this event (D)"));
   actions.appendChild(button("alarm", "Raise alarm", "Raise an alarm and work it (A)"));
   card.appendChild(actions);
+  decorateQueueCard(card, event);
   return card;
 }
 
@@ -169,15 +281,10 @@ function upsert(event, live) {
   if (old) {
     const focused = document.activeElement === old;
     old.replaceWith(card);
+    placeInQueue(card, event); // a more urgent mail may have raised its priority
     if (focused) card.focus();
   } else {
-    // Newest first, by the time of receipt (never the camera's clock), then by id, as the server lists them.
-    const at = Date.parse(event.received_at);
-    const next = Array.from(wall.children).find((other) => {
-      const o = events.get(Number(other.dataset.eventId));
-      return o && (Date.parse(o.received_at) < at || (Date.parse(o.received_at) === at && o.id < event.id));
-    });
-    wall.insertBefore(card, next || null);
+    placeInQueue(card, event);
     if (fresh && live) {
       card.classList.add("is-new");
       card.addEventListener("animationend", () => card.classList.remove("is-new"), {once: true});
@@ -189,10 +296,7 @@ function upsert(event, live) {
 
 function remove(id) {
   const card = cardFor(id);
-  if (card && document.activeElement === card) {
-    const neighbour = card.nextElementSibling || card.previousElementSibling;
-    if (neighbour) neighbour.focus();
-  }
+  focusAfterRemoval(card);
   events.delete(id);
   if (card) card.remove();
   showCount();
@@ -224,7 +328,7 @@ async function resync() {
   resyncing = true;
   heldDuringResync = [];
   try {
-    const response = await fetch("/api/events?status=active&limit=200", {credentials: "same-origin"});
+    const response = await fetch("/api/events?status=active&order=queue&limit=200", {credentials: "same-origin"});
     if (response.status === 401) {
       window.location.assign("/login");
       return;
@@ -364,6 +468,7 @@ JSON.parse(document.getElementById("initial-open-alarms").textContent).forEach((
 showOpenAlarms();
 
 replaceAll(JSON.parse(document.getElementById("initial-events").textContent));
+startQueue();
 connectLive({
   seq: Number(document.body.dataset.seq || 0),
   indicator: document.getElementById("connection"),
