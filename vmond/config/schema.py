@@ -48,7 +48,7 @@ from vmond.config.values import (
     text,
 )
 from vmond.util.addresses import email_address, phone_number
-from vmond.util.kinds import DEFAULT_PRIORITIES
+from vmond.util.kinds import DEFAULT_PRIORITIES, KINDS
 
 SITE_ID = re.compile(r"[a-z0-9-]+")
 
@@ -226,9 +226,6 @@ class CameraConfig:
 
 # --- accounts[].action_plan: the steps a guard works through on an account's alarm ------------------------
 
-EVENT_KIND = re.compile(r"[a-z][a-z_]*")
-
-
 def _event_kinds(node: yaml.Node, ctx: Ctx, key: str) -> tuple[str, ...]:
     """Event kinds (``person``, ``intrusion`` ...) a step applies to; none: every event."""
     if is_null(node):
@@ -242,8 +239,10 @@ def _event_kinds(node: yaml.Node, ctx: Ctx, key: str) -> tuple[str, ...]:
         except Invalid as exc:
             ctx.problem(item, f"{key}[{index}]", str(exc))
             continue
-        if not EVENT_KIND.fullmatch(name):
-            ctx.problem(item, f"{key}[{index}]", f"{name!r} is not an event kind (e.g. person, intrusion, tamper)")
+        if name not in KINDS:
+            close = difflib.get_close_matches(name, KINDS, n=1, cutoff=0.6)
+            ctx.problem(item, f"{key}[{index}]", f"{name!r} is not an event kind"
+                        f"{f'; did you mean `{close[0]}`?' if close else ''} (kinds: {', '.join(KINDS)})")
             continue
         result.append(name)
     return tuple(result)

@@ -12,9 +12,10 @@ import re
 from datetime import datetime
 from typing import Any
 
+from vmond.util.kinds import KINDS
+
 MAX_STEPS = 50
 MAX_STEP_TEXT = 500
-_KIND = re.compile(r"[a-z][a-z_]*")
 
 
 def steps_for(plan: list[dict[str, Any]] | None, kind: str | None) -> list[dict[str, Any]]:
@@ -66,9 +67,9 @@ def check_plan(raw: Any, errors: dict[str, str]) -> list[dict[str, Any]]:
         kinds = item.get("kinds") or []
         if isinstance(kinds, str):
             kinds = [k for k in re.split(r"[\s,]+", kinds) if k]
-        if not isinstance(kinds, list) or not all(isinstance(k, str) and _KIND.fullmatch(k.strip().lower())
+        if not isinstance(kinds, list) or not all(isinstance(k, str) and k.strip().lower() in KINDS
                                                   for k in kinds):
-            errors[f"{where}.kinds"] = "a list of event kinds, e.g. person, intrusion"
+            errors[f"{where}.kinds"] = f"a list of event kinds: {', '.join(KINDS)}"
             continue
         plan.append({"text": text.strip(), "kinds": [k.strip().lower() for k in kinds]})
     return plan

@@ -264,7 +264,7 @@ def _plan_of(event: AlarmEvent) -> list[dict[str, Any]]:
     camera = event.camera if event.camera_id is not None else None
     if camera is None:
         return []
-    return steps_for(camera.account.action_plan, getattr(event, "kind", None))
+    return steps_for(camera.account.action_plan, event.kind)
 
 
 def acknowledge(alarm_id: int, user_id: int, change: Change | None = None) -> dict[str, Any]:

@@ -28,14 +28,6 @@ HANDLE_BUCKETS: tuple[tuple[float, str], ...] = (
 _HOUR_TEXT = 13  # "YYYY-MM-DDTHH" of the stored UTC text (vmond.store.models.UtcDateTimeField)
 
 
-def event_kind_field() -> pw.Field:
-    """What an event is, for counting: its normalised ``kind`` where the schema has one, else the camera's type.
-
-    The one place the report decides it, so that it counts by kind as soon as events carry a kind."""
-    fields: dict[str, pw.Field] = AlarmEvent._meta.fields
-    return fields.get("kind", AlarmEvent.event_type)
-
-
 def _rows(query: pw.ModelSelect[Any]) -> list[tuple[Any, ...]]:
     """The rows of a select of columns as tuples (peewee's stubs type every row as a model)."""
     return [tuple(row) for row in cast(Iterable[Any], query.tuples())]
@@ -64,7 +56,7 @@ def _alarms(since: datetime, until: datetime, scope: Scope) -> tuple[list[dict[s
     rows = list_alarms("all", since=since, until=until, limit=MAX_REPORT_ALARMS + 1, scope=scope)
     truncated = len(rows) > MAX_REPORT_ALARMS
     rows = rows[:MAX_REPORT_ALARMS][::-1]
-    kind = event_kind_field()
+    kind = AlarmEvent.kind
     kinds = {event_id: k for event_id, k in _rows(
         AlarmEvent.select(AlarmEvent.id, kind).join(Alarm, on=(Alarm.event == AlarmEvent.id))
         .where(_in_range(Alarm.opened_at, since, until)))}
@@ -75,7 +67,7 @@ def _alarms(since: datetime, until: datetime, scope: Scope) -> tuple[list[dict[s
             .where(_in_range(Alarm.opened_at, since, until)).order_by(AlarmNote.id)):
         notes.setdefault(alarm_id, []).append({"created_at": at.isoformat(), "author": author, "text": text})
     for row in rows:
-        row["kind"] = kinds.get(row["event_id"], row["event_type"])
+        row["kind"] = kinds.get(row["event_id"], "other")
         row["notes"] = notes.get(row["id"], [])
         row["steps"] = row.get("steps") or []  # the account's action plan, ticked, where the alarm has one
         row["seconds_to_raise"] = _seconds(row["opened_at"], row["received_at"])
@@ -100,7 +92,7 @@ def _event_counts(since: datetime, until: datetime, scope: Scope
                   ) -> list[tuple[str, int | None, str, int]]:
     """(UTC hour, account id, kind, events) for the events received in the period; camera test mails left out."""
     hour = pw.fn.substr(AlarmEvent.received_at, 1, _HOUR_TEXT)
-    kind = event_kind_field()
+    kind = AlarmEvent.kind
     query = (AlarmEvent.select(hour, Camera.account, kind, pw.fn.COUNT(AlarmEvent.id))
              .join(Camera, pw.JOIN.LEFT_OUTER)
              .where(_in_range(AlarmEvent.received_at, since, until), AlarmEvent.is_test == False)  # noqa: E712
