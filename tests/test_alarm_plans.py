@@ -18,6 +18,7 @@ from vmond.store import migrations
 from vmond.store.actionplans import check_plan, plan_as_text, plan_from_text, steps_for
 from vmond.store.db import open_sqlite
 from vmond.store.sync import sync_accounts
+from vmond.util.kinds import KINDS
 
 PLAN = [
     {"text": "Look at the other cameras of the site"},
@@ -144,16 +145,19 @@ async def test_the_action_plan_over_the_account_api(daemon: Daemon) -> None:
 
 def test_which_steps_apply_to_which_kind() -> None:
     plan = [{"text": "Look", "kinds": []}, {"text": "Police", "kinds": ["person", "intrusion"]},
-            {"text": "Fire brigade", "kinds": ["smoke"]}]
+            {"text": "Call the installer", "kinds": ["tamper"]}]
     assert [s["text"] for s in steps_for(plan, "person")] == ["Look", "Police"]
     assert [s["text"] for s in steps_for(plan, "motion")] == ["Look"]
     assert [s["text"] for s in steps_for(plan, None)] == ["Look"]  # an event from before kinds existed
-    assert [s["n"] for s in steps_for(plan, "smoke")] == [1, 2]
+    assert [s["n"] for s in steps_for(plan, "tamper")] == [1, 2]
     assert steps_for(None, "person") == []
     text = plan_as_text(plan)
-    assert text == "Look\nPolice | person, intrusion\nFire brigade | smoke"
+    assert text == "Look\nPolice | person, intrusion\nCall the installer | tamper"
     errors: dict[str, str] = {}
     assert check_plan(plan_from_text(text + "\n\n"), errors) == plan and errors == {}
+    # Only the kinds events have (vmond.util.kinds): a step for "smoke" would never apply.
+    assert check_plan([{"text": "Fire brigade", "kinds": ["smoke"]}], errors) == []
+    assert errors == {"action_plan[0].kinds": "a list of event kinds: " + ", ".join(KINDS)}
 
 
 def test_the_plan_in_the_configuration_file(make_config: Callable[..., Config]) -> None:
@@ -162,6 +166,8 @@ def test_the_plan_in_the_configuration_file(make_config: Callable[..., Config]) 
     assert [(s.text, s.kinds) for s in steps] == [("Call", ("person", "intrusion")), ("Look", ())]
     with pytest.raises(ConfigError, match=r"accounts\[0\]\.action_plan\[0\]\.kinds\[0\]"):
         make_config(**with_plan([{"text": "Call", "kinds": ["no such kind!"]}]))
+    with pytest.raises(ConfigError, match=r"'persn' is not an event kind; did you mean `person`\?"):
+        make_config(**with_plan([{"text": "Call", "kinds": ["persn"]}]))
 
 
 def test_migration_9_brings_an_existing_database_forward(tmp_path: Path) -> None:
