@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vmond.store.changes import Change
-from vmond.store.events import EventNotFound, StatusConflict, _event_query, _serialize, get_event, set_status
+from vmond.store.events import EventNotFound, StatusConflict, event_query, serialize_events, get_event, set_status
 from vmond.store.models import AlarmEvent, AuditEntry, User, utcnow
 from vmond.store.scope import EVERY_ACCOUNT, Scope
 
@@ -91,7 +91,7 @@ def list_dismissed(domain: str, since: datetime | None = None, until: datetime |
     """Dismissed events (not a camera's test mails) of *scope*'s accounts, most recently dismissed first, each with
     ``dismissed_at`` and ``dismissed_by`` (``{"id", "username"}``, None when that user is gone); *since*/*until*
     bound the time of dismissal."""
-    query = scope.where(_event_query()).where(AlarmEvent.status == "dismissed",
+    query = scope.where(event_query()).where(AlarmEvent.status == "dismissed",
                                  AlarmEvent.is_test == False)  # noqa: E712 - peewee expression
     if since is not None:
         query = query.where(AlarmEvent.status_changed_at >= since)
@@ -103,7 +103,7 @@ def list_dismissed(domain: str, since: datetime | None = None, until: datetime |
     users = {u.id: u.username for u in User.select(User.id, User.username).where(User.id.in_(list(wanted)))
              } if wanted else {}
     result = []
-    for event, item in zip(events, _serialize(events, domain), strict=True):
+    for event, item in zip(events, serialize_events(events, domain), strict=True):
         by = event.status_changed_by_id
         item["dismissed_at"] = None if event.status_changed_at is None else event.status_changed_at.isoformat()
         item["dismissed_by"] = {"id": by, "username": users[by]} if by in users else None

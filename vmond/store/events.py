@@ -133,7 +133,7 @@ def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | Non
     }
 
 
-def _serialize(events: list[AlarmEvent], domain: str) -> list[dict[str, Any]]:
+def serialize_events(events: list[AlarmEvent], domain: str) -> list[dict[str, Any]]:
     """Event dicts for *events* (already joined with camera and account), media fetched in one query."""
     if not events:
         return []
@@ -148,7 +148,7 @@ def _serialize(events: list[AlarmEvent], domain: str) -> list[dict[str, Any]]:
     return result
 
 
-def _event_query() -> pw.ModelSelect[AlarmEvent]:
+def event_query() -> pw.ModelSelect[AlarmEvent]:
     return (AlarmEvent.select(AlarmEvent, Camera, Account)
             .join(Camera, pw.JOIN.LEFT_OUTER)
             .join(Account, pw.JOIN.LEFT_OUTER))
@@ -157,22 +157,22 @@ def _event_query() -> pw.ModelSelect[AlarmEvent]:
 def list_events(domain: str, status: str = "active", limit: int = 100, include_tests: bool = False,
                 scope: Scope = EVERY_ACCOUNT) -> list[dict[str, Any]]:
     """Events newest first; *status* is one of :data:`STATUSES` or ``all``; only those of *scope*'s accounts."""
-    query = scope.where(_event_query())  # guards limited to accounts
+    query = scope.where(event_query())  # guards limited to accounts
     if status != "all":
         query = query.where(AlarmEvent.status == status)
     if not include_tests:
         query = query.where(AlarmEvent.is_test == False)  # noqa: E712 - peewee expression
     events = list(query.order_by(AlarmEvent.received_at.desc(), AlarmEvent.id.desc()).limit(limit))
-    return _serialize(events, domain)
+    return serialize_events(events, domain)
 
 
 def list_queue(domain: str, limit: int = 200, scope: Scope = EVERY_ACCOUNT) -> list[dict[str, Any]]:
     """The wall's queue: active events (no test mails) of *scope*'s accounts, most urgent first, then the longest
     waiting, by the time vmond received them (never the camera's clock), then by id."""
-    query = (scope.where(_event_query())
+    query = (scope.where(event_query())
              .where(AlarmEvent.status == "active", AlarmEvent.is_test == False)  # noqa: E712 - peewee expression
              .order_by(AlarmEvent.priority, AlarmEvent.received_at, AlarmEvent.id).limit(limit))
-    return _serialize(list(query), domain)
+    return serialize_events(list(query), domain)
 
 
 def _kind_and_priority(record: IngestRecord, camera: Camera | None, priorities: Mapping[str, int] | None
@@ -184,10 +184,10 @@ def _kind_and_priority(record: IngestRecord, camera: Camera | None, priorities: 
 
 
 def get_event(domain: str, event_id: int) -> dict[str, Any]:
-    event = _event_query().where(AlarmEvent.id == event_id).first()
+    event = event_query().where(AlarmEvent.id == event_id).first()
     if event is None:
         raise EventNotFound(event_id)
-    return _serialize([event], domain)[0]
+    return serialize_events([event], domain)[0]
 
 
 def _coalesce_target(camera: Camera, record: IngestRecord, window: float) -> AlarmEvent | None:
