@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vmond.store.changes import Change
-from vmond.store.events import EventNotFound, StatusConflict, event_query, serialize_events, get_event, set_status
+from vmond.store.events import EventNotFound, StatusConflict, event_query, get_event, serialize_events, set_status
 from vmond.store.models import AlarmEvent, AuditEntry, User, utcnow
 from vmond.store.scope import EVERY_ACCOUNT, Scope
 
