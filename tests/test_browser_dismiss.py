@@ -58,6 +58,7 @@ async def test_undo_bulk_dismiss_and_restore(daemon: Daemon, browser: Browser) -
 
     # Select two cards (a checkbox, and X on the focused card) and dismiss them together.
     await page.locator(f'[data-event-id="{ids[1]}"] input[data-select]').check()
+    await expect(page.locator(f'[data-event-id="{ids[1]}"]')).to_be_focused()  # the keys work on it at once
     await page.locator(f'[data-event-id="{ids[2]}"]').focus()
     await page.keyboard.press("x")
     await expect(page.locator(".select-count")).to_have_text("2 cards selected")
@@ -135,6 +136,7 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
         await expect(cards).to_have_count(1, timeout=5000)
         await expect(cards).to_have_attribute("data-event-id", str(second))
         await expect(dismiss).to_be_enabled()
+        await expect(page.locator(f'[data-event-id="{second}"]')).to_be_focused()  # the keys stay where they were
         status, event = await daemon.api("GET", f"/api/events/{second}", await daemon.token("guard1"))
         assert event["status"] == "active"
         await dismiss.click()

@@ -279,7 +279,7 @@ function upsert(event, live) {
   const card = buildCard(event);
   const old = cardFor(event.id);
   if (old) {
-    const focused = document.activeElement === old;
+    const focused = old.contains(document.activeElement); // the card, or its checkbox or a button in it
     old.replaceWith(card);
     placeInQueue(card, event); // a more urgent mail may have raised its priority
     if (focused) card.focus();
@@ -303,10 +303,17 @@ function remove(id) {
 }
 
 function replaceAll(list) {
+  // Redrawn from the server's list (a resync): the keys stay on the card they were on, else on the queue's head.
+  const active = document.activeElement;
+  const focusedId = active && wall.contains(active) && active.closest("[data-event-id]")
+    ? active.closest("[data-event-id]").dataset.eventId : null;
   events.clear();
   wall.replaceChildren();
   list.forEach((event) => upsert(event, false));
   showCount();
+  const again = focusedId && cardFor(focusedId);
+  if (again) again.focus({preventScroll: true});
+  else focusQueueHead();
 }
 
 function flash(message) {
