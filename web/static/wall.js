@@ -422,7 +422,8 @@ const openAlarmStrip = document.getElementById("open-alarms");
 const openAlarmList = document.getElementById("open-alarm-list");
 
 function alarmAge(iso) {
-  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  // On the appliance's clock, as the cards' ages (queueNow): this PC's may be off.
+  const seconds = Math.max(0, Math.round((queueNow() - Date.parse(iso)) / 1000));
   if (seconds < 60) return seconds + "s";
   if (seconds < 3600) return Math.floor(seconds / 60) + "m " + (seconds % 60) + "s";
   return Math.floor(seconds / 3600) + "h " + Math.floor((seconds % 3600) / 60) + "m";
