@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, distinct, sample, write_config
+from conftest import BASE_CONFIG, Daemon, distinct, sample, write_config
 from helpers import free_port
 from playwright.async_api import Browser, expect
 from test_browser import browser, sign_in, watch_errors  # noqa: F401 - the fixture is used by name
@@ -84,7 +84,8 @@ async def test_undo_bulk_dismiss_and_restore(daemon: Daemon, browser: Browser) -
 
 
 async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser: Browser) -> None:  # noqa: F811
-    config = load_config(write_config(tmp_path, web={"listen": f"127.0.0.1:{free_port()}"}))
+    with_plan = [{**BASE_CONFIG["accounts"][0], "action_plan": [{"text": "Call the keyholder"}]}]
+    config = load_config(write_config(tmp_path, web={"listen": f"127.0.0.1:{free_port()}"}, accounts=with_plan))
     context = await browser.new_context()
     await context.add_init_script(COUNT_TONES)
     page = await context.new_page()
@@ -125,6 +126,7 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
     await expect(alarm_page.locator("body")).to_have_attribute("data-connection", "down")
     await expect(alarm_page.locator("#link-banner")).to_be_visible()
     await expect(alarm_page.locator('[data-action="resolve"]')).to_be_disabled()
+    await expect(alarm_page.locator("[data-step]")).to_be_disabled()  # a step is an action too
     # Meanwhile the first event was dismissed elsewhere (as another guard's wall could while this one was away).
     with sqlite3.connect(tmp_path / "data" / "vmond.db") as db:
         db.execute("UPDATE alarm_event SET status = 'dismissed' WHERE id = ?", (first,))
@@ -143,3 +145,4 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
         await expect(cards).to_have_count(0)
         await expect(alarm_page.locator("body")).to_have_attribute("data-connection", "live", timeout=15000)
         await expect(alarm_page.locator('[data-action="resolve"]')).to_be_enabled()
+        await expect(alarm_page.locator("[data-step]")).to_be_enabled()
