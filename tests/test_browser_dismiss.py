@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import BASE_CONFIG, Daemon, distinct, sample, write_config
 from helpers import free_port
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Route, expect
 from test_browser import browser, sign_in, watch_errors  # noqa: F401 - the fixture is used by name
 
 from vmond.config import load_config
@@ -130,6 +130,16 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
     # Meanwhile the first event was dismissed elsewhere (as another guard's wall could while this one was away).
     with sqlite3.connect(tmp_path / "data" / "vmond.db") as db:
         db.execute("UPDATE alarm_event SET status = 'dismissed' WHERE id = ?", (first,))
+    # The first reload of the wall after the restart fails (a busy server): the wall keeps its cards and tries again.
+    refused: list[str] = []
+
+    async def busy_once(route: Route) -> None:
+        if refused:
+            await route.continue_()
+        else:
+            refused.append(route.request.url)
+            await route.fulfill(status=503, content_type="application/json", body='{"error": "busy"}')
+    await page.route("**/api/events?status=active*", busy_once)
     async with running(config) as services:
         daemon = Daemon(services)
         await expect(body).to_have_attribute("data-connection", "live", timeout=15000)
@@ -137,6 +147,7 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
         # Back in step with the server: the card dismissed meanwhile is gone, the held one stayed.
         await expect(cards).to_have_count(1, timeout=5000)
         await expect(cards).to_have_attribute("data-event-id", str(second))
+        assert refused
         await expect(dismiss).to_be_enabled()
         await expect(page.locator(f'[data-event-id="{second}"]')).to_be_focused()  # the keys stay where they were
         status, event = await daemon.api("GET", f"/api/events/{second}", await daemon.token("guard1"))

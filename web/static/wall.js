@@ -330,23 +330,41 @@ function apply(message) {
   applyOpenAlarm(message);
 }
 
+const RESYNC_RETRY_MS = 2000;
+let resyncRound = 0;
+
 async function resync() {
-  // The server no longer holds what we missed: reload the list, then apply what arrived meanwhile.
+  // The server no longer holds what we missed: reload the list, then apply what arrived meanwhile. A failed
+  // reload (a busy or restarting server) leaves the cards as they are and is tried again, never an empty wall.
+  const round = ++resyncRound;
+  let failed = false;
   resyncing = true;
   heldDuringResync = [];
-  try {
-    const response = await fetch("/api/events?status=active&order=queue&limit=200", {credentials: "same-origin"});
-    if (response.status === 401) {
-      window.location.assign("/login");
-      return;
+  for (;;) {
+    try {
+      const response = await fetch("/api/events?status=active&order=queue&limit=200", {credentials: "same-origin"});
+      if (response.status === 401) {
+        window.location.assign("/login");
+        return;
+      }
+      if (!response.ok) throw new Error("the server answered " + response.status);
+      const list = (await response.json()).events;
+      if (round !== resyncRound) return; // a newer resync took over
+      replaceAll(list);
+      await resyncOpenAlarms();
+      break;
+    } catch (error) {
+      if (round !== resyncRound) return;
+      failed = true;
+      flash("Could not bring the wall up to date (" + error.message + "): trying again");
+      await new Promise((resolve) => setTimeout(resolve, RESYNC_RETRY_MS));
+      if (round !== resyncRound) return;
     }
-    replaceAll((await response.json()).events);
-    await resyncOpenAlarms();
-  } finally {
-    resyncing = false;
-    heldDuringResync.forEach(apply);
-    heldDuringResync = [];
   }
+  resyncing = false;
+  heldDuringResync.forEach(apply);
+  heldDuringResync = [];
+  if (failed) notice.hidden = true; // the wall is up to date again
 }
 
 async function act(card, action) {
