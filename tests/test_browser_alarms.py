@@ -50,11 +50,13 @@ async def test_the_strip_and_the_alarm_list_follow_alarms_live(daemon: Daemon, b
     row = listing.locator(f'[data-alarm-row="{alarm["id"]}"]')
     await expect(row).to_contain_text("guard1", timeout=5000)
     await row.locator("a").first.focus()  # a keyboard user on the list keeps their place as it changes
+    await item.focus()  # and on the strip
 
     await daemon.api("POST", f"/api/alarms/{alarm['id']}/acknowledge", boss)  # changed: both show the new handler
     await expect(item).to_contain_text("boss", timeout=5000)
     await expect(row).to_contain_text("boss", timeout=5000)
     await expect(row.locator("a").first).to_be_focused()
+    await expect(item).to_be_focused()
     await daemon.api("POST", f"/api/alarms/{alarm['id']}/resolve", boss, json={"code": "test"})
     await expect(wall.locator("[data-open-alarm-id]")).to_have_count(0, timeout=5000)
     await expect(wall.locator("#open-alarms")).to_be_hidden()

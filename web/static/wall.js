@@ -467,8 +467,13 @@ function openAlarmItem(alarm) {
 function showOpenAlarms() {
   // Oldest first: the one waiting longest is the one to look at.
   const list = Array.from(openAlarms.values()).sort((a, b) => Date.parse(a.opened_at) - Date.parse(b.opened_at) || a.id - b.id);
+  const active = document.activeElement;
+  const focusedId = active && openAlarmList.contains(active) ? active.dataset.openAlarmId : null;
   openAlarmList.replaceChildren(...list.map(openAlarmItem));
   openAlarmStrip.hidden = list.length === 0;
+  // Redrawn on every change: a keyboard user's focus stays on the same alarm while it is open.
+  const again = focusedId && openAlarmList.querySelector('[data-open-alarm-id="' + focusedId + '"]');
+  if (again) again.focus({preventScroll: true});
 }
 
 function applyOpenAlarm(message) {
