@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import BASE_CONFIG, Daemon, merge, sample
@@ -29,6 +30,8 @@ async def test_the_strip_and_the_alarm_list_follow_alarms_live(daemon: Daemon, b
     await daemon.add_user("boss", "supervisor")
     guard, boss = await daemon.token("guard1"), await daemon.token("boss")
     wall = await (await browser.new_context()).new_page()
+    # This PC's clock is 10 minutes fast: ages still count on the appliance's clock, in the strip as on the cards.
+    await wall.clock.set_system_time(datetime.now(UTC) + timedelta(minutes=10))
     errors = watch_errors(wall)
     await sign_in(wall, daemon, "guard1")
     listing = await (await browser.new_context()).new_page()
@@ -36,6 +39,7 @@ async def test_the_strip_and_the_alarm_list_follow_alarms_live(daemon: Daemon, b
     await listing.goto(f"{daemon.url}/alarms")
     await expect(listing.locator("#connection")).to_have_text("live")
     await expect(wall.locator("[data-open-alarm-id]")).to_have_count(0)
+    await expect(wall.locator("#open-alarms")).to_be_hidden()  # no empty strip
 
     _, alarm = await daemon.api("POST", f"/api/events/{await an_event(daemon)}/alarm", guard)
     item = wall.locator(f'[data-open-alarm-id="{alarm["id"]}"]')
@@ -45,12 +49,17 @@ async def test_the_strip_and_the_alarm_list_follow_alarms_live(daemon: Daemon, b
     await expect(item.locator(".open-alarm-age")).to_have_text(re.compile(r"^\d+s$"))
     row = listing.locator(f'[data-alarm-row="{alarm["id"]}"]')
     await expect(row).to_contain_text("guard1", timeout=5000)
+    await row.locator("a").first.focus()  # a keyboard user on the list keeps their place as it changes
+    await item.focus()  # and on the strip
 
     await daemon.api("POST", f"/api/alarms/{alarm['id']}/acknowledge", boss)  # changed: both show the new handler
     await expect(item).to_contain_text("boss", timeout=5000)
     await expect(row).to_contain_text("boss", timeout=5000)
+    await expect(row.locator("a").first).to_be_focused()
+    await expect(item).to_be_focused()
     await daemon.api("POST", f"/api/alarms/{alarm['id']}/resolve", boss, json={"code": "test"})
     await expect(wall.locator("[data-open-alarm-id]")).to_have_count(0, timeout=5000)
+    await expect(wall.locator("#open-alarms")).to_be_hidden()
     await expect(listing.locator("[data-alarm-row]")).to_have_count(0, timeout=5000)
     await expect(listing.locator("#alarm-rows")).to_contain_text("No alarms.")
     assert errors == []

@@ -7,9 +7,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, distinct, sample, write_config
+from conftest import BASE_CONFIG, Daemon, distinct, sample, write_config
 from helpers import free_port
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Route, expect
 from test_browser import browser, sign_in, watch_errors  # noqa: F401 - the fixture is used by name
 
 from vmond.config import load_config
@@ -58,6 +58,7 @@ async def test_undo_bulk_dismiss_and_restore(daemon: Daemon, browser: Browser) -
 
     # Select two cards (a checkbox, and X on the focused card) and dismiss them together.
     await page.locator(f'[data-event-id="{ids[1]}"] input[data-select]').check()
+    await expect(page.locator(f'[data-event-id="{ids[1]}"]')).to_be_focused()  # the keys work on it at once
     await page.locator(f'[data-event-id="{ids[2]}"]').focus()
     await page.keyboard.press("x")
     await expect(page.locator(".select-count")).to_have_text("2 cards selected")
@@ -83,7 +84,8 @@ async def test_undo_bulk_dismiss_and_restore(daemon: Daemon, browser: Browser) -
 
 
 async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser: Browser) -> None:  # noqa: F811
-    config = load_config(write_config(tmp_path, web={"listen": f"127.0.0.1:{free_port()}"}))
+    with_plan = [{**BASE_CONFIG["accounts"][0], "action_plan": [{"text": "Call the keyholder"}]}]
+    config = load_config(write_config(tmp_path, web={"listen": f"127.0.0.1:{free_port()}"}, accounts=with_plan))
     context = await browser.new_context()
     await context.add_init_script(COUNT_TONES)
     page = await context.new_page()
@@ -124,9 +126,20 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
     await expect(alarm_page.locator("body")).to_have_attribute("data-connection", "down")
     await expect(alarm_page.locator("#link-banner")).to_be_visible()
     await expect(alarm_page.locator('[data-action="resolve"]')).to_be_disabled()
+    await expect(alarm_page.locator("[data-step]")).to_be_disabled()  # a step is an action too
     # Meanwhile the first event was dismissed elsewhere (as another guard's wall could while this one was away).
     with sqlite3.connect(tmp_path / "data" / "vmond.db") as db:
         db.execute("UPDATE alarm_event SET status = 'dismissed' WHERE id = ?", (first,))
+    # The first reload of the wall after the restart fails (a busy server): the wall keeps its cards and tries again.
+    refused: list[str] = []
+
+    async def busy_once(route: Route) -> None:
+        if refused:
+            await route.continue_()
+        else:
+            refused.append(route.request.url)
+            await route.fulfill(status=503, content_type="application/json", body='{"error": "busy"}')
+    await page.route("**/api/events?status=active*", busy_once)
     async with running(config) as services:
         daemon = Daemon(services)
         await expect(body).to_have_attribute("data-connection", "live", timeout=15000)
@@ -134,10 +147,13 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
         # Back in step with the server: the card dismissed meanwhile is gone, the held one stayed.
         await expect(cards).to_have_count(1, timeout=5000)
         await expect(cards).to_have_attribute("data-event-id", str(second))
+        assert refused
         await expect(dismiss).to_be_enabled()
+        await expect(page.locator(f'[data-event-id="{second}"]')).to_be_focused()  # the keys stay where they were
         status, event = await daemon.api("GET", f"/api/events/{second}", await daemon.token("guard1"))
         assert event["status"] == "active"
         await dismiss.click()
         await expect(cards).to_have_count(0)
         await expect(alarm_page.locator("body")).to_have_attribute("data-connection", "live", timeout=15000)
         await expect(alarm_page.locator('[data-action="resolve"]')).to_be_enabled()
+        await expect(alarm_page.locator("[data-step]")).to_be_enabled()

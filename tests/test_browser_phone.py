@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import Daemon, distinct, sample
+from conftest import PASSWORD, Daemon, distinct, sample
 from playwright.async_api import Browser, Page, expect
 from test_browser import browser, sign_in, watch_errors  # noqa: F401 - the fixture is used by name
 
@@ -30,13 +30,14 @@ async def overflow(page: Page, path: str) -> dict[str, object]:
 
 
 async def test_a_phone_fits_every_page_and_keeps_the_focus(daemon: Daemon, browser: Browser) -> None:  # noqa: F811
-    for n in range(3):
+    for n in range(4):
         assert (await daemon.send(distinct(sample("hikvision-ipc-intrusion.eml"), n)))["data"][0] == 250
     await daemon.wait_idle()
     await daemon.add_user("admin", "admin")
     boss = await daemon.token("admin")
     _, events = await daemon.api("GET", "/api/events", boss)
     _, alarm = await daemon.api("POST", f"/api/events/{events['events'][-1]['id']}/alarm", boss)
+    await daemon.api("POST", f"/api/events/{events['events'][-2]['id']}/dismiss", boss)  # for the dismissed page
     await daemon.api("POST", f"/api/alarms/{alarm['id']}/notes", boss, json={"text": "Keyholder called " * 12})
     _, accounts = await daemon.api("GET", "/api/accounts", boss)
     account = accounts["accounts"][0]
@@ -45,8 +46,10 @@ async def test_a_phone_fits_every_page_and_keeps_the_focus(daemon: Daemon, brows
     page = await (await browser.new_context(**PHONE)).new_page()
     errors = watch_errors(page)
     await sign_in(page, daemon, "admin")  # the longest menu
+    await daemon.api("POST", "/api/users", boss, json={"username": "night-guard-front-door", "password": PASSWORD,
+                                                       "role": "guard", "accounts": [account["id"]]})
     for path in ("/", "/alarms?state=all", f"/alarms/{alarm['id']}", f"/accounts/{account['id']}",
-                 f"/cameras/{camera_id}", "/reports"):
+                 f"/cameras/{camera_id}", "/cameras", "/dismissed", "/users", "/accounts", "/reports"):
         fit = await overflow(page, daemon.url + path)
         # (A phone widens the layout to fit a page that is too wide: innerWidth then grows past the screen.)
         assert fit["scrollWidth"] <= fit["innerWidth"] == PHONE["viewport"]["width"], (path, fit)

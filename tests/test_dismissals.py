@@ -165,7 +165,8 @@ async def test_the_dismissed_page_shows_who_and_when_to_supervisors_and_restores
         # Most recently dismissed first, each with who dismissed it.
         rows = page.split('data-dismissed-event-id="')[1:]
         assert [int(row.split('"')[0]) for row in rows] == [second, first]
-        assert '<td class="dismissed-by">guard2</td>' in rows[0] and '<td class="dismissed-by">guard1</td>' in rows[1]
+        assert '<td class="dismissed-by" data-label="By">guard2</td>' in rows[0]
+        assert '<td class="dismissed-by" data-label="By">guard1</td>' in rows[1]
         assert f'name="csrf_token" value="{csrf}"' in rows[1]  # the Restore form carries the session's token
         # The date filter: nothing was dismissed in 2001.
         async with http.get(f"{daemon.url}/dismissed?from=2001-01-01&to=2001-01-31") as response:

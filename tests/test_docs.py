@@ -66,3 +66,20 @@ def test_documented_keys_exist() -> None:
              if dotted.fullmatch(token) and token.split(".")[0].removesuffix("[]") in SECTIONS
              and token not in key_paths()}
     assert not stale
+
+
+def test_tables_have_headers_and_the_api_table_names_each_route_once() -> None:
+    # Merged sections must not leave a second, stale row for a route, nor split a table with a blank line (the rows
+    # after it would no longer be a table).
+    blocks: list[list[str]] = []
+    previous = ""
+    for line in README.read_text().splitlines():
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                blocks.append([])
+            blocks[-1].append(line)
+        previous = line
+    headless = [block[0][:80] for block in blocks if len(block) < 2 or not re.match(r"^\|\s*:?-", block[1])]
+    assert not headless, headless
+    routes = [line.split("|")[1].strip() for block in blocks for line in block if "/api/" in line.split("|")[1]]
+    assert len(routes) == len(set(routes)), sorted({r for r in routes if routes.count(r) > 1})

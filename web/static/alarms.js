@@ -10,8 +10,13 @@ async function refresh() {
   const page = new DOMParser().parseFromString(await response.text(), "text/html");
   const fresh = page.getElementById("alarm-rows");
   const current = document.getElementById("alarm-rows");
-  if (fresh && current) current.replaceWith(document.adoptNode(fresh));
+  if (!fresh || !current) return;
+  // The rows are redrawn: a keyboard user's focus stays on the same link when that alarm is still listed.
+  const focused = current.contains(document.activeElement) && document.activeElement.getAttribute("href");
+  current.replaceWith(document.adoptNode(fresh));
   localizeTimes();
+  const again = focused && fresh.querySelector('a[href="' + CSS.escape(focused) + '"]');
+  if (again) again.focus({preventScroll: true});
 }
 
 function refreshSoon() {

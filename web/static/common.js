@@ -115,9 +115,10 @@ const LINK_DOWN_AFTER_MS = 5000;
 const LINK_PING_AFTER_MS = 2000;
 const LINK_SILENT_AFTER_MS = 4500;
 const LINK_TONE_EVERY_MS = 30000;
-// Buttons that change something (the live view only looks: it keeps its own buttons).
+// Buttons that change something (the live view only looks: it keeps its own buttons), and the alarm page's step
+// checkboxes (ticking one records it).
 const ACTIONS = "main button[data-action]:not([data-action^=live-]), main form[method=post i] button,"
-  + " main form[method=post i] input[type=submit]";
+  + " main form[method=post i] input[type=submit], main input[data-step]";
 
 function linkBanner() {
   let banner = document.getElementById("link-banner");

@@ -59,7 +59,10 @@ export function safeDismiss({wall, events, upsert, remove, flash}) {
   wall.addEventListener("change", (e) => {
     const box = e.target.closest("input[data-select]");
     const card = box && box.closest("[data-event-id]");
-    if (card) toggle(Number(card.dataset.eventId), box.checked);
+    if (!card) return;
+    toggle(Number(card.dataset.eventId), box.checked);
+    // The keys (D, A, X, arrows) act on the focused card and not from a checkbox: hand the focus back to the card.
+    card.focus({preventScroll: true});
   });
   clear.addEventListener("click", () => {
     selected.clear();

@@ -279,7 +279,7 @@ function upsert(event, live) {
   const card = buildCard(event);
   const old = cardFor(event.id);
   if (old) {
-    const focused = document.activeElement === old;
+    const focused = old.contains(document.activeElement); // the card, or its checkbox or a button in it
     old.replaceWith(card);
     placeInQueue(card, event); // a more urgent mail may have raised its priority
     if (focused) card.focus();
@@ -303,10 +303,17 @@ function remove(id) {
 }
 
 function replaceAll(list) {
+  // Redrawn from the server's list (a resync): the keys stay on the card they were on, else on the queue's head.
+  const active = document.activeElement;
+  const focusedId = active && wall.contains(active) && active.closest("[data-event-id]")
+    ? active.closest("[data-event-id]").dataset.eventId : null;
   events.clear();
   wall.replaceChildren();
   list.forEach((event) => upsert(event, false));
   showCount();
+  const again = focusedId && cardFor(focusedId);
+  if (again) again.focus({preventScroll: true});
+  else focusQueueHead();
 }
 
 function flash(message) {
@@ -323,23 +330,41 @@ function apply(message) {
   applyOpenAlarm(message);
 }
 
+const RESYNC_RETRY_MS = 2000;
+let resyncRound = 0;
+
 async function resync() {
-  // The server no longer holds what we missed: reload the list, then apply what arrived meanwhile.
+  // The server no longer holds what we missed: reload the list, then apply what arrived meanwhile. A failed
+  // reload (a busy or restarting server) leaves the cards as they are and is tried again, never an empty wall.
+  const round = ++resyncRound;
+  let failed = false;
   resyncing = true;
   heldDuringResync = [];
-  try {
-    const response = await fetch("/api/events?status=active&order=queue&limit=200", {credentials: "same-origin"});
-    if (response.status === 401) {
-      window.location.assign("/login");
-      return;
+  for (;;) {
+    try {
+      const response = await fetch("/api/events?status=active&order=queue&limit=200", {credentials: "same-origin"});
+      if (response.status === 401) {
+        window.location.assign("/login");
+        return;
+      }
+      if (!response.ok) throw new Error("the server answered " + response.status);
+      const list = (await response.json()).events;
+      if (round !== resyncRound) return; // a newer resync took over
+      replaceAll(list);
+      await resyncOpenAlarms();
+      break;
+    } catch (error) {
+      if (round !== resyncRound) return;
+      failed = true;
+      flash("Could not bring the wall up to date (" + error.message + "): trying again");
+      await new Promise((resolve) => setTimeout(resolve, RESYNC_RETRY_MS));
+      if (round !== resyncRound) return;
     }
-    replaceAll((await response.json()).events);
-    await resyncOpenAlarms();
-  } finally {
-    resyncing = false;
-    heldDuringResync.forEach(apply);
-    heldDuringResync = [];
   }
+  resyncing = false;
+  heldDuringResync.forEach(apply);
+  heldDuringResync = [];
+  if (failed) notice.hidden = true; // the wall is up to date again
 }
 
 async function act(card, action) {
@@ -415,7 +440,8 @@ const openAlarmStrip = document.getElementById("open-alarms");
 const openAlarmList = document.getElementById("open-alarm-list");
 
 function alarmAge(iso) {
-  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  // On the appliance's clock, as the cards' ages (queueNow): this PC's may be off.
+  const seconds = Math.max(0, Math.round((queueNow() - Date.parse(iso)) / 1000));
   if (seconds < 60) return seconds + "s";
   if (seconds < 3600) return Math.floor(seconds / 60) + "m " + (seconds % 60) + "s";
   return Math.floor(seconds / 3600) + "h " + Math.floor((seconds % 3600) / 60) + "m";
@@ -441,8 +467,13 @@ function openAlarmItem(alarm) {
 function showOpenAlarms() {
   // Oldest first: the one waiting longest is the one to look at.
   const list = Array.from(openAlarms.values()).sort((a, b) => Date.parse(a.opened_at) - Date.parse(b.opened_at) || a.id - b.id);
+  const active = document.activeElement;
+  const focusedId = active && openAlarmList.contains(active) ? active.dataset.openAlarmId : null;
   openAlarmList.replaceChildren(...list.map(openAlarmItem));
   openAlarmStrip.hidden = list.length === 0;
+  // Redrawn on every change: a keyboard user's focus stays on the same alarm while it is open.
+  const again = focusedId && openAlarmList.querySelector('[data-open-alarm-id="' + focusedId + '"]');
+  if (again) again.focus({preventScroll: true});
 }
 
 function applyOpenAlarm(message) {
