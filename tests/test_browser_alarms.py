@@ -57,9 +57,13 @@ async def test_the_strip_and_the_alarm_list_follow_alarms_live(daemon: Daemon, b
     await expect(row).to_contain_text("boss", timeout=5000)
     await expect(row.locator("a").first).to_be_focused()
     await expect(item).to_be_focused()
+    await an_event(daemon, to="camera-back@monitor.local")  # a card on the wall meanwhile
+    await expect(wall.locator("#wall [data-event-id]")).to_have_count(1, timeout=5000)
     await daemon.api("POST", f"/api/alarms/{alarm['id']}/resolve", boss, json={"code": "test"})
     await expect(wall.locator("[data-open-alarm-id]")).to_have_count(0, timeout=5000)
     await expect(wall.locator("#open-alarms")).to_be_hidden()
+    # The focused alarm closed, and no other is open: the focus goes on to the wall's first card, not nowhere.
+    await expect(wall.locator("#wall [data-event-id]").first).to_be_focused()
     await expect(listing.locator("[data-alarm-row]")).to_have_count(0, timeout=5000)
     await expect(listing.locator("#alarm-rows")).to_contain_text("No alarms.")
     assert errors == []

@@ -83,6 +83,20 @@ async def test_the_wall_is_a_queue(quick_escalation: Daemon, browser: Browser) -
     # of the motion; it escalates, and is heard, once it has waited events.escalate_after.
     await page.click("#sound")
     await page.evaluate("window.__tones = []")
+    # An escalated card dismissed, kept out while the escalation check runs, then taken back with Undo: back in its
+    # place, escalated, and not heard again (only the tamper's pips below are).
+    intrusion = await cards.first.get_attribute("data-event-id")
+    await cards.first.locator('[data-action="dismiss"]').click()
+    await expect(cards).to_have_count(2)
+    shown_age = cards.first.locator(".event-age")
+    for _ in range(2):  # the ages count on the same second as the escalation check: two changes, a check between
+        await expect(shown_age).not_to_have_text(await shown_age.text_content() or "")
+    await page.click("[data-action=undo]")
+    await expect(cards).to_have_count(3)
+    await expect(cards.first).to_have_attribute("data-event-id", intrusion or "")
+    await expect(cards.first).to_have_attribute("data-escalated", "")
+    await expect(cards.first).to_be_focused()  # Undo puts the focus on the card it brought back
+    await page.locator("#sound").focus()
     assert (await daemon.send(sample("amcrest-tamper.eml")))["data"][0] == 250
     await expect(cards).to_have_count(4, timeout=5000)
     assert [await c.get_attribute("data-kind") for c in await cards.all()] == [
@@ -107,4 +121,5 @@ async def test_the_wall_is_a_queue(quick_escalation: Daemon, browser: Browser) -
     await expect(cards).to_have_count(2)
     await expect(cards.first).to_have_attribute("data-kind", "tamper")
     await expect(cards.first).to_be_focused()
+
     assert errors == []

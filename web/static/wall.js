@@ -3,6 +3,7 @@
 // Keys: arrows move between cards, D dismisses, A raises an alarm, Enter opens.
 import {connectLive, el, localTime, post} from "./common.js";
 import {safeDismiss} from "./dismiss.js";
+import {openAlarmStrip} from "./openalarms.js";
 
 const wall = document.getElementById("wall");
 const empty = document.getElementById("empty");
@@ -114,7 +115,11 @@ function escalateOverdue() {
       fresh = true;
     }
   });
-  escalated.forEach((id) => { if (!events.has(id)) escalated.delete(id); });
+  // Kept after a card leaves: one brought back (Undo, a restore) has sounded already. Bounded, oldest out first.
+  for (const id of escalated) {
+    if (escalated.size <= 2000) break;
+    escalated.delete(id);
+  }
   if (fresh) escalationBeep();
 }
 
@@ -327,7 +332,7 @@ function apply(message) {
   const data = message.data;
   if (message.type === "event.created" || message.type === "event.updated") upsert(data, message.type === "event.created");
   else if (message.type === "event.dismissed") remove(data.id);
-  applyOpenAlarm(message);
+  openAlarms.apply(message);
 }
 
 const RESYNC_RETRY_MS = 2000;
@@ -351,7 +356,7 @@ async function resync() {
       const list = (await response.json()).events;
       if (round !== resyncRound) return; // a newer resync took over
       replaceAll(list);
-      await resyncOpenAlarms();
+      await openAlarms.resync();
       break;
     } catch (error) {
       if (round !== resyncRound) return;
@@ -434,69 +439,8 @@ setInterval(() => {
 // Dismiss made safe (issue 16): undo, and selecting cards to dismiss together (web/static/dismiss.js).
 const dismissing = safeDismiss({wall, events, upsert, remove, flash});
 
-// --- open-alarms strip: every alarm raised or acknowledged and not yet resolved, kept live ---------------------
-const openAlarms = new Map();
-const openAlarmStrip = document.getElementById("open-alarms");
-const openAlarmList = document.getElementById("open-alarm-list");
-
-function alarmAge(iso) {
-  // On the appliance's clock, as the cards' ages (queueNow): this PC's may be off.
-  const seconds = Math.max(0, Math.round((queueNow() - Date.parse(iso)) / 1000));
-  if (seconds < 60) return seconds + "s";
-  if (seconds < 3600) return Math.floor(seconds / 60) + "m " + (seconds % 60) + "s";
-  return Math.floor(seconds / 3600) + "h " + Math.floor((seconds % 3600) / 60) + "m";
-}
-
-function openAlarmItem(alarm) {
-  const link = el("a", "open-alarm state-" + alarm.state);
-  link.href = "/alarms/" + alarm.id;
-  link.dataset.openAlarmId = alarm.id;
-  link.dataset.state = alarm.state;
-  const where = alarm.camera ? alarm.camera.name : (alarm.camera_name || "Unknown camera");
-  const who = alarm.acknowledged_by ? alarm.acknowledged_by.username : "nobody yet";
-  const ageNode = el("span", "open-alarm-age", alarmAge(alarm.opened_at));
-  ageNode.dataset.since = alarm.opened_at;
-  link.append(el("strong", "open-alarm-camera", where), " " + alarm.event_type + " · ", ageNode,
-    " · ", el("span", "open-alarm-handler", who));
-  link.title = "Alarm " + alarm.id + ": " + alarm.state + ", handled by " + who;
-  const item = el("li");
-  item.appendChild(link);
-  return item;
-}
-
-function showOpenAlarms() {
-  // Oldest first: the one waiting longest is the one to look at.
-  const list = Array.from(openAlarms.values()).sort((a, b) => Date.parse(a.opened_at) - Date.parse(b.opened_at) || a.id - b.id);
-  const active = document.activeElement;
-  const focusedId = active && openAlarmList.contains(active) ? active.dataset.openAlarmId : null;
-  openAlarmList.replaceChildren(...list.map(openAlarmItem));
-  openAlarmStrip.hidden = list.length === 0;
-  // Redrawn on every change: a keyboard user's focus stays on the same alarm while it is open.
-  const again = focusedId && openAlarmList.querySelector('[data-open-alarm-id="' + focusedId + '"]');
-  if (again) again.focus({preventScroll: true});
-}
-
-function applyOpenAlarm(message) {
-  if (message.type !== "alarm.created" && message.type !== "alarm.updated") return;
-  const alarm = message.data;
-  if (alarm.state === "resolved") openAlarms.delete(alarm.id);
-  else openAlarms.set(alarm.id, alarm);
-  showOpenAlarms();
-}
-
-async function resyncOpenAlarms() {
-  const response = await fetch("/api/alarms?state=open", {credentials: "same-origin"});
-  if (!response.ok) return;
-  openAlarms.clear();
-  (await response.json()).alarms.forEach((alarm) => openAlarms.set(alarm.id, alarm));
-  showOpenAlarms();
-}
-
-setInterval(() => {
-  openAlarmList.querySelectorAll(".open-alarm-age").forEach((node) => { node.textContent = alarmAge(node.dataset.since); });
-}, 1000);
-JSON.parse(document.getElementById("initial-open-alarms").textContent).forEach((alarm) => openAlarms.set(alarm.id, alarm));
-showOpenAlarms();
+// The open-alarms strip (web/static/openalarms.js), its ages on the appliance's clock as the cards'.
+const openAlarms = openAlarmStrip({now: queueNow});
 
 replaceAll(JSON.parse(document.getElementById("initial-events").textContent));
 startQueue();
