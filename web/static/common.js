@@ -146,16 +146,21 @@ function armLinkTone() {
 }
 function linkTone() {
   if (!linkAudio || linkAudio.state !== "running") return;
-  [[0, 440], [0.35, 330], [0.7, 220]].forEach(([at, frequency]) => {
-    const oscillator = linkAudio.createOscillator();
-    const gain = linkAudio.createGain();
-    oscillator.type = "square";
+  playTones(linkAudio, [[0, 440], [0.35, 330], [0.7, 220]], {volume: 0.2, length: 0.3, type: "square"});
+}
+
+// Short tones on *audio* (an AudioContext that may play): [[start s, frequency Hz], ...], each fading out.
+export function playTones(audio, tones, {volume = 0.25, length = 0.25, type = "sine"} = {}) {
+  tones.forEach(([at, frequency]) => {
+    const oscillator = audio.createOscillator();
+    const gain = audio.createGain();
+    oscillator.type = type;
     oscillator.frequency.value = frequency;
-    gain.gain.setValueAtTime(0.2, linkAudio.currentTime + at);
-    gain.gain.exponentialRampToValueAtTime(0.001, linkAudio.currentTime + at + 0.3);
-    oscillator.connect(gain).connect(linkAudio.destination);
-    oscillator.start(linkAudio.currentTime + at);
-    oscillator.stop(linkAudio.currentTime + at + 0.3);
+    gain.gain.setValueAtTime(volume, audio.currentTime + at);
+    gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + at + length);
+    oscillator.connect(gain).connect(audio.destination);
+    oscillator.start(audio.currentTime + at);
+    oscillator.stop(audio.currentTime + at + length);
   });
 }
 

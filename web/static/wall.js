@@ -1,7 +1,7 @@
 // The alarm wall: active events as cards, kept live over /ws, resumed after a dropped connection.
 // Cards are built with DOM calls and textContent only: nothing from a camera is ever parsed as HTML.
 // Keys: arrows move between cards, D dismisses, A raises an alarm, Enter opens.
-import {connectLive, el, localTime, post} from "./common.js";
+import {connectLive, el, localTime, playTones, post} from "./common.js";
 import {safeDismiss} from "./dismiss.js";
 import {openAlarmStrip} from "./openalarms.js";
 
@@ -27,18 +27,7 @@ function showSound() {
 function beep() {
   if (!soundOn()) return;
   audio = audio || new AudioContext();
-  const tone = (at, frequency) => {
-    const oscillator = audio.createOscillator();
-    const gain = audio.createGain();
-    oscillator.frequency.value = frequency;
-    gain.gain.setValueAtTime(0.25, audio.currentTime + at);
-    gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + at + 0.25);
-    oscillator.connect(gain).connect(audio.destination);
-    oscillator.start(audio.currentTime + at);
-    oscillator.stop(audio.currentTime + at + 0.25);
-  };
-  tone(0, 880);
-  tone(0.3, 660);
+  playTones(audio, [[0, 880], [0.3, 660]]);
 }
 soundButton.addEventListener("click", () => {
   localStorage.setItem("vmond.sound", soundOn() ? "off" : "on");
@@ -127,17 +116,7 @@ function escalationBeep() {
   // Three short high pips, unlike the two-tone of a new event; only once the guard switched sound on.
   if (!soundOn()) return;
   audio = audio || new AudioContext();
-  [0, 0.18, 0.36].forEach((at) => {
-    const oscillator = audio.createOscillator();
-    const gain = audio.createGain();
-    oscillator.type = "square";
-    oscillator.frequency.value = 1320;
-    gain.gain.setValueAtTime(0.12, audio.currentTime + at);
-    gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + at + 0.12);
-    oscillator.connect(gain).connect(audio.destination);
-    oscillator.start(audio.currentTime + at);
-    oscillator.stop(audio.currentTime + at + 0.12);
-  });
+  playTones(audio, [[0, 1320], [0.18, 1320], [0.36, 1320]], {volume: 0.12, length: 0.12, type: "square"});
 }
 
 function focusAfterRemoval(card) {
