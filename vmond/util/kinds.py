@@ -3,7 +3,7 @@ follows from it.
 
 Cameras name the same thing many ways ("Person", "Person Detected", "Human", "Pedestrian", Hikvision's
 "Region Entrance Detection", Dahua's "CrossLineDetection", Chinese firmware's "越界侦测"). :func:`event_kind`
-maps the event type the mail gave (or, failing that, its subject) to one of :data:`KINDS`. The store calls it
+maps the event type the mail gave (or, failing that, its subject) to one of :data:`CAMERA_KINDS`. The store calls it
 when it records an event and when migration 8 fills in the kind of events recorded before; it is a pure
 function of text, so both give the same answer.
 
@@ -16,11 +16,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-KINDS = ("person", "vehicle", "face", "intrusion", "line_crossing", "tamper", "video_loss", "motion", "other")
+CAMERA_KINDS = ("person", "vehicle", "face", "intrusion", "line_crossing", "tamper", "video_loss", "motion", "other")
+# Supervision: what vmond raises itself when something that should happen does not. A camera silent for longer than
+# its max_silence; on a central, a site that stopped reporting; the appliance's own trouble (disk below
+# storage.min_free_space, the MQTT broker unreachable, clips failing again and again, the spool not draining).
+SUPERVISION_KINDS = ("camera_silent", "site_offline", "disk_low", "mqtt_down", "clips_failing", "spool_stuck")
+KINDS = CAMERA_KINDS + SUPERVISION_KINDS
 DEFAULT_PRIORITIES: dict[str, int] = {
     "intrusion": 1, "person": 1, "tamper": 1,
     "line_crossing": 2, "vehicle": 2, "face": 2, "video_loss": 2,
     "motion": 3, "other": 3,
+    # Alarms that may be going unseen come first; a camera or site gone quiet next; a failing clip maker last.
+    "spool_stuck": 1, "disk_low": 1,
+    "camera_silent": 2, "site_offline": 2, "mqtt_down": 2,
+    "clips_failing": 3,
 }
 HIGHEST, LOWEST = 1, 5
 
