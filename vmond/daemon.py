@@ -2,7 +2,7 @@
 
 Start: database (migrated, YAML accounts synced) -> spool and media directories -> MQTT forwarder (when
 enabled) -> camera directory -> parser and encoder workers -> live view (snapshot worker; its streams start on
-demand) -> pipeline (replays the spool) -> HTTP -> SMTP. READY=1 goes to
+demand) -> pipeline (replays the spool) -> supervision -> HTTP -> SMTP. READY=1 goes to
 systemd only once both sockets are bound.
 SIGHUP applies the configuration file's accounts and cameras (see :mod:`vmond.reload`).
 Stop (SIGTERM/SIGINT): STOPPING=1, then SMTP stops taking mail (open sessions finish or get 421), the web
@@ -40,6 +40,7 @@ from vmond.store.db import Database
 from vmond.store.messages import outbox_topics
 from vmond.store.sync import sync_accounts
 from vmond.store.users import user_count
+from vmond.supervision.watcher import Probes, Supervisor
 from vmond.util.bus import Bus
 from vmond.util.metrics import Metrics
 from vmond.util.ratelimit import Repeats
@@ -87,6 +88,15 @@ class QuietLoopErrors:
         if quiet:
             context = {**context, "message": f"{context.get('message')} (repeated {quiet} times since last said)"}
         loop.default_exception_handler(context)
+
+
+def supervision_probes(spool: Spool, metrics: Metrics, mqtt: Forwarder | None) -> Probes:
+    """What supervision watches: free space where the spool (and the data) live, the broker link (with MQTT on),
+    clips failing in a row, the oldest mail waiting in the spool."""
+    return Probes(free_space=spool.free_space,
+                  mqtt_connected=None if mqtt is None else (lambda: mqtt.connected),
+                  clip_failures_in_a_row=lambda: metrics.clip_failures_in_a_row,
+                  spool_oldest_age=spool.oldest_pending_age)
 
 
 @contextlib.asynccontextmanager
@@ -141,6 +151,8 @@ async def running(config: Config) -> AsyncIterator[Services]:
                             metrics=metrics, clips=clips, disk=keeper, live=live)
 
         await stack.enter_async_context(pipeline)
+        services.supervisor = await stack.enter_async_context(Supervisor(
+            config, db, changes, supervision_probes(spool, metrics, mqtt), io))
         web_server = await stack.enter_async_context(WebServer(config, create_app(config, services)))
         services.web_port = web_server.port
         services.smtp = await stack.enter_async_context(SmtpServer(config, ingest, cameras, metrics))

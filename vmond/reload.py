@@ -40,6 +40,8 @@ async def reload_accounts(services: Services) -> str:
     if services.mqtt is not None:
         services.mqtt.refresh_discovery()
     services.config = dataclasses.replace(services.config, accounts=fresh.accounts)
+    if services.supervisor is not None:
+        services.supervisor.nudge()  # cameras' max_silence may have changed
     others = [f.name for f in dataclasses.fields(fresh)
               if f.name not in ("accounts", "source") and getattr(fresh, f.name) != getattr(services.config, f.name)]
     if others:

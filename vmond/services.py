@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from vmond.mqtt.forwarder import Forwarder
     from vmond.store.changes import Changes
     from vmond.store.db import Database
+    from vmond.supervision.watcher import Supervisor
     from vmond.util.bus import Bus
 
 
@@ -44,3 +45,4 @@ class Services:
     clips: ClipMaker | None = None
     disk: DiskKeeper | None = None
     live: LiveHub | None = None  # snapshots and live view from the cameras' RTSP streams
+    supervisor: Supervisor | None = None  # camera silence and the appliance's own health

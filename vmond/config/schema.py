@@ -29,6 +29,7 @@ from vmond.config.values import (
     Ctx,
     Invalid,
     Network,
+    Parser,
     boolean,
     checked,
     choice,
@@ -64,6 +65,26 @@ _NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8",
 
 def _networks(nets: tuple[Network, ...]) -> list[str]:
     return [str(net) for net in nets]
+
+
+# Supervision: a silence limit is a duration, null (the default applies, or none) or "off" (a camera: never).
+_OFF = ("off", "false", "no", "never")
+
+
+def _silence(*, off: bool) -> Parser:
+    parse_duration = duration()
+
+    def parse(node: yaml.Node, ctx: Ctx, key: str) -> float | None:
+        if is_null(node):
+            return None
+        if isinstance(node, yaml.ScalarNode) and str(node.value).strip().lower() in _OFF:
+            return 0.0 if off else None
+        return float(parse_duration(node, ctx, key))
+    return parse
+
+
+def _show_silence(value: float) -> str:
+    return "off" if value == 0 else format_duration(value)
 
 
 # --- sections -------------------------------------------------------------
@@ -188,6 +209,17 @@ class LiveConfig:
     snapshot_on_alarm: bool = setting(boolean, False)
 
 
+# --- supervision: cameras that fall silent, and the appliance watching itself ------------------------------
+
+
+@dataclass(frozen=True)
+class SupervisionConfig:
+    # A camera with no max_silence of its own raises camera_silent after this long without a mail; None: off.
+    max_silence: float | None = setting(_silence(off=False), None, show=_show_silence)
+    # The MQTT broker unreachable this long raises mqtt_down.
+    mqtt_down_after: float = setting(duration(), 300.0, show=format_duration)
+
+
 # --- alarms: how an alarm is closed ------------------------------------------
 
 
@@ -222,6 +254,8 @@ class CameraConfig:
     smtp_address: str = setting(string(lower=True))
     smtp_password: Secret | None = setting(secret(), None)
     rtsp_url: Secret | None = setting(secret(schemes=("rtsp", "rtsps")), None)
+    # Supervision: silent longer than this raises camera_silent; None: supervision.max_silence; 0 ("off"): never.
+    max_silence: float | None = setting(_silence(off=True), None, show=_show_silence)
 
 
 # --- accounts[].action_plan: the steps a guard works through on an account's alarm ------------------------
@@ -278,6 +312,7 @@ class Config:
     mqtt: MqttConfig = section()
     live: LiveConfig = section()
     alarms: AlarmsConfig = section()
+    supervision: SupervisionConfig = section()
     logging: LoggingConfig = section()
     accounts: tuple[AccountConfig, ...] = list_of()
 

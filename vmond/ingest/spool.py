@@ -144,3 +144,14 @@ class Spool:
 
     def count_pending(self) -> int:
         return sum(1 for p in self.new.iterdir() if p.name.endswith(SUFFIX))
+
+    def oldest_pending_age(self) -> float | None:
+        """Seconds the oldest mail in ``new`` has waited (its name starts with the time it was spooled), None
+        when none waits. Blocking: for supervision's ``spool_stuck``."""
+        oldest = min((p.name for p in self.new.iterdir() if p.name.endswith(SUFFIX)), default=None)
+        if oldest is None:
+            return None
+        try:
+            return max(0.0, time.time() - int(oldest[:20]) / 1e9)
+        except ValueError:  # not a name vmond gave
+            return None

@@ -135,6 +135,7 @@ class ClipMaker(BackgroundService):
             await loop.run_in_executor(self._io, self._media.install_sync, staged, relpath)
         except (WorkerFailed, ClipError) as exc:
             self._metrics.clip_failures += 1
+            self._metrics.clip_failures_in_a_row += 1
             log.warning("no clip for event %d: %s", event_id, exc)
             await self._publish_state(event_id, "failed", "clip_failed")
             return
@@ -142,6 +143,7 @@ class ClipMaker(BackgroundService):
             await loop.run_in_executor(self._io, _remove_leftover, staged)
         self._metrics.clip_seconds_sum += time.monotonic() - started
         self._metrics.clip_count += 1
+        self._metrics.clip_failures_in_a_row = 0
         info = made.info
         event, old = await self._changes.record(attach_clip, self._config.smtp.domain, event_id, relpath,
                                                 sha256=made.sha256, size=info.bytes, width=info.width,

@@ -37,6 +37,10 @@ def sentence(action: str, detail: dict[str, Any], who: str | None, usernames: di
         return f"{name} took the camera's picture at the moment of raising"
     if action == "alarm.snapshot_failed":
         return f"No picture at the moment of raising: {detail.get('error', '')}"
+    if action == "supervision.raised":  # supervision: vmond raised the event itself
+        return f"{SYSTEM} raised it: {detail.get('text', '')}"
+    if action == "supervision.cleared":
+        return f"{SYSTEM} closed it: {detail.get('reason', '')}"
     if action.startswith("event."):
         status = action.split(".", 1)[1]
         worded = {"dismissed": "dismissed the event", "active": "put the event back on the wall"}

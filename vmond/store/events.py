@@ -16,6 +16,7 @@ import peewee as pw
 from vmond.store.changes import Change
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, User, utcnow
 from vmond.store.scope import EVERY_ACCOUNT, Scope
+from vmond.store.supervision import end_camera_silence
 from vmond.util.kinds import event_kind, priority_of
 
 STATUSES = ("active", "dismissed", "alarmed")
@@ -295,6 +296,7 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, chang
         if record.is_test:
             camera.test_mail_at = record.received_at
         camera.save()
+        end_camera_silence(domain, camera, record.received_at, change)  # supervision: its mail ends a silence
     result = IngestResult(get_event(domain, event.id), created=created, unused_media=tuple(unused))
     report(change or Change(), "new" if created else "update", result.event)
     return result

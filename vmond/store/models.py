@@ -113,6 +113,10 @@ class Camera(BaseModel):
     last_refusal = JSONField(null=True)  # {"at", "peer", "command", "reply"} of the last 4xx/5xx it got
     last_peer = pw.CharField(null=True)  # where its last mail came from
     last_transcript = JSONField(null=True)  # the last SMTP session that named it, secrets removed
+    # Supervision (migration 11): its own max_silence in seconds (None: supervision.max_silence; 0: never), and
+    # since when it is supervised (a camera that never mailed is counted from then).
+    max_silence = pw.FloatField(null=True)
+    supervised_since = UtcDateTimeField(null=True)
 
 
 class AlarmEvent(BaseModel):
@@ -244,6 +248,19 @@ class UserAccount(BaseModel):
         indexes = ((("user", "account"), True),)
 
 
+class SupervisionCondition(BaseModel):
+    """Supervision (migration 11): a supervised condition present now (a silent camera, the disk running low ...)
+    and the event raised for it; ``subject`` ("camera:7", "disk_low") keeps it to one open event each."""
+
+    subject = pw.CharField(unique=True)
+    kind = pw.CharField()
+    camera = pw.ForeignKeyField(Camera, null=True, on_delete="CASCADE", backref="+")
+    camera_id: pw.ForeignKeyField[int | None]
+    event = pw.ForeignKeyField(AlarmEvent, on_delete="CASCADE", backref="+")
+    event_id: pw.ForeignKeyField[int]
+    since = UtcDateTimeField()
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     User,
     Session,
@@ -259,4 +276,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     OutboxMessage,
     SmtpRefusal,
     UserAccount,
+    SupervisionCondition,
 )

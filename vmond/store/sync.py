@@ -53,6 +53,7 @@ def sync_accounts(accounts: tuple[AccountConfig, ...]) -> dict[str, int]:
             camera.rtsp_url = cam.rtsp_url.reveal() if cam.rtsp_url is not None else None
             camera.smtp_password_hash = None  # the YAML keeps its password; see CameraDirectory
             camera.smtp_password_in_config = cam.smtp_password is not None
+            camera.max_silence = cam.max_silence  # supervision; the watcher notes when it began
             camera.from_config = True
             camera.active = True
             camera.save()

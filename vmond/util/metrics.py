@@ -17,6 +17,7 @@ class Metrics:
         self.clip_seconds_sum = 0.0
         self.clip_count = 0
         self.clip_failures = 0
+        self.clip_failures_in_a_row = 0  # supervision: clips_failing; a made clip sets it back to 0
 
     def smtp_reply(self, text: str) -> None:
         code = text[:3]

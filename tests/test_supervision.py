@@ -1,0 +1,133 @@
+"""Supervision in the store: a silent camera raises one camera_silent event, counted from its stored last mail (or
+from when supervision began), and its next mail closes it in the mail's own transaction; an alarm raised from it
+stays open. Time is given explicitly (a fixed clock), never slept."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from vmond.config import Config
+from vmond.store import outbox
+from vmond.store.alarms import alarm_detail, raise_alarm
+from vmond.store.changes import Change
+from vmond.store.db import Database
+from vmond.store.events import IngestRecord, get_event, list_queue, record_mail
+from vmond.store.messages import Topics
+from vmond.store.supervision import check_silence, silence_due, silence_states
+from vmond.store.sync import sync_accounts
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+DOMAIN = "monitor.local"
+TOPICS = Topics("vmond", "test-site")
+
+
+def mail(key: str, at: datetime, local: str = "camera-front", is_test: bool = False) -> IngestRecord:
+    return IngestRecord(ingest_key=key, local_part=local, received_at=at, event_time=at, event_type="Motion",
+                        subject="Motion", is_test=is_test)
+
+
+def cameras(front: Any = None, back: Any = None) -> list[dict[str, Any]]:
+    front_camera: dict[str, Any] = {"name": "Front Door", "smtp_address": "camera-front"}
+    back_camera: dict[str, Any] = {"name": "Back Yard", "smtp_address": "camera-back"}
+    if front is not None:
+        front_camera["max_silence"] = front
+    if back is not None:
+        back_camera["max_silence"] = back
+    return [{"name": "Test Customer", "cameras": [front_camera, back_camera]}]
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+async def check(db: Database, seconds: float, default: float | None = None,
+                change: Change | None = None) -> list[dict[str, Any]]:
+    return await db.write(check_silence, DOMAIN, default, None, change, at(seconds))
+
+
+async def test_silence_is_raised_once_and_the_next_mail_closes_it(tmp_path: Path,
+                                                                  make_config: Callable[..., Config]) -> None:
+    config = make_config(accounts=cameras(front="60s"))
+    async with Database(tmp_path / "vmond.db") as db:
+        await db.write(sync_accounts, config.accounts)
+        assert await check(db, 0) == []  # supervision begins: a camera that never mailed is counted from now
+        assert await db.read(silence_due, None, at(0)) == (False, at(60))
+        assert await check(db, 59) == []
+        change = Change(TOPICS)
+        [raised] = await check(db, 60, change=change)
+        assert (raised["kind"], raised["priority"], raised["status"]) == ("camera_silent", 2, "active")
+        assert raised["camera"]["name"] == "Front Door" and raised["account"]["name"] == "Test Customer"
+        assert "never mailed" in raised["subject"]
+        assert [(a.type, a.data["id"]) for a in change.announcements] == [("event.created", raised["id"])]
+        [row] = await db.read(outbox.pending, 0, 10)
+        message = json.loads(row["payload"])
+        assert (message["type"], message["event"]["kind"]) == ("new", "camera_silent")
+        assert [e["id"] for e in await db.read(list_queue, DOMAIN)] == [raised["id"]]  # on the wall
+        assert await check(db, 600) == []  # one open silence event per camera, however long it lasts
+
+        # The camera mails: the same transaction records the mail and closes the silence.
+        change = Change(TOPICS)
+        result = await db.write(record_mail, DOMAIN, mail("m1", at(700)), 0.0, change)
+        closed = await db.read(get_event, DOMAIN, raised["id"])
+        assert closed["status"] == "dismissed" and "cleared" in closed["flags"]
+        assert [(a.type, a.data["id"]) for a in change.announcements] == [
+            ("event.dismissed", raised["id"]), ("event.created", result.event["id"])]
+        assert change.announcements[0].data["by"] is None  # dismissed by the system, not a guard
+        assert [e["id"] for e in await db.read(list_queue, DOMAIN)] == [result.event["id"]]
+
+        # Counted again from that mail, not from supervision's start.
+        assert await check(db, 759) == []
+        [again] = await check(db, 760)
+        assert again["id"] != raised["id"] and "its last mail came at 2026-03-01 12:11:40 UTC" in again["subject"]
+
+
+async def test_a_test_mail_also_ends_a_silence(tmp_path: Path, make_config: Callable[..., Config]) -> None:
+    config = make_config(accounts=cameras(front="30s"))
+    async with Database(tmp_path / "vmond.db") as db:
+        await db.write(sync_accounts, config.accounts)
+        await db.write(record_mail, DOMAIN, mail("m1", at(0)), 0.0)
+        [raised] = await check(db, 30)  # counted from the stored last mail
+        await db.write(record_mail, DOMAIN, mail("t1", at(40), is_test=True), 0.0)
+        assert (await db.read(get_event, DOMAIN, raised["id"]))["status"] == "dismissed"
+
+
+async def test_an_alarm_raised_from_a_silence_stays_open_and_its_trail_says_why_it_ended(
+        tmp_path: Path, make_config: Callable[..., Config]) -> None:
+    config = make_config(accounts=cameras(front="10s"))
+    async with Database(tmp_path / "vmond.db") as db:
+        await db.write(sync_accounts, config.accounts)
+        await check(db, 0)
+        [raised] = await check(db, 10)
+        alarm, _, _ = await db.write(raise_alarm, DOMAIN, raised["id"], None)
+        await db.write(record_mail, DOMAIN, mail("m1", at(20)), 0.0)
+        detail = await db.read(alarm_detail, DOMAIN, alarm["id"])
+        assert detail["state"] == "open" and detail["event"]["status"] == "alarmed"
+        assert "cleared" in detail["event"]["flags"]
+        texts = [entry["text"] for entry in detail["audit"]]
+        assert texts[0].startswith("vmond raised it: No mail from Front Door for 10s")
+        assert "vmond closed it: the camera mailed again" in texts
+
+
+async def test_the_default_limit_and_a_camera_turned_off(tmp_path: Path, make_config: Callable[..., Config]) -> None:
+    config = make_config(accounts=cameras(back="off"), supervision={"max_silence": "1m"})
+    async with Database(tmp_path / "vmond.db") as db:
+        await db.write(sync_accounts, config.accounts)
+        await check(db, 0, default=60)
+        raised = await check(db, 60, default=60)
+        assert [e["camera"]["name"] for e in raised] == ["Front Door"]
+        states = await db.read(silence_states, [1, 2], 60.0, at(60))
+        assert states[1] == {"max_silence": None, "limit": 60.0, "counted_from": at(0).isoformat(),
+                             "silent_event_id": raised[0]["id"]}
+        assert states[2] == {"max_silence": "off", "limit": None, "counted_from": None, "silent_event_id": None}
+
+        # The default turned off (a restart with another configuration): the open silence closes, and a later
+        # default counts from when supervision began again.
+        [closed] = await check(db, 70, default=None)
+        assert closed["status"] == "dismissed"
+        assert await db.read(silence_due, None, at(80)) == (False, None)
+        assert await check(db, 100, default=60) == []
+        assert await db.read(silence_due, 60, at(100)) == (False, at(160))

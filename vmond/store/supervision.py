@@ -1,0 +1,212 @@
+"""Supervision in the database: cameras that fell silent and the appliance's own trouble, raised and closed as
+ordinary events of a supervision kind (:data:`vmond.util.kinds.SUPERVISION_KINDS`).
+
+A supervised condition that is present has one row in ``supervision_condition`` (its ``subject`` is unique:
+``camera:<id>`` for a silent camera, the kind for the appliance's own conditions) pointing at the event raised for
+it. Raising writes the event, the row, an audit entry and the MQTT ``new`` message in one transaction and announces
+``event.created``; so a supervision event is on the wall, over MQTT and on the audit trail like a camera's.
+
+Closing (the camera mailed again, the disk has room again ...) deletes the row and says why on the event's audit
+trail (``supervision.cleared``), flags the event ``cleared`` and, if it is still on the wall untouched, dismisses
+it by the system (``event.dismissed`` with ``by`` null). An event a guard has turned into an alarm stays an alarm:
+the alarm is worked and resolved as any other, its trail now telling that the condition ended.
+
+Silence is counted from the camera's stored last mail (alarm or test mail) or, for a camera that never mailed, from
+``camera.supervised_since`` (set when supervision began for it): the clock is in the database, so a restart
+neither forgets a silence nor starts counting again. Functions run on a database thread; the ``*_due`` readers
+let the watcher write only when something changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from vmond.config.types import format_duration
+from vmond.store.changes import Change
+from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, SupervisionCondition, utcnow
+from vmond.util.kinds import priority_of
+
+CLEARED = "cleared"  # the flag of a supervision event whose condition ended
+
+
+def effective_silence(own: float | None, default: float | None) -> float | None:
+    """A camera's silence limit in seconds: its own (0: never supervised), else ``supervision.max_silence``."""
+    limit = default if own is None else own
+    return limit or None
+
+
+def camera_subject(camera_id: int) -> str:
+    return f"camera:{camera_id}"
+
+
+# --- raising and closing ------------------------------------------------------------------------------------------
+
+
+def _event_dict(domain: str, event_id: int) -> dict[str, Any]:
+    from vmond.store.events import get_event  # events.py calls into this module: imported when used
+
+    return get_event(domain, event_id)
+
+
+def _raise(domain: str, subject: str, kind: str, camera: Camera | None, title: str, text: str,
+           priorities: Mapping[str, int] | None, now: datetime, change: Change | None,
+           detail: dict[str, Any]) -> dict[str, Any]:
+    from vmond.store.events import report
+
+    account = camera.account.priorities if camera is not None else None
+    event = AlarmEvent.create(camera=camera, received_at=now, updated_at=now, event_time=now, event_type=title,
+                              subject=text, body_excerpt="", kind=kind, priority=priority_of(kind, priorities, account),
+                              flags=[])
+    SupervisionCondition.create(subject=subject, kind=kind, camera=camera, event=event, since=now)
+    AuditEntry.create(action="supervision.raised", target_type="event", target_id=event.id,
+                      detail={"kind": kind, "text": text, **detail})
+    raised = _event_dict(domain, event.id)
+    report(change or Change(), "new", raised)
+    return raised
+
+
+def _close(domain: str, condition: SupervisionCondition, reason: str, now: datetime, change: Change | None
+           ) -> dict[str, Any]:
+    from vmond.store.events import report
+
+    change = change or Change()
+    event = AlarmEvent.get_by_id(condition.event_id)
+    condition.delete_instance()
+    AuditEntry.create(action="supervision.cleared", target_type="event", target_id=event.id,
+                      detail={"kind": condition.kind, "reason": reason})
+    event.flags = sorted({*(event.flags or []), CLEARED})
+    event.updated_at = now
+    dismissed = event.status == "active"
+    if dismissed:  # off the wall by the system; an alarm raised from it stays open
+        event.status = "dismissed"
+        event.status_changed_by_id = None
+        event.status_changed_at = now
+    event.save()
+    closed = _event_dict(domain, event.id)
+    if dismissed:
+        change.announce("event.dismissed", {**closed, "by": None}, about=("event", event.id))
+        change.queue_event("update", closed)
+    else:
+        report(change, "update", closed)
+    return closed
+
+
+def end_camera_silence(domain: str, camera: Camera, at: datetime, change: Change | None = None) -> None:
+    """The camera mailed (in the caller's transaction, the mail's own): its silence event, if any, is closed."""
+    condition = SupervisionCondition.get_or_none(SupervisionCondition.subject == camera_subject(camera.id))
+    if condition is not None:
+        _close(domain, condition, "the camera mailed again", at, change)
+
+
+def set_condition(domain: str, kind: str, present: bool, title: str, text: str,
+                  priorities: Mapping[str, int] | None = None, change: Change | None = None,
+                  now: datetime | None = None) -> dict[str, Any] | None:
+    """An appliance condition (``disk_low``, ``mqtt_down`` ...) is present or not: raise its event when it
+    appears, close it when it ends (*text* says why). Returns the event changed, None when nothing changed."""
+    now = now or utcnow()
+    condition = SupervisionCondition.get_or_none(SupervisionCondition.subject == kind)
+    if present and condition is None:
+        return _raise(domain, kind, kind, None, title, text, priorities, now, change, {})
+    if not present and condition is not None:
+        return _close(domain, condition, text, now, change)
+    return None
+
+
+def open_conditions() -> dict[str, int]:
+    """The subjects of the conditions present now, with their events' ids."""
+    return {c.subject: c.event_id for c in SupervisionCondition.select()}
+
+
+# --- silent cameras -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Step:
+    camera: Camera
+    action: str  # start | stop | raise | close
+    reason: str = ""
+
+
+def _silence_steps(default: float | None, now: datetime) -> tuple[list[_Step], datetime | None]:
+    """What supervising the cameras' silence needs done now, and when it next may (None: never, as things are)."""
+    open_ = {c.camera_id: c for c in SupervisionCondition.select().where(SupervisionCondition.camera.is_null(False))}
+    steps: list[_Step] = []
+    next_due: datetime | None = None
+    for camera in Camera.select(Camera, Account).join(Account).order_by(Camera.id):
+        limit = effective_silence(camera.max_silence, default) if camera.active else None
+        condition = open_.get(camera.id)
+        if limit is None:
+            if camera.supervised_since is not None:
+                steps.append(_Step(camera, "stop"))
+            if condition is not None:
+                steps.append(_Step(camera, "close", "the camera was retired" if not camera.active
+                                   else "supervision of its silence was turned off"))
+            continue
+        if camera.supervised_since is None:
+            steps.append(_Step(camera, "start"))
+        due = (camera.last_mail_at or camera.supervised_since or now) + timedelta(seconds=limit)
+        if condition is None and due <= now:
+            steps.append(_Step(camera, "raise"))
+        elif condition is not None and due > now:  # its max_silence was raised above the silence so far
+            steps.append(_Step(camera, "close", "its max_silence is no longer exceeded"))
+        elif condition is None:
+            next_due = due if next_due is None else min(next_due, due)
+    return steps, next_due
+
+
+def silence_due(default: float | None, now: datetime | None = None) -> tuple[bool, datetime | None]:
+    """(whether :func:`check_silence` has anything to do now, the next moment a camera may fall silent)."""
+    steps, next_due = _silence_steps(default, now or utcnow())
+    return bool(steps), next_due
+
+
+def check_silence(domain: str, default: float | None, priorities: Mapping[str, int] | None = None,
+                  change: Change | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Raise ``camera_silent`` for each camera silent longer than its limit (once per silence), close those whose
+    supervision ended, and note when supervision began for a camera; returns the events raised or closed."""
+    now = now or utcnow()
+    steps, _ = _silence_steps(default, now)
+    changed = []
+    for step in steps:
+        camera = step.camera
+        if step.action == "start":
+            Camera.update(supervised_since=now).where(Camera.id == camera.id).execute()
+            camera.supervised_since = now
+        elif step.action == "stop":
+            Camera.update(supervised_since=None).where(Camera.id == camera.id).execute()
+        elif step.action == "close":
+            condition = SupervisionCondition.get(SupervisionCondition.subject == camera_subject(camera.id))
+            changed.append(_close(domain, condition, step.reason, now, change))
+        else:
+            limit = effective_silence(camera.max_silence, default) or 0.0
+            last = camera.last_mail_at
+            text = (f"No mail from {camera.name} for {format_duration(limit)} or longer; "
+                    + (f"its last mail came at {last:%Y-%m-%d %H:%M:%S} UTC" if last else "it has never mailed"))
+            changed.append(_raise(domain, camera_subject(camera.id), "camera_silent", camera, "Camera silent",
+                                  text, priorities, now, change,
+                                  {"camera_id": camera.id, "max_silence": limit,
+                                   "last_mail_at": None if last is None else last.isoformat()}))
+    return changed
+
+
+def silence_states(camera_ids: list[int], default: float | None, now: datetime | None = None
+                   ) -> dict[int, dict[str, Any]]:
+    """For the camera pages and API: each camera's ``max_silence`` (its own setting, ``off`` or null),
+    the limit in force, what its silence is counted from, and its open ``camera_silent`` event."""
+    now = now or utcnow()
+    open_ = {c.camera_id: c.event_id for c in SupervisionCondition.select()
+             .where(SupervisionCondition.camera.in_(camera_ids))} if camera_ids else {}
+    states = {}
+    for camera in Camera.select().where(Camera.id.in_(camera_ids)) if camera_ids else []:
+        limit = effective_silence(camera.max_silence, default) if camera.active else None
+        since = camera.last_mail_at or camera.supervised_since
+        states[camera.id] = {
+            "max_silence": "off" if camera.max_silence == 0 else camera.max_silence,
+            "limit": limit,
+            "counted_from": None if limit is None or since is None else since.isoformat(),
+            "silent_event_id": open_.get(camera.id),
+        }
+    return states

@@ -1,0 +1,1 @@
+"""Supervision: the appliance watches its cameras' silence and its own health, and raises supervision events."""
