@@ -4,13 +4,18 @@ stays open. Time is given explicitly (a fixed clock), never slept."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+from conftest import Daemon, sample
+
 from vmond.config import Config
+from vmond.daemon import running
 from vmond.store import outbox
 from vmond.store.alarms import alarm_detail, raise_alarm
 from vmond.store.changes import Change
@@ -131,3 +136,70 @@ async def test_the_default_limit_and_a_camera_turned_off(tmp_path: Path, make_co
         assert await db.read(silence_due, None, at(80)) == (False, None)
         assert await check(db, 100, default=60) == []
         assert await db.read(silence_due, 60, at(100)) == (False, at(160))
+
+
+async def test_a_running_daemon_raises_a_silence_keeps_it_over_a_restart_and_a_mail_closes_it(
+        make_config: Callable[..., Config]) -> None:
+    """Over real SMTP and HTTP: a 1-second max_silence; the open silence survives a restart without a second
+    event, the camera's mail closes it, and the silence after that mail is counted from it."""
+    config = make_config(accounts=cameras(front="1s", back="off"))
+
+    async def silent_events(daemon: Daemon, token: str) -> list[dict[str, Any]]:
+        status, body = await daemon.api("GET", "/api/events?status=all", token)
+        assert status == 200, body
+        return sorted((e for e in body["events"] if e["kind"] == "camera_silent"), key=lambda e: e["id"])
+
+    async def until(daemon: Daemon, token: str, condition: Callable[[list[dict[str, Any]]], bool], what: str
+                    ) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for _ in range(250):
+            found = await silent_events(daemon, token)
+            if condition(found):
+                return found
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"not within 5 s: {what}; camera_silent events: {found}")
+
+    async with running(config) as services:
+        daemon = Daemon(services)
+        await daemon.add_user()
+        token = await daemon.token()
+        [first] = await until(daemon, token, lambda found: len(found) == 1, "the front camera falls silent")
+        assert first["camera"]["name"] == "Front Door" and first["status"] == "active"
+        status, camera = await daemon.api("GET", f"/api/cameras/{first['camera']['id']}", token)
+        assert status == 200 and camera["supervision"]["silent_event_id"] == first["id"]
+        assert camera["supervision"]["limit"] == 1.0
+        status, back = await daemon.api("GET", "/api/cameras", token)
+        assert [c["supervision"]["max_silence"] for c in back["cameras"]] == ["off", 1.0]  # Back Yard, Front Door
+
+    async with running(config) as services:  # restarted: the same silence, still open
+        daemon = Daemon(services)
+        token = await daemon.token()
+        assert [(e["id"], e["status"]) for e in await silent_events(daemon, token)] == [(first["id"], "active")]
+        replies = await daemon.send(sample("hikvision-ipc-intrusion.eml"))
+        assert replies["data"][0] == 250
+        await daemon.wait_idle()
+        found = await until(daemon, token, lambda found: len(found) == 2, "silent again, after its mail")
+        closed, again = found
+        assert closed["id"] == first["id"] and closed["status"] == "dismissed" and "cleared" in closed["flags"]
+        assert again["status"] == "active"  # one per silence: the restart raised no second event for the first
+
+
+async def test_a_dashboard_camera_takes_its_max_silence_over_the_api_and_shows_it(daemon: Daemon) -> None:
+    await daemon.add_user()
+    token = await daemon.token()
+    status, created = await daemon.api("POST", "/api/cameras", token,
+                                       json={"account_id": 1, "name": "Gate", "max_silence": "12h"})
+    assert status == 201, created
+    assert created["supervision"]["max_silence"] == 43200.0 and created["supervision"]["limit"] == 43200.0
+    path = f"/api/cameras/{created['id']}"
+    status, body = await daemon.api("PATCH", path, token, json={"max_silence": "twelve hours"})
+    assert status == 400 and "max_silence" in body["fields"]
+    status, changed = await daemon.api("PATCH", path, token, json={"max_silence": "off"})
+    assert status == 200 and changed["supervision"] == {"max_silence": "off", "limit": None, "counted_from": None,
+                                                        "silent_event_id": None}
+    status, changed = await daemon.api("PATCH", path, token, json={"max_silence": 90})
+    assert status == 200 and changed["supervision"]["limit"] == 90.0
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
+            http.get(f"{daemon.url}/cameras/{created['id']}") as response:
+        page = await response.text()
+    assert response.status == 200 and "raises an event after 90s without a mail" in page

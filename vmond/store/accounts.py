@@ -15,6 +15,7 @@ from vmond.store.actionplans import check_plan
 from vmond.store.cameras import camera_dict
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Contact, utcnow
 from vmond.store.scope import EVERY_ACCOUNT, Scope, users_limited_to
+from vmond.store.supervision import parse_max_silence
 from vmond.util.addresses import camera_local_part, email_address, phone_number
 
 ADDRESS_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud to an installer, typed into a camera
@@ -246,11 +247,18 @@ def save_camera(domain: str, data: dict[str, Any], user_id: int | None, camera_i
         if not isinstance(account_id, int) or isinstance(account_id, bool) or Account.get_or_none(
                 Account.id == account_id) is None:
             errors["account_id"] = "no such account"
+    if "max_silence" in data:  # supervision: this camera's own silence limit
+        try:
+            max_silence = parse_max_silence(data["max_silence"])
+        except ValueError as exc:
+            errors["max_silence"] = str(exc)
     if errors:
         raise Invalid(errors)
     detail: dict[str, Any] = {}
     if camera is None:
         camera = Camera(smtp_local_part=local_part or _new_local_part(), from_config=False, active=True)
+    if "max_silence" in data:
+        camera.max_silence = max_silence
     elif local_part is not None and local_part != camera.smtp_local_part:
         detail["smtp_address"] = {"from": f"{camera.smtp_local_part}@{domain}", "to": f"{local_part}@{domain}"}
         camera.smtp_local_part = local_part

@@ -37,9 +37,9 @@ def sentence(action: str, detail: dict[str, Any], who: str | None, usernames: di
         return f"{name} took the camera's picture at the moment of raising"
     if action == "alarm.snapshot_failed":
         return f"No picture at the moment of raising: {detail.get('error', '')}"
-    if action == "supervision.raised":  # supervision: vmond raised the event itself
+    if action == "condition.raised":  # supervision: vmond raised the event itself
         return f"{SYSTEM} raised it: {detail.get('text', '')}"
-    if action == "supervision.cleared":
+    if action == "condition.cleared":
         return f"{SYSTEM} closed it: {detail.get('reason', '')}"
     if action.startswith("event."):
         status = action.split(".", 1)[1]

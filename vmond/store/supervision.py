@@ -7,7 +7,7 @@ it. Raising writes the event, the row, an audit entry and the MQTT ``new`` messa
 ``event.created``; so a supervision event is on the wall, over MQTT and on the audit trail like a camera's.
 
 Closing (the camera mailed again, the disk has room again ...) deletes the row and says why on the event's audit
-trail (``supervision.cleared``), flags the event ``cleared`` and, if it is still on the wall untouched, dismisses
+trail (``condition.cleared``), flags the event ``cleared`` and, if it is still on the wall untouched, dismisses
 it by the system (``event.dismissed`` with ``by`` null). An event a guard has turned into an alarm stays an alarm:
 the alarm is worked and resolved as any other, its trail now telling that the condition ended.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from vmond.config.types import format_duration
+from vmond.config.types import format_duration, parse_duration
 from vmond.store.changes import Change
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, SupervisionCondition, utcnow
 from vmond.util.kinds import priority_of
@@ -36,6 +36,21 @@ def effective_silence(own: float | None, default: float | None) -> float | None:
     """A camera's silence limit in seconds: its own (0: never supervised), else ``supervision.max_silence``."""
     limit = default if own is None else own
     return limit or None
+
+
+def parse_max_silence(value: object) -> float | None:
+    """A camera's ``max_silence`` as the API takes it: seconds or a duration (``"12h"``), ``"off"`` or 0 (never
+    supervised), or None (``supervision.max_silence``); ValueError with the reason otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError('must be seconds, a duration such as "12h", "off" or null')
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def camera_subject(camera_id: int) -> str:
@@ -61,7 +76,7 @@ def _raise(domain: str, subject: str, kind: str, camera: Camera | None, title: s
                               subject=text, body_excerpt="", kind=kind, priority=priority_of(kind, priorities, account),
                               flags=[])
     SupervisionCondition.create(subject=subject, kind=kind, camera=camera, event=event, since=now)
-    AuditEntry.create(action="supervision.raised", target_type="event", target_id=event.id,
+    AuditEntry.create(action="condition.raised", target_type="event", target_id=event.id,
                       detail={"kind": kind, "text": text, **detail})
     raised = _event_dict(domain, event.id)
     report(change or Change(), "new", raised)
@@ -75,7 +90,7 @@ def _close(domain: str, condition: SupervisionCondition, reason: str, now: datet
     change = change or Change()
     event = AlarmEvent.get_by_id(condition.event_id)
     condition.delete_instance()
-    AuditEntry.create(action="supervision.cleared", target_type="event", target_id=event.id,
+    AuditEntry.create(action="condition.cleared", target_type="event", target_id=event.id,
                       detail={"kind": condition.kind, "reason": reason})
     event.flags = sorted({*(event.flags or []), CLEARED})
     event.updated_at = now
@@ -152,7 +167,10 @@ def _silence_steps(default: float | None, now: datetime) -> tuple[list[_Step], d
             steps.append(_Step(camera, "raise"))
         elif condition is not None and due > now:  # its max_silence was raised above the silence so far
             steps.append(_Step(camera, "close", "its max_silence is no longer exceeded"))
-        elif condition is None:
+        else:
+            # Silent now: a mail closes this silence, and the next one is due a limit after that mail at the
+            # earliest, so a limit from now is when to look again.
+            due = due if condition is None else now + timedelta(seconds=limit)
             next_due = due if next_due is None else min(next_due, due)
     return steps, next_due
 

@@ -28,6 +28,7 @@ from vmond.store.users import (
 )
 from vmond.util import auth
 from vmond.web import bodies
+from vmond.web.cameras import with_supervision
 from vmond.web.keys import CAMERAS, DB, SERVICES, config_of
 from vmond.web.login import USERNAME_PATTERN
 from vmond.web.params import parse_id, path_id
@@ -73,6 +74,8 @@ async def cameras_changed(app: web.Application) -> None:
     await app[CAMERAS].reload()
     if (forwarder := app[SERVICES].mqtt) is not None:
         forwarder.refresh_discovery()
+    if (supervisor := app[SERVICES].supervisor) is not None:
+        supervisor.nudge()  # a new camera, or a changed max_silence
 
 
 async def hash_off_loop(password: str) -> str:
@@ -145,7 +148,7 @@ async def save_camera(request: web.Request, data: dict[str, Any], camera_id: int
     await cameras_changed(request.app)  # the SMTP door learns the new address (or password) now
     if generated:
         camera["smtp_password"] = generated
-    return camera
+    return (await with_supervision(request.app, [camera]))[0]
 
 
 @routes.post("/api/cameras")
@@ -178,7 +181,7 @@ async def camera_or_404(request: web.Request, camera_id: int) -> dict[str, Any]:
     camera = await request.app[DB].read(get_camera, config_of(request.app).smtp.domain, camera_id)
     if camera is None:
         raise store.NotFound(camera_id)
-    return camera
+    return (await with_supervision(request.app, [camera]))[0]
 
 
 # --- users (admin) ------------------------------------------------------------------------------------------------

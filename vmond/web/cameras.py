@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from vmond.store.cameras import cameras_last_seen_at, get_camera, list_cameras, peer_host
+from vmond.store.supervision import silence_states
 from vmond.web.keys import CAMERAS, DB, SERVICES, config_of
 from vmond.web.params import path_id
 from vmond.web.scope import scope_of
@@ -18,11 +19,21 @@ routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app a
 _ANY_ADDRESS = ("", "0.0.0.0", "::")
 
 
+async def with_supervision(app: web.Application, cameras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """*cameras* with their ``supervision``: own ``max_silence``, the ``limit`` in force, ``counted_from``,
+    ``silent_event_id``."""
+    default = config_of(app).supervision.max_silence
+    states = await app[DB].read(silence_states, [camera["id"] for camera in cameras], default)
+    for camera in cameras:
+        camera["supervision"] = states.get(camera["id"])
+    return cameras
+
+
 @routes.get("/api/cameras")
 @require("supervisor")
 async def api_list(request: web.Request) -> web.Response:
     cameras = await request.app[DB].read(list_cameras, config_of(request.app).smtp.domain, scope_of(request))
-    return web.json_response({"cameras": cameras})
+    return web.json_response({"cameras": await with_supervision(request.app, cameras)})
 
 
 @routes.get("/api/cameras/{camera_id}")
@@ -31,7 +42,7 @@ async def api_detail(request: web.Request) -> web.Response:
     camera = await request.app[DB].read(get_camera, config_of(request.app).smtp.domain, path_id(request, "camera_id"))
     if camera is None:
         return json_error(404, "no such camera")
-    return web.json_response(camera)
+    return web.json_response((await with_supervision(request.app, [camera]))[0])
 
 
 async def auth_failures(app: web.Application) -> list[dict[str, Any]]:

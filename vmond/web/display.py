@@ -8,7 +8,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from vmond.config.types import format_duration
 from vmond.util.clock import utcnow
+from vmond.util.kinds import SUPERVISION_KINDS
 
 CLOCK_TOLERANCE = 60.0  # seconds the camera's clock may differ from the time of receipt without being shown
 
@@ -72,4 +74,7 @@ def queue_context(escalate_after: float) -> dict[str, Any]:
 
 # Jinja2 filters may return anything (camera_clock gives None for "no clock"); aiohttp_jinja2 types them as str.
 FILTERS: dict[str, Callable[..., Any]] = {"source_label": source_label, "camera_clock": camera_clock,
-                                          "age_label": age_label, "waited": waited}
+                                          "age_label": age_label, "waited": waited,
+                                          # supervision: a camera's max_silence; vmond's own events
+                                          "duration": format_duration,
+                                          "supervision_kind": lambda kind: kind in SUPERVISION_KINDS}

@@ -188,6 +188,14 @@ function button(action, label, title) {
   return node;
 }
 
+// Supervision: vmond's own events (vmond/util/kinds.py); those of the appliance itself have no camera.
+const SUPERVISION_KINDS = new Set(["camera_silent", "site_offline", "disk_low", "mqtt_down", "clips_failing",
+  "spool_stuck"]);
+
+function withoutCamera(event) {
+  return SUPERVISION_KINDS.has(event.kind) ? "This appliance" : "unknown camera";
+}
+
 function buildCard(event) {
   const card = el("article", "event-card");
   card.dataset.eventId = String(event.id);
@@ -218,7 +226,7 @@ function buildCard(event) {
 
   const body = el("div", "event-body");
   body.appendChild(el("h2", "event-type", event.event_type));
-  const where = el("p", "event-where", event.camera ? event.camera.name : "unknown camera");
+  const where = el("p", "event-where", event.camera ? event.camera.name : withoutCamera(event));
   if (source) where.append(" · ", el("bdi", "event-source", source));
   if (event.account) where.append(" · " + event.account.name);
   body.appendChild(where);
@@ -232,6 +240,7 @@ function buildCard(event) {
   const clock = cameraClock(event);
   if (clock) body.appendChild(clock);
   if (event.flags && event.flags.length) body.appendChild(el("p", "event-flags", event.flags.join(", ")));
+  if (SUPERVISION_KINDS.has(event.kind)) body.appendChild(el("p", "event-subject", event.subject));
   card.appendChild(body);
 
   const actions = el("div", "event-actions");
