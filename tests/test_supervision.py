@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from conftest import Daemon, sample
+import pytest
+from conftest import PASSWORD, Daemon, sample
+from playwright.async_api import Browser, expect
+from test_browser import browser, sign_in, watch_errors  # noqa: F401 - the fixture is used by name
+from test_mqtt_schema import check_message
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -22,7 +26,7 @@ from vmond.store.changes import Change
 from vmond.store.db import Database
 from vmond.store.events import IngestRecord, get_event, list_queue, record_mail
 from vmond.store.messages import Topics
-from vmond.store.supervision import check_silence, silence_due, silence_states
+from vmond.store.supervision import check_silence, set_condition, silence_due, silence_states
 from vmond.store.sync import sync_accounts
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -71,6 +75,7 @@ async def test_silence_is_raised_once_and_the_next_mail_closes_it(tmp_path: Path
         [row] = await db.read(outbox.pending, 0, 10)
         message = json.loads(row["payload"])
         assert (message["type"], message["event"]["kind"]) == ("new", "camera_silent")
+        check_message(row["topic"], message)  # as the MQTT schema describes an events message
         assert [e["id"] for e in await db.read(list_queue, DOMAIN)] == [raised["id"]]  # on the wall
         assert await check(db, 600) == []  # one open silence event per camera, however long it lasts
 
@@ -83,6 +88,11 @@ async def test_silence_is_raised_once_and_the_next_mail_closes_it(tmp_path: Path
             ("event.dismissed", raised["id"]), ("event.created", result.event["id"])]
         assert change.announcements[0].data["by"] is None  # dismissed by the system, not a guard
         assert [e["id"] for e in await db.read(list_queue, DOMAIN)] == [result.event["id"]]
+        rows = await db.read(outbox.pending, 0, 10)
+        update = json.loads(rows[1]["payload"])
+        assert (update["type"], update["event"]["id"], update["event"]["status"]) == ("update", raised["id"],
+                                                                                  "dismissed")
+        check_message(rows[1]["topic"], update)
 
         # Counted again from that mail, not from supervision's start.
         assert await check(db, 759) == []
@@ -203,3 +213,67 @@ async def test_a_dashboard_camera_takes_its_max_silence_over_the_api_and_shows_i
             http.get(f"{daemon.url}/cameras/{created['id']}") as response:
         page = await response.text()
     assert response.status == 200 and "raises an event after 90s without a mail" in page
+
+
+async def test_appliance_events_are_for_users_with_every_account(make_config: Callable[..., Config]) -> None:
+    """A user limited to accounts sees the silence of those accounts' cameras; the appliance's own events belong
+    to no account and are shown to users with every account only (like the SMTP door's diagnostics)."""
+    config = make_config(accounts=cameras(front="1s", back="off"))
+    async with running(config) as services:
+        daemon = Daemon(services)
+        await daemon.add_user()
+        admin = await daemon.token()
+        status, body = await daemon.api("POST", "/api/users", admin, json={
+            "username": "limited", "password": PASSWORD, "role": "guard", "accounts": [1]})
+        assert status == 201, body
+        limited = await daemon.token("limited")
+        disk = await services.changes.record(set_condition, DOMAIN, "disk_low", True, "Disk space low", "10MB free")
+        assert disk is not None
+
+        async def kinds(token: str) -> list[str]:
+            status, body = await daemon.api("GET", "/api/events?status=active&order=queue", token)
+            assert status == 200, body
+            return [event["kind"] for event in body["events"]]
+
+        for _ in range(250):
+            if "camera_silent" in await kinds(admin):
+                break
+            await asyncio.sleep(0.02)
+        assert await kinds(admin) == ["disk_low", "camera_silent"]  # priority 1, then 2
+        assert await kinds(limited) == ["camera_silent"]
+        status, _ = await daemon.api("GET", f"/api/events/{disk['id']}", limited)
+        assert status == 404
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+async def test_the_wall_shows_silence_and_appliance_cards_and_drops_them_when_they_close(
+        make_config: Callable[..., Config], browser: Browser) -> None:  # noqa: F811
+    """One page session: a card raised while the page is open (live) and one rendered on the server; the
+    appliance's card names no camera but the appliance and says why; a closed condition leaves the wall."""
+    config = make_config(accounts=cameras(front="1s", back="off"))
+    async with running(config) as services:
+        daemon = Daemon(services)
+        await services.changes.record(set_condition, DOMAIN, "spool_stuck", True, "Spool not draining",
+                                      "a received mail has waited 5m to become an event")
+        await daemon.add_user("guard1", "guard")
+        page = await browser.new_page()
+        errors = watch_errors(page)
+        await sign_in(page, daemon, "guard1")
+        appliance = page.locator('#wall > [data-kind="spool_stuck"]')
+        await expect(appliance).to_have_attribute("data-priority", "1")
+        await expect(appliance.locator(".event-where")).to_have_text("This appliance")
+        await expect(appliance.locator(".event-subject")).to_have_text("a received mail has waited 5m to become "
+                                                                       "an event")
+        silent = page.locator('#wall > [data-kind="camera_silent"]')
+        await expect(silent.locator(".event-where")).to_contain_text("Front Door")
+        await expect(silent.locator(".event-subject")).to_contain_text("No mail from Front Door for 1s")
+        await services.changes.record(set_condition, DOMAIN, "disk_low", True, "Disk space low", "10MB free")
+        disk = page.locator('#wall > [data-kind="disk_low"]')  # live, built by the page's script
+        await expect(disk.locator(".event-where")).to_have_text("This appliance")
+        await expect(disk.locator(".event-subject")).to_have_text("10MB free")
+        await services.changes.record(set_condition, DOMAIN, "spool_stuck", False, "Spool not draining",
+                                      "the spool drains again")
+        await expect(appliance).to_have_count(0)
+        assert errors == []
+        await page.close()
