@@ -11,15 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import wait_until
+from mosquitto import Mosquitto
 
 from vmond.config import Config
+from vmond.daemon import running
+from vmond.store import outbox
 from vmond.store.changes import Changes
 from vmond.store.db import Database
 from vmond.store.events import list_events
 from vmond.store.messages import Topics
 from vmond.store.supervision import open_conditions
 from vmond.store.sync import sync_accounts
+from vmond.supervision import watcher
 from vmond.supervision.watcher import Probes, Supervisor
 from vmond.util.bus import Bus
 
@@ -141,3 +146,35 @@ async def test_a_silence_is_seen_at_its_deadline(tmp_path: Path, make_config: Ca
             await poll(db, lambda seen: len(seen.get("camera_silent", [])) == 2, "both cameras silent")
             assert loop.time() - started < 2.5  # at the deadline, not at the next 10 s round
     io.shutdown()
+
+
+async def test_a_running_daemon_reports_its_broker_down_and_back(
+        tmp_path: Path, make_config: Callable[..., Config], quick_mqtt: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's own wiring: the forwarder's link state is the probe. The broker is down at start: after
+    supervision.mqtt_down_after an mqtt_down event is on the wall; once the broker is up it closes, and both
+    messages reach the broker from the outbox."""
+    monkeypatch.setattr(watcher, "PROBE_INTERVAL", 0.1)
+    broker = Mosquitto(tmp_path / "broker")  # not started yet
+    config = make_config(mqtt={"enabled": True, "host": "127.0.0.1", "port": broker.port},
+                         supervision={"mqtt_down_after": "1s"}, video={"enabled": False})
+    try:
+        async with running(config) as services:
+            db = services.db
+            await poll(db, lambda seen: "mqtt_down" in seen, "mqtt_down raised")
+            [down] = (await events(db))["mqtt_down"]
+            assert down["status"] == "active" and f"127.0.0.1:{broker.port}" in down["subject"]
+            await broker.astart()
+            await poll(db, lambda seen: seen["mqtt_down"][0]["status"] == "dismissed", "mqtt_down closed")
+            await wait_until(lambda: services.mqtt is not None and services.mqtt.connected, 10, "connected")
+
+            async def depth() -> int:
+                return int((await db.read(outbox.stats))["depth"])
+
+            for _ in range(500):  # the raise and the close, delivered
+                if await depth() == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert await depth() == 0
+    finally:
+        await broker.astop()

@@ -68,14 +68,14 @@ class Supervisor(BackgroundService):
     task_name = "supervision"
 
     def __init__(self, config: Config, db: Database, changes: Changes, probes: Probes, io: Executor, *,
-                 interval: float = PROBE_INTERVAL, clips_failing_after: int = CLIPS_FAILING_AFTER,
+                 interval: float | None = None, clips_failing_after: int = CLIPS_FAILING_AFTER,
                  spool_stuck_after: float = SPOOL_STUCK_AFTER) -> None:
         self._config = config
         self._db = db
         self._changes = changes
         self._probes = probes
         self._io = io
-        self._interval = interval
+        self._interval = PROBE_INTERVAL if interval is None else interval
         self._clips_failing_after = clips_failing_after
         self._spool_stuck_after = spool_stuck_after
         self._wake = asyncio.Event()
