@@ -1,6 +1,7 @@
-"""Supervision in the store: a silent camera raises one camera_silent event, counted from its stored last mail (or
-from when supervision began), and its next mail closes it in the mail's own transaction; an alarm raised from it
-stays open. Time is given explicitly (a fixed clock), never slept."""
+"""Camera silence: a silent camera raises one camera_silent event, counted from its stored last mail (or from when
+supervision began), and its next mail closes it in the mail's own transaction; an alarm raised from it stays open.
+The store tests give the time explicitly (a fixed clock, never slept); then the running daemon over SMTP, HTTP and a
+restart, the camera API and page, users limited to accounts, and the wall in Chromium."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from conftest import PASSWORD, Daemon, sample
 from playwright.async_api import Browser, expect
+from test_admin_forms import Inputs, facts, post_form
 from test_browser import browser, sign_in, watch_errors  # noqa: F401 - the fixture is used by name
 from test_mqtt_schema import check_message
+from test_web import browser_session, log_in
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -209,10 +211,6 @@ async def test_a_dashboard_camera_takes_its_max_silence_over_the_api_and_shows_i
                                                         "silent_event_id": None}
     status, changed = await daemon.api("PATCH", path, token, json={"max_silence": 90})
     assert status == 200 and changed["supervision"]["limit"] == 90.0
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
-            http.get(f"{daemon.url}/cameras/{created['id']}") as response:
-        page = await response.text()
-    assert response.status == 200 and "raises an event after 90s without a mail" in page
 
 
 async def test_appliance_events_are_for_users_with_every_account(make_config: Callable[..., Config]) -> None:
@@ -277,3 +275,25 @@ async def test_the_wall_shows_silence_and_appliance_cards_and_drops_them_when_th
         await expect(appliance).to_have_count(0)
         assert errors == []
         await page.close()
+
+
+async def test_the_camera_page_shows_and_sets_a_dashboard_cameras_max_silence(daemon: Daemon) -> None:
+    await daemon.add_user("boss", "supervisor")
+    async with browser_session() as http:
+        csrf = await log_in(daemon, http, "boss")
+        new = {"csrf_token": csrf, "name": "Gate", "account_id": "1"}
+        status, path, page = await post_form(http, daemon, "/cameras", {**new, "max_silence": "12h"})
+        assert status == 200 and path.startswith("/cameras/"), page
+        assert facts(page)["Silence supervision"].startswith("raises an event after 12h without a mail")
+        assert Inputs(page).named("max_silence")["value"] == "12h"
+        status, _, page = await post_form(http, daemon, path, {**new, "max_silence": "soon"})
+        assert status == 400 and "invalid duration" in page
+        status, _, page = await post_form(http, daemon, path, {**new, "max_silence": "off"})
+        assert status == 200 and facts(page)["Silence supervision"] == "off for this camera"
+        assert Inputs(page).named("max_silence")["value"] == "off"
+        status, _, page = await post_form(http, daemon, path, {**new, "max_silence": ""})
+        assert status == 200 and facts(page)["Silence supervision"] == "off"  # no supervision.max_silence here
+        async with http.get(f"{daemon.url}/cameras/1") as response:  # declared in the file: shown, not a form
+            page = await response.text()
+        assert facts(page)["Silence supervision"] == "off"
+        assert not [f for f in Inputs(page).fields if f.get("name") == "max_silence"]

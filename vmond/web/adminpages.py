@@ -196,6 +196,8 @@ def _camera_data(form: dict[str, str], creating: bool) -> dict[str, Any]:
         data["smtp_password"] = form["smtp_password"]
     data["generate_password"] = bool(form.get("generate_password"))
     data["clear_password"] = bool(form.get("clear_password"))
+    if "max_silence" in form:  # supervision; empty: supervision.max_silence
+        data["max_silence"] = form["max_silence"].strip() or None
     return data
 
 
