@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import Daemon, distinct, sample
+from test_web import browser_session, log_in
 
 from vmond.config import Config, ConfigError, parse_config_text
 from vmond.config.schedule import system_timezone
@@ -323,3 +324,38 @@ def test_the_wall_query_walks_an_index(tmp_path: Path) -> None:
         assert "alarm_event_wall" in plan, plan
     finally:
         db.close()
+
+
+async def test_the_pages_arm_disarm_snooze_and_the_wall_counts_snoozed_cameras(daemon: Daemon) -> None:
+    await daemon.add_user()
+    token = await daemon.token()
+    account = (await daemon.api("GET", "/api/accounts", token))[1]["accounts"][0]
+    camera = account["cameras"][0]
+    async with browser_session() as http:
+        csrf = await log_in(daemon, http)
+        page = f"{daemon.url}/accounts/{account['id']}"
+        async with http.get(page) as response:
+            html = await response.text()
+        assert "Monitored now" in html and "around the clock" in html
+        async with http.post(f"{page}/disarm", data={"csrf_token": csrf, "until": "2h", "reason": "open house"},
+                             headers={"Origin": daemon.url}) as response:
+            assert response.status == 200 and response.url.path == f"/accounts/{account['id']}"
+            html = await response.text()
+        assert "Not monitored now" in html and "open house" in html and "admin disarmed it until" in html
+        async with http.post(f"{page}/disarm", data={"csrf_token": csrf, "until": "tomorrow-ish"},
+                             headers={"Origin": daemon.url}) as response:
+            assert response.status == 400
+
+        async with http.get(f"{daemon.url}/") as response:
+            assert "data-snoozed-cameras" not in await response.text()
+        async with http.post(f"{daemon.url}/cameras/{camera['id']}/snooze",
+                             data={"csrf_token": csrf, "until": "30m", "reason": "spider web"},
+                             headers={"Origin": daemon.url}) as response:
+            assert response.status == 200
+            assert 'data-snoozed="true"' in await response.text()
+        async with http.get(f"{daemon.url}/") as response:
+            html = await response.text()
+        assert 'data-snoozed-cameras="1"' in html and "1 camera snoozed" in html
+        async with http.post(f"{daemon.url}/cameras/{camera['id']}/unsnooze", data={"csrf_token": csrf},
+                             headers={"Origin": daemon.url}) as response:
+            assert response.status == 200 and 'data-snoozed="false"' in await response.text()

@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import peewee as pw
+
 from vmond.store.models import Account, AuditEntry, Camera, User, utcnow
 from vmond.store.scope import EVERY_ACCOUNT, Scope
 from vmond.util.schedule import Monitoring, Override, Schedule, monitoring
@@ -96,7 +98,7 @@ def snoozed_count(scope: Scope = EVERY_ACCOUNT, at: datetime | None = None) -> i
 
 def monitoring_log(account_id: int, limit: int = 10) -> list[dict[str, Any]]:
     """The account's latest manual arms and disarms, newest first, for its page."""
-    entries = (AuditEntry.select(AuditEntry, User).join(User, on=(AuditEntry.user == User.id), join_type="LEFT OUTER")
+    entries = (AuditEntry.select(AuditEntry, User).join(User, pw.JOIN.LEFT_OUTER)
                .where(AuditEntry.target_type == "account", AuditEntry.target_id == account_id,
                       AuditEntry.action.in_(["account.arm", "account.disarm"]))
                .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit))

@@ -137,9 +137,25 @@ async def account_page_context(request: web.Request, account: dict[str, Any]) ->
     """What the account page shows of monitoring: the state now, and the latest manual arms and disarms."""
     if account.get("id") is None:
         return {}
-    return {"monitoring": with_monitoring(request, account)["monitoring"],
-            "monitoring_log": await request.app[DB].read(monitoring_log, account["id"]),
-            "timezone": config_of(request.app).site.timezone}
+    zone = config_of(request.app).site.timezone
+    state = with_monitoring(request, account)["monitoring"]
+    return {"monitoring": state, "monitoring_until": local_time(state["until"], zone),
+            "monitoring_log": [{**entry, "at_local": local_time(entry["at"], zone),
+                                "until_local": local_time(entry["until"], zone)}
+                               for entry in await request.app[DB].read(monitoring_log, account["id"])],
+            "timezone": zone}
+
+
+def max_snooze(request: web.Request) -> str:
+    """``supervision.max_snooze`` as the camera page's snooze form offers it."""
+    return format_duration(config_of(request.app).supervision.max_snooze)
+
+
+def local_time(iso: str | None, zone: str) -> str:
+    """An ISO time as a guard reads it, in the site's zone: ``Thu 24 Dec 2026 18:00 CET``."""
+    if iso is None:
+        return ""
+    return datetime.fromisoformat(iso).astimezone(ZoneInfo(zone)).strftime("%a %d %b %Y %H:%M %Z")
 
 
 async def _form_change(request: web.Request, call: Any, back: str) -> web.StreamResponse:
