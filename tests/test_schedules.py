@@ -8,6 +8,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import Daemon, distinct, sample
+from test_store import record
 from test_web import browser_session, log_in
 
 from vmond.config import Config, ConfigError, parse_config_text
 from vmond.config.schedule import system_timezone
 from vmond.daemon import running
+from vmond.store.changes import Change
 from vmond.store.db import open_sqlite
-from vmond.store.events import list_queue
+from vmond.store.events import list_queue, record_mail
+from vmond.store.messages import Topics
+from vmond.store.models import OutboxMessage
+from vmond.store.sync import sync_accounts
 from vmond.util.clock import utcnow
 from vmond.util.schedule import DatedException, Override, Schedule, WeeklyWindow, Window, monitoring
 
@@ -359,3 +365,49 @@ async def test_the_pages_arm_disarm_snooze_and_the_wall_counts_snoozed_cameras(d
         async with http.post(f"{daemon.url}/cameras/{camera['id']}/unsnooze", data={"csrf_token": csrf},
                              headers={"Origin": daemon.url}) as response:
             assert response.status == 200 and 'data-snoozed="false"' in await response.text()
+
+
+async def test_a_mail_does_not_join_an_event_across_the_wall_line(make_config: Callable[..., Config]) -> None:
+    async with running(make_config(events={"coalesce_window": "5m"})) as services:
+        daemon = Daemon(services)
+        await daemon.add_user()
+        token = await daemon.token()
+        account_id = (await daemon.api("GET", "/api/accounts", token))[1]["accounts"][0]["id"]
+        await daemon.api("POST", f"/api/accounts/{account_id}/disarm", token, json={})
+        quiet = await _mail(daemon, 1)
+        assert (await _mail(daemon, 2))["id"] == quiet["id"]  # within the window, both unmonitored: one event
+        await daemon.api("POST", f"/api/accounts/{account_id}/arm", token, json={})
+        loud = await _mail(daemon, 3)
+        assert loud["id"] != quiet["id"] and loud["flags"] == [] and await _queue_ids(daemon) == [loud["id"]]
+        assert (await _mail(daemon, 4))["id"] == loud["id"]
+
+
+def test_recorded_mails_follow_the_schedule_across_dst_and_a_holiday_and_say_so_over_mqtt(tmp_path: Path) -> None:
+    config = parse_config_text("""
+site: {timezone: Europe/Berlin}
+accounts:
+  - name: Shop
+    schedule:
+      weekly: [{days: daily, from: "22:00", to: "06:00"}]
+      exceptions: [{date: 2026-12-25, name: Christmas, monitored: true}]
+    cameras: [{name: Door, smtp_address: camera-front}]
+""")
+    db = open_sqlite(tmp_path / "vmond.db")
+    try:
+        with db.atomic():
+            sync_accounts(config.accounts)
+        expected = {"2026-03-29T03:30": [],  # 05:30 CEST, the first morning of summer time: still the night
+                    "2026-03-29T04:30": ["unmonitored"],  # 06:30 CEST (it would be 05:30 CET: monitored)
+                    "2026-12-24T12:00": ["unmonitored"],
+                    "2026-12-25T12:00": []}  # Christmas Day: monitored all day
+        for n, (at, flags) in enumerate(expected.items()):
+            change = Change(Topics("vmond", "test-site"))
+            with db.atomic():
+                result = record_mail("monitor.local", replace(record(f"k{n}"), received_at=utc(at)), 0.0, change,
+                                     timezone=config.site.timezone)
+            assert result.event["flags"] == flags, at
+            payload = json.loads(OutboxMessage.select().order_by(OutboxMessage.id.desc()).first().payload)
+            assert payload["event"]["flags"] == flags
+        assert [e["received_at"][:16] for e in list_queue("monitor.local")] == ["2026-03-29T03:30", "2026-12-25T12:00"]
+    finally:
+        db.close()
