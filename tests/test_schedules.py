@@ -22,11 +22,14 @@ from test_web import browser_session, log_in
 from vmond.config import Config, ConfigError, parse_config_text
 from vmond.config.schedule import system_timezone
 from vmond.daemon import running
+from vmond.store import migrations
+from vmond.store.accounts import list_accounts
 from vmond.store.changes import Change
 from vmond.store.db import open_sqlite
 from vmond.store.events import list_queue, record_mail
 from vmond.store.messages import Topics
 from vmond.store.models import OutboxMessage
+from vmond.store.monitoring import monitoring_dict
 from vmond.store.sync import sync_accounts
 from vmond.util.clock import utcnow
 from vmond.util.schedule import DatedException, Override, Schedule, WeeklyWindow, Window, monitoring
@@ -409,5 +412,48 @@ accounts:
             payload = json.loads(OutboxMessage.select().order_by(OutboxMessage.id.desc()).first().payload)
             assert payload["event"]["flags"] == flags
         assert [e["received_at"][:16] for e in list_queue("monitor.local")] == ["2026-03-29T03:30", "2026-12-25T12:00"]
+    finally:
+        db.close()
+
+
+def _position_of_migration_12() -> int:
+    """Where migration 12 is in the list (the numbers of other branches' migrations are set when they merge)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        for index, step in enumerate(migrations.MIGRATIONS):
+            step(conn)
+            if "off_wall" in {row[1] for row in conn.execute('PRAGMA table_info("alarm_event")')}:
+                return index
+    finally:
+        conn.close()
+    raise AssertionError("no migration adds alarm_event.off_wall")
+
+
+def test_migration_12_on_an_existing_database(tmp_path: Path) -> None:
+    """A database of the schema before (an account, a camera and an event on the wall) is brought forward: the
+    event stays on the wall, the account has no schedule (around the clock) and the camera is not snoozed."""
+    path = tmp_path / "vmond.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    before = _position_of_migration_12()
+    for step in migrations.MIGRATIONS[:before]:
+        step(conn)
+    conn.execute(f"PRAGMA user_version = {before}")
+    at = "2026-01-01T00:00:00.000000Z"
+    conn.execute("INSERT INTO account (name, address, notes, armed, from_config, created_at, updated_at) "
+                 f"VALUES ('Old Shop', '', '', 1, 0, '{at}', '{at}')")
+    conn.execute("INSERT INTO camera (account_id, name, smtp_local_part, active, from_config, created_at) "
+                 f"VALUES (1, 'Door', 'camera-door', 1, 0, '{at}')")
+    conn.execute("INSERT INTO alarm_event (camera_id, received_at, updated_at, event_time, event_type, subject, "
+                 "body_excerpt, status, is_test, flags, mail_count, video_state) "
+                 f"VALUES (1, '{at}', '{at}', '{at}', 'Motion', '', '', 'active', 0, '[]', 1, 'none')")
+    conn.close()
+    db = open_sqlite(path)
+    try:
+        assert migrations.schema_version(db.connection()) == migrations.LATEST
+        assert [e["id"] for e in list_queue("monitor.local")] == [1]
+        (account,) = list_accounts("monitor.local")
+        assert account["schedule"] is None and account["manual"] is None
+        assert monitoring_dict(account, "UTC")["by"] == "always"
+        assert account["cameras"][0]["snoozed"] is False
     finally:
         db.close()
