@@ -32,6 +32,7 @@ from vmond.util.schedule import (
     Schedule,
     WeeklyWindow,
     Window,
+    hhmm,
     parse_clock_time,
 )
 
@@ -265,8 +266,8 @@ def schedule(node: yaml.Node, ctx: Ctx, path: str) -> Schedule | None:
 def show_schedule(value: Schedule) -> dict[str, list[dict[str, object]]]:
     """A schedule as the file writes it, for dumps that can be read back."""
     weekly: list[dict[str, object]] = [
-        {"days": ",".join(DAY_NAMES[d] for d in sorted(w.days)), "from": _hhmm(w.window.start),
-         "to": _hhmm(w.window.end)} for w in value.weekly]
+        {"days": ",".join(DAY_NAMES[d] for d in sorted(w.days)), "from": hhmm(w.window.start),
+         "to": hhmm(w.window.end)} for w in value.weekly]
     exceptions: list[dict[str, object]] = []
     for item in value.exceptions:
         shown: dict[str, object] = {"date": item.first.isoformat()}
@@ -275,12 +276,8 @@ def show_schedule(value: Schedule) -> dict[str, list[dict[str, object]]]:
         if item.name:
             shown["name"] = item.name
         if item.windows and item.windows[0] != Window(0, DAY_MINUTES):
-            shown.update({"from": _hhmm(item.windows[0].start), "to": _hhmm(item.windows[0].end)})
+            shown.update({"from": hhmm(item.windows[0].start), "to": hhmm(item.windows[0].end)})
         else:
             shown["monitored"] = bool(item.windows)
         exceptions.append(shown)
     return {"weekly": weekly, "exceptions": exceptions}
-
-
-def _hhmm(minutes: int) -> str:
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"

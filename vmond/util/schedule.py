@@ -30,7 +30,7 @@ class Window:
     end: int
 
     def __str__(self) -> str:
-        return f"{_hhmm(self.start)}-{_hhmm(self.end)}"
+        return f"{hhmm(self.start)}-{hhmm(self.end)}"
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,10 @@ class Schedule:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "weekly": [{"days": [DAY_NAMES[d] for d in sorted(w.days)], "from": _hhmm(w.window.start),
-                        "to": _hhmm(w.window.end)} for w in self.weekly],
+            "weekly": [{"days": [DAY_NAMES[d] for d in sorted(w.days)], "from": hhmm(w.window.start),
+                        "to": hhmm(w.window.end)} for w in self.weekly],
             "exceptions": [{"first": e.first.isoformat(), "last": e.last.isoformat(), "name": e.name,
-                            "windows": [{"from": _hhmm(w.start), "to": _hhmm(w.end)} for w in e.windows]}
+                            "windows": [{"from": hhmm(w.start), "to": hhmm(w.end)} for w in e.windows]}
                            for e in self.exceptions],
         }
 
@@ -157,7 +157,8 @@ def _instant(day: date, minutes: int, zone: ZoneInfo) -> datetime:
     return local.astimezone(UTC)
 
 
-def _hhmm(minutes: int) -> str:
+def hhmm(minutes: int) -> str:
+    """Minutes after midnight as ``HH:MM`` (1440 as ``24:00``)."""
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
