@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from vmond.config.schedule import system_timezone
 from vmond.config.schema import SECTIONS, suggest
 from vmond.config.spec import REQUIRED, ListOf, Section, Table
 from vmond.config.types import format_duration
@@ -254,5 +255,6 @@ def _follow_other_keys(values: dict[str, Any]) -> None:
     """Defaults that depend on other keys (the ones that also need a check are set by their check)."""
     mqtt, storage = values["mqtt"], values["storage"]
     mqtt["client_id"] = mqtt["client_id"] or f"vmond-{values['site']['id']}"
+    values["site"]["timezone"] = values["site"]["timezone"] or system_timezone()  # schedules (issue 17)
     # A shorter audit_retention in the file is reported by _check_storage; the default follows a longer retention.
     storage["audit_retention"] = max(storage["audit_retention"], storage["retention"])

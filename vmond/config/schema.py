@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from vmond.config.schedule import schedule, show_schedule, timezone
 from vmond.config.spec import ListOf, Section, Table, list_of, not_a_key, section, setting, table_of
 from vmond.config.types import (
     HostPort,
@@ -50,6 +51,7 @@ from vmond.config.values import (
 )
 from vmond.util.addresses import email_address, phone_number
 from vmond.util.kinds import DEFAULT_PRIORITIES, KINDS
+from vmond.util.schedule import Schedule
 
 SITE_ID = re.compile(r"[a-z0-9-]+")
 
@@ -94,6 +96,9 @@ def _show_silence(value: float) -> str:
 class SiteConfig:
     id: str = setting(string(pattern=SITE_ID, hint="may only contain a-z, 0-9 and -"), "demo-site")
     name: str = setting(string(), "Demo Site")
+    # Schedules and snooze (issue 17): the zone accounts' schedules are read in; None in the file: the system's
+    # zone, or UTC when it cannot be told (resolved in vmond.config.check).
+    timezone: str = setting(timezone, None)
 
 
 @dataclass(frozen=True)
@@ -209,7 +214,7 @@ class LiveConfig:
     snapshot_on_alarm: bool = setting(boolean, False)
 
 
-# --- supervision: cameras that fall silent, and the appliance watching itself ------------------------------
+# --- supervision: cameras that fall silent, the appliance watching itself, snooze ------------------------------
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,8 @@ class SupervisionConfig:
     max_silence: float | None = setting(_silence(off=False), None, show=_show_silence)
     # The MQTT broker unreachable this long raises mqtt_down.
     mqtt_down_after: float = setting(duration(), 300.0, show=format_duration)
+    # The longest a supervisor may snooze a camera for (and how long a snooze without an end lasts).
+    max_snooze: float = setting(duration(), 24 * 3600.0, show=format_duration)
 
 
 # --- alarms: how an alarm is closed ------------------------------------------
@@ -298,6 +305,8 @@ class AccountConfig:
     action_plan: tuple[ActionStepConfig, ...] = list_of()  # in order; copied onto each alarm when it is raised
     # The wall's queue: this account's own priorities per kind, over events.priorities.
     priorities: dict[str, int] = setting(priorities(with_defaults=False), {})
+    # Schedules (issue 17): when the account is monitored, in site.timezone; None: around the clock.
+    schedule: Schedule | None = setting(schedule, None, show_schedule)
 
 
 @dataclass(frozen=True)

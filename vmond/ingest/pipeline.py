@@ -194,6 +194,7 @@ class Pipeline(BackgroundService):
             result = await self._changes.record(record_mail, self._config.smtp.domain, record,
                                                 self._config.events.coalesce_window,
                                                 priorities=self._config.events.priorities,
+                                                timezone=self._config.site.timezone,
                                                 after_commit=lambda: crashpoint("after_db_commit"))
             for path in result.unused_media:
                 await self._in_thread(self._media.delete_sync, path)

@@ -14,6 +14,7 @@ import peewee as pw
 from vmond.store.actionplans import check_plan
 from vmond.store.cameras import camera_dict
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Contact, utcnow
+from vmond.store.monitoring import account_fields
 from vmond.store.scope import EVERY_ACCOUNT, Scope, users_limited_to
 from vmond.store.supervision import parse_max_silence
 from vmond.util.addresses import camera_local_part, email_address, phone_number
@@ -115,6 +116,7 @@ def account_dict(account: Account, domain: str) -> dict[str, Any]:
                      .order_by(Contact.priority, Contact.id)],
         "cameras": [camera_dict(c, domain) for c in cameras],
         "action_plan": account.action_plan or [],
+        **account_fields(account),  # schedules (issue 17): schedule, manual arm/disarm
     }
 
 

@@ -7,6 +7,7 @@ import ipaddress
 from typing import Any
 
 from vmond.store.models import Account, Camera
+from vmond.store.monitoring import camera_fields
 from vmond.store.scope import EVERY_ACCOUNT, Scope
 
 
@@ -28,6 +29,7 @@ def camera_dict(camera: Camera, domain: str) -> dict[str, Any]:
         "test_mail_received": camera.test_mail_at is not None,
         "last_refusal": camera.last_refusal,
         "last_transcript": camera.last_transcript or [],
+        **camera_fields(camera),  # snooze (issue 17)
     }
 
 

@@ -15,6 +15,7 @@ import peewee as pw
 
 from vmond.store.changes import Change
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, User, utcnow
+from vmond.store.monitoring import off_wall_flags
 from vmond.store.scope import EVERY_ACCOUNT, Scope
 from vmond.store.supervision import end_camera_silence
 from vmond.util.kinds import event_kind, priority_of
@@ -172,6 +173,7 @@ def list_queue(domain: str, limit: int = 200, scope: Scope = EVERY_ACCOUNT) -> l
     waiting, by the time vmond received them (never the camera's clock), then by id."""
     query = (scope.where(event_query())
              .where(AlarmEvent.status == "active", AlarmEvent.is_test == False)  # noqa: E712 - peewee expression
+             .where(AlarmEvent.off_wall == False)  # noqa: E712 - schedules and snooze: unmonitored, snoozed
              .order_by(AlarmEvent.priority, AlarmEvent.received_at, AlarmEvent.id).limit(limit))
     return serialize_events(list(query), domain)
 
@@ -222,12 +224,13 @@ def report(change: Change, kind: str, event: dict[str, Any]) -> None:
 
 
 def record_mail(domain: str, record: IngestRecord, coalesce_window: float, change: Change | None = None,
-                priorities: Mapping[str, int] | None = None) -> IngestResult:
+                priorities: Mapping[str, int] | None = None, timezone: str = "UTC") -> IngestResult:
     """Store one mail: a new event, or more images on the camera's open event within the coalescing window.
 
     Idempotent by ``record.ingest_key``: replaying a spool file that was already committed changes nothing and
     announces nothing. With *change*, the MQTT message reporting it is queued in the same transaction.
     *priorities* is ``events.priorities``; a mail that names a more urgent kind than its open event's raises it.
+    *timezone* is ``site.timezone``, which the account's schedule is read in.
     """
     existing = Mail.get_or_none(Mail.ingest_key == record.ingest_key)
     if existing is not None:
@@ -238,6 +241,10 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, chang
     if camera is None:
         flags.append("unknown_camera")  # the camera was removed between RCPT and now; keep the alarm anyway
     event = _coalesce_target(camera, record, coalesce_window) if camera is not None else None
+    # Schedules and snooze: not monitored or snoozed is flagged and off the wall, and joins no event on it.
+    held = off_wall_flags(camera, record.received_at, timezone, record.is_test)
+    event = None if event is not None and event.off_wall != bool(held) else event
+    flags += held
     now = utcnow()
     created = event is None
     kind, priority = _kind_and_priority(record, camera, priorities)
@@ -257,6 +264,7 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, chang
             flags=sorted(set(flags)),
             kind=kind,
             priority=priority,
+            off_wall=bool(held),
         )
         position = 0
     else:

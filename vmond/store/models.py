@@ -84,6 +84,14 @@ class Account(BaseModel):
     updated_at = UtcDateTimeField(default=utcnow)
     action_plan = JSONField(default=list)  # [{"text", "kinds": [...]}], in order (vmond.store.actionplans)
     priorities = JSONField(null=True)  # {kind: priority} over events.priorities (migration 8)
+    # Schedules (migration 12): the configuration's schedule (vmond.util.schedule JSON; None: around the clock)
+    # and a supervisor's manual arm (True) or disarm (False) with its end (None: until changed by hand).
+    schedule = JSONField(null=True)
+    override_monitored = pw.BooleanField(null=True)
+    override_until = UtcDateTimeField(null=True)
+    override_reason = pw.TextField(default="")
+    override_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+", index=False)
+    override_by_id: pw.ForeignKeyField[int | None]
 
 
 class Contact(BaseModel):
@@ -117,6 +125,11 @@ class Camera(BaseModel):
     # since when it is supervised (a camera that never mailed is counted from then).
     max_silence = pw.FloatField(null=True)
     supervised_since = UtcDateTimeField(null=True)
+    # Snooze (migration 12): its events are kept off the wall until then.
+    snoozed_until = UtcDateTimeField(null=True, index=True)
+    snooze_reason = pw.TextField(default="")
+    snoozed_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+", index=False)
+    snoozed_by_id: pw.ForeignKeyField[int | None]
 
 
 class AlarmEvent(BaseModel):
@@ -142,6 +155,8 @@ class AlarmEvent(BaseModel):
     # The wall's queue (migration 8): what it is, normalised (vmond.util.kinds), and how urgent, 1 most.
     kind = pw.CharField(default="other")
     priority = pw.IntegerField(default=3)
+    # Schedules and snooze (migration 12): flagged unmonitored or snoozed, so not on the wall (indexed for its query).
+    off_wall = pw.BooleanField(default=False)
 
 
 class Mail(BaseModel):

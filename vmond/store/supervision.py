@@ -27,6 +27,7 @@ from typing import Any
 from vmond.config.types import format_duration, parse_duration
 from vmond.store.changes import Change
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, SupervisionCondition, utcnow
+from vmond.store.monitoring import off_wall_flags
 from vmond.util.kinds import priority_of
 
 CLEARED = "cleared"  # the flag of a supervision event whose condition ended
@@ -68,13 +69,16 @@ def _event_dict(domain: str, event_id: int) -> dict[str, Any]:
 
 def _raise(domain: str, subject: str, kind: str, camera: Camera | None, title: str, text: str,
            priorities: Mapping[str, int] | None, now: datetime, change: Change | None,
-           detail: dict[str, Any]) -> dict[str, Any]:
+           detail: dict[str, Any], zone: str = "UTC") -> dict[str, Any]:
     from vmond.store.events import report
 
     account = camera.account.priorities if camera is not None else None
+    # A camera's silence is flagged like its mails: off the wall (and told nobody) while its account is not
+    # monitored or the camera is snoozed.
+    held = off_wall_flags(camera, now, zone, False)
     event = AlarmEvent.create(camera=camera, received_at=now, updated_at=now, event_time=now, event_type=title,
                               subject=text, body_excerpt="", kind=kind, priority=priority_of(kind, priorities, account),
-                              flags=[])
+                              flags=held, off_wall=bool(held))
     SupervisionCondition.create(subject=subject, kind=kind, camera=camera, event=event, since=now)
     AuditEntry.create(action="condition.raised", target_type="event", target_id=event.id,
                       detail={"kind": kind, "text": text, **detail})
@@ -182,7 +186,8 @@ def silence_due(default: float | None, now: datetime | None = None) -> tuple[boo
 
 
 def check_silence(domain: str, default: float | None, priorities: Mapping[str, int] | None = None,
-                  change: Change | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
+                  change: Change | None = None, now: datetime | None = None, zone: str = "UTC"
+                  ) -> list[dict[str, Any]]:
     """Raise ``camera_silent`` for each camera silent longer than its limit (once per silence), close those whose
     supervision ended, and note when supervision began for a camera; returns the events raised or closed."""
     now = now or utcnow()
@@ -206,7 +211,7 @@ def check_silence(domain: str, default: float | None, priorities: Mapping[str, i
             changed.append(_raise(domain, camera_subject(camera.id), "camera_silent", camera, "Camera silent",
                                   text, priorities, now, change,
                                   {"camera_id": camera.id, "max_silence": limit,
-                                   "last_mail_at": None if last is None else last.isoformat()}))
+                                   "last_mail_at": None if last is None else last.isoformat()}, zone))
     return changed
 
 

@@ -32,6 +32,7 @@ def sync_accounts(accounts: tuple[AccountConfig, ...]) -> dict[str, int]:
         account.notes = declared.notes
         account.action_plan = [{"text": step.text, "kinds": list(step.kinds)} for step in declared.action_plan]
         account.priorities = dict(declared.priorities) or None  # the wall's queue: over events.priorities
+        account.schedule = None if declared.schedule is None else declared.schedule.to_json()  # issue 17
         account.updated_at = utcnow()
         account.save()
         declared_accounts.add(account.id)

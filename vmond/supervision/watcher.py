@@ -117,7 +117,7 @@ class Supervisor(BackgroundService):
         due, next_due = await self._db.read(silence_due, default)
         if due:
             changed = await self._changes.record(check_silence, self._config.smtp.domain, default,
-                                                 self._config.events.priorities)
+                                                 self._config.events.priorities, zone=self._config.site.timezone)
             for event in changed:
                 log.warning("supervision: %s %s (event %d)", event["event_type"].lower(),
                             "closed" if event["status"] != "active" else "raised", event["id"])

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from vmond.store import accounts as store
 from vmond.store.cameras import get_camera
+from vmond.store.monitoring import monitoring_dict
 from vmond.store.scope import UnknownAccounts
 from vmond.store.users import (
     LastAdmin,
@@ -85,10 +86,22 @@ async def hash_off_loop(password: str) -> str:
 # --- accounts -----------------------------------------------------------------------------------------------------
 
 
+def with_monitoring(request: web.Request, account: dict[str, Any]) -> dict[str, Any]:
+    """Schedules (issue 17): the account with ``monitoring`` (monitored now, until when), in the site's zone."""
+    return {**account, "monitoring": monitoring_dict(account, config_of(request.app).site.timezone)}
+
+
+async def _monitored(request: web.Request, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    return with_monitoring(request, await call)
+
+
 @routes.get("/api/accounts")
 @require("supervisor")
 async def accounts_list(request: web.Request) -> web.Response:
-    return await answer(lambda: _wrap(request, "accounts", store.list_accounts))
+    async def listed() -> dict[str, Any]:
+        found = await _wrap(request, "accounts", store.list_accounts)
+        return {"accounts": [with_monitoring(request, a) for a in found["accounts"]]}
+    return await answer(listed)
 
 
 async def _wrap(request: web.Request, key: str, fn: Callable[..., Any]) -> dict[str, Any]:
@@ -101,23 +114,24 @@ async def accounts_create(request: web.Request) -> web.Response:
     if scope_of(request).limited:
         return json_error(403, NEW_ACCOUNT_REFUSED)
     data = await json_object(request)
-    return await answer(lambda: request.app[DB].write(store.save_account, config_of(request.app).smtp.domain, data,
-                                                      user_id(request)), status=201)
+    return await answer(lambda: _monitored(request, request.app[DB].write(
+        store.save_account, config_of(request.app).smtp.domain, data, user_id(request))), status=201)
 
 
 @routes.get("/api/accounts/{account_id}")
 @require("supervisor")
 async def account_detail(request: web.Request) -> web.Response:
-    return await answer(lambda: request.app[DB].read(store.get_account, config_of(request.app).smtp.domain,
-                                                     path_id(request, "account_id")))
+    return await answer(lambda: _monitored(request, request.app[DB].read(
+        store.get_account, config_of(request.app).smtp.domain, path_id(request, "account_id"))))
 
 
 @routes.patch("/api/accounts/{account_id}")
 @require("supervisor")
 async def account_update(request: web.Request) -> web.Response:
     data = await json_object(request)
-    return await answer(lambda: request.app[DB].write(store.save_account, config_of(request.app).smtp.domain, data,
-                                                      user_id(request), path_id(request, "account_id")))
+    return await answer(lambda: _monitored(request, request.app[DB].write(
+        store.save_account, config_of(request.app).smtp.domain, data, user_id(request),
+        path_id(request, "account_id"))))
 
 
 @routes.delete("/api/accounts/{account_id}")

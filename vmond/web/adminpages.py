@@ -32,6 +32,7 @@ from vmond.web.admin import (
 from vmond.web.bodies import form_fields
 from vmond.web.cameras import auth_failures, cameras_without_password, failures_of, smtp_setup
 from vmond.web.keys import DB, config_of
+from vmond.web.monitoring import account_page_context, max_snooze
 from vmond.web.params import parse_id, path_id
 from vmond.web.render import render
 from vmond.web.scope import NEW_ACCOUNT_REFUSED, scope_of
@@ -80,7 +81,7 @@ async def accounts_page(request: web.Request) -> web.StreamResponse:
 
 def _account_form(request: web.Request, account: dict[str, Any], rows: list[dict[str, Any]] | None = None,
                   errors: dict[str, str] | None = None, spare: int = 1, added: bool = False,
-                  status: int = 200) -> web.Response:
+                  status: int = 200, extra: dict[str, Any] | None = None) -> web.Response:
     """The account editor: its contacts (or the rows as typed) and *spare* empty rows to add more (the first
     of them focused when the installer just *added* one)."""
     rows = list(account.get("contacts", [])) if rows is None else rows
@@ -91,7 +92,8 @@ def _account_form(request: web.Request, account: dict[str, Any], rows: list[dict
     return render(request, "account.html", {"account": account, "contacts": rows + [{}] * spare, "plan": plan,
                                             "plan_errors": plan_errors,
                                             "first_spare": len(rows) if spare else None, "added": added,
-                                            "errors": errors or {}, "max_contacts": store.MAX_CONTACTS},
+                                            "errors": errors or {}, "max_contacts": store.MAX_CONTACTS,
+                                            **(extra or {})},
                   status=status)
 
 
@@ -122,7 +124,8 @@ async def account_new(request: web.Request) -> web.StreamResponse:
 @require("supervisor")
 async def account_page(request: web.Request) -> web.StreamResponse:
     account = await _account_or_404(request, path_id(request, "account_id"))
-    return _account_form(request, account, spare=0 if account["from_config"] else 1)
+    return _account_form(request, account, spare=0 if account["from_config"] else 1,
+                         extra=await account_page_context(request, account))  # schedules: monitoring
 
 
 # Decorators apply bottom-up: /accounts/new goes first, as /accounts/{account_id} would match it too (aiohttp
@@ -233,7 +236,8 @@ async def _camera_view(request: web.Request, camera_id: int, errors: dict[str, s
                                            "domain": config_of(request.app).smtp.domain,
                                            "smtp_auth": config_of(request.app).smtp.auth, "setup": setup,
                                            "min_password_length": auth.MIN_PASSWORD_LENGTH,
-                                           "auth_failures": failures_of(camera, await auth_failures(request.app))},
+                                           "auth_failures": failures_of(camera, await auth_failures(request.app)),
+                                           "max_snooze": max_snooze(request)},  # the snooze form's longest
                   status=status)
 
 

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from vmond.store.alarms import alarm_of_event, list_alarms
 from vmond.store.events import EventNotFound, get_event, list_queue, media_for_download
+from vmond.store.monitoring import snoozed_count
 from vmond.store.users import user_count
 from vmond.web.display import queue_context
 from vmond.web.keys import BUS, DB, IO, MEDIA, SERVICES, config_of
@@ -42,8 +43,9 @@ async def wall(request: web.Request) -> web.StreamResponse:
                    or request.app[SERVICES].ingest.refusing_for_space())
     # the open-alarms strip, of the user's accounts only
     open_alarms = await request.app[DB].read(list_alarms, "open", limit=200, scope=scope_of(request))
+    snoozed = await request.app[DB].read(snoozed_count, scope_of(request))  # snooze: how many cameras are put aside
     return render(request, "wall.html", {"events": events, "seq": seq, "storage_low": storage_low,
-                                         "open_alarms": open_alarms,
+                                         "open_alarms": open_alarms, "snoozed_cameras": snoozed,
                                          **queue_context(config_of(request.app).events.escalate_after)})
 
 

@@ -262,8 +262,16 @@ function showCount() {
   document.title = (n ? "(" + n + ") " : "") + "Alarm wall · vmond";
 }
 
+// Schedules and snooze: an event recorded while its account was not monitored or its camera snoozed is kept, but
+// not on the wall (no card, no sound).
+const OFF_WALL_FLAGS = ["unmonitored", "snoozed"];
+
+function offWall(event) {
+  return (event.flags || []).some((flag) => OFF_WALL_FLAGS.includes(flag));
+}
+
 function upsert(event, live) {
-  if (event.status !== "active" || event.is_test) {
+  if (event.status !== "active" || event.is_test || offWall(event)) {
     remove(event.id);
     return;
   }
