@@ -24,6 +24,8 @@ from vmond.config import Config
 from vmond.daemon import running
 from vmond.store import outbox
 from vmond.store.alarms import alarm_detail, raise_alarm
+from vmond.store.arming import snooze
+from vmond.store.cameras import list_cameras
 from vmond.store.changes import Change
 from vmond.store.db import Database
 from vmond.store.events import IngestRecord, get_event, list_queue, record_mail
@@ -110,6 +112,20 @@ async def test_a_test_mail_also_ends_a_silence(tmp_path: Path, make_config: Call
         [raised] = await check(db, 30)  # counted from the stored last mail
         await db.write(record_mail, DOMAIN, mail("t1", at(40), is_test=True), 0.0)
         assert (await db.read(get_event, DOMAIN, raised["id"]))["status"] == "dismissed"
+
+
+async def test_a_snoozed_camera_falls_silent_off_the_wall(tmp_path: Path, make_config: Callable[..., Config]) -> None:
+    # Snoozed means put aside: its silence is flagged like its mails would be, kept off the queue (and so told to
+    # nobody), and still stored and sent over MQTT with the flag.
+    config = make_config(accounts=cameras(front="60s", back="60s"))
+    async with Database(tmp_path / "vmond.db") as db:
+        await db.write(sync_accounts, config.accounts)
+        ids = {c["name"]: c["id"] for c in await db.read(list_cameras, DOMAIN)}
+        await db.write(snooze, DOMAIN, ids["Front Door"], at(3600), "wind in the trees", None)
+        await check(db, 0)
+        raised = {e["camera"]["name"]: e for e in await check(db, 60)}
+        assert raised["Front Door"]["flags"] == ["snoozed"] and raised["Back Yard"]["flags"] == []
+        assert [e["id"] for e in await db.read(list_queue, DOMAIN)] == [raised["Back Yard"]["id"]]
 
 
 async def test_an_alarm_raised_from_a_silence_stays_open_and_its_trail_says_why_it_ended(
