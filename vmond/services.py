@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from vmond.media.retention import DiskKeeper
     from vmond.media.store import MediaStore
     from vmond.mqtt.forwarder import Forwarder
+    from vmond.notify.sender import NotificationSender
     from vmond.store.changes import Changes
     from vmond.store.db import Database
     from vmond.util.bus import Bus
@@ -44,3 +45,4 @@ class Services:
     clips: ClipMaker | None = None
     disk: DiskKeeper | None = None
     live: LiveHub | None = None  # snapshots and live view from the cameras' RTSP streams
+    notifications: NotificationSender | None = None  # notify.targets and contacts' notify_url (issue 17)

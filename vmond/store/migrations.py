@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from vmond.store.schema_notify import SCHEMA_13  # notifications (issue 17)
 from vmond.util.kinds import event_kind
 
 log = logging.getLogger(__name__)
@@ -315,6 +316,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _schema_8,
     lambda conn: _apply_script(conn, SCHEMA_9),
     lambda conn: _apply_script(conn, SCHEMA_10),
+    lambda conn: _apply_script(conn, SCHEMA_13),  # notifications (issue 17)
 ]
 LATEST = len(MIGRATIONS)
 

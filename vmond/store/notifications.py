@@ -1,0 +1,225 @@
+"""Notifications (issue 17): who is told about what, written as rows in the transaction of the change itself.
+
+Rules (``notify.on``): ``alarm_raised`` (a guard raised an alarm), ``supervision`` (vmond raised a supervision event:
+a silent camera, the appliance's own trouble) and ``unhandled`` (an event still untouched ``notify.escalate_after``
+after it was received). Each goes to every ``notify.targets`` entry (the duty targets) and to the contacts of the
+event's account that have a ``notify_url`` (keyholders). A camera's test mail, and an event flagged ``unmonitored``
+or ``snoozed``, notify nobody.
+
+Rows are queued by :class:`vmond.store.changes.Change` (``queue_alarm("new")``, ``queue_event("new")`` of a
+supervision kind) and by :func:`escalate_unhandled` (run through the seam by the sender's periodic check), so a
+committed change always has its rows, whether or not MQTT is on. The sender (:mod:`vmond.notify`) takes the due
+rows, and records each outcome here, on the event's audit trail (which the alarm's trail includes).
+
+Delivery is at least once: a row is marked sent only after Apprise returned, so a crash in between sends it again
+after the restart, with the same ``Ref:`` (the row's ``uid``) in the message. Synchronous: run on a database thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from vmond.store.models import Account, Alarm, AlarmEvent, AuditEntry, Camera, Contact, Notification, utcnow
+from vmond.util.kinds import SUPERVISION_KINDS
+
+if TYPE_CHECKING:
+    from vmond.config import Config
+    from vmond.store.changes import Change
+
+QUIET_FLAGS = frozenset({"unmonitored", "snoozed"})  # events nobody is to be called about
+RULE_WORDS = {"alarm_raised": "alarm raised", "unhandled": "unhandled", "supervision": "supervision"}
+MAX_ERROR = 300
+# How far back the unhandled check looks: events that passed their escalation while vmond was stopped are still
+# notified after a restart, older ones are not (a dashboard left unwatched for a week does not call twice over).
+UNHANDLED_LOOKBACK = timedelta(hours=6)
+UNHANDLED_BATCH = 100
+
+
+@dataclass(frozen=True)
+class NotifyRules:
+    """``notify:`` as the store needs it."""
+
+    on: frozenset[str]
+    targets: tuple[str, ...]  # notify.targets names
+    escalate_after: float
+    site: str  # site.name, for the title
+    public_url: str | None = None  # web.public_url: the message links to the alarm or event
+
+    @classmethod
+    def from_config(cls, config: Config) -> NotifyRules:
+        return cls(frozenset(config.notify.on), tuple(t.name for t in config.notify.targets),
+                   config.notify.escalate_after, config.site.name, config.web.public_url)
+
+
+def _iso(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _notifiable(event: AlarmEvent) -> bool:
+    return not event.is_test and not (set(event.flags or []) & QUIET_FLAGS)
+
+
+def _message(rules: NotifyRules, rule: str, event: AlarmEvent, alarm_id: int | None) -> tuple[str, str]:
+    camera = Camera.get_or_none(Camera.id == event.camera_id) if event.camera_id is not None else None
+    account = Account.get_or_none(Account.id == camera.account_id) if camera is not None else None
+    where = camera.name if camera is not None else "the appliance"
+    if account is not None:
+        where += f" ({account.name})"
+    heading = {"alarm_raised": "Alarm", "unhandled": "Unhandled event",
+               "supervision": "Supervision"}.get(rule, rule)
+    title = f"{rules.site}: {heading}: {event.kind.replace('_', ' ')} at {where}"
+    lines = [f"{heading}: {event.event_type or event.kind}",
+             f"Camera: {camera.name if camera is not None else '-'}",
+             f"Account: {account.name if account is not None else '-'}",
+             f"Received: {_iso(event.received_at)}",
+             f"Kind: {event.kind}, priority {event.priority}"]
+    if event.subject:
+        lines.append(f"Subject: {event.subject[:200]}")
+    if rules.public_url is not None:
+        path = f"/alarms/{alarm_id}" if alarm_id is not None else f"/events/{event.id}"
+        lines.append(f"Link: {rules.public_url}{path}")
+    return title, "\n".join(lines)
+
+
+def _recipients(rules: NotifyRules, event: AlarmEvent) -> list[tuple[str, str | None]]:
+    """(target, url): the duty targets by name (their URL stays in the configuration), then the keyholders."""
+    recipients: list[tuple[str, str | None]] = [(name, None) for name in rules.targets]
+    if event.camera_id is not None:
+        contacts = (Contact.select().join(Camera, on=(Camera.account == Contact.account))
+                    .where(Camera.id == event.camera_id, Contact.notify_url.is_null(False))
+                    .order_by(Contact.priority, Contact.id))
+        recipients += [(f"contact {c.name}", c.notify_url) for c in contacts]
+    return recipients
+
+
+def queue(rules: NotifyRules, rule: str, event_id: int, alarm_id: int | None = None) -> int:
+    """Write the rows *rule* asks for about event *event_id* (inside the caller's transaction); how many."""
+    if rule not in rules.on:
+        return 0
+    event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
+    if event is None or not _notifiable(event):
+        return 0
+    recipients = _recipients(rules, event)
+    if not recipients:
+        return 0
+    title, body = _message(rules, rule, event, alarm_id)
+    now = utcnow()
+    for target, url in recipients:
+        uid = f"n-{uuid.uuid4().hex[:16]}"
+        Notification.create(uid=uid, event=event_id, alarm=alarm_id, rule=rule, target=target, url=url,
+                            title=title, body=f"{body}\nRef: {uid}", next_at=now, created_at=now)
+    return len(recipients)
+
+
+def queue_for_alarm(rules: NotifyRules, alarm: dict[str, Any]) -> int:
+    """An alarm was raised (``alarm_raised``)."""
+    return queue(rules, "alarm_raised", alarm["event_id"], alarm["id"])
+
+
+def queue_for_event(rules: NotifyRules, event: dict[str, Any]) -> int:
+    """A new event: a supervision kind notifies (``supervision``); a camera's own events wait for a guard."""
+    if event.get("kind") not in SUPERVISION_KINDS:
+        return 0
+    return queue(rules, "supervision", event["id"])
+
+
+def escalate_unhandled(rules: NotifyRules, after: datetime, change: Change | None = None) -> tuple[int, datetime]:
+    """Events received after *after* and at least ``escalate_after`` ago that are still active: queue their
+    ``unhandled`` rows (once per event). Returns (rows queued, the receipt time examined up to), which is the
+    caller's next *after*. The caller passes its :class:`Change`, which wakes the sender."""
+    now = utcnow()
+    due = now - timedelta(seconds=rules.escalate_after)
+    after = max(after, due - UNHANDLED_LOOKBACK)
+    events = list(AlarmEvent.select(AlarmEvent.id, AlarmEvent.received_at, AlarmEvent.status)
+                  .where(AlarmEvent.received_at > after, AlarmEvent.received_at <= due)
+                  .order_by(AlarmEvent.received_at, AlarmEvent.id).limit(UNHANDLED_BATCH))
+    queued = 0
+    for event in events:
+        if event.status != "active":
+            continue
+        done = Notification.select().where(Notification.event == event.id,
+                                           Notification.rule == "unhandled").exists()
+        if not done:
+            alarm = Alarm.get_or_none(Alarm.event == event.id)
+            queued += queue(rules, "unhandled", event.id, None if alarm is None else alarm.id)
+    if change is not None and queued:
+        change.notified += queued
+    reached = events[-1].received_at if len(events) == UNHANDLED_BATCH else due
+    return queued, reached
+
+
+# --- the sender's side ------------------------------------------------------------------------------------------
+
+
+def due(limit: int, skip: list[int]) -> list[dict[str, Any]]:
+    """Pending rows whose time has come, oldest first, leaving out *skip* (those being sent right now)."""
+    rows = (Notification.select().where(Notification.state == "pending", Notification.next_at <= utcnow(),
+                                        Notification.id.not_in(skip or [0]))
+            .order_by(Notification.next_at, Notification.id).limit(limit))
+    return [{"id": r.id, "uid": r.uid, "target": r.target, "url": r.url, "title": r.title, "body": r.body,
+             "attempts": r.attempts, "rule": r.rule, "event_id": r.event_id} for r in rows]
+
+
+def next_due() -> datetime | None:
+    row = (Notification.select(Notification.next_at).where(Notification.state == "pending")
+           .order_by(Notification.next_at).first())
+    return None if row is None else row.next_at
+
+
+def _trail(row: Notification, action: str, detail: dict[str, Any]) -> None:
+    AuditEntry.create(action=action, target_type="event", target_id=row.event_id,
+                      detail={"target": row.target, "rule": row.rule, "ref": row.uid, "attempts": row.attempts,
+                              **detail})
+
+
+def sent(row_id: int, change: Change | None = None) -> None:
+    """Apprise took it: the row is done, and the event's (so the alarm's) audit trail says so."""
+    row = Notification.get_or_none(Notification.id == row_id)
+    if row is None or row.state != "pending":
+        return
+    row.state, row.sent_at, row.attempts = "sent", utcnow(), row.attempts + 1
+    row.save()
+    _trail(row, "notification.sent", {})
+
+
+def failed(row_id: int, error: str, retry_in: float | None, change: Change | None = None) -> None:
+    """One attempt failed: try again in *retry_in* seconds, or (None) give up; the trail says why, at the first
+    failure and when giving up (not at every retry)."""
+    row = Notification.get_or_none(Notification.id == row_id)
+    if row is None or row.state != "pending":
+        return
+    row.attempts += 1
+    row.last_error = error[:MAX_ERROR]
+    if retry_in is None:
+        row.state = "failed"
+        _trail(row, "notification.failed", {"error": row.last_error})
+    else:
+        row.next_at = utcnow() + timedelta(seconds=retry_in)
+        if row.attempts == 1:
+            _trail(row, "notification.retrying", {"error": row.last_error, "retry_in": round(retry_in)})
+    row.save()
+
+
+def give_up_beyond(max_pending: int, change: Change | None = None) -> int:
+    """Bound the pending rows: beyond *max_pending*, the oldest fail (on their trail) rather than pile up."""
+    total = Notification.select().where(Notification.state == "pending").count()
+    if total <= max_pending:
+        return 0
+    rows = list(Notification.select().where(Notification.state == "pending")
+                .order_by(Notification.id).limit(total - max_pending))
+    for row in rows:
+        row.state, row.last_error = "failed", "too many notifications waiting; the oldest were given up"
+        row.save()
+        _trail(row, "notification.failed", {"error": row.last_error})
+    return len(rows)
+
+
+def stats() -> dict[str, int]:
+    """How many rows are pending, sent and failed (for /api/health)."""
+    counts = {"pending": 0, "sent": 0, "failed": 0}
+    for state in counts:
+        counts[state] = Notification.select().where(Notification.state == state).count()
+    return counts
