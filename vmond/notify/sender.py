@@ -49,14 +49,17 @@ class NotificationSender(BackgroundService):
     task_name = "notifications"
 
     def __init__(self, config: Config, db: Database, changes: Changes, *, deliver: Deliver = send,
-                 backoff: tuple[float, ...] = BACKOFF, max_attempts: int = MAX_ATTEMPTS,
-                 concurrency: int = CONCURRENCY, send_timeout: float = SEND_TIMEOUT,
-                 max_pending: int = MAX_PENDING, check_interval: float | None = None) -> None:
+                 backoff: tuple[float, ...] | None = None, max_attempts: int | None = None,
+                 concurrency: int | None = None, send_timeout: float | None = None,
+                 max_pending: int | None = None, check_interval: float | None = None) -> None:
         self._urls = {t.name: t.url for t in config.notify.targets}
         self._rules = NotifyRules.from_config(config)
         self._db, self._changes, self._deliver = db, changes, deliver
-        self._backoff, self._max_attempts = backoff, max_attempts
-        self._concurrency, self._timeout, self._max_pending = concurrency, send_timeout, max_pending
+        # The module's constants, read now (tests shorten them).
+        self._backoff, self._max_attempts = backoff or BACKOFF, max_attempts or MAX_ATTEMPTS
+        concurrency = concurrency or CONCURRENCY
+        self._concurrency, self._timeout = concurrency, send_timeout or SEND_TIMEOUT
+        self._max_pending = max_pending or MAX_PENDING
         # The unhandled check runs often enough for a short escalate_after, and at most every CHECK_INTERVAL.
         self._check = check_interval or min(CHECK_INTERVAL, max(0.5, config.notify.escalate_after / 4))
         self._wake = asyncio.Event()
@@ -124,42 +127,50 @@ class NotificationSender(BackgroundService):
             self._sending[row["id"]] = asyncio.create_task(self._send(row), name=f"notify-{row['id']}")
 
     async def _send(self, row: dict[str, Any]) -> None:
+        sending: asyncio.Future[None] | None = None
         try:
-            error = await self._attempt(row)
-            if error is None:
-                await self._changes.record(notifications.sent, row["id"])
-                self.sent += 1
-                log.info("notifications: %s sent to %s (%s)", row["uid"], row["target"], row["rule"])
+            url = row["url"] if row["url"] is not None else self._target_url(row["target"])
+            if url is None:
+                error: str | None = f"no notify.targets entry named {row['target']!r} any more"
             else:
-                attempt = row["attempts"] + 1
-                retry_in = self._backoff[min(attempt, len(self._backoff)) - 1] if attempt < self._max_attempts \
-                    else None
-                await self._changes.record(notifications.failed, row["id"], error, retry_in)
-                if retry_in is None:
-                    self.failed += 1
-                log.warning("notifications: %s to %s failed (attempt %d): %s%s", row["uid"], row["target"],
-                            attempt, error, "" if retry_in is None else f"; again in {retry_in:.0f} s")
+                loop = asyncio.get_running_loop()
+                sending = loop.run_in_executor(self._threads, self._deliver, url, row["title"], row["body"])
+                error = await self._outcome(sending)
+            await self._record(row, error)
         finally:
+            if sending is not None and not sending.done():
+                # A send past its deadline keeps its slot until Apprise lets go of the thread (its own timeouts):
+                # no more threads than slots, so a hanging target never makes the others queue for a thread.
+                await asyncio.wait([sending])
             self._sending.pop(row["id"], None)
             self._wake.set()  # a slot is free
 
-    async def _attempt(self, row: dict[str, Any]) -> str | None:
-        """Send one row; None when it went out, else why not (never with the URL's secrets)."""
-        url = row["url"]
-        if url is None:
-            target = self._urls.get(row["target"])
-            if target is None:
-                return f"no notify.targets entry named {row['target']!r} any more"
-            url = target.reveal()
-        loop = asyncio.get_running_loop()
+    def _target_url(self, name: str) -> str | None:
+        url = self._urls.get(name)
+        return None if url is None else url.reveal()
+
+    async def _outcome(self, sending: asyncio.Future[None]) -> str | None:
+        """None when the message went out, else why not (never with the URL's secrets)."""
         try:
-            await asyncio.wait_for(loop.run_in_executor(self._threads, self._deliver, url, row["title"], row["body"]),
-                                   timeout=self._timeout)
+            await asyncio.wait_for(asyncio.shield(sending), timeout=self._timeout)
         except DeliveryError as exc:
             return str(exc) or "failed"
         except TimeoutError:
-            return f"no answer within {self._timeout:.0f} s"
+            return f"no answer within {self._timeout:g} s"
         except Exception as exc:  # noqa: BLE001  # a plugin's own bug is one failed attempt, not a dead sender
             return f"{type(exc).__name__} inside Apprise"
         return None
 
+    async def _record(self, row: dict[str, Any], error: str | None) -> None:
+        if error is None:
+            await self._changes.record(notifications.sent, row["id"])
+            self.sent += 1
+            log.info("notifications: %s sent to %s (%s)", row["uid"], row["target"], row["rule"])
+            return
+        attempt = row["attempts"] + 1
+        retry_in = self._backoff[min(attempt, len(self._backoff)) - 1] if attempt < self._max_attempts else None
+        await self._changes.record(notifications.failed, row["id"], error, retry_in)
+        if retry_in is None:
+            self.failed += 1
+        log.warning("notifications: %s to %s failed (attempt %d): %s%s", row["uid"], row["target"], attempt, error,
+                    "" if retry_in is None else f"; again in {retry_in:g} s")
