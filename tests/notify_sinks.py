@@ -23,7 +23,8 @@ class HttpReceiver:
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.received: list[dict[str, Any]] = []
+        self.received: list[dict[str, Any]] = []  # every post
+        self.delivered: list[dict[str, Any]] = []  # the posts it answered 200
         self.status = 200
         self._server: ThreadingHTTPServer | None = None
 
@@ -37,8 +38,11 @@ class HttpReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802  # the name http.server calls
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = receiver.status
                 receiver.received.append(json.loads(body))
-                self.send_response(receiver.status)
+                if status == 200:
+                    receiver.delivered.append(json.loads(body))
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -56,7 +60,8 @@ class HttpReceiver:
             self._server = None
 
     def refs(self) -> list[str]:
-        return [m.group(1) for item in self.received if (m := REF.search(item.get("message", "")))]
+        """The Ref of each message it took (answered 200), in order."""
+        return [m.group(1) for item in self.delivered if (m := REF.search(item.get("message", "")))]
 
 
 class SilentServer:

@@ -14,6 +14,8 @@ import pytest
 from conftest import Daemon, sample
 from helpers import free_port, run_cli, wait_until
 from notify_sinks import HttpReceiver, SilentServer, SmtpSink
+from test_admin_forms import Inputs, post_form
+from test_web import browser_session, log_in
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -192,4 +194,17 @@ async def test_the_account_api_masks_a_contacts_notification_url(make_config: Ca
         def kept() -> str | None:
             from vmond.store.models import Contact
             return Contact.get(Contact.name == "Kim").notify_url
+        assert await services.db.read(kept) == "tgram://bot123456:token-s3cret/987"
+
+        # The account editor shows the mask; saved as shown (another field changed), the URL stays.
+        async with browser_session() as http:
+            csrf = await log_in(daemon, http, "boss")
+            async with http.get(f"{daemon.url}/accounts/{created['id']}") as response:
+                page = await response.text()
+            assert "s3cret" not in page and Inputs(page).named("contacts-0-notify_url")["value"] == "********"
+            form = {str(f["name"]): str(f.get("value") or "") for f in Inputs(page).fields
+                    if str(f.get("name", "")).startswith("contacts-0-")}
+            status, _, page = await post_form(http, daemon, f"/accounts/{created['id']}", {
+                "csrf_token": csrf, "name": "Shop", **form, "contacts-0-role": "keyholder"})
+            assert status == 200 and "s3cret" not in page
         assert await services.db.read(kept) == "tgram://bot123456:token-s3cret/987"
