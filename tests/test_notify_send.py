@@ -6,6 +6,7 @@ and the secrecy of the URLs."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -106,6 +107,31 @@ async def test_an_alarm_reaches_http_and_smtp_targets_retried_and_never_held_up_
         hook.stop()
         mail.stop()
         hang.close()
+
+
+async def test_no_target_secret_reaches_the_log_or_the_trail_at_debug_level(
+        make_config: Callable[..., Config], quick_retries: None, caplog: pytest.LogCaptureFixture) -> None:
+    hook = HttpReceiver().start()
+    good = f"json://user:pw-Hook7x@127.0.0.1:{hook.port}/path-Hook8y"
+    broken = f"json://user:pw-Gone5v@127.0.0.1:{free_port()}/path-Gone6w"
+    config = make_config(logging={"level": "debug"}, notify={"targets": [
+        {"name": "good", "url": good}, {"name": "broken", "url": broken}]})
+    caplog.set_level(logging.DEBUG)
+    try:
+        async with running(config) as services:
+            daemon = Daemon(services)
+            await daemon.add_user("guard1", "guard")
+            token = await daemon.token("guard1")
+            _, alarm = await daemon.api("POST", f"/api/events/{await _event(daemon)}/alarm", token)
+            trail = await _wait_trail(daemon, token, alarm["id"], lambda t: {"good", "broken"} <= {
+                a["detail"]["target"] for a in t}, what="both outcomes")
+            assert len(hook.received) == 1
+    finally:
+        hook.stop()
+    said = caplog.text + str(trail)
+    assert "broken failed (attempt 1)" in caplog.text  # the failure is logged, by name
+    for secret in ("pw-Hook7x", "path-Hook8y", "pw-Gone5v", "path-Gone6w"):
+        assert secret not in said, secret
 
 
 async def test_an_event_nobody_touches_is_notified_once_as_unhandled(make_config: Callable[..., Config]) -> None:

@@ -48,6 +48,9 @@ def _setup_logging(level: str) -> None:
     from vmond.web.accesslog import ACCESS_LOGGER
 
     quiet_aiosmtpd_logging()
+    from vmond.notify.deliver import quiet_apprise_logging
+
+    quiet_apprise_logging()
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
 
 
