@@ -165,22 +165,29 @@ async def test_an_event_left_untouched_is_notified_once_as_unhandled(
     await seam.changes.record(set_status, "monitor.local", dismissed.event["id"], "dismissed", guard["id"])
     start = NOW - timedelta(days=1)
 
+    async def check(after: datetime) -> tuple[int, datetime]:
+        due, reached = await seam.db.read(notifications.unhandled_due, RULES, after)
+        return (await seam.changes.record(notifications.escalate_unhandled, RULES, due) if due else 0), reached
+
     clock[0] = NOW + timedelta(seconds=119)  # not yet
-    queued, reached = await seam.changes.record(notifications.escalate_unhandled, RULES, start)
-    assert queued == 0 and await seam.rows() == []
+    queued, reached = await check(start)
+    assert queued == 0 and await seam.rows() == [] and reached == clock[0] - timedelta(seconds=120)
 
     clock[0] = NOW + timedelta(seconds=121)
-    queued, reached = await seam.changes.record(notifications.escalate_unhandled, RULES, reached)
+    queued, reached = await check(reached)
     rows = await seam.rows()
     assert queued == 3 and {r["event_id"] for r in rows} == {untouched.event["id"]}
     assert {r["rule"] for r in rows} == {"unhandled"} and rows[0]["title"].startswith("Test Site: Unhandled event:")
     assert seam.wakes == ["notifier"]
     assert test_mail.event["id"] not in {r["event_id"] for r in rows}
 
-    # Again, from the start (as after a restart): once per event.
+    # Again, from the start (as after a restart), and from where it got to: once per event.
     clock[0] = NOW + timedelta(seconds=200)
-    queued, _ = await seam.changes.record(notifications.escalate_unhandled, RULES, start)
-    assert queued == 0 and len(await seam.rows()) == 3
+    assert (await check(start))[0] == 0 and (await check(reached))[0] == 0 and len(await seam.rows()) == 3
+    # An event the pipeline committed late (received before the point reached) is still looked at.
+    late = await seam.changes.record(record_mail, "monitor.local", _mail("late", received_at=NOW), 0.0)
+    queued, _ = await check(reached)
+    assert queued == 3 and late.event["id"] in {r["event_id"] for r in await seam.rows()}
 
 
 async def test_outcomes_go_on_the_audit_trail_in_words(seam: Seam) -> None:

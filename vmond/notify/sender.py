@@ -94,9 +94,10 @@ class NotificationSender(BackgroundService):
             await self._guarded(self._start_due)
             self._wake.clear()
             delay = next_check - loop.time()
-            upcoming = await self._db.read(notifications.next_due)
-            if upcoming is not None:
-                delay = min(delay, (upcoming - utcnow()).total_seconds())
+            if len(self._sending) < self._concurrency:  # all slots taken: a finished send wakes the loop
+                upcoming = await self._db.read(notifications.next_due, list(self._sending))
+                if upcoming is not None:
+                    delay = min(delay, (upcoming - utcnow()).total_seconds())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, delay))
 
@@ -109,9 +110,14 @@ class NotificationSender(BackgroundService):
             log.exception("notifications: %s failed; trying again shortly", getattr(step, "__name__", step))
 
     async def _check_unhandled(self) -> None:
+        # Reads first: on a quiet appliance the periodic check writes nothing (an SD card is worn by writes).
         if "unhandled" in self._rules.on:
-            _, self._unhandled_after = await self._changes.record(
-                notifications.escalate_unhandled, self._rules, self._unhandled_after)
+            due, self._unhandled_after = await self._db.read(notifications.unhandled_due, self._rules,
+                                                             self._unhandled_after)
+            if due:
+                await self._changes.record(notifications.escalate_unhandled, self._rules, due)
+        if await self._db.read(notifications.pending_count) <= self._max_pending:
+            return
         given_up = await self._changes.record(notifications.give_up_beyond, self._max_pending)
         if given_up:
             self.failed += given_up

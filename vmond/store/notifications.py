@@ -7,7 +7,8 @@ event's account that have a ``notify_url`` (keyholders). A camera's test mail, a
 or ``snoozed``, notify nobody.
 
 Rows are queued by :class:`vmond.store.changes.Change` (``queue_alarm("new")``, ``queue_event("new")`` of a
-supervision kind) and by :func:`escalate_unhandled` (run through the seam by the sender's periodic check), so a
+supervision kind) and by :func:`escalate_unhandled` (run through the seam by the sender's periodic check, after
+the read :func:`unhandled_due` found any), so a
 committed change always has its rows, whether or not MQTT is on. The sender (:mod:`vmond.notify`) takes the due
 rows, and records each outcome here, on the event's audit trail (which the alarm's trail includes).
 
@@ -35,6 +36,7 @@ MAX_ERROR = 300
 # How far back the unhandled check looks: events that passed their escalation while vmond was stopped are still
 # notified after a restart, older ones are not (a dashboard left unwatched for a week does not call twice over).
 UNHANDLED_LOOKBACK = timedelta(hours=6)
+UNHANDLED_MARGIN = timedelta(minutes=10)  # looked at again each time: an event the pipeline committed late
 UNHANDLED_BATCH = 100
 
 
@@ -126,29 +128,38 @@ def queue_for_event(rules: NotifyRules, event: dict[str, Any]) -> int:
     return queue(rules, "supervision", event["id"])
 
 
-def escalate_unhandled(rules: NotifyRules, after: datetime, change: Change | None = None) -> tuple[int, datetime]:
-    """Events received after *after* and at least ``escalate_after`` ago that are still active: queue their
-    ``unhandled`` rows (once per event). Returns (rows queued, the receipt time examined up to), which is the
-    caller's next *after*. The caller passes its :class:`Change`, which wakes the sender."""
-    now = utcnow()
-    due = now - timedelta(seconds=rules.escalate_after)
-    after = max(after, due - UNHANDLED_LOOKBACK)
-    events = list(AlarmEvent.select(AlarmEvent.id, AlarmEvent.received_at, AlarmEvent.status)
-                  .where(AlarmEvent.received_at > after, AlarmEvent.received_at <= due)
+def unhandled_due(rules: NotifyRules, after: datetime) -> tuple[list[int], datetime]:
+    """Events to notify as ``unhandled`` now: still active, received at least ``escalate_after`` ago and after
+    *after* (less :data:`UNHANDLED_MARGIN`, for an event committed late, after a backlog), not a test, and not
+    notified as unhandled yet. Returns their ids and the receipt time examined up to, the caller's next *after*.
+    A read: the caller writes the rows with :func:`escalate_unhandled` only when there are any."""
+    due = utcnow() - timedelta(seconds=rules.escalate_after)
+    since = max(min(after, due - UNHANDLED_MARGIN), due - UNHANDLED_LOOKBACK)
+    notified = Notification.select(Notification.event_id).where(Notification.rule == "unhandled")
+    events = list(AlarmEvent.select(AlarmEvent.id, AlarmEvent.received_at)
+                  .where(AlarmEvent.received_at > since, AlarmEvent.received_at <= due,
+                         AlarmEvent.status == "active", AlarmEvent.is_test == False,  # noqa: E712
+                         AlarmEvent.id.not_in(notified))
                   .order_by(AlarmEvent.received_at, AlarmEvent.id).limit(UNHANDLED_BATCH))
-    queued = 0
-    for event in events:
-        if event.status != "active":
-            continue
-        done = Notification.select().where(Notification.event == event.id,
-                                           Notification.rule == "unhandled").exists()
-        if not done:
-            alarm = Alarm.get_or_none(Alarm.event == event.id)
-            queued += queue(rules, "unhandled", event.id, None if alarm is None else alarm.id)
-    if change is not None and queued:
-        change.notified += queued
     reached = events[-1].received_at if len(events) == UNHANDLED_BATCH else due
-    return queued, reached
+    return [e.id for e in events], reached
+
+
+def escalate_unhandled(rules: NotifyRules, event_ids: list[int], change: Change | None = None) -> int:
+    """Queue the ``unhandled`` rows of *event_ids* (from :func:`unhandled_due`) that are still due now, in this
+    transaction (a guard may have acted since); how many rows."""
+    queued = 0
+    for event_id in event_ids:
+        event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
+        if event is None or event.status != "active":
+            continue
+        if Notification.select().where(Notification.event == event_id, Notification.rule == "unhandled").exists():
+            continue
+        alarm = Alarm.get_or_none(Alarm.event == event_id)
+        queued += queue(rules, "unhandled", event_id, None if alarm is None else alarm.id)
+    if change is not None:
+        change.notified += queued
+    return queued
 
 
 # --- the sender's side ------------------------------------------------------------------------------------------
@@ -163,8 +174,10 @@ def due(limit: int, skip: list[int]) -> list[dict[str, Any]]:
              "attempts": r.attempts, "rule": r.rule, "event_id": r.event_id} for r in rows]
 
 
-def next_due() -> datetime | None:
-    row = (Notification.select(Notification.next_at).where(Notification.state == "pending")
+def next_due(skip: list[int]) -> datetime | None:
+    """When the next pending row falls due, leaving out *skip* (those being sent right now)."""
+    row = (Notification.select(Notification.next_at)
+           .where(Notification.state == "pending", Notification.id.not_in(skip or [0]))
            .order_by(Notification.next_at).first())
     return None if row is None else row.next_at
 
@@ -201,6 +214,10 @@ def failed(row_id: int, error: str, retry_in: float | None, change: Change | Non
         if row.attempts == 1:
             _trail(row, "notification.retrying", {"error": row.last_error, "retry_in": round(retry_in)})
     row.save()
+
+
+def pending_count() -> int:
+    return Notification.select().where(Notification.state == "pending").count()
 
 
 def give_up_beyond(max_pending: int, change: Change | None = None) -> int:
