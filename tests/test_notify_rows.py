@@ -163,15 +163,14 @@ async def test_an_event_left_untouched_is_notified_once_as_unhandled(
     test_mail = await seam.changes.record(record_mail, "monitor.local", _mail("t", is_test=True), 0.0)
     guard = await seam.db.write(create_user, "guard", "x", "guard")
     await seam.changes.record(set_status, "monitor.local", dismissed.event["id"], "dismissed", guard["id"])
-    start = NOW - timedelta(days=1)
 
-    async def check(after: datetime) -> tuple[int, datetime]:
+    async def check(after: int | None) -> tuple[int, int]:
         due, reached = await seam.db.read(notifications.unhandled_due, RULES, after)
         return (await seam.changes.record(notifications.escalate_unhandled, RULES, due) if due else 0), reached
 
     clock[0] = NOW + timedelta(seconds=119)  # not yet
-    queued, reached = await check(start)
-    assert queued == 0 and await seam.rows() == [] and reached == clock[0] - timedelta(seconds=120)
+    queued, reached = await check(None)
+    assert queued == 0 and await seam.rows() == [] and reached == untouched.event["id"] - 1
 
     clock[0] = NOW + timedelta(seconds=121)
     queued, reached = await check(reached)
@@ -183,11 +182,29 @@ async def test_an_event_left_untouched_is_notified_once_as_unhandled(
 
     # Again, from the start (as after a restart), and from where it got to: once per event.
     clock[0] = NOW + timedelta(seconds=200)
-    assert (await check(start))[0] == 0 and (await check(reached))[0] == 0 and len(await seam.rows()) == 3
-    # An event the pipeline committed late (received before the point reached) is still looked at.
+    assert (await check(None))[0] == 0 and (await check(reached))[0] == 0 and len(await seam.rows()) == 3
+    # An event the pipeline committed late (received before the others were looked at) is still looked at.
     late = await seam.changes.record(record_mail, "monitor.local", _mail("late", received_at=NOW), 0.0)
     queued, _ = await check(reached)
     assert queued == 3 and late.event["id"] in {r["event_id"] for r in await seam.rows()}
+
+
+async def test_a_flood_of_events_nobody_is_told_about_does_not_hold_up_the_next(
+        seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [NOW]
+    monkeypatch.setattr(notifications, "utcnow", lambda: clock[0])
+    monkeypatch.setattr(notifications, "UNHANDLED_BATCH", 2)
+    for n in range(5):  # a camera flooding a disarmed account
+        mail = await seam.changes.record(record_mail, "monitor.local", _mail(f"quiet-{n}"), 0.0)
+        await seam.db.write(_flag, mail.event["id"], "unmonitored")
+    wanted = await seam.changes.record(record_mail, "monitor.local", _mail("wanted"), 0.0)
+    clock[0] = NOW + timedelta(seconds=121)
+    after: int | None = None
+    for _ in range(4):
+        due, after = await seam.db.read(notifications.unhandled_due, RULES, after)
+        if due:
+            await seam.changes.record(notifications.escalate_unhandled, RULES, due)
+    assert {r["event_id"] for r in await seam.rows()} == {wanted.event["id"]}
 
 
 async def test_outcomes_go_on_the_audit_trail_in_words(seam: Seam) -> None:

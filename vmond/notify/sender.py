@@ -19,7 +19,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any
 
 from vmond.config import Config
@@ -65,7 +64,7 @@ class NotificationSender(BackgroundService):
         self._wake = asyncio.Event()
         self._sending: dict[int, asyncio.Task[None]] = {}
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="notify")
-        self._unhandled_after = utcnow() - timedelta(days=1)  # narrowed to the lookback by the store
+        self._unhandled_after: int | None = None  # the last event the unhandled check looked at
         self.sent = self.failed = 0
 
     def wake(self) -> None:

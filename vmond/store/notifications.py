@@ -36,7 +36,6 @@ MAX_ERROR = 300
 # How far back the unhandled check looks: events that passed their escalation while vmond was stopped are still
 # notified after a restart, older ones are not (a dashboard left unwatched for a week does not call twice over).
 UNHANDLED_LOOKBACK = timedelta(hours=6)
-UNHANDLED_MARGIN = timedelta(minutes=10)  # looked at again each time: an event the pipeline committed late
 UNHANDLED_BATCH = 100
 
 
@@ -128,21 +127,33 @@ def queue_for_event(rules: NotifyRules, event: dict[str, Any]) -> int:
     return queue(rules, "supervision", event["id"])
 
 
-def unhandled_due(rules: NotifyRules, after: datetime) -> tuple[list[int], datetime]:
-    """Events to notify as ``unhandled`` now: still active, received at least ``escalate_after`` ago and after
-    *after* (less :data:`UNHANDLED_MARGIN`, for an event committed late, after a backlog), not a test, and not
-    notified as unhandled yet. Returns their ids and the receipt time examined up to, the caller's next *after*.
-    A read: the caller writes the rows with :func:`escalate_unhandled` only when there are any."""
+def unhandled_due(rules: NotifyRules, after_id: int | None) -> tuple[list[int], int]:
+    """Events to notify as ``unhandled`` now, looked at in id (commit) order after event *after_id*: those
+    received at least ``escalate_after`` ago that are still active, not a test and not notified as unhandled
+    yet. Returns their ids and the id looked at up to, the caller's next *after_id*; each event is looked at once,
+    so a flood of events nobody is to be told about never holds up the next. The first call (None) starts at
+    the events received within :data:`UNHANDLED_LOOKBACK` before they fell due. A read: the caller writes the rows
+    with :func:`escalate_unhandled` only when there are any."""
     due = utcnow() - timedelta(seconds=rules.escalate_after)
-    since = max(min(after, due - UNHANDLED_MARGIN), due - UNHANDLED_LOOKBACK)
-    notified = Notification.select(Notification.event_id).where(Notification.rule == "unhandled")
-    events = list(AlarmEvent.select(AlarmEvent.id, AlarmEvent.received_at)
-                  .where(AlarmEvent.received_at > since, AlarmEvent.received_at <= due,
-                         AlarmEvent.status == "active", AlarmEvent.is_test == False,  # noqa: E712
-                         AlarmEvent.id.not_in(notified))
-                  .order_by(AlarmEvent.received_at, AlarmEvent.id).limit(UNHANDLED_BATCH))
-    reached = events[-1].received_at if len(events) == UNHANDLED_BATCH else due
-    return [e.id for e in events], reached
+    if after_id is None:
+        first = (AlarmEvent.select(AlarmEvent.id).where(AlarmEvent.received_at > due - UNHANDLED_LOOKBACK)
+                 .order_by(AlarmEvent.id).first())
+        last = AlarmEvent.select(AlarmEvent.id).order_by(AlarmEvent.id.desc()).first()
+        after_id = first.id - 1 if first is not None else (last.id if last is not None else 0)
+    batch = list(AlarmEvent.select(AlarmEvent.id, AlarmEvent.received_at, AlarmEvent.status, AlarmEvent.is_test)
+                 .where(AlarmEvent.id > after_id).order_by(AlarmEvent.id).limit(UNHANDLED_BATCH))
+    reached, candidates = after_id, []
+    for event in batch:
+        if event.received_at > due:  # not yet: it (and what came after it) waits for the next look
+            break
+        reached = event.id
+        if event.status == "active" and not event.is_test:
+            candidates.append(event.id)
+    if not candidates:
+        return [], reached
+    notified = {n.event_id for n in Notification.select(Notification.event_id).where(
+        Notification.rule == "unhandled", Notification.event.in_(candidates))}
+    return [i for i in candidates if i not in notified], reached
 
 
 def escalate_unhandled(rules: NotifyRules, event_ids: list[int], change: Change | None = None) -> int:
