@@ -17,7 +17,7 @@ TEST_DEBS := chromium openssl ffmpeg mosquitto $(RTSP_TEST_DEBS)
 DEBIAN_VENV := .venv-debian
 DEBIAN_LIBS := python3-venv python3-aiohttp python3-aiohttp-jinja2 python3-aiosmtpd python3-peewee python3-pil \
 	python3-yaml python3-sdnotify python3-jinja2 python3-av python3-paho-mqtt python3-pytest python3-pytest-aiohttp \
-	python3-pytest-asyncio python3-hypothesis python3-setuptools python3-wheel
+	python3-pytest-asyncio python3-hypothesis python3-setuptools python3-wheel apprise
 PYTEST_ARGS ?=
 
 .PHONY: run banner test test-debian test-faults lint clean distclean debs package bench-encode bench-ingest

@@ -63,6 +63,18 @@ def commented_account_example() -> str:
     return "\n".join(line[2:] for line in lines[start:] if line.startswith("#"))
 
 
+def commented_targets_example() -> list[dict[str, object]]:
+    """The commented `notify.targets` example in config/vmond.yaml, as the list it shows."""
+    lines = PRODUCTION.read_text().splitlines()
+    start = lines.index("  targets: []                   # the duty targets: none by default. Example:") + 1
+    example = []
+    for line in lines[start:]:
+        if not line.startswith("  # "):
+            break
+        example.append(line[4:])
+    return yaml.safe_load("\n".join(example))  # type: ignore[no-any-return]
+
+
 def is_mapping_value(path: str) -> bool:
     """A key whose value is a mapping of the user's own keys (``events.priorities``), not a section."""
     paths = key_paths()
@@ -127,6 +139,7 @@ def test_production_file_equals_defaults() -> None:
 def test_production_file_lists_every_key() -> None:
     document = yaml.safe_load(PRODUCTION.read_text())
     document["accounts"] = yaml.safe_load(commented_account_example())["accounts"]
+    document["notify"]["targets"] = commented_targets_example()
     assert yaml_key_paths(document) == set(key_paths())
 
 
@@ -230,7 +243,7 @@ def test_config_error_text_is_one_problem_per_line() -> None:
     ("tls: {}\n", "vmond.yaml:1: tls: unknown key here; did you mean `smtp.tls`, `web.tls` or `mqtt.tls`?"),
     ("accounts:\n  - name: A\n    contacts:\n      - {name: B, phone: '1', colour: red}\n",
      ("vmond.yaml:4: accounts[0].contacts[0].colour: unknown key; known keys here: "
-     "name, phone, email, role, priority")),
+     "name, phone, email, role, priority, notify_url")),
 ])
 def test_unknown_keys_suggest(text: str, expected: str) -> None:
     assert expected in problems(text)

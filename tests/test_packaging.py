@@ -31,6 +31,7 @@ PYPI_TO_DEBIAN = {
     "aiohttp": "python3-aiohttp",
     "aiohttp-jinja2": "python3-aiohttp-jinja2",
     "aiosmtpd": "python3-aiosmtpd",
+    "apprise": "apprise",  # Debian ships the module in the package of the command
     "av": "python3-av",
     "jinja2": "python3-jinja2",
     "paho-mqtt": "python3-paho-mqtt",

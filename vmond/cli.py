@@ -1,4 +1,4 @@
-"""The ``vmond`` command: run, check-config, info, user, tls, backup, restore, send-test."""
+"""The ``vmond`` command: run, check-config, info, user, tls, backup, restore, send-test, notify-test."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ def _setup_logging(level: str) -> None:
     from vmond.web.accesslog import ACCESS_LOGGER
 
     quiet_aiosmtpd_logging()
+    from vmond.notify.deliver import quiet_apprise_logging
+
+    quiet_apprise_logging()
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
 
 
@@ -257,6 +260,23 @@ def cmd_send_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from vmond.notify.testsend import UnknownTarget, notify_test
+
+    config = _load(args)
+    try:
+        results = notify_test(config, args.target)
+    except UnknownTarget as exc:
+        print(f"vmond notify-test: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for result in results:
+        if result.error is None:
+            print(f"{result.target}: sent")
+        else:
+            print(f"{result.target}: failed: {result.error}", file=sys.stderr)
+    return 1 if any(r.error is not None for r in results) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     config_help = f"configuration file (default: $VMOND_CONFIG, then {DEFAULT_CONFIG})"
     parser = argparse.ArgumentParser(prog="vmond", description="Video alarm appliance daemon.")
@@ -322,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--alarm", action="store_true",
                       help="send an ordinary alarm, which the wall shows, instead of the camera's test mail")
     send.set_defaults(func=cmd_send_test)
+
+    notify = commands.add_parser("notify-test", parents=[common],
+                                 help="send a test notification to one or every notify.targets entry")
+    notify.add_argument("target", metavar="TARGET", nargs="?", help="a target's name (default: every target)")
+    notify.set_defaults(func=cmd_notify_test)
     return parser
 
 

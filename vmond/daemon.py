@@ -32,12 +32,14 @@ from vmond.media.clips import ClipMaker
 from vmond.media.retention import DiskKeeper
 from vmond.media.store import MediaStore
 from vmond.mqtt.forwarder import Forwarder
+from vmond.notify.sender import NotificationSender
 from vmond.ops.backup import data_dir_lock
 from vmond.reload import reload_accounts
 from vmond.services import Services
 from vmond.store.changes import Changes
 from vmond.store.db import Database
 from vmond.store.messages import outbox_topics
+from vmond.store.notifications import NotifyRules
 from vmond.store.sync import sync_accounts
 from vmond.store.users import user_count
 from vmond.supervision.watcher import Probes, Supervisor
@@ -126,9 +128,12 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if config.mqtt.enabled:  # before the pipeline: it stops after it, forwarding what the pipeline queued
             mqtt = await stack.enter_async_context(Forwarder(config, db, media, io))
         bus = Bus()
-        changes = Changes(db, bus, outbox_topics(config))
+        changes = Changes(db, bus, outbox_topics(config), NotifyRules.from_config(config))
         if mqtt is not None:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
+        # Notifications (issue 17): like the forwarder, before the pipeline, so it sends what the pipeline queued.
+        notifier = await stack.enter_async_context(NotificationSender(config, db, changes))
+        changes.on_notified(notifier.wake)
         cameras = CameraDirectory(db, config)
         await cameras.reload()
         # vmond.live.grab: live view's snapshot worker and reader processes are forked from the same server.
@@ -148,7 +153,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify, on_low_disk=keeper.nudge)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, changes=changes, started_at=time.monotonic(), mqtt=mqtt,
-                            metrics=metrics, clips=clips, disk=keeper, live=live)
+                            metrics=metrics, clips=clips, disk=keeper, live=live, notifications=notifier)
 
         await stack.enter_async_context(pipeline)
         services.supervisor = await stack.enter_async_context(Supervisor(

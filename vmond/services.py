@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from vmond.media.retention import DiskKeeper
     from vmond.media.store import MediaStore
     from vmond.mqtt.forwarder import Forwarder
+    from vmond.notify.sender import NotificationSender
     from vmond.store.changes import Changes
     from vmond.store.db import Database
     from vmond.supervision.watcher import Supervisor
@@ -46,3 +47,4 @@ class Services:
     disk: DiskKeeper | None = None
     live: LiveHub | None = None  # snapshots and live view from the cameras' RTSP streams
     supervisor: Supervisor | None = None  # camera silence and the appliance's own health
+    notifications: NotificationSender | None = None  # notify.targets and contacts' notify_url (issue 17)

@@ -35,6 +35,7 @@ def check_document(root: yaml.Node | None, ctx: Ctx) -> dict[str, Any]:
     _check_combinations(values, ctx)
     _check_storage(values, ctx)
     _check_accounts(values, ctx)
+    _check_notify(values, ctx)
     _follow_other_keys(values)
     return values
 
@@ -249,6 +250,19 @@ def _check_accounts(values: dict[str, Any], ctx: Ctx) -> None:
             if first != key:
                 _report(ctx, key, f"duplicate camera address {camera['smtp_address']!r} "
                         f"(also `{first}` on line {ctx.lines[first]})")
+
+
+# --- notify (issue 17) ------------------------------------------------------------------------------------------
+
+def _check_notify(values: dict[str, Any], ctx: Ctx) -> None:
+    names: dict[str, str] = {}
+    for i, target in enumerate(values["notify"]["targets"]):
+        if target is None or target["name"] is None:
+            continue
+        path = f"notify.targets[{i}].name"
+        first = names.setdefault(target["name"].strip().casefold(), path)
+        if first != path:
+            _report(ctx, path, f"duplicate target name {target['name']!r} (also `{first}` on line {ctx.lines[first]})")
 
 
 def _follow_other_keys(values: dict[str, Any]) -> None:

@@ -241,6 +241,57 @@ class LoggingConfig:
     level: str = setting(choice("debug", "info", "warning", "error"), "info")
 
 
+# --- notify: alarms sent to people through Apprise (issue 17) --------------------------------------------------
+
+NOTIFY_RULES = ("alarm_raised", "unhandled", "supervision")
+
+
+def _apprise_url(node: yaml.Node, ctx: Ctx, path: str) -> Secret | None:
+    """An Apprise URL (``json://host/path``, ``mailto://user:pass@host``, ``tgram://token/chat`` ...): a secret,
+    never echoed in a message. Whether Apprise knows the scheme is for ``vmond notify-test`` to say."""
+    value = secret()(node, ctx, path)
+    if value is not None and "://" not in value.reveal():
+        raise Invalid("must be an Apprise URL such as json://host/path or mailto://user:pass@host")
+    return value
+
+
+def _notify_rules(node: yaml.Node, ctx: Ctx, key: str) -> tuple[str, ...]:
+    """Which changes notify: a list drawn from :data:`NOTIFY_RULES`."""
+    if is_null(node):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise Invalid(f"expected a list drawn from {', '.join(NOTIFY_RULES)}")
+    result = []
+    for index, item in enumerate(node.value):
+        try:
+            name = (text(item) or "").strip().lower()
+        except Invalid as exc:
+            ctx.problem(item, f"{key}[{index}]", str(exc))
+            continue
+        if name not in NOTIFY_RULES:
+            close = difflib.get_close_matches(name, NOTIFY_RULES, n=1, cutoff=0.6)
+            ctx.problem(item, f"{key}[{index}]", f"{name!r} is not a notification rule"
+                        f"{f'; did you mean `{close[0]}`?' if close else ''} (rules: {', '.join(NOTIFY_RULES)})")
+            continue
+        if name not in result:
+            result.append(name)
+    return tuple(result)
+
+
+@dataclass(frozen=True)
+class NotifyTargetConfig:
+    name: str = setting(string())  # unique (vmond.config.check); what `vmond notify-test NAME` and the audit name
+    url: Secret = setting(_apprise_url)
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    targets: tuple[NotifyTargetConfig, ...] = list_of()  # the duty targets: every rule of `on` goes to each
+    on: tuple[str, ...] = setting(_notify_rules, NOTIFY_RULES, list)
+    # An event still untouched (active) this long after it was received notifies once more ("unhandled").
+    escalate_after: float = setting(duration(), 120.0, show=format_duration)
+
+
 # --- accounts ---------------------------------------------------------------
 
 
@@ -252,6 +303,8 @@ class ContactConfig:
     email: str | None = setting(checked(email_address), None)
     role: str | None = setting(string(nullable=True), None)
     priority: int = setting(integer(1), None)  # None in the file: the position in the list, see vmond.config.check
+    # Notifications (issue 17): an Apprise URL that gets this account's alarms (notify.on); a secret.
+    notify_url: Secret | None = setting(_apprise_url, None)
 
 
 @dataclass(frozen=True)
@@ -323,6 +376,7 @@ class Config:
     alarms: AlarmsConfig = section()
     supervision: SupervisionConfig = section()
     logging: LoggingConfig = section()
+    notify: NotifyConfig = section()  # notifications (issue 17)
     accounts: tuple[AccountConfig, ...] = list_of()
 
     def cameras(self) -> Iterator[tuple[AccountConfig, CameraConfig]]:

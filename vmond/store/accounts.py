@@ -11,6 +11,7 @@ from typing import Any
 
 import peewee as pw
 
+from vmond.config.types import MASK
 from vmond.store.actionplans import check_plan
 from vmond.store.cameras import camera_dict
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Contact, utcnow
@@ -93,6 +94,7 @@ def _contacts(raw: Any, errors: dict[str, str]) -> list[dict[str, Any]]:
                    for key in ("name", "phone", "email", "role")}
         _reachable(contact, item_errors)
         contact["role"] = contact["role"] or None
+        contact["notify_url"] = _notify_url(item, item_errors)  # notifications (issue 17)
         priority = item.get("priority", index + 1)
         if not isinstance(priority, int) or isinstance(priority, bool) or priority < 1:
             item_errors["priority"] = "a whole number from 1"
@@ -100,6 +102,30 @@ def _contacts(raw: Any, errors: dict[str, str]) -> list[dict[str, Any]]:
         errors.update({f"contacts[{index}].{k}": v for k, v in item_errors.items()})
         contacts.append(contact)
     return contacts
+
+
+# --- contacts' notification URLs (issue 17): secrets, shown masked; the mask sent back keeps the URL -------------
+
+
+def _notify_url(item: dict[str, Any], errors: dict[str, str]) -> str | None:
+    value = item.get("notify_url")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        errors["notify_url"] = f"an Apprise URL of at most {MAX_TEXT} characters"
+        return None
+    if value != MASK and "://" not in value:
+        errors["notify_url"] = "must be an Apprise URL such as json://host/path or mailto://user:pass@host"
+        return None
+    return value.strip()
+
+
+def _keep_masked_urls(account: Account, contacts: list[dict[str, Any]]) -> None:
+    """A contact sent back with the masked URL keeps the one it had (matched by name)."""
+    before = {c.name: c.notify_url for c in Contact.select().where(Contact.account == account)}
+    for contact in contacts:
+        if contact["notify_url"] == MASK:
+            contact["notify_url"] = before.get(contact["name"])
 
 
 def account_dict(account: Account, domain: str) -> dict[str, Any]:
@@ -111,7 +137,7 @@ def account_dict(account: Account, domain: str) -> dict[str, Any]:
         "notes": account.notes,
         "from_config": account.from_config,
         "contacts": [{"id": c.id, "name": c.name, "phone": c.phone, "email": c.email, "role": c.role,
-                      "priority": c.priority}
+                      "priority": c.priority, "notify_url": None if c.notify_url is None else MASK}
                      for c in Contact.select().where(Contact.account == account)
                      .order_by(Contact.priority, Contact.id)],
         "cameras": [camera_dict(c, domain) for c in cameras],
@@ -160,6 +186,7 @@ def save_account(domain: str, data: dict[str, Any], user_id: int | None, account
     account.updated_at = utcnow()
     account.save()
     if contacts is not None:
+        _keep_masked_urls(account, contacts)
         Contact.delete().where(Contact.account == account).execute()
         for contact in contacts:
             Contact.create(account=account, **contact)

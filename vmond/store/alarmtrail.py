@@ -41,8 +41,24 @@ def sentence(action: str, detail: dict[str, Any], who: str | None, usernames: di
         return f"{SYSTEM} raised it: {detail.get('text', '')}"
     if action == "condition.cleared":
         return f"{SYSTEM} closed it: {detail.get('reason', '')}"
+    if action.startswith("notification."):  # notifications (issue 17): always by vmond itself
+        return _notified(action, detail)
     if action.startswith("event."):
         status = action.split(".", 1)[1]
         worded = {"dismissed": "dismissed the event", "active": "put the event back on the wall"}
         return f"{name} {worded.get(status, f'set the event to {status}')}"
     return f"{name}: {action}"
+
+
+def _notified(action: str, detail: dict[str, Any]) -> str:
+    target = detail.get("target", "?")
+    why = {"alarm_raised": "the alarm", "unhandled": "the unhandled event",
+           "supervision": "the supervision event"}.get(detail.get("rule", ""), "it")
+    if action == "notification.sent":
+        attempts = detail.get("attempts") or 1
+        return f"{SYSTEM} notified {target} of {why}" + (f" (attempt {attempts})" if attempts > 1 else "")
+    if action == "notification.retrying":
+        return f"{SYSTEM} could not notify {target} of {why} yet, trying again: {detail.get('error', '')}"
+    if action == "notification.failed":
+        return f"{SYSTEM} gave up notifying {target} of {why}: {detail.get('error', '')}"
+    return f"{SYSTEM}: {action}"

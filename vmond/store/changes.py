@@ -9,6 +9,11 @@ Only after the commit does the seam publish those messages on the bus, in the or
 then, if it queued outbox rows, wake the senders that registered with :meth:`Changes.on_queued` (the MQTT
 forwarder). A transaction that rolls back announces nothing and wakes nobody.
 
+Notifications (issue 17): with :class:`NotifyRules`, ``queue_alarm("new")`` and ``queue_event("new")`` of a
+supervision event also write the notification rows the rules ask for (see :mod:`vmond.store.notifications`), in
+the same transaction and whether or not MQTT is on; after the commit the seam wakes the notification sender
+(registered with :meth:`Changes.on_notified`).
+
 Store functions stay callable without a seam (``change`` defaults to None): then nothing is queued or announced.
 Runs on the event loop; the :class:`Change` is filled on the writer thread and read only after the commit.
 """
@@ -19,8 +24,9 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from vmond.store import outbox
+from vmond.store import notifications, outbox
 from vmond.store.messages import Topics, alarm_payload, event_payload
+from vmond.store.notifications import NotifyRules
 
 if TYPE_CHECKING:
     from vmond.store.db import Database
@@ -39,10 +45,12 @@ class Change:
     """What one change tells the world, collected inside its transaction: outbox rows queued there and then,
     live messages kept for after the commit."""
 
-    def __init__(self, topics: Topics | None = None) -> None:
+    def __init__(self, topics: Topics | None = None, notify: NotifyRules | None = None) -> None:
         self.topics = topics  # None: MQTT is off, nothing is queued
+        self.notify = notify  # None: nobody is notified
         self.announcements: list[Announcement] = []
         self.queued = 0  # outbox rows written
+        self.notified = 0  # notification rows written
 
     def announce(self, type_: str, data: dict[str, Any], about: tuple[str, int] | None = None) -> None:
         """Publish *data* as *type_* on the bus once the change is committed.
@@ -58,39 +66,51 @@ class Change:
         self.announcements.append(Announcement(type_, data, about))
 
     def queue_event(self, kind: str, event: dict[str, Any]) -> None:
-        """Queue an ``events`` message for the central station (a camera's test mail stays local)."""
+        """Queue an ``events`` message for the central station (a camera's test mail stays local); a new
+        supervision event also queues its notifications."""
         if self.topics is not None and not event["is_test"]:
             topics = self.topics
             outbox.enqueue(topics.events, event_payload(topics.site, kind, event, topics.public_url),
                            event_id=event["id"])
             self.queued += 1
+        if self.notify is not None and kind == "new":
+            self.notified += notifications.queue_for_event(self.notify, event)
 
     def queue_alarm(self, kind: str, alarm: dict[str, Any]) -> None:
-        """Queue an ``alarms`` message for the central station."""
+        """Queue an ``alarms`` message for the central station; a new alarm also queues its notifications."""
         if self.topics is not None:
             outbox.enqueue(self.topics.alarms, alarm_payload(self.topics.site, kind, alarm),
                            event_id=alarm["event_id"])
             self.queued += 1
+        if self.notify is not None and kind == "new":
+            self.notified += notifications.queue_for_alarm(self.notify, alarm)
 
     def merge(self, later: Change) -> None:
         """Take over what a later committed change of the same batch collected."""
         for item in later.announcements:
             self.announce(*item)
         self.queued += later.queued
+        self.notified += later.notified
 
 
 class Changes:
     """Records changes: ``await changes.record(store_function, *args)``; see the module's docstring."""
 
-    def __init__(self, db: Database, bus: Bus, topics: Topics | None) -> None:
+    def __init__(self, db: Database, bus: Bus, topics: Topics | None, notify: NotifyRules | None = None) -> None:
         self._db = db
         self._bus = bus
         self._topics = topics
+        self._notify = notify
         self._senders: list[Callable[[], None]] = []
+        self._notifiers: list[Callable[[], None]] = []
 
     def on_queued(self, wake: Callable[[], None]) -> None:
         """Call *wake* (on the loop, never blocking) after each change that queued outbox rows."""
         self._senders.append(wake)
+
+    def on_notified(self, wake: Callable[[], None]) -> None:
+        """Call *wake* (on the loop, never blocking) after each change that queued notification rows."""
+        self._notifiers.append(wake)
 
     async def record(self, fn: Callable[..., T], /, *args: Any, after_commit: Callable[[], None] | None = None,
                      **kwargs: Any) -> T:
@@ -108,14 +128,14 @@ class Changes:
     async def batch(self) -> AsyncIterator[Batch]:
         """Several changes (each its own transaction) announced together when the block ends: what each
         committed goes out then, also when a later one failed."""
-        batch = Batch(self, Change(self._topics))
+        batch = Batch(self, Change(self._topics, self._notify))
         try:
             yield batch
         finally:
             self._announce(batch.collected)
 
     async def _write(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[T, Change]:
-        change = Change(self._topics)
+        change = Change(self._topics, self._notify)
         return await self._db.write(fn, *args, change=change, **kwargs), change
 
     def _announce(self, change: Change) -> None:
@@ -123,6 +143,9 @@ class Changes:
             self._bus.publish(item.type, item.data)
         if change.queued:
             for wake in self._senders:
+                wake()
+        if change.notified:
+            for wake in self._notifiers:
                 wake()
 
 

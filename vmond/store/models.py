@@ -102,6 +102,7 @@ class Contact(BaseModel):
     email = pw.CharField(null=True)
     role = pw.CharField(null=True)
     priority = pw.IntegerField(default=1)
+    notify_url = pw.TextField(null=True)  # an Apprise URL (a secret): this contact's notifications (migration 13)
 
 
 class Camera(BaseModel):
@@ -274,6 +275,25 @@ class SupervisionCondition(BaseModel):
     event = pw.ForeignKeyField(AlarmEvent, on_delete="CASCADE", backref="+")
     event_id: pw.ForeignKeyField[int]
     since = UtcDateTimeField()
+class Notification(BaseModel):
+    """One message to one recipient (issue 17, migration 13; see vmond.store.notifications)."""
+
+    uid = pw.CharField(unique=True)  # the stable id the message carries, the same on every retry
+    event = pw.ForeignKeyField(AlarmEvent, on_delete="CASCADE", backref="+")
+    event_id: pw.ForeignKeyField[int]
+    alarm = pw.ForeignKeyField(Alarm, null=True, on_delete="SET NULL", backref="+")
+    alarm_id: pw.ForeignKeyField[int | None]
+    rule = pw.CharField()  # alarm_raised | unhandled | supervision
+    target = pw.CharField()  # a notify.targets name, or "contact <name>"
+    url = pw.TextField(null=True)  # a contact's URL as it was; None: the target's, from the configuration
+    title = pw.TextField()
+    body = pw.TextField()
+    state = pw.CharField(default="pending")  # pending | sent | failed
+    attempts = pw.IntegerField(default=0)
+    next_at = UtcDateTimeField(default=utcnow)
+    created_at = UtcDateTimeField(default=utcnow)
+    sent_at = UtcDateTimeField(null=True)
+    last_error = pw.TextField(null=True)
 
 
 MODELS: tuple[type[BaseModel], ...] = (
@@ -292,4 +312,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     SmtpRefusal,
     UserAccount,
     SupervisionCondition,
+    Notification,
 )

@@ -40,7 +40,8 @@ def sync_accounts(accounts: tuple[AccountConfig, ...]) -> dict[str, int]:
         Contact.delete().where(Contact.account == account).execute()
         for contact in declared.contacts:
             Contact.create(account=account, name=contact.name, phone=contact.phone, email=contact.email,
-                           role=contact.role, priority=contact.priority)
+                           role=contact.role, priority=contact.priority,
+                           notify_url=None if contact.notify_url is None else contact.notify_url.reveal())
         for cam in declared.cameras:
             declared_cameras.add(cam.smtp_address)
             camera = Camera.get_or_none(Camera.smtp_local_part == cam.smtp_address)

@@ -40,8 +40,8 @@ from vmond.web.security import require
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
-_CONTACT_KEY = re.compile(r"contacts-([0-9]{1,4})-(priority|name|phone|role|email)")
-_TYPED = ("name", "phone", "role", "email")  # a row with none of these is a spare row, not a contact
+_CONTACT_KEY = re.compile(r"contacts-([0-9]{1,4})-(priority|name|phone|role|email|notify_url)")
+_TYPED = ("name", "phone", "role", "email", "notify_url")  # a row with none of these is a spare row, not a contact
 
 
 def _contact_rows(form: dict[str, str]) -> tuple[list[dict[str, str]], int]:
@@ -61,7 +61,8 @@ def _contacts_for_store(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
         if isinstance(priority, str) and re.fullmatch(r"[0-9]{1,6}", priority):
             priority = int(priority)  # anything else goes on as typed, for the store to refuse
         contacts.append({"name": row.get("name", ""), "phone": row.get("phone"), "email": row.get("email"),
-                         "role": row.get("role"), "priority": priority})
+                         "role": row.get("role"), "priority": priority,
+                         "notify_url": row.get("notify_url")})  # shown masked; the mask sent back keeps it
     return contacts
 
 

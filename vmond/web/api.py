@@ -62,6 +62,7 @@ async def health(request: web.Request) -> web.Response:
                   "skipped": services.clips.skipped if services.clips else 0,
                   "made": services.metrics.clip_count, "failed": services.metrics.clip_failures},
         "mqtt": services.mqtt.status() if services.mqtt is not None else {"enabled": False, "connected": False},
+        "notifications": services.notifications.status() if services.notifications is not None else None,
     }
     return web.json_response(body)
 
