@@ -162,6 +162,7 @@ async def test_an_event_left_untouched_is_notified_once_as_unhandled(
     untouched = await seam.changes.record(record_mail, "monitor.local", _mail("u"), 0.0)
     dismissed = await seam.changes.record(record_mail, "monitor.local", _mail("d"), 0.0)
     test_mail = await seam.changes.record(record_mail, "monitor.local", _mail("t", is_test=True), 0.0)
+    supervision = await seam.changes.record(_supervision_event, "disk_low")  # told at once, not again
     guard = await seam.db.write(create_user, "guard", "x", "guard")
     await seam.changes.record(set_status, "monitor.local", dismissed.event["id"], "dismissed", guard["id"])
 
@@ -171,23 +172,28 @@ async def test_an_event_left_untouched_is_notified_once_as_unhandled(
 
     clock[0] = NOW + timedelta(seconds=119)  # not yet
     queued, reached = await check(None)
-    assert queued == 0 and await seam.rows() == [] and reached == untouched.event["id"] - 1
+    assert queued == 0 and reached == untouched.event["id"] - 1
+    assert {r["rule"] for r in await seam.rows()} == {"supervision"}
 
     clock[0] = NOW + timedelta(seconds=121)
     queued, reached = await check(reached)
     rows = await seam.rows()
-    assert queued == 3 and {r["event_id"] for r in rows} == {untouched.event["id"]}
-    assert {r["rule"] for r in rows} == {"unhandled"} and rows[0]["title"].startswith("Test Site: Unhandled event:")
-    assert seam.wakes == ["notifier"]
+    unhandled = [r for r in rows if r["rule"] == "unhandled"]
+    assert queued == 2 and {r["event_id"] for r in unhandled} == {untouched.event["id"]}
+    # The duty targets, not the keyholder: an event the guards have yet to look at is theirs to handle.
+    assert [r["target"] for r in unhandled] == ["duty", "mail"]
+    assert unhandled[0]["title"].startswith("Test Site: Unhandled event:")
+    assert {r["event_id"] for r in rows if r["rule"] == "supervision"} == {supervision["id"]}
+    assert seam.wakes == ["notifier", "notifier"]  # the supervision event's rows, then the unhandled ones
     assert test_mail.event["id"] not in {r["event_id"] for r in rows}
 
     # Again, from the start (as after a restart), and from where it got to: once per event.
     clock[0] = NOW + timedelta(seconds=200)
-    assert (await check(None))[0] == 0 and (await check(reached))[0] == 0 and len(await seam.rows()) == 3
+    assert (await check(None))[0] == 0 and (await check(reached))[0] == 0 and len(await seam.rows()) == 4
     # An event the pipeline committed late (received before the others were looked at) is still looked at.
     late = await seam.changes.record(record_mail, "monitor.local", _mail("late", received_at=NOW), 0.0)
     queued, _ = await check(reached)
-    assert queued == 3 and late.event["id"] in {r["event_id"] for r in await seam.rows()}
+    assert queued == 2 and late.event["id"] in {r["event_id"] for r in await seam.rows()}
 
 
 async def test_a_flood_of_events_nobody_is_told_about_does_not_hold_up_the_next(

@@ -2,8 +2,8 @@
 
 Rules (``notify.on``): ``alarm_raised`` (a guard raised an alarm), ``supervision`` (vmond raised a supervision event:
 a silent camera, the appliance's own trouble) and ``unhandled`` (an event still untouched ``notify.escalate_after``
-after it was received). Each goes to every ``notify.targets`` entry (the duty targets) and to the contacts of the
-event's account that have a ``notify_url`` (keyholders). A camera's test mail, and an event flagged ``unmonitored``
+after it was received). Each goes to every ``notify.targets`` entry (the duty targets); ``alarm_raised`` and
+``supervision`` also to the contacts of the event's account that have a ``notify_url`` (keyholders). A camera's test mail, and an event flagged ``unmonitored``
 or ``snoozed``, notify nobody.
 
 Rows are queued by :class:`vmond.store.changes.Change` (``queue_alarm("new")``, ``queue_event("new")`` of a
@@ -87,10 +87,11 @@ def _message(rules: NotifyRules, rule: str, event: AlarmEvent, alarm_id: int | N
     return title, "\n".join(lines)
 
 
-def _recipients(rules: NotifyRules, event: AlarmEvent) -> list[tuple[str, str | None]]:
-    """(target, url): the duty targets by name (their URL stays in the configuration), then the keyholders."""
+def _recipients(rules: NotifyRules, event: AlarmEvent, rule: str) -> list[tuple[str, str | None]]:
+    """(target, url): the duty targets by name (their URL stays in the configuration), then the keyholders, who
+    are told of an alarm or their camera's supervision event, not of an event the guards have yet to look at."""
     recipients: list[tuple[str, str | None]] = [(name, None) for name in rules.targets]
-    if event.camera_id is not None:
+    if event.camera_id is not None and rule != "unhandled":
         contacts = (Contact.select().join(Camera, on=(Camera.account == Contact.account))
                     .where(Camera.id == event.camera_id, Contact.notify_url.is_null(False))
                     .order_by(Contact.priority, Contact.id))
@@ -105,7 +106,7 @@ def queue(rules: NotifyRules, rule: str, event_id: int, alarm_id: int | None = N
     event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
     if event is None or not _notifiable(event):
         return 0
-    recipients = _recipients(rules, event)
+    recipients = _recipients(rules, event, rule)
     if not recipients:
         return 0
     title, body = _message(rules, rule, event, alarm_id)
@@ -142,14 +143,17 @@ def unhandled_due(rules: NotifyRules, after_id: int | None) -> tuple[list[int], 
                  .order_by(AlarmEvent.id).first())
         last = AlarmEvent.select(AlarmEvent.id).order_by(AlarmEvent.id.desc()).first()
         after_id = first.id - 1 if first is not None else (last.id if last is not None else 0)
-    batch = list(AlarmEvent.select(AlarmEvent.id, AlarmEvent.received_at, AlarmEvent.status, AlarmEvent.is_test)
+    batch = list(AlarmEvent.select(AlarmEvent.id, AlarmEvent.received_at, AlarmEvent.status, AlarmEvent.is_test,
+                                   AlarmEvent.kind)
                  .where(AlarmEvent.id > after_id).order_by(AlarmEvent.id).limit(UNHANDLED_BATCH))
     reached, candidates = after_id, []
     for event in batch:
         if event.received_at > due:  # not yet: it (and what came after it) waits for the next look
             break
         reached = event.id
-        if event.status == "active" and not event.is_test:
+        # A supervision event was told at once (rule supervision): its escalation would tell the same again.
+        told = event.kind in SUPERVISION_KINDS and "supervision" in rules.on
+        if event.status == "active" and not event.is_test and not told:
             candidates.append(event.id)
     if not candidates:
         return [], reached
