@@ -210,6 +210,14 @@ async def test_a_running_daemon_raises_a_silence_keeps_it_over_a_restart_and_a_m
         closed, again = found
         assert closed["id"] == first["id"] and closed["status"] == "dismissed" and "cleared" in closed["flags"]
         assert again["status"] == "active"  # one per silence: the restart raised no second event for the first
+        # Its own trail says why it came and why it went, in the API and on the event's page.
+        status, detail = await daemon.api("GET", f"/api/events/{closed['id']}", token)
+        assert status == 200 and [entry["action"] for entry in detail["audit"]] == [
+            "condition.raised", "condition.cleared"]
+        assert detail["audit"][1]["text"] == "vmond closed it: the camera mailed again"
+        assert detail["audit"][1]["who"] is None
+        status, page = await daemon.api("GET", f"/events/{closed['id']}", token)
+        assert status == 200 and "Audit trail" in page and "vmond closed it: the camera mailed again" in page
 
 
 async def test_a_dashboard_camera_takes_its_max_silence_over_the_api_and_shows_it(daemon: Daemon) -> None:

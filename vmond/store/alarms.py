@@ -13,7 +13,7 @@ from typing import Any
 import peewee as pw
 
 from vmond.store.actionplans import present_steps, steps_for, tick
-from vmond.store.alarmtrail import sentence
+from vmond.store.alarmtrail import worded
 from vmond.store.changes import Change
 from vmond.store.events import EventNotFound, StatusConflict, get_event, report
 from vmond.store.models import (
@@ -167,12 +167,7 @@ def _detail(alarm: Alarm, event_dict: dict[str, Any] | None) -> dict[str, Any]:
     }
     detail["notes"] = [{"id": n.id, "author": _who(users.get(n.author_id)), "created_at": _iso(n.created_at),
                         "text": n.text} for n in notes]
-    usernames = {k: u.username for k, u in users.items() if k is not None}
-    detail["audit"] = [{"at": _iso(a.at), "who": _who(users.get(a.user_id)), "action": a.action,
-                        "detail": a.detail,
-                        "text": sentence(a.action, a.detail, usernames.get(a.user_id or 0), usernames,
-                                         RESOLUTION_CODES)}
-                       for a in audit]
+    detail["audit"] = worded(audit, users, RESOLUTION_CODES)
     detail["snapshot"] = _snapshot(alarm, audit)
     return detail
 

@@ -1,13 +1,42 @@
-"""The alarm's audit trail as a guard reads it: one sentence per entry ("Ben took it over from Anna"), with the
-note and the outcome in words, not codes. The entries themselves (``action``, ``detail``) stay as recorded, for
-programs; this only words them. Pure functions.
+"""The audit trail as a guard reads it: one sentence per entry ("Ben took it over from Anna"), with the note and
+the outcome in words, not codes. The entries themselves (``action``, ``detail``) stay as recorded, for programs;
+this only words them. :func:`worded` and :func:`sentence` are pure; :func:`event_trail` reads an event's own
+entries (dismissed, restored, a supervision condition raised and cleared, notifications sent) for its page and API.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from vmond.store.events import get_event
+from vmond.store.models import AuditEntry, User
+
 SYSTEM = "vmond"  # who an entry without a user is by (the picture taken at raising, a retired camera ...)
+
+
+def worded(entries: list[AuditEntry], users: dict[int | None, User], labels: dict[str, str]
+           ) -> list[dict[str, Any]]:
+    """Audit entries as the API gives them: ``at``, ``who`` ({id, username} or None: vmond itself), ``action``,
+    ``detail`` and the ``text`` a guard reads. *users* has every user the entries name."""
+    usernames = {k: u.username for k, u in users.items() if k is not None}
+    return [{"at": a.at.isoformat(), "action": a.action, "detail": a.detail,
+             "who": None if (user := users.get(a.user_id)) is None else {"id": user.id, "username": user.username},
+             "text": sentence(a.action, a.detail, usernames.get(a.user_id or 0), usernames, labels)}
+            for a in entries]
+
+
+def event_trail(event_id: int) -> list[dict[str, Any]]:
+    """The event's own audit trail, oldest first (an alarm's page adds the alarm's entries to it)."""
+    entries = list(AuditEntry.select().where((AuditEntry.target_type == "event") & (AuditEntry.target_id == event_id))
+                   .order_by(AuditEntry.id))
+    ids = {a.user_id for a in entries if a.user_id is not None}
+    users: dict[int | None, User] = {u.id: u for u in User.select().where(User.id.in_(ids))} if ids else {}
+    return worded(entries, users, {})
+
+
+def event_with_trail(domain: str, event_id: int) -> dict[str, Any]:
+    """The event (:func:`vmond.store.events.get_event`) with its ``audit`` trail."""
+    return {**get_event(domain, event_id), "audit": event_trail(event_id)}
 
 
 def sentence(action: str, detail: dict[str, Any], who: str | None, usernames: dict[int, str],

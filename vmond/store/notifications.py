@@ -3,8 +3,8 @@
 Rules (``notify.on``): ``alarm_raised`` (a guard raised an alarm), ``supervision`` (vmond raised a supervision event:
 a silent camera, the appliance's own trouble) and ``unhandled`` (an event still untouched ``notify.escalate_after``
 after it was received). Each goes to every ``notify.targets`` entry (the duty targets); ``alarm_raised`` and
-``supervision`` also to the contacts of the event's account that have a ``notify_url`` (keyholders). A camera's test mail, and an event flagged ``unmonitored``
-or ``snoozed``, notify nobody.
+``supervision`` also to the contacts of the event's account that have a ``notify_url`` (keyholders). A camera's
+test mail, and an event flagged ``unmonitored`` or ``snoozed``, notify nobody.
 
 Rows are queued by :class:`vmond.store.changes.Change` (``queue_alarm("new")``, ``queue_event("new")`` of a
 supervision kind) and by :func:`escalate_unhandled` (run through the seam by the sender's periodic check, after

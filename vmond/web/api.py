@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 import vmond
-from vmond.store.events import STATUSES, EventNotFound, StatusConflict, get_event, list_events, list_queue, set_status
+from vmond.store.alarmtrail import event_with_trail
+from vmond.store.events import STATUSES, EventNotFound, StatusConflict, list_events, list_queue, set_status
 from vmond.store.outbox import stats as outbox_stats
 from vmond.store.refusals import list_refusals
 from vmond.util.metrics import exposition
@@ -96,7 +97,8 @@ async def _queue(request: web.Request, status: str, limit: int) -> web.Response:
 @require("guard")
 async def event_detail(request: web.Request) -> web.Response:
     try:
-        event = await request.app[DB].read(get_event, config_of(request.app).smtp.domain, path_id(request, "event_id"))
+        event = await request.app[DB].read(event_with_trail, config_of(request.app).smtp.domain,
+                                           path_id(request, "event_id"))
     except EventNotFound:
         return json_error(404, "no such event")
     return web.json_response(event)

@@ -8,7 +8,8 @@ import shutil
 from aiohttp import web
 
 from vmond.store.alarms import alarm_of_event, list_alarms
-from vmond.store.events import EventNotFound, get_event, list_queue, media_for_download
+from vmond.store.alarmtrail import event_with_trail
+from vmond.store.events import EventNotFound, list_queue, media_for_download
 from vmond.store.monitoring import snoozed_count
 from vmond.store.users import user_count
 from vmond.web.display import queue_context
@@ -53,7 +54,7 @@ async def wall(request: web.Request) -> web.StreamResponse:
 @require("guard")
 async def event_page(request: web.Request) -> web.StreamResponse:
     try:
-        event = await request.app[DB].read(get_event, config_of(request.app).smtp.domain,
+        event = await request.app[DB].read(event_with_trail, config_of(request.app).smtp.domain,
                                            path_id(request, "event_id"))
     except EventNotFound:
         raise web.HTTPNotFound() from None
