@@ -112,6 +112,9 @@ async def test_a_test_mail_also_ends_a_silence(tmp_path: Path, make_config: Call
         [raised] = await check(db, 30)  # counted from the stored last mail
         await db.write(record_mail, DOMAIN, mail("t1", at(40), is_test=True), 0.0)
         assert (await db.read(get_event, DOMAIN, raised["id"]))["status"] == "dismissed"
+        # Silent again, told in the site's time (site.timezone), as the clocks on site show it.
+        [again] = await db.write(check_silence, DOMAIN, None, None, None, at(70), zone="Europe/Berlin")
+        assert again["subject"].endswith("its last mail came at 2026-03-01 13:00:40 CET")
 
 
 async def test_a_snoozed_camera_falls_silent_off_the_wall(tmp_path: Path, make_config: Callable[..., Config]) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from vmond.config.types import format_duration, parse_duration
 from vmond.store.changes import Change
@@ -207,7 +208,8 @@ def check_silence(domain: str, default: float | None, priorities: Mapping[str, i
             limit = effective_silence(camera.max_silence, default) or 0.0
             last = camera.last_mail_at
             text = (f"No mail from {camera.name} for {format_duration(limit)} or longer; "
-                    + (f"its last mail came at {last:%Y-%m-%d %H:%M:%S} UTC" if last else "it has never mailed"))
+                    + (f"its last mail came at {last.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M:%S %Z}" if last
+                       else "it has never mailed"))
             changed.append(_raise(domain, camera_subject(camera.id), "camera_silent", camera, "Camera silent",
                                   text, priorities, now, change,
                                   {"camera_id": camera.id, "max_silence": limit,
