@@ -187,11 +187,14 @@ async def test_notify_test_sends_to_each_target_and_names_failures_without_the_u
 def test_target_urls_are_checked_and_never_echoed(make_config: Callable[..., Config], tmp_path: Any) -> None:
     (tmp_path / "bad.yaml").write_text(
         "notify:\n  targets:\n    - {name: a, url: not-a-url-s3cret}\n    - {name: A, url: \"json://h/x\"}\n"
+        "    - {name: typo, url: \"jsonx://hook:pw-s3cret@127.0.0.1/path-s3cret\"}\n"
         "  on: [alarm_raised, unhandeld]\n")
     result = run_cli("check-config", str(tmp_path / "bad.yaml"))
     assert result.returncode == 2
     lines = result.stderr.splitlines()
-    assert any("notify.targets[0].url: must be an Apprise URL" in line for line in lines), lines
+    assert any("notify.targets[0].url: Apprise does not understand this URL" in line for line in lines), lines
+    # A scheme Apprise has no plugin for is found here, with its line, not at the first alarm.
+    assert any(":5: notify.targets[2].url: Apprise does not understand this URL" in line for line in lines), lines
     assert any("notify.targets[1].name: duplicate target name 'A'" in line for line in lines), lines
     assert any("notify.on[1]: 'unhandeld' is not a notification rule; did you mean `unhandled`?" in line
                for line in lines), lines

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from vmond.config.appriseurl import EXAMPLE as APPRISE_EXAMPLE
+from vmond.config.appriseurl import apprise_understands
 from vmond.config.schedule import schedule, show_schedule, timezone
 from vmond.config.spec import ListOf, Section, Table, list_of, not_a_key, section, setting, table_of
 from vmond.config.types import (
@@ -248,10 +250,11 @@ NOTIFY_RULES = ("alarm_raised", "unhandled", "supervision")
 
 def _apprise_url(node: yaml.Node, ctx: Ctx, path: str) -> Secret | None:
     """An Apprise URL (``json://host/path``, ``mailto://user:pass@host``, ``tgram://token/chat`` ...): a secret,
-    never echoed in a message. Whether Apprise knows the scheme is for ``vmond notify-test`` to say."""
+    never echoed in a message; one Apprise does not understand is an error here, not at the first alarm."""
     value = secret()(node, ctx, path)
-    if value is not None and "://" not in value.reveal():
-        raise Invalid("must be an Apprise URL such as json://host/path or mailto://user:pass@host")
+    if value is not None and not apprise_understands(value.reveal()):
+        raise Invalid(f"Apprise does not understand this URL (unknown scheme or a malformed address); "
+                      f"expected one such as {APPRISE_EXAMPLE}")
     return value
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import peewee as pw
 
+from vmond.config.appriseurl import EXAMPLE as APPRISE_EXAMPLE
+from vmond.config.appriseurl import apprise_understands
 from vmond.config.types import MASK
 from vmond.store.actionplans import check_plan
 from vmond.store.cameras import camera_dict
@@ -114,8 +116,8 @@ def _notify_url(item: dict[str, Any], errors: dict[str, str]) -> str | None:
     if not isinstance(value, str) or len(value) > MAX_TEXT:
         errors["notify_url"] = f"an Apprise URL of at most {MAX_TEXT} characters"
         return None
-    if value != MASK and "://" not in value:
-        errors["notify_url"] = "must be an Apprise URL such as json://host/path or mailto://user:pass@host"
+    if value != MASK and not apprise_understands(value.strip()):
+        errors["notify_url"] = f"Apprise does not understand this URL; expected one such as {APPRISE_EXAMPLE}"
         return None
     return value.strip()
 
