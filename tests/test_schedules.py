@@ -107,6 +107,31 @@ def test_a_manual_disarm_holds_until_its_end_then_the_schedule_resumes() -> None
     assert monitoring(utc("2026-06-02T12:00"), None, BERLIN, Override(False)) == (False, None)
 
 
+def test_an_end_past_the_calendars_horizon_is_kept_as_it_is() -> None:
+    # A manual end near the end of the calendar (stored before ends were bounded, or set in the database) must not
+    # break the account: the schedule's 35-day look-ahead from it would run past year 9999.
+    far = datetime(9999, 12, 30, tzinfo=UTC)
+    assert monitoring(utc("2026-06-02T12:00"), nights(), BERLIN, Override(False, far)) == (False, far)
+
+
+async def test_ends_further_than_a_year_are_refused(scheduled: Config) -> None:
+    async with running(scheduled) as services:
+        daemon = Daemon(services)
+        await daemon.add_user()
+        token = await daemon.token()
+        account = (await daemon.api("GET", "/api/accounts", token))[1]["accounts"][0]
+        camera = account["cameras"][0]
+        for until in ("99999999d", "9999-12-01T00:00:00+00:00", "9999-12-31T23:00", "400d"):
+            for path in (f"/api/accounts/{account['id']}/disarm", f"/api/cameras/{camera['id']}/snooze"):
+                status, body = await daemon.api("POST", path, token, json={"until": until})
+                assert status == 400 and "until" in body["fields"], (path, until, status, body)
+        status, body = await daemon.api("POST", f"/api/accounts/{account['id']}/disarm", token, json={"until": "300d"})
+        assert status == 200 and body["manual"]["monitored"] is False
+        assert (await daemon.api("GET", f"/api/accounts/{account['id']}", token))[0] == 200
+        event = await _mail(daemon, 1)
+        assert event["flags"] == ["unmonitored"]
+
+
 def test_the_schedule_survives_its_json_form() -> None:
     schedule = Schedule(weekly=(WeeklyWindow(WEEKENDS, Window(0, 24 * 60)),),
                         exceptions=(DatedException(date(2026, 5, 1), date(2026, 5, 3), (Window(600, 660),), "x"),))

@@ -103,7 +103,10 @@ def monitoring(now: datetime, schedule: Schedule | None, zone: ZoneInfo, overrid
     if override is not None and override.holds_at(now):
         if override.until is None:
             return Monitoring(override.monitored, None)
-        after = monitoring(override.until, schedule, zone)
+        try:
+            after = monitoring(override.until, schedule, zone)
+        except OverflowError:  # an end so far off that the schedule's horizon runs past the calendar
+            return Monitoring(override.monitored, override.until.astimezone(UTC))
         return Monitoring(override.monitored, after.until if after.monitored == override.monitored
                           else override.until.astimezone(UTC))
     if schedule is None:

@@ -28,6 +28,7 @@ from vmond.web.security import require
 
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 MAX_REASON = 200
+MAX_AHEAD = timedelta(days=366)  # the furthest end an arm, disarm or snooze may name
 
 
 def parse_until(value: Any, zone: str, now: datetime) -> datetime | None:
@@ -37,9 +38,11 @@ def parse_until(value: Any, zone: str, now: datetime) -> datetime | None:
     if not isinstance(value, str):
         raise ValueError("a time (ISO 8601, e.g. 2026-12-24T18:00) or a duration from now (e.g. 2h)")
     try:
-        return _ahead(now + timedelta(seconds=parse_duration(value.strip())), now)
+        seconds = parse_duration(value.strip())
     except ValueError:
         pass
+    else:
+        return _ahead(now + timedelta(seconds=min(seconds, MAX_AHEAD.total_seconds() + 1)), now)
     try:
         until = datetime.fromisoformat(value.strip())
     except ValueError:
@@ -51,6 +54,8 @@ def parse_until(value: Any, zone: str, now: datetime) -> datetime | None:
 def _ahead(until: datetime, now: datetime) -> datetime:
     if until <= now:
         raise ValueError("must lie in the future")
+    if until - now > MAX_AHEAD:  # a manual state for longer is a configuration matter (the schedule)
+        raise ValueError("at most a year from now")
     return until
 
 
