@@ -20,7 +20,7 @@ from test_browser import browser, sign_in, watch_errors  # noqa: F401 - the fixt
 from test_mqtt_schema import check_message
 from test_web import browser_session, log_in
 
-from vmond.config import Config
+from vmond.config import Config, ConfigError, parse_config_text
 from vmond.daemon import running
 from vmond.store import outbox
 from vmond.store.alarms import alarm_detail, raise_alarm
@@ -223,6 +223,23 @@ async def test_a_running_daemon_raises_a_silence_keeps_it_over_a_restart_and_a_m
         assert status == 200 and "Audit trail" in page and "vmond closed it: the camera mailed again" in page
 
 
+def test_a_silence_limit_lies_between_a_second_and_a_year() -> None:
+    text = """supervision:
+  max_silence: 0.5s
+accounts:
+  - name: Shop
+    cameras:
+      - {name: Door, smtp_address: door, max_silence: 99999999d}
+      - {name: Yard, smtp_address: yard, max_silence: "off"}
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text(text, "shop.yaml")
+    problems = [str(p) for p in caught.value.problems]
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("shop.yaml:2: supervision.max_silence: must be at least 1s"), problems
+    assert problems[1].startswith("shop.yaml:6: accounts[0].cameras[0].max_silence: must be at most 366d"), problems
+
+
 async def test_a_dashboard_camera_takes_its_max_silence_over_the_api_and_shows_it(daemon: Daemon) -> None:
     await daemon.add_user()
     token = await daemon.token()
@@ -231,8 +248,13 @@ async def test_a_dashboard_camera_takes_its_max_silence_over_the_api_and_shows_i
     assert status == 201, created
     assert created["supervision"]["max_silence"] == 43200.0 and created["supervision"]["limit"] == 43200.0
     path = f"/api/cameras/{created['id']}"
-    status, body = await daemon.api("PATCH", path, token, json={"max_silence": "twelve hours"})
-    assert status == 400 and "max_silence" in body["fields"]
+    for wrong in ("twelve hours", "99999999d", 1e300, "0.5s", -3):
+        status, body = await daemon.api("PATCH", path, token, json={"max_silence": wrong})
+        assert status == 400 and "max_silence" in body["fields"], (wrong, status, body)
+    # The camera page's form sends max_silence with every other field: a new address is kept too.
+    status, moved = await daemon.api("PATCH", path, token, json={"max_silence": "1d", "smtp_address": "gate-2"})
+    assert status == 200 and moved["smtp_address"].startswith("gate-2@"), moved
+    assert moved["supervision"]["max_silence"] == 86400.0
     status, changed = await daemon.api("PATCH", path, token, json={"max_silence": "off"})
     assert status == 200 and changed["supervision"] == {"max_silence": "off", "limit": None, "counted_from": None,
                                                         "silent_event_id": None}

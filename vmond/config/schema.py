@@ -75,15 +75,21 @@ def _networks(nets: tuple[Network, ...]) -> list[str]:
 _OFF = ("off", "false", "no", "never")
 
 
+MIN_SILENCE, MAX_SILENCE = 1.0, 366 * 86400.0  # a camera's max_silence: seconds ... a year
+
+
 def _silence(*, off: bool) -> Parser:
-    parse_duration = duration()
+    parse_duration = duration(maximum=MAX_SILENCE)
 
     def parse(node: yaml.Node, ctx: Ctx, key: str) -> float | None:
         if is_null(node):
             return None
         if isinstance(node, yaml.ScalarNode) and str(node.value).strip().lower() in _OFF:
             return 0.0 if off else None
-        return float(parse_duration(node, ctx, key))
+        value = float(parse_duration(node, ctx, key))
+        if value < MIN_SILENCE:
+            raise Invalid(f"must be at least {format_duration(MIN_SILENCE)}, or off")
+        return value
     return parse
 
 

@@ -288,11 +288,12 @@ def save_camera(domain: str, data: dict[str, Any], user_id: int | None, camera_i
     detail: dict[str, Any] = {}
     if camera is None:
         camera = Camera(smtp_local_part=local_part or _new_local_part(), from_config=False, active=True)
-    if "max_silence" in data:
-        camera.max_silence = max_silence
     elif local_part is not None and local_part != camera.smtp_local_part:
         detail["smtp_address"] = {"from": f"{camera.smtp_local_part}@{domain}", "to": f"{local_part}@{domain}"}
         camera.smtp_local_part = local_part
+    if "max_silence" in data and max_silence != camera.max_silence:  # supervision: its own silence limit
+        detail["max_silence"] = {"from": camera.max_silence, "to": max_silence}
+        camera.max_silence = max_silence
     if name is not None:
         camera.name = name
     if isinstance(account_id, int):

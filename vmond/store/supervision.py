@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from vmond.config.schema import MAX_SILENCE, MIN_SILENCE
 from vmond.config.types import format_duration, parse_duration
 from vmond.store.changes import Change
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, SupervisionCondition, utcnow
@@ -50,9 +51,13 @@ def parse_max_silence(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError('must be seconds, a duration such as "12h", "off" or null')
     try:
-        return parse_duration(value)
-    except ValueError as exc:
+        seconds = parse_duration(value)
+    except (ValueError, OverflowError) as exc:
         raise ValueError(str(exc)) from None
+    if seconds != 0 and not MIN_SILENCE <= seconds <= MAX_SILENCE:
+        raise ValueError(f"must lie between {format_duration(MIN_SILENCE)} and {format_duration(MAX_SILENCE)}, "
+                         'or be "off" or null')
+    return seconds
 
 
 def camera_subject(camera_id: int) -> str:
