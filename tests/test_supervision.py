@@ -129,6 +129,15 @@ async def test_a_snoozed_camera_falls_silent_off_the_wall(tmp_path: Path, make_c
         raised = {e["camera"]["name"]: e for e in await check(db, 60)}
         assert raised["Front Door"]["flags"] == ["snoozed"] and raised["Back Yard"]["flags"] == []
         assert [e["id"] for e in await db.read(list_queue, DOMAIN)] == [raised["Back Yard"]["id"]]
+        assert await check(db, 3599) == []  # still snoozed: held off the wall, not raised again
+        # The snooze is over and the camera still silent: the held event closes and a new one comes onto the wall.
+        assert await db.read(silence_due, None, at(3601)) == (True, at(3661))
+        change = Change(TOPICS)
+        closed, renewed = await check(db, 3601, change=change)
+        assert closed["id"] == raised["Front Door"]["id"] and closed["status"] == "dismissed"
+        assert renewed["camera"]["name"] == "Front Door" and renewed["flags"] == []
+        assert [e["id"] for e in await db.read(list_queue, DOMAIN)] == [raised["Back Yard"]["id"], renewed["id"]]
+        assert await check(db, 4000) == []
 
 
 async def test_an_alarm_raised_from_a_silence_stays_open_and_its_trail_says_why_it_ended(

@@ -155,9 +155,13 @@ class _Step:
     reason: str = ""
 
 
-def _silence_steps(default: float | None, now: datetime) -> tuple[list[_Step], datetime | None]:
+def _silence_steps(default: float | None, now: datetime, zone: str) -> tuple[list[_Step], datetime | None]:
     """What supervising the cameras' silence needs done now, and when it next may (None: never, as things are)."""
     open_ = {c.camera_id: c for c in SupervisionCondition.select().where(SupervisionCondition.camera.is_null(False))}
+    # Silences raised while the camera was snoozed or its account not monitored: off the wall, told nobody.
+    held = {c.camera_id for c in SupervisionCondition.select(SupervisionCondition.camera_id).join(AlarmEvent)
+            .where(SupervisionCondition.camera.is_null(False), AlarmEvent.off_wall == True,  # noqa: E712
+                   AlarmEvent.status == "active")}
     steps: list[_Step] = []
     next_due: datetime | None = None
     for camera in Camera.select(Camera, Account).join(Account).order_by(Camera.id):
@@ -177,6 +181,11 @@ def _silence_steps(default: float | None, now: datetime) -> tuple[list[_Step], d
             steps.append(_Step(camera, "raise"))
         elif condition is not None and due > now:  # its max_silence was raised above the silence so far
             steps.append(_Step(camera, "close", "its max_silence is no longer exceeded"))
+        elif condition is not None and camera.id in held and not off_wall_flags(camera, now, zone, False):
+            # Watched again (snooze or disarm over) and still silent: raised anew, on the wall and told. (Looked
+            # at within SILENCE_RECHECK of the hold's end: the watcher reads the cameras at least that often.)
+            steps += [_Step(camera, "close", "the camera is watched again and still silent: raised anew"),
+                      _Step(camera, "raise")]
         else:
             # Silent now: a mail closes this silence, and the next one is due a limit after that mail at the
             # earliest, so a limit from now is when to look again.
@@ -185,9 +194,10 @@ def _silence_steps(default: float | None, now: datetime) -> tuple[list[_Step], d
     return steps, next_due
 
 
-def silence_due(default: float | None, now: datetime | None = None) -> tuple[bool, datetime | None]:
+def silence_due(default: float | None, now: datetime | None = None, zone: str = "UTC"
+                ) -> tuple[bool, datetime | None]:
     """(whether :func:`check_silence` has anything to do now, the next moment a camera may fall silent)."""
-    steps, next_due = _silence_steps(default, now or utcnow())
+    steps, next_due = _silence_steps(default, now or utcnow(), zone)
     return bool(steps), next_due
 
 
@@ -197,7 +207,7 @@ def check_silence(domain: str, default: float | None, priorities: Mapping[str, i
     """Raise ``camera_silent`` for each camera silent longer than its limit (once per silence), close those whose
     supervision ended, and note when supervision began for a camera; returns the events raised or closed."""
     now = now or utcnow()
-    steps, _ = _silence_steps(default, now)
+    steps, _ = _silence_steps(default, now, zone)
     changed = []
     for step in steps:
         camera = step.camera

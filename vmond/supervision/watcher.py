@@ -114,14 +114,14 @@ class Supervisor(BackgroundService):
     async def _check_silence(self) -> float:
         """Returns the seconds until a camera may next fall silent (at most :data:`SILENCE_RECHECK`)."""
         default = self._config.supervision.max_silence
-        due, next_due = await self._db.read(silence_due, default)
+        due, next_due = await self._db.read(silence_due, default, zone=self._config.site.timezone)
         if due:
             changed = await self._changes.record(check_silence, self._config.smtp.domain, default,
                                                  self._config.events.priorities, zone=self._config.site.timezone)
             for event in changed:
                 log.warning("supervision: %s %s (event %d)", event["event_type"].lower(),
                             "closed" if event["status"] != "active" else "raised", event["id"])
-            due, next_due = await self._db.read(silence_due, default)
+            due, next_due = await self._db.read(silence_due, default, zone=self._config.site.timezone)
         if next_due is None:
             return SILENCE_RECHECK
         return min(SILENCE_RECHECK, max(0.0, (next_due - utcnow()).total_seconds()))
