@@ -219,6 +219,10 @@ async def test_the_account_api_masks_a_contacts_notification_url(make_config: Ca
         status, invalid = await daemon.api("PATCH", f"/api/accounts/{created['id']}", token, json={
             "contacts": [{"name": "Kim", "phone": "+15550123", "notify_url": "no-scheme"}]})
         assert status == 400 and "contacts[0].notify_url" in invalid["fields"]
+        # Renamed and sent back with the mask: refused, not the keyholder silently dropped.
+        status, renamed = await daemon.api("PATCH", f"/api/accounts/{created['id']}", token, json={
+            "contacts": [{**created["contacts"][0], "name": "Kim Lee"}]})
+        assert status == 400 and "renamed" in renamed["fields"]["contacts[0].notify_url"]
 
         def kept() -> str | None:
             from vmond.store.models import Contact

@@ -122,12 +122,17 @@ def _notify_url(item: dict[str, Any], errors: dict[str, str]) -> str | None:
     return value.strip()
 
 
-def _keep_masked_urls(account: Account, contacts: list[dict[str, Any]]) -> None:
-    """A contact sent back with the masked URL keeps the one it had (matched by name)."""
-    before = {c.name: c.notify_url for c in Contact.select().where(Contact.account == account)}
-    for contact in contacts:
+def _keep_masked_urls(account: Account, contacts: list[dict[str, Any]], errors: dict[str, str]) -> None:
+    """A contact sent back with the masked URL keeps the one it had, matched by name; the mask under a name that
+    had none (a renamed contact) is refused rather than the keyholder silently no longer told."""
+    before = ({c.name: c.notify_url for c in Contact.select().where(Contact.account == account)}
+              if account.id is not None else {})
+    for index, contact in enumerate(contacts):
         if contact["notify_url"] == MASK:
             contact["notify_url"] = before.get(contact["name"])
+            if contact["notify_url"] is None:
+                errors[f"contacts[{index}].notify_url"] = ("no notify URL to keep under this name (was the contact "
+                                                           "renamed?): enter the URL again")
 
 
 def account_dict(account: Account, domain: str) -> dict[str, Any]:
@@ -178,6 +183,8 @@ def save_account(domain: str, data: dict[str, Any], user_id: int | None, account
     if name and Account.select().where(pw.fn.lower(Account.name) == name.lower(), Account.id != (account_id or 0)
                                        ).exists():
         errors["name"] = "another account has this name"
+    if contacts is not None:
+        _keep_masked_urls(account, contacts, errors)
     if errors:
         raise Invalid(errors)
     for field, value in (("name", name), ("address", address), ("notes", notes)):
@@ -188,7 +195,6 @@ def save_account(domain: str, data: dict[str, Any], user_id: int | None, account
     account.updated_at = utcnow()
     account.save()
     if contacts is not None:
-        _keep_masked_urls(account, contacts)
         Contact.delete().where(Contact.account == account).execute()
         for contact in contacts:
             Contact.create(account=account, **contact)
