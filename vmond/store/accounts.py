@@ -122,11 +122,11 @@ def _notify_url(item: dict[str, Any], errors: dict[str, str]) -> str | None:
     return value.strip()
 
 
-def _keep_masked_urls(account: Account, contacts: list[dict[str, Any]], errors: dict[str, str]) -> None:
+def _keep_masked_urls(account_id: int | None, contacts: list[dict[str, Any]], errors: dict[str, str]) -> None:
     """A contact sent back with the masked URL keeps the one it had, matched by name; the mask under a name that
     had none (a renamed contact) is refused rather than the keyholder silently no longer told."""
-    before = ({c.name: c.notify_url for c in Contact.select().where(Contact.account == account)}
-              if account.id is not None else {})
+    before = ({c.name: c.notify_url for c in Contact.select().where(Contact.account == account_id)}
+              if account_id is not None else {})
     for index, contact in enumerate(contacts):
         if contact["notify_url"] == MASK:
             contact["notify_url"] = before.get(contact["name"])
@@ -184,7 +184,7 @@ def save_account(domain: str, data: dict[str, Any], user_id: int | None, account
                                        ).exists():
         errors["name"] = "another account has this name"
     if contacts is not None:
-        _keep_masked_urls(account, contacts, errors)
+        _keep_masked_urls(account_id, contacts, errors)
     if errors:
         raise Invalid(errors)
     for field, value in (("name", name), ("address", address), ("notes", notes)):
