@@ -17,8 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from vmond.config.appriseurl import EXAMPLE as APPRISE_EXAMPLE
-from vmond.config.appriseurl import apprise_understands
+from vmond.config.notifyvalues import NOTIFY_RULES, apprise_url, notify_rules
 from vmond.config.schedule import schedule, show_schedule, timezone
 from vmond.config.spec import ListOf, Section, Table, list_of, not_a_key, section, setting, table_of
 from vmond.config.types import (
@@ -249,54 +248,19 @@ class LoggingConfig:
     level: str = setting(choice("debug", "info", "warning", "error"), "info")
 
 
-# --- notify: alarms sent to people through Apprise (issue 17) --------------------------------------------------
-
-NOTIFY_RULES = ("alarm_raised", "unhandled", "supervision")
-
-
-def _apprise_url(node: yaml.Node, ctx: Ctx, path: str) -> Secret | None:
-    """An Apprise URL (``json://host/path``, ``mailto://user:pass@host``, ``tgram://token/chat`` ...): a secret,
-    never echoed in a message; one Apprise does not understand is an error here, not at the first alarm."""
-    value = secret()(node, ctx, path)
-    if value is not None and not apprise_understands(value.reveal()):
-        raise Invalid(f"Apprise does not understand this URL (unknown scheme or a malformed address); "
-                      f"expected one such as {APPRISE_EXAMPLE}")
-    return value
-
-
-def _notify_rules(node: yaml.Node, ctx: Ctx, key: str) -> tuple[str, ...]:
-    """Which changes notify: a list drawn from :data:`NOTIFY_RULES`."""
-    if is_null(node):
-        return ()
-    if not isinstance(node, yaml.SequenceNode):
-        raise Invalid(f"expected a list drawn from {', '.join(NOTIFY_RULES)}")
-    result = []
-    for index, item in enumerate(node.value):
-        try:
-            name = (text(item) or "").strip().lower()
-        except Invalid as exc:
-            ctx.problem(item, f"{key}[{index}]", str(exc))
-            continue
-        if name not in NOTIFY_RULES:
-            close = difflib.get_close_matches(name, NOTIFY_RULES, n=1, cutoff=0.6)
-            ctx.problem(item, f"{key}[{index}]", f"{name!r} is not a notification rule"
-                        f"{f'; did you mean `{close[0]}`?' if close else ''} (rules: {', '.join(NOTIFY_RULES)})")
-            continue
-        if name not in result:
-            result.append(name)
-    return tuple(result)
+# --- notify: alarms sent to people through Apprise (its values: vmond.config.notifyvalues) --------------------
 
 
 @dataclass(frozen=True)
 class NotifyTargetConfig:
     name: str = setting(string())  # unique (vmond.config.check); what `vmond notify-test NAME` and the audit name
-    url: Secret = setting(_apprise_url)
+    url: Secret = setting(apprise_url)
 
 
 @dataclass(frozen=True)
 class NotifyConfig:
     targets: tuple[NotifyTargetConfig, ...] = list_of()  # the duty targets: every rule of `on` goes to each
-    on: tuple[str, ...] = setting(_notify_rules, NOTIFY_RULES, list)
+    on: tuple[str, ...] = setting(notify_rules, NOTIFY_RULES, list)
     # An event still untouched (active) this long after it was received notifies once more ("unhandled").
     escalate_after: float = setting(duration(), 120.0, show=format_duration)
 
@@ -312,8 +276,8 @@ class ContactConfig:
     email: str | None = setting(checked(email_address), None)
     role: str | None = setting(string(nullable=True), None)
     priority: int = setting(integer(1), None)  # None in the file: the position in the list, see vmond.config.check
-    # Notifications (issue 17): an Apprise URL that gets this account's alarms (notify.on); a secret.
-    notify_url: Secret | None = setting(_apprise_url, None)
+    # Notifications (issue 17): an Apprise URL that gets this account's alarms and supervision events; a secret.
+    notify_url: Secret | None = setting(apprise_url, None)
 
 
 @dataclass(frozen=True)

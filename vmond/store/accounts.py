@@ -11,8 +11,8 @@ from typing import Any
 
 import peewee as pw
 
-from vmond.config.appriseurl import EXAMPLE as APPRISE_EXAMPLE
-from vmond.config.appriseurl import apprise_understands
+from vmond.config.notifyvalues import EXAMPLE as APPRISE_EXAMPLE
+from vmond.config.notifyvalues import apprise_understands
 from vmond.config.types import MASK
 from vmond.store.actionplans import check_plan
 from vmond.store.cameras import camera_dict
