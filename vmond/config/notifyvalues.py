@@ -10,14 +10,13 @@ tokens) is dropped for the asking thread; other threads' sends keep their log.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import threading
 
 import yaml
 
 from vmond.config.types import Secret
-from vmond.config.values import Ctx, Invalid, is_null, secret, text
+from vmond.config.values import Ctx, Invalid, names_from, secret
 
 EXAMPLE = "json://host/path or mailto://user:pass@host"
 
@@ -61,24 +60,5 @@ def apprise_url(node: yaml.Node, ctx: Ctx, path: str) -> Secret | None:
     return value
 
 
-def notify_rules(node: yaml.Node, ctx: Ctx, key: str) -> tuple[str, ...]:
-    """Which changes notify: a list drawn from :data:`NOTIFY_RULES`."""
-    if is_null(node):
-        return ()
-    if not isinstance(node, yaml.SequenceNode):
-        raise Invalid(f"expected a list drawn from {', '.join(NOTIFY_RULES)}")
-    result = []
-    for index, item in enumerate(node.value):
-        try:
-            name = (text(item) or "").strip().lower()
-        except Invalid as exc:
-            ctx.problem(item, f"{key}[{index}]", str(exc))
-            continue
-        if name not in NOTIFY_RULES:
-            close = difflib.get_close_matches(name, NOTIFY_RULES, n=1, cutoff=0.6)
-            ctx.problem(item, f"{key}[{index}]", f"{name!r} is not a notification rule"
-                        f"{f'; did you mean `{close[0]}`?' if close else ''} (rules: {', '.join(NOTIFY_RULES)})")
-            continue
-        if name not in result:
-            result.append(name)
-    return tuple(result)
+notify_rules = names_from(NOTIFY_RULES, "a notification rule", "rules",
+                          f"expected a list drawn from {', '.join(NOTIFY_RULES)}")

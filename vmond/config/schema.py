@@ -40,6 +40,7 @@ from vmond.config.values import (
     hostport,
     integer,
     is_null,
+    names_from,
     networks,
     path,
     positive_number,
@@ -48,7 +49,6 @@ from vmond.config.values import (
     secret,
     size,
     string,
-    text,
 )
 from vmond.util.addresses import email_address, phone_number
 from vmond.util.kinds import DEFAULT_PRIORITIES, KINDS
@@ -293,26 +293,8 @@ class CameraConfig:
 
 # --- accounts[].action_plan: the steps a guard works through on an account's alarm ------------------------
 
-def _event_kinds(node: yaml.Node, ctx: Ctx, key: str) -> tuple[str, ...]:
-    """Event kinds (``person``, ``intrusion`` ...) a step applies to; none: every event."""
-    if is_null(node):
-        return ()
-    if not isinstance(node, yaml.SequenceNode):
-        raise Invalid("expected a list of event kinds, e.g. [person, intrusion]")
-    result = []
-    for index, item in enumerate(node.value):
-        try:
-            name = (text(item) or "").strip().lower()
-        except Invalid as exc:
-            ctx.problem(item, f"{key}[{index}]", str(exc))
-            continue
-        if name not in KINDS:
-            close = difflib.get_close_matches(name, KINDS, n=1, cutoff=0.6)
-            ctx.problem(item, f"{key}[{index}]", f"{name!r} is not an event kind"
-                        f"{f'; did you mean `{close[0]}`?' if close else ''} (kinds: {', '.join(KINDS)})")
-            continue
-        result.append(name)
-    return tuple(result)
+# Event kinds (``person``, ``intrusion`` ...) a step applies to; none: every event.
+_event_kinds = names_from(KINDS, "an event kind", "kinds", "expected a list of event kinds, e.g. [person, intrusion]")
 
 
 @dataclass(frozen=True)

@@ -317,6 +317,31 @@ def host_names(node: yaml.Node, ctx: Ctx, key: str) -> tuple[str, ...]:
     return tuple(result)
 
 
+def names_from(names: tuple[str, ...], noun: str, label: str, expected: str) -> Parser:
+    """A list drawn from *names* (case folded, each once): ``notify.on``'s rules, an action step's event kinds. A
+    name not among them is a problem of its own (``'persn' is not an event kind; did you mean `person`?``)."""
+    def parse(node: yaml.Node, ctx: Ctx, key: str) -> tuple[str, ...]:
+        if is_null(node):
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            raise Invalid(expected)
+        result: list[str] = []
+        for index, item in enumerate(node.value):
+            try:
+                name = (text(item) or "").strip().lower()
+            except Invalid as exc:
+                ctx.problem(item, f"{key}[{index}]", str(exc))
+                continue
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+                ctx.problem(item, f"{key}[{index}]", f"{name!r} is not {noun}"
+                            f"{f'; did you mean `{close[0]}`?' if close else ''} ({label}: {', '.join(names)})")
+            elif name not in result:
+                result.append(name)
+        return tuple(result)
+    return parse
+
+
 def priorities(*, with_defaults: bool) -> Parser:
     """A mapping of event kind to priority, 1 (most urgent) to 5, e.g. ``{person: 1, motion: 4}``.
 
