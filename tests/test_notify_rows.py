@@ -214,6 +214,27 @@ async def test_a_flood_of_events_nobody_is_told_about_does_not_hold_up_the_next(
     assert {r["event_id"] for r in await seam.rows()} == {wanted.event["id"]}
 
 
+async def test_a_site_alarming_at_once_is_told_in_one_message_beyond_the_first_few(
+        seam: Seam, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [NOW]
+    monkeypatch.setattr(notifications, "utcnow", lambda: clock[0])
+    events = [(await seam.changes.record(record_mail, "monitor.local", _mail(f"storm-{n}"), 0.0)).event["id"]
+              for n in range(8)]
+    clock[0] = NOW + timedelta(seconds=121)
+    due, after = await seam.db.read(notifications.unhandled_due, RULES, None)
+    assert await seam.changes.record(notifications.escalate_unhandled, RULES, due) == 5 * 2 + 2
+    sendable = await seam.db.read(notifications.due, 100, [])
+    one_by_one = [r for r in sendable if "more unhandled" not in r["title"]]
+    assert sorted({r["event_id"] for r in one_by_one}) == events[:5] and len(one_by_one) == 10
+    [duty, mail] = [r for r in sendable if r["title"] == "Test Site: 3 more unhandled events"]
+    assert (duty["target"], mail["target"]) == ("duty", "mail")
+    assert duty["body"].count("\n- person at Front Door (Test Customer), received 2026-01-02 04:04:05 CET") == 3
+    # Every one of the eight counts as told: the next look queues nothing.
+    clock[0] = NOW + timedelta(seconds=200)
+    due, _ = await seam.db.read(notifications.unhandled_due, RULES, None)
+    assert due == [] or await seam.changes.record(notifications.escalate_unhandled, RULES, due) == 0
+
+
 async def test_outcomes_go_on_the_audit_trail_in_words(seam: Seam) -> None:
     await _alarm_from(seam, "a")
     duty, mail, keyholder = await seam.rows()

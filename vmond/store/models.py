@@ -288,7 +288,7 @@ class Notification(BaseModel):
     url = pw.TextField(null=True)  # a contact's URL as it was; None: the target's, from the configuration
     title = pw.TextField()
     body = pw.TextField()
-    state = pw.CharField(default="pending")  # pending | sent | failed
+    state = pw.CharField(default="pending")  # pending | sent | failed | grouped (told in another row's message)
     attempts = pw.IntegerField(default=0)
     next_at = UtcDateTimeField(default=utcnow)
     created_at = UtcDateTimeField(default=utcnow)

@@ -38,6 +38,9 @@ MAX_ERROR = 300
 # notified after a restart, older ones are not (a dashboard left unwatched for a week does not call twice over).
 UNHANDLED_LOOKBACK = timedelta(hours=6)
 UNHANDLED_BATCH = 100
+UNHANDLED_ONE_BY_ONE = 5  # events falling due together told one by one; the rest in one message per target
+GROUPED_LISTED = 10  # events named in that message
+GROUPED = "grouped"  # the state of an event's row told in a grouped message (never sent itself)
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,16 @@ def _notifiable(event: AlarmEvent) -> bool:
     return not event.is_test and not (set(event.flags or []) & QUIET_FLAGS)
 
 
-def _message(rules: NotifyRules, rule: str, event: AlarmEvent, alarm_id: int | None) -> tuple[str, str]:
+def _place(event: AlarmEvent) -> tuple[Camera | None, Account | None, str]:
+    """The event's camera and account, and where it happened in words: "Front Door (Demo Customer)"."""
     camera = Camera.get_or_none(Camera.id == event.camera_id) if event.camera_id is not None else None
     account = Account.get_or_none(Account.id == camera.account_id) if camera is not None else None
     where = camera.name if camera is not None else "the appliance"
-    if account is not None:
-        where += f" ({account.name})"
+    return camera, account, where if account is None else f"{where} ({account.name})"
+
+
+def _message(rules: NotifyRules, rule: str, event: AlarmEvent, alarm_id: int | None) -> tuple[str, str]:
+    camera, account, where = _place(event)
     heading = {"alarm_raised": "Alarm", "unhandled": "Unhandled event",
                "supervision": "Supervision"}.get(rule, rule)
     title = f"{rules.site}: {heading}: {event.kind.replace('_', ' ')} at {where}"
@@ -164,19 +171,50 @@ def unhandled_due(rules: NotifyRules, after_id: int | None) -> tuple[list[int], 
 
 def escalate_unhandled(rules: NotifyRules, event_ids: list[int], change: Change | None = None) -> int:
     """Queue the ``unhandled`` rows of *event_ids* (from :func:`unhandled_due`) that are still due now, in this
-    transaction (a guard may have acted since); how many rows."""
-    queued = 0
+    transaction (a guard may have acted since); how many rows.
+
+    A site alarming at once (a storm, a power cut) must not become hundreds of texts: the first
+    :data:`UNHANDLED_ONE_BY_ONE` events due together are told one by one, the rest in one message per target."""
+    still = []
     for event_id in event_ids:
         event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
-        if event is None or event.status != "active":
+        if event is None or event.status != "active" or not _notifiable(event):
             continue
         if Notification.select().where(Notification.event == event_id, Notification.rule == "unhandled").exists():
             continue
-        alarm = Alarm.get_or_none(Alarm.event == event_id)
-        queued += queue(rules, "unhandled", event_id, None if alarm is None else alarm.id)
+        still.append(event)
+    queued = 0
+    for event in still[:UNHANDLED_ONE_BY_ONE]:
+        alarm = Alarm.get_or_none(Alarm.event == event.id)
+        queued += queue(rules, "unhandled", event.id, None if alarm is None else alarm.id)
+    if "unhandled" in rules.on and still[UNHANDLED_ONE_BY_ONE:]:
+        queued += _queue_grouped(rules, still[UNHANDLED_ONE_BY_ONE:])
     if change is not None:
         change.notified += queued
     return queued
+
+
+def _queue_grouped(rules: NotifyRules, events: list[AlarmEvent]) -> int:
+    """One ``unhandled`` message per duty target telling *events* together; each event gets a ``grouped`` row
+    (never sent) so that it counts as told."""
+    now = utcnow()
+    for event in events:
+        Notification.create(uid=f"n-{uuid.uuid4().hex[:16]}", event=event.id, rule="unhandled", target="",
+                            title="", body="", state=GROUPED, next_at=now, created_at=now)
+    listed = "all listed" if len(events) <= GROUPED_LISTED else f"the first {GROUPED_LISTED} listed"
+    lines = [f"{len(events)} more events are unhandled, {listed}:"]
+    for event in events[:GROUPED_LISTED]:
+        lines.append(f"- {event.kind.replace('_', ' ')} at {_place(event)[2]}, received "
+                     f"{_local(event.received_at, rules.zone)}")
+    if rules.public_url is not None:
+        lines.append(f"Link: {rules.public_url}/")
+    for target in rules.targets:
+        uid = f"n-{uuid.uuid4().hex[:16]}"
+        Notification.create(uid=uid, event=events[0].id, rule="unhandled", target=target, url=None,
+                            title=f"{rules.site}: {len(events)} more unhandled events", body="\n".join(
+                                [*lines, f"Ref: {uid}"]), next_at=now, created_at=now)
+    return len(rules.targets)
+
 
 
 # --- the sender's side ------------------------------------------------------------------------------------------
