@@ -106,3 +106,53 @@ class SmtpSink:
 
     def stop(self) -> None:
         self._controller.stop()
+
+
+class TrickleServer:
+    """An HTTP target that never finishes its answer: a status line, then one header byte a second, for ever
+    (each socket read gets a byte in time, so a per-read timeout never fires). ``connections`` counts the sends
+    it got, ``peak`` the most it held at once; ``close()`` lets them all go."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections = self.peak = 0
+        self._open = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.port}/hook"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._open += 1
+            self.peak = max(self.peak, self._open)
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not self._stop.wait(1.0):
+                conn.sendall(b"a")
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._open -= 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()

@@ -1,6 +1,6 @@
 """Notifications across kill -9: a message marked sent is not sent again after the restart, and one still waiting
 for its receiver is sent after it, once the receiver answers. Delivery is at least once with a stable Ref; these
-show where it goes no further than once."""
+show where it goes no further than once. And across SIGTERM: a send that hangs does not keep vmond from stopping."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import sample, smtp_send, write_config
 from daemon_process import DaemonProcess, process_with_admin
-from notify_sinks import HttpReceiver
+from notify_sinks import HttpReceiver, TrickleServer
 
 pytestmark = pytest.mark.slow
 
@@ -83,3 +83,19 @@ def test_kill_9_neither_repeats_a_sent_notification_nor_loses_a_waiting_one(tmp_
             assert _sent(process, token, second)[0]["detail"]["ref"] == refs[1]
     finally:
         hook.stop()
+
+
+def test_sigterm_stops_vmond_promptly_while_a_send_hangs(tmp_path: Path) -> None:
+    slow = TrickleServer()  # answers a byte a second for ever: Apprise's per-read timeouts never fire
+    config = write_config(tmp_path, notify={"targets": [{"name": "slow", "url": slow.url}], "on": ["alarm_raised"]})
+    try:
+        with process_with_admin(tmp_path, config) as process:
+            process.start()
+            _raise_alarm(process, process.token())
+            _poll(lambda: slow.connections == 1, 15, "the send to the trickling target under way")
+            started = time.monotonic()
+            assert process.stop(signal.SIGTERM, timeout=30) == 0
+            assert time.monotonic() - started < 10, "vmond waited for the hung send"
+            assert slow.connections == 1 and not slow._stop.is_set()  # it still hung when vmond had gone
+    finally:
+        slow.close()

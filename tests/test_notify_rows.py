@@ -254,3 +254,19 @@ async def test_outcomes_go_on_the_audit_trail_in_words(seam: Seam) -> None:
     assert await seam.db.read(notifications.stats) == {"pending": 1, "sent": 1, "failed": 1}
     # A row marked sent is never due again.
     assert [r["target"] for r in await seam.db.read(notifications.due, 10, [])] == []
+
+
+async def test_the_due_rows_are_one_per_target_and_leave_busy_targets_out(seam: Seam) -> None:
+    await _alarm_from(seam, "a")
+    await _alarm_from(seam, "b")
+    rows = await seam.rows()
+    assert len(rows) == 6
+    first = [r["uid"] for r in rows[:3]]  # alarm a's: duty, mail, the keyholder
+    # The oldest row of each target, never two for one target (a slow target must not take two send slots).
+    assert [r["uid"] for r in await seam.db.read(notifications.due, 10, [])] == first
+    assert [r["uid"] for r in await seam.db.read(notifications.due, 2, [])] == first[:2]
+    # A target whose send runs still (or hangs) has nothing due, and nothing coming up, until it ends.
+    busy = ["duty", "contact Jane Keyholder"]
+    assert [r["target"] for r in await seam.db.read(notifications.due, 10, [], busy)] == ["mail"]
+    assert await seam.db.read(notifications.next_due, [], [*busy, "mail"]) is None
+    assert await seam.db.read(notifications.next_due, [], busy) is not None

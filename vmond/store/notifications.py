@@ -220,19 +220,33 @@ def _queue_grouped(rules: NotifyRules, events: list[AlarmEvent]) -> int:
 # --- the sender's side ------------------------------------------------------------------------------------------
 
 
-def due(limit: int, skip: list[int]) -> list[dict[str, Any]]:
-    """Pending rows whose time has come, oldest first, leaving out *skip* (those being sent right now)."""
-    rows = (Notification.select().where(Notification.state == "pending", Notification.next_at <= utcnow(),
-                                        Notification.id.not_in(skip or [0]))
-            .order_by(Notification.next_at, Notification.id).limit(limit))
-    return [{"id": r.id, "uid": r.uid, "target": r.target, "url": r.url, "title": r.title, "body": r.body,
-             "attempts": r.attempts, "rule": r.rule, "event_id": r.event_id} for r in rows]
+def _waiting(skip: list[int], busy: list[str]) -> Any:
+    return ((Notification.state == "pending") & Notification.id.not_in(skip or [0])
+            & Notification.target.not_in(busy or [""]))
 
 
-def next_due(skip: list[int]) -> datetime | None:
-    """When the next pending row falls due, leaving out *skip* (those being sent right now)."""
-    row = (Notification.select(Notification.next_at)
-           .where(Notification.state == "pending", Notification.id.not_in(skip or [0]))
+def due(limit: int, skip: list[int], busy: list[str] | None = None) -> list[dict[str, Any]]:
+    """Pending rows whose time has come, oldest first, at most one per target, leaving out the rows *skip* (being
+    sent, or sent and not yet recorded) and the targets *busy* (a send to them runs still)."""
+    taken: list[dict[str, Any]] = []
+    busy = list(busy or [])
+    while len(taken) < limit:  # one row per target: each look leaves out the targets already taken
+        wanted = limit - len(taken)
+        rows = list(Notification.select().where(_waiting(skip, busy), Notification.next_at <= utcnow())
+                    .order_by(Notification.next_at, Notification.id).limit(wanted))
+        for r in rows:
+            if r.target not in busy:
+                busy.append(r.target)
+                taken.append({"id": r.id, "uid": r.uid, "target": r.target, "url": r.url, "title": r.title,
+                              "body": r.body, "attempts": r.attempts, "rule": r.rule, "event_id": r.event_id})
+        if len(rows) < wanted:  # no more due rows
+            break
+    return taken
+
+
+def next_due(skip: list[int], busy: list[str] | None = None) -> datetime | None:
+    """When the next pending row falls due, leaving out *skip* and the targets *busy* (as :func:`due`)."""
+    row = (Notification.select(Notification.next_at).where(_waiting(skip, list(busy or [])))
            .order_by(Notification.next_at).first())
     return None if row is None else row.next_at
 
