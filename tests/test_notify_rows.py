@@ -223,7 +223,7 @@ async def test_a_site_alarming_at_once_is_told_in_one_message_beyond_the_first_f
     clock[0] = NOW + timedelta(seconds=121)
     due, after = await seam.db.read(notifications.unhandled_due, RULES, None)
     assert await seam.changes.record(notifications.escalate_unhandled, RULES, due) == 5 * 2 + 2
-    sendable = await seam.db.read(notifications.due, 100, [])
+    sendable = [r for r in await seam.rows() if r["title"]]  # the grouped events' own rows are never sent
     one_by_one = [r for r in sendable if "more unhandled" not in r["title"]]
     assert sorted({r["event_id"] for r in one_by_one}) == events[:5] and len(one_by_one) == 10
     [duty, mail] = [r for r in sendable if r["title"] == "Test Site: 3 more unhandled events"]
