@@ -31,6 +31,7 @@ from vmond.live.hub import LiveHub
 from vmond.media.clips import ClipMaker
 from vmond.media.retention import DiskKeeper
 from vmond.media.store import MediaStore
+from vmond.mqtt.commands import CommandReceiver
 from vmond.mqtt.forwarder import Forwarder
 from vmond.notify.sender import NotificationSender
 from vmond.ops.backup import data_dir_lock
@@ -131,6 +132,8 @@ async def running(config: Config) -> AsyncIterator[Services]:
         changes = Changes(db, bus, outbox_topics(config), NotifyRules.from_config(config))
         if mqtt is not None:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
+            if config.mqtt.commands:  # commands from a central station (issue 18); results go out via the outbox
+                await stack.enter_async_context(CommandReceiver(config, db, changes, io))
         # Notifications (issue 17): like the forwarder, before the pipeline, so it sends what the pipeline queued.
         notifier = await stack.enter_async_context(NotificationSender(config, db, changes))
         changes.on_notified(notifier.wake)

@@ -262,14 +262,15 @@ def _plan_of(event: AlarmEvent) -> list[dict[str, Any]]:
     return steps_for(camera.account.action_plan, event.kind)
 
 
-def acknowledge(alarm_id: int, user_id: int, change: Change | None = None) -> dict[str, Any]:
+def acknowledge(alarm_id: int, user_id: int | None, change: Change | None = None) -> dict[str, Any]:
     """The guard takes the alarm: everyone sees who is handling it. Taking it over from another guard is allowed
-    (a shift ends), and recorded."""
+    (a shift ends), and recorded. *user_id* None: a central station's operator takes it (always recorded: the
+    audit entry names who, see :mod:`vmond.store.remote`)."""
     alarm = _load(alarm_id)
     if alarm.state == "resolved":
         raise AlarmConflict("the alarm is resolved")
     change = change or Change()
-    if alarm.acknowledged_by_id == user_id:
+    if user_id is not None and alarm.acknowledged_by_id == user_id:
         summary = alarm_summary(alarm_id)
         _announce(change, summary)  # nothing changed, but the guard's screen is brought up to date all the same
         return summary
@@ -281,7 +282,7 @@ def acknowledge(alarm_id: int, user_id: int, change: Change | None = None) -> di
     return _changed(alarm_id, user_id, "alarm.acknowledge", {"took_over_from": previous} if previous else {}, change)
 
 
-def add_note(alarm_id: int, user_id: int, text: str, change: Change | None = None) -> dict[str, Any]:
+def add_note(alarm_id: int, user_id: int | None, text: str, change: Change | None = None) -> dict[str, Any]:
     text = text.strip()
     if not text:
         raise ValueError("the note is empty")
@@ -297,7 +298,7 @@ def add_note(alarm_id: int, user_id: int, text: str, change: Change | None = Non
             "text": note.text}
 
 
-def resolve(alarm_id: int, user_id: int, code: str, text: str, change: Change | None = None,
+def resolve(alarm_id: int, user_id: int | None, code: str, text: str, change: Change | None = None,
             require_code: bool = False) -> dict[str, Any]:
     """Close the alarm with an outcome. *require_code* (``alarms.require_resolution_code``): without a code,
     or with "unclassified", the answer is :class:`AlarmInvalid` naming the ``code`` field."""
@@ -325,13 +326,14 @@ def resolve(alarm_id: int, user_id: int, code: str, text: str, change: Change | 
 # --- action plan steps (``accounts[].action_plan``, copied onto the alarm when it was raised) --------------------
 
 
-def tick_step(alarm_id: int, user_id: int, n: int, change: Change | None = None) -> dict[str, Any]:
-    """Step *n* of the alarm's action plan is done (by *user_id*, now). Ticking a done step again changes
-    nothing; a resolved alarm's steps stay as they were."""
+def tick_step(alarm_id: int, user_id: int | None, n: int, change: Change | None = None,
+              remote: str | None = None) -> dict[str, Any]:
+    """Step *n* of the alarm's action plan is done (by *user_id*, or *remote*: "<user> at <central>", now).
+    Ticking a done step again changes nothing; a resolved alarm's steps stay as they were."""
     alarm = _load(alarm_id)
     if alarm.state == "resolved":
         raise AlarmConflict("the alarm is resolved")
-    steps = tick(alarm.steps or [], n, user_id, utcnow())
+    steps = tick(alarm.steps or [], n, user_id, utcnow(), remote)
     if steps is None:
         raise AlarmNotFound(f"the alarm has no step {n}")
     if steps == alarm.steps:

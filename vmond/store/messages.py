@@ -10,6 +10,8 @@ Added by vmond beyond the contract:
 
 | ``<prefix>/<site>/status`` | yes | ``{"outbox_depth", "disk_free_bytes", ...}`` (Home Assistant sensors) |
 | ``<prefix>/<site>/cameras/<camera-id>/event`` | no | ``{"event_type": <kind>, ...}``: Home Assistant event entity |
+| ``<prefix>/<site>/commands`` | in, QoS 1 | a signed command from a central station (:mod:`vmond.store.commands`) |
+| ``<prefix>/<site>/commands/result`` | no, QoS 1 | ``{"id", "site", "action", "ok", "error", "at"}`` |
 """
 
 from __future__ import annotations
@@ -54,6 +56,15 @@ class Topics:
 
     def camera_event(self, camera_id: int) -> str:
         return f"{self.base}/cameras/{camera_id}/event"
+
+    # Commands from a central station (issue 18): signed commands in, their results out.
+    @property
+    def commands(self) -> str:
+        return f"{self.base}/commands"
+
+    @property
+    def command_results(self) -> str:
+        return f"{self.base}/commands/result"
 
 
 def outbox_topics(config: Config) -> Topics | None:

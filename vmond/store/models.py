@@ -296,6 +296,14 @@ class Notification(BaseModel):
     last_error = pw.TextField(null=True)
 
 
+class RemoteCommand(BaseModel):
+    """A command id from a central station, answered once (migration 14, :mod:`vmond.store.commands`)."""
+
+    command_id = pw.CharField(unique=True)
+    received_at = UtcDateTimeField(default=utcnow, index=True)
+    result = pw.TextField()  # the JSON result first answered, sent again for a repeated id
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     User,
     Session,
@@ -313,4 +321,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     UserAccount,
     SupervisionCondition,
     Notification,
+    RemoteCommand,
 )

@@ -18,6 +18,7 @@ POINTS = (
     "after_db_commit",     # the event is committed, the spool file not yet removed
     "after_publish",       # an MQTT message handed to the client library, no PUBACK yet
     "before_puback",       # the broker's PUBACK arrived, the outbox row not yet removed
+    "after_command_commit",  # a central's command applied and its result queued, the broker not yet told (PUBACK)
 )
 EXIT_CODE = 86
 
