@@ -19,6 +19,7 @@ from conftest import BASE_CONFIG, Daemon, merge, sample, smtp_send, write_config
 from daemon_process import process_with_admin
 from helpers import wait_until
 from mosquitto import Mosquitto, Subscriber
+from test_mqtt_schema import check_message
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -27,6 +28,8 @@ from vmond.util.crashpoints import EXIT_CODE
 
 BASE = "vmond/test-site"
 COMMANDS, RESULTS = f"{BASE}/commands", f"{BASE}/commands/result"
+EVENTS, ALARMS = f"{BASE}/events", f"{BASE}/alarms"
+OPERATOR = {"id": None, "username": "op1 at Central One"}
 SECRET = "s3cret-for-test-site"
 MAIL = "hikvision-ipc-intrusion.eml"
 PLAN = [{"text": "Call the keyholder"}, {"text": "Check the yard"}]
@@ -43,7 +46,7 @@ class Central:
 
     def __init__(self, port: int, secret: str = SECRET) -> None:
         self.secret = secret
-        self.link = Subscriber(port, [RESULTS])
+        self.link = Subscriber(port, [RESULTS, EVENTS, ALARMS])
         self.count = 0
         self.sent: dict[str, dict[str, Any]] = {}
 
@@ -189,6 +192,7 @@ async def test_every_action_is_applied_once_and_on_the_trail_as_the_central_oper
         alarm_id = alarms["alarms"][0]["id"]
         _, alarm = await daemon.api("GET", f"/api/alarms/{alarm_id}", token)
         assert alarm["state"] == "acknowledged"
+        assert alarm["opened_by"] == alarm["acknowledged_by"] == OPERATOR
         worded = set(texts(alarm["audit"]))
         assert {"op1 at Central One raised the alarm", "op1 at Central One is handling it"} <= worded
 
@@ -210,7 +214,7 @@ async def test_every_action_is_applied_once_and_on_the_trail_as_the_central_oper
         assert no_code["ok"] is False and "code: required" in no_code["error"]
         assert (await central.send("resolve", alarm_id=alarm_id, code="false_alarm", text="a cat"))["ok"] is True
         _, alarm = await daemon.api("GET", f"/api/alarms/{alarm_id}", token)
-        assert alarm["state"] == "resolved"
+        assert alarm["state"] == "resolved" and alarm["resolved_by"] == OPERATOR
         assert any(t.startswith("op1 at Central One resolved it as False alarm") for t in texts(alarm["audit"]))
 
         late = await central.send("note", alarm_id=alarm_id, text="too late")
@@ -229,6 +233,14 @@ async def test_every_action_is_applied_once_and_on_the_trail_as_the_central_oper
         assert media == {**media, "ok": False, "error": "media publishing is not available"}
         assert "unknown media" in (await central.send("media", event_id=event_id, media_ids=[987654]))["error"]
         assert "unknown event" in (await central.send("dismiss", event_id=987654))["error"]
+
+        # The changes went out as the usual messages too, as the schema describes them.
+        alarm_messages = [json.loads(m.payload) for m in central.link.on(ALARMS)]
+        assert [m["alarm"]["state"] for m in alarm_messages][-1] == "resolved"
+        assert alarm_messages[-1]["alarm"]["resolved_by"] == OPERATOR
+        for message in central.link.messages:
+            if message.topic in (EVENTS, ALARMS):
+                check_message(message.topic, json.loads(message.payload))
 
 
 async def test_forged_foreign_stale_future_commands_are_refused_with_a_result(

@@ -12,6 +12,7 @@ from typing import Any
 
 import peewee as pw
 
+from vmond.store import remoteby
 from vmond.store.actionplans import present_steps, steps_for, tick
 from vmond.store.alarmtrail import worded
 from vmond.store.changes import Change
@@ -86,11 +87,11 @@ def _summary(alarm: Alarm, event: AlarmEvent, users: dict[int | None, User]) -> 
         "event_id": alarm.event_id,
         "state": alarm.state,
         "opened_at": _iso(alarm.opened_at),
-        "opened_by": _who(users.get(alarm.opened_by_id)),
+        "opened_by": _who(users.get(alarm.opened_by_id)) or remoteby.who(alarm, "opened"),
         "acknowledged_at": _iso(alarm.acknowledged_at),
-        "acknowledged_by": _who(users.get(alarm.acknowledged_by_id)),
+        "acknowledged_by": _who(users.get(alarm.acknowledged_by_id)) or remoteby.who(alarm, "acknowledged"),
         "resolved_at": _iso(alarm.resolved_at),
-        "resolved_by": _who(users.get(alarm.resolved_by_id)),
+        "resolved_by": _who(users.get(alarm.resolved_by_id)) or remoteby.who(alarm, "resolved"),
         "resolution": None if alarm.state != "resolved" else {
             "code": alarm.resolution_code, "label": RESOLUTION_CODES.get(alarm.resolution_code or "", ""),
             "text": alarm.resolution or ""},
@@ -244,7 +245,8 @@ def raise_alarm(domain: str, event_id: int, user_id: int | None, change: Change 
     event.status_changed_by_id = user_id
     event.status_changed_at = event.updated_at = utcnow()
     event.save()
-    alarm = Alarm.create(event=event, opened_by=user_id, steps=_plan_of(event))
+    alarm = Alarm.create(event=event, opened_by=user_id, steps=_plan_of(event),
+                         remote_by={"opened": change.remote} if change and change.remote and user_id is None else {})
     AuditEntry.create(user=user_id, action="event.alarmed", target_type="event", target_id=event_id,
                       detail={"from": previous, "to": "alarmed", "alarm_id": alarm.id})
     event_dict = get_event(domain, event_id)
@@ -278,6 +280,7 @@ def acknowledge(alarm_id: int, user_id: int | None, change: Change | None = None
     alarm.state = "acknowledged"
     alarm.acknowledged_by_id = user_id
     alarm.acknowledged_at = utcnow()
+    remoteby.mark(alarm, "acknowledged", user_id, change)
     alarm.save()
     return _changed(alarm_id, user_id, "alarm.acknowledge", {"took_over_from": previous} if previous else {}, change)
 
@@ -316,6 +319,7 @@ def resolve(alarm_id: int, user_id: int | None, code: str, text: str, change: Ch
     alarm.state = "resolved"
     alarm.resolved_by_id = user_id
     alarm.resolved_at = utcnow()
+    remoteby.mark(alarm, "resolved", user_id, change)
     alarm.resolution_code = code
     alarm.resolution = text[:MAX_NOTE]
     alarm.save()
@@ -326,14 +330,13 @@ def resolve(alarm_id: int, user_id: int | None, code: str, text: str, change: Ch
 # --- action plan steps (``accounts[].action_plan``, copied onto the alarm when it was raised) --------------------
 
 
-def tick_step(alarm_id: int, user_id: int | None, n: int, change: Change | None = None,
-              remote: str | None = None) -> dict[str, Any]:
-    """Step *n* of the alarm's action plan is done (by *user_id*, or *remote*: "<user> at <central>", now).
-    Ticking a done step again changes nothing; a resolved alarm's steps stay as they were."""
+def tick_step(alarm_id: int, user_id: int | None, n: int, change: Change | None = None) -> dict[str, Any]:
+    """Step *n* of the alarm's action plan is done (by *user_id*, or without one by the change's remote operator,
+    now). Ticking a done step again changes nothing; a resolved alarm's steps stay as they were."""
     alarm = _load(alarm_id)
     if alarm.state == "resolved":
         raise AlarmConflict("the alarm is resolved")
-    steps = tick(alarm.steps or [], n, user_id, utcnow(), remote)
+    steps = tick(alarm.steps or [], n, user_id, utcnow(), change.remote if change and user_id is None else None)
     if steps is None:
         raise AlarmNotFound(f"the alarm has no step {n}")
     if steps == alarm.steps:

@@ -51,6 +51,7 @@ class Change:
         self.announcements: list[Announcement] = []
         self.queued = 0  # outbox rows written
         self.notified = 0  # notification rows written
+        self.remote: str | None = None  # a central station's operator making it: "<user> at <central>" (issue 18)
 
     def announce(self, type_: str, data: dict[str, Any], about: tuple[str, int] | None = None) -> None:
         """Publish *data* as *type_* on the bus once the change is committed.

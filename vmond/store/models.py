@@ -212,6 +212,8 @@ class Alarm(BaseModel):
     resolution_code = pw.CharField(null=True)
     # The account's action plan as it was when the alarm was raised: [{"n", "text", "done_by" (user id), "done_at"}]
     steps = JSONField(default=list)
+    # Who of a central station opened, handled or resolved it (no local user then): {"opened": "<user> at <central>"}
+    remote_by = JSONField(default=dict)
 
 
 class AlarmNote(BaseModel):

@@ -30,7 +30,6 @@ from vmond.store.alarms import (
     resolve,
     tick_step,
 )
-from vmond.store.alarmtrail import remote_name
 from vmond.store.changes import Change
 from vmond.store.commands import Command
 from vmond.store.dismissals import RestoreRefused, restore_event
@@ -76,6 +75,7 @@ def apply_command(domain: str, site: str, command: Command, require_code: bool,
     first_entry = (AuditEntry.select(pw.fn.MAX(AuditEntry.id)).scalar() or 0) + 1
     marks = len(change.announcements), change.queued, change.notified
     error: str | None = None
+    change.remote = command.who
     try:
         with RemoteCommand._meta.database.atomic():  # a savepoint: a refused action leaves nothing behind
             _apply(domain, command, require_code, change)
@@ -149,7 +149,7 @@ def _apply(domain: str, command: Command, require_code: bool, change: Change) ->
         elif action == "note":
             add_note(alarm.id, None, args["text"], change)
         elif action == "step":
-            _step(alarm, args["n"], args["done"], command, change)
+            _step(alarm, args["n"], args["done"], change)
         elif action == "resolve":
             resolve(alarm.id, None, args["code"], args["text"], change, require_code=require_code)
 
@@ -181,27 +181,21 @@ def _not_resolved(alarm: Alarm) -> None:
 
 
 def _resolver(alarm: Alarm) -> str:
-    entry = (AuditEntry.select().where((AuditEntry.target_type == "alarm") & (AuditEntry.target_id == alarm.id)
-                                       & (AuditEntry.action == "alarm.resolve"))
-             .order_by(AuditEntry.id.desc()).first())
-    return _name(alarm.resolved_by_id, None if entry is None else entry.detail)
+    return _name(alarm.resolved_by_id, (alarm.remote_by or {}).get("resolved"))
 
 
 def _handler(alarm: Alarm) -> str:
-    entry = (AuditEntry.select().where((AuditEntry.target_type == "alarm") & (AuditEntry.target_id == alarm.id)
-                                       & (AuditEntry.action == "alarm.acknowledge"))
-             .order_by(AuditEntry.id.desc()).first())
-    return _name(alarm.acknowledged_by_id, None if entry is None else entry.detail)
+    return _name(alarm.acknowledged_by_id, (alarm.remote_by or {}).get("acknowledged"))
 
 
-def _name(user_id: int | None, detail: dict[str, Any] | None) -> str:
+def _name(user_id: int | None, remote: str | None) -> str:
     if user_id is not None:
         user = User.get_or_none(User.id == user_id)
         return user.username if user is not None else "another user"
-    return remote_name(detail) or "vmond"
+    return remote or "vmond"
 
 
-def _step(alarm: Alarm, n: int, done: bool, command: Command, change: Change) -> None:
+def _step(alarm: Alarm, n: int, done: bool, change: Change) -> None:
     step = next((s for s in alarm.steps or [] if s.get("n") == n), None)
     if step is None:
         raise _Refused(f"the alarm has no step {n}")
@@ -209,7 +203,7 @@ def _step(alarm: Alarm, n: int, done: bool, command: Command, change: Change) ->
         if is_done(step):
             raise _Refused(f"step {n} is done already; a done step stays done")
         return
-    tick_step(alarm.id, None, n, change, remote=command.who)
+    tick_step(alarm.id, None, n, change)
 
 
 def _media(command: Command, change: Change) -> None:
