@@ -321,3 +321,19 @@ def test_kill_between_applying_and_acknowledging_does_not_apply_twice(tmp_path: 
             assert process.stop() == 0
     finally:
         central.link.close()
+
+
+async def test_the_subscription_is_made_again_after_the_broker_lost_it(
+        make_config: Callable[..., Config], broker: Mosquitto, central: Central) -> None:
+    await central.link.ready()
+    async with commands_daemon(make_config, broker.port) as daemon:
+        token = await daemon.token()
+        event_id = await an_event(daemon, token)
+        await central.until_listening()
+        await broker.astop()  # no persistence: the restarted broker knows no session and no subscription
+        await broker.astart()
+        await central.link.ready(timeout=15)
+        await central.until_listening()  # answered only if vmond subscribed again when it reconnected
+        assert (await central.send("dismiss", event_id=event_id))["ok"] is True
+        _, event = await daemon.api("GET", f"/api/events/{event_id}", token)
+        assert event["status"] == "dismissed"
