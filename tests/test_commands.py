@@ -337,3 +337,17 @@ async def test_the_subscription_is_made_again_after_the_broker_lost_it(
         assert (await central.send("dismiss", event_id=event_id))["ok"] is True
         _, event = await daemon.api("GET", f"/api/events/{event_id}", token)
         assert event["status"] == "dismissed"
+
+
+async def test_remembered_ids_are_forgotten_after_command_max_age(daemon: Daemon) -> None:
+    from vmond.store.models import RemoteCommand, utcnow
+    from vmond.store.remote import forget_commands
+
+    def remember() -> None:
+        RemoteCommand.create(command_id="old", received_at=utcnow() - timedelta(hours=2), result="{}")
+        RemoteCommand.create(command_id="new", received_at=utcnow() - timedelta(minutes=30), result="{}")
+
+    await daemon.services.db.write(remember)
+    assert await daemon.services.db.write(forget_commands, 3600.0) == 1
+    left = await daemon.services.db.read(lambda: [r.command_id for r in RemoteCommand.select()])
+    assert left == ["new"]
