@@ -23,7 +23,7 @@ from vmond.config import Config
 from vmond.daemon import running
 from vmond.mqtt import forwarder as forwarder_module
 from vmond.store.alarms import PUBLISHED_ACTIONS
-from vmond.store.messages import alarm_payload, event_payload
+from vmond.store.messages import alarm_payload, event_payload, with_uid
 
 SCHEMA_PATH = Path(__file__).parent.parent / "schema" / "mqtt-messages.json"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
@@ -183,7 +183,7 @@ def test_absolute_media_urls_only_with_a_public_url() -> None:
                          attachments=[{"id": 4, "url": "/media/4", "kind": "attachment", "content_type": "x/y",
                                        "bytes": 1, "name": None}])
     plain = json.loads(event_payload("site-1", "new", event))["event"]
-    assert plain == event  # no absolute URLs, and nothing else changed
+    assert plain == {**event, "uid": "site-1:7"}  # no absolute URLs, and nothing else changed but the site's uid
     message = json.loads(event_payload("site-1", "new", event, "https://monitor.example.com:8443"))
     check_message("vmond/site-1/events", message)
     sent = message["event"]
@@ -192,7 +192,7 @@ def test_absolute_media_urls_only_with_a_public_url() -> None:
     assert sent["video"] == {"state": "ready", "url": "/media/9", "absolute_url": "https://monitor.example.com:8443/media/9"}
     assert sent["attachments"][0]["absolute_url"] == "https://monitor.example.com:8443/media/4"
     assert {k: v for k, v in sent.items() if k not in ("images", "video", "attachments")} == {
-        k: v for k, v in event.items() if k not in ("images", "video", "attachments")}
+        "uid": "site-1:7", **{k: v for k, v in event.items() if k not in ("images", "video", "attachments")}}
     no_clip = json.loads(event_payload("s", "new", sample_event(), "https://m.example"))["event"]["video"]
     assert no_clip == {"state": "none", "url": None, "absolute_url": None}
 
@@ -213,9 +213,19 @@ def test_absolute_media_urls_only_with_a_public_url() -> None:
     ({"event": sample_event(video={"state": "none", "url": None, "poster": None})}, "$.event.video.poster is sent"),
 ])
 def test_the_check_catches_malformed_messages(change: dict[str, Any], complaint: str) -> None:
+    if "event" in change:  # as the payload builder sends it: with the site's uid
+        change = {**change, "event": with_uid("site-1", change["event"])}
     message = {**json.loads(event_payload("site-1", "new", sample_event())), **change}
     with pytest.raises(AssertionError, match=re.escape(complaint)):
         check_message("vmond/site-1/events", message)
+
+
+def test_the_check_catches_an_event_or_alarm_without_its_uid() -> None:
+    message = json.loads(event_payload("site-1", "new", sample_event()))
+    with pytest.raises(AssertionError, match=re.escape("'uid' is required")):
+        check_message("vmond/site-1/events", {**message, "event": sample_event()})
+    with pytest.raises(AssertionError, match="does not match"):
+        check_message("vmond/site-1/events", {**message, "event": {**message["event"], "uid": "7"}})
 
 
 def test_availability_and_topics() -> None:

@@ -372,7 +372,7 @@ class Forwarder:
         disk = await asyncio.get_running_loop().run_in_executor(self._io, shutil.disk_usage, self._data_dir)
         body = {"outbox_depth": stats["depth"], "oldest_undelivered_age_s": stats["oldest_age_s"],
                 "dropped": self.dropped, "disk_free_bytes": disk.free, "disk_total_bytes": disk.total,
-                "version": vmond.__version__, "at": utcnow().isoformat()}
+                "version": vmond.__version__, "at": (at := utcnow().isoformat()), "heartbeat_at": at}
         link.publish(self.topics.status, json.dumps(body, separators=(",", ":")).encode(), retain=True)
 
 

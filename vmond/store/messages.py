@@ -70,6 +70,7 @@ def message_id(site: str) -> str:
 
 def event_payload(site: str, kind: str, event: dict[str, Any], public_url: str | None = None) -> bytes:
     """An ``events`` message; with *public_url*, its media URLs also absolute (the relative ones unchanged)."""
+    event = with_uid(site, event)
     if public_url is not None:
         event = with_absolute_urls(event, public_url)
     return json.dumps({"id": message_id(site), "type": kind, "site": site, "event": event},
@@ -93,5 +94,18 @@ def with_absolute_urls(event: dict[str, Any], public_url: str) -> dict[str, Any]
 
 
 def alarm_payload(site: str, kind: str, alarm: dict[str, Any]) -> bytes:
-    return json.dumps({"id": message_id(site), "type": kind, "site": site, "alarm": alarm},
+    return json.dumps({"id": message_id(site), "type": kind, "site": site, "alarm": with_uid(site, alarm)},
                       separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def object_uid(site: str, object_id: int) -> str:
+    """An event's or alarm's id unique across sites (ids are unique only per appliance): ``<site>:<id>``."""
+    return f"{site}:{object_id}"
+
+
+def with_uid(site: str, item: dict[str, Any]) -> dict[str, Any]:
+    """*item* (an Event or Alarm, and an Alarm's embedded Event) with its ``uid`` beside its ``id``, for a station
+    that mirrors many sites."""
+    if isinstance(item.get("event"), dict):
+        item = {**item, "event": with_uid(site, item["event"])}
+    return {**item, "uid": object_uid(site, item["id"])}
