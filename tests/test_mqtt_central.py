@@ -1,22 +1,31 @@
-"""What a central station needs from an edge, against a real mosquitto: ids unique across sites, the heartbeat."""
+"""What a central station needs from an edge, against a real mosquitto: ids unique across sites, the heartbeat,
+the retained config message."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import sample
+from conftest import BASE_CONFIG, Daemon, sample, write_config
+from helpers import free_port
 from mosquitto import Mosquitto, Subscriber
-from test_mqtt import BASE, EVENTS, MAIL, STATUS, events_on, mqtt_daemon
+from test_mqtt import BASE, EVENTS, MAIL, STATUS, events_on, mqtt_daemon, mqtt_settings
 from test_mqtt_schema import check_message
 
 from vmond.config import Config
+from vmond.daemon import running
 from vmond.mqtt import forwarder as forwarder_module
+from vmond.reload import reload_accounts
+from vmond.store.models import OutboxMessage
 
 ALARMS = f"{BASE}/alarms"
+CONFIG = f"{BASE}/config"
+SECRETS = ("tgram://bot123456:token-s3cret/987", "token-s3cret", "camera-pass-123", "rtsp-pass-456", "camera-front")
 
 pytestmark = pytest.mark.usefixtures("quick_mqtt")
 
@@ -70,3 +79,98 @@ async def test_the_status_is_a_retained_heartbeat(make_config: Callable[..., Con
         finally:
             late.close()
 
+
+
+def secret_accounts(*extra_cameras: dict[str, Any]) -> list[dict[str, Any]]:
+    """The test account with a contact's notification URL, a camera's SMTP password and RTSP URL: secrets."""
+    account = dict(BASE_CONFIG["accounts"][0])
+    account["contacts"] = [{"name": "Jane Keyholder", "phone": "+15550100", "role": "keyholder", "priority": 1,
+                            "notify_url": SECRETS[0]}]
+    account["cameras"] = [{"name": "Front Door", "smtp_address": "camera-front", "smtp_password": "camera-pass-123",
+                           "rtsp_url": "rtsp://admin:rtsp-pass-456@10.0.0.2/stream"},
+                          {"name": "Back Yard", "smtp_address": "camera-back", "max_silence": "2h"}, *extra_cameras]
+    return [account]
+
+
+async def retained_config(port: int, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The config message as a station that subscribes now gets it (retained), once it is the *wanted* one."""
+    async def newest() -> dict[str, Any]:
+        late = await Subscriber(port, [CONFIG]).ready()
+        try:
+            message = (await late.wait_for(lambda: late.on(CONFIG), what="the retained config"))[0]
+        finally:
+            late.close()
+        assert message.retain
+        return dict(json.loads(message.payload))
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not wanted(config := await newest()):
+        assert asyncio.get_running_loop().time() < deadline, f"the retained config is still {config}"
+        await asyncio.sleep(0.1)
+    return config
+
+
+def account_names(config: dict[str, Any]) -> list[str]:
+    return [account["name"] for account in config["accounts"]]
+
+
+async def test_the_retained_config_mirrors_accounts_and_cameras_without_secrets(
+        make_config: Callable[..., Config], broker: Mosquitto, station: Subscriber, tmp_path: Path) -> None:
+    await station.ready()
+    settings = {"mqtt": mqtt_settings(broker.port), "video": {"enabled": False},
+                "site": {"id": "test-site", "name": "Test Site", "timezone": "Europe/Berlin"}}
+    async with running(make_config(accounts=secret_accounts(), **settings)) as services:
+        daemon = Daemon(services)
+        config = await retained_config(broker.port, lambda c: True)
+        check_message(CONFIG, config)
+        assert config["site"] == {"id": "test-site", "name": "Test Site", "timezone": "Europe/Berlin"}
+        assert config["version"] and account_names(config) == ["Test Customer"]
+        account = config["accounts"][0]
+        assert account["address"] == "1 Test Street" and account["monitoring"]["monitored"]
+        assert account["contacts"] == [{"name": "Jane Keyholder", "phone": "+15550100", "email": None,
+                                        "role": "keyholder", "priority": 1}]
+        cameras = {camera["name"]: camera for camera in config["cameras"]}
+        assert set(cameras) == {"Front Door", "Back Yard"}
+        assert cameras["Back Yard"]["max_silence"] == 7200 and cameras["Front Door"]["active"]
+        assert all(camera["account_id"] == account["id"] and not camera["snoozed"] for camera in cameras.values())
+        for message in station.on(CONFIG):
+            assert not [secret for secret in SECRETS if secret.encode() in message.payload]
+
+        # A change over the API: a new account, a snoozed camera.
+        await daemon.add_user()
+        token = await daemon.token()
+        status, created = await daemon.api("POST", "/api/accounts", token, json={"name": "Second Customer"})
+        assert status == 201, created
+        config = await retained_config(broker.port, lambda c: "Second Customer" in account_names(c))
+        check_message(CONFIG, config)
+        front = cameras["Front Door"]["id"]
+        status, _ = await daemon.api("POST", f"/api/cameras/{front}/snooze", token, json={"until": "2h"})
+        assert status == 200
+        config = await retained_config(broker.port, lambda c: any(cam["snoozed"] for cam in c["cameras"]))
+        assert [cam["name"] for cam in config["cameras"] if cam["snoozed"]] == ["Front Door"]
+        assert config["cameras"][0]["snoozed_until"] is not None
+
+        # A reload (SIGHUP) with a camera more in the file.
+        write_config(tmp_path, accounts=secret_accounts({"name": "Side Gate", "smtp_address": "camera-gate"}),
+                     **settings)
+        assert "reloaded" in await reload_accounts(daemon.services)
+        config = await retained_config(broker.port, lambda c: "Side Gate" in {cam["name"] for cam in c["cameras"]})
+        check_message(CONFIG, config)
+        for message in station.on(CONFIG):
+            assert not [secret for secret in SECRETS if secret.encode() in message.payload]
+            check_message(CONFIG, json.loads(message.payload))
+
+
+async def test_one_config_message_waits_in_the_outbox_at_most(make_config: Callable[..., Config]) -> None:
+    async with mqtt_daemon(make_config, free_port()) as daemon:  # no broker: everything stays queued
+        await daemon.add_user()
+        token = await daemon.token()
+        for name in ("Second Customer", "Third Customer"):
+            status, _ = await daemon.api("POST", "/api/accounts", token, json={"name": name})
+            assert status == 201
+
+        def configs() -> list[dict[str, Any]]:
+            return [json.loads(bytes(r.payload)) for r in OutboxMessage.select().where(OutboxMessage.topic == CONFIG)]
+
+        queued = await daemon.services.db.read(configs)
+        assert len(queued) == 1 and account_names(queued[0]) == ["Test Customer", "Second Customer", "Third Customer"]

@@ -133,13 +133,13 @@ def undocumented(value: Any, schema: dict[str, Any], path: str = "$") -> list[st
 
 def definition_for(topic: str) -> str:
     """The schema definition of a topic's payload (by its shape, as in the schema's ``x-topics``)."""
-    if topic.endswith("/config"):
+    if topic.endswith("/config") and "/vmond_" in topic:
         return "homeassistant_config"
     parts = topic.split("/")
     if len(parts) >= 2 and parts[-2].isdigit() and parts[-3] == "cameras":
         return {"event": "camera_event", "snapshot": "snapshot"}[parts[-1]]
     return {"events": "events_message", "alarms": "alarms_message", "status": "status",
-            "available": "availability"}[parts[-1]]
+            "available": "availability", "config": "site_config"}[parts[-1]]
 
 
 def check_message(topic: str, message: Any) -> None:
@@ -323,7 +323,7 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
         check_message(message.topic, body)
         checked[definition_for(message.topic)] = checked.get(definition_for(message.topic), 0) + 1
     assert set(checked) == {"availability", "events_message", "alarms_message", "status", "camera_event",
-                            "homeassistant_config"}
+                            "homeassistant_config", "site_config"}
 
     actions = [(m["type"], m["alarm"]["last_action"]) for m in alarms()]
     assert [a["action"] for _, a in actions] == ["alarm.open", "alarm.acknowledge", "alarm.acknowledge",

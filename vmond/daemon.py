@@ -40,6 +40,7 @@ from vmond.store.changes import Changes
 from vmond.store.db import Database
 from vmond.store.messages import outbox_topics
 from vmond.store.notifications import NotifyRules
+from vmond.store.siteconfig import requeue_config
 from vmond.store.sync import sync_accounts
 from vmond.store.users import user_count
 from vmond.supervision.watcher import Probes, Supervisor
@@ -131,6 +132,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         changes = Changes(db, bus, outbox_topics(config), NotifyRules.from_config(config))
         if mqtt is not None:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
+        await requeue_config(changes, config)  # the central station's mirror of the site, as it is now
         # Notifications (issue 17): like the forwarder, before the pipeline, so it sends what the pipeline queued.
         notifier = await stack.enter_async_context(NotificationSender(config, db, changes))
         changes.on_notified(notifier.wake)

@@ -8,7 +8,8 @@
 
 Added by vmond beyond the contract:
 
-| ``<prefix>/<site>/status`` | yes | ``{"outbox_depth", "disk_free_bytes", ...}`` (Home Assistant sensors) |
+| ``<prefix>/<site>/status`` | yes | ``{"outbox_depth", ..., "heartbeat_at"}`` (Home Assistant sensors) |
+| ``<prefix>/<site>/config`` | yes | ``{"site", "version", "at", "accounts", "cameras"}``: for a central station |
 | ``<prefix>/<site>/cameras/<camera-id>/event`` | no | ``{"event_type": <kind>, ...}``: Home Assistant event entity |
 """
 
@@ -48,6 +49,11 @@ class Topics:
     @property
     def status(self) -> str:
         return f"{self.base}/status"
+
+    @property
+    def config(self) -> str:
+        """Retained: the site, its accounts and cameras, as a central station mirrors them (issue 18)."""
+        return f"{self.base}/config"
 
     def snapshot(self, camera_id: int) -> str:
         return f"{self.base}/cameras/{camera_id}/snapshot"
