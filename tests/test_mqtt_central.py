@@ -21,6 +21,8 @@ from vmond.config import Config
 from vmond.daemon import running
 from vmond.mqtt import forwarder as forwarder_module
 from vmond.reload import reload_accounts
+from vmond.store.events import media_for_download
+from vmond.store.mediaout import queue_media
 from vmond.store.models import OutboxMessage
 
 ALARMS = f"{BASE}/alarms"
@@ -174,3 +176,98 @@ async def test_one_config_message_waits_in_the_outbox_at_most(make_config: Calla
 
         queued = await daemon.services.db.read(configs)
         assert len(queued) == 1 and account_names(queued[0]) == ["Test Customer", "Second Customer", "Third Customer"]
+
+
+MEDIA = f"{BASE}/media/#"
+
+
+def media_topics(station: Subscriber) -> dict[str, bytes]:
+    return {m.topic: m.payload for m in station.messages if m.topic.startswith(f"{BASE}/media/")}
+
+
+async def stored(daemon: Daemon, media_id: int, thumbnail: bool = False) -> bytes:
+    media = await daemon.services.db.read(media_for_download, media_id)
+    assert media is not None
+    path = media["thumb_path"] if thumbnail else media["path"]
+    return await asyncio.to_thread(daemon.services.media.resolve(path).read_bytes)
+
+
+@pytest.mark.parametrize("mode", ["none", "thumbnails", "pictures", "all"])
+async def test_media_are_published_per_mode_byte_for_byte(make_config: Callable[..., Config], broker: Mosquitto,
+                                                          mode: str) -> None:
+    station = await Subscriber(broker.port, [EVENTS, MEDIA]).ready()
+    try:
+        async with mqtt_daemon(make_config, broker.port, publish_media=mode) as daemon:
+            await daemon.send(sample(MAIL))
+            event = (await station.wait_for(lambda: events_on(station), what="events message"))[0]["event"]
+            await station.wait_for(lambda: daemon.services.mqtt.status()["outbox_depth"] == 0, what="empty outbox")
+            images = [image["id"] for image in event["images"]]
+            assert len(images) == 3
+            expected = {}
+            if mode != "none":
+                expected = {f"{BASE}/media/{i}/thumbnail": await stored(daemon, i, thumbnail=True) for i in images}
+            if mode in ("pictures", "all"):
+                expected |= {f"{BASE}/media/{i}": await stored(daemon, i) for i in images}
+            await station.wait_for(lambda: len(media_topics(station)) >= len(expected), what="the media")
+            assert media_topics(station) == expected
+            assert all(not m.retain for m in station.messages)
+            # The event message came first: it says what the media are.
+            assert station.messages[0].topic == EVENTS
+    finally:
+        station.close()
+
+
+async def test_media_beyond_the_size_bound_are_not_published(make_config: Callable[..., Config],
+                                                             broker: Mosquitto) -> None:
+    station = await Subscriber(broker.port, [EVENTS, MEDIA]).ready()
+    try:
+        async with mqtt_daemon(make_config, broker.port, publish_media="pictures", max_media_size="2KB") as daemon:
+            await daemon.send(sample(MAIL))
+            event = (await station.wait_for(lambda: events_on(station), what="events message"))[0]["event"]
+            await station.wait_for(lambda: daemon.services.mqtt.status()["outbox_depth"] == 0, what="empty outbox")
+            images = [image["id"] for image in event["images"]]
+            sizes = {i: len(await stored(daemon, i)) for i in images}
+            assert all(size > 2000 for size in sizes.values())  # the sample's pictures are all larger
+            thumbs = {f"{BASE}/media/{i}/thumbnail": await stored(daemon, i, thumbnail=True) for i in images}
+            small = {topic: data for topic, data in thumbs.items() if len(data) <= 2000}
+            await station.wait_for(lambda: len(media_topics(station)) >= len(small), what="the small thumbnails")
+            assert media_topics(station) == small
+            # Asked for (the media command): the caller is told which were too large.
+            result = await daemon.services.changes.record(lambda change: queue_media(change, images))
+            assert result.too_large == images and result.unknown == []
+            result = await daemon.services.changes.record(lambda change: queue_media(change, [images[0], 999999]))
+            assert result.unknown == [999999]
+    finally:
+        station.close()
+
+
+async def test_a_media_file_removed_before_sending_is_skipped(make_config: Callable[..., Config],
+                                                             tmp_path: Path) -> None:
+    port = free_port()  # no broker yet: the media wait in the outbox
+    broker = Mosquitto(tmp_path / "broker")
+    broker.port = port
+    try:
+        async with mqtt_daemon(make_config, port, publish_media="pictures") as daemon:
+            await daemon.send(sample(MAIL))
+            await daemon.wait_idle()
+            rows = await daemon.services.db.read(lambda: [
+                (r.topic, bytes(r.payload)) for r in OutboxMessage.select().order_by(OutboxMessage.id)])
+            references = [payload for topic, payload in rows if topic.startswith(f"{BASE}/media/")]
+            assert len(references) == 6 and all(len(payload) < 100 for payload in references)  # no file in a row
+            images = sorted({json.loads(payload)["media_id"] for payload in references})
+            gone = await daemon.services.db.read(media_for_download, images[0])
+            await asyncio.to_thread(daemon.services.media.resolve(gone["path"]).unlink)  # retention, say
+            broker.start()
+            station = await Subscriber(port, [EVENTS, MEDIA]).ready()
+            try:
+                await station.wait_for(lambda: daemon.services.mqtt.status()["outbox_depth"] == 0,
+                                       what="empty outbox")
+                await station.wait_for(lambda: len(media_topics(station)) >= 5, what="the other media")
+                sent = media_topics(station)
+                assert f"{BASE}/media/{images[0]}" not in sent and len(sent) == 5
+                assert sent[f"{BASE}/media/{images[1]}"] == await stored(daemon, images[1])
+                assert daemon.services.mqtt.dropped == 0
+            finally:
+                station.close()
+    finally:
+        broker.stop()

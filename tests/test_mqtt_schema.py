@@ -37,8 +37,8 @@ _CHECKED = {"$ref", "type", "enum", "const", "required", "properties", "items", 
             "minLength", "maxLength", "minimum", "maximum", "additionalProperties"}
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 # keywords that only annotate; the subset validator knows them and deliberately checks nothing
-_ANNOTATIONS = {"description", "format", "contentEncoding", "contentMediaType", "title", "$schema", "$id",
-                "x-topics", "$defs"}
+_ANNOTATIONS = {"description", "format", "contentEncoding", "contentMediaType", "contentSchema", "title", "$schema",
+                "$id", "x-topics", "$defs"}
 
 
 def _is_type(value: Any, name: str) -> bool:
@@ -139,7 +139,8 @@ def definition_for(topic: str) -> str:
     if len(parts) >= 2 and parts[-2].isdigit() and parts[-3] == "cameras":
         return {"event": "camera_event", "snapshot": "snapshot"}[parts[-1]]
     return {"events": "events_message", "alarms": "alarms_message", "status": "status",
-            "available": "availability", "config": "site_config"}[parts[-1]]
+            "available": "availability", "config": "site_config", "commands": "command_envelope",
+            "result": "command_result"}[parts[-1]]
 
 
 def check_message(topic: str, message: Any) -> None:
@@ -356,3 +357,19 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
         assert e["video"]["absolute_url"] == (None if e["video"]["url"] is None else public + e["video"]["url"])
     clip = next(e["video"] for e in sent if e["video"]["state"] == "ready")
     assert clip["absolute_url"].startswith(public + "/media/")
+
+
+def test_commands_and_results_as_the_central_station_sends_and_receives_them() -> None:
+    command = {"id": "c-1", "site": "site-1", "action": "resolve", "alarm_id": 4, "user": "op", "central": "Central",
+               "at": "2024-05-01T10:00:00+00:00", "code": "false_alarm", "text": "a cat"}
+    text = json.dumps(command)
+    check_message("vmond/site-1/commands", {"command": text, "hmac": "0" * 64})
+    assert not errors(json.loads(text), {"$ref": "#/$defs/command"})
+    assert errors({**command, "action": "delete"}, {"$ref": "#/$defs/command"})
+    assert errors({**command, "id": "x" * 101}, {"$ref": "#/$defs/command"})
+    assert errors({"command": text, "hmac": "not hex"}, {"$ref": "#/$defs/command_envelope"})
+    result = {"id": "c-1", "site": "site-1", "action": "resolve", "ok": False,
+              "error": "resolved locally at 2024-05-01T10:00:00+00:00 by guard", "at": "2024-05-01T10:00:01+00:00"}
+    check_message("vmond/site-1/commands/result", result)
+    with pytest.raises(AssertionError, match="'ok' is required"):
+        check_message("vmond/site-1/commands/result", {k: v for k, v in result.items() if k != "ok"})

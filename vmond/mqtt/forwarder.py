@@ -35,6 +35,7 @@ from vmond.media.store import MediaStore
 from vmond.mqtt import pictures
 from vmond.mqtt.client import CANNOT_CONNECT, RECONNECT_DELAY, Link, LinkError, LinkSettings, diagnose
 from vmond.mqtt.discovery import Announcer, Discovery
+from vmond.mqtt.media import media_bytes
 from vmond.mqtt.state import BrokerState, save
 from vmond.store import outbox
 from vmond.store.db import Database
@@ -321,7 +322,11 @@ class Forwarder:
             for row in rows:
                 if not self.connected:
                     return
-                payload = await self._prepare(link, row) if row["topic"] == self.topics.events else row["payload"]
+                payload = await self._payload(link, row)
+                if payload is None:  # a media file removed meanwhile, or too large: skipped (logged)
+                    self._acked.append(row["id"])
+                    self._cursor = row["id"]
+                    continue
                 try:
                     mid = link.publish(row["topic"], payload, row["qos"], row["retain"])
                 except LinkError as exc:
@@ -336,6 +341,13 @@ class Forwarder:
                     self.published += 1
                     self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
                 self._cursor = row["id"]
+
+    async def _payload(self, link: Link, row: dict[str, Any]) -> bytes | None:
+        if row["topic"] == self.topics.events:
+            return await self._prepare(link, row)
+        if row["topic"].startswith(f"{self.topics.base}/media/"):  # a reference: the file is read now
+            return await media_bytes(row["payload"], self._db, self._media, self._io, self._mqtt.max_media_size)
+        return bytes(row["payload"])
 
     async def _prepare(self, link: Link, row: dict[str, Any]) -> bytes:
         """An ``events`` message as published: with its thumbnail if configured. Also notes the camera's new

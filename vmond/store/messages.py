@@ -9,6 +9,7 @@
 Added by vmond beyond the contract:
 
 | ``<prefix>/<site>/status`` | yes | ``{"outbox_depth", ..., "heartbeat_at"}`` (Home Assistant sensors) |
+| ``<prefix>/<site>/media/<id>[/thumbnail]`` | no, QoS 1 | a media file's (thumbnail's) raw bytes |
 | ``<prefix>/<site>/config`` | yes | ``{"site", "version", "at", "accounts", "cameras"}``: for a central station |
 | ``<prefix>/<site>/cameras/<camera-id>/event`` | no | ``{"event_type": <kind>, ...}``: Home Assistant event entity |
 """
@@ -29,6 +30,8 @@ class Topics:
     prefix: str
     site: str
     public_url: str | None = None  # web.public_url: events then carry absolute media URLs beside the relative ones
+    publish_media: str = "none"  # mqtt.publish_media: which media of a new event are published (issue 18)
+    max_media_size: int = 4 * 10**6  # mqtt.max_media_size: larger files are not published
 
     @property
     def base(self) -> str:
@@ -55,6 +58,10 @@ class Topics:
         """Retained: the site, its accounts and cameras, as a central station mirrors them (issue 18)."""
         return f"{self.base}/config"
 
+    def media(self, media_id: int, thumbnail: bool = False) -> str:
+        """A media file's raw bytes (or its thumbnail's), for a central station (issue 18)."""
+        return f"{self.base}/media/{media_id}" + ("/thumbnail" if thumbnail else "")
+
     def snapshot(self, camera_id: int) -> str:
         return f"{self.base}/cameras/{camera_id}/snapshot"
 
@@ -66,7 +73,8 @@ def outbox_topics(config: Config) -> Topics | None:
     """Where changes are reported, or None when MQTT is off (then nothing is queued)."""
     if not config.mqtt.enabled:
         return None
-    return Topics(config.mqtt.topic_prefix, config.site.id, config.web.public_url)
+    return Topics(config.mqtt.topic_prefix, config.site.id, config.web.public_url, config.mqtt.publish_media,
+                  config.mqtt.max_media_size)
 
 
 def message_id(site: str) -> str:
