@@ -271,3 +271,23 @@ async def test_a_media_file_removed_before_sending_is_skipped(make_config: Calla
                 station.close()
     finally:
         broker.stop()
+
+
+async def test_with_all_the_clip_follows_when_it_is_made(make_config: Callable[..., Config],
+                                                         broker: Mosquitto) -> None:
+    station = await Subscriber(broker.port, [EVENTS, MEDIA]).ready()
+    try:
+        async with running(make_config(mqtt=mqtt_settings(broker.port, publish_media="all"))) as services:
+            daemon = Daemon(services)
+            await daemon.send(sample(MAIL))
+
+            def clip() -> list[dict[str, Any]]:
+                return [m["event"]["video"] for m in events_on(station) if m["event"]["video"]["state"] == "ready"]
+
+            video = (await station.wait_for(clip, what="the clip's update", timeout=60))[0]
+            topic = f"{BASE}/media/{video['url'].rsplit('/', 1)[-1]}"
+            sent = await station.wait_for(lambda: station.on(topic), what="the clip", timeout=20)
+            assert sent[0].payload[4:8] == b"ftyp"
+            assert sent[0].payload == await stored(daemon, int(topic.rsplit("/", 1)[-1]))
+    finally:
+        station.close()
