@@ -122,4 +122,4 @@ def with_uid(site: str, item: dict[str, Any]) -> dict[str, Any]:
     that mirrors many sites."""
     if isinstance(item.get("event"), dict):
         item = {**item, "event": with_uid(site, item["event"])}
-    return {**item, "uid": object_uid(site, item["id"])}
+    return item if "id" not in item else {**item, "uid": object_uid(site, item["id"])}
