@@ -46,7 +46,7 @@ class Central:
 
     def __init__(self, port: int, secret: str = SECRET) -> None:
         self.secret = secret
-        self.link = Subscriber(port, [RESULTS, EVENTS, ALARMS])
+        self.link = Subscriber(port, [RESULTS, EVENTS, ALARMS, f"{BASE}/media/#"])
         self.count = 0
         self.sent: dict[str, dict[str, Any]] = {}
 
@@ -229,8 +229,16 @@ async def test_every_action_is_applied_once_and_on_the_trail_as_the_central_oper
         _, alarm = await daemon.api("GET", f"/api/alarms/{alarm_id}", token)
         assert [n["text"] for n in alarm["notes"]] == ["keyholder on the way"]
 
+        # The central asks for the event's pictures: each file and its thumbnail come through the outbox.
         media = await central.send("media", event_id=event_id)
-        assert media == {**media, "ok": False, "error": "media publishing is not available"}
+        assert media["ok"] is True and media["error"] is None, media
+        status, event = await daemon.api("GET", f"/api/events/{event_id}", token)
+        pictures = [image["id"] for image in event["images"]]
+        assert pictures
+        for picture in pictures:
+            for topic in (f"{BASE}/media/{picture}", f"{BASE}/media/{picture}/thumbnail"):
+                [message] = await central.link.wait_for(lambda topic=topic: central.link.on(topic), what=topic)
+                assert message.payload[:3] == b"\xff\xd8\xff"  # JPEG bytes, as the file is
         assert "unknown media" in (await central.send("media", event_id=event_id, media_ids=[987654]))["error"]
         assert "unknown event" in (await central.send("dismiss", event_id=987654))["error"]
 

@@ -41,6 +41,7 @@ from vmond.store.changes import Changes
 from vmond.store.db import Database
 from vmond.store.messages import outbox_topics
 from vmond.store.notifications import NotifyRules
+from vmond.store.siteconfig import requeue_config
 from vmond.store.sync import sync_accounts
 from vmond.store.users import user_count
 from vmond.supervision.watcher import Probes, Supervisor
@@ -134,6 +135,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
             if config.mqtt.commands:  # commands from a central station (issue 18); results go out via the outbox
                 await stack.enter_async_context(CommandReceiver(config, db, changes, io))
+        await requeue_config(changes, config)  # the central station's mirror of the site, as it is now
         # Notifications (issue 17): like the forwarder, before the pipeline, so it sends what the pipeline queued.
         notifier = await stack.enter_async_context(NotificationSender(config, db, changes))
         changes.on_notified(notifier.wake)

@@ -217,6 +217,10 @@ class MqttConfig:
         if self.command_secret_file is None:
             return self.command_secret
         return Secret(self.command_secret_file.read_text(encoding="utf-8").removesuffix("\n"))
+    # What a central station receives (issue 18): media on <prefix>/<site>/media/<id>, eagerly per publish_media
+    # (or on its request), each file at most max_media_size.
+    publish_media: str = setting(choice("none", "thumbnails", "pictures", "all"), "none")
+    max_media_size: int = setting(size(1), 4 * 10**6, show=format_size)
 
     def read_password(self) -> Secret | None:
         """The password, from ``password`` or read now from ``password_file``."""

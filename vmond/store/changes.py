@@ -24,7 +24,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from vmond.store import notifications, outbox
+from vmond.store import mediaout, notifications, outbox
 from vmond.store.messages import Topics, alarm_payload, event_payload
 from vmond.store.notifications import NotifyRules
 
@@ -74,6 +74,8 @@ class Change:
             outbox.enqueue(topics.events, event_payload(topics.site, kind, event, topics.public_url),
                            event_id=event["id"])
             self.queued += 1
+            if kind == "new" and topics.publish_media != "none":
+                mediaout.queue_eager(self, event)  # after the event's message, which describes the media
         if self.notify is not None and kind == "new":
             self.notified += notifications.queue_for_event(self.notify, event)
 

@@ -34,9 +34,10 @@ from vmond.store.changes import Change
 from vmond.store.commands import Command
 from vmond.store.dismissals import RestoreRefused, restore_event
 from vmond.store.events import EventNotFound, StatusConflict, set_status
+from vmond.store.mediaout import queue_media
 from vmond.store.models import Alarm, AlarmEvent, AuditEntry, Media, RemoteCommand, User, utcnow
 
-MEDIA_UNAVAILABLE = "media publishing is not available"
+MEDIA_UNAVAILABLE = "MQTT is off: media cannot be published"
 
 
 class _Refused(Exception):
@@ -106,9 +107,15 @@ def forget_commands(max_age: float) -> int:
 
 
 def request_media(change: Change, event_id: int, media_ids: list[int]) -> str | None:
-    """Publish the event's media (*media_ids*, checked to be the event's) for the central; None when queued,
-    else why not. The media publisher (``mqtt.publish_media``) is wired in here."""
-    return MEDIA_UNAVAILABLE
+    """Publish the event's media (*media_ids*, checked to be the event's) for the central, each file and a
+    picture's thumbnail, through the outbox; None when all are queued, else why not (then the command is refused
+    and nothing of it goes)."""
+    if change.topics is None:
+        return MEDIA_UNAVAILABLE
+    queued = queue_media(change, media_ids, event_id=event_id)
+    if queued.too_large:
+        return f"larger than mqtt.max_media_size, not published: {', '.join(map(str, queued.too_large))}"
+    return None
 
 
 def _unknown(command: Command) -> str:
