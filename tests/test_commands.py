@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -290,6 +290,16 @@ async def test_a_command_sent_while_the_daemon_is_stopped_is_applied_once_when_i
             ["op1 at Central One dismissed the event"]
 
 
+def run_apart(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Runs ``coroutine`` on a loop of its own, closed after: asyncio.run would replace the current loop that
+    pytest-asyncio set up and leave it unclosed (a ResourceWarning in a later test)."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
 def test_kill_between_applying_and_acknowledging_does_not_apply_twice(tmp_path: Path, broker: Mosquitto) -> None:
     central = Central(broker.port)
     config = write_config(tmp_path, **command_settings(broker.port))
@@ -308,7 +318,7 @@ def test_kill_between_applying_and_acknowledging_does_not_apply_twice(tmp_path: 
                 assert time.monotonic() < deadline, "the mail never became an event"
                 time.sleep(0.05)
             event_id = events()[0]["id"]
-            asyncio.run(central.until_listening())  # the session exists: commands wait for the daemon
+            run_apart(central.until_listening())  # the session exists: commands wait for the daemon
             assert process.stop() == 0
             process.start(VMOND_CRASHPOINT="after_command_commit")
             command_id = central.command("alarm", event_id=event_id)
