@@ -23,7 +23,7 @@ from vmond.config import Config
 from vmond.daemon import running
 from vmond.mqtt import forwarder as forwarder_module
 from vmond.store.alarms import PUBLISHED_ACTIONS
-from vmond.store.messages import alarm_payload, event_payload
+from vmond.store.messages import alarm_payload, event_payload, with_uid
 
 SCHEMA_PATH = Path(__file__).parent.parent / "schema" / "mqtt-messages.json"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
@@ -37,8 +37,8 @@ _CHECKED = {"$ref", "type", "enum", "const", "required", "properties", "items", 
             "minLength", "maxLength", "minimum", "maximum", "additionalProperties"}
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 # keywords that only annotate; the subset validator knows them and deliberately checks nothing
-_ANNOTATIONS = {"description", "format", "contentEncoding", "contentMediaType", "title", "$schema", "$id",
-                "x-topics", "$defs"}
+_ANNOTATIONS = {"description", "format", "contentEncoding", "contentMediaType", "contentSchema", "title", "$schema",
+                "$id", "x-topics", "$defs"}
 
 
 def _is_type(value: Any, name: str) -> bool:
@@ -133,13 +133,14 @@ def undocumented(value: Any, schema: dict[str, Any], path: str = "$") -> list[st
 
 def definition_for(topic: str) -> str:
     """The schema definition of a topic's payload (by its shape, as in the schema's ``x-topics``)."""
-    if topic.endswith("/config"):
+    if topic.endswith("/config") and "/vmond_" in topic:
         return "homeassistant_config"
     parts = topic.split("/")
     if len(parts) >= 2 and parts[-2].isdigit() and parts[-3] == "cameras":
         return {"event": "camera_event", "snapshot": "snapshot"}[parts[-1]]
     return {"events": "events_message", "alarms": "alarms_message", "status": "status",
-            "available": "availability"}[parts[-1]]
+            "available": "availability", "config": "site_config", "commands": "command_envelope",
+            "result": "command_result"}[parts[-1]]
 
 
 def check_message(topic: str, message: Any) -> None:
@@ -183,7 +184,7 @@ def test_absolute_media_urls_only_with_a_public_url() -> None:
                          attachments=[{"id": 4, "url": "/media/4", "kind": "attachment", "content_type": "x/y",
                                        "bytes": 1, "name": None}])
     plain = json.loads(event_payload("site-1", "new", event))["event"]
-    assert plain == event  # no absolute URLs, and nothing else changed
+    assert plain == {**event, "uid": "site-1:7"}  # no absolute URLs, and nothing else changed but the site's uid
     message = json.loads(event_payload("site-1", "new", event, "https://monitor.example.com:8443"))
     check_message("vmond/site-1/events", message)
     sent = message["event"]
@@ -192,7 +193,7 @@ def test_absolute_media_urls_only_with_a_public_url() -> None:
     assert sent["video"] == {"state": "ready", "url": "/media/9", "absolute_url": "https://monitor.example.com:8443/media/9"}
     assert sent["attachments"][0]["absolute_url"] == "https://monitor.example.com:8443/media/4"
     assert {k: v for k, v in sent.items() if k not in ("images", "video", "attachments")} == {
-        k: v for k, v in event.items() if k not in ("images", "video", "attachments")}
+        "uid": "site-1:7", **{k: v for k, v in event.items() if k not in ("images", "video", "attachments")}}
     no_clip = json.loads(event_payload("s", "new", sample_event(), "https://m.example"))["event"]["video"]
     assert no_clip == {"state": "none", "url": None, "absolute_url": None}
 
@@ -213,9 +214,19 @@ def test_absolute_media_urls_only_with_a_public_url() -> None:
     ({"event": sample_event(video={"state": "none", "url": None, "poster": None})}, "$.event.video.poster is sent"),
 ])
 def test_the_check_catches_malformed_messages(change: dict[str, Any], complaint: str) -> None:
+    if "event" in change:  # as the payload builder sends it: with the site's uid
+        change = {**change, "event": with_uid("site-1", change["event"])}
     message = {**json.loads(event_payload("site-1", "new", sample_event())), **change}
     with pytest.raises(AssertionError, match=re.escape(complaint)):
         check_message("vmond/site-1/events", message)
+
+
+def test_the_check_catches_an_event_or_alarm_without_its_uid() -> None:
+    message = json.loads(event_payload("site-1", "new", sample_event()))
+    with pytest.raises(AssertionError, match=re.escape("'uid' is required")):
+        check_message("vmond/site-1/events", {**message, "event": sample_event()})
+    with pytest.raises(AssertionError, match="does not match"):
+        check_message("vmond/site-1/events", {**message, "event": {**message["event"], "uid": "7"}})
 
 
 def test_availability_and_topics() -> None:
@@ -313,7 +324,7 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
         check_message(message.topic, body)
         checked[definition_for(message.topic)] = checked.get(definition_for(message.topic), 0) + 1
     assert set(checked) == {"availability", "events_message", "alarms_message", "status", "camera_event",
-                            "homeassistant_config"}
+                            "homeassistant_config", "site_config"}
 
     actions = [(m["type"], m["alarm"]["last_action"]) for m in alarms()]
     assert [a["action"] for _, a in actions] == ["alarm.open", "alarm.acknowledge", "alarm.acknowledge",
@@ -346,3 +357,19 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
         assert e["video"]["absolute_url"] == (None if e["video"]["url"] is None else public + e["video"]["url"])
     clip = next(e["video"] for e in sent if e["video"]["state"] == "ready")
     assert clip["absolute_url"].startswith(public + "/media/")
+
+
+def test_commands_and_results_as_the_central_station_sends_and_receives_them() -> None:
+    command = {"id": "c-1", "site": "site-1", "action": "resolve", "alarm_id": 4, "user": "op", "central": "Central",
+               "at": "2024-05-01T10:00:00+00:00", "code": "false_alarm", "text": "a cat"}
+    text = json.dumps(command)
+    check_message("vmond/site-1/commands", {"command": text, "hmac": "0" * 64})
+    assert not errors(json.loads(text), {"$ref": "#/$defs/command"})
+    assert errors({**command, "action": "delete"}, {"$ref": "#/$defs/command"})
+    assert errors({**command, "id": "x" * 101}, {"$ref": "#/$defs/command"})
+    assert errors({"command": text, "hmac": "not hex"}, {"$ref": "#/$defs/command_envelope"})
+    result = {"id": "c-1", "site": "site-1", "action": "resolve", "ok": False,
+              "error": "resolved locally at 2024-05-01T10:00:00+00:00 by guard", "at": "2024-05-01T10:00:01+00:00"}
+    check_message("vmond/site-1/commands/result", result)
+    with pytest.raises(AssertionError, match="'ok' is required"):
+        check_message("vmond/site-1/commands/result", {k: v for k, v in result.items() if k != "ok"})

@@ -31,6 +31,7 @@ from vmond.live.hub import LiveHub
 from vmond.media.clips import ClipMaker
 from vmond.media.retention import DiskKeeper
 from vmond.media.store import MediaStore
+from vmond.mqtt.commands import CommandReceiver
 from vmond.mqtt.forwarder import Forwarder
 from vmond.notify.sender import NotificationSender
 from vmond.ops.backup import data_dir_lock
@@ -40,6 +41,7 @@ from vmond.store.changes import Changes
 from vmond.store.db import Database
 from vmond.store.messages import outbox_topics
 from vmond.store.notifications import NotifyRules
+from vmond.store.siteconfig import requeue_config
 from vmond.store.sync import sync_accounts
 from vmond.store.users import user_count
 from vmond.supervision.watcher import Probes, Supervisor
@@ -131,6 +133,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
         changes = Changes(db, bus, outbox_topics(config), NotifyRules.from_config(config))
         if mqtt is not None:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
+            if config.mqtt.commands:  # commands from a central station (issue 18); results go out via the outbox
+                await stack.enter_async_context(CommandReceiver(config, db, changes, io))
+        await requeue_config(changes, config)  # the central station's mirror of the site, as it is now
         # Notifications (issue 17): like the forwarder, before the pipeline, so it sends what the pipeline queued.
         notifier = await stack.enter_async_context(NotificationSender(config, db, changes))
         changes.on_notified(notifier.wake)

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from vmond.config import ConfigError, load_config
+from vmond.store.siteconfig import requeue_config
 from vmond.store.sync import sync_accounts
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ async def reload_accounts(services: Services) -> str:
     if services.mqtt is not None:
         services.mqtt.refresh_discovery()
     services.config = dataclasses.replace(services.config, accounts=fresh.accounts)
+    await requeue_config(services.changes, services.config)  # the central station's mirror of the site
     if services.supervisor is not None:
         services.supervisor.nudge()  # cameras' max_silence may have changed
     others = [f.name for f in dataclasses.fields(fresh)

@@ -182,6 +182,7 @@ def _check_combinations(values: dict[str, Any], ctx: Ctx) -> None:
     if (has_password or has_file) and not _given(mqtt, "mqtt.username", ctx):
         path = "mqtt.password" if has_password else "mqtt.password_file"
         _report(ctx, path, "a password needs `mqtt.username` as well (MQTT has no password-only login)")
+    _check_commands(mqtt, ctx)
     web = values["web"]
     if web["max_connections_per_peer"] and web["max_connections"] \
             and web["max_connections_per_peer"] > web["max_connections"]:
@@ -272,3 +273,14 @@ def _follow_other_keys(values: dict[str, Any]) -> None:
     values["site"]["timezone"] = values["site"]["timezone"] or system_timezone()  # schedules (issue 17)
     # A shorter audit_retention in the file is reported by _check_storage; the default follows a longer retention.
     storage["audit_retention"] = max(storage["audit_retention"], storage["retention"])
+
+
+def _check_commands(mqtt: dict[str, Any], ctx: Ctx) -> None:
+    """Commands from a central station need exactly one of the secret and its file."""
+    has_secret = _given(mqtt, "mqtt.command_secret", ctx)
+    has_file = _given(mqtt, "mqtt.command_secret_file", ctx)
+    if has_secret and has_file:
+        _report(ctx, "mqtt.command_secret_file",
+                "set either `mqtt.command_secret` or `mqtt.command_secret_file`, not both")
+    if mqtt["commands"] and not (has_secret or has_file) and "mqtt.commands" not in ctx.failed:
+        _report(ctx, "mqtt.commands", "commands need `mqtt.command_secret` or `mqtt.command_secret_file`")

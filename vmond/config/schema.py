@@ -206,6 +206,21 @@ class MqttConfig:
     embed_thumbnail: bool = setting(boolean, False)
     homeassistant_discovery: bool = setting(boolean, False)
     homeassistant_prefix: str = setting(string(check=_topic, hint=_TOPIC_HINT), "homeassistant")
+    # Commands from a central station (issue 18): signed with command_secret, refused when older than command_max_age.
+    commands: bool = setting(boolean, False)
+    command_secret: Secret | None = setting(secret(), None)
+    command_secret_file: Path | None = setting(path(), None, str)
+    command_max_age: float = setting(duration(maximum=30 * 86400), 3600.0, show=format_duration)
+
+    def read_command_secret(self) -> Secret | None:
+        """The command secret, from ``command_secret`` or read now from ``command_secret_file``."""
+        if self.command_secret_file is None:
+            return self.command_secret
+        return Secret(self.command_secret_file.read_text(encoding="utf-8").removesuffix("\n"))
+    # What a central station receives (issue 18): media on <prefix>/<site>/media/<id>, eagerly per publish_media
+    # (or on its request), each file at most max_media_size.
+    publish_media: str = setting(choice("none", "thumbnails", "pictures", "all"), "none")
+    max_media_size: int = setting(size(1), 4 * 10**6, show=format_size)
 
     def read_password(self) -> Secret | None:
         """The password, from ``password`` or read now from ``password_file``."""

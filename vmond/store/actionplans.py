@@ -27,19 +27,30 @@ def steps_for(plan: list[dict[str, Any]] | None, kind: str | None) -> list[dict[
 
 
 def present_steps(steps: list[dict[str, Any]] | None, who: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The steps as the API shows them: ``done_by`` as ``{"id", "username"}`` (*who* maps user ids to that)."""
-    return [{"n": s["n"], "text": s["text"], "done_at": s.get("done_at"),
-             "done_by": None if s.get("done_by") is None else who.get(s["done_by"], {"id": s["done_by"],
-                                                                                    "username": "?"})}
-            for s in steps or []]
+    """The steps as the API shows them: ``done_by`` as ``{"id", "username"}`` (*who* maps user ids to that); a
+    step a central station's operator ticked as ``{"id": None, "username": "<user> at <central>"}``."""
+    def done_by(step: dict[str, Any]) -> dict[str, Any] | None:
+        if step.get("done_remote"):
+            return {"id": None, "username": step["done_remote"]}
+        if step.get("done_by") is None:
+            return None
+        return who.get(step["done_by"], {"id": step["done_by"], "username": "?"})
+
+    return [{"n": s["n"], "text": s["text"], "done_at": s.get("done_at"), "done_by": done_by(s)} for s in steps or []]
 
 
-def tick(steps: list[dict[str, Any]], n: int, user_id: int, at: datetime) -> list[dict[str, Any]] | None:
-    """The steps with step *n* done by *user_id*; the same list if it was done already; None if there is no *n*."""
+def tick(steps: list[dict[str, Any]], n: int, user_id: int | None, at: datetime, remote: str | None = None
+         ) -> list[dict[str, Any]] | None:
+    """The steps with step *n* done by *user_id* (or, with *remote*, by "<user> at <central>"); the same list if
+    it was done already; None if there is no *n*."""
     if not any(s["n"] == n for s in steps):
         return None
-    return [dict(s, done_by=user_id, done_at=at.isoformat()) if s["n"] == n and s.get("done_by") is None else s
-            for s in steps]
+    done = {"done_by": user_id, "done_at": at.isoformat()} | ({"done_remote": remote} if remote else {})
+    return [dict(s, **done) if s["n"] == n and not is_done(s) else s for s in steps]
+
+
+def is_done(step: dict[str, Any]) -> bool:
+    return step.get("done_by") is not None or bool(step.get("done_remote"))
 
 
 def check_plan(raw: Any, errors: dict[str, str]) -> list[dict[str, Any]]:

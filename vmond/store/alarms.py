@@ -12,6 +12,7 @@ from typing import Any
 
 import peewee as pw
 
+from vmond.store import remoteby
 from vmond.store.actionplans import present_steps, steps_for, tick
 from vmond.store.alarmtrail import worded
 from vmond.store.changes import Change
@@ -86,11 +87,11 @@ def _summary(alarm: Alarm, event: AlarmEvent, users: dict[int | None, User]) -> 
         "event_id": alarm.event_id,
         "state": alarm.state,
         "opened_at": _iso(alarm.opened_at),
-        "opened_by": _who(users.get(alarm.opened_by_id)),
+        "opened_by": _who(users.get(alarm.opened_by_id)) or remoteby.who(alarm, "opened"),
         "acknowledged_at": _iso(alarm.acknowledged_at),
-        "acknowledged_by": _who(users.get(alarm.acknowledged_by_id)),
+        "acknowledged_by": _who(users.get(alarm.acknowledged_by_id)) or remoteby.who(alarm, "acknowledged"),
         "resolved_at": _iso(alarm.resolved_at),
-        "resolved_by": _who(users.get(alarm.resolved_by_id)),
+        "resolved_by": _who(users.get(alarm.resolved_by_id)) or remoteby.who(alarm, "resolved"),
         "resolution": None if alarm.state != "resolved" else {
             "code": alarm.resolution_code, "label": RESOLUTION_CODES.get(alarm.resolution_code or "", ""),
             "text": alarm.resolution or ""},
@@ -244,7 +245,8 @@ def raise_alarm(domain: str, event_id: int, user_id: int | None, change: Change 
     event.status_changed_by_id = user_id
     event.status_changed_at = event.updated_at = utcnow()
     event.save()
-    alarm = Alarm.create(event=event, opened_by=user_id, steps=_plan_of(event))
+    alarm = Alarm.create(event=event, opened_by=user_id, steps=_plan_of(event),
+                         remote_by={"opened": change.remote} if change and change.remote and user_id is None else {})
     AuditEntry.create(user=user_id, action="event.alarmed", target_type="event", target_id=event_id,
                       detail={"from": previous, "to": "alarmed", "alarm_id": alarm.id})
     event_dict = get_event(domain, event_id)
@@ -262,14 +264,15 @@ def _plan_of(event: AlarmEvent) -> list[dict[str, Any]]:
     return steps_for(camera.account.action_plan, event.kind)
 
 
-def acknowledge(alarm_id: int, user_id: int, change: Change | None = None) -> dict[str, Any]:
+def acknowledge(alarm_id: int, user_id: int | None, change: Change | None = None) -> dict[str, Any]:
     """The guard takes the alarm: everyone sees who is handling it. Taking it over from another guard is allowed
-    (a shift ends), and recorded."""
+    (a shift ends), and recorded. *user_id* None: a central station's operator takes it (always recorded: the
+    audit entry names who, see :mod:`vmond.store.remote`)."""
     alarm = _load(alarm_id)
     if alarm.state == "resolved":
         raise AlarmConflict("the alarm is resolved")
     change = change or Change()
-    if alarm.acknowledged_by_id == user_id:
+    if user_id is not None and alarm.acknowledged_by_id == user_id:
         summary = alarm_summary(alarm_id)
         _announce(change, summary)  # nothing changed, but the guard's screen is brought up to date all the same
         return summary
@@ -277,11 +280,12 @@ def acknowledge(alarm_id: int, user_id: int, change: Change | None = None) -> di
     alarm.state = "acknowledged"
     alarm.acknowledged_by_id = user_id
     alarm.acknowledged_at = utcnow()
+    remoteby.mark(alarm, "acknowledged", user_id, change)
     alarm.save()
     return _changed(alarm_id, user_id, "alarm.acknowledge", {"took_over_from": previous} if previous else {}, change)
 
 
-def add_note(alarm_id: int, user_id: int, text: str, change: Change | None = None) -> dict[str, Any]:
+def add_note(alarm_id: int, user_id: int | None, text: str, change: Change | None = None) -> dict[str, Any]:
     text = text.strip()
     if not text:
         raise ValueError("the note is empty")
@@ -297,7 +301,7 @@ def add_note(alarm_id: int, user_id: int, text: str, change: Change | None = Non
             "text": note.text}
 
 
-def resolve(alarm_id: int, user_id: int, code: str, text: str, change: Change | None = None,
+def resolve(alarm_id: int, user_id: int | None, code: str, text: str, change: Change | None = None,
             require_code: bool = False) -> dict[str, Any]:
     """Close the alarm with an outcome. *require_code* (``alarms.require_resolution_code``): without a code,
     or with "unclassified", the answer is :class:`AlarmInvalid` naming the ``code`` field."""
@@ -315,6 +319,7 @@ def resolve(alarm_id: int, user_id: int, code: str, text: str, change: Change | 
     alarm.state = "resolved"
     alarm.resolved_by_id = user_id
     alarm.resolved_at = utcnow()
+    remoteby.mark(alarm, "resolved", user_id, change)
     alarm.resolution_code = code
     alarm.resolution = text[:MAX_NOTE]
     alarm.save()
@@ -325,13 +330,13 @@ def resolve(alarm_id: int, user_id: int, code: str, text: str, change: Change | 
 # --- action plan steps (``accounts[].action_plan``, copied onto the alarm when it was raised) --------------------
 
 
-def tick_step(alarm_id: int, user_id: int, n: int, change: Change | None = None) -> dict[str, Any]:
-    """Step *n* of the alarm's action plan is done (by *user_id*, now). Ticking a done step again changes
-    nothing; a resolved alarm's steps stay as they were."""
+def tick_step(alarm_id: int, user_id: int | None, n: int, change: Change | None = None) -> dict[str, Any]:
+    """Step *n* of the alarm's action plan is done (by *user_id*, or without one by the change's remote operator,
+    now). Ticking a done step again changes nothing; a resolved alarm's steps stay as they were."""
     alarm = _load(alarm_id)
     if alarm.state == "resolved":
         raise AlarmConflict("the alarm is resolved")
-    steps = tick(alarm.steps or [], n, user_id, utcnow())
+    steps = tick(alarm.steps or [], n, user_id, utcnow(), change.remote if change and user_id is None else None)
     if steps is None:
         raise AlarmNotFound(f"the alarm has no step {n}")
     if steps == alarm.steps:

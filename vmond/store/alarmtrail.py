@@ -21,8 +21,17 @@ def worded(entries: list[AuditEntry], users: dict[int | None, User], labels: dic
     usernames = {k: u.username for k, u in users.items() if k is not None}
     return [{"at": a.at.isoformat(), "action": a.action, "detail": a.detail,
              "who": None if (user := users.get(a.user_id)) is None else {"id": user.id, "username": user.username},
-             "text": sentence(a.action, a.detail, usernames.get(a.user_id or 0), usernames, labels)}
+             "text": sentence(a.action, a.detail, usernames.get(a.user_id or 0) or remote_name(a.detail), usernames,
+                              labels)}
             for a in entries]
+
+
+def remote_name(detail: dict[str, Any] | None) -> str | None:
+    """Who made a change sent as a command by a central station: "<user> at <central>" (issue 18), else None."""
+    remote = (detail or {}).get("remote")
+    if not isinstance(remote, dict):
+        return None
+    return f"{remote.get('user') or '?'} at {remote.get('central') or '?'}"
 
 
 def event_trail(event_id: int) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from vmond.store import notifications, outbox
+from vmond.store import mediaout, notifications, outbox
 from vmond.store.messages import Topics, alarm_payload, event_payload
 from vmond.store.notifications import NotifyRules
 
@@ -51,6 +51,7 @@ class Change:
         self.announcements: list[Announcement] = []
         self.queued = 0  # outbox rows written
         self.notified = 0  # notification rows written
+        self.remote: str | None = None  # a central station's operator making it: "<user> at <central>" (issue 18)
 
     def announce(self, type_: str, data: dict[str, Any], about: tuple[str, int] | None = None) -> None:
         """Publish *data* as *type_* on the bus once the change is committed.
@@ -73,6 +74,8 @@ class Change:
             outbox.enqueue(topics.events, event_payload(topics.site, kind, event, topics.public_url),
                            event_id=event["id"])
             self.queued += 1
+            if kind == "new" and topics.publish_media != "none":
+                mediaout.queue_eager(self, event)  # after the event's message, which describes the media
         if self.notify is not None and kind == "new":
             self.notified += notifications.queue_for_event(self.notify, event)
 

@@ -49,7 +49,7 @@ def dismiss_events(domain: str, ids: list[int], user_id: int, change: Change | N
     return dismissed, skipped
 
 
-def restore_event(domain: str, event_id: int, user_id: int, supervisor: bool, change: Change | None = None,
+def restore_event(domain: str, event_id: int, user_id: int | None, supervisor: bool, change: Change | None = None,
                   now: datetime | None = None) -> tuple[dict[str, Any], bool]:
     """Put a dismissed event back on the wall (``active``); returns the event and whether anything changed.
 

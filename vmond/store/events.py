@@ -14,6 +14,7 @@ from typing import Any
 import peewee as pw
 
 from vmond.store.changes import Change
+from vmond.store.mediaout import queue_eager
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, User, utcnow
 from vmond.store.monitoring import off_wall_flags
 from vmond.store.scope import EVERY_ACCOUNT, Scope
@@ -307,6 +308,8 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, chang
         end_camera_silence(domain, camera, record.received_at, change)  # supervision: its mail ends a silence
     result = IngestResult(get_event(domain, event.id), created=created, unused_media=tuple(unused))
     report(change or Change(), "new" if created else "update", result.event)
+    if change is not None and not created:
+        queue_eager(change, result.event, mail_id=mail.id)  # a coalesced mail's pictures, per mqtt.publish_media
     return result
 
 

@@ -212,6 +212,8 @@ class Alarm(BaseModel):
     resolution_code = pw.CharField(null=True)
     # The account's action plan as it was when the alarm was raised: [{"n", "text", "done_by" (user id), "done_at"}]
     steps = JSONField(default=list)
+    # Who of a central station opened, handled or resolved it (no local user then): {"opened": "<user> at <central>"}
+    remote_by = JSONField(default=dict)
 
 
 class AlarmNote(BaseModel):
@@ -296,6 +298,14 @@ class Notification(BaseModel):
     last_error = pw.TextField(null=True)
 
 
+class RemoteCommand(BaseModel):
+    """A command id from a central station, answered once (migration 14, :mod:`vmond.store.commands`)."""
+
+    command_id = pw.CharField(unique=True)
+    received_at = UtcDateTimeField(default=utcnow, index=True)
+    result = pw.TextField()  # the JSON result first answered, sent again for a repeated id
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     User,
     Session,
@@ -313,4 +323,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     UserAccount,
     SupervisionCondition,
     Notification,
+    RemoteCommand,
 )

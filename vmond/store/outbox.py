@@ -21,6 +21,12 @@ def enqueue(topic: str, payload: bytes, qos: int = 1, retain: bool = False, even
     return OutboxMessage.create(topic=topic, payload=payload, qos=qos, retain=retain, event_id=event_id).id
 
 
+def supersede(topic: str) -> int:
+    """Remove the undelivered messages on *topic*: a retained message about to be replaced by a newer one. One
+    already handed to the broker may still arrive; the newer one follows it, in order."""
+    return OutboxMessage.delete().where(OutboxMessage.topic == topic).execute()
+
+
 def pending(after_id: int = 0, limit: int = 50) -> list[dict[str, Any]]:
     """The oldest undelivered messages after *after_id*, in order."""
     rows = (OutboxMessage.select().where(OutboxMessage.id > after_id).order_by(OutboxMessage.id).limit(limit))

@@ -43,3 +43,11 @@ def thumbnail_path(media_id: int) -> str | None:
     """The stored thumbnail of picture *media_id* (None if it has none or is gone)."""
     media = Media.get_or_none(Media.id == media_id)
     return None if media is None else media.thumb_path
+
+
+def media_file(media_id: int, thumbnail: bool = False) -> str | None:
+    """The stored file of *media_id*, or its thumbnail (None if there is none or it is gone)."""
+    media = Media.get_or_none(Media.id == media_id)
+    if media is None:
+        return None
+    return str(media.thumb_path) if thumbnail and media.thumb_path else None if thumbnail else str(media.path)

@@ -10,6 +10,7 @@ from typing import Any
 
 from vmond.store.changes import Change
 from vmond.store.events import get_event, report
+from vmond.store.mediaout import queue_eager
 from vmond.store.models import AlarmEvent, Media, utcnow
 
 
@@ -65,6 +66,8 @@ def attach_clip(domain: str, event_id: int, path: str, *, sha256: str, size: int
     _save(event, "ready", None)
     changed = get_event(domain, event_id)
     report(change or Change(), "update", changed)
+    if change is not None and changed is not None:
+        queue_eager(change, changed, ("video",))  # the clip, after the update that announces it
     return changed, old_path
 
 

@@ -16,8 +16,9 @@ POINTS = (
     "before_250",          # about to answer 250
     "after_250",           # the camera has its 250
     "after_db_commit",     # the event is committed, the spool file not yet removed
-    "after_publish",       # an MQTT message handed to the client library, no PUBACK yet
+    "after_publish",       # an MQTT message handed to the client library, no PUBACK yet (not the config)
     "before_puback",       # the broker's PUBACK arrived, the outbox row not yet removed
+    "after_command_commit",  # a central's command applied and its result queued, the broker not yet told (PUBACK)
 )
 EXIT_CODE = 86
 

@@ -17,6 +17,7 @@ from vmond.store import accounts as store
 from vmond.store.cameras import get_camera
 from vmond.store.monitoring import monitoring_dict
 from vmond.store.scope import UnknownAccounts
+from vmond.store.siteconfig import requeue_config
 from vmond.store.users import (
     LastAdmin,
     UserExists,
@@ -30,7 +31,7 @@ from vmond.store.users import (
 from vmond.util import auth
 from vmond.web import bodies
 from vmond.web.cameras import with_supervision
-from vmond.web.keys import CAMERAS, DB, SERVICES, config_of
+from vmond.web.keys import CAMERAS, CHANGES, DB, SERVICES, config_of
 from vmond.web.login import USERNAME_PATTERN
 from vmond.web.params import parse_id, path_id
 from vmond.web.scope import NEW_ACCOUNT_REFUSED, scope_of
@@ -77,6 +78,13 @@ async def cameras_changed(app: web.Application) -> None:
         forwarder.refresh_discovery()
     if (supervisor := app[SERVICES].supervisor) is not None:
         supervisor.nudge()  # a new camera, or a changed max_silence
+    await site_config_changed(app)
+
+
+async def site_config_changed(app: web.Application) -> None:
+    """After an account or camera was added, changed, removed, armed, disarmed or snoozed: the central station's
+    mirror of the site (the retained config message) learns it now."""
+    await requeue_config(app[CHANGES], config_of(app))
 
 
 async def hash_off_loop(password: str) -> str:
@@ -114,8 +122,7 @@ async def accounts_create(request: web.Request) -> web.Response:
     if scope_of(request).limited:
         return json_error(403, NEW_ACCOUNT_REFUSED)
     data = await json_object(request)
-    return await answer(lambda: _monitored(request, request.app[DB].write(
-        store.save_account, config_of(request.app).smtp.domain, data, user_id(request))), status=201)
+    return await answer(lambda: _monitored(request, _save_account(request, data, None)), status=201)
 
 
 @routes.get("/api/accounts/{account_id}")
@@ -129,16 +136,25 @@ async def account_detail(request: web.Request) -> web.Response:
 @require("supervisor")
 async def account_update(request: web.Request) -> web.Response:
     data = await json_object(request)
-    return await answer(lambda: _monitored(request, request.app[DB].write(
-        store.save_account, config_of(request.app).smtp.domain, data, user_id(request),
-        path_id(request, "account_id"))))
+    return await answer(lambda: _monitored(request, _save_account(request, data, path_id(request, "account_id"))))
 
 
 @routes.delete("/api/accounts/{account_id}")
 @require("supervisor")
 async def account_delete(request: web.Request) -> web.Response:
-    return await answer(lambda: request.app[DB].write(store.delete_account, path_id(request, "account_id"),
-                                                      user_id(request)), status=204)
+    return await answer(lambda: remove_account(request, path_id(request, "account_id")), status=204)
+
+
+async def _save_account(request: web.Request, data: dict[str, Any], account_id: int | None) -> dict[str, Any]:
+    account: dict[str, Any] = await request.app[DB].write(store.save_account, config_of(request.app).smtp.domain,
+                                                          data, user_id(request), account_id)
+    await site_config_changed(request.app)
+    return account
+
+
+async def remove_account(request: web.Request, account_id: int) -> None:
+    await request.app[DB].write(store.delete_account, account_id, user_id(request))
+    await site_config_changed(request.app)
 
 
 # --- cameras ------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from vmond.web.admin import (
     delete_user_checked,
     remove_camera,
     save_camera,
+    site_config_changed,
     update_user_checked,
     user_id,
 )
@@ -161,6 +162,7 @@ async def account_save(request: web.Request) -> web.StreamResponse:
         raise web.HTTPConflict(text=str(exc)) from None
     except store.NotFound:
         raise web.HTTPNotFound() from None
+    await site_config_changed(request.app)
     raise web.HTTPSeeOther(f"/accounts/{saved['id']}")
 
 
@@ -180,6 +182,7 @@ async def account_delete(request: web.Request) -> web.StreamResponse:
         raise web.HTTPConflict(text=str(exc)) from None
     except store.NotFound:
         raise web.HTTPNotFound() from None
+    await site_config_changed(request.app)
     raise web.HTTPSeeOther("/accounts")
 
 

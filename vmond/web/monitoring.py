@@ -20,7 +20,7 @@ from vmond.store import accounts as store
 from vmond.store.arming import set_monitoring, snooze
 from vmond.store.monitoring import monitoring_log
 from vmond.util.clock import utcnow
-from vmond.web.admin import answer, json_object, user_id, with_monitoring
+from vmond.web.admin import answer, json_object, site_config_changed, user_id, with_monitoring
 from vmond.web.bodies import form_fields
 from vmond.web.keys import CHANGES, DB, config_of
 from vmond.web.params import path_id
@@ -97,6 +97,7 @@ async def _arm(request: web.Request, monitored: bool, data: dict[str, Any]) -> d
     until, reason = _checked(data, config.site.timezone)
     account = await request.app[CHANGES].record(set_monitoring, config.smtp.domain, path_id(request, "account_id"),
                                                 monitored, until, reason, user_id(request))
+    await site_config_changed(request.app)
     return with_monitoring(request, account)
 
 
@@ -118,8 +119,10 @@ async def _snooze(request: web.Request, data: dict[str, Any] | None) -> dict[str
     config = config_of(request.app)
     until, reason = (None, "") if data is None else _checked(data, config.site.timezone,
                                                              config.supervision.max_snooze)
-    return await request.app[CHANGES].record(snooze, config.smtp.domain, path_id(request, "camera_id"), until,
-                                             reason, user_id(request))
+    camera = await request.app[CHANGES].record(snooze, config.smtp.domain, path_id(request, "camera_id"), until,
+                                               reason, user_id(request))
+    await site_config_changed(request.app)
+    return camera
 
 
 @routes.post("/api/cameras/{camera_id}/snooze")
