@@ -63,16 +63,21 @@ def commented_account_example() -> str:
     return "\n".join(line[2:] for line in lines[start:] if line.startswith("#"))
 
 
-def commented_targets_example() -> list[dict[str, object]]:
-    """The commented `notify.targets` example in config/vmond.yaml, as the list it shows."""
+def commented_list_example(opening: str) -> list[dict[str, object]]:
+    """The commented example under the line *opening* of config/vmond.yaml, as the list it shows."""
     lines = PRODUCTION.read_text().splitlines()
-    start = lines.index("  targets: []                   # the duty targets: none by default. Example:") + 1
+    start = next(n for n, line in enumerate(lines) if line.startswith(opening)) + 1
     example = []
     for line in lines[start:]:
         if not line.startswith("  # "):
             break
         example.append(line[4:])
     return yaml.safe_load("\n".join(example))  # type: ignore[no-any-return]
+
+
+def commented_targets_example() -> list[dict[str, object]]:
+    """The commented `notify.targets` example in config/vmond.yaml, as the list it shows."""
+    return commented_list_example("  targets: []                   # the duty targets: none by default. Example:")
 
 
 def is_mapping_value(path: str) -> bool:
@@ -140,6 +145,7 @@ def test_production_file_lists_every_key() -> None:
     document = yaml.safe_load(PRODUCTION.read_text())
     document["accounts"] = yaml.safe_load(commented_account_example())["accounts"]
     document["notify"]["targets"] = commented_targets_example()
+    document["central"]["sites"] = commented_list_example("  sites: []")
     assert yaml_key_paths(document) == set(key_paths())
 
 
@@ -240,7 +246,7 @@ def test_config_error_text_is_one_problem_per_line() -> None:
     ("accounts:\n  - name: A\n    smtp_address: a\n",
      ("vmond.yaml:3: accounts[0].smtp_address: unknown key here; did you mean "
      "`accounts[].cameras[].smtp_address`?")),
-    ("tls: {}\n", "vmond.yaml:1: tls: unknown key here; did you mean `smtp.tls`, `web.tls` or `mqtt.tls`?"),
+    ("tls: {}\n", "vmond.yaml:1: tls: unknown key here; did you mean `smtp.tls`, `web.tls`, `mqtt.tls` or `central.mqtt.tls`?"),
     ("accounts:\n  - name: A\n    contacts:\n      - {name: B, phone: '1', colour: red}\n",
      ("vmond.yaml:4: accounts[0].contacts[0].colour: unknown key; known keys here: "
      "name, phone, email, role, priority, notify_url")),

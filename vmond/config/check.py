@@ -85,6 +85,11 @@ def _walk(node: yaml.Node | None, table: Table, path: str, ctx: Ctx) -> dict[str
             if isinstance(spec, Section):
                 values[key] = _walk(value_node, spec.table, sub, ctx)
             elif isinstance(spec, ListOf):
+                if f"auto_{key}" in table and isinstance(value_node, yaml.ScalarNode) and value_node.value == "auto":
+                    values[f"auto_{key}"] = True  # `sites: auto` is the flag auto_sites
+                    present.add(f"auto_{key}")
+                    values[key] = ()
+                    continue
                 values[key] = _walk_list(value_node, spec.table, sub, ctx)
             else:
                 try:
@@ -183,6 +188,7 @@ def _check_combinations(values: dict[str, Any], ctx: Ctx) -> None:
         path = "mqtt.password" if has_password else "mqtt.password_file"
         _report(ctx, path, "a password needs `mqtt.username` as well (MQTT has no password-only login)")
     _check_commands(mqtt, ctx)
+    _check_central(values["central"], ctx)
     web = values["web"]
     if web["max_connections_per_peer"] and web["max_connections"] \
             and web["max_connections_per_peer"] > web["max_connections"]:
@@ -270,9 +276,33 @@ def _follow_other_keys(values: dict[str, Any]) -> None:
     """Defaults that depend on other keys (the ones that also need a check are set by their check)."""
     mqtt, storage = values["mqtt"], values["storage"]
     mqtt["client_id"] = mqtt["client_id"] or f"vmond-{values['site']['id']}"
+    central_mqtt = values["central"]["mqtt"]
+    central_mqtt["client_id"] = central_mqtt["client_id"] or f"vmond-{values['site']['id']}"
     values["site"]["timezone"] = values["site"]["timezone"] or system_timezone()  # schedules (issue 17)
     # A shorter audit_retention in the file is reported by _check_storage; the default follows a longer retention.
     storage["audit_retention"] = max(storage["audit_retention"], storage["retention"])
+
+
+def _check_central(central: dict[str, Any], ctx: Ctx) -> None:
+    """A ``central:`` section in the file makes this vmond a central station; its sites are named once each."""
+    if "central" in ctx.lines and "central.enabled" not in ctx.lines:
+        central["enabled"] = True
+    link = central["mqtt"]
+    _together(link["tls"], "central.mqtt.tls", ctx)
+    if _given(link, "central.mqtt.password", ctx) and _given(link, "central.mqtt.password_file", ctx):
+        _report(ctx, "central.mqtt.password_file",
+                "set either `central.mqtt.password` or `central.mqtt.password_file`, not both")
+    for where, item in [("central", central)] + [(f"central.sites[{n}]", site)
+                                                 for n, site in enumerate(central["sites"]) if site]:
+        if _given(item, f"{where}.command_secret", ctx) and _given(item, f"{where}.command_secret_file", ctx):
+            _report(ctx, f"{where}.command_secret_file",
+                    f"set either `{where}.command_secret` or `{where}.command_secret_file`, not both")
+    seen: dict[str, int] = {}
+    for index, site in enumerate(central["sites"]):
+        if site and site["id"]:
+            if site["id"] in seen:
+                _report(ctx, f"central.sites[{index}].id", f"site `{site['id']}` is listed twice")
+            seen.setdefault(site["id"], index)
 
 
 def _check_commands(mqtt: dict[str, Any], ctx: Ctx) -> None:

@@ -8,6 +8,7 @@ across keys, and defaults that follow other keys, live in :mod:`vmond.config.che
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import re
@@ -189,8 +190,9 @@ class MqttTlsConfig:
 
 
 @dataclass(frozen=True)
-class MqttConfig:
-    enabled: bool = setting(boolean, False)
+class MqttLinkConfig:
+    """The connection to a broker: the appliance's ``mqtt`` section and a central's ``central.mqtt``."""
+
     host: str = setting(string(check=is_host, hint="is not a host name or address"), "localhost")
     port: int = setting(integer(1, 65535), 1883)
     username: str | None = setting(string(nullable=True), None)
@@ -201,6 +203,15 @@ class MqttConfig:
     keepalive: float = setting(duration(maximum=65535), 30.0, show=format_duration)
     tls: MqttTlsConfig = section()
     topic_prefix: str = setting(string(check=_topic, hint=_TOPIC_HINT), "vmond")
+
+    def read_password(self) -> Secret | None:
+        """The password, from ``password`` or read now from ``password_file``."""
+        return _read_secret(self.password, self.password_file)
+
+
+@dataclass(frozen=True)
+class MqttConfig(MqttLinkConfig):
+    enabled: bool = setting(boolean, False)
     outbox_max_messages: int = setting(integer(1), 100_000)
     outbox_max_age: float = setting(duration(), 7 * 86400.0, show=format_duration)
     embed_thumbnail: bool = setting(boolean, False)
@@ -211,23 +222,14 @@ class MqttConfig:
     command_secret: Secret | None = setting(secret(), None)
     command_secret_file: Path | None = setting(path(), None, str)
     command_max_age: float = setting(duration(maximum=30 * 86400), 3600.0, show=format_duration)
-
-    def read_command_secret(self) -> Secret | None:
-        """The command secret, from ``command_secret`` or read now from ``command_secret_file``."""
-        if self.command_secret_file is None:
-            return self.command_secret
-        return Secret(self.command_secret_file.read_text(encoding="utf-8").removesuffix("\n"))
     # What a central station receives (issue 18): media on <prefix>/<site>/media/<id>, eagerly per publish_media
     # (or on its request), each file at most max_media_size.
     publish_media: str = setting(choice("none", "thumbnails", "pictures", "all"), "none")
     max_media_size: int = setting(size(1), 4 * 10**6, show=format_size)
 
-    def read_password(self) -> Secret | None:
-        """The password, from ``password`` or read now from ``password_file``."""
-        if self.password_file is None:
-            return self.password
-        # One trailing newline is what `echo secret > file` adds, not part of it.
-        return Secret(self.password_file.read_text(encoding="utf-8").removesuffix("\n"))
+    def read_command_secret(self) -> Secret | None:
+        """The command secret, from ``command_secret`` or read now from ``command_secret_file``."""
+        return _read_secret(self.command_secret, self.command_secret_file)
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,59 @@ class AccountConfig:
     schedule: Schedule | None = setting(schedule, None, show_schedule)
 
 
+# --- central: this vmond is a central station mirroring appliances over MQTT (issue 18) -----------------------
+
+
+@dataclass(frozen=True)
+class CentralSiteConfig:
+    id: str = setting(string(pattern=SITE_ID, hint="may only contain a-z, 0-9 and -"))
+    name: str | None = setting(string(nullable=True), None)  # None: the name the site's config message gives
+    command_secret: Secret | None = setting(secret(), None)  # None: central.command_secret
+    command_secret_file: Path | None = setting(path(), None, str)
+
+    def read_command_secret(self) -> Secret | None:
+        """This site's command secret, from ``command_secret`` or read now from ``command_secret_file``."""
+        return _read_secret(self.command_secret, self.command_secret_file)
+
+
+@dataclass(frozen=True)
+class CentralConfig:
+    enabled: bool = setting(boolean, False)  # true when the file has a central: section (vmond.config.check)
+    mqtt: MqttLinkConfig = section()  # the broker the sites publish to; client_id defaults to vmond-<site.id>
+    # The sites served; `sites: auto` in the file sets auto_sites instead: any site that announces itself.
+    sites: tuple[CentralSiteConfig, ...] = list_of()
+    auto_sites: bool = setting(boolean, False)
+    command_secret: Secret | None = setting(secret(), None)  # the secret of sites that name none of their own
+    command_secret_file: Path | None = setting(path(), None, str)
+    site_silence: float = setting(duration(), 300.0, show=format_duration)  # then a site is offline
+    media_cache: int = setting(size(1 << 20), 1 << 30, show=format_size)  # pictures and clips fetched from sites
+
+    def read_command_secret(self) -> Secret | None:
+        """The default command secret, from ``command_secret`` or read now from ``command_secret_file``."""
+        return _read_secret(self.command_secret, self.command_secret_file)
+
+    def link(self, mqtt: MqttConfig) -> MqttConfig:
+        """*mqtt* (the appliance's section) turned into the central's own link: ``central.mqtt``'s connection,
+        forwarding on, and nothing an appliance publishes for itself (commands, media, discovery)."""
+        link = {field.name: getattr(self.mqtt, field.name) for field in dataclasses.fields(MqttLinkConfig)}
+        return dataclasses.replace(mqtt, enabled=True, commands=False, publish_media="none",
+                                   homeassistant_discovery=False, embed_thumbnail=False, **link)
+
+    def find_site(self, site_id: str) -> CentralSiteConfig | None:
+        return next((site for site in self.sites if site.id == site_id), None)
+
+    def serves(self, site_id: str) -> bool:
+        """Whether messages of *site_id* are mirrored: a listed site, or any with ``sites: auto``."""
+        return self.auto_sites or self.find_site(site_id) is not None
+
+
+def _read_secret(secret: Secret | None, file: Path | None) -> Secret | None:
+    # One trailing newline is what `echo secret > file` adds, not part of it.
+    if file is None:
+        return secret
+    return Secret(file.read_text(encoding="utf-8").removesuffix("\n"))
+
+
 @dataclass(frozen=True)
 class Config:
     source: Path | None = not_a_key()  # the file it was loaded from
@@ -347,6 +402,7 @@ class Config:
     supervision: SupervisionConfig = section()
     logging: LoggingConfig = section()
     notify: NotifyConfig = section()  # notifications (issue 17)
+    central: CentralConfig = section()  # a central station (issue 18)
     accounts: tuple[AccountConfig, ...] = list_of()
 
     def cameras(self) -> Iterator[tuple[AccountConfig, CameraConfig]]:

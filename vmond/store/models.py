@@ -74,7 +74,34 @@ class Session(BaseModel):
     peer = pw.CharField(null=True)
 
 
-class Account(BaseModel):
+class Site(BaseModel):
+    """On a central station, one appliance it mirrors (migration 15, :mod:`vmond.store.schema_central`)."""
+
+    key = pw.CharField(unique=True)  # the site's id, as in its topics
+    name = pw.CharField()
+    timezone = pw.CharField(null=True)
+    version = pw.CharField(null=True)
+    online = pw.BooleanField(null=True)  # its `available` topic; None: never heard
+    last_message_at = UtcDateTimeField(null=True)
+    heartbeat_at = UtcDateTimeField(null=True)
+    status = JSONField(default=dict)  # its last status message
+    config_at = UtcDateTimeField(null=True)  # when its config message was last mirrored
+    created_at = UtcDateTimeField(default=utcnow)
+
+
+class Mirrored(BaseModel):
+    """A row that, on a central, mirrors one of a site's rows: ``site`` and the id it has there (None on an
+    appliance)."""
+
+    site = pw.ForeignKeyField(Site, null=True, on_delete="CASCADE", backref="+")
+    site_id: pw.ForeignKeyField[int | None]
+    remote_id = pw.IntegerField(null=True)
+
+    class Meta:
+        indexes = ((("site", "remote_id"), True),)
+
+
+class Account(Mirrored):
     name = pw.CharField()
     address = pw.TextField(default="")
     notes = pw.TextField(default="")
@@ -105,7 +132,7 @@ class Contact(BaseModel):
     notify_url = pw.TextField(null=True)  # an Apprise URL (a secret): this contact's notifications (migration 13)
 
 
-class Camera(BaseModel):
+class Camera(Mirrored):
     account = pw.ForeignKeyField(Account, backref="cameras", on_delete="RESTRICT")
     account_id: pw.ForeignKeyField[int]
     name = pw.CharField()
@@ -133,7 +160,7 @@ class Camera(BaseModel):
     snoozed_by_id: pw.ForeignKeyField[int | None]
 
 
-class AlarmEvent(BaseModel):
+class AlarmEvent(Mirrored):
     camera = pw.ForeignKeyField(Camera, backref="events", null=True, on_delete="RESTRICT")
     camera_id: pw.ForeignKeyField[int | None]
     received_at = UtcDateTimeField(index=True)
@@ -177,7 +204,7 @@ class Mail(BaseModel):
     sha256 = pw.CharField(null=True, index=True)  # of the message as received: recognises a camera's resend
 
 
-class Media(BaseModel):
+class Media(Mirrored):
     event = pw.ForeignKeyField(AlarmEvent, backref="media", on_delete="CASCADE")
     event_id: pw.ForeignKeyField[int]
     mail = pw.ForeignKeyField(Mail, null=True, on_delete="SET NULL")
@@ -195,7 +222,7 @@ class Media(BaseModel):
     original_name = pw.TextField(null=True)  # as the mail named it, cleaned; never used as a path
 
 
-class Alarm(BaseModel):
+class Alarm(Mirrored):
     event = pw.ForeignKeyField(AlarmEvent, backref="alarms", unique=True, on_delete="RESTRICT")
     event_id: pw.ForeignKeyField[int]
     opened_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
@@ -306,7 +333,28 @@ class RemoteCommand(BaseModel):
     result = pw.TextField()  # the JSON result first answered, sent again for a repeated id
 
 
+class CentralCommand(BaseModel):
+    """On a central, an operator's action sent to a site as a command (migration 15)."""
+
+    uid = pw.CharField(unique=True)  # the command's id
+    site = pw.ForeignKeyField(Site, on_delete="CASCADE", backref="+")
+    site_id: pw.ForeignKeyField[int]
+    action = pw.CharField()
+    event = pw.ForeignKeyField(AlarmEvent, null=True, on_delete="CASCADE", backref="+")
+    event_id: pw.ForeignKeyField[int | None]
+    alarm = pw.ForeignKeyField(Alarm, null=True, on_delete="CASCADE", backref="+")
+    alarm_id: pw.ForeignKeyField[int | None]
+    user = pw.ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
+    user_id: pw.ForeignKeyField[int | None]
+    body = JSONField()  # the command as sent
+    state = pw.CharField(default="pending", index=True)  # pending | done | refused
+    error = pw.TextField(null=True)
+    created_at = UtcDateTimeField(default=utcnow)
+    answered_at = UtcDateTimeField(null=True)
+
+
 MODELS: tuple[type[BaseModel], ...] = (
+    Site,
     User,
     Session,
     Account,
@@ -324,4 +372,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     SupervisionCondition,
     Notification,
     RemoteCommand,
+    CentralCommand,
 )
