@@ -246,7 +246,8 @@ def test_config_error_text_is_one_problem_per_line() -> None:
     ("accounts:\n  - name: A\n    smtp_address: a\n",
      ("vmond.yaml:3: accounts[0].smtp_address: unknown key here; did you mean "
      "`accounts[].cameras[].smtp_address`?")),
-    ("tls: {}\n", "vmond.yaml:1: tls: unknown key here; did you mean `smtp.tls`, `web.tls`, `mqtt.tls` or `central.mqtt.tls`?"),
+    ("tls: {}\n", ("vmond.yaml:1: tls: unknown key here; did you mean `smtp.tls`, `web.tls`, `mqtt.tls` or "
+                  "`central.mqtt.tls`?")),
     ("accounts:\n  - name: A\n    contacts:\n      - {name: B, phone: '1', colour: red}\n",
      ("vmond.yaml:4: accounts[0].contacts[0].colour: unknown key; known keys here: "
      "name, phone, email, role, priority, notify_url")),
