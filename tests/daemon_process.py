@@ -63,9 +63,9 @@ class DaemonProcess:
             self.popen = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
         ready = self.notify.wait_for("READY=1")
-        ports = re.search(r"SMTP on port (\d+), dashboard on port (\d+)", ready)
+        ports = re.search(r"(?:SMTP on port (\d+), )?dashboard on port (\d+)", ready)  # a central has no SMTP
         assert ports, ready
-        self.smtp_port, self.web_port = int(ports.group(1)), int(ports.group(2))
+        self.smtp_port, self.web_port = int(ports.group(1) or 0), int(ports.group(2))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         assert self.popen is not None

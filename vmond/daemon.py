@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import resource
 import signal
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from vmond.central.link import MirrorLink
 from vmond.config import Config
 from vmond.config.tls import ensure_self_signed
 from vmond.ingest.cameras import CameraDirectory
@@ -108,6 +110,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
     """All services up and listening; yields them, and stops them in reverse order on exit."""
     loop = asyncio.get_running_loop()
     data_dir = config.storage.data_dir
+    central = config.central.enabled  # a central station (issue 18): no camera mail; its link is central.mqtt
+    if central:
+        config = dataclasses.replace(config, mqtt=config.central.link(config.mqtt))
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(data_dir_lock(data_dir))  # one daemon (or restore) per data directory
         io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io")
@@ -130,12 +135,17 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if config.mqtt.enabled:  # before the pipeline: it stops after it, forwarding what the pipeline queued
             mqtt = await stack.enter_async_context(Forwarder(config, db, media, io))
         bus = Bus()
-        changes = Changes(db, bus, outbox_topics(config), NotifyRules.from_config(config))
+        # A central reports nothing of its own over MQTT (what it mirrors is the sites' to report): no topics.
+        changes = Changes(db, bus, None if central else outbox_topics(config),
+                          None if central else NotifyRules.from_config(config))
         if mqtt is not None:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
-            if config.mqtt.commands:  # commands from a central station (issue 18); results go out via the outbox
+            if central:  # the sites' messages in; commands to them go out through the outbox
+                await stack.enter_async_context(MirrorLink(config, db, changes, io))
+            elif config.mqtt.commands:  # commands from a central station (issue 18); results go out via the outbox
                 await stack.enter_async_context(CommandReceiver(config, db, changes, io))
-        await requeue_config(changes, config)  # the central station's mirror of the site, as it is now
+        if not central:
+            await requeue_config(changes, config)  # the central station's mirror of the site, as it is now
         # Notifications (issue 17): like the forwarder, before the pipeline, so it sends what the pipeline queued.
         notifier = await stack.enter_async_context(NotificationSender(config, db, changes))
         changes.on_notified(notifier.wake)
@@ -161,11 +171,13 @@ async def running(config: Config) -> AsyncIterator[Services]:
                             metrics=metrics, clips=clips, disk=keeper, live=live, notifications=notifier)
 
         await stack.enter_async_context(pipeline)
-        services.supervisor = await stack.enter_async_context(Supervisor(
-            config, db, changes, supervision_probes(spool, metrics, mqtt), io))
+        if not central:  # a central's cameras are the sites' to supervise
+            services.supervisor = await stack.enter_async_context(Supervisor(
+                config, db, changes, supervision_probes(spool, metrics, mqtt), io))
         web_server = await stack.enter_async_context(WebServer(config, create_app(config, services)))
         services.web_port = web_server.port
-        services.smtp = await stack.enter_async_context(SmtpServer(config, ingest, cameras, metrics))
+        if not central:
+            services.smtp = await stack.enter_async_context(SmtpServer(config, ingest, cameras, metrics))
         yield services
 
 
@@ -191,9 +203,12 @@ async def serve(config: Config) -> None:
     notifier = Notifier()
     try:
         async with running(config) as services:
-            assert services.smtp is not None
-            summary = (f"SMTP on port {services.smtp.port}, dashboard on port {services.web_port}, "
-                       f"{len(services.cameras)} camera(s)")
+            if services.smtp is None:
+                summary = (f"central station, dashboard on port {services.web_port}, mirroring "
+                           f"{'any site' if config.central.auto_sites else f'{len(config.central.sites)} site(s)'}")
+            else:
+                summary = (f"SMTP on port {services.smtp.port}, dashboard on port {services.web_port}, "
+                           f"{len(services.cameras)} camera(s)")
             notifier.ready(summary)
             log.info("vmond ready: %s", summary)
             await _first_run_hint(services)

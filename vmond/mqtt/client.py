@@ -42,13 +42,16 @@ CANNOT_CONNECT = "cannot connect"  # what paho's on_connect_fail tells (it says 
 RECONNECT_DELAY = (1, 30)  # seconds: paho doubles the wait after each failed attempt, up to the maximum
 
 
-def paho_client(client_id: str, clean_session: bool = True) -> mqtt.Client:
-    """A paho client for MQTT 3.1.1 with the version-2 callback API on paho 2.x (1.6 only has the old one)."""
+def paho_client(client_id: str, clean_session: bool = True, manual_ack: bool = False) -> mqtt.Client:
+    """A paho client for MQTT 3.1.1 with the version-2 callback API on paho 2.x (1.6 only has the old one).
+
+    *manual_ack* (paho 2.x only; 1.6 always acknowledges when ``on_message`` returns): the caller acknowledges
+    each QoS 1 message with ``client.ack(mid, qos)``."""
     if PAHO2:
         # paho 2 defines it in paho.mqtt.enums, a module 1.6 lacks; its client module imports it (not re-exported).
         version = mqtt.CallbackAPIVersion.VERSION2  # type: ignore[attr-defined]
         return mqtt.Client(version, client_id=client_id, clean_session=clean_session,
-                           protocol=mqtt.MQTTv311)
+                           protocol=mqtt.MQTTv311, manual_ack=manual_ack)
     return mqtt.Client(client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311)
 
 

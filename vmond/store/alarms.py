@@ -30,6 +30,7 @@ from vmond.store.models import (
     utcnow,
 )
 from vmond.store.scope import EVERY_ACCOUNT, Scope
+from vmond.store.sites import site_ref
 
 STATES = ("open", "acknowledged", "resolved")
 RESOLUTION_CODES = {
@@ -103,7 +104,7 @@ def _summary(alarm: Alarm, event: AlarmEvent, users: dict[int | None, User]) -> 
         "channel": event.channel,
         "account": None if account is None else {"id": account.id, "name": account.name},
         "steps": present_steps(alarm.steps, {k: w for k, u in users.items() if k is not None and (w := _who(u))}),
-    }
+    } | ({} if alarm.site_id is None else {"site": site_ref(alarm.site)})  # on a central: where it is
 
 
 def _query() -> pw.ModelSelect[Alarm]:

@@ -31,7 +31,9 @@ def remote_name(detail: dict[str, Any] | None) -> str | None:
     remote = (detail or {}).get("remote")
     if not isinstance(remote, dict):
         return None
-    return f"{remote.get('user') or '?'} at {remote.get('central') or '?'}"
+    # A central's mirror of a site's action names the site in "user" already ("alice at Site A").
+    central = remote.get("central")
+    return f"{remote.get('user') or '?'} at {central}" if central else str(remote.get("user") or "?")
 
 
 def event_trail(event_id: int) -> list[dict[str, Any]]:

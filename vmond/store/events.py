@@ -18,6 +18,7 @@ from vmond.store.mediaout import queue_eager
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, User, utcnow
 from vmond.store.monitoring import off_wall_flags
 from vmond.store.scope import EVERY_ACCOUNT, Scope
+from vmond.store.sites import site_refs
 from vmond.store.supervision import end_camera_silence
 from vmond.util.kinds import event_kind, priority_of
 
@@ -87,7 +88,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | None, media: list[Media],
-                domain: str) -> dict[str, Any]:
+                domain: str, site: dict[str, Any] | None = None) -> dict[str, Any]:
     images = [m for m in media if m.kind == "image"]
     video = next((m for m in media if m.kind == "video"), None)
     attachments = [m for m in media if m.kind in ("attachment", "raw")]
@@ -133,7 +134,7 @@ def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | Non
              "bytes": m.bytes, "name": m.original_name}
             for m in sorted(attachments, key=lambda m: m.position)
         ],
-    }
+    } | ({} if site is None else {"site": site})  # on a central: the site it came from, {"id", "name"}
 
 
 def serialize_events(events: list[AlarmEvent], domain: str) -> list[dict[str, Any]]:
@@ -143,11 +144,12 @@ def serialize_events(events: list[AlarmEvent], domain: str) -> list[dict[str, An
     by_event: dict[int, list[Media]] = {e.id: [] for e in events}
     for m in Media.select().where(Media.event.in_(list(by_event))):
         by_event[m.event_id].append(m)
+    sites = site_refs({e.site_id for e in events})
     result = []
     for e in events:
         camera = e.camera if e.camera_id is not None else None
         account = camera.account if camera is not None else None
-        result.append(_event_dict(e, camera, account, by_event[e.id], domain))
+        result.append(_event_dict(e, camera, account, by_event[e.id], domain, sites.get(e.site_id or 0)))
     return result
 
 

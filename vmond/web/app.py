@@ -20,6 +20,7 @@ from vmond.web import admin, adminpages, alarms, api, cameras, dismissals, displ
 from vmond.web import live as live
 from vmond.web import monitoring as monitoring
 from vmond.web import reports as reports
+from vmond.web import sites as sites
 from vmond.web.accesslog import ACCESS_LOGGER, AccessLog
 from vmond.web.bodies import MAX_BODY
 from vmond.web.connections import KEEPALIVE_TIMEOUT, ConnectionGuard, GuardedSite, first_request_middleware
@@ -71,7 +72,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     # Each module declares its routes next to its handlers. Their order matters only where one path could match
     # another's (aiohttp 3.8 tries them in order): within a module, and the static files last.
     for module in (pages, login, ws, api, dismissals, cameras, alarms, live, admin, adminpages, reports,
-                   monitoring):
+                   monitoring, sites):
         app.router.add_routes(module.routes)
     app.router.add_routes([api.metrics_route(config)])
     app.router.add_static("/static/", str(paths.static), name="static")

@@ -1,0 +1,80 @@
+"""Test harness for the central station (issue 18): an edge daemon in the test's loop and a central ``vmond run``
+process, on a real mosquitto. (Two daemons cannot share one process: the models bind to one database.)
+
+Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` and the ``quick_mqtt`` fixture."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import Daemon
+from daemon_process import DaemonProcess, process_with_admin
+from mosquitto import Mosquitto
+
+from vmond.config import Config
+from vmond.daemon import running
+
+SECRET = "secret-of-test-site"
+
+
+def edge_settings(port: int) -> dict[str, Any]:
+    return {"mqtt": {"enabled": True, "host": "127.0.0.1", "port": port, "commands": True,
+                     "command_secret": SECRET}}
+
+
+def write_central_config(directory: Path, port: int, **central: Any) -> Path:
+    directory.mkdir(exist_ok=True)
+    document = {"site": {"id": "central-1", "name": "Central One"},
+                "storage": {"data_dir": "data", "min_free_space": 0}, "web": {"listen": "127.0.0.1:0"},
+                "central": {"mqtt": {"host": "127.0.0.1", "port": port},
+                            "sites": [{"id": "test-site", "command_secret": SECRET}], **central}}
+    path = directory / "vmond.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+class Central:
+    """The central ``vmond run`` process, its API called off the loop."""
+
+    def __init__(self, process: DaemonProcess) -> None:
+        self.process = process
+        self.token = process.token()
+
+    async def get(self, path: str) -> Any:
+        status, body = await asyncio.to_thread(self.process.get, path, self.token)
+        assert status == 200, body
+        return body
+
+    async def list(self, path: str, key: str) -> list[dict[str, Any]]:
+        return list((await self.get(path))[key])
+
+
+@pytest.fixture
+def central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
+    directory = tmp_path / "central"
+    with process_with_admin(directory, write_central_config(directory, broker.port)) as process:
+        process.start()
+        yield Central(process)
+        assert process.stop() == 0
+
+
+@pytest.fixture
+async def edge(make_config: Callable[..., Config], broker: Mosquitto) -> AsyncIterator[Daemon]:
+    async with running(make_config(**edge_settings(broker.port))) as services:
+        daemon = Daemon(services)
+        await daemon.add_user()
+        yield daemon
+
+
+async def poll(read: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """Await *read()* again until it gives something true."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (found := await read()):
+        assert asyncio.get_running_loop().time() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.05)
+    return found

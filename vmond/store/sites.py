@@ -1,0 +1,121 @@
+"""A central station's sites (issue 18): one ``site`` row per appliance it mirrors, and what its link says.
+
+Every message from a site counts as a sign of life (``last_message_at``); its retained ``status`` carries the
+heartbeat and its figures, its ``available`` topic says ``online`` or (the broker's last will) ``offline``.
+Synchronous, on a database thread, inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from vmond.store.changes import Change
+from vmond.store.models import AlarmEvent, Camera, Site, utcnow
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ISO 8601 time from a site's message, in UTC; None when absent or not a time with a zone."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def ensure_site(key: str, name: str | None = None) -> Site:
+    """The site *key*'s row, created on its first message; *name* (the configured or announced one) kept."""
+    site = Site.get_or_none(Site.key == key)
+    if site is None:
+        return Site.create(key=key, name=name or key)
+    if name and site.name != name:
+        site.name = name
+        site.save()
+    return site
+
+
+def site_ref(site: Site | None) -> dict[str, Any] | None:
+    """What an Event or Alarm names of its site: ``{"id", "name"}`` (None on an appliance's own rows)."""
+    return None if site is None else {"id": site.key, "name": site.name}
+
+
+def site_refs(site_ids: set[int | None]) -> dict[int, dict[str, Any]]:
+    """``{site row id: site_ref}`` for *site_ids*, in one query."""
+    wanted = [i for i in site_ids if i is not None]
+    if not wanted:
+        return {}
+    return {s.id: {"id": s.key, "name": s.name} for s in Site.select().where(Site.id.in_(wanted))}
+
+
+def site_dict(site: Site) -> dict[str, Any]:
+    """A site as ``GET /api/sites`` lists it."""
+    status = site.status or {}
+    return {
+        "id": site.key,
+        "name": site.name,
+        "online": bool(site.online),
+        "available": None if site.online is None else ("online" if site.online else "offline"),
+        "last_message_at": _iso(site.last_message_at),
+        "heartbeat_at": _iso(site.heartbeat_at),
+        "version": site.version or status.get("version"),
+        "timezone": site.timezone,
+        "outbox_depth": status.get("outbox_depth"),
+        "oldest_undelivered_age_s": status.get("oldest_undelivered_age_s"),
+        "disk_free_bytes": status.get("disk_free_bytes"),
+        "config_at": _iso(site.config_at),
+        "cameras": Camera.select().where(Camera.site == site).count(),
+        "active_events": AlarmEvent.select().where((AlarmEvent.site == site) & (AlarmEvent.status == "active")
+                                                   & ~AlarmEvent.off_wall & ~AlarmEvent.is_test).count(),
+    }
+
+
+def list_sites() -> list[dict[str, Any]]:
+    return [site_dict(site) for site in Site.select().order_by(Site.name, Site.key)]
+
+
+def _announce(change: Change | None, site: Site) -> None:
+    if change is not None:
+        change.announce("site.updated", site_dict(site), about=("site", site.id))
+
+
+def note_message(key: str, at: datetime, name: str | None = None, change: Change | None = None) -> Site:
+    """A message from *key* arrived at *at*: it is alive."""
+    site = ensure_site(key, name)
+    site.last_message_at = at
+    site.save()
+    return site
+
+
+def note_status(key: str, status: dict[str, Any], at: datetime, name: str | None = None,
+                change: Change | None = None) -> Site:
+    """The site's retained status (its heartbeat and figures)."""
+    site = note_message(key, at, name)
+    site.status = status
+    site.heartbeat_at = parse_time(status.get("heartbeat_at")) or parse_time(status.get("at")) or at
+    if isinstance(status.get("version"), str):
+        site.version = status["version"]
+    site.save()
+    _announce(change, site)
+    return site
+
+
+def note_available(key: str, online: bool, at: datetime, name: str | None = None,
+                   change: Change | None = None) -> Site:
+    """The site's ``available`` topic: ``online``, or ``offline`` (its last will, or its own goodbye)."""
+    site = ensure_site(key, name)
+    if online:
+        site.last_message_at = at
+    site.online = online
+    site.save()
+    _announce(change, site)
+    return site
+
+
+def now() -> datetime:
+    return utcnow()
