@@ -29,438 +29,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import getpass
-import json
 import os
 import platform
-import random
-import re
 import resource
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest import UNIT_ENVIRONMENT, Notifications, cpu_seconds, descendants, div, percentile, rss_mb, verdict
+import aiohttp
+from centralrig import (
+    MOSQUITTO,
+    Api,
+    BareSubscriber,
+    Broker,
+    Central,
+    Live,
+    Sampler,
+    profile_summary,
+    start_profiler,
+    stop_profiler,
+    wait_until,
+)
+from ingest import div, percentile, verdict  # bench/ is the script's own folder
+from sites import PREFIX, Fleet, messages_of, publish_burst, publish_paced
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-import aiohttp  # noqa: E402 - after the path above
-from sites import CommandResponder, CommandSeen, Publisher, Site, record_template, site_id  # noqa: E402
-
-from vmond.mqtt.client import paho_client  # noqa: E402
-from vmond.store.messages import Topics  # noqa: E402
-
-MOSQUITTO = "/usr/sbin/mosquitto"
-PREFIX = "vmond"
 REFERENCE_PREFIX = "bench-ref"  # the reference burst's topics: not the central's prefix, so it mirrors none of it
-PASSWORD = "bench password 1"
-IO_TIMEOUT = 30.0
-TOKEN = re.compile(rb"\[b(\d+)\]")
 
 # Targets from the issue.
 TARGET_EVENTS_PER_S = 200.0
 TARGET_P99_MS = 1000.0
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = IO_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} is not listening on port {port}") from None
-            time.sleep(0.05)
-
-
-def stop_process(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The broker and the central
-
-
-class Broker:
-    """mosquitto on a free loopback port. The central's persistent session may fall behind in a burst: the broker
-    holds what it has not taken yet (``max_queued_messages``; mosquitto's default of 1000 would drop the rest)."""
-
-    def __init__(self, folder: Path, max_queued: int) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.max_queued = max_queued
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        conf = self.folder / "mosquitto.conf"
-        conf.write_text("\n".join([
-            f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false",
-            f"user {getpass.getuser()}", "log_dest stderr", "log_type error", "log_type warning",
-            f"max_queued_messages {self.max_queued}", "max_inflight_messages 100", ""]))
-        with (self.folder / "mosquitto.log").open("ab") as log:
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
-        wait_listening(self.port, self.process, "mosquitto")
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-class Central:
-    """``vmond run`` as a central station on a temporary configuration, with the bench's admin user."""
-
-    def __init__(self, folder: Path, broker_port: int, secret: str) -> None:
-        self.folder = folder
-        self.web_port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.token = ""
-        self.log = folder / "vmond.log"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.config = folder / "vmond.yaml"
-        self.config.write_text(json.dumps({  # JSON is YAML
-            "site": {"id": "central-1", "name": "Bench Central"},
-            "storage": {"data_dir": str(folder / "data"), "min_free_space": 0},
-            "web": {"listen": f"127.0.0.1:{self.web_port}"},
-            "central": {"mqtt": {"host": "127.0.0.1", "port": broker_port, "topic_prefix": PREFIX},
-                        "sites": "auto", "command_secret": secret},
-        }, indent=1))
-        self.notify = Notifications(folder / "notify.sock")
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        subprocess.run([sys.executable, "-m", "vmond", "user", "add", "bench", "--role", "admin", "--password-stdin",
-                        "--config", str(self.config)], input=f"{PASSWORD}\n".encode(), check=True,
-                       capture_output=True, env=env, timeout=120)
-        env.update(NOTIFY_SOCKET=str(self.notify.path), **UNIT_ENVIRONMENT)
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
-                                            env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.notify.wait_for("READY=1", self.process)
-        wait_listening(self.web_port, self.process, "the central's dashboard")
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def rss(self) -> float:
-        """MB: the main process and anything it started."""
-        return rss_mb(self.pid) + sum(rss_mb(pid) for pid in descendants(self.pid))
-
-    def cpu(self) -> float:
-        own, reaped = cpu_seconds(self.pid)
-        return own + reaped + sum(sum(cpu_seconds(pid)) for pid in descendants(self.pid))
-
-    def log_tail(self, lines: int = 40) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        try:
-            stop_process(self.process)
-        finally:
-            self.notify.close()
-
-
-class Api:
-    """The central's HTTP API and ``/ws`` with a bearer token, as any client of the dashboard's API."""
-
-    def __init__(self, central: Central) -> None:
-        self.base = f"http://127.0.0.1:{central.web_port}"
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=IO_TIMEOUT))
-        self.token = ""
-
-    async def sign_in(self) -> None:
-        async with self.session.post(f"{self.base}/api/token",
-                                     json={"username": "bench", "password": PASSWORD}) as response:
-            response.raise_for_status()
-            self.token = (await response.json())["access_token"]
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    async def get(self, path: str) -> Any:
-        async with self.session.get(f"{self.base}{path}", headers=self.headers) as response:
-            response.raise_for_status()
-            return await response.json()
-
-    async def post(self, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.session.post(f"{self.base}{path}", headers=self.headers, json=body) as response:
-            return response.status, await response.json(content_type=None)
-
-    async def close(self) -> None:
-        await self.session.close()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# What arrives: the central's WebSocket and the bare subscriber
-
-
-@dataclass
-class Sighting:
-    at: float  # perf_counter when it arrived
-    data: dict[str, Any]  # the Event as the central's WebSocket showed it
-
-
-class Live:
-    """The central's ``/ws``: the first ``event.*`` message of each bench event (found by the token in its
-    subject), and every message, for whoever waits for something else (a command's state)."""
-
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self.first: dict[int, Sighting] = {}  # token -> first sighting
-        self.newest: dict[int, Sighting] = {}  # central event id -> newest sighting
-        self.watchers: list[Callable[[str, dict[str, Any], float], None]] = []
-        self.seq = 0
-        self.closes: list[str] = []  # how the socket ended, each time it had to reconnect
-        self.resyncs = 0
-        self._task: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self._connected.wait(), IO_TIMEOUT)
-
-    async def _run(self) -> None:
-        while True:
-            query = f"?since={self.seq}" if self.seq else ""
-            try:
-                async with self.api.session.ws_connect(f"{self.api.base.replace('http', 'ws')}/ws{query}",
-                                                       headers=self.api.headers, max_msg_size=0,
-                                                       heartbeat=None) as ws:
-                    self._connected.set()
-                    async for message in ws:
-                        if message.type == aiohttp.WSMsgType.TEXT:
-                            self.on_message(json.loads(message.data), time.perf_counter())
-                    self.closes.append(f"closed {ws.close_code}")
-            except (aiohttp.ClientError, OSError) as exc:
-                self.closes.append(f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(0.2)
-
-    def on_message(self, message: dict[str, Any], now: float) -> None:
-        kind = message.get("type", "")
-        self.seq = max(self.seq, int(message.get("seq") or 0))
-        if kind == "resync":
-            self.resyncs += 1
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
-        if kind.startswith("event.") and data:
-            sighting = Sighting(now, data)
-            if isinstance(data.get("id"), int):
-                self.newest[data["id"]] = sighting
-            found = TOKEN.search(str(data.get("subject") or "").encode())
-            if found is not None and int(found.group(1)) not in self.first:
-                self.first[int(found.group(1))] = sighting
-        for watcher in list(self.watchers):
-            watcher(kind, data, now)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-class BareSubscriber:
-    """The reference: a paho client subscribed at QoS 1, noting when each token arrives, and nothing else."""
-
-    def __init__(self, port: int, topic: str) -> None:
-        self.arrived: dict[int, float] = {}
-        self.count = 0
-        self.last = 0.0
-        self.ready = threading.Event()
-        self.client = paho_client(f"bench-reference-{os.getpid()}")
-        self.client.on_connect = lambda client, *args: client.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *args: self.ready.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port, keepalive=60)
-        self.client.loop_start()
-        if not self.ready.wait(IO_TIMEOUT):
-            raise RuntimeError("the reference subscriber did not subscribe")
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        now = time.perf_counter()
-        self.count += 1
-        self.last = now
-        found = TOKEN.search(message.payload[:4000])
-        if found is not None:
-            self.arrived.setdefault(int(found.group(1)), now)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The sites' side
-
-
-class Fleet:
-    """The N impersonated sites on a few publishing connections, and their commands' responder."""
-
-    def __init__(self, port: int, sites: int, cameras: int, connections: int, secret: str, scratch: Path,
-                 seed: int) -> None:
-        template = record_template(scratch, cameras)
-        self.sites = [Site(index, Topics(PREFIX, site_id(index)), template) for index in range(sites)]
-        self.by_id = {site.id: site for site in self.sites}
-        self.publishers = [Publisher(port, f"bench-sites-{n}") for n in range(connections)]
-        for publisher in self.publishers:
-            if not publisher.connected.wait(IO_TIMEOUT):
-                raise RuntimeError("a publishing connection did not connect")
-        self.commands: list[CommandSeen] = []
-        self.responder = CommandResponder(port, PREFIX, self.by_id, secret, self.commands.append)
-        if not self.responder.subscribed.wait(IO_TIMEOUT):
-            raise RuntimeError("the command responder did not subscribe")
-        self.rng = random.Random(seed)
-        self.tokens = iter(range(1, 10**9))
-        self.published: dict[int, float] = {}  # token -> perf_counter when handed to paho
-        self.origin: dict[int, tuple[str, int]] = {}  # token -> (site, edge event id)
-        self.events_sent = self.alarms_sent = 0
-        self._lock = threading.Lock()
-        self._stop_heartbeat = threading.Event()
-        self._heartbeat: threading.Thread | None = None
-
-    def publisher(self, site: Site) -> Publisher:
-        return self.publishers[site.index % len(self.publishers)]
-
-    def publish_retained(self) -> None:
-        """What each site's broker holds for it before the central connects: online, its status, its config."""
-        for site in self.sites:
-            publisher = self.publisher(site)
-            publisher.publish(site.topics.available, b"online", retain=True)
-            publisher.publish(site.topics.status, site.status_payload(), retain=True)
-            publisher.publish(site.topics.config, site.config_payload(), retain=True)
-
-    def start_heartbeat(self) -> None:
-        """Each site's retained status again every 60 s, as an edge does, spread over the minute."""
-        def beat() -> None:
-            interval = 60.0 / len(self.sites)
-            turn = 0
-            while not self._stop_heartbeat.wait(interval):
-                site = self.sites[turn % len(self.sites)]
-                turn += 1
-                self.publisher(site).publish(site.topics.status, site.status_payload(), retain=True)
-
-        self._heartbeat = threading.Thread(target=beat, name="heartbeat", daemon=True)
-        self._heartbeat.start()
-
-    def event(self, alarm_every: int, prefix: str = PREFIX) -> int:
-        """One new event at a random site (and every *alarm_every*-th, the site's guard raising its alarm);
-        returns its token."""
-        with self._lock:
-            token = next(self.tokens)
-            site = self.rng.choice(self.sites)
-            edge_id, payload = site.new_event(f"[b{token}]", self.rng)
-            alarm = alarm_every > 0 and token % alarm_every == 0
-            messages = [(f"{prefix}/{site.id}/events", payload)]
-            if alarm:
-                update, new_alarm = site.new_alarm(edge_id)
-                messages += [(f"{prefix}/{site.id}/events", update), (f"{prefix}/{site.id}/alarms", new_alarm)]
-                self.alarms_sent += alarm
-            self.events_sent += 1
-            self.origin[token] = (site.id, edge_id)
-            self.published[token] = time.perf_counter()
-        publisher = self.publisher(site)
-        for topic, body in messages:
-            publisher.publish(topic, body)
-        return token
-
-    def unacknowledged(self) -> int:
-        return sum(publisher.sent - publisher.acked for publisher in self.publishers)
-
-    def close(self) -> None:
-        self._stop_heartbeat.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join(5)
-        for publisher in self.publishers:
-            publisher.close()
-        self.responder.close()
-
-
-def publish_paced(fleet: Fleet, rate: float, count: int, alarm_every: int) -> list[int]:
-    """*count* events at *rate* a second, on a schedule (a late one does not shift the ones after it)."""
-    tokens = []
-    start = time.perf_counter()
-    for n in range(count):
-        delay = start + n / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        tokens.append(fleet.event(alarm_every))
-    return tokens
-
-
-def publish_burst(fleet: Fleet, count: int, alarm_every: int, prefix: str = PREFIX) -> list[int]:
-    return [fleet.event(alarm_every, prefix) for _ in range(count)]
-
-
-def messages_of(tokens: Sequence[int], alarm_every: int) -> int:
-    """How many messages the events of *tokens* were: an alarm's event is three (new, update, the alarm)."""
-    return len(tokens) + 2 * sum(1 for t in tokens if alarm_every > 0 and t % alarm_every == 0)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The runs
-
-
-class Sampler:
-    """The central's RSS and CPU every 0.2 s, with a label for the phase it is in."""
-
-    def __init__(self, central: Central) -> None:
-        self.central = central
-        self.phase = "start"
-        self.peak: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            rss = await asyncio.to_thread(self.central.rss)
-            self.peak[self.phase] = max(self.peak.get(self.phase, 0.0), rss)
-            await asyncio.sleep(0.2)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-async def wait_until(check: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(poll)
-    return True
 
 
 @dataclass
@@ -562,8 +166,10 @@ async def command_round_trips(args: argparse.Namespace, fleet: Fleet, live: Live
             try:
                 finished, state = await asyncio.wait_for(done, args.command_timeout)
             except TimeoutError:
+                last = live.newest.get(event_id)
+                shown = {key: last.data.get(key) for key in ("status", "command", "commands")} if last else None
                 problems.append(f"event {event_id}: the central showed no done or refused within "
-                                f"{args.command_timeout:g} s (last seen: {live.newest.get(event_id)})")
+                                f"{args.command_timeout:g} s (last shown: {shown})")
                 continue
         finally:
             live.watchers.remove(watch)
@@ -577,15 +183,18 @@ async def command_round_trips(args: argparse.Namespace, fleet: Fleet, live: Live
 async def burst_run(args: argparse.Namespace, fleet: Fleet, live: Live, central: Central
                     ) -> tuple[list[int], float, float, float]:
     """The burst: (tokens, when the first was published, when the last was mirrored, central CPU seconds)."""
+    profiler = start_profiler(args.profile, central.pid) if args.profile else None
     cpu_before = await asyncio.to_thread(central.cpu)
     start = time.perf_counter()
-    tokens = await asyncio.to_thread(publish_burst, fleet, args.burst, args.alarm_every)
-    await wait_until(lambda: all(t in live.first for t in tokens[-100:]) and all(t in live.first for t in tokens),
-                     args.drain_timeout, poll=0.2)
+    try:
+        tokens = await asyncio.to_thread(publish_burst, fleet, args.burst, args.alarm_every)
+        await wait_until(lambda: all(t in live.first for t in tokens), args.drain_timeout, poll=0.2)
+    finally:
+        if profiler is not None:
+            await asyncio.to_thread(stop_profiler, profiler)
     seen = [live.first[t].at for t in tokens if t in live.first]
     cpu = await asyncio.to_thread(central.cpu) - cpu_before
     return tokens, start, max(seen, default=start), cpu
-
 
 async def count_sites(api: Api) -> int:
     try:
@@ -597,7 +206,7 @@ async def count_sites(api: Api) -> int:
 async def bench(args: argparse.Namespace, scratch: Path) -> int:
     secret = secrets.token_hex(16)
     out = Results()
-    broker = Broker(scratch / "broker", args.max_queued)
+    broker = Broker(scratch / "broker", args.max_queued, args.max_inflight)
     central: Central | None = None
     fleet: Fleet | None = None
     api = live = sampler = None
@@ -615,7 +224,7 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
 
         # 2. Onboarding: every site's retained state is waiting when the central starts.
         await asyncio.to_thread(fleet.publish_retained)
-        await wait_until(lambda: fleet is not None and fleet.unacknowledged() == 0, IO_TIMEOUT)
+        await wait_until(lambda: fleet is not None and fleet.unacknowledged() == 0, 60.0)
         await asyncio.to_thread(central.start)
         started = time.perf_counter()
         fresh_rss = await asyncio.to_thread(central.rss)
@@ -659,12 +268,13 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
         sampler.phase = "after"
         await asyncio.sleep(1.0)
         end_rss = await asyncio.to_thread(central.rss)
+        others_rss = await asyncio.to_thread(central.rss_others)
 
         report(out, args, ref_rate=ref_rate, sites_seen=sites_seen, onboarding=onboarding, fresh_rss=fresh_rss,
-               idle_rss=idle_rss, end_rss=end_rss, peaks=sampler.peak, tokens=tokens, central_lat=central_lat,
-               bare_lat=bare_lat, trips=trips, problems=problems, burst=len(burst_tokens), mirrored=mirrored,
-               rate=rate, burst_messages=messages_of(burst_tokens, args.alarm_every), burst_cpu=burst_cpu,
-               live=live, fleet=fleet)
+               idle_rss=idle_rss, end_rss=end_rss, others_rss=others_rss, peaks=sampler.peak, tokens=tokens,
+               central_lat=central_lat, bare_lat=bare_lat, trips=trips, problems=problems, burst=len(burst_tokens),
+               mirrored=mirrored, rate=rate, burst_messages=messages_of(burst_tokens, args.alarm_every),
+               burst_cpu=burst_cpu, live=live, fleet=fleet)
         return 0
     except BaseException:
         if central is not None:
@@ -716,9 +326,10 @@ def report(out: Results, args: argparse.Namespace, **r: Any) -> None:
         states = sorted({t.state for t in trips})
         out.say(f"| commands: states shown | {', '.join(f'{s} {sum(t.state == s for t in trips)}' for s in states)} |")
     peaks = r["peaks"]
-    out.say(f"| central RSS MB: fresh / {args.sites} sites onboarded / peak paced / peak burst / after | "
-            f"{r['fresh_rss']:.0f} / {r['idle_rss']:.0f} / {peaks.get('paced', 0):.0f} / "
+    out.say(f"| central main process RSS MB: fresh / {args.sites} sites onboarded / peak paced / peak burst / "
+            f"after | {r['fresh_rss']:.0f} / {r['idle_rss']:.0f} / {peaks.get('paced', 0):.0f} / "
             f"{peaks.get('burst', 0):.0f} / {r['end_rss']:.0f} |")
+    out.say(f"| central's other processes RSS MB (the worker pool it starts) | {r['others_rss']:.0f} |")
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out.say(f"| the bench's own CPU s (publishers, subscribers, WebSocket) | {usage.ru_utime + usage.ru_stime:.1f} |")
     out.say(f"| events and alarms published in all | {fleet.events_sent} / {fleet.alarms_sent} |")
@@ -733,6 +344,11 @@ def report(out: Results, args: argparse.Namespace, **r: Any) -> None:
     out.say("Targets:")
     for name, (ok, value) in out.targets.items():
         out.say(f"  {verdict(ok)}  {name}: {value}")
+    if args.profile:
+        out.say()
+        out.say(f"Where the central's threads were during the burst (py-spy, {args.profile}):")
+        for line in profile_summary(args.profile):
+            out.say(f"    {line}")
     if r["problems"]:
         out.say()
         out.say("Command problems: " + "; ".join(r["problems"][:5]))
@@ -754,6 +370,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="seconds to wait for the central to catch up after a run (180)")
     parser.add_argument("--max-queued", type=int, default=1_000_000,
                         help="mosquitto's max_queued_messages for the central's session (1000000)")
+    parser.add_argument("--max-inflight", type=int, default=20,
+                        help="mosquitto's max_inflight_messages: unacknowledged messages per client (20, its default)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="record the central with py-spy during the burst into this file (collapsed stacks) and "
+                        "print where its time went")
     parser.add_argument("--seed", type=int, default=18, help="random seed: which site and camera each event has")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     return parser.parse_args(argv)
@@ -761,7 +382,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if not Path(MOSQUITTO).exists() and shutil.which("mosquitto") is None:
+    if not Path(MOSQUITTO).exists():
         print("mosquitto is needed (Debian: apt-get install mosquitto)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a CI timeout cleans up like Ctrl-C

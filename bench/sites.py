@@ -20,30 +20,35 @@ import copy
 import itertools
 import json
 import random
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import vmond
-from vmond.mqtt.client import paho_client
-from vmond.store.accounts import save_account, save_camera
-from vmond.store.alarms import raise_alarm
-from vmond.store.changes import Change
-from vmond.store.commands import CommandRefused, read_command
-from vmond.store.db import open_sqlite
-from vmond.store.events import IngestRecord, MediaRecord, record_mail
-from vmond.store.messages import Topics, alarm_payload, event_payload
-from vmond.store.models import OutboxMessage, utcnow
-from vmond.store.siteconfig import queue_config
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+import vmond  # noqa: E402
+from vmond.mqtt.client import paho_client  # noqa: E402
+from vmond.store.accounts import save_account, save_camera  # noqa: E402
+from vmond.store.alarms import raise_alarm  # noqa: E402
+from vmond.store.changes import Change  # noqa: E402
+from vmond.store.commands import CommandRefused, read_command  # noqa: E402
+from vmond.store.db import open_sqlite  # noqa: E402
+from vmond.store.events import IngestRecord, MediaRecord, record_mail  # noqa: E402
+from vmond.store.messages import Topics, alarm_payload, event_payload  # noqa: E402
+from vmond.store.models import OutboxMessage, utcnow  # noqa: E402
+from vmond.store.siteconfig import queue_config  # noqa: E402
 
 DOMAIN = "monitor.local"
+PREFIX = "vmond"  # the sites' mqtt.topic_prefix
 TEMPLATE_SITE = "template"
 COMMAND_MAX_AGE = 3600.0  # seconds: the edge's default mqtt.command_max_age
 MAX_INFLIGHT = 200  # QoS 1 messages a publishing connection has unacknowledged (paho's default is 20)
+CONNECT_TIMEOUT = 30.0
 
 
 def now_iso() -> str:
@@ -276,3 +281,106 @@ class CommandResponder:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class Fleet:
+    """The N impersonated sites on a few publishing connections, and their commands' responder."""
+
+    def __init__(self, port: int, sites: int, cameras: int, connections: int, secret: str, scratch: Path,
+                 seed: int) -> None:
+        template = record_template(scratch, cameras)
+        self.sites = [Site(index, Topics(PREFIX, site_id(index)), template) for index in range(sites)]
+        self.by_id = {site.id: site for site in self.sites}
+        self.publishers = [Publisher(port, f"bench-sites-{n}") for n in range(connections)]
+        for publisher in self.publishers:
+            if not publisher.connected.wait(CONNECT_TIMEOUT):
+                raise RuntimeError("a publishing connection did not connect")
+        self.commands: list[CommandSeen] = []
+        self.responder = CommandResponder(port, PREFIX, self.by_id, secret, self.commands.append)
+        if not self.responder.subscribed.wait(CONNECT_TIMEOUT):
+            raise RuntimeError("the command responder did not subscribe")
+        self.rng = random.Random(seed)
+        self.tokens = iter(range(1, 10**9))
+        self.published: dict[int, float] = {}  # token -> perf_counter when handed to paho
+        self.origin: dict[int, tuple[str, int]] = {}  # token -> (site, edge event id)
+        self.events_sent = self.alarms_sent = 0
+        self._lock = threading.Lock()
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def publisher(self, site: Site) -> Publisher:
+        return self.publishers[site.index % len(self.publishers)]
+
+    def publish_retained(self) -> None:
+        """What each site's broker holds for it before the central connects: online, its status, its config."""
+        for site in self.sites:
+            publisher = self.publisher(site)
+            publisher.publish(site.topics.available, b"online", retain=True)
+            publisher.publish(site.topics.status, site.status_payload(), retain=True)
+            publisher.publish(site.topics.config, site.config_payload(), retain=True)
+
+    def start_heartbeat(self) -> None:
+        """Each site's retained status again every 60 s, as an edge does, spread over the minute."""
+        def beat() -> None:
+            interval = 60.0 / len(self.sites)
+            turn = 0
+            while not self._stop_heartbeat.wait(interval):
+                site = self.sites[turn % len(self.sites)]
+                turn += 1
+                self.publisher(site).publish(site.topics.status, site.status_payload(), retain=True)
+
+        self._heartbeat = threading.Thread(target=beat, name="heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def event(self, alarm_every: int, prefix: str = PREFIX) -> int:
+        """One new event at a random site (and every *alarm_every*-th, the site's guard raising its alarm);
+        returns its token."""
+        with self._lock:
+            token = next(self.tokens)
+            site = self.rng.choice(self.sites)
+            edge_id, payload = site.new_event(f"[b{token}]", self.rng)
+            alarm = alarm_every > 0 and token % alarm_every == 0
+            messages = [(f"{prefix}/{site.id}/events", payload)]
+            if alarm:
+                update, new_alarm = site.new_alarm(edge_id)
+                messages += [(f"{prefix}/{site.id}/events", update), (f"{prefix}/{site.id}/alarms", new_alarm)]
+                self.alarms_sent += alarm
+            self.events_sent += 1
+            self.origin[token] = (site.id, edge_id)
+            self.published[token] = time.perf_counter()
+        publisher = self.publisher(site)
+        for topic, body in messages:
+            publisher.publish(topic, body)
+        return token
+
+    def unacknowledged(self) -> int:
+        return sum(publisher.sent - publisher.acked for publisher in self.publishers)
+
+    def close(self) -> None:
+        self._stop_heartbeat.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(5)
+        for publisher in self.publishers:
+            publisher.close()
+        self.responder.close()
+
+
+def publish_paced(fleet: Fleet, rate: float, count: int, alarm_every: int) -> list[int]:
+    """*count* events at *rate* a second, on a schedule (a late one does not shift the ones after it)."""
+    tokens = []
+    start = time.perf_counter()
+    for n in range(count):
+        delay = start + n / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        tokens.append(fleet.event(alarm_every))
+    return tokens
+
+
+def publish_burst(fleet: Fleet, count: int, alarm_every: int, prefix: str = PREFIX) -> list[int]:
+    return [fleet.event(alarm_every, prefix) for _ in range(count)]
+
+
+def messages_of(tokens: Sequence[int], alarm_every: int) -> int:
+    """How many messages the events of *tokens* were: an alarm's event is three (new, update, the alarm)."""
+    return len(tokens) + 2 * sum(1 for t in tokens if alarm_every > 0 and t % alarm_every == 0)
