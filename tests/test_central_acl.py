@@ -186,7 +186,8 @@ def test_a_site_reads_only_its_own_commands(broker: ReadmeBroker, clients: list[
 def test_the_central_reads_every_site_and_writes_only_commands(broker: ReadmeBroker, clients: list[Client]
                                                                 ) -> None:
     observer = connect(broker, clients, "central-1", "observer")
-    observer.subscribe("vmond/+/events", "vmond/+/config", "vmond/+/commands", "vmond/+/commands/result")
+    observer.subscribe("vmond/+/events", "vmond/+/config", "vmond/+/commands", "vmond/+/commands/result",
+                       "vmond/+/available", "vmond/+/status")
     site_a = connect(broker, clients, "site-a")
     site_a.subscribe("vmond/site-a/commands")
     central = connect(broker, clients, "central-1")
@@ -197,8 +198,12 @@ def test_the_central_reads_every_site_and_writes_only_commands(broker: ReadmeBro
                    "vmond/site-a/available"):
         central.publish(forged)
     central.publish("vmond/site-a/commands")
+    # its own link, as any vmond's forwarder publishes it (user name = its site.id, as for the sites)
+    central.publish("vmond/central-1/available")
+    central.publish("vmond/central-1/status")
 
-    assert observer.wait_for("vmond/site-a/commands") == ["vmond/site-a/events", "vmond/site-a/commands"]
+    assert observer.wait_for("vmond/central-1/status") == [
+        "vmond/site-a/events", "vmond/site-a/commands", "vmond/central-1/available", "vmond/central-1/status"]
     assert site_a.wait_for("vmond/site-a/commands") == ["vmond/site-a/commands"]
 
 
