@@ -17,6 +17,8 @@ async def test_an_edge_event_and_its_alarm_reach_the_central(edge: Daemon, centr
     event = events[0]
     assert event["site"] == {"id": "test-site", "name": "Test Site"}
     assert event["kind"] == "intrusion" and event["camera"]["name"] == "Front Door"
+    health = (await central.get("/api/health"))["central"]
+    assert health["connected"] is True and health["mirrored"] >= 1 and health["dropped"] == 0
     sites = (await central.get("/api/sites"))["sites"]
     assert [s["id"] for s in sites] == ["test-site"] and sites[0]["online"] is True
     _, edge_events = await edge.api("GET", "/api/events", edge_token)
