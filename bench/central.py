@@ -198,11 +198,14 @@ async def burst_run(args: argparse.Namespace, fleet: Fleet, live: Live, central:
     cpu = await asyncio.to_thread(central.cpu) - cpu_before
     return tokens, start, max(seen, default=start), cpu
 
-async def count_sites(api: Api) -> int:
+async def count_sites(api: Api, cameras: int) -> int:
+    """Sites the central lists with their config mirrored (all their cameras) and their heartbeat."""
     try:
-        return len((await api.get("/api/sites")).get("sites", []))
+        sites = (await api.get("/api/sites")).get("sites", [])
     except aiohttp.ClientError:
         return -1
+    return sum(1 for site in sites if site.get("config_at") and site.get("heartbeat_at")
+               and site.get("cameras") == cameras)
 
 
 async def bench(args: argparse.Namespace, scratch: Path) -> int:
@@ -240,8 +243,8 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
         deadline = time.monotonic() + args.drain_timeout
         sites_seen = 0
         while time.monotonic() < deadline and sites_seen < args.sites:
-            sites_seen = await count_sites(api)
-            await asyncio.sleep(0.5)
+            sites_seen = await count_sites(api, args.cameras)
+            await asyncio.sleep(1.0)
         onboarding = time.perf_counter() - started
         print(f"onboarding: {sites_seen} of {args.sites} sites listed after {onboarding:.1f} s", flush=True)
         fleet.start_heartbeat()
@@ -271,12 +274,13 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
         await asyncio.sleep(1.0)
         end_rss = await asyncio.to_thread(central.rss)
         others_rss = await asyncio.to_thread(central.rss_others)
+        health = (await api.get("/api/health")).get("central") or {}
 
         report(out, args, ref_rate=ref_rate, sites_seen=sites_seen, onboarding=onboarding, fresh_rss=fresh_rss,
                idle_rss=idle_rss, end_rss=end_rss, others_rss=others_rss, peaks=sampler.peak, tokens=tokens,
                central_lat=central_lat, bare_lat=bare_lat, trips=trips, problems=problems, burst=len(burst_tokens),
                mirrored=mirrored, rate=rate, burst_messages=messages_of(burst_tokens, args.alarm_every),
-               burst_cpu=burst_cpu, live=live, fleet=fleet)
+               burst_cpu=burst_cpu, live=live, fleet=fleet, health=health)
         return 0
     except BaseException:
         if central is not None:
@@ -304,7 +308,8 @@ def report(out: Results, args: argparse.Namespace, **r: Any) -> None:
     out.say("| what | figure |")
     out.say("|---|--:|")
     out.say(f"| reference: bare paho subscriber, messages/s | {r['ref_rate']:.0f} |")
-    out.say(f"| onboarding: sites listed by `GET /api/sites` / seconds | {r['sites_seen']} / {r['onboarding']:.1f} |")
+    out.say(f"| onboarding: sites listed by `GET /api/sites` with config, cameras and heartbeat / seconds "
+            f"| {r['sites_seen']} / {r['onboarding']:.1f} |")
     out.say(f"| burst: events mirrored / published | {r['mirrored']} / {r['burst']} |")
     message_rate = div(r["burst_messages"] * r["rate"], r["burst"])
     out.say(f"| burst: events/s mirrored (messages/s) | {r['rate']:.1f} ({message_rate:.0f}) |")
@@ -336,6 +341,9 @@ def report(out: Results, args: argparse.Namespace, **r: Any) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out.say(f"| the bench's own CPU s (publishers, subscribers, WebSocket) | {usage.ru_utime + usage.ru_stime:.1f} |")
     out.say(f"| events and alarms published in all | {fleet.events_sent} / {fleet.alarms_sent} |")
+    health = r["health"]
+    out.say(f"| the central's `/api/health`: site messages mirrored / dropped / waiting | {health.get('mirrored')} / "
+            f"{health.get('dropped')} / {health.get('waiting')} |")
     out.targets[f"mirror >= {TARGET_EVENTS_PER_S:.0f} events/s"] = (
         r["rate"] >= TARGET_EVENTS_PER_S and r["mirrored"] == r["burst"],
         f"{r['rate']:.1f} events/s ({r['mirrored']} of {r['burst']})")
