@@ -1,6 +1,6 @@
-"""The broker configuration README's "Central station" chapter gives (TLS, a user per site, per-site ACLs), run
-as written on a real mosquitto: a site writes only its own topics and reads only its own commands, the central
-reads every site and writes only commands.
+"""README's "Central station" chapter as written: its broker configuration (TLS, a user per site, per-site ACLs)
+on a real mosquitto, where a site writes only its own topics and reads only its own commands and the central
+reads every site and writes only commands; and its edge and central configurations, which vmond takes.
 
 "Not delivered" is shown without waiting for nothing: the forbidden message is sent before an allowed one on the
 same connection, and the broker hands a subscriber what it routes in the order it received it, so once the
@@ -21,12 +21,18 @@ from typing import Any
 import pytest
 from mosquitto import MOSQUITTO_PASSWD, Mosquitto, make_password_file, make_tls_files
 
+from vmond.config import parse_config_text
 from vmond.mqtt.client import paho_client
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 PASSWORDS = {"central-1": "central secret 1", "site-a": "site a secret 1", "site-b": "site b secret 1"}
 SITE_WRITES = ["available", "status", "config", "events", "alarms", "media/12", "media/12/thumbnail",
                "cameras/3/snapshot", "cameras/3/event", "commands/result"]
+
+
+def chapter() -> str:
+    text = README.read_text()
+    return text[text.index("\n## Central station\n"):text.index("\n## Notifications\n")]
 
 
 def readme_block(first_line: str) -> str:
@@ -214,3 +220,14 @@ def test_without_the_password_nobody_connects(broker: ReadmeBroker, clients: lis
     clients.append(client)
     assert client.connected.wait(10), "no CONNACK"
     assert client.refused is not None
+
+
+def test_the_chapter_configures_an_edge_and_a_central() -> None:
+    edge, central = (parse_config_text(block, "README.md", check_files=False)
+                     for block in re.findall(r"^```yaml\n(.*?)^```$", chapter(), flags=re.M | re.S))
+    assert edge.mqtt.enabled and edge.mqtt.commands and edge.mqtt.publish_media == "thumbnails"
+    assert edge.mqtt.username == edge.site.id  # what the ACL's %u patterns rely on
+    assert not edge.central.enabled
+    assert central.central.enabled and [site.id for site in central.central.sites] == ["site-a", "site-b"]
+    assert central.central.mqtt.username == central.site.id
+    assert "user " + central.site.id in readme_block("# /etc/mosquitto/vmond.acl").splitlines()
