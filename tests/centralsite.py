@@ -6,18 +6,23 @@ Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` an
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from conftest import Daemon
 from daemon_process import DaemonProcess, process_with_admin
-from mosquitto import Mosquitto
+from mosquitto import Mosquitto, Subscriber
 
 from vmond.config import Config
 from vmond.daemon import running
+from vmond.store.commands import envelope
 
 SECRET = "secret-of-test-site"
 
@@ -53,6 +58,18 @@ class Central:
     async def list(self, path: str, key: str) -> list[dict[str, Any]]:
         return list((await self.get(path))[key])
 
+    async def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """*method* on *path* with the JSON *body*, as the admin; (status, JSON answer)."""
+        async with aiohttp.ClientSession() as http, http.request(
+                method, f"http://127.0.0.1:{self.process.web_port}{path}", json=body,
+                headers={"Authorization": f"Bearer {self.token}"}) as response:
+            return response.status, await response.json()
+
+    def restart(self) -> None:
+        """Start the process again (after it stopped or was killed), with a new token."""
+        self.process.start()
+        self.token = self.process.token()
+
 
 @pytest.fixture
 def central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
@@ -78,3 +95,22 @@ async def poll(read: Callable[[], Any], what: str, timeout: float = 10.0) -> Any
         assert asyncio.get_running_loop().time() < deadline, f"not within {timeout} s: {what}"
         await asyncio.sleep(0.05)
     return found
+
+
+async def until_edge_listens(port: int, site: str = "test-site", secret: str = SECRET) -> None:
+    """Until the edge's commands subscription is in place (so its session keeps what comes while it is away): a
+    harmless signed probe (an unknown event) sent again under the same id until the edge answers it."""
+    prefix = f"vmond/{site}/commands"
+    link = await Subscriber(port, [f"{prefix}/result"]).ready()
+    body = {"id": f"probe-{time.monotonic_ns()}", "site": site, "action": "dismiss", "event_id": 999999,
+            "user": "probe", "central": "probe", "at": datetime.now(UTC).isoformat()}
+    try:
+        deadline = time.monotonic() + 15
+        while not any(m for m in link.on(f"{prefix}/result") if body["id"].encode() in m.payload):
+            assert time.monotonic() < deadline, "the edge never answered a command"
+            link.client.publish(prefix, envelope(body, secret), qos=1)
+            with contextlib.suppress(AssertionError):
+                await link.wait_for(lambda: any(body["id"].encode() in m.payload
+                                                for m in link.on(f"{prefix}/result")), timeout=1.0)
+    finally:
+        link.close()
