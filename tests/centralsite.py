@@ -49,6 +49,7 @@ class Central:
     def __init__(self, process: DaemonProcess) -> None:
         self.process = process
         self.token = process.token()
+        self.url = f"http://127.0.0.1:{process.web_port}"
 
     async def get(self, path: str) -> Any:
         status, body = await asyncio.to_thread(self.process.get, path, self.token)
@@ -61,7 +62,7 @@ class Central:
     async def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """*method* on *path* with the JSON *body*, as the admin; (status, JSON answer)."""
         async with aiohttp.ClientSession() as http, http.request(
-                method, f"http://127.0.0.1:{self.process.web_port}{path}", json=body,
+                method, f"{self.url}{path}", json=body,
                 headers={"Authorization": f"Bearer {self.token}"}) as response:
             return response.status, await response.json()
 
@@ -69,6 +70,7 @@ class Central:
         """Start the process again (after it stopped or was killed), with a new token."""
         self.process.start()
         self.token = self.process.token()
+        self.url = f"http://127.0.0.1:{self.process.web_port}"
 
 
 @pytest.fixture

@@ -237,7 +237,7 @@ async def _detail_page(request: web.Request, errors: dict[str, str] | None = Non
                        typed: dict[str, str] | None = None) -> web.Response:
     """The alarm page; with *errors* (and the form as *typed*) after a resolve that was refused."""
     seq = request.app[BUS].last_seq
-    alarm = await _detail(request)
+    alarm = await with_commands(request, "alarm", await _detail(request))
     live = request.app[SERVICES].live
     source = await request.app[DB].read(camera_source, alarm["camera"]["id"]) if alarm["camera"] else None
     return render(request, "alarm.html", {
