@@ -58,7 +58,7 @@ async def test_the_wall_and_the_alarm_page_show_what_became_of_the_commands(
         mirrored = await poll(lambda: _resolved_alarm(central), "the resolved alarm on the central", timeout=20)
         await page.goto(f"{central.url}/alarms/{mirrored['id']}")
         await expect(page.locator("#connection")).to_have_text("live")
-        status, sent = await central.api("POST", f"/api/alarms/{mirrored['id']}/resolve", {"code": "false_alarm"})
+        status, sent = await central.call("POST", f"/api/alarms/{mirrored['id']}/resolve", {"code": "false_alarm"})
         assert status == 202, sent
         refused = page.locator(f'#command-list [data-command-id="{sent["command"]["id"]}"]')
         await expect(refused).to_have_attribute("data-state", "refused", timeout=20_000)

@@ -76,7 +76,7 @@ async def test_actions_at_the_central_are_applied_at_the_edge_and_come_back_done
         await until_edge_listens(broker.port)
         edge_id, event_id = await mirrored_event(edge, central)
 
-        status, sent = await central.api("POST", f"/api/events/{event_id}/dismiss")
+        status, sent = await central.call("POST", f"/api/events/{event_id}/dismiss")
         assert status == 202, sent
         assert sent["command"]["state"] == "pending" and sent["command"]["action"] == "dismiss"
         assert sent["event"]["id"] == event_id and sent["event"]["status"] == "active"  # the mirror, as it is
@@ -86,11 +86,11 @@ async def test_actions_at_the_central_are_applied_at_the_edge_and_come_back_done
         assert at_edge["status"] == "dismissed"
         assert "admin at Central One dismissed the event" in texts(at_edge)
 
-        status, sent = await central.api("POST", f"/api/events/{event_id}/restore")
+        status, sent = await central.call("POST", f"/api/events/{event_id}/restore")
         assert status == 202, sent
         await answered(central, f"/api/events/{event_id}", status="active")
 
-        status, sent = await central.api("POST", f"/api/events/{event_id}/alarm")
+        status, sent = await central.call("POST", f"/api/events/{event_id}/alarm")
         assert status == 202 and sent["command"]["action"] == "alarm", sent
         [alarm] = await poll(lambda: central.list("/api/alarms", "alarms"), "the alarm on the central")
         alarm_id, path = alarm["id"], f"/api/alarms/{alarm['id']}"
@@ -101,19 +101,19 @@ async def test_actions_at_the_central_are_applied_at_the_edge_and_come_back_done
         # Checked at the central as its own alarms are: nothing is sent for these.
         for route, body, code in ((f"{path}/notes", {"text": "  "}, 400), (f"{path}/notes", {"text": "x" * 4001}, 400),
                                   (f"{path}/steps/9", None, 404), (f"{path}/resolve", {"code": "bogus"}, 400)):
-            status, refused = await central.api("POST", route, body)
+            status, refused = await central.call("POST", route, body)
             assert status == code, (route, refused)
-        status, refused = await central.api("POST", f"{path}/resolve", {"resolution": "a cat"})
+        status, refused = await central.call("POST", f"{path}/resolve", {"resolution": "a cat"})
         assert status == 400 and refused["fields"] == {"code": "required"}
         assert len((await central.get(path))["commands"]) == 1
 
-        status, sent = await central.api("POST", f"{path}/notes", {"text": "keyholder on the way"})
+        status, sent = await central.call("POST", f"{path}/notes", {"text": "keyholder on the way"})
         assert status == 202 and sent["alarm"]["id"] == alarm_id, sent
         await answered(central, path)
-        status, sent = await central.api("POST", f"{path}/steps/2")
+        status, sent = await central.call("POST", f"{path}/steps/2")
         assert status == 202, sent
         await answered(central, path)
-        status, sent = await central.api("POST", f"{path}/resolve", {"code": "false_alarm", "resolution": "a cat"})
+        status, sent = await central.call("POST", f"{path}/resolve", {"code": "false_alarm", "resolution": "a cat"})
         assert status == 202, sent
         alarm = await answered(central, path, state="resolved")
         assert alarm["resolved_by"] == OPERATOR and [n["text"] for n in alarm["notes"]] == ["keyholder on the way"]
@@ -154,7 +154,7 @@ async def test_actions_at_the_edge_reach_the_central_and_a_stale_command_is_refu
         assert alarm["resolved_by"]["username"] == "admin at Test Site"
 
         # The operator's screen was behind: the site refuses, and the central shows why.
-        status, sent = await central.api("POST", f"{path}/resolve", {"code": "intruder_police"})
+        status, sent = await central.call("POST", f"{path}/resolve", {"code": "intruder_police"})
         assert status == 202 and sent["command"]["state"] == "pending", sent
         alarm = await answered(central, path, "refused", state="resolved")
         error = alarm["commands"][0]["error"]
@@ -174,7 +174,7 @@ async def test_a_command_for_an_edge_that_is_down_is_applied_once_when_it_is_bac
     async with edge_daemon(make_config, broker.port) as edge:
         await until_edge_listens(broker.port)  # its commands session is on the broker from now on
         edge_id, event_id = await mirrored_event(edge, central)
-    status, sent = await central.api("POST", f"/api/events/{event_id}/dismiss")
+    status, sent = await central.call("POST", f"/api/events/{event_id}/dismiss")
     assert status == 202 and sent["command"]["state"] == "pending", sent
     assert (await central.get(f"/api/events/{event_id}"))["commands"][0]["state"] == "pending"
     async with edge_daemon(make_config, broker.port, again=True) as edge:
@@ -190,7 +190,7 @@ async def test_a_central_killed_right_after_an_action_still_sends_it(
         await until_edge_listens(broker.port)
         edge_id, event_id = await mirrored_event(edge, central)
         broker.stop()  # so the command can only be in the central's outbox when it dies
-        status, sent = await central.api("POST", f"/api/events/{event_id}/dismiss")
+        status, sent = await central.call("POST", f"/api/events/{event_id}/dismiss")
         assert status == 202, sent
         central.process.stop(signal.SIGKILL)
         broker.start()
@@ -211,9 +211,9 @@ async def test_a_central_without_the_sites_secret_sends_nothing(
             process.start()
             station = Central(process)
             _, event_id = await mirrored_event(edge, station)
-            status, refused = await station.api("POST", f"/api/events/{event_id}/dismiss")
+            status, refused = await station.call("POST", f"/api/events/{event_id}/dismiss")
             assert status == 409 and "no command secret for site test-site" in refused["error"], refused
-            status, answer = await station.api("POST", "/api/events/dismiss", {"ids": [event_id]})
+            status, answer = await station.call("POST", "/api/events/dismiss", {"ids": [event_id]})
             assert status == 200 and answer == {"dismissed": [], "skipped": [
                 {"id": event_id, "reason": "no_command_secret"}]}, answer
             assert (await station.get("/api/commands?state=all"))["commands"] == []

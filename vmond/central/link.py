@@ -98,6 +98,11 @@ class MirrorLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
+    def status(self) -> dict[str, Any]:
+        """What ``/api/health`` says of the mirror."""
+        return {"connected": self.connected, "mirrored": self.mirrored, "dropped": self.dropped,
+                "waiting": self._queue.qsize()}
+
     def _connect(self, settings: LinkSettings) -> mqtt.Client:
         client = paho_client(settings.client_id, clean_session=False, manual_ack=PAHO2)
         client.enable_logger(logging.getLogger("vmond.mqtt.paho"))

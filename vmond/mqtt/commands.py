@@ -143,8 +143,14 @@ class CommandReceiver:
             self.refused += 1
             log.warning("mqtt: command %s refused: %s", exc.command_id or "(no id)", exc.error)
             return await self._changes.record(answer_refusal, site, exc.command_id, exc.action, exc.error)
-        result, new = await self._changes.record(apply_command, self._config.smtp.domain, site, command,
-                                                 self._config.alarms.require_resolution_code)
+        try:
+            result, new = await self._changes.record(apply_command, self._config.smtp.domain, site, command,
+                                                     self._config.alarms.require_resolution_code)
+        except Exception as exc:  # noqa: BLE001 - rolled back, nothing applied: say so rather than stay silent
+            self.refused += 1
+            log.exception("mqtt: command %s (%s by %s) could not be applied", command.id, command.action, command.who)
+            return await self._changes.record(answer_refusal, site, command.id, command.action,
+                                              f"the site could not apply it ({type(exc).__name__}); try again")
         if not new:
             log.info("mqtt: command %s seen before; its first result is sent again", command.id)
         elif result["ok"]:
