@@ -63,6 +63,15 @@ async def test_the_wall_and_the_alarm_page_show_what_became_of_the_commands(
         refused = page.locator(f'#command-list [data-command-id="{sent["command"]["id"]}"]')
         await expect(refused).to_have_attribute("data-state", "refused", timeout=20_000)
         await expect(refused).to_contain_text("Resolve: refused by Test Site: resolved locally at ")
+
+        # The page's own form (a note) goes the same way: back on the page, it is listed, and refused as well.
+        await page.fill('#note-form textarea[name="text"]', "called the keyholder")
+        await page.click('#note-form button[type="submit"]')
+        note = page.locator("#command-list li").first
+        await expect(note).to_contain_text("Note: ")
+        await expect(note).to_have_attribute("data-state", "refused", timeout=20_000)
+        commands = (await central.get(f"/api/alarms/{mirrored['id']}"))["commands"]
+        assert [(c["action"], c["state"]) for c in commands] == [("note", "refused"), ("resolve", "refused")]
     assert [e for e in errors if not e.startswith("Failed to load resource")] == [] and failed == [], (errors, failed)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from centralsite import Central, central, edge_settings, poll, until_edge_listens, write_central_config  # noqa: F401
-from conftest import BASE_CONFIG, Daemon, merge, sample
+from conftest import BASE_CONFIG, PASSWORD, Daemon, distinct, merge, sample
 from daemon_process import process_with_admin
 from mosquitto import Mosquitto
 
@@ -167,6 +167,55 @@ async def test_actions_at_the_edge_reach_the_central_and_a_stale_command_is_refu
 async def _resolved(station: Central, path: str) -> dict[str, Any] | None:
     alarm = await station.get(path)
     return alarm if alarm["state"] == "resolved" else None
+
+
+async def signed_in_as(station: Central, admin: str, username: str, role: str) -> None:
+    """A new user of the central (made with the *admin* token), whose token the station's calls use from now on."""
+    station.token = admin
+    status, user = await station.call("POST", "/api/users", {"username": username, "password": PASSWORD,
+                                                              "role": role})
+    assert status == 201, user
+    status, token = await station.call("POST", "/api/token", {"username": username, "password": PASSWORD})
+    assert status == 200, token
+    station.token = token["access_token"]
+
+
+async def test_a_bulk_dismiss_and_its_undo_go_to_the_site(
+        make_config: Callable[..., Config], broker: Mosquitto, central: Central) -> None:  # noqa: F811
+    async with edge_daemon(make_config, broker.port) as edge:
+        await until_edge_listens(broker.port)
+        await edge.send(sample(MAIL))
+        await edge.send(distinct(sample(MAIL), 1))
+        events = await poll(lambda: _two(central), "both events on the central")
+        ids = sorted(e["id"] for e in events)
+        admin = central.token
+        await signed_in_as(central, admin, "guard1", "guard")
+        status, answer = await central.call("POST", "/api/events/dismiss", {"ids": [*ids, 987654]})
+        assert status == 202, answer
+        assert answer["dismissed"] == [] and answer["skipped"] == [{"id": 987654, "reason": "unknown"}]
+        assert sorted(c["event_id"] for c in answer["commands"]) == ids
+        assert {c["action"] for c in answer["commands"]} == {"dismiss"}
+        for event_id in ids:
+            await answered(central, f"/api/events/{event_id}", status="dismissed")
+
+        # The guard's undo is theirs alone (within the window); a supervisor may restore any.
+        status, answer = await central.call("POST", f"/api/events/{ids[0]}/restore")
+        assert status == 202 and answer["command"]["action"] == "restore", answer
+        await signed_in_as(central, admin, "guard2", "guard")
+        status, answer = await central.call("POST", f"/api/events/{ids[1]}/restore")
+        assert status == 403 and "only a supervisor" in answer["error"], answer
+        await signed_in_as(central, admin, "boss", "supervisor")
+        status, answer = await central.call("POST", f"/api/events/{ids[1]}/restore")
+        assert status == 202, answer
+        for event_id in ids:
+            await answered(central, f"/api/events/{event_id}", status="active")
+        _, at_edge = await edge.api("GET", "/api/events", await edge.token())
+        assert sorted(e["status"] for e in at_edge["events"]) == ["active", "active"]
+
+
+async def _two(station: Central) -> list[dict[str, Any]] | None:
+    events = await station.list("/api/events", "events")
+    return events if len(events) == 2 else None
 
 
 async def test_a_command_for_an_edge_that_is_down_is_applied_once_when_it_is_back(
