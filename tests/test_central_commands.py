@@ -97,6 +97,8 @@ async def test_actions_at_the_central_are_applied_at_the_edge_and_come_back_done
         alarm = await answered(central, path)
         assert alarm["opened_by"] == alarm["acknowledged_by"] == OPERATOR
         assert [c["action"] for c in alarm["commands"]] == ["alarm"]
+        status, same = await central.call("POST", f"/api/events/{event_id}/alarm")  # raised already: no command
+        assert status == 200 and same["id"] == alarm_id, same
 
         # Checked at the central as its own alarms are: nothing is sent for these.
         for route, body, code in ((f"{path}/notes", {"text": "  "}, 400), (f"{path}/notes", {"text": "x" * 4001}, 400),

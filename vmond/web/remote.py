@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from vmond.store.alarms import AlarmNotFound, acknowledge, add_note, resolve, tick_step
+from vmond.store.alarms import AlarmNotFound, acknowledge, add_note, alarm_of_event, resolve, tick_step
 from vmond.store.centralactions import (
     STATES,
     Sender,
@@ -105,12 +105,15 @@ async def _site_of(request: web.Request, kind: str, object_id: int) -> str | Non
 
 
 async def event_command(request: web.Request, action: str) -> Sent | None:
-    """``dismiss``, ``restore`` or ``alarm`` of the path's event sent to its site; None for a local event.
+    """``dismiss``, ``restore`` or ``alarm`` of the path's event sent to its site; None for a local event (and
+    for raising the alarm of an event whose alarm is mirrored already: the handler answers with that alarm).
     Raises HTTP errors with a message (404, 403 for a restore that is not the caller's, 409 without a secret)."""
     event_id = path_id(request, "event_id")
     site = await _site_of(request, "event", event_id)
     if site is None:
         return None
+    if action == "alarm" and await request.app[DB].read(alarm_of_event, event_id) is not None:
+        return None  # its alarm is here already: answered with it, as locally (raising changes nothing)
     sender = await _sender_or_409(request, site)
     who = principal(request)
     supervisor = who is not None and auth.role_allows(who["role"], "supervisor")
