@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ from conftest import BASE_CONFIG, PASSWORD, Daemon, distinct, merge, sample
 from daemon_process import process_with_admin
 from mosquitto import Mosquitto
 
-from vmond.config import Config
+from vmond.config import Config, load_config
 from vmond.daemon import running
+from vmond.web.remote import CommandSecrets
 
 pytestmark = pytest.mark.usefixtures("quick_mqtt")
 MAIL = "hikvision-ipc-intrusion.eml"
@@ -270,3 +272,26 @@ async def test_a_central_without_the_sites_secret_sends_nothing(
             assert (await station.get("/api/commands?state=all"))["commands"] == []
             assert (await station.get(f"/api/events/{event_id}"))["commands"] == []
             assert process.stop() == 0
+
+
+async def test_command_secrets_are_read_once_per_configuration(tmp_path: Path) -> None:
+    secret_file = tmp_path / "site-a.secret"
+    secret_file.write_text("from-the-file\n")
+    gone = tmp_path / "site-c.secret"
+    gone.write_text("soon gone")
+    sites = [{"id": "site-a", "command_secret_file": str(secret_file)}, {"id": "site-b"},
+             {"id": "site-c", "command_secret_file": str(gone)}]
+    config = load_config(write_central_config(tmp_path / "central", 1883, sites=sites, command_secret="default"))
+    gone.unlink()  # removed (or made unreadable) after the start
+    with ThreadPoolExecutor(1) as io:
+        secrets = CommandSecrets(io)
+        assert await secrets.get(config, "site-a") == "from-the-file"
+        secret_file.unlink()
+        assert await secrets.get(config, "site-a") == "from-the-file"  # kept: no file read per action
+        assert await secrets.get(config, "site-b") == "default"
+        assert await secrets.get(config, "site-c") is None  # unreadable: the action answers 409
+        gone.write_text("back")
+        assert await secrets.get(config, "site-c") == "back"  # a failed read is tried again at the next action
+        secret_file.write_text("changed")
+        reloaded = load_config(tmp_path / "central" / "vmond.yaml")
+        assert await secrets.get(reloaded, "site-a") == "changed"  # a new configuration: read again

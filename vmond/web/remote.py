@@ -13,6 +13,7 @@ off the loop when first needed, and kept until the configuration is reloaded. A 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +44,11 @@ if TYPE_CHECKING:
 
     from vmond.config import Config
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()  # this module's routes; vmond.web.app.create_app adds them
 
-NO_SECRET = ("no command secret for site {site}: set central.sites[].command_secret (or _file) or "
-             "central.command_secret; nothing was sent")
+NO_SECRET = ("no command secret for site {site} (or its file cannot be read): set central.sites[].command_secret "
+             "(or _file) or central.command_secret; nothing was sent")
 
 
 class Sent(dict[str, Any]):
@@ -65,7 +67,12 @@ class CommandSecrets:
         if config is not self._config:  # a reload may have changed them
             self._config, self._known = config, {}
         if site not in self._known:
-            self._known[site] = await asyncio.get_running_loop().run_in_executor(self._io, _read_secret, config, site)
+            try:
+                self._known[site] = await asyncio.get_running_loop().run_in_executor(self._io, _read_secret, config,
+                                                                                    site)
+            except (OSError, UnicodeError) as exc:  # not kept: read again at the next action
+                log.error("central: cannot read the command secret of site %s: %s", site, exc)
+                return None
         return self._known[site]
 
 
