@@ -33,3 +33,21 @@ export function showCommands(commands) {
 export function isCommandMessage(message) {
   return message.type === "command.created" || message.type === "command.updated";
 }
+
+// A wall card's line about the newest command sent about its event (none: no line); its buttons wait while the
+// command is pending.
+export function showOnCard(card, command, siteName) {
+  let line = card.querySelector(".event-command");
+  if (!command) {
+    if (line) line.remove();
+    return;
+  }
+  if (!line) {
+    line = el("p", "event-command");
+    line.setAttribute("role", "status");
+    card.querySelector(".event-body").appendChild(line);
+  }
+  line.dataset.state = command.state;
+  line.textContent = commandText(command, siteName);
+  card.querySelectorAll("button[data-action]").forEach((control) => { control.disabled = command.state === "pending"; });
+}

@@ -1,7 +1,7 @@
 // The alarm wall: active events as cards, kept live over /ws, resumed after a dropped connection.
 // Cards are built with DOM calls and textContent only: nothing from a camera is ever parsed as HTML.
 // Keys: arrows move between cards, D dismisses, A raises an alarm, Enter opens.
-import {commandText, isCommandMessage} from "./commands.js";
+import {isCommandMessage, showOnCard} from "./commands.js";
 import {connectLive, el, localTime, playTones, post} from "./common.js";
 import {safeDismiss} from "./dismiss.js";
 import {openAlarmStrip} from "./openalarms.js";
@@ -300,20 +300,7 @@ function upsert(event, live) {
 
 // A site's event on a central: what became of the action sent to the site ("sent to Site A, waiting", refused ...).
 function showSent(card, event) {
-  const command = sent.get(event.id);
-  let line = card.querySelector(".event-command");
-  if (!command) {
-    if (line) line.remove();
-    return;
-  }
-  if (!line) {
-    line = el("p", "event-command");
-    line.setAttribute("role", "status");
-    card.querySelector(".event-body").appendChild(line);
-  }
-  line.dataset.state = command.state;
-  line.textContent = commandText(command, event.site && event.site.name);
-  card.querySelectorAll("button[data-action]").forEach((control) => { control.disabled = command.state === "pending"; });
+  showOnCard(card, sent.get(event.id), event.site && event.site.name);
 }
 
 function noteSent(command) {
