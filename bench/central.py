@@ -83,6 +83,7 @@ def ms(seconds: float) -> str:
 
 
 def spread(values: Sequence[float]) -> str:
+    values = [value for value in values if value == value]  # NaN: not seen
     return " / ".join(ms(percentile(values, q)) for q in (50, 95, 99)) + f" / {ms(max(values, default=float('nan')))}"
 
 
@@ -140,7 +141,9 @@ async def command_round_trips(args: argparse.Namespace, fleet: Fleet, live: Live
     """One dismissal at a time through the central's API, each on an event the paced run mirrored."""
     trips: list[RoundTrip] = []
     problems: list[str] = []
-    candidates = [t for t in tokens if t in live.first and live.first[t].data.get("status") == "active"]
+    # events still active on the central now (an event whose alarm the site raised is not dismissed)
+    candidates = [t for t in tokens if t in live.first
+                  and live.newest[live.first[t].data["id"]].data.get("status") == "active"]
     for token in candidates[:args.commands]:
         event_id = live.first[token].data["id"]
         done: asyncio.Future[tuple[float, str]] = asyncio.get_running_loop().create_future()
@@ -327,12 +330,15 @@ def report(out: Results, args: argparse.Namespace, **r: Any) -> None:
                 f"{ms(percentile([t.api for t in trips], 50))} / {ms(max(t.api for t in trips))} |")
         out.say(f"| commands: API -> at the site ms p50 / max | {ms(percentile([t.at_site for t in trips], 50))} / "
                 f"{ms(max(t.at_site for t in trips))} |")
-        for label, values in (("the command shown done", [t.done for t in trips]),
-                              ("the event shown dismissed", [t.dismissed for t in trips])):
+        done = [t for t in trips if t.state == "done"]
+        for label, values in (("the command shown done", [t.done for t in done]),
+                              ("the event shown dismissed", [t.dismissed for t in done if t.dismissed == t.dismissed])):
             out.say(f"| commands: API -> {label} ms p50 / p95 / max | {ms(percentile(values, 50))} / "
-                    f"{ms(percentile(values, 95))} / {ms(max(values))} |")
+                    f"{ms(percentile(values, 95))} / {ms(max(values, default=float('nan')))} |")
         states = sorted({t.state for t in trips})
         out.say(f"| commands: states shown | {', '.join(f'{s} {sum(t.state == s for t in trips)}' for s in states)} |")
+        for reason in sorted({t.error for t in trips if t.state != "done" and t.error}):
+            out.say(f"| commands: refused by the site | {reason} |")
     peaks = r["peaks"]
     out.say(f"| central main process RSS MB: fresh / {args.sites} sites onboarded / peak paced / peak burst / "
             f"after | {r['fresh_rss']:.0f} / {r['idle_rss']:.0f} / {peaks.get('paced', 0):.0f} / "
