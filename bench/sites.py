@@ -264,7 +264,7 @@ class CommandResponder:
         self.seen_ids[command_id] = result
         # an edge's result and the change's own messages go out together, in order
         client.publish(site.topics.command_results, result, qos=1)
-        if ok and body is not None:
+        if ok and body is not None and site.events[body["event_id"]]["status"] != "dismissed":
             client.publish(site.topics.events, site.updated_event(body["event_id"], status="dismissed"), qos=1)
 
     @staticmethod
@@ -274,9 +274,9 @@ class CommandResponder:
             return f"the bench's sites answer dismiss only, not {action}"
         if event_id not in site.events:
             return f"no event {event_id}"
-        if site.events[event_id]["status"] != "active":
-            return f"event {event_id} is {site.events[event_id]['status']}"
-        return None
+        if site.events[event_id]["status"] == "alarmed":  # vmond.store.events.set_status's words
+            return f"event {event_id} is an alarm; work it on the alarm page"
+        return None  # dismissing a dismissed event is harmless, as on an edge
 
     def close(self) -> None:
         self.client.disconnect()
