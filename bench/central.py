@@ -66,15 +66,13 @@ TARGET_EVENTS_PER_S = 200.0
 TARGET_P99_MS = 1000.0
 
 
-
 @dataclass
 class Results:
-    lines: list[str] = field(default_factory=list)  # the tables, in Markdown
     targets: dict[str, tuple[bool, str]] = field(default_factory=dict)
 
-    def say(self, text: str = "") -> None:
+    @staticmethod
+    def say(text: str = "") -> None:
         print(text, flush=True)
-        self.lines.append(text)
 
 
 def ms(seconds: float) -> str:
@@ -200,6 +198,7 @@ async def burst_run(args: argparse.Namespace, fleet: Fleet, live: Live, central:
     seen = [live.first[t].at for t in tokens if t in live.first]
     cpu = await asyncio.to_thread(central.cpu) - cpu_before
     return tokens, start, max(seen, default=start), cpu
+
 
 async def count_sites(api: Api, cameras: int) -> int:
     """Sites the central lists with their config mirrored (all their cameras) and their heartbeat."""
