@@ -37,6 +37,7 @@ PASSWORD = "bench password 1"
 IO_TIMEOUT = 30.0
 TOKEN = re.compile(rb"\[b(\d+)\]")  # the bench's token in an event's subject: [b123]
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
