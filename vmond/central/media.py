@@ -246,14 +246,10 @@ class CentralMedia(BackgroundService):
         await asyncio.get_running_loop().run_in_executor(self._io, touch, self._media, relpath)
 
 
-TOUCH_EVERY = 60.0  # seconds: a file served again within this is not touched again
-
-
 def touch(media: MediaStore, relpath: str) -> None:
-    """Mark the file as just served: its modification time is when it was last used (blocking)."""
-    path = media.resolve(relpath)
+    """Mark the file as just served: its modification time is when it was last used (blocking). Browsers keep
+    a served file for a day (Cache-Control), so this is once per file and browser, not per look at the wall."""
     try:
-        if time.time() - path.stat().st_mtime >= TOUCH_EVERY:
-            os.utime(path)
+        os.utime(media.resolve(relpath))
     except FileNotFoundError:
         pass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from vmond.store.db import Database
 log = logging.getLogger(__name__)
 
 BATCH = 200  # files per database transaction
+ORPHAN_AFTER = 600.0  # seconds: a file this old that no row names was left by a crash
 
 
 def cached_files(root: Path) -> list[tuple[float, int, str]]:
@@ -58,8 +60,10 @@ class CacheBound:
         if total <= target:
             return
         named = await self._db.read(cached_paths)
-        # Files no row names (left by a crash between write and commit) go before any that is used.
-        files.sort(key=lambda item: (item[2] in named, item[0]))
+        # Files no row names (left by a crash between write and commit) go before any that is used; a file
+        # written just now is not one of them: its row is being committed.
+        settled = time.time() - ORPHAN_AFTER
+        files.sort(key=lambda item: (item[2] in named or item[0] > settled, item[0]))
         chosen, excess = [], total - target
         for _, size, relpath in files:
             if excess <= 0:
