@@ -1,7 +1,8 @@
 """Test harness for the central station (issue 18): an edge daemon in the test's loop and a central ``vmond run``
 process, on a real mosquitto. (Two daemons cannot share one process: the models bind to one database.)
 
-Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` and the ``quick_mqtt`` fixture."""
+Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` and the ``quick_mqtt`` fixture; a
+test module changes their settings by overriding the ``central_options`` / ``edge_options`` fixtures (conftest)."""
 
 from __future__ import annotations
 
@@ -71,18 +72,6 @@ class Central:
 
     async def list(self, path: str, key: str) -> list[dict[str, Any]]:
         return list((await self.get(path))[key])
-
-
-@pytest.fixture
-def central_options() -> dict[str, Any]:
-    """More of the central's ``central:`` section (a test module overrides this fixture)."""
-    return {}
-
-
-@pytest.fixture
-def edge_options() -> dict[str, Any]:
-    """More of the edge's configuration, merged into :func:`edge_settings` (a test module overrides this)."""
-    return {}
 
 
 @pytest.fixture

@@ -235,11 +235,16 @@ class CentralMedia(BackgroundService):
         media_ids = self._commands.pop(str(command.get("id")), None)
         if media_ids is None or command.get("state") == "pending":
             return
+        # Done: the site has queued the files, and they come right behind its answer; one that has not come by
+        # FETCH_WAIT later (gone from the site's disk, or too large) may be asked for again.
+        until = time.monotonic() + FETCH_WAIT
         for media_id in media_ids:
             if command.get("state") == "refused":
                 self._refused[media_id] = str(command.get("error") or "refused")
                 self._pending.pop(media_id, None)
                 self._wake(media_id)
+            elif media_id in self._pending:
+                self._pending[media_id] = min(self._pending[media_id], until)
 
     async def served(self, relpath: str) -> None:
         """A cached file was served: it becomes the most recently used (the cache bound removes the least)."""
