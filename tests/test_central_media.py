@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -17,7 +18,7 @@ from conftest import Daemon, sample
 from PIL import Image
 
 from vmond.store.events import media_for_download
-from vmond.store.models import Media, RemoteCommand
+from vmond.store.models import Media, OutboxMessage, RemoteCommand
 from vmond.store.retention import drop_media
 
 pytestmark = pytest.mark.usefixtures("quick_mqtt")
@@ -197,3 +198,34 @@ async def test_the_cache_bound_removes_the_least_recently_served(edge: Daemon, c
     status, _, body = await central.fetch(b)
     assert status == 200 and body == files[1]
     assert len(await media_commands(edge)) == commands + 1
+
+
+async def test_thumbnails_sent_while_the_central_was_down_arrive_with_their_event(
+        edge: Daemon, central: Central) -> None:  # noqa: F811
+    """The broker keeps the central's session: on its return the event and its thumbnails come in one go, and
+    the thumbnails are taken after their event (not dropped as unknown)."""
+    await central.fetch("/api/sites")
+    assert central.process.stop() == 0
+    await edge.send(sample(MAIL))
+    await edge.wait_idle()
+    pictures = await edge_pictures(edge)
+
+    async def edge_sent_all() -> bool:
+        return edge.services.mqtt is not None and await edge.services.db.read(outbox_empty)
+
+    await poll(edge_sent_all, "the edge's event and thumbnails handed to the broker")
+    await asyncio.to_thread(central.process.start)
+    event = await central_event(central)
+    cache = cache_dir(central)
+
+    async def thumbnails_cached() -> bool:
+        return all((cache / f"{edge_id}.thumb").is_file() for edge_id, _, _ in pictures)
+
+    await poll(thumbnails_cached, "the thumbnails, taken after their event")
+    for image, (_, _, thumbnail) in zip(event["images"], pictures, strict=True):
+        assert (await central.fetch(image["thumbnail_url"]))[2] == thumbnail
+    assert await media_commands(edge) == []
+
+
+def outbox_empty() -> bool:
+    return not OutboxMessage.select().exists()
