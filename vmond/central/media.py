@@ -74,7 +74,8 @@ class CentralMedia(BackgroundService):
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}  # media id -> requests waiting for it
         self._pending: dict[int, float] = {}  # media id -> until when its media command counts as pending
         self._commands: dict[str, list[int]] = {}  # command id -> the media ids it asked for
-        self._refused: dict[int, str] = {}  # media id -> why the site refused to send it (its last command)
+        # media id -> why the site refused to send it, and until when that answer stands (then it is asked again)
+        self._refused: dict[int, tuple[str, float]] = {}
         self.received = self.dropped = 0
 
     @property
@@ -124,9 +125,12 @@ class CentralMedia(BackgroundService):
 
     # -- fetching on demand ------------------------------------------------------------------------------------
 
-    async def fetch(self, media_id: int, thumbnail: bool, who: dict[str, Any] | None) -> str:
+    async def fetch(self, media_id: int, thumbnail: bool, who: dict[str, Any] | None, known: str | None = None
+                    ) -> str:
         """The cached file of a site's media (relative to the media directory), asked for from the site when it
-        is not here; waits at most ``FETCH_WAIT``. Raises :class:`NotFetched`."""
+        is not here; waits at most ``FETCH_WAIT``. *known* is the file its row names. Raises :class:`NotFetched`."""
+        if known and await self._cached(known):
+            return known
         deadline = time.monotonic() + FETCH_WAIT
         requested = False
         while True:
@@ -138,8 +142,9 @@ class CentralMedia(BackgroundService):
             relpath = origin["thumb_path" if thumbnail else "path"]
             if relpath and await self._cached(relpath):
                 return str(relpath)
-            if media_id in self._refused:
-                raise NotFetched(404, f"the site could not send it: {self._refused[media_id]}")
+            refused = self._refused.get(media_id)
+            if refused is not None and refused[1] > time.monotonic():
+                raise NotFetched(404, f"the site could not send it: {refused[0]}")
             if not requested:
                 if self.waiting >= MAX_WAITING:
                     raise NotFetched(503, "too many files are being fetched from the sites; try again shortly")
@@ -216,6 +221,8 @@ class CentralMedia(BackgroundService):
     def _forget_expired(self, now: float) -> None:
         for media_id in [m for m, until in self._pending.items() if until <= now]:
             del self._pending[media_id]
+        for media_id in [m for m, (_, until) in self._refused.items() if until <= now]:
+            del self._refused[media_id]
         if len(self._commands) > 1000:  # answers that never came: keep the newest
             for uid in list(self._commands)[:-1000]:
                 del self._commands[uid]
@@ -237,10 +244,11 @@ class CentralMedia(BackgroundService):
             return
         # Done: the site has queued the files, and they come right behind its answer; one that has not come by
         # FETCH_WAIT later (gone from the site's disk, or too large) may be asked for again.
-        until = time.monotonic() + FETCH_WAIT
+        now = time.monotonic()
+        until = now + FETCH_WAIT
         for media_id in media_ids:
-            if command.get("state") == "refused":
-                self._refused[media_id] = str(command.get("error") or "refused")
+            if command.get("state") == "refused":  # said at once to whoever asks within PENDING_FOR
+                self._refused[media_id] = (str(command.get("error") or "refused"), now + PENDING_FOR)
                 self._pending.pop(media_id, None)
                 self._wake(media_id)
             elif media_id in self._pending:

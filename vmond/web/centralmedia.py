@@ -17,10 +17,11 @@ _ERRORS: dict[int, type[web.HTTPException]] = {404: web.HTTPNotFound, 503: web.H
 
 
 async def fetch_from_site(central_media: CentralMedia, media_id: int, thumbnail: bool,
-                          who: dict[str, Any] | None) -> str:
-    """The cached file's path, fetched first when needed; an HTTP error saying why it cannot be served."""
+                          who: dict[str, Any] | None, known: str | None) -> str:
+    """The cached file's path (*known*: the one its row names), fetched first when needed; an HTTP error saying
+    why it cannot be served."""
     try:
-        relpath = await central_media.fetch(media_id, thumbnail, who)
+        relpath = await central_media.fetch(media_id, thumbnail, who, known)
     except NotFetched as exc:
         error = _ERRORS.get(exc.status, web.HTTPServiceUnavailable)
         headers = {"Retry-After": "10"} if exc.status in (503, 504) else None

@@ -86,7 +86,7 @@ async def _media(request: web.Request, thumbnail: bool) -> web.StreamResponse:
     relpath = media["thumb_path"] if thumbnail else media["path"]
     central_media = request.app[SERVICES].central_media
     if central_media is not None:  # a central station: a site's file, fetched from the site unless cached
-        relpath = await fetch_from_site(central_media, media_id, thumbnail, principal(request))
+        relpath = await fetch_from_site(central_media, media_id, thumbnail, principal(request), relpath)
     if not relpath:
         raise web.HTTPNotFound()
     path = request.app[MEDIA].resolve(relpath)
