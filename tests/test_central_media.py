@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 from centralsite import Central, central, edge, poll  # noqa: F401 - fixtures
 from conftest import Daemon, sample
+from mosquitto import Mosquitto
 from PIL import Image
 
+from vmond.central.media import MAX_PAYLOAD
+from vmond.mqtt.client import paho_client
 from vmond.store.events import media_for_download
 from vmond.store.models import Media, OutboxMessage, RemoteCommand
 from vmond.store.retention import drop_media
@@ -87,11 +90,14 @@ async def test_thumbnails_arrive_eagerly_and_a_full_picture_is_fetched_when_open
         assert headers["Content-Type"] == "image/jpeg" and headers["X-Content-Type-Options"] == "nosniff"
     assert await media_commands(edge) == []  # served from the cache: the site was not asked
 
+    # Two people open the same picture at once: one command, both get it.
     started = time.monotonic()
-    status, headers, body = await central.fetch(event["images"][1]["url"])
-    assert status == 200, body
-    assert body == pictures[1][1]
-    assert headers["Content-Type"] == "image/jpeg" and headers["X-Content-Type-Options"] == "nosniff"
+    first, second = await asyncio.gather(central.fetch(event["images"][1]["url"]),
+                                         central.fetch(event["images"][1]["url"]))
+    for status, headers, body in (first, second):
+        assert status == 200, body
+        assert body == pictures[1][1]
+        assert headers["Content-Type"] == "image/jpeg" and headers["X-Content-Type-Options"] == "nosniff"
     assert time.monotonic() - started < 10
     commands = await media_commands(edge)
     assert len(commands) == 1 and commands[0]["ok"] is True
@@ -229,3 +235,32 @@ async def test_thumbnails_sent_while_the_central_was_down_arrive_with_their_even
 
 def outbox_empty() -> bool:
     return not OutboxMessage.select().exists()
+
+
+async def test_a_file_larger_than_the_hard_cap_is_dropped(edge: Daemon, central: Central,  # noqa: F811
+                                                          broker: Mosquitto) -> None:
+    await edge.send(sample(MAIL))
+    event = await central_event(central)
+    pictures = await edge_pictures(edge)
+    topic = f"vmond/test-site/media/{pictures[0][0]}"
+    await asyncio.to_thread(publish_once, broker.port, topic, b"\xff" * (MAX_PAYLOAD + 1))
+    log = central.directory / "vmond.log"
+
+    async def said() -> bool:
+        return b"more than 33554432; dropped" in log.read_bytes()
+
+    await poll(said, "the oversized file dropped")
+    assert not (cache_dir(central) / str(pictures[0][0])).exists()
+    status, _, body = await central.fetch(event["images"][0]["url"])  # asked for as usual, and sent
+    assert status == 200 and body == pictures[0][1]
+
+
+def publish_once(port: int, topic: str, payload: bytes) -> None:
+    client = paho_client("test-oversized", clean_session=True)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()

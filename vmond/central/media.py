@@ -187,30 +187,36 @@ class CentralMedia(BackgroundService):
             if self._pending.get(origin["id"], 0.0) > now:
                 continue
             self._refused.pop(origin["id"], None)
+            self._pending[origin["id"]] = now + PENDING_FOR  # before any wait: a request meanwhile sends none
             groups.setdefault((origin["site"], origin["event_remote_id"], origin["event_id"]), []).append(origin)
-        for (site_key, event_remote_id, event_id), items in groups.items():
-            secret = await asyncio.get_running_loop().run_in_executor(self._io, self._secret, site_key)
-            if secret is None:
-                log.warning("central: no command secret for site %s (central.sites or central.command_secret): "
-                            "its media cannot be asked for", site_key)
-                raise NotFetched(503, f"no command secret for site {site_key}")
-            for item in items:
-                self._pending[item["id"]] = now + PENDING_FOR
-            user = (who or {}).get("user_id"), str((who or {}).get("username") or "central")
-            try:
-                command = await self._changes.record(
-                    request_site_media, site_key, event_remote_id, [item["remote_id"] for item in items], event_id,
-                    user, self._config.site.name or self._config.site.id, secret,
-                    self._config.central.mqtt.topic_prefix)
-            except BaseException:
+        sent: set[int] = set()
+        try:
+            for (site_key, event_remote_id, event_id), items in groups.items():
+                await self._send(site_key, event_remote_id, event_id, items, who)
+                sent.update(item["id"] for item in items)
+        except BaseException:
+            for items in groups.values():
                 for item in items:
-                    self._pending.pop(item["id"], None)
-                raise
-            if command is not None:
-                self._commands[command["id"]] = [item["id"] for item in items]
-                log.info("central: asked site %s for media %s of its event %d (command %s)", site_key,
-                         ", ".join(str(item["remote_id"]) for item in items), event_remote_id, command["id"])
+                    if item["id"] not in sent:
+                        self._pending.pop(item["id"], None)  # not asked for after all
+            raise
         self._forget_expired(now)
+
+    async def _send(self, site_key: str, event_remote_id: int, event_id: int, items: list[dict[str, Any]],
+                    who: dict[str, Any] | None) -> None:
+        secret = await asyncio.get_running_loop().run_in_executor(self._io, self._secret, site_key)
+        if secret is None:
+            log.warning("central: no command secret for site %s (central.sites or central.command_secret): its "
+                        "media cannot be asked for", site_key)
+            raise NotFetched(503, f"no command secret for site {site_key}")
+        user = (who or {}).get("user_id"), str((who or {}).get("username") or "central")
+        command = await self._changes.record(
+            request_site_media, site_key, event_remote_id, [item["remote_id"] for item in items], event_id, user,
+            self._config.site.name or self._config.site.id, secret, self._config.central.mqtt.topic_prefix)
+        if command is not None:
+            self._commands[command["id"]] = [item["id"] for item in items]
+            log.info("central: asked site %s for media %s of its event %d (command %s)", site_key,
+                     ", ".join(str(item["remote_id"]) for item in items), event_remote_id, command["id"])
 
     def _secret(self, site_key: str) -> str | None:
         central = self._config.central
