@@ -133,7 +133,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if config.web.tls.self_signed and config.web.tls.certificate is None:
             config = await loop.run_in_executor(io, ensure_self_signed, config)
 
-        mqtt = None
+        mqtt = mirror = None
         central_media = None  # a central's copies of the sites' pictures and clips
         if config.mqtt.enabled:  # before the pipeline: it stops after it, forwarding what the pipeline queued
             mqtt = await stack.enter_async_context(Forwarder(config, db, media, io))
@@ -145,7 +145,8 @@ async def running(config: Config) -> AsyncIterator[Services]:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
             if central:  # the sites' messages in; commands to them go out through the outbox
                 central_media = await stack.enter_async_context(CentralMedia(config, db, changes, bus, media, io))
-                await stack.enter_async_context(MirrorLink(config, db, changes, io, on_media=central_media.receive))
+                mirror = await stack.enter_async_context(MirrorLink(config, db, changes, io,
+                                                                    on_media=central_media.receive))
             elif config.mqtt.commands:  # commands from a central station (issue 18); results go out via the outbox
                 await stack.enter_async_context(CommandReceiver(config, db, changes, io))
         if not central:
@@ -175,7 +176,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, changes=changes, started_at=time.monotonic(), mqtt=mqtt,
                             metrics=metrics, clips=clips, disk=keeper, live=live, notifications=notifier,
-                            central_media=central_media)
+                            mirror=mirror, central_media=central_media)
 
         await stack.enter_async_context(pipeline)
         if not central:  # a central's cameras are the sites' to supervise
