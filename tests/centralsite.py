@@ -53,7 +53,6 @@ class Central:
         self.process = process
         self.directory = directory  # its configuration; its data in data/
         self.token = process.token()
-        self.url = f"http://127.0.0.1:{process.web_port}"
 
     @property
     def url(self) -> str:
@@ -79,7 +78,7 @@ class Central:
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """*method* on the central's API with the admin's token; (status, JSON body or text)."""
         def send() -> tuple[int, Any]:
-            request = urllib.request.Request(f"http://127.0.0.1:{self.process.web_port}{path}", method=method,
+            request = urllib.request.Request(f"{self.url}{path}", method=method,
                                              data=None if body is None else json.dumps(body).encode(),
                                              headers={"Authorization": f"Bearer {self.token}",
                                                       "Content-Type": "application/json"})
@@ -102,7 +101,6 @@ class Central:
         """Start the process again (after it stopped or was killed), with a new token."""
         self.process.start()
         self.token = self.process.token()
-        self.url = f"http://127.0.0.1:{self.process.web_port}"
 
 
 @pytest.fixture
