@@ -1,7 +1,8 @@
 """Test harness for the central station (issue 18): an edge daemon in the test's loop and a central ``vmond run``
 process, on a real mosquitto. (Two daemons cannot share one process: the models bind to one database.)
 
-Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` and the ``quick_mqtt`` fixture."""
+Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` and the ``quick_mqtt`` fixture; a
+test module changes their settings by overriding the ``central_options`` / ``edge_options`` fixtures (conftest)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Daemon
+from conftest import Daemon, merge
 from daemon_process import DaemonProcess, process_with_admin
 from mosquitto import Mosquitto, Subscriber
 
@@ -48,10 +49,26 @@ def write_central_config(directory: Path, port: int, **central: Any) -> Path:
 class Central:
     """The central ``vmond run`` process, its API called off the loop."""
 
-    def __init__(self, process: DaemonProcess) -> None:
+    def __init__(self, process: DaemonProcess, directory: Path) -> None:
         self.process = process
+        self.directory = directory  # its configuration; its data in data/
         self.token = process.token()
-        self.url = f"http://127.0.0.1:{process.web_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.process.web_port}"
+
+    async def fetch(self, path: str, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+        """GET *path* as the admin: status, headers and body as they are (an error status too)."""
+        def get() -> tuple[int, dict[str, str], bytes]:
+            request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    return response.status, dict(response.headers), response.read()
+            except urllib.error.HTTPError as error:
+                return error.code, dict(error.headers), error.read()
+
+        return await asyncio.to_thread(get)
 
     async def get(self, path: str) -> Any:
         status, body = await asyncio.to_thread(self.process.get, path, self.token)
@@ -61,7 +78,7 @@ class Central:
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """*method* on the central's API with the admin's token; (status, JSON body or text)."""
         def send() -> tuple[int, Any]:
-            request = urllib.request.Request(f"http://127.0.0.1:{self.process.web_port}{path}", method=method,
+            request = urllib.request.Request(f"{self.url}{path}", method=method,
                                              data=None if body is None else json.dumps(body).encode(),
                                              headers={"Authorization": f"Bearer {self.token}",
                                                       "Content-Type": "application/json"})
@@ -84,21 +101,21 @@ class Central:
         """Start the process again (after it stopped or was killed), with a new token."""
         self.process.start()
         self.token = self.process.token()
-        self.url = f"http://127.0.0.1:{self.process.web_port}"
 
 
 @pytest.fixture
-def central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
+def central(tmp_path: Path, broker: Mosquitto, central_options: dict[str, Any]) -> Iterator[Central]:
     directory = tmp_path / "central"
-    with process_with_admin(directory, write_central_config(directory, broker.port)) as process:
+    with process_with_admin(directory, write_central_config(directory, broker.port, **central_options)) as process:
         process.start()
-        yield Central(process)
+        yield Central(process, directory)
         assert process.stop() == 0
 
 
 @pytest.fixture
-async def edge(make_config: Callable[..., Config], broker: Mosquitto) -> AsyncIterator[Daemon]:
-    async with running(make_config(**edge_settings(broker.port))) as services:
+async def edge(make_config: Callable[..., Config], broker: Mosquitto,
+               edge_options: dict[str, Any]) -> AsyncIterator[Daemon]:
+    async with running(make_config(**merge(edge_settings(broker.port), edge_options))) as services:
         daemon = Daemon(services)
         await daemon.add_user()
         yield daemon

@@ -262,7 +262,7 @@ async def test_a_central_without_the_sites_secret_sends_nothing(
     async with edge_daemon(make_config, broker.port) as edge:
         with process_with_admin(directory, config) as process:
             process.start()
-            station = Central(process)
+            station = Central(process, directory)
             _, event_id = await mirrored_event(edge, station)
             status, refused = await station.call("POST", f"/api/events/{event_id}/dismiss")
             assert status == 409 and "no command secret for site test-site" in refused["error"], refused

@@ -46,7 +46,7 @@ RESOLUTION_CODES = {
 }
 # The alarm changes a central station is told about, as ``last_action.action`` of an ``alarms`` message; stations
 # parse these words, so they never change (schema/mqtt-messages.json lists them).
-PUBLISHED_ACTIONS = ("alarm.open", "alarm.acknowledge", "alarm.note", "alarm.resolve")
+PUBLISHED_ACTIONS = ("alarm.open", "alarm.acknowledge", "alarm.note", "alarm.step", "alarm.resolve")
 MAX_NOTE = 4000
 SNAPSHOT_KIND = "snapshot"  # media vmond took from the camera's stream when the alarm was raised (not camera-sent)
 

@@ -136,8 +136,10 @@ def command_on_alarm(alarm_id: int, action: str, args: dict[str, Any], sender: S
 
 
 def _shown(where: Any, limit: int, scope: Scope = EVERY_ACCOUNT) -> list[dict[str, Any]]:
+    """Operators' actions only: the central's own fetches of pictures (``media``) are not theirs to see."""
     query = (CentralCommand.select(CentralCommand, Site).join(Site).switch(CentralCommand)
-             .join(AlarmEvent, pw.JOIN.LEFT_OUTER).join(Camera, pw.JOIN.LEFT_OUTER).where(where))
+             .join(AlarmEvent, pw.JOIN.LEFT_OUTER).join(Camera, pw.JOIN.LEFT_OUTER)
+             .where(where & (CentralCommand.action != "media")))
     rows = (scope.where(query, Camera.account)
             .order_by(CentralCommand.created_at.desc(), CentralCommand.id.desc()).limit(limit))
     return [command_dict(row, row.site.key) | {"site_name": row.site.name or row.site.key} for row in rows]

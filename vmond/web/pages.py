@@ -12,6 +12,7 @@ from vmond.store.alarmtrail import event_with_trail
 from vmond.store.events import EventNotFound, list_queue, media_for_download
 from vmond.store.monitoring import snoozed_count
 from vmond.store.users import user_count
+from vmond.web.centralmedia import fetch_from_site, prefetch_pictures
 from vmond.web.display import queue_context
 from vmond.web.keys import BUS, DB, IO, MEDIA, SERVICES, config_of
 from vmond.web.params import path_id
@@ -62,6 +63,9 @@ async def event_page(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound() from None
     alarm_id = await request.app[DB].read(alarm_of_event, event["id"])
     event = await with_commands(request, "event", event)  # on a central, a site's event: what was sent to it
+    central_media = request.app[SERVICES].central_media
+    if central_media is not None and event.get("site"):  # its pictures fetched now, in one command
+        await prefetch_pictures(central_media, event["id"], principal(request))
     return render(request, "event.html", {"event": event, "alarm_id": alarm_id, "seq": seq})
 
 
@@ -83,7 +87,10 @@ async def _media(request: web.Request, thumbnail: bool) -> web.StreamResponse:
     if media is None:
         raise web.HTTPNotFound()
     relpath = media["thumb_path"] if thumbnail else media["path"]
-    if relpath is None:
+    central_media = request.app[SERVICES].central_media
+    if central_media is not None:  # a central station: a site's file, fetched from the site unless cached
+        relpath = await fetch_from_site(central_media, media_id, thumbnail, principal(request), relpath)
+    if not relpath:
         raise web.HTTPNotFound()
     path = request.app[MEDIA].resolve(relpath)
     if not await asyncio.get_running_loop().run_in_executor(request.app[IO], path.is_file):

@@ -30,8 +30,10 @@ export function showCommands(commands) {
 }
 
 // Whether a live message is about one of the commands of this page's event or alarm.
+// An operator's action sent to a site; the central's own fetches of a site's pictures ("media") are not shown.
 export function isCommandMessage(message) {
-  return message.type === "command.created" || message.type === "command.updated";
+  return (message.type === "command.created" || message.type === "command.updated")
+    && !(message.data && message.data.action === "media");
 }
 
 // A wall card's line about the newest command sent about its event (none: no line); its buttons wait while the

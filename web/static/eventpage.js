@@ -1,10 +1,14 @@
 // The event page of a site's event on a central station (issue 18): what became of the actions sent to the site,
-// and the event's status as the site reports it, kept current over the live connection.
+// the event's status as the site reports it, and its pictures as they arrive, kept current over the live
+// connection.
 import {connectLive, localizeTimes} from "./common.js";
 import {isCommandMessage, showCommands} from "./commands.js";
+import {watchPictures} from "./pictures.js";
 
 const body = document.body;
 const eventId = Number(body.dataset.eventId);
+const pictures = document.querySelector("[data-site-event]");
+const retryPictures = pictures ? watchPictures(pictures) : () => {};
 
 async function refresh() {
   const response = await fetch("/api/events/" + eventId, {credentials: "same-origin"});
@@ -32,6 +36,10 @@ connectLive({
     if ((isCommandMessage(message) && data.event_id === eventId) || (data.id === eventId && message.type.startsWith("event."))) {
       refresh();
     }
+    if (message.type === "event.updated" && data.id === eventId) retryPictures();
   },
-  onResync: refresh,
+  onResync() {
+    refresh();
+    retryPictures();
+  },
 });

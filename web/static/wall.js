@@ -209,7 +209,8 @@ function buildCard(event) {
   const media = el("a", "event-media");
   media.href = "/events/" + event.id;
   media.tabIndex = -1;
-  if (event.video && event.video.state === "ready" && event.video.url) {
+  // A site's event on a central station shows its thumbnail: its clip is fetched from the site only when opened.
+  if (!event.site && event.video && event.video.state === "ready" && event.video.url) {
     const video = el("video");
     Object.assign(video, {src: event.video.url, muted: true, loop: true, autoplay: true, playsInline: true});
     if (event.images.length) video.poster = event.images[0].thumbnail_url;
