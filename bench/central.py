@@ -57,7 +57,8 @@ from centralrig import (
     wait_until,
 )
 from ingest import div, percentile, verdict  # bench/ is the script's own folder
-from sites import PREFIX, Fleet, messages_of, publish_burst, publish_paced
+from scenes import camera_jpegs
+from sites import PREFIX, Fleet, publish_burst, publish_paced
 
 REFERENCE_PREFIX = "bench-ref"  # the reference burst's topics: not the central's prefix, so it mirrors none of it
 
@@ -89,9 +90,9 @@ async def reference_burst(args: argparse.Namespace, fleet: Fleet, port: int) -> 
     """The bare subscriber's receive rate for a burst (messages/s, all messages: events and alarms)."""
     subscriber = await asyncio.to_thread(BareSubscriber, port, f"{REFERENCE_PREFIX}/+/#")
     try:
-        start = time.perf_counter()
-        tokens = await asyncio.to_thread(publish_burst, fleet, args.burst, args.alarm_every, REFERENCE_PREFIX)
-        messages = messages_of(tokens, args.alarm_every)
+        start, before = time.perf_counter(), fleet.messages_sent
+        await asyncio.to_thread(publish_burst, fleet, args.burst, args.alarm_every, REFERENCE_PREFIX)
+        messages = fleet.messages_sent - before
         await wait_until(lambda: subscriber.count >= messages, args.drain_timeout)
         return div(subscriber.count, subscriber.last - start), subscriber.count
     finally:
@@ -184,20 +185,21 @@ async def command_round_trips(args: argparse.Namespace, fleet: Fleet, live: Live
 
 
 async def burst_run(args: argparse.Namespace, fleet: Fleet, live: Live, central: Central
-                    ) -> tuple[list[int], float, float, float]:
-    """The burst: (tokens, when the first was published, when the last was mirrored, central CPU seconds)."""
+                    ) -> tuple[list[int], int, float, float, float]:
+    """The burst: (tokens, messages, when the first was published, when the last was mirrored, central CPU s)."""
     profiler = start_profiler(args.profile, central.pid) if args.profile else None
     cpu_before = await asyncio.to_thread(central.cpu)
-    start = time.perf_counter()
+    start, sent_before = time.perf_counter(), fleet.messages_sent
     try:
         tokens = await asyncio.to_thread(publish_burst, fleet, args.burst, args.alarm_every)
+        messages = fleet.messages_sent - sent_before
         await wait_until(lambda: all(t in live.first for t in tokens), args.drain_timeout, poll=0.2)
     finally:
         if profiler is not None:
             await asyncio.to_thread(stop_profiler, profiler)
     seen = [live.first[t].at for t in tokens if t in live.first]
     cpu = await asyncio.to_thread(central.cpu) - cpu_before
-    return tokens, start, max(seen, default=start), cpu
+    return tokens, messages, start, max(seen, default=start), cpu
 
 
 async def count_sites(api: Api, cameras: int) -> int:
@@ -222,8 +224,9 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
         central = Central(scratch / "central", broker.port, secret)
         print(f"mosquitto on port {broker.port}; recording the template site and connecting "
               f"{args.connections} publishing connections ...", flush=True)
+        thumbnail = camera_jpegs(1, 480, 270, seed=args.seed, quality=75)[0] if args.thumbnails else None
         fleet = await asyncio.to_thread(Fleet, broker.port, args.sites, args.cameras, args.connections, secret,
-                                        scratch, args.seed)
+                                        scratch, args.seed, thumbnail)
 
         # 1. The transport's ceiling.
         ref_rate, ref_count = await reference_burst(args, fleet, broker.port)
@@ -267,7 +270,8 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
 
         # 5. Throughput.
         sampler.phase = "burst"
-        burst_tokens, burst_start, burst_end, burst_cpu = await burst_run(args, fleet, live, central)
+        burst_tokens, burst_messages, burst_start, burst_end, burst_cpu = await burst_run(args, fleet, live,
+                                                                                          central)
         mirrored = sum(1 for t in burst_tokens if t in live.first)
         rate = div(mirrored, burst_end - burst_start)
         print(f"burst: {mirrored} of {len(burst_tokens)} events mirrored in {burst_end - burst_start:.1f} s",
@@ -281,7 +285,7 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
         report(out, args, ref_rate=ref_rate, sites_seen=sites_seen, onboarding=onboarding, fresh_rss=fresh_rss,
                idle_rss=idle_rss, end_rss=end_rss, others_rss=others_rss, peaks=sampler.peak, tokens=tokens,
                central_lat=central_lat, bare_lat=bare_lat, trips=trips, problems=problems, burst=len(burst_tokens),
-               mirrored=mirrored, rate=rate, burst_messages=messages_of(burst_tokens, args.alarm_every),
+               mirrored=mirrored, rate=rate, burst_messages=burst_messages,
                burst_cpu=burst_cpu, live=live, fleet=fleet, health=health)
         return 0
     except BaseException:
@@ -303,7 +307,8 @@ def report(out: Results, args: argparse.Namespace, **r: Any) -> None:
     live: Live = r["live"]
     fleet: Fleet = r["fleet"]
     out.say()
-    out.say(f"{args.sites} sites x {args.cameras} cameras on {args.connections} publishing connections; "
+    out.say(f"{args.sites} sites x {args.cameras} cameras on {args.connections} publishing connections"
+            f"{', thumbnails after each event' if args.thumbnails else ''}; "
             f"every {args.alarm_every}th event also raises its alarm at the site (an events update and an alarms "
             f"message); the WebSocket reconnected {len(live.closes)} time(s), {live.resyncs} resync(s)")
     out.say()
@@ -380,6 +385,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--burst", type=int, default=10000, help="events of the throughput run (10000)")
     parser.add_argument("--alarm-every", type=int, default=10,
                         help="every Nth event's alarm is raised at its site (10; 0: none)")
+    parser.add_argument("--thumbnails", action="store_true",
+                        help="each event's two thumbnails follow it, as from sites with mqtt.publish_media: thumbnails")
     parser.add_argument("--commands", type=int, default=20, help="command round trips, one at a time (20)")
     parser.add_argument("--command-timeout", type=float, default=10.0, help="seconds one round trip may take (10)")
     parser.add_argument("--drain-timeout", type=float, default=180.0,

@@ -23,7 +23,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -287,7 +287,7 @@ class Fleet:
     """The N impersonated sites on a few publishing connections, and their commands' responder."""
 
     def __init__(self, port: int, sites: int, cameras: int, connections: int, secret: str, scratch: Path,
-                 seed: int) -> None:
+                 seed: int, thumbnail: bytes | None = None) -> None:
         template = record_template(scratch, cameras)
         self.sites = [Site(index, Topics(PREFIX, site_id(index)), template) for index in range(sites)]
         self.by_id = {site.id: site for site in self.sites}
@@ -303,7 +303,8 @@ class Fleet:
         self.tokens = iter(range(1, 10**9))
         self.published: dict[int, float] = {}  # token -> perf_counter when handed to paho
         self.origin: dict[int, tuple[str, int]] = {}  # token -> (site, edge event id)
-        self.events_sent = self.alarms_sent = 0
+        self.events_sent = self.alarms_sent = self.messages_sent = 0
+        self.thumbnail = thumbnail  # published after each event's message, as mqtt.publish_media: thumbnails does
         self._lock = threading.Lock()
         self._stop_heartbeat = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -341,11 +342,15 @@ class Fleet:
             edge_id, payload = site.new_event(f"[b{token}]", self.rng)
             alarm = alarm_every > 0 and token % alarm_every == 0
             messages = [(f"{prefix}/{site.id}/events", payload)]
+            if self.thumbnail is not None:  # an edge queues the eager media right after the event's message
+                messages += [(f"{prefix}/{site.id}/media/{image['id']}/thumbnail", self.thumbnail)
+                             for image in site.events[edge_id]["images"]]
             if alarm:
                 update, new_alarm = site.new_alarm(edge_id)
                 messages += [(f"{prefix}/{site.id}/events", update), (f"{prefix}/{site.id}/alarms", new_alarm)]
                 self.alarms_sent += alarm
             self.events_sent += 1
+            self.messages_sent += len(messages)
             self.origin[token] = (site.id, edge_id)
             self.published[token] = time.perf_counter()
         publisher = self.publisher(site)
@@ -381,6 +386,3 @@ def publish_burst(fleet: Fleet, count: int, alarm_every: int, prefix: str = PREF
     return [fleet.event(alarm_every, prefix) for _ in range(count)]
 
 
-def messages_of(tokens: Sequence[int], alarm_every: int) -> int:
-    """How many messages the events of *tokens* were: an alarm's event is three (new, update, the alarm)."""
-    return len(tokens) + 2 * sum(1 for t in tokens if alarm_every > 0 and t % alarm_every == 0)
