@@ -219,8 +219,9 @@ class CommandResponder:
     applies ``dismiss`` to the site's own idea of the event, and answers on ``.../commands/result``."""
 
     def __init__(self, port: int, prefix: str, sites: dict[str, Site], secret: str,
-                 on_command: Callable[[CommandSeen], None]) -> None:
+                 on_command: Callable[[CommandSeen], None], lock: threading.Lock) -> None:
         self.prefix = prefix
+        self.lock = lock  # the sites' events change here and in the publishing threads
         self.sites = sites
         self.secret = secret
         self.on_command = on_command
@@ -251,7 +252,8 @@ class CommandResponder:
         else:
             body = json.loads(json.loads(message.payload)["command"])
             command_id, action = command.id, command.action
-            error = self._refusal(site, command.action, command.event_id)
+            with self.lock:
+                error = self._refusal(site, command.action, command.event_id)
             ok = error is None
         self.on_command(CommandSeen(arrived, site_key, body, ok, error))
         if command_id is None:
@@ -264,8 +266,11 @@ class CommandResponder:
         self.seen_ids[command_id] = result
         # an edge's result and the change's own messages go out together, in order
         client.publish(site.topics.command_results, result, qos=1)
-        if ok and body is not None and site.events[body["event_id"]]["status"] != "dismissed":
-            client.publish(site.topics.events, site.updated_event(body["event_id"], status="dismissed"), qos=1)
+        with self.lock:
+            if not ok or body is None or site.events[body["event_id"]]["status"] == "dismissed":
+                return
+            update = site.updated_event(body["event_id"], status="dismissed")
+        client.publish(site.topics.events, update, qos=1)
 
     @staticmethod
     def _refusal(site: Site, action: str, event_id: int | None) -> str | None:
@@ -296,7 +301,8 @@ class Fleet:
             if not publisher.connected.wait(CONNECT_TIMEOUT):
                 raise RuntimeError("a publishing connection did not connect")
         self.commands: list[CommandSeen] = []
-        self.responder = CommandResponder(port, PREFIX, self.by_id, secret, self.commands.append)
+        self._lock = threading.Lock()
+        self.responder = CommandResponder(port, PREFIX, self.by_id, secret, self.commands.append, self._lock)
         if not self.responder.subscribed.wait(CONNECT_TIMEOUT):
             raise RuntimeError("the command responder did not subscribe")
         self.rng = random.Random(seed)
@@ -305,7 +311,6 @@ class Fleet:
         self.origin: dict[int, tuple[str, int]] = {}  # token -> (site, edge event id)
         self.events_sent = self.alarms_sent = self.messages_sent = 0
         self.thumbnail = thumbnail  # published after each event's message, as mqtt.publish_media: thumbnails does
-        self._lock = threading.Lock()
         self._stop_heartbeat = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
