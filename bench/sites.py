@@ -10,8 +10,8 @@ so the payloads cannot drift from the edge's. The status heartbeat is worded as 
 
 The sites share a few publishing connections (the broker does not care who publishes a topic; a central only sees
 the topics), and one connection answers the commands of every site: it checks each envelope with
-:func:`vmond.store.commands.read_command`, the edge's own check, and publishes the result an edge would, followed
-by the event's update message for a command that changed it.
+:func:`vmond.store.commands.read_command`, the edge's own check, and publishes the result as the edge words it
+(:func:`vmond.store.remote.result_payload`), followed by the event's update message for a command that changed it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from vmond.store.db import open_sqlite  # noqa: E402
 from vmond.store.events import IngestRecord, MediaRecord, record_mail  # noqa: E402
 from vmond.store.messages import Topics, alarm_payload, event_payload  # noqa: E402
 from vmond.store.models import OutboxMessage, utcnow  # noqa: E402
+from vmond.store.remote import result_payload  # noqa: E402
 from vmond.store.siteconfig import queue_config  # noqa: E402
 
 DOMAIN = "monitor.local"
@@ -261,8 +262,7 @@ class CommandResponder:
         if command_id in self.seen_ids:  # a repeat: answered again, applied once
             client.publish(site.topics.command_results, self.seen_ids[command_id], qos=1)
             return
-        result = json.dumps({"id": command_id, "site": site_key, "action": action, "ok": ok, "error": error,
-                             "at": now_iso()}, separators=(",", ":")).encode()
+        result = result_payload(site_key, command_id, action, error, datetime.now(UTC))
         self.seen_ids[command_id] = result
         # an edge's result and the change's own messages go out together, in order
         client.publish(site.topics.command_results, result, qos=1)
