@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 200
 RETRY_DELAY = 2.0  # seconds before a batch the store refused (disk full, database busy) is tried again
 COMMIT_TIMEOUT = 60.0  # seconds paho 1.6's thread waits for a commit before acknowledging anyway
+# A site's JSON message larger than this is not one (a config of hundreds of accounts is well under): dropped unread.
+MAX_MESSAGE = 4 << 20
 SUBSCRIBED = ("events", "alarms", "config", "status", "available", "commands/result", "media/#")
 MediaHandler = Callable[[str, int, bool, bytes], Awaitable[None]]
 
@@ -192,7 +194,11 @@ class MirrorLink:
         messages = []
         for item in batch:
             if item.what.startswith("media/"):
-                await self._media(item)
+                try:
+                    await self._media(item)
+                except Exception:  # noqa: BLE001 - one media message must not hold up the mirror
+                    self.dropped += 1
+                    log.exception("central: site %s's %s could not be taken; dropped", item.site, item.what)
                 continue
             message = _parse(item)
             if message is None:
@@ -215,16 +221,25 @@ class MirrorLink:
 def _parse(item: _Received) -> SiteMessage | None:
     """The message as the mirror takes it; None (logged) when it is not what a site sends."""
     if item.what == "available":
-        return SiteMessage(item.site, item.what, item.payload.decode("utf-8", "replace").strip())
+        return SiteMessage(item.site, item.what, item.payload[:100].decode("utf-8", "replace").strip())
+    if len(item.payload) > MAX_MESSAGE:
+        log.warning("central: site %s sent %s of %d bytes (at most %d); dropped", item.site, item.what,
+                    len(item.payload), MAX_MESSAGE)
+        return None
     try:
-        body = json.loads(item.payload)
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(item.payload, parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, NaN, or nested beyond what Python parses
         log.warning("central: site %s sent %s that is not JSON; dropped", item.site, item.what)
         return None
     if not isinstance(body, dict):
         log.warning("central: site %s sent %s that is not a JSON object; dropped", item.site, item.what)
         return None
     return SiteMessage(item.site, item.what, body)
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: kept, they would make the central's own API answers unreadable.
+    raise ValueError(f"{name} is not JSON")
 
 
 def _stop(client: mqtt.Client) -> None:
