@@ -1,0 +1,100 @@
+"""A central station against a hostile or broken site on the broker (issue 18): a running central, a real
+mosquitto, and a publisher under the site's topics. Whatever it sends is mirrored bounded or dropped alone; the
+message after it still arrives, and every message is mirrored once, across a kill -9 and a stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from typing import Any
+
+import pytest
+from centralsite import Central, central, poll  # noqa: F401 - fixtures
+from mosquitto import Mosquitto, Subscriber
+from test_mirror_store import event
+
+pytestmark = pytest.mark.usefixtures("quick_mqtt")
+SITE = "vmond/test-site"
+
+
+class HostileSite:
+    """Publishes anything under a site's topics, QoS 1, and waits for the broker to take it."""
+
+    def __init__(self, port: int) -> None:
+        self.link = Subscriber(port, [f"{SITE}/never"])
+
+    async def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
+        info = self.link.client.publish(topic, payload, qos=1, retain=retain)
+        await asyncio.to_thread(info.wait_for_publish, 10)
+
+    async def event(self, remote_id: int, site: str = SITE, **fields: Any) -> None:
+        body = event(id=remote_id, **{"subject": f"#{remote_id}", **fields})
+        await self.publish(f"{site}/events", json.dumps({"type": "new", "event": body}))
+
+
+@pytest.fixture
+async def hostile(broker: Mosquitto) -> Any:
+    site = HostileSite(broker.port)
+    await site.link.ready()
+    yield site
+    site.link.close()
+
+
+async def mirrored_ids(central: Central) -> list[int]:  # noqa: F811
+    """The site's ids of the events the central lists (each published with the subject "#<id>")."""
+    return sorted(int(e["subject"][1:]) for e in await central.list("/api/events?limit=1000", "events"))
+
+
+async def until_mirroring(central: Central) -> None:  # noqa: F811
+    await poll(lambda: _connected(central), "the central's subscription")
+
+
+async def _connected(central: Central) -> bool:  # noqa: F811
+    return bool((await central.get("/api/health"))["central"]["connected"])
+
+
+async def test_broken_and_hostile_messages_are_dropped_alone_and_the_next_one_still_arrives(
+        central: Central, hostile: HostileSite) -> None:  # noqa: F811
+    await until_mirroring(central)
+    for topic, payload in ((f"{SITE}/events", b"\xff\xfe\x00 not UTF-8"), (f"{SITE}/events", b"{not json"),
+                           (f"{SITE}/events", b"[" * 200_000),  # nested deeper than Python's JSON parser goes
+                           (f"{SITE}/status", b'{"outbox_depth": NaN, "heartbeat_at": "2999-01-01T00:00:00Z"}'),
+                           (f"{SITE}/config", b"")):
+        await hostile.publish(topic, payload)
+    await hostile.event(2**70)  # beyond SQLite's integers
+    await hostile.event(42, received_at="0005-01-01T00:00:00+00:00", subject="#42")
+    await hostile.event(43, subject="x" * (5 << 20))  # 5 MB
+    await hostile.event(44, site="vmond/central-1")  # the central's own site id
+    await hostile.event(45, site="vmond/not-listed")
+    await hostile.event(41)  # the good one
+    await poll(lambda: _has(central, 41), "the good message after the bad ones")
+    assert await mirrored_ids(central) == [41, 42]  # year 5 read as the time it arrived; the rest dropped
+    health = (await central.get("/api/health"))["central"]
+    assert health["dropped"] >= 6 and health["waiting"] == 0
+    sites = (await central.get("/api/sites"))["sites"]
+    assert [s["id"] for s in sites] == ["test-site"] and sites[0]["outbox_depth"] is None
+
+
+async def _has(central: Central, remote_id: int) -> bool:  # noqa: F811
+    return remote_id in await mirrored_ids(central)
+
+
+async def test_every_message_is_mirrored_once_across_a_kill_and_while_the_central_is_down(
+        central: Central, hostile: HostileSite) -> None:  # noqa: F811
+    await until_mirroring(central)
+    for n in range(1, 201):
+        await hostile.event(n)
+    await poll(lambda: _count_at_least(central, 20), "some mirrored before the kill")
+    central.process.stop(signal.SIGKILL)  # between a commit and its acknowledgement, likely
+    for n in range(201, 251):  # while it is down: kept by the broker in the central's session
+        await hostile.event(n)
+    central.process.start()
+    started = time.monotonic()
+    await poll(lambda: _count_at_least(central, 250), "every message after the restart", timeout=60)
+    assert await mirrored_ids(central) == list(range(1, 251)), time.monotonic() - started
+
+
+async def _count_at_least(central: Central, count: int) -> bool:  # noqa: F811
+    return len(await mirrored_ids(central)) >= count
