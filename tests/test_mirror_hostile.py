@@ -13,6 +13,7 @@ import peewee as pw
 import pytest
 from test_mirror_store import AT, DOMAIN, alarm, config, event
 
+from vmond.store import mirror as mirror_module
 from vmond.store import sites
 from vmond.store.centralcommands import queue_command
 from vmond.store.db import open_sqlite
@@ -22,6 +23,7 @@ from vmond.store.models import (
     Account,
     Alarm,
     AlarmEvent,
+    AlarmNote,
     AuditEntry,
     Camera,
     CentralCommand,
@@ -164,3 +166,23 @@ def test_sites_announcing_themselves_are_bounded(db: pw.SqliteDatabase, monkeypa
         mirror(("available", "online"), site=f"auto-{n}")
     assert Site.select().count() == 3 and len(list_sites()) == 3
     assert mirror(("available", "online"), site="auto-1") == 0  # one already here still is
+
+
+def test_an_alarms_trail_stops_growing_at_its_bound(db: pw.SqliteDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mirror_module, "MAX_TRAIL", 5)
+    mirror(("config", config()), new(status="alarmed"))
+    mirror(*(("alarms", {"type": "update", "alarm": alarm({"action": "alarm.note",
+                                                           "detail": {"note_id": n, "text": f"note {n}"}})})
+             for n in range(20)))
+    assert AuditEntry.select().count() == 5 and AlarmNote.select().count() == 5
+
+
+def test_a_commands_answer_is_not_dated_later_than_it_arrived(db: pw.SqliteDatabase) -> None:
+    site = sites.ensure_site("site-a")
+    operator = User.create(username="op", password_hash="x", role="guard")
+    command = queue_command(site, "note", {"event_id": 41}, {"text": "x"}, (operator.id, "op"), "Central", "s",
+                            "vmond")
+    mirror(("commands/result", {"id": command["id"], "ok": False, "error": "e" * 100_000,
+                                "at": "2999-01-01T00:00:00Z"}))
+    answered = CentralCommand.get()
+    assert answered.state == "refused" and answered.answered_at == AT and len(answered.error) <= 1000

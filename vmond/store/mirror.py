@@ -49,6 +49,7 @@ from vmond.util.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
+MAX_TRAIL = 1000  # entries of one action on one alarm's trail (a site sending endless notes does not grow it on)
 _MEDIA_URL = re.compile(r"/media/(\d+)$")
 
 
@@ -299,10 +300,14 @@ def _mirror_last_action(site: Site, row: Alarm, last: object, at: datetime) -> N
     detail = site_detail(last.get("detail"))
     action = last["action"]
     seen = {"site": site.key, "action": action, "detail": detail}
-    done = (AuditEntry.select().where((AuditEntry.target_type == "alarm") & (AuditEntry.target_id == row.id)
-                                      & (AuditEntry.action == action)))
+    done = list(AuditEntry.select().where((AuditEntry.target_type == "alarm") & (AuditEntry.target_id == row.id)
+                                          & (AuditEntry.action == action)).limit(MAX_TRAIL))
     if any(entry.detail.get("mirrored") == seen for entry in done):
         return  # the same message again
+    if len(done) >= MAX_TRAIL:
+        log.warning("site %s: alarm %d already has %d %s entries; no more are kept", site.key, row.remote_id,
+                    MAX_TRAIL, action)
+        return
     role = {"alarm.open": "opened", "alarm.acknowledge": "acknowledged", "alarm.resolve": "resolved"}.get(action)
     who = (row.remote_by or {}).get(role or "") or f"someone at {site.name}"
     if action == "alarm.note" and isinstance(detail.get("text"), str):
