@@ -8,12 +8,18 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from centralsite import Central, central, poll  # noqa: F401 - fixtures
 from mosquitto import Mosquitto, Subscriber
 from test_mirror_store import event
+
+from vmond.central.link import MirrorLink
+from vmond.config import Config
+from vmond.mqtt.client import PAHO2
 
 pytestmark = pytest.mark.usefixtures("quick_mqtt")
 SITE = "vmond/test-site"
@@ -98,3 +104,36 @@ async def test_every_message_is_mirrored_once_across_a_kill_and_while_the_centra
 
 async def _count_at_least(central: Central, count: int) -> bool:  # noqa: F811
     return len(await mirrored_ids(central)) >= count
+
+
+class RecordingClient:
+    """What the link asks of its paho client, recorded: subscriptions and acknowledgements."""
+
+    def __init__(self) -> None:
+        self.acks: list[tuple[int, int]] = []
+
+    def subscribe(self, topics: Any) -> None:
+        pass
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.acks.append((mid, qos))
+
+
+def test_a_message_is_acknowledged_only_on_the_connection_that_delivered_it(
+        make_config: Callable[..., Config]) -> None:
+    config = make_config(central={"mqtt": {"host": "127.0.0.1"}, "sites": "auto"})
+    link = MirrorLink(config, None, None, None)  # type: ignore[arg-type] # neither store nor thread is used
+    client = RecordingClient()
+    link._client = client  # type: ignore[assignment]
+    link._on_connect(client, None, {}, 0)  # type: ignore[arg-type]
+    message = mqtt.MQTTMessage(mid=7, topic=b"vmond/site-a/events")
+    message.payload, message.qos = b"{}", 1
+    before = link._received(message)
+    link._on_connect(client, None, {}, 0)  # type: ignore[arg-type] # the broker lost us meanwhile
+    assert before is not None
+    link._done(before)
+    assert client.acks == []  # mid 7 of the new connection may be another message, not yet committed
+    again = link._received(message)  # the broker's copy on the new connection
+    assert again is not None
+    link._done(again)
+    assert client.acks == ([(7, 1)] if PAHO2 else [])  # paho 1.6 acknowledges when on_message returns

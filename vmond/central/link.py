@@ -59,6 +59,7 @@ class _Received:
     what: str  # events | alarms | config | status | available | commands/result | media/<id>[/thumbnail]
     payload: bytes
     done: ThreadFuture[None] | None = None  # paho 1.6: its thread waits on it
+    connection: int = 0  # which connection delivered it: an acknowledgement is only good on that one
 
 
 class MirrorLink:
@@ -77,6 +78,7 @@ class MirrorLink:
         self._queue: asyncio.Queue[_Received] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.connected = False
+        self.connections = 0  # counts the broker connections made: a message's mid belongs to one of them
         self.mirrored = self.dropped = 0
 
     async def __aenter__(self) -> MirrorLink:
@@ -126,6 +128,7 @@ class MirrorLink:
         failed = bool(rc.is_failure) if hasattr(rc, "is_failure") else rc != 0
         if failed:
             return
+        self.connections += 1
         self.connected = True
         # The session keeps the subscriptions; made again in case the broker lost it.
         client.subscribe([(f"{self._prefix}/+/{what}", 1) for what in SUBSCRIBED])
@@ -160,7 +163,7 @@ class MirrorLink:
             return None
         if site == self._config.site.id or not self._central.serves(site):
             return None  # the central's own topics, or a site it does not serve
-        return _Received(message.mid, message.qos, site, what, bytes(message.payload))
+        return _Received(message.mid, message.qos, site, what, bytes(message.payload), connection=self.connections)
 
     @staticmethod
     def _ack(client: mqtt.Client, mid: int, qos: int) -> None:
@@ -187,8 +190,10 @@ class MirrorLink:
     def _done(self, item: _Received) -> None:
         if item.done is not None:
             item.done.set_result(None)
-        elif self._client is not None:
+        elif self._client is not None and item.connection == self.connections:
             self._ack(self._client, item.mid, item.qos)
+        # Delivered on a connection since lost: the broker sends it again on the new one (mirrored again, changing
+        # nothing) and that copy is acknowledged; its old mid may now name another message not yet committed.
 
     async def _apply(self, batch: list[_Received]) -> None:
         messages = []

@@ -66,6 +66,5 @@ def site_list(value: object) -> list[Any]:
 def site_detail(value: object) -> dict[str, Any]:
     """A trail entry's detail as the central keeps it: at most 20 plain values, texts cut."""
     scalars = {k: (v[:MAX_TEXT] if isinstance(v, str) else v) for k, v in site_obj(value).items()
-               if isinstance(k, str) and len(k) <= 50 and (v is None or isinstance(v, (str, bool, float))
-                                                           or site_int(v) is not None)}
+               if len(k) <= 50 and (v is None or isinstance(v, (str, bool, float)) or site_int(v) is not None)}
     return dict(list(scalars.items())[:20])
