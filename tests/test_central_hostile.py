@@ -17,6 +17,7 @@ from centralsite import Central, central, poll  # noqa: F401 - fixtures
 from mosquitto import Mosquitto, Subscriber
 from test_mirror_store import event
 
+from vmond.central import link as link_module
 from vmond.central.link import MirrorLink
 from vmond.config import Config
 from vmond.mqtt.client import PAHO2
@@ -137,3 +138,32 @@ def test_a_message_is_acknowledged_only_on_the_connection_that_delivered_it(
     assert again is not None
     link._done(again)
     assert client.acks == ([(7, 1)] if PAHO2 else [])  # paho 1.6 acknowledges when on_message returns
+
+
+async def test_after_a_broker_restart_the_central_subscribes_again_and_mirrors_on(
+        central: Central, hostile: HostileSite, broker: Mosquitto) -> None:  # noqa: F811
+    await until_mirroring(central)
+    await hostile.event(1)
+    await poll(lambda: _has(central, 1), "the first event")
+    await broker.astop()  # no persistence: the broker forgets the central's session and subscriptions
+    await broker.astart()
+    await hostile.link.ready(timeout=30)
+    await poll(lambda: _connected(central), "the central back on the broker", timeout=60)
+    await hostile.event(2)
+    await poll(lambda: _has(central, 2), "an event published after the restart", timeout=30)
+
+
+async def test_on_paho_1_6_a_message_is_not_acknowledged_before_its_commit_however_long_the_store_takes(
+        make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(link_module, "PAHO2", False)  # paho 1.6's way: acknowledged when on_message returns
+    config = make_config(central={"mqtt": {"host": "127.0.0.1"}, "sites": "auto"})
+    link = MirrorLink(config, None, None, None)  # type: ignore[arg-type] # nothing mirrors: the store is "stuck"
+    link._loop = asyncio.get_running_loop()
+    message = mqtt.MQTTMessage(mid=7, topic=b"vmond/site-a/events")
+    message.payload, message.qos = b"{}", 1
+    returned = asyncio.ensure_future(asyncio.to_thread(link._on_message, RecordingClient(), None, message))  # type: ignore[arg-type]
+    await asyncio.wait_for(link._queue.get(), 5)  # handed to the loop, never committed
+    done, _ = await asyncio.wait([returned], timeout=2.5 * link_module.CLOSING_CHECK)
+    assert not done  # still waiting: returning would acknowledge a message not stored
+    link.closing = True  # closing: DISCONNECT goes first, so the return acknowledges nothing
+    await asyncio.wait_for(returned, 5)

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # is bounded by that; this is a second bound for brokers configured wider.
 MAX_BATCH = 200
 RETRY_DELAY = 2.0  # seconds before a batch the store refused (disk full, database busy) is tried again
-COMMIT_TIMEOUT = 60.0  # seconds paho 1.6's thread waits for a commit before acknowledging anyway
+CLOSING_CHECK = 1.0  # seconds: how often paho 1.6's thread, waiting for a commit, looks whether the link closes
 # A site's JSON message larger than this is not one (a config of hundreds of accounts is well under): dropped unread.
 MAX_MESSAGE = 4 << 20
 SUBSCRIBED = ("events", "alarms", "config", "status", "available", "commands/result", "media/#")
@@ -77,7 +77,7 @@ class MirrorLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Received] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self.connected = False
+        self.connected = self.closing = False
         self.connections = 0  # counts the broker connections made: a message's mid belongs to one of them
         self.mirrored = self.dropped = 0
 
@@ -93,6 +93,7 @@ class MirrorLink:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.closing = True
         if self._client is not None:
             client = self._client
             self._client = None
@@ -149,11 +150,21 @@ class MirrorLink:
         except RuntimeError:  # the loop is closed: vmond is going away, and the broker delivers it again
             return
         if item.done is not None:
+            self._wait_committed(item.done)
+
+    def _wait_committed(self, done: ThreadFuture[None]) -> None:
+        """paho 1.6 acknowledges when ``on_message`` returns: wait for the commit however long the store takes (a
+        full disk is tried again and again), unless the link closes: its DISCONNECT is then sent before the
+        acknowledgement, which never is, and the broker delivers the message again on the next start."""
+        waited = 0.0
+        while not self.closing:
             try:
-                item.done.result(COMMIT_TIMEOUT)  # acknowledged (on return) only once it is committed
+                done.result(CLOSING_CHECK)
+                return
             except FutureTimeout:
-                log.error("central: a message took longer than %.0f s to mirror; acknowledged anyway",
-                          COMMIT_TIMEOUT)
+                waited += CLOSING_CHECK
+                if waited % 60 == 0:
+                    log.warning("central: a site message has waited %.0f s for the database", waited)
 
     def _received(self, message: mqtt.MQTTMessage) -> _Received | None:
         if not message.topic.startswith(f"{self._prefix}/"):
