@@ -186,3 +186,18 @@ def test_a_commands_answer_is_not_dated_later_than_it_arrived(db: pw.SqliteDatab
                                 "at": "2999-01-01T00:00:00Z"}))
     answered = CentralCommand.get()
     assert answered.state == "refused" and answered.answered_at == AT and len(answered.error) <= 1000
+
+
+def test_an_accounts_schedule_is_kept_as_the_central_reads_it_with_nothing_riding_along(
+        db: pw.SqliteDatabase) -> None:
+    doc = config()
+    deep: Any = [1]
+    for _ in range(500):
+        deep = [deep]
+    doc["accounts"][0]["schedule"] = {
+        "weekly": [{"days": ["mon"], "from": "08:00", "to": "18:00"}] * 500, "junk": deep,
+        "exceptions": [{"first": "2026-12-24", "last": "2026-12-26", "windows": [], "name": {"x": deep}}]}
+    assert mirror(("config", doc)) == 0
+    schedule = Account.get().schedule
+    assert set(schedule) == {"weekly", "exceptions"} and len(schedule["weekly"]) == 100
+    assert schedule["exceptions"][0]["name"] == ""

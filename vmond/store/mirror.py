@@ -142,14 +142,18 @@ def _mirror_account(site: Site, item: dict[str, Any]) -> Account:
 
 
 def _schedule(value: object) -> Any:
-    """The schedule as the site stores it, if it reads as one (the central shows it, the site applies it)."""
+    """The schedule as the site stores it, if it reads as one (the central shows it, the site applies it), its
+    windows and exceptions bounded."""
     if not isinstance(value, dict):
         return None
     try:
-        Schedule.from_json(value)
-    except (KeyError, TypeError, ValueError):
+        schedule = Schedule.from_json(value).to_json()  # as the central reads it: nothing else rides along
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    return value
+    schedule["weekly"] = schedule["weekly"][:MAX_STEPS]
+    schedule["exceptions"] = [{**e, "name": site_text(e["name"], limit=200)}
+                              for e in schedule["exceptions"][:MAX_STEPS]]
+    return schedule
 
 
 # --- events ---------------------------------------------------------------------------------------------------
