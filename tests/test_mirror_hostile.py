@@ -201,3 +201,20 @@ def test_an_accounts_schedule_is_kept_as_the_central_reads_it_with_nothing_ridin
     schedule = Account.get().schedule
     assert set(schedule) == {"weekly", "exceptions"} and len(schedule["weekly"]) == 100
     assert schedule["exceptions"][0]["name"] == ""
+
+
+def test_a_second_take_over_like_an_earlier_one_is_on_the_trail_and_a_redelivery_is_not(
+        db: pw.SqliteDatabase) -> None:
+    mirror(("config", config()), new(status="alarmed"))
+    mirror(("alarms", {"type": "new", "alarm": alarm({"action": "alarm.open", "detail": {}})}))
+
+    def took_over(minutes: int) -> tuple[str, dict[str, Any]]:
+        acknowledged = {**alarm({"action": "alarm.acknowledge", "detail": {"took_over_from": 2}},
+                                state="acknowledged"),
+                        "acknowledged_at": (AT + timedelta(minutes=minutes)).isoformat(),
+                        "acknowledged_by": {"id": 3, "username": "bob"}}
+        return "alarms", {"type": "update", "alarm": acknowledged}
+
+    mirror(took_over(1), took_over(1), took_over(3), took_over(3))
+    assert [a.action for a in AuditEntry.select().order_by(AuditEntry.id)] == [
+        "alarm.open", "alarm.acknowledge", "alarm.acknowledge"]

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import peewee as pw
 
-from vmond.store.alarms import alarm_summary
+from vmond.store.alarms import PUBLISHED_ACTIONS, alarm_summary
 from vmond.store.centralcommands import record_result
 from vmond.store.changes import Change
 from vmond.store.events import MAX_IMAGES_PER_EVENT, get_event
@@ -299,11 +299,13 @@ def mirror_alarm(key: str, alarm: dict[str, Any], at: datetime, domain: str, nam
 
 def _mirror_last_action(site: Site, row: Alarm, last: object, at: datetime) -> None:
     """The site's last action on the alarm onto the central's trail (a note also as a note), once."""
-    if not isinstance(last, dict) or last.get("action") not in TRAIL_ACTIONS:
-        return
+    if not isinstance(last, dict) or last.get("action") not in PUBLISHED_ACTIONS:
+        return  # a site publishes only these; anything else is not put on the central's trail
     detail = site_detail(last.get("detail"))
     action = last["action"]
-    seen = {"site": site.key, "action": action, "detail": detail}
+    role = {"alarm.open": "opened", "alarm.acknowledge": "acknowledged", "alarm.resolve": "resolved"}.get(action)
+    when = getattr(row, f"{role}_at") if role else None  # tells a second take-over from the same message again
+    seen = {"site": site.key, "action": action, "detail": detail, **({"at": when.isoformat()} if when else {})}
     done = list(AuditEntry.select().where((AuditEntry.target_type == "alarm") & (AuditEntry.target_id == row.id)
                                           & (AuditEntry.action == action)).limit(MAX_TRAIL))
     if any(entry.detail.get("mirrored") == seen for entry in done):
@@ -312,18 +314,12 @@ def _mirror_last_action(site: Site, row: Alarm, last: object, at: datetime) -> N
         log.warning("site %s: alarm %d already has %d %s entries; no more are kept", site.key, row.remote_id,
                     MAX_TRAIL, action)
         return
-    role = {"alarm.open": "opened", "alarm.acknowledge": "acknowledged", "alarm.resolve": "resolved"}.get(action)
     who = (row.remote_by or {}).get(role or "") or f"someone at {site.name}"
     if action == "alarm.note" and isinstance(detail.get("text"), str):
         AlarmNote.create(alarm=row, author=None, created_at=at, text=f"{detail['text'][:MAX_TEXT]}")
     AuditEntry.create(at=at, user=None, action=action, target_type="alarm", target_id=row.id,
                       detail={**{k: v for k, v in detail.items() if k in ("code", "text")},
                               "remote": {"user": who, "central": None}, "mirrored": seen})
-
-
-# What a site's alarm trail says (store/alarmtrail.py words them); anything else is not put on the central's.
-TRAIL_ACTIONS = ("alarm.open", "alarm.acknowledge", "alarm.note", "alarm.step", "alarm.resolve", "alarm.snapshot",
-                 "alarm.snapshot_failed")
 
 
 class SiteMessage(NamedTuple):
