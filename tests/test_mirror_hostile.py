@@ -218,3 +218,8 @@ def test_a_second_take_over_like_an_earlier_one_is_on_the_trail_and_a_redelivery
     mirror(took_over(1), took_over(1), took_over(3), took_over(3))
     assert [a.action for a in AuditEntry.select().order_by(AuditEntry.id)] == [
         "alarm.open", "alarm.acknowledge", "alarm.acknowledge"]
+
+
+def test_a_media_id_listed_twice_in_one_event_is_one_row_and_the_event_is_mirrored(db: pw.SqliteDatabase) -> None:
+    assert mirror(new(images=[{"id": 90}, {"id": 90}], video={"state": "ready", "id": 90})) == 0
+    assert AlarmEvent.select().count() == 1 and Media.select().count() == 1

@@ -163,9 +163,7 @@ def mirror_event(key: str, event: dict[str, Any], at: datetime, domain: str, nam
                  change: Change | None = None) -> int | None:
     """An ``events`` message's Event: created or brought up to date; returns the local event id (None: an older
     copy, ignored)."""
-    site = ensure_site(key, name)
-    site.last_message_at = at
-    site.save()
+    site = note_message(key, at, name)
     remote = remote_id(event, "an event")
     latest = at + CLOCK_SKEW  # not later: a time far ahead would keep an event atop the wall, or unchangeable
     updated = parse_time(event.get("updated_at"), latest) or parse_time(event.get("received_at"), latest) or at
@@ -228,9 +226,14 @@ def _media_items(event: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _mirror_media(site: Site, row: AlarmEvent, event: dict[str, Any]) -> None:
-    for position, item in enumerate(_media_items(event)):
-        if _mirrored(Media, site, item["id"]) is not None:
+    items = _media_items(event)
+    ids = [item["id"] for item in items]
+    known = {m.remote_id for m in Media.select(Media.remote_id).where((Media.site == site)
+                                                                     & Media.remote_id.in_(ids))} if ids else set()
+    for position, item in enumerate(items):
+        if item["id"] in known:
             continue
+        known.add(item["id"])  # listed twice in one message: one row
         sha256 = item.get("sha256") if isinstance(item.get("sha256"), str) and len(item["sha256"]) == 64 else ""
         Media.create(site=site, remote_id=item["id"], event=row, kind=item["kind"], position=position,
                      path="", thumb_path=None, content_type=item["content_type"], sha256=sha256,
@@ -255,9 +258,7 @@ def mirror_alarm(key: str, alarm: dict[str, Any], at: datetime, domain: str, nam
                  change: Change | None = None) -> int | None:
     """An ``alarms`` message's Alarm: created or brought up to date, its last action on the trail; returns the
     local alarm id (None: its event is not known here)."""
-    site = ensure_site(key, name)
-    site.last_message_at = at
-    site.save()
+    site = note_message(key, at, name)
     remote = remote_id(alarm, "an alarm")
     if isinstance(alarm.get("event"), dict):
         mirror_event(key, alarm["event"], at, domain, name, change)
