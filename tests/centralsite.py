@@ -6,10 +6,13 @@ Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,11 @@ import pytest
 import yaml
 from conftest import Daemon
 from daemon_process import DaemonProcess, process_with_admin
-from mosquitto import Mosquitto
+from mosquitto import Mosquitto, Subscriber
 
 from vmond.config import Config
 from vmond.daemon import running
+from vmond.store.commands import envelope
 
 SECRET = "secret-of-test-site"
 
@@ -47,6 +51,7 @@ class Central:
     def __init__(self, process: DaemonProcess) -> None:
         self.process = process
         self.token = process.token()
+        self.url = f"http://127.0.0.1:{process.web_port}"
 
     async def get(self, path: str) -> Any:
         status, body = await asyncio.to_thread(self.process.get, path, self.token)
@@ -75,6 +80,12 @@ class Central:
     async def list(self, path: str, key: str) -> list[dict[str, Any]]:
         return list((await self.get(path))[key])
 
+    def restart(self) -> None:
+        """Start the process again (after it stopped or was killed), with a new token."""
+        self.process.start()
+        self.token = self.process.token()
+        self.url = f"http://127.0.0.1:{self.process.web_port}"
+
 
 @pytest.fixture
 def central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
@@ -100,3 +111,22 @@ async def poll(read: Callable[[], Any], what: str, timeout: float = 10.0) -> Any
         assert asyncio.get_running_loop().time() < deadline, f"not within {timeout} s: {what}"
         await asyncio.sleep(0.05)
     return found
+
+
+async def until_edge_listens(port: int, site: str = "test-site", secret: str = SECRET) -> None:
+    """Until the edge's commands subscription is in place (so its session keeps what comes while it is away): a
+    harmless signed probe (an unknown event) sent again under the same id until the edge answers it."""
+    prefix = f"vmond/{site}/commands"
+    link = await Subscriber(port, [f"{prefix}/result"]).ready()
+    body = {"id": f"probe-{time.monotonic_ns()}", "site": site, "action": "dismiss", "event_id": 999999,
+            "user": "probe", "central": "probe", "at": datetime.now(UTC).isoformat()}
+    try:
+        deadline = time.monotonic() + 15
+        while not any(m for m in link.on(f"{prefix}/result") if body["id"].encode() in m.payload):
+            assert time.monotonic() < deadline, "the edge never answered a command"
+            link.client.publish(prefix, envelope(body, secret), qos=1)
+            with contextlib.suppress(AssertionError):
+                await link.wait_for(lambda: any(body["id"].encode() in m.payload
+                                                for m in link.on(f"{prefix}/result")), timeout=1.0)
+    finally:
+        link.close()

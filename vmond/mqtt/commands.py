@@ -27,7 +27,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from vmond.config import Config
-from vmond.mqtt.client import RECONNECT_DELAY, LinkSettings, paho_client
+from vmond.mqtt.client import LinkSettings, connected_ok, session_client, stop_client
 from vmond.store.changes import Changes
 from vmond.store.commands import CommandRefused, read_command
 from vmond.store.db import Database
@@ -78,7 +78,7 @@ class CommandReceiver:
             return self
         self._secret = secret.reveal()
         settings = dataclasses.replace(settings, client_id=command_client_id(settings.client_id))
-        self._client = self._connect(settings)
+        self._client = session_client(settings, self._on_connect, self._on_message)
         self._pruner = asyncio.create_task(self._prune(), name="mqtt-command-prune")
         log.info("mqtt: taking commands on %s as %s", self.topics.commands, settings.client_id)
         return self
@@ -92,27 +92,12 @@ class CommandReceiver:
             client = self._client
             self._client = None
             # disconnect + loop_stop join paho's thread, which may be waiting on the loop for a command: not here.
-            await asyncio.get_running_loop().run_in_executor(None, functools.partial(_stop, client))
-
-    def _connect(self, settings: LinkSettings) -> mqtt.Client:
-        client = paho_client(settings.client_id, clean_session=False)
-        client.enable_logger(logging.getLogger("vmond.mqtt.paho"))
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls is not None:
-            client.tls_set_context(settings.tls)
-        client.reconnect_delay_set(*RECONNECT_DELAY)
-        client.on_connect = self._on_connect
-        client.on_message = self._on_message
-        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive)
-        client.loop_start()
-        return client
+            await asyncio.get_running_loop().run_in_executor(None, functools.partial(stop_client, client))
 
     # -- paho's thread -----------------------------------------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, properties: Any = None) -> None:
-        failed = bool(rc.is_failure) if hasattr(rc, "is_failure") else rc != 0
-        if not failed:  # the session keeps the subscription; made again in case the broker lost it
+        if connected_ok(rc):  # the session keeps the subscription; made again in case the broker lost it
             client.subscribe(self.topics.commands, qos=1)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -170,7 +155,3 @@ class CommandReceiver:
             except Exception:  # noqa: BLE001 - logged; tried again at the next interval
                 log.exception("mqtt: could not prune remembered command ids")
 
-
-def _stop(client: mqtt.Client) -> None:
-    client.disconnect()
-    client.loop_stop()

@@ -158,7 +158,10 @@ def serialize_events(events: list[AlarmEvent], domain: str) -> list[dict[str, An
 
 
 def event_query() -> pw.ModelSelect[AlarmEvent]:
-    return (AlarmEvent.select(AlarmEvent, Camera, Account)
+    # Only the camera's and account's columns an Event shows: a camera row is wide (its last SMTP transcript), and
+    # peewee's cost grows with every column it names.
+    return (AlarmEvent.select(AlarmEvent, Camera.id, Camera.name, Camera.smtp_local_part, Camera.account,
+                              Account.id, Account.name)
             .join(Camera, pw.JOIN.LEFT_OUTER)
             .join(Account, pw.JOIN.LEFT_OUTER))
 

@@ -15,6 +15,7 @@ from vmond.store.users import user_count
 from vmond.web.display import queue_context
 from vmond.web.keys import BUS, DB, IO, MEDIA, SERVICES, config_of
 from vmond.web.params import path_id
+from vmond.web.remote import with_commands
 from vmond.web.render import render
 from vmond.web.scope import scope_of
 from vmond.web.security import principal, public, require
@@ -53,13 +54,15 @@ async def wall(request: web.Request) -> web.StreamResponse:
 @routes.get("/events/{event_id}")
 @require("guard")
 async def event_page(request: web.Request) -> web.StreamResponse:
+    seq = request.app[BUS].last_seq  # before reading: what changes meanwhile comes over /ws (eventpage.js)
     try:
         event = await request.app[DB].read(event_with_trail, config_of(request.app).smtp.domain,
                                            path_id(request, "event_id"))
     except EventNotFound:
         raise web.HTTPNotFound() from None
     alarm_id = await request.app[DB].read(alarm_of_event, event["id"])
-    return render(request, "event.html", {"event": event, "alarm_id": alarm_id})
+    event = await with_commands(request, "event", event)  # on a central, a site's event: what was sent to it
+    return render(request, "event.html", {"event": event, "alarm_id": alarm_id, "seq": seq})
 
 
 @routes.get("/media/{media_id}")
