@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 # is bounded by that; this is a second bound for brokers configured wider.
 MAX_BATCH = 200
 RETRY_DELAY = 2.0  # seconds before a batch the store refused (disk full, database busy) is tried again
-COMMIT_TIMEOUT = 60.0  # seconds paho 1.6's thread waits for a commit before acknowledging anyway
+CLOSING_CHECK = 1.0  # seconds: how often paho 1.6's thread, waiting for a commit, looks whether the link closes
+# A site's JSON message larger than this is not one (a config of hundreds of accounts is well under): dropped unread.
+MAX_MESSAGE = 4 << 20
 SUBSCRIBED = ("events", "alarms", "config", "status", "available", "commands/result", "media/#")
 MediaHandler = Callable[[str, int, bool, bytes], Awaitable[None]]
 
@@ -57,6 +59,7 @@ class _Received:
     what: str  # events | alarms | config | status | available | commands/result | media/<id>[/thumbnail]
     payload: bytes
     done: ThreadFuture[None] | None = None  # paho 1.6: its thread waits on it
+    connection: int = 0  # which connection delivered it: an acknowledgement is only good on that one
 
 
 class MirrorLink:
@@ -74,7 +77,8 @@ class MirrorLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Received] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self.connected = False
+        self.connected = self.closing = False
+        self.connections = 0  # counts the broker connections made: a message's mid belongs to one of them
         self.mirrored = self.dropped = 0
 
     async def __aenter__(self) -> MirrorLink:
@@ -90,6 +94,7 @@ class MirrorLink:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.closing = True
         if self._client is not None:
             client = self._client
             self._client = None
@@ -109,6 +114,7 @@ class MirrorLink:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, properties: Any = None) -> None:
         if not connected_ok(rc):
             return
+        self.connections += 1
         self.connected = True
         # The session keeps the subscriptions; made again in case the broker lost it.
         client.subscribe([(f"{self._prefix}/+/{what}", 1) for what in SUBSCRIBED])
@@ -129,11 +135,21 @@ class MirrorLink:
         except RuntimeError:  # the loop is closed: vmond is going away, and the broker delivers it again
             return
         if item.done is not None:
+            self._wait_committed(item.done)
+
+    def _wait_committed(self, done: ThreadFuture[None]) -> None:
+        """paho 1.6 acknowledges when ``on_message`` returns: wait for the commit however long the store takes (a
+        full disk is tried again and again), unless the link closes: its DISCONNECT is then sent before the
+        acknowledgement, which never is, and the broker delivers the message again on the next start."""
+        waited = 0.0
+        while not self.closing:
             try:
-                item.done.result(COMMIT_TIMEOUT)  # acknowledged (on return) only once it is committed
+                done.result(CLOSING_CHECK)
+                return
             except FutureTimeout:
-                log.error("central: a message took longer than %.0f s to mirror; acknowledged anyway",
-                          COMMIT_TIMEOUT)
+                waited += CLOSING_CHECK
+                if waited % 60 == 0:
+                    log.warning("central: a site message has waited %.0f s for the database", waited)
 
     def _received(self, message: mqtt.MQTTMessage) -> _Received | None:
         if not message.topic.startswith(f"{self._prefix}/"):
@@ -143,7 +159,7 @@ class MirrorLink:
             return None
         if site == self._config.site.id or not self._central.serves(site):
             return None  # the central's own topics, or a site it does not serve
-        return _Received(message.mid, message.qos, site, what, bytes(message.payload))
+        return _Received(message.mid, message.qos, site, what, bytes(message.payload), connection=self.connections)
 
     @staticmethod
     def _ack(client: mqtt.Client, mid: int, qos: int) -> None:
@@ -170,8 +186,10 @@ class MirrorLink:
     def _done(self, item: _Received) -> None:
         if item.done is not None:
             item.done.set_result(None)
-        elif self._client is not None:
+        elif self._client is not None and item.connection == self.connections:
             self._ack(self._client, item.mid, item.qos)
+        # Delivered on a connection since lost: the broker sends it again on the new one (mirrored again, changing
+        # nothing) and that copy is acknowledged; its old mid may now name another message not yet committed.
 
     async def _apply(self, batch: list[_Received]) -> None:
         messages: list[SiteMessage] = []
@@ -180,7 +198,11 @@ class MirrorLink:
                 # In order: a media file follows its event's message, which must be mirrored first.
                 await self._record(messages)
                 messages = []
-                await self._media(item)
+                try:
+                    await self._media(item)
+                except Exception:  # noqa: BLE001 - one media message must not hold up the mirror
+                    self.dropped += 1
+                    log.exception("central: site %s's %s could not be taken; dropped", item.site, item.what)
                 continue
             message = _parse(item)
             if message is None:
@@ -206,10 +228,14 @@ class MirrorLink:
 def _parse(item: _Received) -> SiteMessage | None:
     """The message as the mirror takes it; None (logged) when it is not what a site sends."""
     if item.what == "available":
-        return SiteMessage(item.site, item.what, item.payload.decode("utf-8", "replace").strip())
+        return SiteMessage(item.site, item.what, item.payload[:100].decode("utf-8", "replace").strip())
+    if len(item.payload) > MAX_MESSAGE:
+        log.warning("central: site %s sent %s of %d bytes (at most %d); dropped", item.site, item.what,
+                    len(item.payload), MAX_MESSAGE)
+        return None
     try:
-        body = json.loads(item.payload)
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(item.payload, parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, NaN, or nested beyond what Python parses
         log.warning("central: site %s sent %s that is not JSON; dropped", item.site, item.what)
         return None
     if not isinstance(body, dict):
@@ -217,3 +243,7 @@ def _parse(item: _Received) -> SiteMessage | None:
         return None
     return SiteMessage(item.site, item.what, body)
 
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: kept, they would make the central's own API answers unreadable.
+    raise ValueError(f"{name} is not JSON")

@@ -70,7 +70,7 @@ def record_result(key: str, result: dict[str, Any], at: datetime, change: Change
     command.state = "done" if ok else "refused"
     error = result.get("error")
     command.error = None if ok else (error[:MAX_ERROR] if isinstance(error, str) else "refused by the site")
-    command.answered_at = parse_time(result.get("at")) or at
+    command.answered_at = parse_time(result.get("at"), at) or at  # never later than it arrived
     command.save()
     if not ok:
         log.warning("central: site %s refused command %s (%s): %s", key, command.uid, command.action, command.error)

@@ -7,7 +7,7 @@ Synchronous, on a database thread, inside the caller's transaction.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from vmond.store.changes import Change
@@ -18,21 +18,39 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def parse_time(value: object) -> datetime | None:
-    """An ISO 8601 time from a site's message, in UTC; None when absent or not a time with a zone."""
-    if not isinstance(value, str):
+# A site's times outside these are not times it could have (a store keeps four-digit years, in UTC).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+MAX_SITES = 1000  # rows a central keeps for sites: `sites: auto` must not let anyone grow the table without end
+
+
+class TooManySites(ValueError):
+    """A message from a site the central has no room left for; dropped like any message it cannot take."""
+
+
+def parse_time(value: object, not_after: datetime | None = None) -> datetime | None:
+    """An ISO 8601 time from a site's message, in UTC; None when absent, not a time with a zone, or out of any
+    range a site could mean. *not_after*: a later time (a site's clock, or a hostile site) is taken as that."""
+    if not isinstance(value, str) or len(value) > 40:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            return None
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo is not None else None
+    if not EARLIEST <= parsed < LATEST:
+        return None
+    return parsed if not_after is None else min(parsed, not_after)
 
 
 def ensure_site(key: str, name: str | None = None) -> Site:
     """The site *key*'s row, created on its first message; *name* (the configured or announced one) kept."""
     site = Site.get_or_none(Site.key == key)
     if site is None:
+        if Site.select().count() >= MAX_SITES:
+            raise TooManySites(f"already {MAX_SITES} sites here: site {key} is not mirrored")
         return Site.create(key=key, name=name or key)
     if name and site.name != name:
         site.name = name
@@ -88,7 +106,8 @@ def note_message(key: str, at: datetime, name: str | None = None, change: Change
     """A message from *key* arrived at *at*: it is alive."""
     site = ensure_site(key, name)
     site.last_message_at = at
-    site.save()
+    # This column only: saving the whole row would write its status (the site's, any size) for every message.
+    Site.update(last_message_at=at).where(Site.id == site.id).execute()
     return site
 
 
@@ -97,9 +116,10 @@ def note_status(key: str, status: dict[str, Any], at: datetime, name: str | None
     """The site's retained status (its heartbeat and figures)."""
     site = note_message(key, at, name)
     site.status = status
-    site.heartbeat_at = parse_time(status.get("heartbeat_at")) or parse_time(status.get("at")) or at
+    # Never later than now: a site's clock ahead (or a lie) must not keep it "alive" past its silence.
+    site.heartbeat_at = parse_time(status.get("heartbeat_at"), at) or parse_time(status.get("at"), at) or at
     if isinstance(status.get("version"), str):
-        site.version = status["version"]
+        site.version = status["version"][:100]
     site.save()
     _announce(change, site)
     return site
