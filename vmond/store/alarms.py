@@ -223,7 +223,9 @@ def _changed(alarm_id: int, user_id: int | None, action: str, detail: dict[str, 
     AuditEntry.create(user=user_id, action=action, target_type="alarm", target_id=alarm_id, detail=detail)
     summary = alarm_summary(alarm_id)
     if action in PUBLISHED_ACTIONS:  # the others (the picture at raising) are for the guards only
-        change.queue_alarm(kind, dict(summary, last_action={"action": action, "detail": detail}))
+        by = _who(User.get_or_none(User.id == user_id)) if user_id is not None else (
+            {"id": None, "username": change.remote} if change.remote else None)
+        change.queue_alarm(kind, dict(summary, last_action={"action": action, "detail": detail, "by": by}))
     _announce(change, summary, kind)
     return summary
 

@@ -315,11 +315,11 @@ def _mirror_last_action(site: Site, row: Alarm, last: object, at: datetime) -> N
         log.warning("site %s: alarm %d already has %d %s entries; no more are kept", site.key, row.remote_id,
                     MAX_TRAIL, action)
         return
-    who = (row.remote_by or {}).get(role or "") or f"someone at {site.name}"
+    who = _who(last.get("by"), site) or (row.remote_by or {}).get(role or "") or f"someone at {site.name}"
     if action == "alarm.note" and isinstance(detail.get("text"), str):
         AlarmNote.create(alarm=row, author=None, created_at=at, text=f"{detail['text'][:MAX_TEXT]}")
     AuditEntry.create(at=at, user=None, action=action, target_type="alarm", target_id=row.id,
-                      detail={**{k: v for k, v in detail.items() if k in ("code", "text")},
+                      detail={**{k: v for k, v in detail.items() if k in ("code", "text", "n")},
                               "remote": {"user": who, "central": None}, "mirrored": seen})
 
 
