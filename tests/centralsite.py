@@ -1,18 +1,22 @@
 """Test harness for the central station (issue 18): an edge daemon in the test's loop and a central ``vmond run``
 process, on a real mosquitto. (Two daemons cannot share one process: the models bind to one database.)
 
-Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` and the ``quick_mqtt`` fixture."""
+Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` and the ``quick_mqtt`` fixture.
+``edge_process`` is an edge as a ``vmond run`` process instead (its last will fires when it is killed), heartbeating
+every :data:`HEARTBEAT` seconds; ``watchful_central`` a central whose ``site_silence`` is :data:`SITE_SILENCE`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import Daemon
+from conftest import Daemon, write_config
 from daemon_process import DaemonProcess, process_with_admin
 from mosquitto import Mosquitto
 
@@ -20,6 +24,8 @@ from vmond.config import Config
 from vmond.daemon import running
 
 SECRET = "secret-of-test-site"
+HEARTBEAT = 0.5  # seconds between an edge process's status messages (60 s in production)
+SITE_SILENCE = "3s"  # a watchful central's central.site_silence
 
 
 def edge_settings(port: int) -> dict[str, Any]:
@@ -45,6 +51,15 @@ class Central:
         self.process = process
         self.token = process.token()
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.process.web_port}"
+
+    def restart(self) -> None:
+        """Stopped (SIGTERM) and started again on the same data; the API token stays valid."""
+        assert self.process.stop() == 0
+        self.process.start()
+
     async def get(self, path: str) -> Any:
         status, body = await asyncio.to_thread(self.process.get, path, self.token)
         assert status == 200, body
@@ -54,13 +69,63 @@ class Central:
         return list((await self.get(path))[key])
 
 
-@pytest.fixture
-def central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
-    directory = tmp_path / "central"
-    with process_with_admin(directory, write_central_config(directory, broker.port)) as process:
+@contextlib.contextmanager
+def central_process(directory: Path, port: int, **central: Any) -> Iterator[Central]:
+    with process_with_admin(directory, write_central_config(directory, port, **central)) as process:
         process.start()
         yield Central(process)
         assert process.stop() == 0
+
+
+@pytest.fixture
+def central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
+    with central_process(tmp_path / "central", broker.port) as central:
+        yield central
+
+
+@pytest.fixture
+def watchful_central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
+    with central_process(tmp_path / "central", broker.port, site_silence=SITE_SILENCE) as central:
+        yield central
+
+
+class EdgeProcess:
+    """An edge (``site.id`` test-site) as a ``vmond run`` process: killed, paused and started again at will."""
+
+    def __init__(self, process: DaemonProcess) -> None:
+        self.process = process
+        process.prelude = f"import vmond.mqtt.forwarder as forwarder\nforwarder.STATUS_INTERVAL = {HEARTBEAT}"
+
+    def start(self) -> None:
+        self.process.start()
+
+    def kill(self) -> None:
+        """kill -9: no goodbye; the broker publishes its last will."""
+        assert self.process.popen is not None
+        self.process.popen.kill()
+        self.process.popen.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: its connection stays open but it says nothing (until the broker's keepalive gives up)."""
+        assert self.process.popen is not None
+        self.process.popen.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process.popen is not None
+        self.process.popen.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def edge_process(tmp_path: Path, broker: Mosquitto) -> Iterator[EdgeProcess]:
+    directory = tmp_path / "edge"
+    directory.mkdir()
+    with process_with_admin(directory, write_config(directory, **edge_settings(broker.port))) as process:
+        edge = EdgeProcess(process)
+        edge.start()
+        yield edge
+        if process.popen is not None and process.popen.poll() is None:
+            edge.resume()  # a paused process would not stop
+            assert process.stop() == 0
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vmond.central.link import MirrorLink
+from vmond.central.sitewatch import SiteWatcher
 from vmond.config import Config
 from vmond.config.tls import ensure_self_signed
 from vmond.ingest.cameras import CameraDirectory
@@ -141,7 +142,11 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if mqtt is not None:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
             if central:  # the sites' messages in; commands to them go out through the outbox
-                await stack.enter_async_context(MirrorLink(config, db, changes, io))
+                link = await stack.enter_async_context(MirrorLink(config, db, changes, io))
+                # Sites supervised: offline (their last will) or silent longer than central.site_silence.
+                watcher = await stack.enter_async_context(SiteWatcher(config, db, changes,
+                                                                      lambda: link.listening_since))
+                link.on_available = watcher.nudge
             elif config.mqtt.commands:  # commands from a central station (issue 18); results go out via the outbox
                 await stack.enter_async_context(CommandReceiver(config, db, changes, io))
         if not central:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -69,6 +70,8 @@ class MirrorLink:
         self._prefix = config.central.mqtt.topic_prefix
         self._db, self._changes, self._io = db, changes, io
         self.on_media = on_media
+        self.on_available: Callable[[], None] | None = None  # a site's available topic was mirrored (committed)
+        self.listening_since: datetime | None = None  # when the link last connected; None while it is down
         self._names = {site.id: site.name for site in config.central.sites if site.name}  # over the announced
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,11 +123,20 @@ class MirrorLink:
         if failed:
             return
         self.connected = True
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: vmond is going away
+                self._loop.call_soon_threadsafe(self._listening, True)
         # The session keeps the subscriptions; made again in case the broker lost it.
         client.subscribe([(f"{self._prefix}/+/{what}", 1) for what in SUBSCRIBED])
 
     def _on_disconnect(self, client: mqtt.Client, *args: Any) -> None:
         self.connected = False
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: vmond is going away
+                self._loop.call_soon_threadsafe(self._listening, False)
+
+    def _listening(self, up: bool) -> None:
+        self.listening_since = utcnow() if up else None
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         loop = self._loop
@@ -198,6 +210,8 @@ class MirrorLink:
             self.dropped += await self._changes.record(mirror_messages, messages, utcnow(), self._config.smtp.domain,
                                                        self._names)
             self.mirrored += len(messages)
+            if self.on_available is not None and any(m.what == "available" for m in messages):
+                self.on_available()
 
     async def _media(self, item: _Received) -> None:
         parts = item.what.split("/")

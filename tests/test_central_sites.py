@@ -1,0 +1,99 @@
+"""A central station supervises its sites (issue 18): an edge process killed (its last will) or gone quiet raises
+``site_offline`` on the central's wall, its return closes it, and a restarted central keeps the one event."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from centralsite import Central, EdgeProcess, edge_process, poll, watchful_central  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.slow
+
+SITE = {"id": "test-site", "name": "Test Site"}
+
+
+async def site_state(central: Central) -> dict[str, Any]:
+    sites = (await central.get("/api/sites"))["sites"]
+    assert [s["id"] for s in sites] == ["test-site"], sites
+    return dict(sites[0])
+
+
+async def link_is(central: Central, link: str) -> dict[str, Any] | None:
+    site = await site_state(central) if (await central.get("/api/sites"))["sites"] else None
+    return site if site is not None and site["link"] == link else None
+
+
+async def offline_events(central: Central) -> list[dict[str, Any]]:
+    return [e for e in await central.list("/api/events?status=all&limit=500", "events") if e["kind"] == "site_offline"]
+
+
+async def test_a_killed_edge_is_offline_until_it_returns(edge_process: EdgeProcess,  # noqa: F811
+                                                         watchful_central: Central) -> None:  # noqa: F811
+    central = watchful_central
+    await poll(lambda: link_is(central, "online"), "the site online on the central")
+
+    edge_process.kill()
+    # Its last will shows within a moment (the watcher is nudged), well before central.site_silence could.
+    events = await poll(lambda: central.list("/api/events?site=test-site", "events"), "site_offline raised",
+                        timeout=2.5)
+    [event] = events
+    assert event["kind"] == "site_offline" and event["site"] == SITE and event["status"] == "active"
+    assert event["priority"] == 2 and "offline: the broker says so" in event["subject"]
+    site = await site_state(central)
+    assert site["link"] == "offline" and site["offline_event_id"] == event["id"] and site["online"] is False
+    # The filter by site: another site's wall is empty; the queue keeps its order and filters alike.
+    assert await central.list("/api/events?site=other-site", "events") == []
+    queue = await central.list("/api/events?order=queue&site=test-site", "events")
+    assert [e["id"] for e in queue] == [event["id"]]
+    detail = await central.get(f"/api/events/{event['id']}")
+    assert [a["action"] for a in detail["audit"]] == ["condition.raised"]
+
+    # The central restarted: the condition is remembered, not raised a second time.
+    await asyncio.to_thread(central.restart)
+    await poll(lambda: link_is(central, "offline"), "the site offline after the central's restart")
+    deadline = asyncio.get_running_loop().time() + 4.0  # longer than central.site_silence
+    while asyncio.get_running_loop().time() < deadline:
+        assert [e["id"] for e in await offline_events(central)] == [event["id"]]
+        await asyncio.sleep(0.25)
+
+    await asyncio.to_thread(edge_process.start)
+    closed = await poll(lambda: _closed(central, event["id"]), "site_offline closed by the site's return")
+    assert closed["status"] == "dismissed" and "cleared" in closed["flags"]
+    assert closed["audit"][-1]["text"] == "vmond closed it: the site is online and sends messages again"
+    site = await site_state(central)
+    assert site["link"] == "online" and site["offline_event_id"] is None
+    assert await central.list("/api/events?site=test-site", "events") == []
+    assert len(await offline_events(central)) == 1
+
+
+async def test_a_silent_edge_is_offline_until_it_speaks(edge_process: EdgeProcess,  # noqa: F811
+                                                        watchful_central: Central) -> None:  # noqa: F811
+    central = watchful_central
+    await poll(lambda: link_is(central, "online"), "the site online on the central")
+    # Heartbeats every half second keep a 3 s site_silence from raising anything while the edge runs.
+    deadline = asyncio.get_running_loop().time() + 4.0
+    while asyncio.get_running_loop().time() < deadline:
+        assert await offline_events(central) == []
+        await asyncio.sleep(0.25)
+
+    edge_process.pause()  # connected, but silent: no last will
+    events = await poll(lambda: central.list("/api/events?site=test-site", "events"), "site_offline raised",
+                        timeout=10.0)
+    [event] = events
+    assert event["kind"] == "site_offline" and event["site"] == SITE
+    assert event["subject"].startswith("No message from Test Site (test-site) for 3s or longer")
+    site = await site_state(central)
+    assert site["link"] == "silent" and site["online"] is True and site["offline_event_id"] == event["id"]
+
+    edge_process.resume()
+    closed = await poll(lambda: _closed(central, event["id"]), "site_offline closed once the site speaks")
+    assert closed["status"] == "dismissed"
+    assert (await site_state(central))["link"] == "online"
+    assert len(await offline_events(central)) == 1
+
+
+async def _closed(central: Central, event_id: int) -> dict[str, Any] | None:
+    event = await central.get(f"/api/events/{event_id}")
+    return event if event["status"] != "active" else None
