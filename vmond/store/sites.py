@@ -86,6 +86,12 @@ def list_sites() -> list[dict[str, Any]]:
     return [site_dict(site) for site in Site.select().order_by(Site.name, Site.key)]
 
 
+def site_choices() -> list[dict[str, Any]]:
+    """Every site's ``{"id", "name"}``, by name (for the wall's filter)."""
+    return [{"id": site.key, "name": site.name}
+            for site in Site.select(Site.key, Site.name).order_by(Site.name, Site.key)]
+
+
 def announce_site(change: Change | None, site: Site) -> None:
     """Tell the dashboards (``site.updated``, data: :func:`site_dict`) that *site*'s link or figures changed."""
     if change is not None:
