@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from centralsite import Central, EdgeProcess, edge_process, poll, watchful_central  # noqa: F401 - fixtures
+from mosquitto import Mosquitto
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +73,11 @@ async def test_a_silent_edge_is_offline_until_it_speaks(edge_process: EdgeProces
                                                         watchful_central: Central) -> None:  # noqa: F811
     central = watchful_central
     await poll(lambda: link_is(central, "online"), "the site online on the central")
-    # Heartbeats every half second keep a 3 s site_silence from raising anything while the edge runs.
+    # Heartbeats every half second keep a 3 s site_silence from raising anything while the edge runs, and the
+    # central's own absence (a restart slower than the silence) is not taken for the site's.
+    await asyncio.to_thread(central.process.stop)
+    await asyncio.sleep(3.5)  # the central is down longer than central.site_silence: the wait is the point
+    await asyncio.to_thread(central.process.start)
     deadline = asyncio.get_running_loop().time() + 4.0
     while asyncio.get_running_loop().time() < deadline:
         assert await offline_events(central) == []
@@ -87,11 +92,44 @@ async def test_a_silent_edge_is_offline_until_it_speaks(edge_process: EdgeProces
     site = await site_state(central)
     assert site["link"] == "silent" and site["online"] is True and site["offline_event_id"] == event["id"]
 
+    # The central restarted meanwhile: the broker hands it the site's retained status and "online" again, copies
+    # of old news that do not end the silence (nor raise it a second time).
+    await asyncio.to_thread(central.restart)
+    await poll(lambda: link_is(central, "silent"), "the site silent after the central's restart")
+    deadline = asyncio.get_running_loop().time() + 4.0  # longer than central.site_silence
+    while asyncio.get_running_loop().time() < deadline:
+        assert [(e["id"], e["status"]) for e in await offline_events(central)] == [(event["id"], "active")]
+        await asyncio.sleep(0.25)
+
     edge_process.resume()
     closed = await poll(lambda: _closed(central, event["id"]), "site_offline closed once the site speaks")
     assert closed["status"] == "dismissed"
     assert (await site_state(central))["link"] == "online"
     assert len(await offline_events(central)) == 1
+
+
+async def test_a_deaf_central_does_not_take_the_sites_for_silent(edge_process: EdgeProcess,  # noqa: F811
+                                                                 watchful_central: Central,  # noqa: F811
+                                                                 broker: Mosquitto) -> None:
+    central = watchful_central
+    before = await poll(lambda: link_is(central, "online"), "the site online on the central")
+    # The broker crashes (a broker shut down cleanly sends its clients' last wills: the sites would be offline).
+    assert broker.process is not None
+    broker.process.kill()
+    broker.process.wait()
+    await asyncio.sleep(4.5)  # the broker is down longer than central.site_silence: the outage is the point
+    broker.start()
+    await poll(lambda: _heard_after(central, before["last_message_at"]), "the site heard again")
+    deadline = asyncio.get_running_loop().time() + 4.0  # longer than central.site_silence
+    while asyncio.get_running_loop().time() < deadline:
+        assert await offline_events(central) == []
+        await asyncio.sleep(0.25)
+    assert (await site_state(central))["link"] == "online"
+
+
+async def _heard_after(central: Central, at: str) -> bool:
+    site = await site_state(central)
+    return site["link"] == "online" and site["last_message_at"] > at
 
 
 async def _closed(central: Central, event_id: int) -> dict[str, Any] | None:

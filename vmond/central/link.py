@@ -57,6 +57,7 @@ class _Received:
     site: str
     what: str  # events | alarms | config | status | available | commands/result | media/<id>[/thumbnail]
     payload: bytes
+    retained: bool = False  # a copy the broker kept, handed over as the central (re)subscribed: old news
     done: ThreadFuture[None] | None = None  # paho 1.6: its thread waits on it
 
 
@@ -165,7 +166,7 @@ class MirrorLink:
             return None
         if site == self._config.site.id or not self._central.serves(site):
             return None  # the central's own topics, or a site it does not serve
-        return _Received(message.mid, message.qos, site, what, bytes(message.payload))
+        return _Received(message.mid, message.qos, site, what, bytes(message.payload), bool(message.retain))
 
     @staticmethod
     def _ack(client: mqtt.Client, mid: int, qos: int) -> None:
@@ -224,7 +225,7 @@ class MirrorLink:
 def _parse(item: _Received) -> SiteMessage | None:
     """The message as the mirror takes it; None (logged) when it is not what a site sends."""
     if item.what == "available":
-        return SiteMessage(item.site, item.what, item.payload.decode("utf-8", "replace").strip())
+        return SiteMessage(item.site, item.what, item.payload.decode("utf-8", "replace").strip(), item.retained)
     try:
         body = json.loads(item.payload)
     except (ValueError, UnicodeDecodeError):
@@ -233,7 +234,7 @@ def _parse(item: _Received) -> SiteMessage | None:
     if not isinstance(body, dict):
         log.warning("central: site %s sent %s that is not a JSON object; dropped", item.site, item.what)
         return None
-    return SiteMessage(item.site, item.what, body)
+    return SiteMessage(item.site, item.what, body, item.retained)
 
 
 def _stop(client: mqtt.Client) -> None:
