@@ -1,6 +1,6 @@
 """A central station's wall and sites page in Debian's Chromium (issue 18): a mirrored event's card names its site,
 the wall filters and groups by site, an edge killed shows as ``site_offline`` on the wall and as offline on the
-sites page without a reload, and its return takes the card away again."""
+sites page without a reload, its return takes the card away again, and open alarms name their site."""
 
 from __future__ import annotations
 
@@ -80,4 +80,17 @@ async def test_sites_on_the_central_wall_and_sites_page(edge_process: EdgeProces
     await expect(offline).to_have_count(0, timeout=10000)
     await sites.goto(f"{central.url}/sites")
     await expect(sites.locator('[data-site-id="test-site"]')).to_have_attribute("data-link", "online")
+
+    # Lost again, and this time a guard raises an alarm for it (the central's own event: worked here): the
+    # open-alarms strip and the alarms list name the site.
+    edge_process.kill()
+    await expect(offline).to_have_count(1, timeout=5000)
+    await offline.locator('[data-action="alarm"]').click()
+    await wall.wait_for_url(f"{central.url}/alarms/*")
+    await wall.goto(f"{central.url}/")
+    strip = wall.locator('[data-open-alarm-id][data-site="test-site"]')
+    await expect(strip).to_have_count(1)
+    await expect(strip.locator(".open-alarm-site")).to_have_text("Test Site")
+    await wall.goto(f"{central.url}/alarms")
+    await expect(wall.locator('#alarm-rows [data-label="Site"]')).to_have_text(["Test Site"])
     assert errors == [] and sites_errors == [], (errors, sites_errors)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from centralsite import Central, EdgeProcess, edge_process, poll, watchful_central  # noqa: F401 - fixtures
+from conftest import Daemon, sample
 from mosquitto import Mosquitto
 
 pytestmark = pytest.mark.slow
@@ -135,3 +136,19 @@ async def _heard_after(central: Central, at: str) -> bool:
 async def _closed(central: Central, event_id: int) -> dict[str, Any] | None:
     event = await central.get(f"/api/events/{event_id}")
     return event if event["status"] != "active" else None
+
+
+async def test_an_appliance_has_no_sites(daemon: Daemon) -> None:
+    """On an appliance the wall stays as it was: no sites page, no site filter or grouping, no site on cards."""
+    await daemon.add_user()
+    token = await daemon.token()
+    assert (await daemon.send(sample("reolink-person.eml")))["data"][0] == 250
+    await daemon.wait_idle()
+    status, wall = await daemon.api("GET", "/", token)
+    assert status == 200 and "data-event-id" in wall
+    assert 'href="/sites"' not in wall and "site-filter" not in wall and "data-site" not in wall
+    assert (await daemon.api("GET", "/sites", token))[0] == 404
+    assert await daemon.api("GET", "/api/sites", token) == (200, {"sites": []})
+    assert await daemon.api("GET", "/api/events?site=test-site", token) == (200, {"events": []})
+    status, events = await daemon.api("GET", "/api/events", token)
+    assert len(events["events"]) == 1 and "site" not in events["events"][0]
