@@ -4,10 +4,20 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
-from centralsite import Central, EdgeProcess, edge_process, poll, watchful_central  # noqa: F401 - fixtures
+from centralsite import (  # noqa: F401
+    SECRET,
+    SITE_SILENCE,
+    Central,
+    EdgeProcess,
+    central_process,
+    edge_process,
+    poll,
+    watchful_central,
+)
 from conftest import Daemon, sample
 from mosquitto import Mosquitto
 
@@ -126,6 +136,22 @@ async def test_a_deaf_central_does_not_take_the_sites_for_silent(edge_process: E
         assert await offline_events(central) == []
         await asyncio.sleep(0.25)
     assert (await site_state(central))["link"] == "online"
+
+
+async def test_a_listed_site_never_heard_from_is_offline(edge_process: EdgeProcess, broker: Mosquitto,  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    sites = [{"id": "test-site", "command_secret": SECRET}, {"id": "ghost-site", "name": "Ghost"}]
+    with central_process(tmp_path / "central", broker.port, sites=sites, site_silence=SITE_SILENCE) as central:
+        listed = {s["id"]: s for s in (await central.get("/api/sites"))["sites"]}
+        assert listed["ghost-site"]["last_message_at"] is None  # listed from the start, heard from or not
+        events = await poll(lambda: central.list("/api/events?site=ghost-site", "events"), "site_offline raised")
+        assert [e["kind"] for e in events] == ["site_offline"] and events[0]["site"] == {"id": "ghost-site",
+                                                                                         "name": "Ghost"}
+        assert events[0]["subject"] == ("No message from Ghost (ghost-site) for 3s or longer; "
+                                        "it has sent nothing yet")
+        assert await central.list("/api/events?site=test-site", "events") == []
+        listed = {s["id"]: s for s in (await central.get("/api/sites"))["sites"]}
+        assert listed["ghost-site"]["link"] == "silent" and listed["test-site"]["link"] == "online"
 
 
 async def _heard_after(central: Central, at: str) -> bool:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from vmond.store.sites import ensure_sites
 from vmond.store.supervision import check_sites, sites_due
 from vmond.util.clock import utcnow
 from vmond.util.tasks import BackgroundService
@@ -58,6 +59,14 @@ class SiteWatcher(BackgroundService):
         self._wake.set()
 
     async def _run(self) -> None:
+        listed = [(site.id, site.name) for site in self._config.central.sites]
+        while True:
+            try:  # the sites listed in the configuration are supervised from the start, heard from or not
+                await self._db.write(ensure_sites, listed)
+                break
+            except Exception:  # noqa: BLE001 - the database full or locked: try again shortly
+                log.exception("site supervision: the configured sites could not be noted; trying again shortly")
+                await asyncio.sleep(RETRY)
         while True:
             self._wake.clear()
             try:

@@ -40,6 +40,12 @@ def ensure_site(key: str, name: str | None = None) -> Site:
     return site
 
 
+def ensure_sites(sites: list[tuple[str, str | None]]) -> None:
+    """The configured sites' rows (id, name), so that one that never reports is supervised too."""
+    for key, name in sites:
+        ensure_site(key, name)
+
+
 def site_ref(site: Site | None) -> dict[str, Any] | None:
     """What an Event or Alarm names of its site: ``{"id", "name"}`` (None on an appliance's own rows)."""
     return None if site is None else {"id": site.key, "name": site.name}

@@ -279,10 +279,11 @@ def _site_steps(silence: float, listening_since: datetime | None, now: datetime
         if site.online is False:
             steps.append((site, "raise", "offline"))
             continue
-        # Silence is what the central could have heard: not while its own link to the broker was down.
-        if listening_since is None or last is None:
+        # Silence is what the central could have heard: not while its own link to the broker was down. A site
+        # listed in the configuration that never sent anything is silent from when the central began listening.
+        if listening_since is None:
             continue
-        due = max(last, listening_since) + limit
+        due = max(last or listening_since, listening_since) + limit
         if due <= now:
             steps.append((site, "raise", "silent"))
         else:
