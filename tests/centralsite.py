@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,25 @@ class Central:
         status, body = await asyncio.to_thread(self.process.get, path, self.token)
         assert status == 200, body
         return body
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """*method* on the central's API with the admin's token; (status, JSON body or text)."""
+        def send() -> tuple[int, Any]:
+            request = urllib.request.Request(f"http://127.0.0.1:{self.process.web_port}{path}", method=method,
+                                             data=None if body is None else json.dumps(body).encode(),
+                                             headers={"Authorization": f"Bearer {self.token}",
+                                                      "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    status, text = response.status, response.read()
+            except urllib.error.HTTPError as error:
+                status, text = error.code, error.read()
+            try:
+                return status, json.loads(text)
+            except ValueError:
+                return status, text.decode("utf-8", "replace")
+
+        return await asyncio.to_thread(send)
 
     async def list(self, path: str, key: str) -> list[dict[str, Any]]:
         return list((await self.get(path))[key])

@@ -31,6 +31,14 @@ def test_check_config_ok_prints_a_summary(tmp_path: Path) -> None:
     assert len(result.stdout.splitlines()) == 1
 
 
+def test_check_config_says_a_central_is_one(tmp_path: Path) -> None:
+    config = tmp_path / "central.yaml"
+    config.write_text("site: {id: central-1}\ncentral:\n  mqtt: {host: broker.example, port: 8883}\n  sites: auto\n")
+    result = run_cli("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{config}: ok: central station central-1, any site, mqtt broker.example:8883")
+
+
 def test_check_config_reports_every_problem_with_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("site:\n  id: Not Valid\nsmpt:\n  listen: x\nweb:\n  listen: \"127.0.0.1:99999\"\n")

@@ -23,6 +23,7 @@ from test_mqtt_schema import check_message
 
 from vmond.config import Config
 from vmond.daemon import running
+from vmond.store import remote
 from vmond.store.commands import CommandRefused, envelope, read_command
 from vmond.util.crashpoints import EXIT_CODE
 
@@ -369,3 +370,25 @@ async def test_remembered_ids_are_forgotten_after_command_max_age(daemon: Daemon
     assert await daemon.services.db.write(forget_commands, 3600.0) == 1
     left = await daemon.services.db.read(lambda: [r.command_id for r in RemoteCommand.select()])
     assert left == ["new"]
+
+
+async def test_a_command_the_store_fails_on_is_answered_refused_not_lost(
+        make_config: Callable[..., Config], broker: Mosquitto, central: Central,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    await central.link.ready()
+    async with commands_daemon(make_config, broker.port) as daemon:
+        token = await daemon.token()
+        event_id = await an_event(daemon, token)
+        await central.until_listening()
+
+        def failing(*args: Any, **kwargs: Any) -> None:
+            raise OSError("disk I/O error")
+
+        original = remote._apply
+        monkeypatch.setattr(remote, "_apply", failing)
+        result = await central.send("dismiss", event_id=event_id)
+        assert result["ok"] is False and "could not apply it (OSError)" in result["error"]
+        monkeypatch.setattr(remote, "_apply", original)
+        _, event = await daemon.api("GET", f"/api/events/{event_id}", token)
+        assert event["status"] == "active"
+        assert (await central.send("dismiss", event_id=event_id))["ok"] is True  # a new command id works

@@ -713,3 +713,14 @@ def test_sections_and_lists_take_their_keys_from_a_dataclass(declared: Callable[
     with pytest.raises(TypeError, match=message):
         spec.table_of(Section)
 
+
+
+def test_a_central_serves_its_listed_sites_or_with_auto_any_well_formed_site() -> None:
+    listed = parse("central:\n  sites: [{id: site-a, name: A, command_secret: s}]\n")
+    assert listed.central.enabled and listed.central.serves("site-a") and not listed.central.serves("site-b")
+    auto = parse("central:\n  sites: auto\n")
+    assert auto.central.auto_sites and auto.central.sites == ()
+    assert auto.central.serves("site-b")
+    assert not auto.central.serves("Site B") and not auto.central.serves("a" * 101) and not auto.central.serves("")
+    kept_off = parse("central:\n  enabled: false\n  sites: auto\n")
+    assert not kept_off.central.enabled

@@ -132,7 +132,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if config.web.tls.self_signed and config.web.tls.certificate is None:
             config = await loop.run_in_executor(io, ensure_self_signed, config)
 
-        mqtt = None
+        mqtt = mirror = None
         if config.mqtt.enabled:  # before the pipeline: it stops after it, forwarding what the pipeline queued
             mqtt = await stack.enter_async_context(Forwarder(config, db, media, io))
         bus = Bus()
@@ -142,11 +142,12 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if mqtt is not None:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
             if central:  # the sites' messages in; commands to them go out through the outbox
-                link = await stack.enter_async_context(MirrorLink(config, db, changes, io))
+                mirror = await stack.enter_async_context(MirrorLink(config, db, changes, io))
                 # Sites supervised: offline (their last will) or silent longer than central.site_silence.
+                link = mirror
                 watcher = await stack.enter_async_context(SiteWatcher(config, db, changes,
                                                                       lambda: link.listening_since))
-                link.on_available = watcher.nudge
+                mirror.on_available = watcher.nudge
             elif config.mqtt.commands:  # commands from a central station (issue 18); results go out via the outbox
                 await stack.enter_async_context(CommandReceiver(config, db, changes, io))
         if not central:
@@ -173,7 +174,8 @@ async def running(config: Config) -> AsyncIterator[Services]:
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify, on_low_disk=keeper.nudge)
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, changes=changes, started_at=time.monotonic(), mqtt=mqtt,
-                            metrics=metrics, clips=clips, disk=keeper, live=live, notifications=notifier)
+                            metrics=metrics, clips=clips, disk=keeper, live=live, notifications=notifier,
+                            mirror=mirror)
 
         await stack.enter_async_context(pipeline)
         if not central:  # a central's cameras are the sites' to supervise

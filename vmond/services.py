@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from vmond.util.metrics import Metrics
 
 if TYPE_CHECKING:
+    from vmond.central.link import MirrorLink
     from vmond.config import Config
     from vmond.ingest.cameras import CameraDirectory
     from vmond.ingest.pipeline import Pipeline
@@ -48,3 +49,4 @@ class Services:
     live: LiveHub | None = None  # snapshots and live view from the cameras' RTSP streams
     supervisor: Supervisor | None = None  # camera silence and the appliance's own health
     notifications: NotificationSender | None = None  # notify.targets and contacts' notify_url (issue 17)
+    mirror: MirrorLink | None = None  # on a central station: the sites' messages in (issue 18)

@@ -29,7 +29,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from vmond.config import Config
-from vmond.mqtt.client import PAHO2, RECONNECT_DELAY, LinkSettings, paho_client
+from vmond.mqtt.client import PAHO2, LinkSettings, connected_ok, session_client, stop_client
 from vmond.store.changes import Changes
 from vmond.store.db import Database
 from vmond.store.mirror import SiteMessage, mirror_messages
@@ -87,7 +87,8 @@ class MirrorLink:
         settings = await loop.run_in_executor(self._io, LinkSettings.from_config, link)
         settings = dataclasses.replace(settings, client_id=mirror_client_id(settings.client_id))
         self._worker = asyncio.create_task(self._mirror(), name="central-mirror")
-        self._client = self._connect(settings)
+        self._client = session_client(settings, self._on_connect, self._on_message,
+                                      on_disconnect=self._on_disconnect, manual_ack=PAHO2)
         log.info("central: mirroring the sites on %s:%d under %s/+ as %s", settings.host, settings.port,
                  self._prefix, settings.client_id)
         return self
@@ -96,32 +97,21 @@ class MirrorLink:
         if self._client is not None:
             client = self._client
             self._client = None
-            await asyncio.get_running_loop().run_in_executor(None, functools.partial(_stop, client))
+            await asyncio.get_running_loop().run_in_executor(None, functools.partial(stop_client, client))
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    def _connect(self, settings: LinkSettings) -> mqtt.Client:
-        client = paho_client(settings.client_id, clean_session=False, manual_ack=PAHO2)
-        client.enable_logger(logging.getLogger("vmond.mqtt.paho"))
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls is not None:
-            client.tls_set_context(settings.tls)
-        client.reconnect_delay_set(*RECONNECT_DELAY)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive)
-        client.loop_start()
-        return client
+    def status(self) -> dict[str, Any]:
+        """What ``/api/health`` says of the mirror."""
+        return {"connected": self.connected, "mirrored": self.mirrored, "dropped": self.dropped,
+                "waiting": self._queue.qsize()}
 
     # -- paho's thread -----------------------------------------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, properties: Any = None) -> None:
-        failed = bool(rc.is_failure) if hasattr(rc, "is_failure") else rc != 0
-        if failed:
+        if not connected_ok(rc):
             return
         self.connected = True
         if self._loop is not None:
@@ -236,7 +226,3 @@ def _parse(item: _Received) -> SiteMessage | None:
         return None
     return SiteMessage(item.site, item.what, body, item.retained)
 
-
-def _stop(client: mqtt.Client) -> None:
-    client.disconnect()
-    client.loop_stop()

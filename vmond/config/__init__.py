@@ -109,6 +109,11 @@ def default_config() -> Config:
 
 def describe(config: Config) -> str:
     """A one-line summary of a valid configuration, for ``vmond check-config``."""
+    if config.central.enabled:
+        sites = "any site" if config.central.auto_sites else f"{len(config.central.sites)} site(s)"
+        return (f"ok: central station {config.site.id}, {sites}, "
+                f"mqtt {HostPort(config.central.mqtt.host, config.central.mqtt.port)}, web {config.web.listen}, "
+                f"data {config.storage.data_dir}")
     cameras = sum(len(account.cameras) for account in config.accounts)
     mqtt = HostPort(config.mqtt.host, config.mqtt.port) if config.mqtt.enabled else "off"
     return (f"ok: site {config.site.id}, {len(config.accounts)} account(s), {cameras} camera(s), "

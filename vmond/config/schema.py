@@ -56,6 +56,7 @@ from vmond.util.kinds import DEFAULT_PRIORITIES, KINDS
 from vmond.util.schedule import Schedule
 
 SITE_ID = re.compile(r"[a-z0-9-]+")
+MAX_SITE_ID = 100
 
 
 def _topic(value: str) -> bool:
@@ -376,8 +377,11 @@ class CentralConfig:
         return next((site for site in self.sites if site.id == site_id), None)
 
     def serves(self, site_id: str) -> bool:
-        """Whether messages of *site_id* are mirrored: a listed site, or any with ``sites: auto``."""
-        return self.auto_sites or self.find_site(site_id) is not None
+        """Whether messages of *site_id* are mirrored: a listed site, or with ``sites: auto`` any whose id is one
+        a site could have."""
+        if self.auto_sites:
+            return len(site_id) <= MAX_SITE_ID and SITE_ID.fullmatch(site_id) is not None
+        return self.find_site(site_id) is not None
 
 
 def _read_secret(secret: Secret | None, file: Path | None) -> Secret | None:

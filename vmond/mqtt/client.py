@@ -55,6 +55,37 @@ def paho_client(client_id: str, clean_session: bool = True, manual_ack: bool = F
     return mqtt.Client(client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311)
 
 
+def session_client(settings: LinkSettings, on_connect: Callable[..., None], on_message: Callable[..., None], *,
+                   on_disconnect: Callable[..., None] | None = None, manual_ack: bool = False) -> mqtt.Client:
+    """A started subscriber on a persistent session (clean session off, *settings*' fixed client id): what the
+    broker queued for it while it was away arrives when it is back. Stop it with :func:`stop_client`."""
+    client = paho_client(settings.client_id, clean_session=False, manual_ack=manual_ack)
+    client.enable_logger(logging.getLogger("vmond.mqtt.paho"))
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls is not None:
+        client.tls_set_context(settings.tls)
+    client.reconnect_delay_set(*RECONNECT_DELAY)
+    client.on_connect = on_connect
+    client.on_message = on_message
+    if on_disconnect is not None:
+        client.on_disconnect = on_disconnect
+    client.connect_async(settings.host, settings.port, keepalive=settings.keepalive)
+    client.loop_start()
+    return client
+
+
+def stop_client(client: mqtt.Client) -> None:
+    """Disconnect and join paho's thread (blocking: not on the event loop)."""
+    client.disconnect()
+    client.loop_stop()
+
+
+def connected_ok(rc: Any) -> bool:
+    """Whether ``on_connect``'s result (1.6: an int; 2.x: a ReasonCode) says the connection was accepted."""
+    return not (bool(rc.is_failure) if hasattr(rc, "is_failure") else rc != 0)
+
+
 def _reason(code: Any, connack: bool = False) -> str:
     """A paho result as text: on 1.6 an int (a CONNACK code in on_connect, an error number elsewhere), on 2.x
     a ReasonCode that says itself."""

@@ -27,7 +27,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from vmond.config import Config
-from vmond.mqtt.client import RECONNECT_DELAY, LinkSettings, paho_client
+from vmond.mqtt.client import LinkSettings, connected_ok, session_client, stop_client
 from vmond.store.changes import Changes
 from vmond.store.commands import CommandRefused, read_command
 from vmond.store.db import Database
@@ -78,7 +78,7 @@ class CommandReceiver:
             return self
         self._secret = secret.reveal()
         settings = dataclasses.replace(settings, client_id=command_client_id(settings.client_id))
-        self._client = self._connect(settings)
+        self._client = session_client(settings, self._on_connect, self._on_message)
         self._pruner = asyncio.create_task(self._prune(), name="mqtt-command-prune")
         log.info("mqtt: taking commands on %s as %s", self.topics.commands, settings.client_id)
         return self
@@ -92,27 +92,12 @@ class CommandReceiver:
             client = self._client
             self._client = None
             # disconnect + loop_stop join paho's thread, which may be waiting on the loop for a command: not here.
-            await asyncio.get_running_loop().run_in_executor(None, functools.partial(_stop, client))
-
-    def _connect(self, settings: LinkSettings) -> mqtt.Client:
-        client = paho_client(settings.client_id, clean_session=False)
-        client.enable_logger(logging.getLogger("vmond.mqtt.paho"))
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls is not None:
-            client.tls_set_context(settings.tls)
-        client.reconnect_delay_set(*RECONNECT_DELAY)
-        client.on_connect = self._on_connect
-        client.on_message = self._on_message
-        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive)
-        client.loop_start()
-        return client
+            await asyncio.get_running_loop().run_in_executor(None, functools.partial(stop_client, client))
 
     # -- paho's thread -----------------------------------------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, properties: Any = None) -> None:
-        failed = bool(rc.is_failure) if hasattr(rc, "is_failure") else rc != 0
-        if not failed:  # the session keeps the subscription; made again in case the broker lost it
+        if connected_ok(rc):  # the session keeps the subscription; made again in case the broker lost it
             client.subscribe(self.topics.commands, qos=1)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -143,8 +128,14 @@ class CommandReceiver:
             self.refused += 1
             log.warning("mqtt: command %s refused: %s", exc.command_id or "(no id)", exc.error)
             return await self._changes.record(answer_refusal, site, exc.command_id, exc.action, exc.error)
-        result, new = await self._changes.record(apply_command, self._config.smtp.domain, site, command,
-                                                 self._config.alarms.require_resolution_code)
+        try:
+            result, new = await self._changes.record(apply_command, self._config.smtp.domain, site, command,
+                                                     self._config.alarms.require_resolution_code)
+        except Exception as exc:  # noqa: BLE001 - rolled back, nothing applied: say so rather than stay silent
+            self.refused += 1
+            log.exception("mqtt: command %s (%s by %s) could not be applied", command.id, command.action, command.who)
+            return await self._changes.record(answer_refusal, site, command.id, command.action,
+                                              f"the site could not apply it ({type(exc).__name__}); try again")
         if not new:
             log.info("mqtt: command %s seen before; its first result is sent again", command.id)
         elif result["ok"]:
@@ -164,7 +155,3 @@ class CommandReceiver:
             except Exception:  # noqa: BLE001 - logged; tried again at the next interval
                 log.exception("mqtt: could not prune remembered command ids")
 
-
-def _stop(client: mqtt.Client) -> None:
-    client.disconnect()
-    client.loop_stop()

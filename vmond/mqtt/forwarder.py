@@ -22,9 +22,7 @@ import functools
 import json
 import logging
 import shutil
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +41,7 @@ from vmond.store.messages import Topics
 from vmond.store.pictures import thumbnail_path
 from vmond.util.clock import utcnow
 from vmond.util.crashpoints import crashpoint
+from vmond.util.tasks import in_daemon_thread
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +141,8 @@ class Forwarder:
             try:
                 # paho's stop blocks (joins its thread); a daemon thread of our own keeps a hung broker from
                 # holding up the shutdown of the default executor.
-                await _in_thread(functools.partial(self._link.stop, STOPPED, STOP_TIMEOUT), STOP_TIMEOUT + 5)
+                await in_daemon_thread(functools.partial(self._link.stop, STOPPED, STOP_TIMEOUT), STOP_TIMEOUT + 5,
+                                       "mqtt-stop")
             except TimeoutError:
                 log.warning("mqtt: the network thread did not stop in time")
         await self._settle()  # acknowledgements that came in while stopping
@@ -391,29 +391,3 @@ class Forwarder:
                 "dropped": self.dropped, "disk_free_bytes": disk.free, "disk_total_bytes": disk.total,
                 "version": vmond.__version__, "at": (at := utcnow().isoformat()), "heartbeat_at": at}
         link.publish(self.topics.status, json.dumps(body, separators=(",", ":")).encode(), retain=True)
-
-
-async def _in_thread(call: Callable[[], None], timeout: float) -> None:
-    """Run a blocking *call* on a daemon thread of its own and wait for it at most *timeout* seconds."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-
-    def finish(exc: BaseException | None) -> None:
-        if done.done():
-            return
-        if exc is not None:
-            done.set_exception(exc)
-        else:
-            done.set_result(None)
-
-    def run() -> None:
-        try:
-            call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
-            loop.call_soon_threadsafe(finish, exc)
-        else:
-            loop.call_soon_threadsafe(finish, None)
-
-    threading.Thread(target=run, name="mqtt-stop", daemon=True).start()
-    async with asyncio.timeout(timeout):
-        await done

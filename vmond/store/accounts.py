@@ -16,9 +16,10 @@ from vmond.config.notifyvalues import apprise_understands
 from vmond.config.types import MASK
 from vmond.store.actionplans import check_plan
 from vmond.store.cameras import camera_dict
-from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Contact, utcnow
+from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Contact, Site, utcnow
 from vmond.store.monitoring import account_fields
 from vmond.store.scope import EVERY_ACCOUNT, Scope, users_limited_to
+from vmond.store.sites import site_ref
 from vmond.store.supervision import parse_max_silence
 from vmond.util.addresses import camera_local_part, email_address, phone_number
 
@@ -40,7 +41,15 @@ class NotFound(LookupError):
 
 
 class ReadOnly(PermissionError):
-    """Declared in the configuration file: change it there."""
+    """Declared in the configuration file, or (on a central) a site's: change it there."""
+
+
+def check_editable(row: Account | Camera, what: str, verb: str = "change") -> None:
+    """ReadOnly when *row* is not this dashboard's to change: the configuration file's, or a mirrored site's."""
+    if row.site_id is not None:
+        raise ReadOnly(f"this {what} belongs to site {Site.get_by_id(row.site_id).name}; {verb} it there")
+    if row.from_config:
+        raise ReadOnly(f"this {what} is declared in the configuration file; {verb} it there")
 
 
 def _text(data: dict[str, Any], key: str, errors: dict[str, str], required: bool = False,
@@ -143,6 +152,7 @@ def account_dict(account: Account, domain: str) -> dict[str, Any]:
         "address": account.address,
         "notes": account.notes,
         "from_config": account.from_config,
+        **({} if account.site_id is None else {"site": site_ref(Site.get_by_id(account.site_id))}),  # a central's
         "contacts": [{"id": c.id, "name": c.name, "phone": c.phone, "email": c.email, "role": c.role,
                       "priority": c.priority, "notify_url": None if c.notify_url is None else MASK}
                      for c in Contact.select().where(Contact.account == account)
@@ -173,8 +183,7 @@ def save_account(domain: str, data: dict[str, Any], user_id: int | None, account
     """Create (no *account_id*) or change an account; ``contacts``, when given, replaces the contact list."""
     errors: dict[str, str] = {}
     account = Account(from_config=False) if account_id is None else _account(account_id)
-    if account.from_config:
-        raise ReadOnly("this account is declared in the configuration file; change it there")
+    check_editable(account, "account")
     name = _text(data, "name", errors, required=account_id is None)
     address = _text(data, "address", errors, limit=MAX_TEXT)
     notes = _text(data, "notes", errors, limit=MAX_TEXT)
@@ -205,8 +214,7 @@ def save_account(domain: str, data: dict[str, Any], user_id: int | None, account
 
 def delete_account(account_id: int, user_id: int | None) -> None:
     account = _account(account_id)
-    if account.from_config:
-        raise ReadOnly("this account is declared in the configuration file; remove it there")
+    check_editable(account, "account", "remove")
     if Camera.select().where(Camera.account == account).exists():
         raise Invalid({"cameras": "move or delete the account's cameras first"})
     if limited := users_limited_to(account.id):  # they would see every account once it is gone
@@ -270,8 +278,8 @@ def save_camera(domain: str, data: dict[str, Any], user_id: int | None, camera_i
     sets the per-camera SMTP password, ``clear_password`` removes it."""
     errors: dict[str, str] = {}
     camera = None if camera_id is None else _camera(camera_id)
-    if camera is not None and camera.from_config:
-        raise ReadOnly("this camera is declared in the configuration file; change it there")
+    if camera is not None:
+        check_editable(camera, "camera")
     name = _text(data, "name", errors, required=camera is None)
     local_part = _smtp_local_part(data, domain, camera, errors)
     rtsp_url = _text(data, "rtsp_url", errors, limit=MAX_TEXT)
@@ -319,8 +327,7 @@ def save_camera(domain: str, data: dict[str, Any], user_id: int | None, camera_i
 def delete_camera(camera_id: int, user_id: int | None) -> str:
     """Delete a camera without events; retire one with events (its history stays). Returns what happened."""
     camera = _camera(camera_id)
-    if camera.from_config:
-        raise ReadOnly("this camera is declared in the configuration file; remove it there")
+    check_editable(camera, "camera", "remove")
     if AlarmEvent.select().where(AlarmEvent.camera == camera).exists():
         camera.active = False
         camera.save()

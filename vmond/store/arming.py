@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from vmond.store.accounts import NotFound, account_dict
+from vmond.store.accounts import NotFound, account_dict, check_editable
 from vmond.store.cameras import camera_dict
 from vmond.store.changes import Change
 from vmond.store.models import Account, AuditEntry, Camera, utcnow
@@ -21,6 +21,8 @@ def set_monitoring(domain: str, account_id: int, monitored: bool, until: datetim
     account = Account.get_or_none(Account.id == account_id)
     if account is None:
         raise NotFound(account_id)
+    if account.site_id is not None:  # a site arms its own accounts (a central mirrors it)
+        check_editable(account, "account", "arm or disarm")
     account.override_monitored = monitored
     account.override_until = until
     account.override_reason = reason
@@ -38,6 +40,8 @@ def snooze(domain: str, camera_id: int, until: datetime | None, reason: str, use
     camera = Camera.select(Camera, Account).join(Account).where(Camera.id == camera_id).first()
     if camera is None:
         raise NotFound(camera_id)
+    if camera.site_id is not None:  # a site snoozes its own cameras (a central mirrors it)
+        check_editable(camera, "camera", "snooze")
     was_snoozed = is_snoozed(camera, utcnow())
     camera.snoozed_until = until
     camera.snooze_reason = reason if until is not None else ""

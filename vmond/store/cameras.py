@@ -6,9 +6,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from vmond.store.models import Account, Camera
+from vmond.store.models import Account, Camera, Site
 from vmond.store.monitoring import camera_fields
 from vmond.store.scope import EVERY_ACCOUNT, Scope
+from vmond.store.sites import site_ref
 
 
 def camera_dict(camera: Camera, domain: str) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def camera_dict(camera: Camera, domain: str) -> dict[str, Any]:
         "last_refusal": camera.last_refusal,
         "last_transcript": camera.last_transcript or [],
         **camera_fields(camera),  # snooze (issue 17)
-    }
+    } | ({} if camera.site_id is None else {"site": site_ref(Site.get_by_id(camera.site_id))})  # on a central
 
 
 def _query() -> Any:

@@ -121,17 +121,21 @@ def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | Non
                 "thumbnail_url": f"/media/{m.id}/thumbnail",
                 "width": m.width,
                 "height": m.height,
+                "content_type": m.content_type,
+                "bytes": m.bytes,
+                "sha256": m.sha256 or None,  # a central checks what it fetched (empty on a central's own mirror)
             }
             for m in sorted(images, key=lambda m: m.position)
         ],
         "video": {
             "state": event.video_state,
             "url": f"/media/{video.id}" if video is not None and event.video_state == "ready" else None,
-        },
+        } | ({} if video is None or event.video_state != "ready" else {
+            "id": video.id, "content_type": video.content_type, "bytes": video.bytes, "sha256": video.sha256 or None}),
         # Files kept as they came (not pictures), and the whole mail when it could not be parsed: for download.
         "attachments": [
             {"id": m.id, "url": f"/media/{m.id}", "kind": m.kind, "content_type": m.content_type,
-             "bytes": m.bytes, "name": m.original_name}
+             "bytes": m.bytes, "name": m.original_name, "sha256": m.sha256 or None}
             for m in sorted(attachments, key=lambda m: m.position)
         ],
     } | ({} if site is None else {"site": site})  # on a central: the site it came from, {"id", "name"}
@@ -154,7 +158,10 @@ def serialize_events(events: list[AlarmEvent], domain: str) -> list[dict[str, An
 
 
 def event_query() -> pw.ModelSelect[AlarmEvent]:
-    return (AlarmEvent.select(AlarmEvent, Camera, Account)
+    # Only the camera's and account's columns an Event shows: a camera row is wide (its last SMTP transcript), and
+    # peewee's cost grows with every column it names.
+    return (AlarmEvent.select(AlarmEvent, Camera.id, Camera.name, Camera.smtp_local_part, Camera.account,
+                              Account.id, Account.name)
             .join(Camera, pw.JOIN.LEFT_OUTER)
             .join(Account, pw.JOIN.LEFT_OUTER))
 

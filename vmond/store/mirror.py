@@ -200,27 +200,29 @@ def mirror_event(key: str, event: dict[str, Any], at: datetime, domain: str, nam
 
 
 def _media_items(event: dict[str, Any]) -> list[dict[str, Any]]:
-    """The event's media as the site lists them: pictures, the clip (its id read from its URL), attachments."""
-    items = [{"id": i.get("id"), "kind": "image", "content_type": "image/jpeg", "width": i.get("width"),
-              "height": i.get("height"), "thumb": True} for i in event.get("images") or [] if isinstance(i, dict)]
+    """The event's media as the site lists them: pictures, the clip once ready, attachments."""
+    images = [i for i in event.get("images") or [] if isinstance(i, dict)]
+    items = [{**i, "kind": "image", "content_type": _text(i.get("content_type"), "image/jpeg", 100)} for i in images]
     video = _obj(event.get("video"))
-    if isinstance(video.get("url"), str) and (found := _MEDIA_URL.search(video["url"])):
-        items.append({"id": int(found.group(1)), "kind": "video", "content_type": "video/mp4"})
-    items += [{"id": a.get("id"), "kind": _text(a.get("kind"), "attachment", 20),
-               "content_type": _text(a.get("content_type"), "application/octet-stream", 200),
-               "bytes": a.get("bytes"), "name": _text(a.get("name"), limit=200) or None}
+    found = _MEDIA_URL.search(video["url"]) if isinstance(video.get("url"), str) else None
+    if _int(video.get("id")) is not None or found:  # the id, or (an older site) read from its URL
+        items.append({**video, "id": _int(video.get("id")) or int(found.group(1) if found else 0), "kind": "video",
+                      "content_type": _text(video.get("content_type"), "video/mp4", 100)})
+    items += [{**a, "kind": "raw" if a.get("kind") == "raw" else "attachment",
+               "content_type": _text(a.get("content_type"), "application/octet-stream", 200)}
               for a in event.get("attachments") or [] if isinstance(a, dict)]
-    return [item for item in items if _int(item["id"]) is not None]
+    return [item for item in items if _int(item.get("id"))]
 
 
 def _mirror_media(site: Site, row: AlarmEvent, event: dict[str, Any]) -> None:
     for position, item in enumerate(_media_items(event)):
         if _mirrored(Media, site, item["id"]) is not None:
             continue
+        sha256 = item.get("sha256") if isinstance(item.get("sha256"), str) and len(item["sha256"]) == 64 else ""
         Media.create(site=site, remote_id=item["id"], event=row, kind=item["kind"], position=position,
-                     path="", thumb_path=None, content_type=item["content_type"], sha256="",
+                     path="", thumb_path=None, content_type=item["content_type"], sha256=sha256,
                      width=_int(item.get("width")), height=_int(item.get("height")),
-                     bytes=_int(item.get("bytes")) or 0, original_name=item.get("name"))
+                     bytes=_int(item.get("bytes")) or 0, original_name=_text(item.get("name"), limit=200) or None)
 
 
 # --- alarms ---------------------------------------------------------------------------------------------------

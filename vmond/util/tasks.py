@@ -1,9 +1,12 @@
-"""A service that is one background task: started on entering its async context, cancelled and awaited on exit."""
+"""Background work: a service that is one task (started on entering its async context, cancelled and awaited on
+exit), and a blocking call waited for with a bound."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import Callable
 from typing import Any
 
 
@@ -27,3 +30,30 @@ class BackgroundService:
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def in_daemon_thread(call: Callable[[], None], timeout: float, name: str = "blocking-call") -> None:
+    """Run a blocking *call* on a daemon thread of its own and wait for it at most *timeout* seconds: a call
+    that hangs (a library's network thread) cannot hold up vmond's exit, as the executor's threads would."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def finish(exc: BaseException | None) -> None:
+        if done.done():
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
+            loop.call_soon_threadsafe(finish, exc)
+        else:
+            loop.call_soon_threadsafe(finish, None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    async with asyncio.timeout(timeout):
+        await done

@@ -64,6 +64,7 @@ async def health(request: web.Request) -> web.Response:
                   "made": services.metrics.clip_count, "failed": services.metrics.clip_failures},
         "mqtt": services.mqtt.status() if services.mqtt is not None else {"enabled": False, "connected": False},
         "notifications": services.notifications.status() if services.notifications is not None else None,
+        "central": services.mirror.status() if services.mirror is not None else None,  # a central's sites in
     }
     return web.json_response(body)
 
