@@ -61,12 +61,12 @@ def site_refs(site_ids: set[int | None]) -> dict[int, dict[str, Any]]:
 
 def site_dict(site: Site) -> dict[str, Any]:
     """A site as ``GET /api/sites`` lists it. ``link``: ``online``, ``offline`` (its ``available`` says so),
-    ``silent`` (online by its word, but a ``site_offline`` event is open: nothing heard for ``central.site_silence``)
-    or ``unknown`` (never said); ``offline_event_id``: that open event."""
+    ``silent`` (not offline by its word, but a ``site_offline`` event is open: nothing heard for
+    ``central.site_silence``) or ``unknown`` (never heard from); ``offline_event_id``: that open event."""
     status = site.status or {}
     condition = SupervisionCondition.get_or_none(SupervisionCondition.subject == f"site:{site.key}")
-    link = ("unknown" if site.online is None and condition is None else "offline" if site.online is False
-            else "silent" if condition is not None else "online")
+    link = ("offline" if site.online is False else "silent" if condition is not None
+            else "unknown" if site.online is None and site.last_message_at is None else "online")
     return {
         "id": site.key,
         "name": site.name,
