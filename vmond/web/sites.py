@@ -23,8 +23,7 @@ async def api_sites(request: web.Request) -> web.Response:
 @routes.get("/sites")
 @require("guard")
 async def sites_page(request: web.Request) -> web.StreamResponse:
-    if not config_of(request.app).central.enabled:
-        raise web.HTTPNotFound()  # an appliance is a site itself: it has none
+    """Each site's row (on an appliance, which is a site itself, a page that says it has none; not in its menu)."""
     seq = request.app[BUS].last_seq  # before reading: what changes meanwhile is replayed over /ws
     sites = await request.app[DB].read(list_sites)
     return render(request, "sites.html", {"sites": sites, "seq": seq,
