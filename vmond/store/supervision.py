@@ -3,8 +3,9 @@ ordinary events of a supervision kind (:data:`vmond.util.kinds.SUPERVISION_KINDS
 
 A supervised condition that is present has one row in ``supervision_condition`` (its ``subject`` is unique:
 ``camera:<id>`` for a silent camera, the kind for the appliance's own conditions, ``site:<site id>`` on a central
-station for a site offline or silent: :func:`check_sites`) pointing at the event raised for it. Raising writes the event, the row, an audit entry and the MQTT ``new`` message in one transaction and announces
-``event.created``; so a supervision event is on the wall, over MQTT and on the audit trail like a camera's.
+station for a site offline or silent: :func:`check_sites`) pointing at the event raised for it. Raising writes the
+event, the row, an audit entry and the MQTT ``new`` message in one transaction and announces ``event.created``; so
+a supervision event is on the wall, over MQTT and on the audit trail like a camera's.
 
 Closing (the camera mailed again, the disk has room again ...) deletes the row and says why on the event's audit
 trail (``condition.cleared``), flags the event ``cleared`` and, if it is still on the wall untouched, dismisses
