@@ -1,7 +1,8 @@
 """Test harness for the central station (issue 18): an edge daemon in the test's loop and a central ``vmond run``
 process, on a real mosquitto. (Two daemons cannot share one process: the models bind to one database.)
 
-Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` and the ``quick_mqtt`` fixture.
+Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` and the ``quick_mqtt`` fixture; a
+test module changes their settings by overriding the ``central_options`` / ``edge_options`` fixtures (conftest).
 ``edge_process`` is an edge as a ``vmond run`` process instead (its last will fires when it is killed), heartbeating
 every :data:`HEARTBEAT` seconds; ``watchful_central`` a central whose ``site_silence`` is :data:`SITE_SILENCE`."""
 
@@ -11,24 +12,30 @@ import asyncio
 import contextlib
 import json
 import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import Daemon, write_config
+from conftest import Daemon, merge, write_config
 from daemon_process import DaemonProcess, process_with_admin
-from mosquitto import Mosquitto
+from mosquitto import Mosquitto, Subscriber
 
 from vmond.config import Config
 from vmond.daemon import running
+from vmond.store.commands import envelope
 
 SECRET = "secret-of-test-site"
 HEARTBEAT = 0.5  # seconds between an edge process's status messages (60 s in production)
 SITE_SILENCE = "3s"  # a watchful central's central.site_silence
+# Reconnects to the broker within a second (paho's wait doubles from 1 s up to 30 s in production).
+QUICK_RECONNECT = ("import vmond.central.link, vmond.mqtt.forwarder\n"
+                   "vmond.central.link.RECONNECT_DELAY = vmond.mqtt.forwarder.RECONNECT_DELAY = (0.2, 0.5)")
 
 
 def edge_settings(port: int) -> dict[str, Any]:
@@ -50,18 +57,26 @@ def write_central_config(directory: Path, port: int, **central: Any) -> Path:
 class Central:
     """The central ``vmond run`` process, its API called off the loop."""
 
-    def __init__(self, process: DaemonProcess) -> None:
+    def __init__(self, process: DaemonProcess, directory: Path) -> None:
         self.process = process
+        self.directory = directory  # its configuration; its data in data/
         self.token = process.token()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.process.web_port}"
 
-    def restart(self) -> None:
-        """Stopped (SIGTERM) and started again on the same data; the API token stays valid."""
-        assert self.process.stop() == 0
-        self.process.start()
+    async def fetch(self, path: str, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+        """GET *path* as the admin: status, headers and body as they are (an error status too)."""
+        def get() -> tuple[int, dict[str, str], bytes]:
+            request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    return response.status, dict(response.headers), response.read()
+            except urllib.error.HTTPError as error:
+                return error.code, dict(error.headers), error.read()
+
+        return await asyncio.to_thread(get)
 
     async def get(self, path: str) -> Any:
         status, body = await asyncio.to_thread(self.process.get, path, self.token)
@@ -71,7 +86,7 @@ class Central:
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """*method* on the central's API with the admin's token; (status, JSON body or text)."""
         def send() -> tuple[int, Any]:
-            request = urllib.request.Request(f"http://127.0.0.1:{self.process.web_port}{path}", method=method,
+            request = urllib.request.Request(f"{self.url}{path}", method=method,
                                              data=None if body is None else json.dumps(body).encode(),
                                              headers={"Authorization": f"Bearer {self.token}",
                                                       "Content-Type": "application/json"})
@@ -90,24 +105,26 @@ class Central:
     async def list(self, path: str, key: str) -> list[dict[str, Any]]:
         return list((await self.get(path))[key])
 
-
-# Reconnects to the broker within a second (paho's wait doubles from 1 s up to 30 s in production).
-QUICK_RECONNECT = ("import vmond.central.link, vmond.mqtt.forwarder\n"
-                   "vmond.central.link.RECONNECT_DELAY = vmond.mqtt.forwarder.RECONNECT_DELAY = (0.2, 0.5)")
+    def restart(self) -> None:
+        """Start the process again (after it stopped or was killed), with a new token."""
+        self.process.start()
+        self.token = self.process.token()
 
 
 @contextlib.contextmanager
 def central_process(directory: Path, port: int, prelude: str | None = None, **central: Any) -> Iterator[Central]:
+    """A central ``vmond run`` process on *directory* (``central:`` settings *central*), stopped afterwards;
+    *prelude*: Python run before it starts (e.g. :data:`QUICK_RECONNECT`)."""
     with process_with_admin(directory, write_central_config(directory, port, **central)) as process:
         process.prelude = prelude
         process.start()
-        yield Central(process)
+        yield Central(process, directory)
         assert process.stop() == 0
 
 
 @pytest.fixture
-def central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
-    with central_process(tmp_path / "central", broker.port) as central:
+def central(tmp_path: Path, broker: Mosquitto, central_options: dict[str, Any]) -> Iterator[Central]:
+    with central_process(tmp_path / "central", broker.port, **central_options) as central:
         yield central
 
 
@@ -157,8 +174,9 @@ def edge_process(tmp_path: Path, broker: Mosquitto) -> Iterator[EdgeProcess]:
 
 
 @pytest.fixture
-async def edge(make_config: Callable[..., Config], broker: Mosquitto) -> AsyncIterator[Daemon]:
-    async with running(make_config(**edge_settings(broker.port))) as services:
+async def edge(make_config: Callable[..., Config], broker: Mosquitto,
+               edge_options: dict[str, Any]) -> AsyncIterator[Daemon]:
+    async with running(make_config(**merge(edge_settings(broker.port), edge_options))) as services:
         daemon = Daemon(services)
         await daemon.add_user()
         yield daemon
@@ -171,3 +189,22 @@ async def poll(read: Callable[[], Any], what: str, timeout: float = 10.0) -> Any
         assert asyncio.get_running_loop().time() < deadline, f"not within {timeout} s: {what}"
         await asyncio.sleep(0.05)
     return found
+
+
+async def until_edge_listens(port: int, site: str = "test-site", secret: str = SECRET) -> None:
+    """Until the edge's commands subscription is in place (so its session keeps what comes while it is away): a
+    harmless signed probe (an unknown event) sent again under the same id until the edge answers it."""
+    prefix = f"vmond/{site}/commands"
+    link = await Subscriber(port, [f"{prefix}/result"]).ready()
+    body = {"id": f"probe-{time.monotonic_ns()}", "site": site, "action": "dismiss", "event_id": 999999,
+            "user": "probe", "central": "probe", "at": datetime.now(UTC).isoformat()}
+    try:
+        deadline = time.monotonic() + 15
+        while not any(m for m in link.on(f"{prefix}/result") if body["id"].encode() in m.payload):
+            assert time.monotonic() < deadline, "the edge never answered a command"
+            link.client.publish(prefix, envelope(body, secret), qos=1)
+            with contextlib.suppress(AssertionError):
+                await link.wait_for(lambda: any(body["id"].encode() in m.payload
+                                                for m in link.on(f"{prefix}/result")), timeout=1.0)
+    finally:
+        link.close()

@@ -238,6 +238,18 @@ def quick_mqtt(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def central_options() -> dict[str, Any]:
+    """More of the central station's ``central:`` section for centralsite's ``central`` (a module overrides it)."""
+    return {}
+
+
+@pytest.fixture
+def edge_options() -> dict[str, Any]:
+    """More of the edge's configuration for centralsite's ``edge`` (a test module overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A real mosquitto on a free loopback port, for the tests of the MQTT forwarder."""
     server = Mosquitto(tmp_path / "broker")

@@ -26,6 +26,11 @@ pytestmark = pytest.mark.slow
 SITE = {"id": "test-site", "name": "Test Site"}
 
 
+def stop_and_start(central: Central) -> None:
+    assert central.process.stop() == 0
+    central.restart()
+
+
 async def site_state(central: Central) -> dict[str, Any]:
     sites = (await central.get("/api/sites"))["sites"]
     assert [s["id"] for s in sites] == ["test-site"], sites
@@ -63,7 +68,7 @@ async def test_a_killed_edge_is_offline_until_it_returns(edge_process: EdgeProce
     assert [a["action"] for a in detail["audit"]] == ["condition.raised"]
 
     # The central restarted: the condition is remembered, not raised a second time.
-    await asyncio.to_thread(central.restart)
+    await asyncio.to_thread(stop_and_start, central)
     await poll(lambda: link_is(central, "offline"), "the site offline after the central's restart")
     deadline = asyncio.get_running_loop().time() + 4.0  # longer than central.site_silence
     while asyncio.get_running_loop().time() < deadline:
@@ -105,7 +110,7 @@ async def test_a_silent_edge_is_offline_until_it_speaks(edge_process: EdgeProces
 
     # The central restarted meanwhile: the broker hands it the site's retained status and "online" again, copies
     # of old news that do not end the silence (nor raise it a second time).
-    await asyncio.to_thread(central.restart)
+    await asyncio.to_thread(stop_and_start, central)
     await poll(lambda: link_is(central, "silent"), "the site silent after the central's restart")
     deadline = asyncio.get_running_loop().time() + 4.0  # longer than central.site_silence
     while asyncio.get_running_loop().time() < deadline:
@@ -152,6 +157,9 @@ async def test_a_listed_site_never_heard_from_is_offline(edge_process: EdgeProce
         assert await central.list("/api/events?site=test-site", "events") == []
         listed = {s["id"]: s for s in (await central.get("/api/sites"))["sites"]}
         assert listed["ghost-site"]["link"] == "silent" and listed["test-site"]["link"] == "online"
+        # The central's own event (not the site's row): a guard's dismissal applies here, no command is sent.
+        status, dismissed = await central.call("POST", f"/api/events/{events[0]['id']}/dismiss")
+        assert status == 200 and dismissed["status"] == "dismissed" and "command" not in dismissed, dismissed
 
 
 async def _heard_after(central: Central, at: str) -> bool:

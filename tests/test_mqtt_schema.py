@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, sample
+from conftest import BASE_CONFIG, Daemon, sample
 from mailmaker import dvr_mail
 from mosquitto import Mosquitto, Subscriber
 
@@ -278,7 +278,8 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
     station = await Subscriber(broker.port, ["vmond/test-site/#", "homeassistant/#"]).ready()
     config = make_config(mqtt={"enabled": True, "host": "127.0.0.1", "port": broker.port,
                                "homeassistant_discovery": True, "embed_thumbnail": True},
-                         web={"public_url": "https://monitor.example.com:8443/"})
+                         web={"public_url": "https://monitor.example.com:8443/"},
+                         accounts=[{**BASE_CONFIG["accounts"][0], "action_plan": [{"text": "Call the keyholder"}]}])
     try:
         async with running(config) as services:
             daemon = Daemon(services)
@@ -291,12 +292,13 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
             status, body = await daemon.api("GET", "/api/events", first)
             event = next(e for e in body["events"] if e["camera_name"] == "CAM 2 Garage")
             # Every alarm action a central station is told about: raised (and taken) by one guard, taken over by
-            # another, noted, resolved.
+            # another, noted, a step ticked off, resolved.
             status, alarm = await daemon.api("POST", f"/api/events/{event['id']}/alarm", first)
             assert status == 201
             path = f"/api/alarms/{alarm['id']}"
             assert (await daemon.api("POST", f"{path}/acknowledge", second))[0] == 200
             assert (await daemon.api("POST", f"{path}/notes", second, json={"text": "Called the keyholder"}))[0] == 201
+            assert (await daemon.api("POST", f"{path}/steps/1", second, json={"done": True}))[0] == 200
             assert (await daemon.api("POST", f"{path}/resolve", second,
                                      json={"code": "false_alarm", "resolution": "a cat"}))[0] == 200
 
@@ -307,7 +309,7 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
                 return any(json.loads(m.payload)["event"]["video"]["state"] == "ready"
                            for m in station.on("vmond/test-site/events"))
 
-            await station.wait_for(lambda: len(alarms()) >= 5 and alarms()[-1]["alarm"]["state"] == "resolved",
+            await station.wait_for(lambda: len(alarms()) >= 6 and alarms()[-1]["alarm"]["state"] == "resolved",
                                    what="the alarm's messages")
             await station.wait_for(clip_ready, timeout=30, what="the clip's update")
             await station.wait_for(lambda: station.on("vmond/test-site/status"), what="status")
@@ -328,13 +330,14 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
 
     actions = [(m["type"], m["alarm"]["last_action"]) for m in alarms()]
     assert [a["action"] for _, a in actions] == ["alarm.open", "alarm.acknowledge", "alarm.acknowledge",
-                                                  "alarm.note", "alarm.resolve"]
+                                                  "alarm.note", "alarm.step", "alarm.resolve"]
     assert {a["action"] for _, a in actions} == set(PUBLISHED_ACTIONS)
     assert actions[0] == ("new", {"action": "alarm.open", "detail": {"event_id": event["id"]}})
     guard1 = alarm["acknowledged_by"]["id"]
     assert actions[2][1]["detail"] == {"took_over_from": guard1}
     assert actions[3][1]["detail"]["text"] == "Called the keyholder"
-    assert actions[4][1]["detail"] == {"code": "false_alarm", "text": "a cat"}
+    assert actions[4][1]["detail"] == {"n": 1, "text": "Call the keyholder"}
+    assert actions[5][1]["detail"] == {"code": "false_alarm", "text": "a cat"}
     resolved = alarms()[-1]["alarm"]
     assert (resolved["camera_name"], resolved["channel"], resolved["received_at"]) == (
         "CAM 2 Garage", "2", event["received_at"])

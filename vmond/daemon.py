@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vmond.central.link import MirrorLink
+from vmond.central.media import CentralMedia
+from vmond.central.mediacache import CacheBound
 from vmond.central.sitewatch import SiteWatcher
 from vmond.config import Config
 from vmond.config.tls import ensure_self_signed
@@ -133,6 +135,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
             config = await loop.run_in_executor(io, ensure_self_signed, config)
 
         mqtt = mirror = None
+        central_media = None  # a central's copies of the sites' pictures and clips
         if config.mqtt.enabled:  # before the pipeline: it stops after it, forwarding what the pipeline queued
             mqtt = await stack.enter_async_context(Forwarder(config, db, media, io))
         bus = Bus()
@@ -142,7 +145,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if mqtt is not None:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
             if central:  # the sites' messages in; commands to them go out through the outbox
-                mirror = await stack.enter_async_context(MirrorLink(config, db, changes, io))
+                central_media = await stack.enter_async_context(CentralMedia(config, db, changes, bus, media, io))
+                mirror = await stack.enter_async_context(MirrorLink(config, db, changes, io,
+                                                                    on_media=central_media.receive))
                 # Sites supervised: offline (their last will) or silent longer than central.site_silence.
                 link = mirror
                 watcher = await stack.enter_async_context(SiteWatcher(config, db, changes,
@@ -164,7 +169,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
         encoder = await stack.enter_async_context(WorkerPool("encoder", max_tasks=50, memory_limit=ENCODER_MEMORY,
                                                                 idle=True))
         metrics = Metrics()
-        keeper = await stack.enter_async_context(DiskKeeper(config, db, media, io))
+        cache = CacheBound(db, media, io) if central else None  # a central's media are a cache, bounded
+        keeper = await stack.enter_async_context(DiskKeeper(config, db, media, io,
+                                                            free_to=None if cache is None else cache.free_to))
         clips = await stack.enter_async_context(ClipMaker(config, db, changes, media, encoder, metrics, io,
                                                           make_room=keeper.make_room))
         live = await stack.enter_async_context(LiveHub(config, db, media, io, changes))
@@ -175,7 +182,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, changes=changes, started_at=time.monotonic(), mqtt=mqtt,
                             metrics=metrics, clips=clips, disk=keeper, live=live, notifications=notifier,
-                            mirror=mirror)
+                            mirror=mirror, central_media=central_media)
 
         await stack.enter_async_context(pipeline)
         if not central:  # a central's cameras are the sites' to supervise

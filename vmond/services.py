@@ -10,6 +10,7 @@ from vmond.util.metrics import Metrics
 
 if TYPE_CHECKING:
     from vmond.central.link import MirrorLink
+    from vmond.central.media import CentralMedia
     from vmond.config import Config
     from vmond.ingest.cameras import CameraDirectory
     from vmond.ingest.pipeline import Pipeline
@@ -50,3 +51,4 @@ class Services:
     supervisor: Supervisor | None = None  # camera silence and the appliance's own health
     notifications: NotificationSender | None = None  # notify.targets and contacts' notify_url (issue 17)
     mirror: MirrorLink | None = None  # on a central station: the sites' messages in (issue 18)
+    central_media: CentralMedia | None = None  # a central station: the sites' media, fetched and cached (issue 18)

@@ -187,9 +187,12 @@ class MirrorLink:
             self._ack(self._client, item.mid, item.qos)
 
     async def _apply(self, batch: list[_Received]) -> None:
-        messages = []
+        messages: list[SiteMessage] = []
         for item in batch:
             if item.what.startswith("media/"):
+                # In order: a media file follows its event's message, which must be mirrored first.
+                await self._record(messages)
+                messages = []
                 await self._media(item)
                 continue
             message = _parse(item)
@@ -197,6 +200,9 @@ class MirrorLink:
                 self.dropped += 1
                 continue
             messages.append(message)
+        await self._record(messages)
+
+    async def _record(self, messages: list[SiteMessage]) -> None:
         if messages:
             self.dropped += await self._changes.record(mirror_messages, messages, utcnow(), self._config.smtp.domain,
                                                        self._names)

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -64,12 +65,18 @@ def _when(moment: datetime) -> str:
 class DiskKeeper(BackgroundService):
     task_name = "disk keeper"
 
-    def __init__(self, config: Config, db: Database, media: MediaStore, io: Executor) -> None:
+    def __init__(self, config: Config, db: Database, media: MediaStore, io: Executor,
+                 free_to: Callable[[int], Awaitable[None]] | None = None) -> None:
         self._storage = config.storage
         self._db = db
         self._media = media
         self._usage = media.usage
-        self._usage.quota = config.storage.max_media_size
+        # A central station's media are a cache of its sites' (issue 18): its bound, and *free_to* frees room
+        # (the least recently served go) instead of the media of the oldest events.
+        self._quota_key = "central.media_cache" if free_to is not None else "storage.max_media_size"
+        self._quota = config.central.media_cache if free_to is not None else config.storage.max_media_size
+        self._free_to = free_to
+        self._usage.quota = self._quota
         self._io = io
         self._wake = asyncio.Event()
         self._round_lock = asyncio.Lock()
@@ -192,7 +199,11 @@ class DiskKeeper(BackgroundService):
         if not self._usage.over_quota():
             self._set_stuck(False)
             return
-        target = int(self._storage.max_media_size * LOW_WATER)
+        target = int(self._quota * LOW_WATER)
+        if self._free_to is not None:
+            await self._free_to(target)
+            self._set_stuck(self._usage.over_quota())
+            return
         while (excess := self._usage.bytes - target) > 0:
             candidates = await self._db.read(oldest_media_sizes, BATCH)
             if not candidates:
@@ -212,15 +223,15 @@ class DiskKeeper(BackgroundService):
         if self._quota_removed and time.monotonic() - self._quota_logged >= QUOTA_LOG_EVERY:
             log.info("media quota: removed the media of the %d oldest closed event(s) since the last report; "
                      "media now %.1f MB of %.1f MB", self._quota_removed, self._usage.bytes / 1e6,
-                     self._storage.max_media_size / 1e6)
+                     self._quota / 1e6)
             self._quota_removed, self._quota_logged = 0, time.monotonic()
 
     def _set_stuck(self, stuck: bool) -> None:
         if stuck and not self._stuck:
-            log.error("media use (%.1f MB) is over storage.max_media_size, but everything left belongs to open "
-                      "events or alarms, or waits for MQTT delivery", self._usage.bytes / 1e6)
+            log.error("media use (%.1f MB) is over %s, but everything left belongs to open "
+                      "events or alarms, or waits for MQTT delivery", self._usage.bytes / 1e6, self._quota_key)
         elif self._stuck and not stuck:
-            log.info("media use is within storage.max_media_size again")
+            log.info("media use is within %s again", self._quota_key)
         self._stuck = stuck
 
     async def _expire_events(self) -> int:

@@ -46,7 +46,7 @@ RESOLUTION_CODES = {
 }
 # The alarm changes a central station is told about, as ``last_action.action`` of an ``alarms`` message; stations
 # parse these words, so they never change (schema/mqtt-messages.json lists them).
-PUBLISHED_ACTIONS = ("alarm.open", "alarm.acknowledge", "alarm.note", "alarm.resolve")
+PUBLISHED_ACTIONS = ("alarm.open", "alarm.acknowledge", "alarm.note", "alarm.step", "alarm.resolve")
 MAX_NOTE = 4000
 SNAPSHOT_KIND = "snapshot"  # media vmond took from the camera's stream when the alarm was raised (not camera-sent)
 
@@ -292,12 +292,18 @@ def acknowledge(alarm_id: int, user_id: int | None, change: Change | None = None
     return _changed(alarm_id, user_id, "alarm.acknowledge", {"took_over_from": previous} if previous else {}, change)
 
 
-def add_note(alarm_id: int, user_id: int | None, text: str, change: Change | None = None) -> dict[str, Any]:
+def check_note(text: str) -> str:
+    """The note's text as kept (stripped); ValueError for an empty or too long one."""
     text = text.strip()
     if not text:
         raise ValueError("the note is empty")
     if len(text) > MAX_NOTE:
         raise ValueError(f"a note is at most {MAX_NOTE} characters")
+    return text
+
+
+def add_note(alarm_id: int, user_id: int | None, text: str, change: Change | None = None) -> dict[str, Any]:
+    text = check_note(text)
     alarm = _load(alarm_id)
     note = AlarmNote.create(alarm=alarm, author=user_id, text=text)
     change = change or Change()
@@ -308,13 +314,8 @@ def add_note(alarm_id: int, user_id: int | None, text: str, change: Change | Non
             "text": note.text}
 
 
-def resolve(alarm_id: int, user_id: int | None, code: str, text: str, change: Change | None = None,
-            require_code: bool = False) -> dict[str, Any]:
-    """Close the alarm with an outcome. *require_code* (``alarms.require_resolution_code``): without a code,
-    or with "unclassified", the answer is :class:`AlarmInvalid` naming the ``code`` field."""
-    alarm = _load(alarm_id)
-    if alarm.state == "resolved":
-        raise AlarmConflict("the alarm is resolved already")
+def check_resolution(code: str, text: str, require_code: bool) -> tuple[str, str]:
+    """The outcome as kept (code, stripped text); :class:`AlarmInvalid` naming the field that is wrong."""
     if require_code and code in ("", "unclassified"):
         raise AlarmInvalid({"code": "required"})
     code = code or "unclassified"
@@ -323,6 +324,17 @@ def resolve(alarm_id: int, user_id: int | None, code: str, text: str, change: Ch
     text = text.strip()
     if code == "other" and not text:
         raise AlarmInvalid({"text": "required: say what happened when the outcome is 'other'"})
+    return code, text
+
+
+def resolve(alarm_id: int, user_id: int | None, code: str, text: str, change: Change | None = None,
+            require_code: bool = False) -> dict[str, Any]:
+    """Close the alarm with an outcome. *require_code* (``alarms.require_resolution_code``): without a code,
+    or with "unclassified", the answer is :class:`AlarmInvalid` naming the ``code`` field."""
+    alarm = _load(alarm_id)
+    if alarm.state == "resolved":
+        raise AlarmConflict("the alarm is resolved already")
+    code, text = check_resolution(code, text, require_code)
     alarm.state = "resolved"
     alarm.resolved_by_id = user_id
     alarm.resolved_at = utcnow()

@@ -33,6 +33,7 @@ from vmond.util import auth
 from vmond.web.bodies import BodyError, form_fields, json_object
 from vmond.web.keys import BUS, CHANGES, DB, SERVICES, config_of
 from vmond.web.params import parse_id, path_id
+from vmond.web.remote import Sent, alarm_command, event_command, with_commands
 from vmond.web.render import render
 from vmond.web.scope import scope_of
 from vmond.web.security import json_error, principal, require
@@ -47,6 +48,8 @@ def _user_id(request: web.Request) -> int:
 
 
 async def _raise(request: web.Request) -> tuple[dict[str, Any], bool]:
+    if (sent := await event_command(request, "alarm")) is not None:  # a site's event, on a central: a command
+        return sent, False
     async with request.app[CHANGES].batch() as batch:  # announced as one alarm.created, showing who took it
         alarm, _, created = await batch.record(raise_alarm, config_of(request.app).smtp.domain,
                                                path_id(request, "event_id"), _user_id(request))
@@ -69,7 +72,9 @@ async def api_raise(request: web.Request) -> web.Response:
         return json_error(404, "no such event")
     except StatusConflict as exc:
         return json_error(409, str(exc))
-    return web.json_response(alarm, status=201 if created else 200)
+    except web.HTTPException as exc:
+        return json_error(exc.status, exc.text or exc.reason)
+    return web.json_response(alarm, status=202 if isinstance(alarm, Sent) else 201 if created else 200)
 
 
 def _history_filters(request: web.Request) -> dict[str, Any]:
@@ -137,7 +142,7 @@ async def _detail(request: web.Request) -> dict[str, Any]:
 @require("guard")
 async def api_detail(request: web.Request) -> web.Response:
     try:
-        return web.json_response(await _detail(request))
+        return web.json_response(await with_commands(request, "alarm", await _detail(request)))
     except web.HTTPNotFound:
         return json_error(404, "no such alarm")
 
@@ -146,7 +151,10 @@ async def _change(request: web.Request, fn: Any, *args: Any, **kwargs: Any) -> A
     """Run an alarm change (the seam publishes the alarm's new state). Raises HTTP errors with a message."""
     alarm_id = path_id(request, "alarm_id")
     try:
-        result = await request.app[CHANGES].record(fn, alarm_id, _user_id(request), *args, **kwargs)
+        # On a central, a site's alarm: the change is checked as here and sent to the site (vmond.web.remote).
+        result = await alarm_command(request, fn, *args, **kwargs)
+        if result is None:
+            result = await request.app[CHANGES].record(fn, alarm_id, _user_id(request), *args, **kwargs)
     except AlarmNotFound as exc:  # the alarm (its id), or a part of it (a sentence: "the alarm has no step 9")
         raise web.HTTPNotFound(text=exc.args[0] if exc.args and isinstance(exc.args[0], str)
                                else "no such alarm") from None
@@ -168,7 +176,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 async def _api(request: web.Request, status: int, fn: Any, *args: Any, **kwargs: Any) -> web.Response:
     try:
-        return web.json_response(await _change(request, fn, *args, **kwargs), status=status)
+        result = await _change(request, fn, *args, **kwargs)
+        return web.json_response(result, status=202 if isinstance(result, Sent) else status)
     except AlarmInvalid as exc:
         return web.json_response({"error": str(exc), "fields": exc.fields}, status=400)
     except web.HTTPException as exc:
@@ -228,7 +237,7 @@ async def _detail_page(request: web.Request, errors: dict[str, str] | None = Non
                        typed: dict[str, str] | None = None) -> web.Response:
     """The alarm page; with *errors* (and the form as *typed*) after a resolve that was refused."""
     seq = request.app[BUS].last_seq
-    alarm = await _detail(request)
+    alarm = await with_commands(request, "alarm", await _detail(request))
     live = request.app[SERVICES].live
     source = await request.app[DB].read(camera_source, alarm["camera"]["id"]) if alarm["camera"] else None
     return render(request, "alarm.html", {
@@ -261,6 +270,8 @@ async def form_raise(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound() from None
     except StatusConflict as exc:
         raise web.HTTPConflict(text=str(exc)) from None
+    if isinstance(alarm, Sent):  # sent to the site: the alarm appears once the site has raised it
+        raise web.HTTPSeeOther(f"/events/{path_id(request, 'event_id')}")
     raise web.HTTPSeeOther(f"/alarms/{alarm['id']}")
 
 

@@ -17,6 +17,7 @@ from vmond.store.refusals import list_refusals
 from vmond.util.metrics import exposition
 from vmond.web.keys import CHANGES, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS, config_of
 from vmond.web.params import path_id, query_int
+from vmond.web.remote import api_event_command, with_commands
 from vmond.web.scope import scope_of
 from vmond.web.security import json_error, principal, public, require
 
@@ -104,12 +105,14 @@ async def event_detail(request: web.Request) -> web.Response:
                                            path_id(request, "event_id"))
     except EventNotFound:
         return json_error(404, "no such event")
-    return web.json_response(event)
+    return web.json_response(await with_commands(request, "event", event))
 
 
 @routes.post("/api/events/{event_id}/dismiss")
 @require("guard")
 async def event_dismiss(request: web.Request) -> web.Response:
+    if (sent := await api_event_command(request, "dismiss")) is not None:  # a site's event, on a central
+        return sent
     who = principal(request)
     assert who is not None
     try:

@@ -19,6 +19,7 @@ from vmond.util.ratelimit import Repeats
 from vmond.web import admin, adminpages, alarms, api, cameras, dismissals, display, keys, login, pages, ws
 from vmond.web import live as live
 from vmond.web import monitoring as monitoring
+from vmond.web import remote as remote
 from vmond.web import reports as reports
 from vmond.web import sites as sites
 from vmond.web.accesslog import ACCESS_LOGGER, AccessLog
@@ -59,6 +60,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     public_host = urlsplit(config.web.public_url).hostname if config.web.public_url else None
     app[keys.WARNINGS] = Repeats()
     app[keys.HOSTS] = HostPolicy(config.web.allowed_hosts + ((public_host,) if public_host else ()))
+    app[keys.COMMAND_SECRETS] = remote.CommandSecrets(services.io)
     app[keys.CONNECTIONS] = ConnectionGuard(config.web.max_connections, config.web.max_connections_per_peer)
     app.cleanup_ctx.append(ws.session_watch)
 
@@ -72,7 +74,7 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     # Each module declares its routes next to its handlers. Their order matters only where one path could match
     # another's (aiohttp 3.8 tries them in order): within a module, and the static files last.
     for module in (pages, login, ws, api, dismissals, cameras, alarms, live, admin, adminpages, reports,
-                   monitoring, sites):
+                   monitoring, sites, remote):
         app.router.add_routes(module.routes)
     app.router.add_routes([api.metrics_route(config)])
     app.router.add_static("/static/", str(paths.static), name="static")

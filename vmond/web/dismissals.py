@@ -21,6 +21,7 @@ from vmond.util import auth
 from vmond.web.bodies import BodyError, form_fields, json_object
 from vmond.web.keys import CHANGES, DB, config_of
 from vmond.web.params import MAX_ID, path_id
+from vmond.web.remote import dismiss_many, event_command
 from vmond.web.render import render
 from vmond.web.scope import scope_of
 from vmond.web.security import json_error, principal, require
@@ -58,14 +59,21 @@ async def api_dismiss_many(request: web.Request) -> web.Response:
     scope = scope_of(request)
     # Another account's event is skipped as unknown, exactly like one that does not exist.
     visible = set(await request.app[DB].read(visible_event_ids, scope, ids)) if scope.limited else set(ids)
+    # On a central, a site's events are sent to it as commands (answered 202 with them).
+    local, not_sent, commands = await dismiss_many(request, [i for i in dict.fromkeys(ids) if i in visible])
     dismissed, skipped = await request.app[CHANGES].record(dismiss_events, config_of(request.app).smtp.domain,
-                                                          [i for i in ids if i in visible], _who(request)[0])
-    skipped += [{"id": i, "reason": "unknown"} for i in dict.fromkeys(ids) if i not in visible]
+                                                          local, _who(request)[0])
+    skipped += not_sent + [{"id": i, "reason": "unknown"} for i in dict.fromkeys(ids) if i not in visible]
+    if commands:
+        return web.json_response({"dismissed": dismissed, "skipped": skipped, "commands": commands}, status=202)
     return web.json_response({"dismissed": dismissed, "skipped": skipped})
 
 
 async def _restore(request: web.Request) -> dict[str, Any]:
-    """Restore the path's event; HTTP errors with a message for what may not be."""
+    """Restore the path's event (on a central, a site's: sent as a command, see vmond.web.remote); HTTP errors
+    with a message for what may not be."""
+    if (sent := await event_command(request, "restore")) is not None:
+        return sent
     user_id, supervisor = _who(request)
     try:
         event, _ = await request.app[CHANGES].record(restore_event, config_of(request.app).smtp.domain,
@@ -83,7 +91,8 @@ async def _restore(request: web.Request) -> dict[str, Any]:
 @require("guard")  # supervisors, and the guard who dismissed it within the undo window (checked in the store)
 async def api_restore(request: web.Request) -> web.Response:
     try:
-        return web.json_response(await _restore(request))
+        restored = await _restore(request)
+        return web.json_response(restored, status=202 if "command" in restored else 200)
     except web.HTTPException as exc:
         return json_error(exc.status, exc.text or exc.reason)
 
@@ -92,6 +101,8 @@ async def api_restore(request: web.Request) -> web.Response:
 @require("guard")
 async def form_dismiss(request: web.Request) -> web.StreamResponse:
     event_id = path_id(request, "event_id")
+    if await event_command(request, "dismiss") is not None:  # a site's event, on a central
+        raise web.HTTPSeeOther(f"/events/{event_id}")
     try:
         await request.app[CHANGES].record(set_status, config_of(request.app).smtp.domain, event_id, "dismissed",
                                           _who(request)[0])

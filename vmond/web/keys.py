@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from vmond.web.connections import ConnectionGuard
     from vmond.web.hosts import HostPolicy
     from vmond.web.paths import WebPaths
+    from vmond.web.remote import CommandSecrets
     from vmond.web.throttle import LoginLimiter
     from vmond.web.ws import Presence
 
@@ -52,6 +53,7 @@ WS_CLIENTS: web.AppKey[dict[web.WebSocketResponse, dict[str, Any]]] = _app_key("
 PRESENCE: web.AppKey[Presence] = _app_key("presence", object)
 HOSTS: web.AppKey[HostPolicy] = _app_key("hosts", object)
 WARNINGS: web.AppKey[Repeats] = _app_key("warnings", object)  # what the web side says about misbehaving clients
+COMMAND_SECRETS: web.AppKey[CommandSecrets] = _app_key("command_secrets", object)  # a central's, per site
 CONNECTIONS: web.AppKey[ConnectionGuard] = _app_key("connections", object)  # absent when not served by WebServer
 
 PRINCIPAL: web.RequestKey[dict[str, Any] | None] = _request_key("principal", object)  # the signed-in user, or None

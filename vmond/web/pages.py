@@ -13,9 +13,11 @@ from vmond.store.events import EventNotFound, list_queue, media_for_download
 from vmond.store.monitoring import snoozed_count
 from vmond.store.sites import site_choices
 from vmond.store.users import user_count
+from vmond.web.centralmedia import fetch_from_site, prefetch_pictures
 from vmond.web.display import queue_context
 from vmond.web.keys import BUS, DB, IO, MEDIA, SERVICES, config_of
 from vmond.web.params import path_id
+from vmond.web.remote import with_commands
 from vmond.web.render import render
 from vmond.web.scope import scope_of
 from vmond.web.security import principal, public, require
@@ -59,13 +61,18 @@ async def wall(request: web.Request) -> web.StreamResponse:
 @routes.get("/events/{event_id}")
 @require("guard")
 async def event_page(request: web.Request) -> web.StreamResponse:
+    seq = request.app[BUS].last_seq  # before reading: what changes meanwhile comes over /ws (eventpage.js)
     try:
         event = await request.app[DB].read(event_with_trail, config_of(request.app).smtp.domain,
                                            path_id(request, "event_id"))
     except EventNotFound:
         raise web.HTTPNotFound() from None
     alarm_id = await request.app[DB].read(alarm_of_event, event["id"])
-    return render(request, "event.html", {"event": event, "alarm_id": alarm_id})
+    event = await with_commands(request, "event", event)  # on a central, a site's event: what was sent to it
+    central_media = request.app[SERVICES].central_media
+    if central_media is not None and event.get("site"):  # its pictures fetched now, in one command
+        await prefetch_pictures(central_media, event["id"], principal(request))
+    return render(request, "event.html", {"event": event, "alarm_id": alarm_id, "seq": seq})
 
 
 @routes.get("/media/{media_id}")
@@ -86,7 +93,10 @@ async def _media(request: web.Request, thumbnail: bool) -> web.StreamResponse:
     if media is None:
         raise web.HTTPNotFound()
     relpath = media["thumb_path"] if thumbnail else media["path"]
-    if relpath is None:
+    central_media = request.app[SERVICES].central_media
+    if central_media is not None:  # a central station: a site's file, fetched from the site unless cached
+        relpath = await fetch_from_site(central_media, media_id, thumbnail, principal(request), relpath)
+    if not relpath:
         raise web.HTTPNotFound()
     path = request.app[MEDIA].resolve(relpath)
     if not await asyncio.get_running_loop().run_in_executor(request.app[IO], path.is_file):

@@ -1,6 +1,7 @@
 // The alarm page: stays current while others act on the same alarm (in place: a typed note is never lost), and
 // shows who else has it open. The action plan's steps are ticked here; after resolving, N opens the next alarm.
 import {connectLive, el, localizeTimes, localTime, post} from "./common.js";
+import {isCommandMessage, showCommands} from "./commands.js";
 
 const body = document.body;
 const alarmId = Number(body.dataset.alarmId);
@@ -30,6 +31,7 @@ async function refresh() {
   }));
   showSnapshot(alarm.snapshot);
   showSteps(alarm.steps);
+  showCommands(alarm.commands);
   forgetSentDraft(alarm.notes);
   const handler = document.getElementById("handler");
   const handling = alarm.acknowledged_by ? alarm.acknowledged_by.username : "";
@@ -105,7 +107,10 @@ document.addEventListener("change", async (e) => {
   if (!box || !box.checked) return;
   box.disabled = true;
   try {
-    showSteps((await post("/api/alarms/" + alarmId + "/steps/" + box.dataset.step)).steps);
+    const answer = await post("/api/alarms/" + alarmId + "/steps/" + box.dataset.step);
+    if (answer.command) {  // a site's alarm, on a central: the step is ticked once the site has done it
+      showCommands((await (await fetch("/api/alarms/" + alarmId, {credentials: "same-origin"})).json()).commands);
+    } else showSteps(answer.steps);
   } catch (error) {
     box.checked = false;
     box.disabled = false;
@@ -156,6 +161,7 @@ const live = connectLive({
   indicator: document.getElementById("connection"),
   onMessage(message) {
     if (message.type === "alarm.updated" && message.data.id === alarmId) refresh();
+    if (isCommandMessage(message) && message.data.alarm_id === alarmId) refresh();
     if (message.type === "alarm.viewers" && message.data.alarm_id === alarmId) showViewers(message.data.users);
   },
   onResync: refresh,

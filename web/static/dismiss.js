@@ -80,7 +80,12 @@ export function safeDismiss({wall, events, upsert, remove, flash}) {
       selected.clear();
       showSelection();
       if (gone.length) offerUndo(gone);
-      if (result.skipped.length) {
+      if (result.commands && result.commands.length) {  // on a central: sent to the sites, the cards follow
+        flash(result.commands.length + " sent to their sites to dismiss");
+      }
+      if (result.skipped.some((skip) => skip.reason === "no_command_secret")) {
+        flash("Some were not sent: this central has no command secret for their site");
+      } else if (result.skipped.length) {
         flash(result.skipped.length + " of the selected were no longer on the wall (alarmed or dismissed by someone"
           + " else)");
       }

@@ -1,6 +1,7 @@
 // The alarm wall: active events as cards, kept live over /ws, resumed after a dropped connection.
 // Cards are built with DOM calls and textContent only: nothing from a camera is ever parsed as HTML.
 // Keys: arrows move between cards, D dismisses, A raises an alarm, Enter opens.
+import {isCommandMessage, showOnCard} from "./commands.js";
 import {connectLive, el, localTime, playTones, post} from "./common.js";
 import {safeDismiss} from "./dismiss.js";
 import {openAlarmStrip} from "./openalarms.js";
@@ -15,6 +16,7 @@ const soundButton = document.getElementById("sound");
 const events = new Map(); // id -> event
 // On a central station: the site on each card, the filter by site and grouping (web/static/wallsites.js).
 const sites = wallSites({wall, events, queueBefore: (a, b) => queueBefore(a, b)});
+const sent = new Map(); // on a central: event id -> the newest command sent to its site about it (issue 18)
 let resyncing = false;
 let heldDuringResync = [];
 
@@ -211,7 +213,8 @@ function buildCard(event) {
   const media = el("a", "event-media");
   media.href = "/events/" + event.id;
   media.tabIndex = -1;
-  if (event.video && event.video.state === "ready" && event.video.url) {
+  // A site's event on a central station shows its thumbnail: its clip is fetched from the site only when opened.
+  if (!event.site && event.video && event.video.state === "ready" && event.video.url) {
     const video = el("video");
     Object.assign(video, {src: event.video.url, muted: true, loop: true, autoplay: true, playsInline: true});
     if (event.images.length) video.poster = event.images[0].thumbnail_url;
@@ -283,6 +286,7 @@ function upsert(event, live) {
   const fresh = !events.has(event.id);
   events.set(event.id, event);
   const card = buildCard(event);
+  showSent(card, event);
   const old = cardFor(event.id);
   if (old) {
     const focused = old.contains(document.activeElement); // the card, or its checkbox or a button in it
@@ -300,6 +304,18 @@ function upsert(event, live) {
     }
   }
   showCount();
+}
+
+// A site's event on a central: what became of the action sent to the site ("sent to Site A, waiting", refused ...).
+function showSent(card, event) {
+  showOnCard(card, sent.get(event.id), event.site && event.site.name);
+}
+
+function noteSent(command) {
+  if (!command.event_id || command.alarm_id) return; // an alarm's commands are shown on its page
+  sent.set(command.event_id, command);
+  const card = cardFor(command.event_id);
+  if (card && events.has(command.event_id)) showSent(card, events.get(command.event_id));
 }
 
 function remove(id) {
@@ -336,6 +352,7 @@ function apply(message) {
   const data = message.data;
   if (message.type === "event.created" || message.type === "event.updated") upsert(data, message.type === "event.created");
   else if (message.type === "event.dismissed") remove(data.id);
+  else if (isCommandMessage(message)) noteSent(data);
   openAlarms.apply(message);
 }
 
@@ -383,7 +400,9 @@ async function act(card, action) {
   const shown = events.get(id); // for the Undo bar: the live message may take the card away before the answer
   try {
     const result = await post("/api/events/" + id + "/" + action);
-    if (action === "dismiss") {
+    if (result.command) {  // a site's event, on a central: sent to the site, the card says what becomes of it
+      noteSent(result.command);
+    } else if (action === "dismiss") {
       dismissing.offerUndo([shown]);
       remove(id);
     } else window.location.assign("/alarms/" + result.id);
