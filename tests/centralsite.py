@@ -2,13 +2,16 @@
 process, on a real mosquitto. (Two daemons cannot share one process: the models bind to one database.)
 
 Use the fixtures with ``from centralsite import central, edge  # noqa: F401`` and the ``quick_mqtt`` fixture; a
-test module changes their settings by overriding the ``central_options`` / ``edge_options`` fixtures (conftest)."""
+test module changes their settings by overriding the ``central_options`` / ``edge_options`` fixtures (conftest).
+``edge_process`` is an edge as a ``vmond run`` process instead (its last will fires when it is killed), heartbeating
+every :data:`HEARTBEAT` seconds; ``watchful_central`` a central whose ``site_silence`` is :data:`SITE_SILENCE`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Daemon, merge
+from conftest import Daemon, merge, write_config
 from daemon_process import DaemonProcess, process_with_admin
 from mosquitto import Mosquitto, Subscriber
 
@@ -28,6 +31,11 @@ from vmond.daemon import running
 from vmond.store.commands import envelope
 
 SECRET = "secret-of-test-site"
+HEARTBEAT = 0.5  # seconds between an edge process's status messages (60 s in production)
+SITE_SILENCE = "3s"  # a watchful central's central.site_silence
+# Reconnects to the broker within a second (paho's wait doubles from 1 s up to 30 s in production).
+QUICK_RECONNECT = ("import vmond.central.link, vmond.mqtt.forwarder\n"
+                   "vmond.central.link.RECONNECT_DELAY = vmond.mqtt.forwarder.RECONNECT_DELAY = (0.2, 0.5)")
 
 
 def edge_settings(port: int) -> dict[str, Any]:
@@ -103,13 +111,66 @@ class Central:
         self.token = self.process.token()
 
 
-@pytest.fixture
-def central(tmp_path: Path, broker: Mosquitto, central_options: dict[str, Any]) -> Iterator[Central]:
-    directory = tmp_path / "central"
-    with process_with_admin(directory, write_central_config(directory, broker.port, **central_options)) as process:
+@contextlib.contextmanager
+def central_process(directory: Path, port: int, prelude: str | None = None, **central: Any) -> Iterator[Central]:
+    """A central ``vmond run`` process on *directory* (``central:`` settings *central*), stopped afterwards;
+    *prelude*: Python run before it starts (e.g. :data:`QUICK_RECONNECT`)."""
+    with process_with_admin(directory, write_central_config(directory, port, **central)) as process:
+        process.prelude = prelude
         process.start()
         yield Central(process, directory)
         assert process.stop() == 0
+
+
+@pytest.fixture
+def central(tmp_path: Path, broker: Mosquitto, central_options: dict[str, Any]) -> Iterator[Central]:
+    with central_process(tmp_path / "central", broker.port, **central_options) as central:
+        yield central
+
+
+@pytest.fixture
+def watchful_central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
+    with central_process(tmp_path / "central", broker.port, QUICK_RECONNECT, site_silence=SITE_SILENCE) as central:
+        yield central
+
+
+class EdgeProcess:
+    """An edge (``site.id`` test-site) as a ``vmond run`` process: killed, paused and started again at will."""
+
+    def __init__(self, process: DaemonProcess) -> None:
+        self.process = process
+        process.prelude = f"{QUICK_RECONNECT}\nvmond.mqtt.forwarder.STATUS_INTERVAL = {HEARTBEAT}"
+
+    def start(self) -> None:
+        self.process.start()
+
+    def kill(self) -> None:
+        """kill -9: no goodbye; the broker publishes its last will."""
+        assert self.process.popen is not None
+        self.process.popen.kill()
+        self.process.popen.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: its connection stays open but it says nothing (until the broker's keepalive gives up)."""
+        assert self.process.popen is not None
+        self.process.popen.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process.popen is not None
+        self.process.popen.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def edge_process(tmp_path: Path, broker: Mosquitto) -> Iterator[EdgeProcess]:
+    directory = tmp_path / "edge"
+    directory.mkdir()
+    with process_with_admin(directory, write_config(directory, **edge_settings(broker.port))) as process:
+        edge = EdgeProcess(process)
+        edge.start()
+        yield edge
+        if process.popen is not None and process.popen.poll() is None:
+            edge.resume()  # a paused process would not stop
+            assert process.stop() == 0
 
 
 @pytest.fixture

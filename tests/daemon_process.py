@@ -54,13 +54,17 @@ class DaemonProcess:
         self.log = log
         self.popen: subprocess.Popen[bytes] | None = None
         self.smtp_port = self.web_port = 0
+        # Python statements run before vmond's own start, e.g. to shorten a module's interval for a test.
+        self.prelude: str | None = None
 
     def start(self, watchdog_usec: int | None = None, **extra_env: str) -> None:
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), **extra_env}
         if watchdog_usec:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         with self.log.open("ab") as log:
-            self.popen = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
+            start = (["-m", "vmond"] if self.prelude is None else
+                     ["-c", f"import sys\n{self.prelude}\nfrom vmond.cli import main\nsys.exit(main(sys.argv[1:]))"])
+            self.popen = subprocess.Popen([sys.executable, *start, "run", "--config", str(self.config)],
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
         ready = self.notify.wait_for("READY=1")
         ports = re.search(r"(?:SMTP on port (\d+), )?dashboard on port (\d+)", ready)  # a central has no SMTP

@@ -118,14 +118,17 @@ def test_an_alarm_and_its_note_are_mirrored_once_with_who_did_it_named_at_the_si
         db: pw.SqliteDatabase) -> None:
     mirror(("config", config()), ("events", {"type": "new", "event": event(status="alarmed")}))
     opened = {"action": "alarm.open", "detail": {"event_id": 41}}
-    note = {"action": "alarm.note", "detail": {"note_id": 12, "text": "Police called"}}
+    note = {"action": "alarm.note", "detail": {"note_id": 12, "text": "Police called"},
+            "by": {"id": 3, "username": "bob"}}
     mirror(("alarms", {"type": "new", "alarm": alarm(opened)}))
     mirror(("alarms", {"type": "update", "alarm": alarm(note)}), ("alarms", {"type": "update", "alarm": alarm(note)}))
     row = Alarm.get()
     assert row.remote_by == {"opened": "alice at Site A"}
     assert row.steps[0]["done_remote"] == "op1 at Central One"  # a central's operator keeps their name
     assert [n.text for n in AlarmNote.select()] == ["Police called"]
-    assert [a.action for a in AuditEntry.select().order_by(AuditEntry.id)] == ["alarm.open", "alarm.note"]
+    trail = list(AuditEntry.select().order_by(AuditEntry.id))
+    assert [a.action for a in trail] == ["alarm.open", "alarm.note"]
+    assert trail[1].detail["remote"]["user"] == "bob at Site A"  # who wrote the note, named at the site
 
 
 def test_an_alarm_about_an_event_not_mirrored_is_skipped(db: pw.SqliteDatabase) -> None:

@@ -332,8 +332,10 @@ async def test_every_message_on_a_real_broker_matches_the_schema(
     assert [a["action"] for _, a in actions] == ["alarm.open", "alarm.acknowledge", "alarm.acknowledge",
                                                   "alarm.note", "alarm.step", "alarm.resolve"]
     assert {a["action"] for _, a in actions} == set(PUBLISHED_ACTIONS)
-    assert actions[0] == ("new", {"action": "alarm.open", "detail": {"event_id": event["id"]}})
     guard1 = alarm["acknowledged_by"]["id"]
+    assert actions[0] == ("new", {"action": "alarm.open", "detail": {"event_id": event["id"]},
+                                  "by": {"id": guard1, "username": "guard1"}})
+    assert {a["by"]["username"] for _, a in actions[2:]} == {"guard2"}
     assert actions[2][1]["detail"] == {"took_over_from": guard1}
     assert actions[3][1]["detail"]["text"] == "Called the keyholder"
     assert actions[4][1]["detail"] == {"n": 1, "text": "Call the keyholder"}

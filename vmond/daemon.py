@@ -25,6 +25,7 @@ from typing import Any
 from vmond.central.link import MirrorLink
 from vmond.central.media import CentralMedia
 from vmond.central.mediacache import CacheBound
+from vmond.central.sitewatch import SiteWatcher
 from vmond.config import Config
 from vmond.config.tls import ensure_self_signed
 from vmond.ingest.cameras import CameraDirectory
@@ -147,6 +148,11 @@ async def running(config: Config) -> AsyncIterator[Services]:
                 central_media = await stack.enter_async_context(CentralMedia(config, db, changes, bus, media, io))
                 mirror = await stack.enter_async_context(MirrorLink(config, db, changes, io,
                                                                     on_media=central_media.receive))
+                # Sites supervised: offline (their last will) or silent longer than central.site_silence.
+                link = mirror
+                watcher = await stack.enter_async_context(SiteWatcher(config, db, changes,
+                                                                      lambda: link.listening_since))
+                mirror.on_available = watcher.nudge
             elif config.mqtt.commands:  # commands from a central station (issue 18); results go out via the outbox
                 await stack.enter_async_context(CommandReceiver(config, db, changes, io))
         if not central:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -58,6 +59,7 @@ class _Received:
     site: str
     what: str  # events | alarms | config | status | available | commands/result | media/<id>[/thumbnail]
     payload: bytes
+    retained: bool = False  # a copy the broker kept, handed over as the central (re)subscribed: old news
     done: ThreadFuture[None] | None = None  # paho 1.6: its thread waits on it
     connection: int = 0  # which connection delivered it: an acknowledgement is only good on that one
 
@@ -72,6 +74,8 @@ class MirrorLink:
         self._prefix = config.central.mqtt.topic_prefix
         self._db, self._changes, self._io = db, changes, io
         self.on_media = on_media
+        self.on_available: Callable[[], None] | None = None  # a site's available topic was mirrored (committed)
+        self.listening_since: datetime | None = None  # when the link last connected; None while it is down
         self._names = {site.id: site.name for site in config.central.sites if site.name}  # over the announced
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -116,11 +120,20 @@ class MirrorLink:
             return
         self.connections += 1
         self.connected = True
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: vmond is going away
+                self._loop.call_soon_threadsafe(self._listening, True)
         # The session keeps the subscriptions; made again in case the broker lost it.
         client.subscribe([(f"{self._prefix}/+/{what}", 1) for what in SUBSCRIBED])
 
     def _on_disconnect(self, client: mqtt.Client, *args: Any) -> None:
         self.connected = False
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: vmond is going away
+                self._loop.call_soon_threadsafe(self._listening, False)
+
+    def _listening(self, up: bool) -> None:
+        self.listening_since = utcnow() if up else None
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         loop = self._loop
@@ -159,7 +172,8 @@ class MirrorLink:
             return None
         if site == self._config.site.id or not self._central.serves(site):
             return None  # the central's own topics, or a site it does not serve
-        return _Received(message.mid, message.qos, site, what, bytes(message.payload), connection=self.connections)
+        return _Received(message.mid, message.qos, site, what, bytes(message.payload), bool(message.retain),
+                         connection=self.connections)
 
     @staticmethod
     def _ack(client: mqtt.Client, mid: int, qos: int) -> None:
@@ -216,6 +230,8 @@ class MirrorLink:
             self.dropped += await self._changes.record(mirror_messages, messages, utcnow(), self._config.smtp.domain,
                                                        self._names)
             self.mirrored += len(messages)
+            if self.on_available is not None and any(m.what == "available" for m in messages):
+                self.on_available()
 
     async def _media(self, item: _Received) -> None:
         parts = item.what.split("/")
@@ -228,7 +244,8 @@ class MirrorLink:
 def _parse(item: _Received) -> SiteMessage | None:
     """The message as the mirror takes it; None (logged) when it is not what a site sends."""
     if item.what == "available":
-        return SiteMessage(item.site, item.what, item.payload[:100].decode("utf-8", "replace").strip())
+        return SiteMessage(item.site, item.what, item.payload[:100].decode("utf-8", "replace").strip(),
+                           item.retained)
     if len(item.payload) > MAX_MESSAGE:
         log.warning("central: site %s sent %s of %d bytes (at most %d); dropped", item.site, item.what,
                     len(item.payload), MAX_MESSAGE)
@@ -241,7 +258,7 @@ def _parse(item: _Received) -> SiteMessage | None:
     if not isinstance(body, dict):
         log.warning("central: site %s sent %s that is not a JSON object; dropped", item.site, item.what)
         return None
-    return SiteMessage(item.site, item.what, body)
+    return SiteMessage(item.site, item.what, body, item.retained)
 
 
 def _no_constant(name: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from vmond.config.check import check_document
+from vmond.config.links import MqttConfig, MqttTlsConfig
 from vmond.config.schema import (
     SECTIONS,
     AccountConfig,
@@ -29,8 +30,6 @@ from vmond.config.schema import (
     EventsConfig,
     LiveConfig,
     LoggingConfig,
-    MqttConfig,
-    MqttTlsConfig,
     SiteConfig,
     SmtpConfig,
     SmtpTlsConfig,

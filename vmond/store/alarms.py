@@ -104,7 +104,13 @@ def _summary(alarm: Alarm, event: AlarmEvent, users: dict[int | None, User]) -> 
         "channel": event.channel,
         "account": None if account is None else {"id": account.id, "name": account.name},
         "steps": present_steps(alarm.steps, {k: w for k, u in users.items() if k is not None and (w := _who(u))}),
-    } | ({} if alarm.site_id is None else {"site": site_ref(alarm.site)})  # on a central: where it is
+    } | _site_of(alarm, event)
+
+
+def _site_of(alarm: Alarm, event: AlarmEvent) -> dict[str, Any]:
+    """On a central: where the alarm is (the central's own alarm on a site's ``site_offline``: that site)."""
+    site = alarm.site if alarm.site_id is not None else event.site if event.site_id is not None else None
+    return {} if site is None else {"site": site_ref(site)}
 
 
 def _query() -> pw.ModelSelect[Alarm]:
@@ -223,7 +229,9 @@ def _changed(alarm_id: int, user_id: int | None, action: str, detail: dict[str, 
     AuditEntry.create(user=user_id, action=action, target_type="alarm", target_id=alarm_id, detail=detail)
     summary = alarm_summary(alarm_id)
     if action in PUBLISHED_ACTIONS:  # the others (the picture at raising) are for the guards only
-        change.queue_alarm(kind, dict(summary, last_action={"action": action, "detail": detail}))
+        by = _who(User.get_or_none(User.id == user_id)) if user_id is not None else (
+            {"id": None, "username": change.remote} if change.remote else None)
+        change.queue_alarm(kind, dict(summary, last_action={"action": action, "detail": detail, "by": by}))
     _announce(change, summary, kind)
     return summary
 

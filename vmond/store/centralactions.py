@@ -40,23 +40,24 @@ class Sender(NamedTuple):
 
 
 def site_of(kind: str, object_id: int) -> str | None:
-    """The site (its key) a mirrored ``event`` or ``alarm`` belongs to; None for the central's own. Raises
+    """The site (its key) a mirrored ``event`` or ``alarm`` belongs to; None for the central's own (also one that
+    names a site without being the site's row, ``remote_id`` NULL: a ``site_offline`` the central raised). Raises
     :class:`EventNotFound` / :class:`AlarmNotFound` for an id that does not exist."""
     model: Any = AlarmEvent if kind == "event" else Alarm
-    row = (model.select(Site.key).join(Site, pw.JOIN.LEFT_OUTER, on=(model.site == Site.id))
+    row = (model.select(Site.key, model.remote_id).join(Site, pw.JOIN.LEFT_OUTER, on=(model.site == Site.id))
            .where(model.id == object_id).dicts().first())
     if row is None:
         raise (EventNotFound if kind == "event" else AlarmNotFound)(object_id)
-    return row["key"]
+    return None if row["remote_id"] is None else row["key"]
 
 
 def sites_of_events(event_ids: list[int]) -> dict[int, str | None]:
     """The site key (None: the central's own) of each of *event_ids* that exists."""
     found: dict[int, str | None] = {}
     for start in range(0, len(event_ids), 500):  # SQLite's limit on bound parameters
-        query: Any = (AlarmEvent.select(AlarmEvent.id, Site.key).join(Site, pw.JOIN.LEFT_OUTER)
+        query: Any = (AlarmEvent.select(AlarmEvent.id, AlarmEvent.remote_id, Site.key).join(Site, pw.JOIN.LEFT_OUTER)
                       .where(AlarmEvent.id.in_(event_ids[start:start + 500])))
-        found.update((row["id"], row["key"]) for row in query.dicts())
+        found.update((row["id"], None if row["remote_id"] is None else row["key"]) for row in query.dicts())
     return found
 
 

@@ -15,7 +15,7 @@ import peewee as pw
 
 from vmond.store.changes import Change
 from vmond.store.mediaout import queue_eager
-from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, User, utcnow
+from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, Site, User, utcnow
 from vmond.store.monitoring import off_wall_flags
 from vmond.store.scope import EVERY_ACCOUNT, Scope
 from vmond.store.sites import site_refs
@@ -166,10 +166,18 @@ def event_query() -> pw.ModelSelect[AlarmEvent]:
             .join(Account, pw.JOIN.LEFT_OUTER))
 
 
+def of_site(query: pw.ModelSelect[AlarmEvent], site: str | None) -> pw.ModelSelect[AlarmEvent]:
+    """*query* limited to the events of the site with id *site* (on a central; None: every event)."""
+    if site is None:
+        return query
+    return query.where(AlarmEvent.site.in_(Site.select(Site.id).where(Site.key == site)))
+
+
 def list_events(domain: str, status: str = "active", limit: int = 100, include_tests: bool = False,
-                scope: Scope = EVERY_ACCOUNT) -> list[dict[str, Any]]:
-    """Events newest first; *status* is one of :data:`STATUSES` or ``all``; only those of *scope*'s accounts."""
-    query = scope.where(event_query())  # guards limited to accounts
+                scope: Scope = EVERY_ACCOUNT, site: str | None = None) -> list[dict[str, Any]]:
+    """Events newest first; *status* is one of :data:`STATUSES` or ``all``; only those of *scope*'s accounts (and
+    of *site*, on a central, when given)."""
+    query = of_site(scope.where(event_query()), site)  # guards limited to accounts
     if status != "all":
         query = query.where(AlarmEvent.status == status)
     if not include_tests:
@@ -178,10 +186,11 @@ def list_events(domain: str, status: str = "active", limit: int = 100, include_t
     return serialize_events(events, domain)
 
 
-def list_queue(domain: str, limit: int = 200, scope: Scope = EVERY_ACCOUNT) -> list[dict[str, Any]]:
-    """The wall's queue: active events (no test mails) of *scope*'s accounts, most urgent first, then the longest
-    waiting, by the time vmond received them (never the camera's clock), then by id."""
-    query = (scope.where(event_query())
+def list_queue(domain: str, limit: int = 200, scope: Scope = EVERY_ACCOUNT, site: str | None = None
+               ) -> list[dict[str, Any]]:
+    """The wall's queue: active events (no test mails) of *scope*'s accounts (and *site*'s, when given), most
+    urgent first, then the longest waiting, by the time vmond received them (never the camera's clock), then by id."""
+    query = (of_site(scope.where(event_query()), site)
              .where(AlarmEvent.status == "active", AlarmEvent.is_test == False)  # noqa: E712 - peewee expression
              .where(AlarmEvent.off_wall == False)  # noqa: E712 - schedules and snooze: unmonitored, snoozed
              .order_by(AlarmEvent.priority, AlarmEvent.received_at, AlarmEvent.id).limit(limit))

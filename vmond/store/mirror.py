@@ -25,7 +25,7 @@ from vmond.store.changes import Change
 from vmond.store.events import MAX_IMAGES_PER_EVENT, get_event
 from vmond.store.models import Account, Alarm, AlarmEvent, AlarmNote, AuditEntry, Camera, Contact, Media, Site
 from vmond.store.monitoring import OFF_WALL_FLAGS
-from vmond.store.sites import ensure_site, note_available, note_message, note_status, parse_time
+from vmond.store.sites import announce_site, ensure_site, note_available, note_message, note_status, parse_time
 from vmond.store.sitevalues import (
     CLOCK_SKEW,
     MAX_ATTACHMENTS,
@@ -315,11 +315,11 @@ def _mirror_last_action(site: Site, row: Alarm, last: object, at: datetime) -> N
         log.warning("site %s: alarm %d already has %d %s entries; no more are kept", site.key, row.remote_id,
                     MAX_TRAIL, action)
         return
-    who = (row.remote_by or {}).get(role or "") or f"someone at {site.name}"
+    who = _who(last.get("by"), site) or (row.remote_by or {}).get(role or "") or f"someone at {site.name}"
     if action == "alarm.note" and isinstance(detail.get("text"), str):
         AlarmNote.create(alarm=row, author=None, created_at=at, text=f"{detail['text'][:MAX_TEXT]}")
     AuditEntry.create(at=at, user=None, action=action, target_type="alarm", target_id=row.id,
-                      detail={**{k: v for k, v in detail.items() if k in ("code", "text")},
+                      detail={**{k: v for k, v in detail.items() if k in ("code", "text", "n")},
                               "remote": {"user": who, "central": None}, "mirrored": seen})
 
 
@@ -327,6 +327,9 @@ class SiteMessage(NamedTuple):
     site: str  # the site's id, from the topic
     what: str  # the topic after <prefix>/<site>/: events, alarms, config, status, available, commands/result
     body: Any  # the JSON object (available: its text)
+    # A retained copy the broker handed over as the central (re)subscribed: mirrored, but not a sign of life now
+    # (the site's silence is supervised from its last message: vmond.store.supervision.check_sites).
+    retained: bool = False
 
 
 def mirror_messages(messages: list[SiteMessage], at: datetime, domain: str, names: dict[str, str],
@@ -338,7 +341,10 @@ def mirror_messages(messages: list[SiteMessage], at: datetime, domain: str, name
     for message in messages:
         try:
             with database.atomic():
+                heard = _last_heard(message) if message.retained else None
                 _mirror_one(message, at, domain, names.get(message.site), change)
+                if heard is not None:
+                    _keep_last_heard(heard, change)
         except pw.OperationalError:
             raise  # the database (disk full, busy), not the message: the caller tries the batch again
         except Exception as exc:  # noqa: BLE001 - whatever a message makes fail, it must not stop the mirror
@@ -349,7 +355,7 @@ def mirror_messages(messages: list[SiteMessage], at: datetime, domain: str, name
 
 
 def _mirror_one(message: SiteMessage, at: datetime, domain: str, name: str | None, change: Change | None) -> None:
-    key, what, body = message
+    key, what, body = message.site, message.what, message.body
     if what == "available":
         note_available(key, body == "online", at, name, change)
     elif what == "status":
@@ -363,6 +369,18 @@ def _mirror_one(message: SiteMessage, at: datetime, domain: str, name: str | Non
     elif what == "commands/result":
         note_message(key, at, name)
         record_result(key, body, at, change)
+
+
+def _last_heard(message: SiteMessage) -> Site | None:
+    """The site as last heard from before *message* (None: never, so even a retained copy is a first sign)."""
+    site = Site.get_or_none(Site.key == message.site)
+    return site if site is not None and site.last_message_at is not None else None
+
+
+def _keep_last_heard(before: Site, change: Change | None) -> None:
+    """Put the site's last message time back to *before*'s after mirroring a retained copy."""
+    Site.update(last_message_at=before.last_message_at).where(Site.id == before.id).execute()
+    announce_site(change, Site.get_by_id(before.id))
 
 
 def _part(body: dict[str, Any], name: str) -> dict[str, Any]:

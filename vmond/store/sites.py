@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vmond.store.changes import Change
-from vmond.store.models import AlarmEvent, Camera, Site, utcnow
+from vmond.store.models import AlarmEvent, Camera, Site, SupervisionCondition, utcnow
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -58,6 +58,12 @@ def ensure_site(key: str, name: str | None = None) -> Site:
     return site
 
 
+def ensure_sites(sites: list[tuple[str, str | None]]) -> None:
+    """The configured sites' rows (id, name), so that one that never reports is supervised too."""
+    for key, name in sites:
+        ensure_site(key, name)
+
+
 def site_ref(site: Site | None) -> dict[str, Any] | None:
     """What an Event or Alarm names of its site: ``{"id", "name"}`` (None on an appliance's own rows)."""
     return None if site is None else {"id": site.key, "name": site.name}
@@ -72,13 +78,20 @@ def site_refs(site_ids: set[int | None]) -> dict[int, dict[str, Any]]:
 
 
 def site_dict(site: Site) -> dict[str, Any]:
-    """A site as ``GET /api/sites`` lists it."""
+    """A site as ``GET /api/sites`` lists it. ``link``: ``online``, ``offline`` (its ``available`` says so),
+    ``silent`` (not offline by its word, but a ``site_offline`` event is open: nothing heard for
+    ``central.site_silence``) or ``unknown`` (never heard from); ``offline_event_id``: that open event."""
     status = site.status or {}
+    condition = SupervisionCondition.get_or_none(SupervisionCondition.subject == f"site:{site.key}")
+    link = ("offline" if site.online is False else "silent" if condition is not None
+            else "unknown" if site.online is None and site.last_message_at is None else "online")
     return {
         "id": site.key,
         "name": site.name,
         "online": bool(site.online),
         "available": None if site.online is None else ("online" if site.online else "offline"),
+        "link": link,
+        "offline_event_id": None if condition is None else condition.event_id,
         "last_message_at": _iso(site.last_message_at),
         "heartbeat_at": _iso(site.heartbeat_at),
         "version": site.version or status.get("version"),
@@ -97,7 +110,14 @@ def list_sites() -> list[dict[str, Any]]:
     return [site_dict(site) for site in Site.select().order_by(Site.name, Site.key)]
 
 
-def _announce(change: Change | None, site: Site) -> None:
+def site_choices() -> list[dict[str, Any]]:
+    """Every site's ``{"id", "name"}``, by name (for the wall's filter)."""
+    return [{"id": site.key, "name": site.name}
+            for site in Site.select(Site.key, Site.name).order_by(Site.name, Site.key)]
+
+
+def announce_site(change: Change | None, site: Site) -> None:
+    """Tell the dashboards (``site.updated``, data: :func:`site_dict`) that *site*'s link or figures changed."""
     if change is not None:
         change.announce("site.updated", site_dict(site), about=("site", site.id))
 
@@ -121,7 +141,7 @@ def note_status(key: str, status: dict[str, Any], at: datetime, name: str | None
     if isinstance(status.get("version"), str):
         site.version = status["version"][:100]
     site.save()
-    _announce(change, site)
+    announce_site(change, site)
     return site
 
 
@@ -133,7 +153,7 @@ def note_available(key: str, online: bool, at: datetime, name: str | None = None
         site.last_message_at = at
     site.online = online
     site.save()
-    _announce(change, site)
+    announce_site(change, site)
     return site
 
 

@@ -2,9 +2,10 @@
 ordinary events of a supervision kind (:data:`vmond.util.kinds.SUPERVISION_KINDS`).
 
 A supervised condition that is present has one row in ``supervision_condition`` (its ``subject`` is unique:
-``camera:<id>`` for a silent camera, the kind for the appliance's own conditions) pointing at the event raised for
-it. Raising writes the event, the row, an audit entry and the MQTT ``new`` message in one transaction and announces
-``event.created``; so a supervision event is on the wall, over MQTT and on the audit trail like a camera's.
+``camera:<id>`` for a silent camera, the kind for the appliance's own conditions, ``site:<site id>`` on a central
+station for a site offline or silent: :func:`check_sites`) pointing at the event raised for it. Raising writes the
+event, the row, an audit entry and the MQTT ``new`` message in one transaction and announces ``event.created``; so
+a supervision event is on the wall, over MQTT and on the audit trail like a camera's.
 
 Closing (the camera mailed again, the disk has room again ...) deletes the row and says why on the event's audit
 trail (``condition.cleared``), flags the event ``cleared`` and, if it is still on the wall untouched, dismisses
@@ -28,8 +29,9 @@ from zoneinfo import ZoneInfo
 from vmond.config.schema import MAX_SILENCE, MIN_SILENCE
 from vmond.config.types import format_duration, parse_duration
 from vmond.store.changes import Change
-from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, SupervisionCondition, utcnow
+from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Site, SupervisionCondition, utcnow
 from vmond.store.monitoring import off_wall_flags
+from vmond.store.sites import announce_site
 from vmond.util.kinds import priority_of
 
 CLEARED = "cleared"  # the flag of a supervision event whose condition ended
@@ -75,7 +77,7 @@ def _event_dict(domain: str, event_id: int) -> dict[str, Any]:
 
 def _raise(domain: str, subject: str, kind: str, camera: Camera | None, title: str, text: str,
            priorities: Mapping[str, int] | None, now: datetime, change: Change | None,
-           detail: dict[str, Any], zone: str = "UTC") -> dict[str, Any]:
+           detail: dict[str, Any], zone: str = "UTC", site: Site | None = None) -> dict[str, Any]:
     from vmond.store.events import report
 
     account = camera.account.priorities if camera is not None else None
@@ -84,7 +86,7 @@ def _raise(domain: str, subject: str, kind: str, camera: Camera | None, title: s
     held = off_wall_flags(camera, now, zone, False)
     event = AlarmEvent.create(camera=camera, received_at=now, updated_at=now, event_time=now, event_type=title,
                               subject=text, body_excerpt="", kind=kind, priority=priority_of(kind, priorities, account),
-                              flags=held, off_wall=bool(held))
+                              flags=held, off_wall=bool(held), site=site)  # a central's own: remote_id NULL
     SupervisionCondition.create(subject=subject, kind=kind, camera=camera, event=event, since=now)
     AuditEntry.create(action="condition.raised", target_type="event", target_id=event.id,
                       detail={"kind": kind, "text": text, **detail})
@@ -250,3 +252,77 @@ def silence_states(camera_ids: list[int], default: float | None, now: datetime |
             "silent_event_id": open_.get(camera.id),
         }
     return states
+
+
+# --- sites, on a central station ------------------------------------------------------------------------------------
+
+
+def site_subject(key: str) -> str:
+    return f"site:{key}"
+
+
+def _site_steps(silence: float, listening_since: datetime | None, now: datetime
+                ) -> tuple[list[tuple[Site, str, str]], datetime | None]:
+    """What supervising the sites needs done now (site, raise | close, why) and when a site may next fall silent."""
+    open_ = {c.subject: c for c in SupervisionCondition.select()
+             .where(SupervisionCondition.subject.startswith("site:"))}
+    limit = timedelta(seconds=silence)
+    steps: list[tuple[Site, str, str]] = []
+    next_due: datetime | None = None
+    for site in Site.select().order_by(Site.id):
+        condition = open_.get(site_subject(site.key))
+        last = site.last_message_at
+        if condition is not None:
+            # Back: online (or never said otherwise) and a message since it was raised, not older than the limit.
+            if site.online is not False and last is not None and last > condition.since and now - last < limit:
+                steps.append((site, "close", "the site is online and sends messages again"))
+            continue
+        if site.online is False:
+            steps.append((site, "raise", "offline"))
+            continue
+        # Silence is what the central could have heard: not while its own link to the broker was down. A site
+        # listed in the configuration that never sent anything is silent from when the central began listening.
+        if listening_since is None:
+            continue
+        due = max(last or listening_since, listening_since) + limit
+        if due <= now:
+            steps.append((site, "raise", "silent"))
+        else:
+            next_due = due if next_due is None else min(next_due, due)
+    return steps, next_due
+
+
+def sites_due(silence: float, listening_since: datetime | None, now: datetime | None = None
+              ) -> tuple[bool, datetime | None]:
+    """(whether :func:`check_sites` has anything to do now, the next moment a site may fall silent)."""
+    steps, next_due = _site_steps(silence, listening_since, now or utcnow())
+    return bool(steps), next_due
+
+
+def check_sites(domain: str, silence: float, listening_since: datetime | None,
+                priorities: Mapping[str, int] | None = None, change: Change | None = None,
+                now: datetime | None = None, zone: str = "UTC") -> list[dict[str, Any]]:
+    """On a central: raise ``site_offline`` for each site whose ``available`` says offline or that sent nothing
+    for *silence* seconds (while the central's link, up since *listening_since*, could hear it), once per loss;
+    close it when the site is online and sends again. Returns the events raised or closed."""
+    now = now or utcnow()
+    steps, _ = _site_steps(silence, listening_since, now)
+    changed = []
+    for site, action, why in steps:
+        if action == "close":
+            condition = SupervisionCondition.get(SupervisionCondition.subject == site_subject(site.key))
+            changed.append(_close(domain, condition, why, now, change))
+        else:
+            last = site.last_message_at
+            said = (f"its last message came at {last.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M:%S %Z}" if last
+                    else "it has sent nothing yet")
+            text = (f"{site.name} ({site.key}) is offline: the broker says so (its last will); {said}"
+                    if why == "offline" else
+                    f"No message from {site.name} ({site.key}) for {format_duration(silence)} or longer; {said}")
+            changed.append(_raise(domain, site_subject(site.key), "site_offline", None, "Site offline", text,
+                                  priorities, now, change,
+                                  {"site": site.key, "why": why, "site_silence": silence,
+                                   "last_message_at": None if last is None else last.isoformat()},
+                                  zone, site=site))
+        announce_site(change, site)
+    return changed

@@ -80,18 +80,20 @@ async def events_list(request: web.Request) -> web.Response:
     include_tests = request.query.get("include_tests") in ("1", "true", "yes")
     if request.query.get("order", "newest") not in ("newest", "queue"):
         return json_error(400, "order must be newest or queue")
+    site = request.query.get("site") or None  # on a central: one site's events only
     if request.query.get("order") == "queue":
-        return await _queue(request, status, limit)
+        return await _queue(request, status, limit, site)
     events = await request.app[DB].read(list_events, config_of(request.app).smtp.domain, status, limit, include_tests,
-                                        scope_of(request))
+                                        scope_of(request), site)
     return web.json_response({"events": events})
 
 
-async def _queue(request: web.Request, status: str, limit: int) -> web.Response:
+async def _queue(request: web.Request, status: str, limit: int, site: str | None) -> web.Response:
     """``order=queue``: the wall's queue (active events, no test mails), most urgent first, then oldest."""
     if status != "active":
         return json_error(400, "order=queue lists active events only")
-    events = await request.app[DB].read(list_queue, config_of(request.app).smtp.domain, limit, scope_of(request))
+    events = await request.app[DB].read(list_queue, config_of(request.app).smtp.domain, limit, scope_of(request),
+                                        site)
     return web.json_response({"events": events})
 
 

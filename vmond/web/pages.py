@@ -11,6 +11,7 @@ from vmond.store.alarms import alarm_of_event, list_alarms
 from vmond.store.alarmtrail import event_with_trail
 from vmond.store.events import EventNotFound, list_queue, media_for_download
 from vmond.store.monitoring import snoozed_count
+from vmond.store.sites import site_choices
 from vmond.store.users import user_count
 from vmond.web.centralmedia import fetch_from_site, prefetch_pictures
 from vmond.web.display import queue_context
@@ -38,8 +39,11 @@ async def wall(request: web.Request) -> web.StreamResponse:
     # Take the sequence number before reading: anything published in between is replayed over /ws (the page
     # merges by event id), so nothing falls between the rendered list and the live stream.
     seq = request.app[BUS].last_seq
+    central = config_of(request.app).central.enabled
+    site = (request.query.get("site") or None) if central else None  # a central's wall of one site
     # The queue: most urgent first, then the longest waiting; rendered in that order before any script runs.
-    events = await request.app[DB].read(list_queue, config_of(request.app).smtp.domain, 200, scope_of(request))
+    events = await request.app[DB].read(list_queue, config_of(request.app).smtp.domain, 200, scope_of(request),
+                                        site)
     disk = await asyncio.get_running_loop().run_in_executor(request.app[IO], shutil.disk_usage,
                                                             request.app[MEDIA].root)
     storage_low = (disk.free < config_of(request.app).storage.min_free_space
@@ -47,8 +51,10 @@ async def wall(request: web.Request) -> web.StreamResponse:
     # the open-alarms strip, of the user's accounts only
     open_alarms = await request.app[DB].read(list_alarms, "open", limit=200, scope=scope_of(request))
     snoozed = await request.app[DB].read(snoozed_count, scope_of(request))  # snooze: how many cameras are put aside
+    sites = await request.app[DB].read(site_choices) if central else []
     return render(request, "wall.html", {"events": events, "seq": seq, "storage_low": storage_low,
                                          "open_alarms": open_alarms, "snoozed_cameras": snoozed,
+                                         "sites": sites, "site_filter": site,
                                          **queue_context(config_of(request.app).events.escalate_after)})
 
 

@@ -20,5 +20,6 @@ def render(request: web.Request, template: str, context: dict[str, Any], status:
         "session_csrf": who.get("csrf_token") if who else None,
         "version": vmond.__version__,
         "site": config_of(request.app).site,
+        "central": config_of(request.app).central.enabled,  # a central station: its sites on the wall and pages
     }
     return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)

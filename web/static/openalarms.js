@@ -24,6 +24,10 @@ export function openAlarmStrip({now}) {
     const who = alarm.acknowledged_by ? alarm.acknowledged_by.username : "nobody yet";
     const ageNode = el("span", "open-alarm-age", alarmAge(alarm.opened_at));
     ageNode.dataset.since = alarm.opened_at;
+    if (alarm.site) { // on a central station: the site it is at
+      link.dataset.site = alarm.site.id;
+      link.append(el("span", "open-alarm-site", alarm.site.name), ": ");
+    }
     link.append(el("strong", "open-alarm-camera", where), " " + alarm.event_type + " · ", ageNode,
       " · ", el("span", "open-alarm-handler", who));
     link.title = "Alarm " + alarm.id + ": " + alarm.state + ", handled by " + who;

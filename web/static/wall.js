@@ -5,6 +5,7 @@ import {isCommandMessage, showOnCard} from "./commands.js";
 import {connectLive, el, localTime, playTones, post} from "./common.js";
 import {safeDismiss} from "./dismiss.js";
 import {openAlarmStrip} from "./openalarms.js";
+import {wallSites} from "./wallsites.js";
 
 const wall = document.getElementById("wall");
 const empty = document.getElementById("empty");
@@ -13,6 +14,8 @@ const notice = document.getElementById("notice");
 const soundButton = document.getElementById("sound");
 
 const events = new Map(); // id -> event
+// On a central station: the site on each card, the filter by site and grouping (web/static/wallsites.js).
+const sites = wallSites({wall, events, queueBefore: (a, b) => queueBefore(a, b)});
 const sent = new Map(); // on a central: event id -> the newest command sent to its site about it (issue 18)
 let resyncing = false;
 let heldDuringResync = [];
@@ -195,7 +198,8 @@ const SUPERVISION_KINDS = new Set(["camera_silent", "site_offline", "disk_low", 
   "spool_stuck"]);
 
 function withoutCamera(event) {
-  return SUPERVISION_KINDS.has(event.kind) ? "This appliance" : "unknown camera";
+  if (!SUPERVISION_KINDS.has(event.kind)) return "unknown camera";
+  return sites.siteName(event) || "This appliance"; // on a central: the site it is about
 }
 
 function buildCard(event) {
@@ -251,6 +255,7 @@ function buildCard(event) {
   actions.appendChild(button("alarm", "Raise alarm", "Raise an alarm and work it (A)"));
   card.appendChild(actions);
   decorateQueueCard(card, event);
+  sites.decorate(card, event);
   return card;
 }
 
@@ -274,7 +279,7 @@ function offWall(event) {
 }
 
 function upsert(event, live) {
-  if (event.status !== "active" || event.is_test || offWall(event)) {
+  if (event.status !== "active" || event.is_test || offWall(event) || !sites.accepts(event)) {
     remove(event.id);
     return;
   }
@@ -287,9 +292,11 @@ function upsert(event, live) {
     const focused = old.contains(document.activeElement); // the card, or its checkbox or a button in it
     old.replaceWith(card);
     placeInQueue(card, event); // a more urgent mail may have raised its priority
+    sites.arrange();
     if (focused) card.focus();
   } else {
     placeInQueue(card, event);
+    sites.arrange();
     if (fresh && live) {
       card.classList.add("is-new");
       card.addEventListener("animationend", () => card.classList.remove("is-new"), {once: true});
@@ -316,6 +323,7 @@ function remove(id) {
   focusAfterRemoval(card);
   events.delete(id);
   if (card) card.remove();
+  sites.arrange();
   showCount();
 }
 
@@ -360,7 +368,7 @@ async function resync() {
   heldDuringResync = [];
   for (;;) {
     try {
-      const response = await fetch("/api/events?status=active&order=queue&limit=200", {credentials: "same-origin"});
+      const response = await fetch("/api/events?status=active&order=queue&limit=200" + sites.query, {credentials: "same-origin"});
       if (response.status === 401) {
         window.location.assign("/login");
         return;
