@@ -20,7 +20,7 @@ DEBIAN_LIBS := python3-venv python3-aiohttp python3-aiohttp-jinja2 python3-aiosm
 	python3-pytest-asyncio python3-hypothesis python3-setuptools python3-wheel apprise
 PYTEST_ARGS ?=
 
-.PHONY: run banner test test-debian test-faults lint clean distclean debs package bench-encode bench-ingest
+.PHONY: run banner test test-debian test-faults lint clean distclean debs package bench-encode bench-ingest bench-central
 
 run: $(VENV)/.stamp-run $(CONFIG)
 	@$(MAKE) --no-print-directory banner
@@ -68,6 +68,9 @@ bench-encode: debs $(VENV)/.stamp-test
 
 bench-ingest: debs $(VENV)/.stamp-test
 	$(PY) bench/ingest.py
+
+bench-central: debs $(VENV)/.stamp-test
+	$(PY) bench/central.py
 
 # ruff, the import layers, the type checker (its settings, and the files it checks, are in setup.cfg's [mypy]).
 lint: $(VENV)/.stamp-test
