@@ -57,6 +57,12 @@ def _mirrored(model: type[Any], site: Site, remote: int) -> Any:
     return model.get_or_none((model.site == site) & (model.remote_id == remote))
 
 
+def _mirrored_id(model: type[Any], site: Site, remote: int) -> int | None:
+    """The local id of the site's row *remote*: one column read (a whole row is dearer, and an event's path
+    needs only ids)."""
+    return model.select(model.id).where((model.site == site) & (model.remote_id == remote)).scalar()
+
+
 # --- config: accounts, contacts, cameras ----------------------------------------------------------------------
 
 
@@ -167,17 +173,20 @@ def mirror_event(key: str, event: dict[str, Any], at: datetime, domain: str, nam
     remote = remote_id(event, "an event")
     latest = at + CLOCK_SKEW  # not later: a time far ahead would keep an event atop the wall, or unchangeable
     updated = parse_time(event.get("updated_at"), latest) or parse_time(event.get("received_at"), latest) or at
-    row = _mirrored(AlarmEvent, site, remote)
+    row = (AlarmEvent.select(AlarmEvent.id, AlarmEvent.updated_at)
+           .where((AlarmEvent.site == site) & (AlarmEvent.remote_id == remote)).first())
     if row is not None and row.updated_at > updated:
         return None  # a redelivered older copy
     account_ref = event.get("account") if isinstance(event.get("account"), dict) else None
     camera_ref = event.get("camera") if isinstance(event.get("camera"), dict) else None
     camera = None
     if account_ref is not None and camera_ref is not None:
-        account = _account(site, remote_id(account_ref, "an event's account"),
-                           site_text(account_ref.get("name"), limit=200))
-        camera = _camera(site, remote_id(camera_ref, "an event's camera"), site_text(camera_ref.get("name"), limit=200),
-                         account)
+        camera_remote = remote_id(camera_ref, "an event's camera")
+        camera = _mirrored_id(Camera, site, camera_remote)
+        if camera is None:
+            account = _account(site, remote_id(account_ref, "an event's account"),
+                               site_text(account_ref.get("name"), limit=200))
+            camera = _camera(site, camera_remote, site_text(camera_ref.get("name"), limit=200), account).id
     received = parse_time(event.get("received_at"), latest) or at
     flags = site_words(event.get("flags"), MAX_FLAGS)
     fields = {
@@ -196,15 +205,14 @@ def mirror_event(key: str, event: dict[str, Any], at: datetime, domain: str, nam
         "off_wall": any(flag in OFF_WALL_FLAGS for flag in flags),
     }
     created = row is None
-    if created:
-        row = AlarmEvent.create(site=site, remote_id=remote, **fields)
+    if row is None:
+        row_id = int(AlarmEvent.create(site=site, remote_id=remote, **fields).id)
     else:
-        for field, value in fields.items():
-            setattr(row, field, value)
-        row.save()
-    _mirror_media(site, row, event)
-    _tell(change, later, domain, "event.created" if created else "event.updated", "event", row.id)
-    return int(row.id)
+        row_id = int(row.id)
+        AlarmEvent.update(**fields).where(AlarmEvent.id == row_id).execute()
+    _mirror_media(site, row_id, event)
+    _tell(change, later, domain, "event.created" if created else "event.updated", "event", row_id)
+    return row_id
 
 
 def _media_items(event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -223,7 +231,7 @@ def _media_items(event: dict[str, Any]) -> list[dict[str, Any]]:
     return [item for item in items if (site_int(item.get("id")) or 0) > 0]
 
 
-def _mirror_media(site: Site, row: AlarmEvent, event: dict[str, Any]) -> None:
+def _mirror_media(site: Site, event_id: int, event: dict[str, Any]) -> None:
     items = _media_items(event)
     ids = [item["id"] for item in items]
     known = {m.remote_id for m in Media.select(Media.remote_id).where((Media.site == site)
@@ -233,7 +241,7 @@ def _mirror_media(site: Site, row: AlarmEvent, event: dict[str, Any]) -> None:
             continue
         known.add(item["id"])  # listed twice in one message: one row
         sha256 = item.get("sha256") if isinstance(item.get("sha256"), str) and len(item["sha256"]) == 64 else ""
-        Media.create(site=site, remote_id=item["id"], event=row, kind=item["kind"], position=position,
+        Media.create(site=site, remote_id=item["id"], event=event_id, kind=item["kind"], position=position,
                      path="", thumb_path=None, content_type=item["content_type"], sha256=sha256,
                      width=site_int(item.get("width")), height=site_int(item.get("height")),
                      bytes=site_count(item.get("bytes"), 0),
