@@ -18,7 +18,7 @@ from vmond.store import sites
 from vmond.store.centralcommands import queue_command
 from vmond.store.db import open_sqlite
 from vmond.store.events import MAX_IMAGES_PER_EVENT, list_events
-from vmond.store.mirror import SiteMessage, mirror_messages
+from vmond.store.mirrorbatch import SiteMessage, mirror_messages
 from vmond.store.models import (
     Account,
     Alarm,

@@ -13,7 +13,7 @@ import pytest
 
 from vmond.store.changes import Change
 from vmond.store.db import open_sqlite
-from vmond.store.mirror import SiteMessage, mirror_messages
+from vmond.store.mirrorbatch import SiteMessage, mirror_messages
 from vmond.store.models import Account, Alarm, AlarmEvent, AlarmNote, AuditEntry, Camera, Contact, Media, Site
 
 AT = datetime(2026, 12, 6, 20, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ import pytest
 from vmond.store.alarms import raise_alarm
 from vmond.store.changes import Change
 from vmond.store.db import open_sqlite
-from vmond.store.mirror import SiteMessage, mirror_messages
+from vmond.store.mirrorbatch import SiteMessage, mirror_messages
 from vmond.store.models import AlarmEvent, AuditEntry, Site
 from vmond.store.sites import list_sites
 from vmond.store.supervision import check_sites, sites_due

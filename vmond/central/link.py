@@ -32,7 +32,7 @@ from vmond.config import Config
 from vmond.mqtt.client import PAHO2, LinkSettings, connected_ok, session_client, stop_client
 from vmond.store.changes import Changes
 from vmond.store.db import Database
-from vmond.store.mirror import SiteMessage, mirror_messages
+from vmond.store.mirrorbatch import SiteMessage, mirror_messages
 from vmond.util.clock import utcnow
 
 log = logging.getLogger(__name__)
