@@ -84,6 +84,8 @@ async def test_two_sites_on_one_central_both_ways(tmp_path: Path, broker: Mosqui
         assert (await central.call("POST", f"/api/events/{event_b['id']}/alarm"))[0] == 202
         [alarm] = await poll(lambda: central.list("/api/alarms?state=all", "alarms"), "B's alarm on the central", 20)
         assert alarm["site"]["id"] == "site-b"
+        status, refused = await central.call("POST", f"/api/events/{event_b['id']}/dismiss")
+        assert status == 409 and "is an alarm" in refused["error"]  # as an appliance answers, nothing sent
         assert (await central.call("POST", f"/api/alarms/{alarm['id']}/notes", {"text": "Keyholder called"}))[0] == 202
         assert (await central.call("POST", f"/api/alarms/{alarm['id']}/resolve",
                                    {"code": "false_alarm", "text": "a fox"}))[0] == 202

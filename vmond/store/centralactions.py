@@ -21,7 +21,7 @@ from vmond.store.alarms import AlarmNotFound, alarm_summary, check_note, check_r
 from vmond.store.centralcommands import command_dict, queue_command
 from vmond.store.changes import Change
 from vmond.store.dismissals import UNDO_GRACE, UNDO_WINDOW, RestoreRefused
-from vmond.store.events import EventNotFound, get_event
+from vmond.store.events import EventNotFound, StatusConflict, get_event
 from vmond.store.models import Alarm, AlarmEvent, Camera, CentralCommand, Site, utcnow
 from vmond.store.scope import EVERY_ACCOUNT, Scope
 
@@ -83,6 +83,8 @@ def command_on_event(domain: str, event_id: int, action: str, sender: Sender, su
     event as the mirror has it now). A restore is for supervisors, or the operator who sent the dismissal in the
     undo window (:class:`RestoreRefused`)."""
     event, site, target = _event(event_id)
+    if action in ("dismiss", "restore") and event.status == "alarmed":  # final at the site too: say so now
+        raise StatusConflict(f"event {event_id} is an alarm; work it on the alarm page")
     if action == "restore" and not supervisor and not _own_recent_dismissal(event, sender.who[0]):
         raise RestoreRefused(f"only a supervisor may restore event {event_id}: undo is for the guard who "
                              f"dismissed it, within {UNDO_WINDOW:g} seconds")

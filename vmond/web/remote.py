@@ -32,7 +32,7 @@ from vmond.store.centralactions import (
     sites_of_events,
 )
 from vmond.store.dismissals import RestoreRefused
-from vmond.store.events import EventNotFound
+from vmond.store.events import EventNotFound, StatusConflict
 from vmond.util import auth
 from vmond.web.keys import CHANGES, COMMAND_SECRETS, DB, config_of
 from vmond.web.params import path_id, query_int
@@ -131,6 +131,8 @@ async def event_command(request: web.Request, action: str) -> Sent | None:
         raise web.HTTPNotFound(text="no such event") from None
     except RestoreRefused as exc:
         raise web.HTTPForbidden(text=str(exc)) from None
+    except StatusConflict as exc:  # as the appliance answers it
+        raise web.HTTPConflict(text=str(exc)) from None
 
 
 async def api_event_command(request: web.Request, action: str) -> web.Response | None:
