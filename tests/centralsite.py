@@ -127,14 +127,16 @@ def central_process(directory: Path, port: int, prelude: str | None = None, stor
 
 
 @pytest.fixture
-def central(tmp_path: Path, broker: Mosquitto, central_options: dict[str, Any]) -> Iterator[Central]:
-    with central_process(tmp_path / "central", broker.port, **central_options) as central:
+def central(tmp_path: Path, broker: Mosquitto, central_options: dict[str, Any],
+            central_storage: dict[str, Any]) -> Iterator[Central]:
+    with central_process(tmp_path / "central", broker.port, storage=central_storage, **central_options) as central:
         yield central
 
 
 @pytest.fixture
-def watchful_central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
-    with central_process(tmp_path / "central", broker.port, QUICK_RECONNECT, site_silence=SITE_SILENCE) as central:
+def watchful_central(tmp_path: Path, broker: Mosquitto, central_storage: dict[str, Any]) -> Iterator[Central]:
+    with central_process(tmp_path / "central", broker.port, QUICK_RECONNECT, storage=central_storage,
+                         site_silence=SITE_SILENCE) as central:
         yield central
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import peewee as pw
 import pytest
 import yaml
 from helpers import b64, wait_until
@@ -289,6 +290,25 @@ def postgres_password_url(postgres: PostgresCluster, postgres_db: str, tmp_path:
     password_file.write_text(PASSWORD_DB + "\n")
     password_file.chmod(0o600)
     return postgres.url(postgres_db, user=PASSWORD_ROLE), password_file
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pw.Database]:
+    """The store's database on each engine in turn: SQLite in tmp_path, then a fresh PostgreSQL database (models
+    bound, schema migrated), for store tests that must hold on both."""
+    from vmond.store.db import open_postgresql, open_sqlite
+
+    database = (open_postgresql(request.getfixturevalue("postgres_url")) if request.param == "postgresql"
+                else open_sqlite(tmp_path / "vmond.db"))
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def central_storage() -> dict[str, Any]:
+    """More of the central's ``storage:`` section for centralsite's ``central`` (a module on PostgreSQL overrides
+    it with ``{"database": postgres_url}``)."""
+    return {}
 
 
 def media_on_disk(root: Path) -> int:
