@@ -161,10 +161,13 @@ def run_transaction(db: pw.Database, call: Callable[[], T], *, writer: bool = Tr
         except Exception as exc:
             if connection_lost(db):
                 counts.reconnects += 1
+                # peewee 3.14's rollback on the dead connection raises "connection already closed": the caller
+                # gets what broke it instead (an OperationalError, like any other database trouble)
+                cause = _what_broke(exc)
                 log.warning("database: connection lost (%s: %s); a new one for the next call",
-                            type(exc).__name__, _first_line(exc))
+                            type(cause).__name__, _first_line(cause))
                 drop_connection(db)
-                raise
+                raise cause from None
             if not (writer and worth_retrying(exc)) or attempt >= MAX_ATTEMPTS:
                 if attempt > 1:
                     log.warning("database: a write still conflicted after %d attempts: %s", attempt,
@@ -178,6 +181,16 @@ def run_transaction(db: pw.Database, call: Callable[[], T], *, writer: bool = Tr
         if attempt > 2:
             log.info("database: a write committed at attempt %d (it conflicted with another node's)", attempt)
         return result
+
+
+def _what_broke(exc: BaseException) -> BaseException:
+    """The first database error in *exc*'s context chain (past the rollback's "connection already closed")."""
+    item: BaseException | None = exc
+    while item is not None:
+        if isinstance(item, pw.DatabaseError):
+            return item
+        item = item.__context__
+    return exc
 
 
 def _first_line(exc: BaseException) -> str:
