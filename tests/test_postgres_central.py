@@ -41,6 +41,8 @@ async def test_a_central_migrates_an_empty_database_and_serves(central: Central,
                                                                postgres_db: str) -> None:
     status, _, body = await central.fetch("/api/health")
     assert status == 200 and json.loads(body)["status"] == "ok", body
+    database = json.loads(body)["database"]
+    assert database["ok"] and database["engine"] == "postgresql" and database["reconnects"] == 0, database
     versions = postgres.execute("SELECT max(version) FROM vmond_schema", dbname=postgres_db)
     assert versions == [(migrations.LATEST,)]
     # the admin `vmond user add` created (centralsite) logged in: its session is a row in PostgreSQL

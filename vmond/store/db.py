@@ -254,6 +254,16 @@ class Database:
         """PostgreSQL: write attempts run again after a serialization failure or deadlock, since the start."""
         return self._writer.counts.retries if self._writer is not None else 0
 
+    @property
+    def reconnects(self) -> int:
+        """PostgreSQL: connections found broken and replaced, since the start."""
+        return sum(t.counts.reconnects for t in (self._writer, *self._readers) if t is not None)
+
+    def status(self) -> dict[str, Any]:
+        """For ``/api/health``: the engine, and PostgreSQL's conflicts and reconnections since the start."""
+        return {"engine": "postgresql" if self.postgresql else "sqlite", "conflicts": self.conflicts,
+                "reconnects": self.reconnects}
+
     def _open(self) -> pw.Database:
         if self.url is not None:
             pg = open_postgresql(self.url, self._password)
