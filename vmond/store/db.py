@@ -94,15 +94,18 @@ def open_postgresql(url: str, password: Secret | None = None) -> PostgresDatabas
     return db
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The configured PostgreSQL cannot be reached or refuses the login (the message says which, one line)."""
+
+
 def open_configured(data_dir: Path, url: str | None, password: Secret | None = None) -> pw.Database:
     """The configuration's database for a command-line tool: PostgreSQL at *url*, else SQLite in *data_dir*."""
     if url is not None:
-        return open_postgresql(url, password)
+        try:
+            return open_postgresql(url, password)
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            raise DatabaseUnavailable(f"cannot open the database {url}: {_first_line(exc)}") from exc
     return open_sqlite(data_dir / "vmond.db")
-
-
-def is_postgresql(db: pw.Database) -> bool:
-    return isinstance(db, pw.PostgresqlDatabase)
 
 
 class _DbThread(threading.Thread):
