@@ -1,0 +1,87 @@
+"""Leases: what one central node holds at a time (issue 19), decided by the database, by the database's clock.
+
+A node names itself (``central.node``) as the holder. :func:`hold` takes or renews leases in the caller's
+transaction: a lease is the caller's if nobody holds it, if the caller already does, or if its holder let it
+expire. Expiry is measured by the database's clock, never the nodes' (their clocks may disagree; the database is
+the one thing they share). The transaction (SQLite's single writer, PostgreSQL's SERIALIZABLE with retries) makes
+taking a lease atomic: two nodes racing for one lease cannot both get it.
+
+Synchronous: the functions run on the database's writer thread (:meth:`vmond.store.db.Database.write`) or, for
+:func:`holders`, a reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import peewee as pw
+
+from vmond.store.models import Lease
+
+NODE = "node:"  # node:<name>: held by a node while it is alive
+DUTY = "duty:"  # duty:<what>: a duty that must run on one node at a time
+ADOPT = "adopt:"  # adopt:<name>: a survivor empties a dead node's broker session
+
+
+def database_now() -> datetime:
+    """The database's clock, in UTC (microseconds on PostgreSQL, milliseconds on SQLite)."""
+    database: Any = Lease._meta.database
+    database = getattr(database, "obj", None) or database  # a peewee Proxy: the database behind it
+    if isinstance(database, pw.SqliteDatabase):
+        sql = "SELECT strftime('%Y-%m-%dT%H:%M:%f', 'now')"
+    else:  # PostgreSQL: the wall clock now, not the transaction's start (a retried transaction starts later)
+        sql = "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+    text = database.execute_sql(sql).fetchone()[0]
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def hold(names: Iterable[str], holder: str, ttl: float) -> set[str]:
+    """Take or renew each lease of *names* for *holder* until *ttl* seconds from now; returns the names held
+    now (the others are held by another node whose lease has not expired)."""
+    now = database_now()
+    expires = now + timedelta(seconds=ttl)
+    held = set()
+    for name in names:
+        Lease.insert(name=name, holder=holder, expires_at=expires, taken_at=now).on_conflict_ignore().execute()
+        taken = (Lease.update(expires_at=expires)
+                 .where(Lease.name == name, Lease.holder == holder).execute()
+                 or Lease.update(holder=holder, expires_at=expires, taken_at=now)
+                 .where(Lease.name == name, Lease.expires_at <= now).execute())
+        if taken:
+            held.add(name)
+    return held
+
+
+def release(names: Iterable[str], holder: str) -> int:
+    """Give up *holder*'s leases of *names* (others' are left alone); returns how many it held."""
+    return int(Lease.delete().where(Lease.name.in_(list(names)), Lease.holder == holder).execute())
+
+
+def holder(name: str) -> str | None:
+    """Who holds lease *name* now (None: nobody, or it expired)."""
+    lease = Lease.get_or_none(Lease.name == name)
+    return lease.holder if lease is not None and lease.expires_at > database_now() else None
+
+
+def holders(prefix: str = "") -> dict[str, dict[str, Any]]:
+    """The live leases whose name starts with *prefix*: name -> ``{holder, since, expires_at}`` (ISO 8601)."""
+    now = database_now()
+    return {lease.name: {"holder": lease.holder, "since": lease.taken_at.isoformat(),
+                         "expires_at": lease.expires_at.isoformat()}
+            for lease in Lease.select().where(Lease.name.startswith(prefix), Lease.expires_at > now)
+            .order_by(Lease.name)}
+
+
+def expired_nodes(prefix: str = NODE) -> list[str]:
+    """The nodes whose ``node:`` lease has expired (they died without leaving): their names, oldest first."""
+    now = database_now()
+    return [lease.name[len(prefix):] for lease in Lease.select().where(Lease.name.startswith(prefix),
+                                                                         Lease.expires_at <= now)
+            .order_by(Lease.expires_at)]
+
+
+def live_nodes(prefix: str = NODE) -> list[str]:
+    """The nodes alive now (their ``node:`` lease not expired)."""
+    return [name[len(prefix):] for name in holders(prefix)]
