@@ -85,3 +85,32 @@ def expired_nodes(prefix: str = NODE) -> list[str]:
 def live_nodes(prefix: str = NODE) -> list[str]:
     """The nodes alive now (their ``node:`` lease not expired)."""
     return [name[len(prefix):] for name in holders(prefix)]
+
+
+def leave(lease: str, holder: str, prefix: str = NODE) -> bool:
+    """A node's clean leave: give up its node lease *lease* if another node is alive (a live lease under
+    *prefix* held by someone else), in one transaction, so that of two nodes leaving at once one stays (the last
+    node keeps its lease, and its broker session keeps the sites' messages until a node is back)."""
+    others = holders(prefix)
+    others.pop(lease, None)
+    if not any(entry["holder"] != holder for entry in others.values()):
+        return False
+    release([lease], holder)
+    return True
+
+
+def take_adoption(dead: str, holder: str, ttl: float) -> bool:
+    """Take ``adopt:<dead>`` for *holder* if node *dead*'s lease is still expired (one transaction: a node that
+    came back meanwhile is not adopted)."""
+    node = Lease.get_or_none(Lease.name == NODE + dead)
+    if node is None or node.expires_at > database_now():
+        return False
+    return bool(hold([ADOPT + dead], holder, ttl))
+
+
+def adopted(dead: str, holder: str, erased: bool) -> None:
+    """After an adoption: release ``adopt:<dead>``; when the session was erased, forget the dead node too (unless
+    it came back meanwhile and holds its lease again)."""
+    release([ADOPT + dead], holder)
+    if erased:
+        Lease.delete().where(Lease.name == NODE + dead, Lease.expires_at <= database_now()).execute()
