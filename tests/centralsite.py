@@ -43,10 +43,11 @@ def edge_settings(port: int) -> dict[str, Any]:
                      "command_secret": SECRET}}
 
 
-def write_central_config(directory: Path, port: int, **central: Any) -> Path:
+def write_central_config(directory: Path, port: int, storage: dict[str, Any] | None = None, **central: Any) -> Path:
     directory.mkdir(exist_ok=True)
     document = {"site": {"id": "central-1", "name": "Central One"},
-                "storage": {"data_dir": "data", "min_free_space": 0}, "web": {"listen": "127.0.0.1:0"},
+                "storage": {"data_dir": "data", "min_free_space": 0, **(storage or {})},
+                "web": {"listen": "127.0.0.1:0"},
                 "central": {"mqtt": {"host": "127.0.0.1", "port": port},
                             "sites": [{"id": "test-site", "command_secret": SECRET}], **central}}
     path = directory / "vmond.yaml"
