@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from centralsite import QUICK_RECONNECT, SECRET, Central, poll, write_central_config
 from daemon_process import process_with_admin
-from mosquitto import Mosquitto
+from mosquitto import Mosquitto, Subscriber
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from sites import Fleet  # noqa: E402 - bench/ is not a package
@@ -169,3 +169,20 @@ async def test_a_node_that_stops_cleanly_leaves_the_group(tmp_path: Path, broker
         assert (await a.get("/api/health"))["central"]["adopted"] == 0
 
 
+
+
+async def test_the_session_of_a_central_from_before_several_nodes_is_emptied(tmp_path: Path, broker: Mosquitto,
+                                                                             fleet: Fleet) -> None:
+    # The central of issue 18 subscribed as <client_id>-mirror, not shared; it was stopped for the upgrade, and
+    # the sites went on publishing into its session.
+    old = Subscriber(broker.port, ["vmond/+/events"], client_id="vmond-central-1-mirror", clean_session=False)
+    await old.ready()
+    old.close()
+    for _ in range(30):
+        fleet.event(alarm_every=0)
+    want = {origin: 1 for origin in fleet.origin.values()}
+    with central_node(tmp_path, broker.port, "node-a") as a:
+        database = a.directory / "data" / "vmond.db"
+        # The retained copies make the sites, the old session's queue their events.
+        await poll(lambda: asyncio.to_thread(lambda: every_event_once(fleet, database) == want),
+                   "the events the old session held", timeout=20)

@@ -10,6 +10,9 @@ node's lease row is removed. A node that comes back meanwhile takes its client i
 the adopter, whose unacknowledged messages stay in the session) and waits, before connecting, while another node
 holds ``adopt:<name>`` (:func:`wait_not_adopted`).
 
+The session a central from before several nodes left (``<client_id>-mirror``, subscribed without sharing) is
+emptied the same way when a node starts: what the sites published while the central was upgraded is not lost.
+
 Runs on the loop; looks for dead nodes every :data:`vmond.central.duties.RENEW` seconds.
 """
 
@@ -21,7 +24,7 @@ import logging
 import time
 
 from vmond.central.duties import RENEW, TTL
-from vmond.central.link import MirrorLink
+from vmond.central.link import LEGACY, MirrorLink
 from vmond.store import leases
 from vmond.store.db import Database
 from vmond.util.tasks import BackgroundService
@@ -45,6 +48,14 @@ class Adopter(BackgroundService):
         self.adopted: list[str] = []
 
     async def _run(self) -> None:
+        if self._node != LEGACY:  # a central from before several nodes may have left its session behind
+            try:
+                if await self._db.write(leases.hold, [leases.ADOPT + LEGACY], self._node, self._ttl):
+                    await self._adopt(LEGACY)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the broker away: the old session waits for the next start
+                log.exception("central: the session of the central before several nodes could not be emptied")
         while True:
             try:
                 for dead in await self._db.read(leases.expired_nodes):

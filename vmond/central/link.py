@@ -51,6 +51,7 @@ CLOSING_CHECK = 1.0  # seconds: how often paho 1.6's thread, waiting for a commi
 MAX_MESSAGE = 4 << 20
 SUBSCRIBED = ("events", "alarms", "config", "status", "available", "commands/result", "media/#")
 MediaHandler = Callable[[str, int, bool, bytes], Awaitable[None]]
+LEGACY = "mirror"  # the one central of issue 18 subscribed as <client_id>-mirror
 ADOPT_CONNECT = 10.0  # seconds to reach the broker with a dead node's client id before giving up for now
 
 
@@ -147,10 +148,12 @@ class MirrorLink:
     async def adopt(self, node: str) -> bool:
         """Empty dead *node*'s session: connect with its client id, mirror and acknowledge what it holds, leave
         the group in its name and erase it. Returns whether it was erased (False: unreachable, or the node came
-        back and took its client id: its session is its own again, nothing lost)."""
+        back and took its client id: its session is its own again, nothing lost). *node* :data:`LEGACY` is the
+        session of a central from before several nodes (``<client_id>-mirror``, not shared)."""
         assert self._settings is not None and self._loop is not None
         client_id = node_client_id(self._settings.client_id, node)
-        share = f"$share/{self._central.mqtt.share_group}/{self._prefix}/+"
+        share = (f"{self._prefix}/+" if node == LEGACY else
+                 f"$share/{self._central.mqtt.share_group}/{self._prefix}/+")
         session = MirrorSession(ADOPTED, dataclasses.replace(self._settings, client_id=client_id),
                                 [f"{share}/{what}" for what in SUBSCRIBED], self._on_message,
                                 prefix=self._prefix, node=self._node, loop=self._loop)
@@ -162,7 +165,7 @@ class MirrorLink:
                 return False
             log.info("central: adopting the session of node %s (%s)", node, client_id)
             erased = await session.leave()
-            if erased:
+            if erased and node != LEGACY:
                 self.adopted += 1
                 log.info("central: node %s's session emptied (%d message(s)) and erased", node, session.taken)
             return erased
@@ -190,12 +193,10 @@ class MirrorLink:
 
     def _on_message(self, session: MirrorSession, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
         loop = self._loop
-        item = self._received(message)
+        item = self._item(session, message)
         if item is None or loop is None:
             ack(client, message.mid, message.qos)  # not ours: nothing to keep
             return
-        item.session = session
-        item.connection = session.connections
         if not PAHO2:
             item.done = ThreadFuture()
         try:
@@ -223,6 +224,13 @@ class MirrorLink:
                 waited += CLOSING_CHECK
                 if waited % 60 == 0:
                     log.warning("central: a site message has waited %.0f s for the database", waited)
+
+    def _item(self, session: MirrorSession, message: mqtt.MQTTMessage) -> _Received | None:
+        """The message as the mirror takes it, from *session*'s current connection (None: not ours)."""
+        item = self._received(message)
+        if item is not None:
+            item.session, item.connection = session, session.connections
+        return item
 
     def _received(self, message: mqtt.MQTTMessage) -> _Received | None:
         if not message.topic.startswith(f"{self._prefix}/"):
