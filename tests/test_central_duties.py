@@ -18,6 +18,12 @@ from vmond.store.db import Database
 
 FAST = {"renew": 0.1, "ttl": 1.0, "stop_after": 0.6}
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """Each test on SQLite (None: the file in tmp_path), then on a fresh PostgreSQL database."""
+    return str(request.getfixturevalue("postgres_url")) if request.param == "postgresql" else None
+
+
 
 class Probe:
     """A duty that notes when it runs and how often it was woken."""
@@ -44,9 +50,9 @@ async def until(check: Any, what: str, timeout: float = 5.0) -> None:
 
 
 async def test_a_node_that_cannot_renew_stops_its_duty_before_the_lease_expires(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, db_url: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
     probe = Probe()
-    async with Database(tmp_path / "vmond.db") as db, Node(db, "a", **FAST) as node:
+    async with Database(tmp_path / "vmond.db", url=db_url) as db, Node(db, "a", **FAST) as node:
         node.add("duty:probe", probe.run)
         await until(lambda: node.holds("duty:probe"), "the duty started")
         expires = (await db.read(leases.holders, "duty:"))["duty:probe"]["expires_at"]
@@ -65,9 +71,9 @@ async def test_a_node_that_cannot_renew_stops_its_duty_before_the_lease_expires(
         await until(lambda: len(probe.started) == 2, "the duty taken again once renewing works")
 
 
-async def test_a_dead_nodes_duty_moves_and_a_wake_up_reaches_only_its_holder(tmp_path: Path) -> None:
+async def test_a_dead_nodes_duty_moves_and_a_wake_up_reaches_only_its_holder(tmp_path: Path, db_url: str | None) -> None:
     on_a, on_b = Probe(), Probe()
-    async with Database(tmp_path / "vmond.db") as db:
+    async with Database(tmp_path / "vmond.db", url=db_url) as db:
         a = await Node(db, "a", **FAST).__aenter__()
         a.add("duty:probe", on_a.run, wake=lambda probe: setattr(probe, "woken", probe.woken + 1))
         await until(lambda: a.holds("duty:probe"), "a holds the duty")

@@ -8,12 +8,20 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from vmond.store import leases
 from vmond.store.db import Database
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """Each test on SQLite (None: the file in tmp_path), then on a fresh PostgreSQL database."""
+    return str(request.getfixturevalue("postgres_url")) if request.param == "postgresql" else None
 
-async def test_a_lease_has_one_holder_until_it_expires_then_another_takes_it(tmp_path: Path) -> None:
-    async with Database(tmp_path / "vmond.db") as a:
+
+
+async def test_a_lease_has_one_holder_until_it_expires_then_another_takes_it(tmp_path: Path, db_url: str | None) -> None:
+    async with Database(tmp_path / "vmond.db", url=db_url) as a:
         b = a
         assert await a.write(leases.hold, ["duty:outbox", "node:a"], "a", 1.0) == {"duty:outbox", "node:a"}
         assert await b.write(leases.hold, ["duty:outbox", "node:b"], "b", 1.0) == {"node:b"}
@@ -34,8 +42,8 @@ async def test_a_lease_has_one_holder_until_it_expires_then_another_takes_it(tmp
         assert await a.read(leases.live_nodes) == []  # both node leases ran out meanwhile (1 s)
 
 
-async def test_a_released_lease_is_free_at_once_and_only_its_holder_releases_it(tmp_path: Path) -> None:
-    async with Database(tmp_path / "vmond.db") as a:
+async def test_a_released_lease_is_free_at_once_and_only_its_holder_releases_it(tmp_path: Path, db_url: str | None) -> None:
+    async with Database(tmp_path / "vmond.db", url=db_url) as a:
         b = a
         await a.write(leases.hold, ["duty:sitewatch", "node:a"], "a", 60.0)
         assert await b.write(leases.release, ["duty:sitewatch"], "b") == 0  # not b's to give up
