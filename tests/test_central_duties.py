@@ -71,7 +71,8 @@ async def test_a_node_that_cannot_renew_stops_its_duty_before_the_lease_expires(
         await until(lambda: len(probe.started) == 2, "the duty taken again once renewing works")
 
 
-async def test_a_dead_nodes_duty_moves_and_a_wake_up_reaches_only_its_holder(tmp_path: Path, db_url: str | None) -> None:
+async def test_a_dead_nodes_duty_moves_and_a_wake_up_reaches_only_its_holder(tmp_path: Path,
+                                                                              db_url: str | None) -> None:
     on_a, on_b = Probe(), Probe()
     async with Database(tmp_path / "vmond.db", url=db_url) as db:
         a = await Node(db, "a", **FAST).__aenter__()

@@ -13,6 +13,7 @@ import pytest
 from vmond.store import leases
 from vmond.store.db import Database
 
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest) -> str | None:
     """Each test on SQLite (None: the file in tmp_path), then on a fresh PostgreSQL database."""
@@ -20,7 +21,8 @@ def db_url(request: pytest.FixtureRequest) -> str | None:
 
 
 
-async def test_a_lease_has_one_holder_until_it_expires_then_another_takes_it(tmp_path: Path, db_url: str | None) -> None:
+async def test_a_lease_has_one_holder_until_it_expires_then_another_takes_it(tmp_path: Path,
+                                                                             db_url: str | None) -> None:
     async with Database(tmp_path / "vmond.db", url=db_url) as a:
         b = a
         assert await a.write(leases.hold, ["duty:outbox", "node:a"], "a", 1.0) == {"duty:outbox", "node:a"}
@@ -42,7 +44,8 @@ async def test_a_lease_has_one_holder_until_it_expires_then_another_takes_it(tmp
         assert await a.read(leases.live_nodes) == []  # both node leases ran out meanwhile (1 s)
 
 
-async def test_a_released_lease_is_free_at_once_and_only_its_holder_releases_it(tmp_path: Path, db_url: str | None) -> None:
+async def test_a_released_lease_is_free_at_once_and_only_its_holder_releases_it(tmp_path: Path,
+                                                                                db_url: str | None) -> None:
     async with Database(tmp_path / "vmond.db", url=db_url) as a:
         b = a
         await a.write(leases.hold, ["duty:sitewatch", "node:a"], "a", 60.0)
