@@ -31,6 +31,7 @@ from vmond.web.security import (
     principal,
     public,
     require,
+    served_securely,
 )
 from vmond.web.throttle import MAX_NAME
 from vmond.web.ws import close_session_sockets
@@ -71,7 +72,7 @@ async def start_session(request: web.Request, user: dict[str, Any], kind: str, l
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=request.secure or None,
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=served_securely(request) or None,
                         path="/", max_age=int(WEB_SESSION.total_seconds()))
 
 
@@ -96,7 +97,8 @@ async def safe_next(request: web.Request, target: str | None) -> str:
 def _render_form(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     token = request.cookies.get(PRECSRF_COOKIE) or secrets.token_urlsafe(24)
     response = render(request, template, {"csrf_token": token, **context}, status=status)
-    response.set_cookie(PRECSRF_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure or None,
+    response.set_cookie(PRECSRF_COOKIE, token, httponly=True, samesite="Strict",
+                        secure=served_securely(request) or None,
                         path="/")
     return response
 

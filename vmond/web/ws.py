@@ -2,7 +2,8 @@
 
 Each client gets its own bounded queue (a bus subscription) drained by its own sender task: a browser that
 stops reading is cut off when its queue fills, and reconnects with ``?since=<seq>`` to get what it missed, or
-``resync`` when the server no longer holds it. Browsers authenticate with the session cookie and must come
+``resync`` when the server no longer holds it (or ``&bus=<id>`` names another node's bus: sequence numbers are
+per node, see :mod:`vmond.util.bus`). Browsers authenticate with the session cookie and must come
 from the dashboard's own origin (a foreign page could otherwise ride on the cookie).
 
 A socket lives no longer than its session: signing out closes it at once, and every
@@ -66,9 +67,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     clients[ws] = who
     # No await between subscribing and reading the history: no message can fall between the two.
     subscription = bus.subscribe(QUEUE_PER_CLIENT)
-    backlog: list[Message] | None = [] if since is None else bus.since(since)
+    # A number from another bus (another central node, or before a restart) names none of this bus's messages.
+    foreign = request.query.get("bus", bus.id) != bus.id
+    backlog: list[Message] | None = [] if since is None else None if foreign else bus.since(since)
     # A user limited to accounts is sent only what concerns them, replayed messages too.
-    sender = asyncio.create_task(_send_loop(ws, subscription, backlog, bus.last_seq, scope_from(who)))
+    sender = asyncio.create_task(_send_loop(ws, subscription, backlog, bus.last_seq, bus.id, scope_from(who)))
     budget = TokenBucket(CLIENT_RATE, CLIENT_BURST)
     over = 0
     try:
@@ -216,10 +219,10 @@ async def session_watch(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _send_loop(ws: web.WebSocketResponse, subscription: Subscription, backlog: list[Message] | None,
-                     seq: int, scope: Scope) -> None:
+                     seq: int, bus_id: str, scope: Scope) -> None:
     try:
         if backlog is None:
-            await _send(ws, {"type": "resync", "seq": seq})
+            await _send(ws, {"type": "resync", "seq": seq, "bus": bus_id})
         else:
             for message in backlog:
                 if message_allowed(scope, message):
