@@ -218,6 +218,8 @@ class BusBridge:
                 with conn.cursor() as cursor:
                     cursor.execute(_PRUNE, (PAYLOAD_KEEP,))
                 pruned = time.monotonic()
+            # What came in while our own statements ran is already read off the socket: select would not wake.
+            self._take_notifications(conn)
             readable, _, _ = select.select([conn, self._wake_read], [], [], PRUNE_EVERY)
             if self._wake_read in readable:
                 try:
