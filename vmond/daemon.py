@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from vmond.central.crossnode import BusBridge, node_name
 from vmond.central.link import MirrorLink
 from vmond.central.media import CentralMedia
 from vmond.central.mediacache import CacheBound
@@ -144,6 +145,11 @@ async def running(config: Config) -> AsyncIterator[Services]:
         # A central reports nothing of its own over MQTT (what it mirrors is the sites' to report): no topics.
         changes = Changes(db, bus, None if central else outbox_topics(config),
                           None if central else NotifyRules.from_config(config))
+        if central and config.storage.database is not None and config.storage.postgresql:
+            # Several central nodes on one PostgreSQL: each node's changes reach every node's dashboards.
+            password = config.storage.read_database_password()
+            await stack.enter_async_context(BusBridge(config.storage.database, node_name(config), changes,
+                                                      password=None if password is None else password.reveal()))
         if mqtt is not None:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
             if central:  # the sites' messages in; commands to them go out through the outbox

@@ -3,7 +3,8 @@
 Several central nodes share one PostgreSQL (issue 19). Each node's seam publishes a change on its own bus; this
 bridge also sends it with ``NOTIFY vmond_bus`` as JSON ``{"node", "type", "data", "n"}`` (``n`` counts the
 node's messages: PostgreSQL folds identical payloads of one transaction into one). Every node LISTENs and
-publishes on its own bus what *other* nodes sent; its own it has published already. A payload above
+publishes on its own bus what *other* nodes sent (its own, told by the sending connection's backend, it has
+published already). A payload above
 :data:`MAX_INLINE` bytes (PostgreSQL refuses 8000) is stored in the UNLOGGED table ``vmond_bus_payload`` and the
 notification carries its ``ref``; receivers read it back; rows older than :data:`PAYLOAD_KEEP` seconds are pruned.
 
@@ -30,14 +31,14 @@ import logging
 import os
 import random
 import select
+import socket
 import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import psycopg2
-
 if TYPE_CHECKING:
+    from vmond.config import Config
     from vmond.store.changes import Change, Changes
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ _PRUNE = f"DELETE FROM {PAYLOAD_TABLE} WHERE created_at < now() - make_interval(
 _READ_STORED = f"SELECT body FROM {PAYLOAD_TABLE} WHERE id = %s"
 
 
+def node_name(config: Config) -> str:
+    """This node's name among the central nodes, as its messages carry it: the host's name."""
+    return socket.gethostname().split(".")[0] or "node"
+
+
 class BusBridge:
     """The bridge of one node: ``async with BusBridge(dsn, node, changes): ...`` (see the module's docstring).
 
@@ -90,6 +96,7 @@ class BusBridge:
         self._lost_outgoing = False  # something meant for the other nodes was dropped: they must resync
         self._lost_incoming = False  # something from the other nodes was dropped here: our dashboards resync
         self._counter = 0
+        self._backend = 0  # the PostgreSQL backend of the bridge's connection
         self._closed = False
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -177,6 +184,8 @@ class BusBridge:
             pass  # the loop closed while stopping
 
     def _run(self) -> None:
+        import psycopg2  # only a central on PostgreSQL needs it (Debian: python3-psycopg2)
+
         delay = RECONNECT_DELAY[0]
         connected_before = False
         said_down = False
@@ -211,6 +220,7 @@ class BusBridge:
                 conn.close()
 
     def _serve(self, conn: Any) -> None:
+        self._backend = conn.get_backend_pid()  # what this connection sends comes back from this backend
         pruned = 0.0
         while not self._stopping.is_set():
             self._send_waiting(conn)
@@ -252,7 +262,7 @@ class BusBridge:
             try:
                 with conn.cursor() as cursor:
                     cursor.execute("; ".join(statements), params)  # one round trip, one transaction, in order
-            except psycopg2.Error:
+            except Exception:
                 with self._lock:
                     self._lost_outgoing = True  # perhaps not sent: the others resync once we are back
                 raise
@@ -261,8 +271,8 @@ class BusBridge:
     def _take_notifications(self, conn: Any) -> None:
         while conn.notifies:
             notification = conn.notifies.pop(0)
-            if notification.channel != CHANNEL:
-                continue
+            if notification.channel != CHANNEL or notification.pid == self._backend:
+                continue  # ours: published on this node's bus already
             message = self._decode(conn, notification.payload)
             if message is None:
                 continue
@@ -282,8 +292,6 @@ class BusBridge:
         gone already (pruned, a receiver that fell a minute behind) becomes a ``resync``."""
         try:
             message = json.loads(payload)
-            if message.get("node") == self.node:
-                return None
             if "ref" in message:
                 with conn.cursor() as cursor:
                     cursor.execute(_READ_STORED, (int(message["ref"]),))
