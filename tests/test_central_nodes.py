@@ -5,6 +5,7 @@ without sticky sessions moves it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from centralsite import Central, central_nodes, edge, poll  # noqa: F401 - fixtures
-from conftest import PASSWORD, Daemon, sample
+from conftest import PASSWORD, Daemon, distinct, sample
 from mosquitto import Mosquitto
 
 pytestmark = pytest.mark.usefixtures("quick_mqtt")
@@ -117,3 +118,45 @@ async def _receive_close(ws: aiohttp.ClientWebSocketResponse, timeout: float) ->
             message = await ws.receive()
             if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
                 return ws.close_code
+
+
+async def test_after_node_b_is_killed_a_browser_on_node_a_sees_every_change_once(
+        edge: Daemon, nodes: list[Central]) -> None:  # noqa: F811
+    a, b = nodes
+    mails = 16
+    created: list[int] = []
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {a.token}"}) as http, \
+            http.ws_connect(f"{a.url}/ws") as ws:
+
+        async def collect() -> None:
+            async for frame in ws:
+                message = frame.json()
+                if message["type"] == "event.created":
+                    created.append(message["data"]["id"])
+
+        reader = asyncio.create_task(collect())
+        try:
+            for n in range(mails):
+                if n == mails // 2:
+                    assert b.process.popen is not None
+                    b.process.popen.kill()  # SIGKILL: no goodbye
+                    b.process.popen.wait()
+                assert (await edge.send(distinct(sample(MAIL), n)))["data"][0] == 250
+                await edge.wait_idle()  # one event per mail, not one coalesced burst
+            events = await poll(lambda: _all_events(a, mails), "every event on node A", timeout=30)
+            ids = sorted(event["id"] for event in events)
+
+            async def all_created() -> bool:
+                return sorted(created) == ids
+
+            await poll(all_created, "every event.created on node A's socket", timeout=10)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    assert len(created) == len(set(created)) == mails  # each once
+
+
+async def _all_events(node: Central, count: int) -> list[dict[str, Any]] | None:
+    events = await node.list(f"/api/events?status=all&limit={count * 2}", "events")
+    return events if len(events) >= count else None
