@@ -60,6 +60,8 @@ async def test_a_websocket_on_node_a_sees_an_action_taken_on_node_b(
         assert created["data"]["id"] == command["command"]["id"] and created["data"]["action"] == "dismiss"
         # The site applies it; whichever node mirrors the answer, node A's dashboards see the event dismissed.
         await _receive_until(ws, "event.updated", 10, id=event_id, status="dismissed")
+    bridge = (await a.get("/api/health"))["bridge"]
+    assert bridge["listening"] is True and bridge["received"] >= 1 and bridge["dropped"] == 0, bridge
 
 
 async def _log_in(http: aiohttp.ClientSession, node: Central) -> str:

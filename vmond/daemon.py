@@ -137,7 +137,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if config.web.tls.self_signed and config.web.tls.certificate is None:
             config = await loop.run_in_executor(io, ensure_self_signed, config)
 
-        mqtt = mirror = None
+        mqtt = mirror = bridge = None
         central_media = None  # a central's copies of the sites' pictures and clips
         if config.mqtt.enabled:  # before the pipeline: it stops after it, forwarding what the pipeline queued
             mqtt = await stack.enter_async_context(Forwarder(config, db, media, io))
@@ -148,8 +148,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if central and config.storage.database is not None and config.storage.postgresql:
             # Several central nodes on one PostgreSQL: each node's changes reach every node's dashboards.
             password = config.storage.read_database_password()
-            await stack.enter_async_context(BusBridge(config.storage.database, node_name(config), changes,
-                                                      password=None if password is None else password.reveal()))
+            bridge = await stack.enter_async_context(BusBridge(
+                config.storage.database, node_name(config), changes,
+                password=None if password is None else password.reveal()))
         if mqtt is not None:
             changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
             if central:  # the sites' messages in; commands to them go out through the outbox
@@ -190,7 +191,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, changes=changes, started_at=time.monotonic(), mqtt=mqtt,
                             metrics=metrics, clips=clips, disk=keeper, live=live, notifications=notifier,
-                            mirror=mirror, central_media=central_media)
+                            mirror=mirror, central_media=central_media, bridge=bridge)
 
         await stack.enter_async_context(pipeline)
         if not central:  # a central's cameras are the sites' to supervise

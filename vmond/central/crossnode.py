@@ -120,6 +120,11 @@ class BusBridge:
         os.close(self._wake_read)
         os.close(self._wake_write)
 
+    def status(self) -> dict[str, Any]:
+        """For ``/api/health``: listening now, messages sent and received, dropped, and reconnections since start."""
+        return {"listening": self.listening.is_set(), "sent": self.sent, "received": self.received,
+                "dropped": self.dropped, "reconnects": self.reconnects}
+
     # --- on the loop ------------------------------------------------------------------------------------------
 
     def _announced(self, change: Change) -> None:

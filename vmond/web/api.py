@@ -66,6 +66,7 @@ async def health(request: web.Request) -> web.Response:
         "mqtt": services.mqtt.status() if services.mqtt is not None else {"enabled": False, "connected": False},
         "notifications": services.notifications.status() if services.notifications is not None else None,
         "central": services.mirror.status() if services.mirror is not None else None,  # a central's sites in
+        "bridge": services.bridge.status() if services.bridge is not None else None,  # the other central nodes
     }
     return web.json_response(body)
 
