@@ -191,3 +191,12 @@ async def test_after_postgresql_restarts_the_nodes_hear_each_other_again_and_res
     await until(lambda: b.seen("event.created"), "node B hears node A after the restart", ARRIVAL)
     await b.announce("event.created", {"id": 12})
     await until(lambda: len(a.seen("event.created")) == 2, "node A hears node B after the restart", ARRIVAL)
+
+
+async def test_a_message_the_bridge_cannot_send_never_fails_the_change_and_the_others_resync(
+        nodes: tuple[Node, Node], caplog: pytest.LogCaptureFixture) -> None:
+    a, b = nodes
+    await a.announce("event.updated", {"id": 1, "at": object()})  # not JSON: committed and published here all the same
+    assert [type_ for type_, _ in a.seen()] == ["event.updated"]
+    await until(lambda: b.seen("resync"), "node B is told to resync")
+    assert "could not send event.updated to the other central nodes" in caplog.text

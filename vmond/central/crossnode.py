@@ -138,8 +138,16 @@ class BusBridge:
         if self._closed:
             return
         self._counter += 1
-        text = json.dumps({"node": self.node, "type": type_, "data": data, "n": self._counter},
-                          separators=(",", ":"))
+        try:
+            text = json.dumps({"node": self.node, "type": type_, "data": data, "n": self._counter},
+                              separators=(",", ":"))
+        except (TypeError, ValueError):  # never the seam's caller's problem: the others resync instead
+            log.exception("could not send %s to the other central nodes", type_)
+            with self._lock:
+                self.dropped += 1
+                self._lost_outgoing = True
+            self._poke()
+            return
         entry: str | tuple[str, int] = text if len(text) <= MAX_INLINE else (text, self._counter)
         with self._lock:
             if len(self._outgoing) >= QUEUE_LIMIT:
@@ -220,6 +228,12 @@ class BusBridge:
                 log.warning("the live bridge lost its PostgreSQL connection (%s); reconnecting",
                             str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
                 said_down = True
+            except Exception:  # noqa: BLE001 - the bridge must outlive its own mistakes: connect afresh
+                log.exception("the live bridge failed; reconnecting")
+                said_down = True
+                with self._lock:
+                    self._lost_outgoing = True
+                self._stopping.wait(delay)
             finally:
                 self._in_loop(self.listening.clear)
                 conn.close()
