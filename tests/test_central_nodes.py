@@ -162,3 +162,31 @@ async def test_after_node_b_is_killed_a_browser_on_node_a_sees_every_change_once
 async def _all_events(node: Central, count: int) -> list[dict[str, Any]] | None:
     events = await node.list(f"/api/events?status=all&limit={count * 2}", "events")
     return events if len(events) >= count else None
+
+
+async def test_who_has_an_alarm_open_is_told_across_the_nodes(edge: Daemon, nodes: list[Central]) -> None:  # noqa: F811
+    a, b = nodes
+    edge_token = await edge.token()
+    await edge.send(sample(MAIL))
+    await edge.wait_idle()
+    _, edge_events = await edge.api("GET", "/api/events", edge_token)
+    status, _ = await edge.api("POST", f"/api/events/{edge_events['events'][0]['id']}/alarm", edge_token)
+    assert status == 201
+    [alarm] = await poll(lambda: a.list("/api/alarms", "alarms"), "the site's alarm on the central")
+    status, _ = await a.call("POST", "/api/users", {"username": "guard2", "password": PASSWORD, "role": "guard"})
+    assert status == 201
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{b.url}/api/token", json={"username": "guard2", "password": PASSWORD}) as response:
+            guard2 = (await response.json())["access_token"]
+        async with http.ws_connect(f"{a.url}/ws", headers={"Authorization": f"Bearer {a.token}"}) as on_a, \
+                http.ws_connect(f"{b.url}/ws", headers={"Authorization": f"Bearer {guard2}"}) as on_b:
+            await on_a.send_json({"type": "watch", "alarm_id": alarm["id"]})
+            await _receive_until(on_a, "alarm.viewers", 5, users=["admin"])
+            await on_b.send_json({"type": "watch", "alarm_id": alarm["id"]})
+            # Each sees the other, though they are connected to different nodes.
+            await _receive_until(on_b, "alarm.viewers", ARRIVAL * 2, users=["admin", "guard2"])
+            await _receive_until(on_a, "alarm.viewers", ARRIVAL * 2, users=["admin", "guard2"])
+        # guard2 closed the page on node B: node A's viewer is told.
+        async with http.ws_connect(f"{a.url}/ws", headers={"Authorization": f"Bearer {a.token}"}) as again:
+            await again.send_json({"type": "watch", "alarm_id": alarm["id"]})
+            await _receive_until(again, "alarm.viewers", 5, users=["admin"])

@@ -35,6 +35,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -92,7 +93,8 @@ class BusBridge:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._outgoing: deque[str | tuple[str, int]] = deque()  # a notification's JSON, or a stored body + n
-        self._incoming: deque[tuple[str, dict[str, Any]]] = deque()
+        self._incoming: deque[tuple[str, str, dict[str, Any]]] = deque()  # (node, type, data)
+        self._handlers: dict[str, Callable[[str, dict[str, Any]], None]] = {}
         self._lost_outgoing = False  # something meant for the other nodes was dropped: they must resync
         self._lost_incoming = False  # something from the other nodes was dropped here: our dashboards resync
         self._counter = 0
@@ -134,6 +136,15 @@ class BusBridge:
         if change.queued or change.notified:
             self._send(WAKE, {"queued": bool(change.queued), "notified": bool(change.notified)})
 
+    def on_message(self, type_: str, handler: Callable[[str, dict[str, Any]], None]) -> None:
+        """Hand messages of *type_* from other nodes to ``handler(node, data)`` (on the loop) instead of the bus:
+        news between the nodes themselves, such as who has which alarm open."""
+        self._handlers[type_] = handler
+
+    def share(self, type_: str, data: dict[str, Any]) -> None:
+        """Send *data* as *type_* to the other nodes only (not on this node's bus; see :meth:`on_message`)."""
+        self._send(type_, data)
+
     def _send(self, type_: str, data: dict[str, Any]) -> None:
         if self._closed:
             return
@@ -171,8 +182,10 @@ class BusBridge:
             items = list(self._incoming)
             self._incoming.clear()
             lost, self._lost_incoming = self._lost_incoming, False
-        for type_, data in items:
-            if type_ == WAKE:
+        for node, type_, data in items:
+            if (handler := self._handlers.get(type_)) is not None:
+                handler(node, data)
+            elif type_ == WAKE:
                 self._changes.wake(queued=bool(data.get("queued")), notified=bool(data.get("notified")))
             else:
                 self._changes.publish_remote(type_, data)
@@ -306,8 +319,8 @@ class BusBridge:
             if first:
                 self._in_loop(self._deliver)
 
-    def _decode(self, conn: Any, payload: str) -> tuple[str, dict[str, Any]] | None:
-        """The (type, data) another node sent, or None (our own, or not ours to read); a stored payload that is
+    def _decode(self, conn: Any, payload: str) -> tuple[str, str, dict[str, Any]] | None:
+        """The (node, type, data) another node sent, or None (our own, or not ours to read); a stored payload that is
         gone already (pruned, a receiver that fell a minute behind) becomes a ``resync``."""
         try:
             message = json.loads(payload)
@@ -318,13 +331,13 @@ class BusBridge:
                 if row is None:
                     log.warning("a large live message from node %s was gone before it was read: resync",
                                 message.get("node"))
-                    return (RESYNC, {})
+                    return (str(message.get("node")), RESYNC, {})
                 message = json.loads(row[0])
-            type_, data = message["type"], message["data"]
+            node, type_, data = message["node"], message["type"], message["data"]
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("ignored a malformed message on the %s channel", CHANNEL)
             return None
-        if not isinstance(type_, str) or not isinstance(data, dict):
+        if not isinstance(node, str) or not isinstance(type_, str) or not isinstance(data, dict):
             log.warning("ignored a malformed message on the %s channel", CHANNEL)
             return None
-        return (type_, data)
+        return (node, type_, data)
