@@ -8,11 +8,12 @@ VMOND ?= $(VENV)/bin/vmond
 VAR := var
 CONFIG := $(VAR)/vmond.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests use: a real browser, openssl for certificates, ffmpeg to compare clips with, a broker,
-# and an RTSP camera (GStreamer's RTSP server, x264enc from plugins-ugly, run by Debian's python3: tests/rtsp_server.py).
+# Debian packages the tests use: a real browser, openssl for certificates, ffmpeg to compare clips with, a broker, the
+# load balancers of deploy/central (nginx, haproxy), and an RTSP camera (GStreamer's RTSP server, x264enc from
+# plugins-ugly, run by Debian's python3: tests/rtsp_server.py).
 RTSP_TEST_DEBS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly
-TEST_DEBS := chromium openssl ffmpeg mosquitto $(RTSP_TEST_DEBS)
+TEST_DEBS := chromium openssl ffmpeg mosquitto nginx haproxy $(RTSP_TEST_DEBS)
 # The same suite on Debian 12's own library versions (what the .deb runs on).
 DEBIAN_VENV := .venv-debian
 DEBIAN_LIBS := python3-venv python3-aiohttp python3-aiohttp-jinja2 python3-aiosmtpd python3-peewee python3-pil \
