@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from centralsite import DEPLOY
 from helpers import free_port
 from mosquitto import TlsFiles, make_tls_files
 from proxies import HAPROXY, NODES, NODES_NAME, PUBLIC_NAME, Proxy, haproxy_sections, warnings_of
-from test_central_acl import readme_block
+from test_central_acl import Client, ReadmeBroker, connect, readme_block
 from test_packaging import MAX_EXPOSURE, UNIT, parse_unit, systemd_analyze
 
 TEMPLATE = DEPLOY / "vmond-central@.service"
@@ -137,6 +139,42 @@ def test_broker_files_are_the_readmes() -> None:
     """deploy/central/mosquitto holds the README's broker files, which test_central_acl runs on mosquitto."""
     assert (DEPLOY / "mosquitto" / "vmond.conf").read_text() == readme_block("# /etc/mosquitto/conf.d/vmond.conf")
     assert (DEPLOY / "mosquitto" / "vmond.acl").read_text() == readme_block("# /etc/mosquitto/vmond.acl")
+
+
+@pytest.fixture
+def readme_broker(tmp_path: Path) -> Iterator[ReadmeBroker]:
+    broker = ReadmeBroker(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_nodes_share_the_sites_messages_through_the_readme_broker(readme_broker: ReadmeBroker) -> None:
+    """Two nodes, both logged in as the central's one user, in one shared subscription group on the broker files
+    as shipped: each site message reaches one of them, and both get their share."""
+    clients: list[Client] = []
+    try:
+        nodes = [connect(readme_broker, clients, "central-1", f"node-{name}") for name in "ab"]
+        group = yaml.safe_load((DEPLOY / "central-a.yaml").read_text())["central"]["mqtt"]["share_group"]
+        for node in nodes:
+            node.subscribe(f"$share/{group}/vmond/+/events")
+        site = connect(readme_broker, clients, "site-a")
+        for _ in range(20):
+            site.publish("vmond/site-a/events")
+        deadline = time.monotonic() + 10
+        while sum(len(node.received) for node in nodes) < 20:
+            assert time.monotonic() < deadline, [len(node.received) for node in nodes]
+            time.sleep(0.02)
+        site.publish("vmond/site-a/status")  # a marker: anything doubled would have come before it
+        observer = connect(readme_broker, clients, "central-1", "observer")
+        observer.subscribe("vmond/site-a/status")
+        site.publish("vmond/site-a/status")
+        observer.wait_for("vmond/site-a/status")
+        assert sum(len(node.received) for node in nodes) == 20
+        assert all(node.received for node in nodes), [len(node.received) for node in nodes]
+    finally:
+        for client in clients:
+            client.close()
 
 
 def mounts(service: dict[str, Any]) -> dict[str, str]:
