@@ -8,17 +8,18 @@ VMOND ?= $(VENV)/bin/vmond
 VAR := var
 CONFIG := $(VAR)/vmond.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests use: a real browser, openssl for certificates, ffmpeg to compare clips with, a broker, the
-# load balancers of deploy/central (nginx, haproxy), and an RTSP camera (GStreamer's RTSP server, x264enc from
-# plugins-ugly, run by Debian's python3: tests/rtsp_server.py).
+# Debian packages the tests use: a real browser, openssl for certificates, ffmpeg to compare clips with, a broker,
+# an RTSP camera (GStreamer's RTSP server, x264enc from plugins-ugly, run by Debian's python3: tests/rtsp_server.py),
+# PostgreSQL's server binaries (tests/postgres.py starts throw-away clusters of its own on free ports), and the load
+# balancers of deploy/central (nginx, haproxy).
 RTSP_TEST_DEBS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly
-TEST_DEBS := chromium openssl ffmpeg mosquitto nginx haproxy $(RTSP_TEST_DEBS)
+TEST_DEBS := chromium openssl ffmpeg mosquitto postgresql nginx haproxy $(RTSP_TEST_DEBS)
 # The same suite on Debian 12's own library versions (what the .deb runs on).
 DEBIAN_VENV := .venv-debian
 DEBIAN_LIBS := python3-venv python3-aiohttp python3-aiohttp-jinja2 python3-aiosmtpd python3-peewee python3-pil \
 	python3-yaml python3-sdnotify python3-jinja2 python3-av python3-paho-mqtt python3-pytest python3-pytest-aiohttp \
-	python3-pytest-asyncio python3-hypothesis python3-setuptools python3-wheel apprise
+	python3-pytest-asyncio python3-hypothesis python3-setuptools python3-wheel apprise python3-psycopg2
 PYTEST_ARGS ?=
 
 .PHONY: run banner test test-debian test-faults lint clean distclean debs package bench-encode bench-ingest bench-central
@@ -102,10 +103,16 @@ $(VENV)/.stamp-test: $(VENV)/bin/python setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@ $(VENV)/.stamp-run
 
+# Installing postgresql would create and start a system cluster on port 5432 that nothing here uses: Debian's
+# createcluster.conf(5) setting create_main_cluster=false prevents it (an existing cluster is left alone).
 debs:
 	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
+	  case " $$missing " in *" postgresql "*) \
+	    $(SUDO) mkdir -p /etc/postgresql-common/createcluster.d && \
+	    echo "create_main_cluster = false" | $(SUDO) tee /etc/postgresql-common/createcluster.d/vmond-tests.conf \
+	      >/dev/null;; esac; \
 	  $(SUDO) apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi

@@ -43,10 +43,12 @@ def edge_settings(port: int) -> dict[str, Any]:
                      "command_secret": SECRET}}
 
 
-def write_central_config(directory: Path, port: int, **central: Any) -> Path:
+def write_central_config(directory: Path, port: int, storage: dict[str, Any] | None = None, **central: Any) -> Path:
+    """The central's configuration; *storage*: more of its ``storage:`` section (e.g. a PostgreSQL ``database``)."""
     directory.mkdir(exist_ok=True)
     document = {"site": {"id": "central-1", "name": "Central One"},
-                "storage": {"data_dir": "data", "min_free_space": 0}, "web": {"listen": "127.0.0.1:0"},
+                "storage": {"data_dir": "data", "min_free_space": 0, **(storage or {})},
+                "web": {"listen": "127.0.0.1:0"},
                 "central": {"mqtt": {"host": "127.0.0.1", "port": port},
                             "sites": [{"id": "test-site", "command_secret": SECRET}], **central}}
     path = directory / "vmond.yaml"
@@ -112,10 +114,12 @@ class Central:
 
 
 @contextlib.contextmanager
-def central_process(directory: Path, port: int, prelude: str | None = None, **central: Any) -> Iterator[Central]:
+def central_process(directory: Path, port: int, prelude: str | None = None, storage: dict[str, Any] | None = None,
+                    **central: Any) -> Iterator[Central]:
     """A central ``vmond run`` process on *directory* (``central:`` settings *central*), stopped afterwards;
-    *prelude*: Python run before it starts (e.g. :data:`QUICK_RECONNECT`)."""
-    with process_with_admin(directory, write_central_config(directory, port, **central)) as process:
+    *prelude*: Python run before it starts (e.g. :data:`QUICK_RECONNECT`); *storage*: more of its ``storage:``
+    section, e.g. ``{"database": postgres_url}`` for a central on PostgreSQL."""
+    with process_with_admin(directory, write_central_config(directory, port, storage, **central)) as process:
         process.prelude = prelude
         process.start()
         yield Central(process, directory)
@@ -123,14 +127,16 @@ def central_process(directory: Path, port: int, prelude: str | None = None, **ce
 
 
 @pytest.fixture
-def central(tmp_path: Path, broker: Mosquitto, central_options: dict[str, Any]) -> Iterator[Central]:
-    with central_process(tmp_path / "central", broker.port, **central_options) as central:
+def central(tmp_path: Path, broker: Mosquitto, central_options: dict[str, Any],
+            central_storage: dict[str, Any]) -> Iterator[Central]:
+    with central_process(tmp_path / "central", broker.port, storage=central_storage, **central_options) as central:
         yield central
 
 
 @pytest.fixture
-def watchful_central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
-    with central_process(tmp_path / "central", broker.port, QUICK_RECONNECT, site_silence=SITE_SILENCE) as central:
+def watchful_central(tmp_path: Path, broker: Mosquitto, central_storage: dict[str, Any]) -> Iterator[Central]:
+    with central_process(tmp_path / "central", broker.port, QUICK_RECONNECT, storage=central_storage,
+                         site_silence=SITE_SILENCE) as central:
         yield central
 
 

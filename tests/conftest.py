@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import peewee as pw
 import pytest
 import yaml
 from helpers import b64, wait_until
 from mosquitto import Mosquitto
+from postgres import PASSWORD as PASSWORD_DB
+from postgres import PASSWORD_ROLE, PostgresCluster, running_cluster
 
 from vmond.config import Config, load_config
 from vmond.daemon import running
@@ -28,7 +31,7 @@ from vmond.util import auth
 
 MAIL_DIR = Path(__file__).parent / "data" / "camera-mail"
 EXPECTED = json.loads((MAIL_DIR / "expected.json").read_text())
-PASSWORD = "correct horse battery"
+PASSWORD = "correct horse battery"  # the test users' (postgres.PASSWORD is the database role's)
 
 BASE_CONFIG: dict[str, Any] = {
     "site": {"id": "test-site", "name": "Test Site"},
@@ -256,6 +259,56 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throw-away PostgreSQL cluster for the whole session (started at the first test that asks for it)."""
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_db(postgres: PostgresCluster) -> Iterator[str]:
+    """A fresh, empty database in the session's cluster, owned by the ``vmond`` role; dropped afterwards."""
+    name = postgres.create_database()
+    yield name
+    postgres.drop_database(name)
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster, postgres_db: str) -> str:
+    """``postgresql://vmond@127.0.0.1:PORT/<fresh database>``: the ``vmond`` role needs no password on loopback."""
+    return postgres.url(postgres_db)
+
+
+@pytest.fixture
+def postgres_password_url(postgres: PostgresCluster, postgres_db: str, tmp_path: Path) -> tuple[str, Path]:
+    """The fresh database as a role that must give its password, and a file holding that password (for
+    ``storage.database_password_file``)."""
+    password_file = tmp_path / "database-password"
+    password_file.write_text(PASSWORD_DB + "\n")
+    password_file.chmod(0o600)
+    return postgres.url(postgres_db, user=PASSWORD_ROLE), password_file
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pw.Database]:
+    """The store's database on each engine in turn: SQLite in tmp_path, then a fresh PostgreSQL database (models
+    bound, schema migrated), for store tests that must hold on both."""
+    from vmond.store.db import open_postgresql, open_sqlite
+
+    database = (open_postgresql(request.getfixturevalue("postgres_url")) if request.param == "postgresql"
+                else open_sqlite(tmp_path / "vmond.db"))
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def central_storage() -> dict[str, Any]:
+    """More of the central's ``storage:`` section for centralsite's ``central`` (a module on PostgreSQL overrides
+    it with ``{"database": postgres_url}``)."""
+    return {}
 
 
 def media_on_disk(root: Path) -> int:

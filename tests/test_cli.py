@@ -97,7 +97,8 @@ def test_info_shows_what_the_file_configures(tmp_path: Path) -> None:
     config = write_config(tmp_path, smtp={"listen": "0.0.0.0:2626", "domain": "cams.example"},
                           web={"listen": "[::1]:8443", "tls": {"self_signed": True}})
     values = {"dashboard": "https://[::1]:8443/", "smtp": "127.0.0.1:2626", "domain": "cams.example",
-              "camera": "camera-front@cams.example", "data": str(tmp_path / "data"), "config": str(config)}
+              "camera": "camera-front@cams.example", "data": str(tmp_path / "data"),
+                      "database": str(tmp_path / "data" / "vmond.db"), "config": str(config)}
     for name, value in values.items():
         result = run_cli("info", "--config", str(config), "--get", name)
         assert result.returncode == 0 and result.stdout == f"{value}\n", (name, result)

@@ -3,16 +3,13 @@ mirror right: once per row, never older, a bad message dropped alone."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import peewee as pw
 import pytest
 
 from vmond.store.changes import Change
-from vmond.store.db import open_sqlite
 from vmond.store.mirrorbatch import SiteMessage, mirror_messages
 from vmond.store.models import Account, Alarm, AlarmEvent, AlarmNote, AuditEntry, Camera, Contact, Media, Site
 
@@ -21,10 +18,9 @@ DOMAIN = "central.local"
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[pw.SqliteDatabase]:
-    database = open_sqlite(tmp_path / "vmond.db")
-    yield database
-    database.close()
+def db(store_db: pw.Database) -> pw.Database:
+    """SQLite, then PostgreSQL (a central's two engines)."""
+    return store_db
 
 
 def config(cameras: list[dict[str, Any]] | None = None, phone: str = "+15550100") -> dict[str, Any]:
@@ -68,7 +64,7 @@ def mirror(*messages: tuple[str, Any], change: Change | None = None) -> int:
 
 
 def test_config_mirrors_accounts_contacts_and_cameras_and_retires_what_it_no_longer_lists(
-        db: pw.SqliteDatabase) -> None:
+        db: pw.Database) -> None:
     assert mirror(("config", config())) == 0
     site = Site.get(Site.key == "site-a")
     assert (site.name, site.timezone, site.version) == ("Site A", "Europe/Berlin", "1.0")
@@ -84,7 +80,7 @@ def test_config_mirrors_accounts_contacts_and_cameras_and_retires_what_it_no_lon
     assert Account.select().count() == 1  # the same rows, not new ones
 
 
-def test_an_event_is_mirrored_once_and_an_older_copy_does_not_undo_a_newer_one(db: pw.SqliteDatabase) -> None:
+def test_an_event_is_mirrored_once_and_an_older_copy_does_not_undo_a_newer_one(db: pw.Database) -> None:
     change = Change()
     mirror(("config", config()), ("events", {"type": "new", "event": event()}), change=change)
     row = AlarmEvent.get()
@@ -101,21 +97,21 @@ def test_an_event_is_mirrored_once_and_an_older_copy_does_not_undo_a_newer_one(d
 
 
 def test_an_event_before_the_sites_config_creates_its_camera_which_the_config_completes(
-        db: pw.SqliteDatabase) -> None:
+        db: pw.Database) -> None:
     mirror(("events", {"type": "new", "event": event()}))
     assert Camera.get().name == "Door" and Account.get().name == "Shop"
     mirror(("config", config()))
     assert Camera.select().count() == 2 and Account.select().count() == 1
 
 
-def test_a_broken_message_is_dropped_alone(db: pw.SqliteDatabase) -> None:
+def test_a_broken_message_is_dropped_alone(db: pw.Database) -> None:
     dropped = mirror(("events", {"type": "new"}), ("events", {"type": "new", "event": {"id": "x"}}),
                      ("events", {"type": "new", "event": event()}), ("alarms", {"alarm": []}))
     assert dropped == 3 and AlarmEvent.select().count() == 1
 
 
 def test_an_alarm_and_its_note_are_mirrored_once_with_who_did_it_named_at_the_site(
-        db: pw.SqliteDatabase) -> None:
+        db: pw.Database) -> None:
     mirror(("config", config()), ("events", {"type": "new", "event": event(status="alarmed")}))
     opened = {"action": "alarm.open", "detail": {"event_id": 41}}
     note = {"action": "alarm.note", "detail": {"note_id": 12, "text": "Police called"},
@@ -131,12 +127,12 @@ def test_an_alarm_and_its_note_are_mirrored_once_with_who_did_it_named_at_the_si
     assert trail[1].detail["remote"]["user"] == "bob at Site A"  # who wrote the note, named at the site
 
 
-def test_an_alarm_about_an_event_not_mirrored_is_skipped(db: pw.SqliteDatabase) -> None:
+def test_an_alarm_about_an_event_not_mirrored_is_skipped(db: pw.Database) -> None:
     assert mirror(("alarms", {"type": "new", "alarm": alarm({"action": "alarm.open", "detail": {}})})) == 0
     assert Alarm.select().count() == 0
 
 
-def test_status_and_availability_tell_the_sites_link(db: pw.SqliteDatabase) -> None:
+def test_status_and_availability_tell_the_sites_link(db: pw.Database) -> None:
     mirror(("available", "online"), ("status", {"outbox_depth": 4, "heartbeat_at": AT.isoformat(),
                                                  "version": "2.0", "at": AT.isoformat()}))
     site = Site.get()

@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import peewee as pw
 import pytest
 
 from vmond.store.alarms import raise_alarm
 from vmond.store.changes import Change
-from vmond.store.db import open_sqlite
 from vmond.store.mirrorbatch import SiteMessage, mirror_messages
 from vmond.store.models import AlarmEvent, AuditEntry, Site
 from vmond.store.sites import list_sites
@@ -24,10 +21,9 @@ SILENCE = 300.0
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[pw.SqliteDatabase]:
-    database = open_sqlite(tmp_path / "vmond.db")
-    yield database
-    database.close()
+def db(store_db: pw.Database) -> pw.Database:
+    """SQLite, then PostgreSQL (a central's two engines)."""
+    return store_db
 
 
 def receive(what: str, body: object, at: datetime, retained: bool = False) -> Change:
@@ -49,7 +45,7 @@ def offline_events() -> list[AlarmEvent]:
     return list(AlarmEvent.select().where(AlarmEvent.kind == "site_offline").order_by(AlarmEvent.id))
 
 
-def test_silence_raises_once_and_a_message_closes_it(db: pw.SqliteDatabase) -> None:
+def test_silence_raises_once_and_a_message_closes_it(db: pw.Database) -> None:
     receive("status", status(AT), AT)
     assert sites_due(SILENCE, AT, AT + timedelta(seconds=299)) == (False, AT + timedelta(seconds=SILENCE))
     assert check(AT + timedelta(seconds=299)) == []
@@ -71,7 +67,7 @@ def test_silence_raises_once_and_a_message_closes_it(db: pw.SqliteDatabase) -> N
     assert [s["link"] for s in list_sites()] == ["online"] and len(offline_events()) == 1
 
 
-def test_offline_raises_at_once_and_online_closes_it(db: pw.SqliteDatabase) -> None:
+def test_offline_raises_at_once_and_online_closes_it(db: pw.Database) -> None:
     receive("available", "online", AT)
     receive("available", "offline", AT + timedelta(seconds=5))
     assert sites_due(SILENCE, AT, AT + timedelta(seconds=5))[0]
@@ -86,7 +82,7 @@ def test_offline_raises_at_once_and_online_closes_it(db: pw.SqliteDatabase) -> N
     assert closed["status"] == "dismissed"
 
 
-def test_an_alarm_raised_for_it_stays_open_when_the_site_returns(db: pw.SqliteDatabase) -> None:
+def test_an_alarm_raised_for_it_stays_open_when_the_site_returns(db: pw.Database) -> None:
     receive("available", "offline", AT)
     [raised] = check(AT)
     raise_alarm(DOMAIN, raised["id"], None)
@@ -95,7 +91,7 @@ def test_an_alarm_raised_for_it_stays_open_when_the_site_returns(db: pw.SqliteDa
     assert closed["status"] == "alarmed" and "cleared" in closed["flags"]
 
 
-def test_no_silence_while_the_central_is_not_listening(db: pw.SqliteDatabase) -> None:
+def test_no_silence_while_the_central_is_not_listening(db: pw.Database) -> None:
     receive("status", status(AT), AT)
     assert check(AT + timedelta(hours=1), listening_since=None) == []
     # Listening again since a minute: the site has until a silence after that.
@@ -104,7 +100,7 @@ def test_no_silence_while_the_central_is_not_listening(db: pw.SqliteDatabase) ->
     assert len(check(back + timedelta(seconds=300), listening_since=back)) == 1
 
 
-def test_a_retained_copy_is_mirrored_but_is_no_sign_of_life(db: pw.SqliteDatabase) -> None:
+def test_a_retained_copy_is_mirrored_but_is_no_sign_of_life(db: pw.Database) -> None:
     receive("status", status(AT), AT)
     later = AT + timedelta(minutes=10)
     change = receive("status", {**status(AT), "outbox_depth": 7}, later, retained=True)

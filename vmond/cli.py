@@ -95,7 +95,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _dashboard_warnings(config: Config) -> list[str]:
     """What the file cannot show but the database can: under per-camera auth, cameras created in the dashboard
     without a password (their mail would be refused). The database is only read, and only if it exists."""
-    if config.smtp.auth != "per-camera":
+    if config.smtp.auth != "per-camera" or config.storage.postgresql:  # PostgreSQL: a central, no SMTP door
         return []
     import sqlite3
 
@@ -128,14 +128,14 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _write(config: Config, fn: Callable[..., object], *args: object) -> None:
-    """Run *fn* in one write transaction on the daemon's database (it may be running: WAL and a busy timeout
-    let both write)."""
-    from vmond.store.db import open_sqlite
+    """Run *fn* in one write transaction on the daemon's database (it may be running: on SQLite, WAL and a busy
+    timeout let both write; on PostgreSQL, a conflict with a running node is tried again)."""
+    from vmond.store.db import open_configured, run_transaction
 
-    db = open_sqlite(config.storage.data_dir / "vmond.db")
+    storage = config.storage
+    db = open_configured(storage.data_dir, storage.database, storage.read_database_password())
     try:
-        with db.atomic("IMMEDIATE"):
-            fn(*args)
+        run_transaction(db, lambda: fn(*args))
     finally:
         db.close()
 
@@ -214,10 +214,18 @@ def cmd_tls_fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_postgresql(config: Config, command: str) -> None:
+    if config.storage.postgresql:
+        raise SystemExit(f"vmond {command} works on the SQLite database of storage.data_dir; this vmond's database is "
+                         "PostgreSQL (storage.database): back it up and restore it with PostgreSQL's own tools, "
+                         "e.g. pg_dump -Fc -f vmond.dump DBNAME and pg_restore")
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from vmond.ops.backup import BackupError, backup
 
     config = _load(args)
+    _refuse_postgresql(config, "backup")
     try:
         manifest = backup(config.storage.data_dir, Path(args.dest))
     except BackupError as exc:
@@ -238,6 +246,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from vmond.ops.backup import BackupError, restore
 
     config = _load(args)
+    _refuse_postgresql(config, "restore")
     try:
         manifest = restore(Path(args.source), config.storage.data_dir, force=args.force)
     except BackupError as exc:

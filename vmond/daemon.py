@@ -123,7 +123,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
 
         db = await stack.enter_async_context(Database(data_dir / "vmond.db",
                                                            keep_free=config.storage.min_free_space,
-                                                           extend_start=extend_start_timeout))
+                                                           extend_start=extend_start_timeout,
+                                                           url=config.storage.database,
+                                                           password=config.storage.read_database_password()))
         counts = await db.write(sync_accounts, config.accounts)
         log.info("configuration: %(accounts)d account(s), %(cameras)d camera(s) declared, %(retired)d retired",
                  counts)

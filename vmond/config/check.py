@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from vmond.config.database import is_postgresql
 from vmond.config.schedule import system_timezone
 from vmond.config.schema import SECTIONS, suggest
 from vmond.config.spec import REQUIRED, ListOf, Section, Table
@@ -34,6 +35,7 @@ def check_document(root: yaml.Node | None, ctx: Ctx) -> dict[str, Any]:
     values = _walk(root, SECTIONS, "", ctx)
     _check_combinations(values, ctx)
     _check_storage(values, ctx)
+    _check_database(values, ctx)
     _check_accounts(values, ctx)
     _check_notify(values, ctx)
     _follow_other_keys(values)
@@ -211,6 +213,18 @@ def _check_storage(values: dict[str, Any], ctx: Ctx) -> None:
             storage["audit_retention"] < storage["retention"]):
         _report(ctx, "storage.audit_retention", f"must not be shorter than `storage.retention` "
                 f"({format_duration(storage['retention'])}): the audit of the events kept must stay with them")
+
+
+def _check_database(values: dict[str, Any], ctx: Ctx) -> None:
+    """PostgreSQL is for a central station; its password file goes with a PostgreSQL URL."""
+    storage = values["storage"]
+    if is_postgresql(storage["database"]) and not values["central"]["enabled"]:
+        _report(ctx, "storage.database", "PostgreSQL is for a central station (a `central:` section); an "
+                "appliance keeps SQLite in storage.data_dir: its promise to a camera rests on a local fsync")
+    if _given(storage, "storage.database_password_file", ctx) and not is_postgresql(storage["database"]) \
+            and "storage.database" not in ctx.failed:
+        _report(ctx, "storage.database_password_file", "is the password of a PostgreSQL database: set "
+                "`storage.database` to its postgresql:// URL as well")
 
 
 def _check_accounts(values: dict[str, Any], ctx: Ctx) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from vmond.config.database import database_url, is_postgresql
 from vmond.config.links import SITE_ID, CentralConfig, MqttConfig
 from vmond.config.notifyvalues import NOTIFY_RULES, apprise_url, notify_rules
 from vmond.config.schedule import schedule, show_schedule, timezone
@@ -153,6 +154,21 @@ class StorageConfig:
     retention: float = setting(duration(), 30 * 86400.0, show=format_duration)
     # Never shorter than retention (a default below it is raised to it: vmond.config.check).
     audit_retention: float = setting(duration(), 365 * 86400.0, show=format_duration)
+    # None: SQLite, data_dir/vmond.db; a central station may use PostgreSQL (vmond.config.database).
+    database: str | None = setting(database_url, None)
+    database_password_file: Path | None = setting(path(), None, str)
+
+    @property
+    def postgresql(self) -> bool:
+        return is_postgresql(self.database)
+
+    def read_database_password(self) -> Secret | None:
+        """The PostgreSQL password, read now from ``database_password_file`` (None: libpq's own ways, e.g. a
+        client certificate or ``~/.pgpass``)."""
+        if self.database_password_file is None:
+            return None
+        # One trailing newline is what `echo secret > file` adds, not part of it.
+        return Secret(self.database_password_file.read_text(encoding="utf-8").removesuffix("\n"))
 
 
 @dataclass(frozen=True)

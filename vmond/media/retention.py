@@ -270,6 +270,8 @@ class DiskKeeper(BackgroundService):
         return expired + orphans
 
     async def _return_free_pages(self) -> None:
+        if self._db.postgresql:
+            return  # PostgreSQL's autovacuum looks after its own free space
         pages: dict[str, Any] = await self._db.read(page_counts)
         if pages["free"] < max(MIN_FREE_PAGES, pages["pages"] * FREE_SHARE):
             return  # SQLite reuses them for what comes next

@@ -35,7 +35,7 @@ def first_camera(config: Config) -> str | None:
     return None
 
 
-INFO_NAMES = ("dashboard", "smtp", "domain", "camera", "data", "config")
+INFO_NAMES = ("dashboard", "smtp", "domain", "camera", "data", "database", "config")
 
 
 def info(config: Config) -> dict[str, str]:
@@ -46,5 +46,6 @@ def info(config: Config) -> dict[str, str]:
         "domain": config.smtp.domain,
         "camera": first_camera(config) or "",
         "data": str(config.storage.data_dir),
+        "database": config.storage.database or str(config.storage.data_dir / "vmond.db"),
         "config": str(config.source or ""),
     }

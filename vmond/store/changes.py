@@ -15,7 +15,8 @@ the same transaction and whether or not MQTT is on; after the commit the seam wa
 (registered with :meth:`Changes.on_notified`).
 
 Store functions stay callable without a seam (``change`` defaults to None): then nothing is queued or announced.
-Runs on the event loop; the :class:`Change` is filled on the writer thread and read only after the commit.
+Runs on the event loop; the :class:`Change` is made and filled on the writer thread, in the attempt that commits
+(on PostgreSQL a write may be attempted more than once), and read only after the commit.
 """
 
 from __future__ import annotations
@@ -138,8 +139,13 @@ class Changes:
             self._announce(batch.collected)
 
     async def _write(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[T, Change]:
-        change = Change(self._topics, self._notify)
-        return await self._db.write(fn, *args, change=change, **kwargs), change
+        def attempt() -> tuple[T, Change]:
+            # A fresh Change for each attempt: on PostgreSQL a write may run again after a serialization failure,
+            # and only what the committed attempt collected may be announced.
+            change = Change(self._topics, self._notify)
+            return fn(*args, change=change, **kwargs), change
+
+        return await self._db.write(attempt)
 
     def _announce(self, change: Change) -> None:
         for item in change.announcements:
