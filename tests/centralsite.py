@@ -223,20 +223,21 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "central"
 
 
 def write_node_config(name: str, directory: Path, *, broker_port: int, web_port: int, certificate: Path, key: Path,
-                      data_dir: Path) -> Path:
+                      database: str, password_file: Path | None = None) -> Path:
     """deploy/central/central-<name>.yaml as shipped, but reachable here: the broker on loopback without TLS or
-    password, the web server on *web_port* with the test's certificate, the node's data in *data_dir*, a command
-    secret of the test's. Until the shared database lands, the nodes share one SQLite file (the same data_dir)
-    and tell their broker sessions apart by client id."""
+    password, the web server on *web_port* with the test's certificate, the node's data in *directory*, the
+    shared PostgreSQL *database* (its password in *password_file*), a command secret of the test's."""
     document = yaml.safe_load((DEPLOY / f"central-{name}.yaml").read_text())
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / "command-secret"
     secret.write_text(SECRET + "\n")
     document["web"].update(listen=f"127.0.0.1:{web_port}", tls={"certificate": str(certificate), "key": str(key)})
     storage = document["storage"]
-    for shared in ("database", "database_password_file"):
-        storage.pop(shared, None)
-    storage.update(data_dir=str(data_dir), min_free_space=0)
+    storage.update(data_dir=str(directory / "data"), min_free_space=0, database=database)
+    if password_file is None:
+        storage.pop("database_password_file")
+    else:
+        storage["database_password_file"] = str(password_file)
     central = document["central"]
     node = central.pop("node", f"central-{name}")
     mqtt = central["mqtt"]
