@@ -5,6 +5,7 @@ ports and machines as the systemd example (docker itself does not run here: the 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -12,11 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 import yaml
 from centralsite import DEPLOY
 from helpers import free_port
 from mosquitto import TlsFiles, make_tls_files
+from postgres import PostgresCluster
 from proxies import HAPROXY, NODES, NODES_NAME, PUBLIC_NAME, Proxy, haproxy_sections, warnings_of
 from test_central_acl import Client, ReadmeBroker, connect, readme_block
 from test_packaging import MAX_EXPOSURE, UNIT, parse_unit, systemd_analyze
@@ -244,3 +247,39 @@ def test_compose_runs_the_same_files_as_the_systemd_example() -> None:
         for source in mounts(service).values():
             assert source.startswith("secrets/") or (DEPLOY / source).is_file(), source
     assert (DEPLOY / services["central-a"]["build"]["dockerfile"].removeprefix("deploy/central/")).is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The database's set-up script
+
+
+def test_postgresql_setup_makes_the_role_and_database(postgres: PostgresCluster, tmp_path: Path) -> None:
+    password_file = tmp_path / "vmond-database-password"
+    env = {**os.environ, "PSQL": f"psql -h 127.0.0.1 -p {postgres.port} -U postgres", "VMOND_DB_ROLE": "deploy_role",
+           "VMOND_DB": "deploy_db", "VMOND_DB_PASSWORD_FILE": str(password_file)}
+    script = DEPLOY / "postgresql" / "setup.sh"
+    try:
+        result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        password = password_file.read_text().strip()
+        assert len(password) == 48 and password_file.stat().st_mode & 0o777 == 0o600
+        assert password not in result.stdout + result.stderr
+        # the password is stored hashed (SCRAM), and the role owns the database and may make its tables there
+        assert postgres.execute("SELECT rolpassword LIKE 'SCRAM-SHA-256$%%' FROM pg_authid WHERE rolname = %s",
+                                ("deploy_role",)) == [(True,)]
+        assert postgres.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'deploy_db'") == \
+            [("deploy_role",)]
+        connection = psycopg2.connect(host="127.0.0.1", port=postgres.port, user="deploy_role", dbname="deploy_db",
+                                      password=password, connect_timeout=10)
+        try:
+            with connection, connection.cursor() as cursor:
+                cursor.execute("CREATE TABLE probe (id BIGINT PRIMARY KEY)")
+        finally:
+            connection.close()
+        # a second run keeps the password that may be in use
+        again = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode != 0 and "exists already" in again.stderr
+        assert password_file.read_text().strip() == password
+    finally:
+        postgres.execute('DROP DATABASE IF EXISTS "deploy_db" WITH (FORCE)')
+        postgres.execute("DROP ROLE IF EXISTS deploy_role")
