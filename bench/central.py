@@ -244,7 +244,7 @@ async def bench(args: argparse.Namespace, scratch: Path, nodes: int) -> Summary:
             await asyncio.to_thread(database.start)
         for index in range(nodes):
             centrals.append(Central(scratch / f"central-{index + 1}", broker.port, secret,
-                                    node=f"node-{index + 1}" if database is not None else None,
+                                    node=f"node-{index + 1}" if nodes > 1 else None,
                                     database=database.url if database is not None else None))
         central = centrals[0]
         print(f"mosquitto on port {broker.port}; {nodes} central node(s) on "

@@ -155,9 +155,11 @@ class Central:
         """Start it; *add_user*: make the bench's admin first (once per database: the nodes share it)."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         if add_user:
-            subprocess.run([sys.executable, "-m", "vmond", "user", "add", "bench", "--role", "admin",
-                            "--password-stdin", "--config", str(self.config)], input=f"{PASSWORD}\n".encode(),
-                           check=True, capture_output=True, env=env, timeout=120)
+            made = subprocess.run([sys.executable, "-m", "vmond", "user", "add", "bench", "--role", "admin",
+                                   "--password-stdin", "--config", str(self.config)], input=f"{PASSWORD}\n".encode(),
+                                  capture_output=True, env=env, timeout=120)
+            if made.returncode != 0:
+                raise RuntimeError(f"vmond user add failed: {made.stdout.decode()}{made.stderr.decode()}")
         env.update(NOTIFY_SOCKET=str(self.notify.path), **UNIT_ENVIRONMENT)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
