@@ -1,7 +1,8 @@
-"""deploy/central/ as shipped: the systemd template unit, the nodes' configurations, nginx and HAProxy in front of
-two real central nodes (a login through the balancer, the WebSocket through it, one node stopped: the same
-browser session goes on on the other), the broker files, and the compose file, which names the same files,
-ports and machines as the systemd example (docker itself does not run here: the file is checked as YAML)."""
+"""deploy/central/ as shipped: the systemd template unit, the nodes' configurations, `nginx -t` and `haproxy -c` on
+the balancers' files (test_deploy_balancer runs them in front of two real central nodes), the broker files, the
+database's set-up, and the compose file, which names the same files, ports and machines as the systemd example (no
+container runs here: the file is checked as YAML and by Debian's docker-compose, which validates it without a
+daemon)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from centralsite import DEPLOY
 from helpers import free_port
 from mosquitto import TlsFiles, make_tls_files
 from postgres import PostgresCluster
-from proxies import HAPROXY, NODES, NODES_NAME, PUBLIC_NAME, Proxy, haproxy_sections, warnings_of
+from proxies import HAPROXY, NODES, NODES_NAME, PUBLIC_NAME, Proxy, haproxy_sections, require, warnings_of
 from test_central_acl import Client, ReadmeBroker, connect, readme_block
 from test_packaging import MAX_EXPOSURE, UNIT, parse_unit, systemd_analyze
 
 TEMPLATE = DEPLOY / "vmond-central@.service"
 COMPOSE = DEPLOY / "compose.yaml"
+DOCKER_COMPOSE = "/usr/bin/docker-compose"
 # What the central's unit leaves out of vmond.service's sandbox, and why: no camera mail, no clip encoder.
 NOT_ON_A_CENTRAL = {"DeviceAllow", "SupplementaryGroups", "PrivateDevices"}
 
@@ -283,3 +285,11 @@ def test_postgresql_setup_makes_the_role_and_database(postgres: PostgresCluster,
     finally:
         postgres.execute('DROP DATABASE IF EXISTS "deploy_db" WITH (FORCE)')
         postgres.execute("DROP ROLE IF EXISTS deploy_role")
+
+
+def test_compose_file_is_valid_for_docker_compose() -> None:
+    """Docker's own parser checks the file (``config`` validates it against the Compose schema; no daemon)."""
+    compose = require(DOCKER_COMPOSE, "docker-compose")
+    result = subprocess.run([compose, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
