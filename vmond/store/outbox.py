@@ -1,7 +1,10 @@
 """The MQTT outbox: messages for the central station, written in the same transaction as the change they report.
 
 A row leaves only when the broker acknowledged it (PUBACK), so a message survives broker outages and vmond
-restarts; rows leave in id order, which is the order the changes happened. The outbox is bounded by age and
+restarts; rows leave in id order, which is the order the changes happened. On PostgreSQL (a central station's
+several nodes queue commands at once) a writer holds an advisory lock from its insert to its commit, so ids are
+also the order of the commits: the sender reads on from the last id it handed over and must never find an older
+row committed behind it. The outbox is bounded by age and
 size: what has to go is logged loudly and counted, never dropped in silence. Synchronous: run on a database
 thread (``enqueue`` inside the caller's write transaction).
 """
@@ -12,12 +15,21 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+import peewee as pw
+
 from vmond.store.models import OutboxMessage, utcnow
 
 log = logging.getLogger(__name__)
 
 
+# pg_advisory_xact_lock's key for the outbox ("vmondout"): held until the transaction ends.
+OUTBOX_LOCK = 0x766D6F6E646F7574
+
+
 def enqueue(topic: str, payload: bytes, qos: int = 1, retain: bool = False, event_id: int | None = None) -> int:
+    db = OutboxMessage._meta.database
+    if isinstance(db, pw.PostgresqlDatabase):
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
     return OutboxMessage.create(topic=topic, payload=payload, qos=qos, retain=retain, event_id=event_id).id
 
 
