@@ -239,12 +239,10 @@ def write_node_config(name: str, directory: Path, *, broker_port: int, web_port:
     else:
         storage["database_password_file"] = str(password_file)
     central = document["central"]
-    node = central.pop("node", f"central-{name}")
     mqtt = central["mqtt"]
-    mqtt.pop("share_group", None)
     for remote in ("username", "password_file"):
         mqtt.pop(remote, None)
-    mqtt.update(host="127.0.0.1", port=broker_port, tls={"enabled": False}, client_id=f"vmond-{node}")
+    mqtt.update(host="127.0.0.1", port=broker_port, tls={"enabled": False})
     central["command_secret_file"] = str(secret)
     path = directory / f"central-{name}.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))

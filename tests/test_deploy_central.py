@@ -269,8 +269,8 @@ def test_postgresql_setup_makes_the_role_and_database(postgres: PostgresCluster,
         # the password is stored hashed (SCRAM), and the role owns the database and may make its tables there
         assert postgres.execute("SELECT rolpassword LIKE 'SCRAM-SHA-256$%%' FROM pg_authid WHERE rolname = %s",
                                 ("deploy_role",)) == [(True,)]
-        assert postgres.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'deploy_db'") == \
-            [("deploy_role",)]
+        assert postgres.execute("SELECT pg_get_userbyid(datdba), datcollate FROM pg_database "
+                                "WHERE datname = 'deploy_db'") == [("deploy_role", "C.UTF-8")]
         connection = psycopg2.connect(host="127.0.0.1", port=postgres.port, user="deploy_role", dbname="deploy_db",
                                       password=password, connect_timeout=10)
         try:

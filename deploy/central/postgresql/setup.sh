@@ -2,7 +2,8 @@
 # The central station's database on its PostgreSQL server (README: "Running the central station on several
 # nodes"): a login role and a database it owns, with a random password written to ./vmond-database-password
 # (mode 0600) for /etc/vmond/database-password on every node. Run it once, as root, on the database machine
-# (Debian's postgresql package). vmond creates its tables itself, at the first node's start.
+# (Debian's postgresql package). vmond creates its tables itself, at the first node's start. The C.UTF-8 locale
+# sorts text by its bytes, as SQLite does (README: "Storage: SQLite or PostgreSQL").
 #
 #   sudo sh setup.sh                          # role and database "vmond"
 #   sudo VMOND_DB=vmond_north sh setup.sh     # other names: VMOND_DB_ROLE, VMOND_DB
@@ -27,7 +28,7 @@ openssl rand -hex 24 > "$OUT"
 VMOND_DB_PASSWORD=$(cat "$OUT") $PSQL -X -q -v ON_ERROR_STOP=1 -v role="$ROLE" -v db="$DB" <<'SQL'
 \getenv password VMOND_DB_PASSWORD
 CREATE ROLE :"role" LOGIN PASSWORD :'password';
-CREATE DATABASE :"db" OWNER :"role" ENCODING 'UTF8' TEMPLATE template0;
+CREATE DATABASE :"db" OWNER :"role" ENCODING 'UTF8' LOCALE 'C.UTF-8' TEMPLATE template0;
 REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
 SQL
 
