@@ -126,6 +126,32 @@ def central_process(directory: Path, port: int, prelude: str | None = None, stor
         assert process.stop() == 0
 
 
+def _stop_if_running(process: DaemonProcess) -> None:
+    """Stop a process a test left running (one it killed is not asked again): it must stop cleanly."""
+    if process.popen is not None and process.popen.poll() is None:
+        assert process.stop() == 0
+
+
+@contextlib.contextmanager
+def central_nodes(directory: Path, port: int, database: str, names: tuple[str, ...] = ("a", "b"),
+                  prelude: str | None = None, **central: Any) -> Iterator[list[Central]]:
+    """Central nodes (issue 19) as ``vmond run`` processes sharing the PostgreSQL *database* and the broker on
+    *port*: each with a data directory of its own (``central-<name>``) and an MQTT client id of its own; the
+    first one adds the admin user."""
+    with contextlib.ExitStack() as stack:
+        nodes = []
+        for index, name in enumerate(names):
+            node_dir = directory / f"central-{name}"
+            mqtt = {"host": "127.0.0.1", "port": port, "client_id": f"vmond-central-{name}"}
+            config = write_central_config(node_dir, port, {"database": database}, **{**central, "mqtt": mqtt})
+            process = stack.enter_context(process_with_admin(node_dir, config, admin=index == 0))
+            process.prelude = prelude
+            process.start()
+            stack.callback(_stop_if_running, process)
+            nodes.append(Central(process, node_dir))
+        yield nodes
+
+
 @pytest.fixture
 def central(tmp_path: Path, broker: Mosquitto, central_options: dict[str, Any],
             central_storage: dict[str, Any]) -> Iterator[Central]:

@@ -72,6 +72,7 @@ async def health(request: web.Request) -> web.Response:
         "central": services.mirror.status() if services.mirror is not None else None,  # a central's sites in
         # A central node (issue 19): its name, the duties it runs, and who holds each lease.
         "cluster": await _cluster(services),
+        "bridge": services.bridge.status() if services.bridge is not None else None,  # the other central nodes
     }
     return web.json_response(body)
 
