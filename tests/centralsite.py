@@ -257,7 +257,8 @@ def write_node_config(name: str, directory: Path, *, broker_port: int, web_port:
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / "command-secret"
     secret.write_text(SECRET + "\n")
-    document["web"].update(listen=f"127.0.0.1:{web_port}", tls={"certificate": str(certificate), "key": str(key)})
+    document["web"].update(listen=f"127.0.0.1:{web_port}", tls={"certificate": str(certificate), "key": str(key)},
+                           trusted_proxies=["127.0.0.1/32"])  # the balancer, here on loopback
     storage = document["storage"]
     storage.update(data_dir=str(directory / "data"), min_free_space=0, database=database)
     if password_file is None:

@@ -6,6 +6,7 @@ daemon)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import subprocess
@@ -209,6 +210,13 @@ def test_compose_runs_the_same_files_as_the_systemd_example() -> None:
     for target in mounts(nginx):
         if target.startswith("/etc/nginx/vmond/"):
             assert target in site
+    # the balancer has the address the nodes trust, in the nodes' network
+    balancer = nginx["networks"]["backend"]["ipv4_address"]
+    subnet = compose["networks"]["backend"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(balancer) in ipaddress.ip_network(subnet)
+    for name in ("a", "b"):
+        trusted = yaml.safe_load((DEPLOY / f"central-{name}.yaml").read_text())["web"]["trusted_proxies"]
+        assert any(ipaddress.ip_address(balancer) in ipaddress.ip_network(network) for network in trusted)
     listens = sorted({int(port) for port in re.findall(r"listen (?:\[::\]:)?(\d+)", site)})
     assert sorted(int(port.split(":")[1]) for port in nginx["ports"]) == listens
     # the nodes: the shipped configuration, every file it names mounted where it names it
