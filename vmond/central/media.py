@@ -6,6 +6,12 @@ The sites sit behind NAT, so MQTT is the only way to them. A site's file arrives
 directory (``central/<site>/<id>`` and ``<id>.thumb``) and names it on the mirrored row; the event is announced
 as updated, so open pages show it.
 
+Several central nodes (issue 19): every node receives every media message (not through the shared subscription)
+and keeps a cache of its own on its own disk, so what one node fetched another serves too. A row naming a cached
+file says that some node has it: whether this node has it is always the file itself (:meth:`CentralMedia._cached`).
+A file may arrive before its event is mirrored (the event's message went to another node, or came on this node's
+other connection): it waits for the event a few seconds, in memory, bounded.
+
 :meth:`CentralMedia.fetch` serves a file that is not cached yet: one ``media`` command (never a second while one
 is pending), then a bounded wait, woken when the file arrives or the site refuses (its media gone). Opening an
 event asks for all its uncached pictures in one command (:meth:`CentralMedia.prefetch_event`). The cache bound
@@ -16,6 +22,7 @@ is how it frees room.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -27,11 +34,11 @@ from typing import Any
 from vmond.config import Config
 from vmond.media.store import MediaStore
 from vmond.store.centralmedia import (
+    event_pictures,
     is_mirrored_media,
     media_origin,
     request_site_media,
     store_media_file,
-    uncached_pictures,
 )
 from vmond.store.changes import Changes
 from vmond.store.db import Database
@@ -45,6 +52,9 @@ FETCH_WAIT = 10.0  # seconds a request waits for the site's file; then 504 and t
 PENDING_FOR = 60.0  # seconds a media command counts as pending: no second one for the same media meanwhile
 MAX_WAITING = 64  # requests waiting for a site's file at once; more get 503
 MEDIA_DIR = "central"
+PARK_FOR = 10.0  # seconds a file whose event is not mirrored yet waits for it
+PARK_BYTES = 64 << 20  # bytes of such files held at once; more are dropped (asked for again when opened)
+PARK_COUNT = 256  # such files held at once
 
 
 class NotFetched(Exception):
@@ -76,6 +86,9 @@ class CentralMedia(BackgroundService):
         self._commands: dict[str, list[int]] = {}  # command id -> the media ids it asked for
         # media id -> why the site refused to send it, and until when that answer stands (then it is asked again)
         self._refused: dict[int, tuple[str, float]] = {}
+        self._parked: set[asyncio.Task[None]] = set()  # files waiting for their event to be mirrored
+        self._parked_bytes = 0
+        self._mirrored = asyncio.Event()  # set (and replaced) when an event is mirrored, on any node
         self.received = self.dropped = 0
 
     @property
@@ -92,9 +105,11 @@ class CentralMedia(BackgroundService):
             self.dropped += 1
             return
         if not await self._db.read(is_mirrored_media, site_key, remote_id):
-            log.debug("central: %s is not mirrored here (yet); dropped", what)
-            self.dropped += 1
+            self._park(what, site_key, remote_id, thumbnail, payload)
             return
+        await self._store(what, site_key, remote_id, thumbnail, payload)
+
+    async def _store(self, what: str, site_key: str, remote_id: int, thumbnail: bool, payload: bytes) -> None:
         relpath = cache_relpath(site_key, remote_id, thumbnail)
         loop = asyncio.get_running_loop()
         try:
@@ -113,6 +128,51 @@ class CentralMedia(BackgroundService):
         if not thumbnail:
             self._pending.pop(media_id, None)
         self._wake(media_id)
+
+    def _park(self, what: str, site_key: str, remote_id: int, thumbnail: bool, payload: bytes) -> None:
+        """Keep a file whose event is not mirrored yet until it is (at most ``PARK_FOR``), off the mirror's way."""
+        if len(self._parked) >= PARK_COUNT or self._parked_bytes + len(payload) > PARK_BYTES:
+            log.warning("central: %s came before its event and too many files wait already; dropped", what)
+            self.dropped += 1
+            return
+        self._parked_bytes += len(payload)
+        task = asyncio.create_task(self._when_mirrored(what, site_key, remote_id, thumbnail, payload),
+                                   name="central media waits for its event")
+        self._parked.add(task)
+        task.add_done_callback(self._parked.discard)
+
+    async def _when_mirrored(self, what: str, site_key: str, remote_id: int, thumbnail: bool,
+                             payload: bytes) -> None:
+        deadline = time.monotonic() + PARK_FOR
+        try:
+            while True:
+                mirrored = self._mirrored
+                left = deadline - time.monotonic()
+                if left > 0:
+                    # Woken when an event is mirrored here or on another node; a second at most, should a
+                    # wake-up be missed.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(1.0, left)):
+                            await mirrored.wait()
+                if await self._db.read(is_mirrored_media, site_key, remote_id):
+                    await self._store(what, site_key, remote_id, thumbnail, payload)
+                    return
+                if left <= 0:
+                    log.debug("central: %s is not mirrored here within %.0f s; dropped", what, PARK_FOR)
+                    self.dropped += 1
+                    return
+        except Exception:  # noqa: BLE001 - a cache: asked for again when someone opens it
+            log.exception("central: could not keep %s", what)
+            self.dropped += 1
+        finally:
+            self._parked_bytes -= len(payload)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for task in list(self._parked):
+            task.cancel()
+        if self._parked:
+            await asyncio.wait(list(self._parked), timeout=5)
+        await super().__aexit__(*exc_info)
 
     def _write(self, relpath: str, payload: bytes) -> str:
         self._media.write_sync(relpath, payload)
@@ -139,8 +199,10 @@ class CentralMedia(BackgroundService):
                 raise NotFetched(404, "not a site's media")
             if thumbnail and origin["kind"] != "image":
                 raise NotFetched(404, "only pictures have thumbnails")
-            relpath = origin["thumb_path" if thumbnail else "path"]
-            if relpath and await self._cached(relpath):
+            # This node's copy, whether or not the row names it (another node's cache bound may have reset it).
+            relpath = origin["thumb_path" if thumbnail else "path"] or cache_relpath(
+                origin["site"], origin["remote_id"], thumbnail)
+            if await self._cached(relpath):
                 return str(relpath)
             refused = self._refused.get(media_id)
             if refused is not None and refused[1] > time.monotonic():
@@ -175,8 +237,14 @@ class CentralMedia(BackgroundService):
         return await asyncio.get_running_loop().run_in_executor(self._io, path.is_file)
 
     async def prefetch_event(self, event_id: int, who: dict[str, Any] | None) -> None:
-        """Someone opened the event: ask its site for all its uncached pictures in one command."""
-        await self.request(await self._db.read(uncached_pictures, event_id), who)
+        """Someone opened the event: ask its site in one command for all its pictures this node has not cached
+        (the row may say that another node has)."""
+        missing = []
+        for origin in await self._db.read(event_pictures, event_id):
+            relpath = origin["path"] or cache_relpath(origin["site"], origin["remote_id"], False)
+            if not await self._cached(relpath):
+                missing.append(origin)
+        await self.request(missing, who)
 
     async def request(self, origins: Iterable[dict[str, Any]], who: dict[str, Any] | None) -> None:
         """Send one ``media`` command per site event for the files in *origins* that no pending command asks
@@ -242,6 +310,9 @@ class CentralMedia(BackgroundService):
                 async for message in subscription:
                     if message.type == "command.updated":
                         self._answered(message.data)
+                    elif message.type in ("event.created", "event.updated"):
+                        self._mirrored.set()  # the files waiting for their event look again
+                        self._mirrored = asyncio.Event()
             await asyncio.sleep(0.1)  # fell behind and was cut off: subscribe again
 
     def _answered(self, command: dict[str, Any]) -> None:

@@ -43,9 +43,10 @@ def is_mirrored_media(site_key: str, remote_id: int) -> bool:
                 .where((Site.key == site_key) & (Media.remote_id == remote_id)).exists())
 
 
-def uncached_pictures(event_id: int) -> list[dict[str, Any]]:
-    """The pictures of a mirrored event whose full file is not cached here (as :func:`media_origin` gives them)."""
-    rows = _mirrored().where((Media.event == event_id) & (Media.kind == "image") & (Media.path == ""))
+def event_pictures(event_id: int) -> list[dict[str, Any]]:
+    """The pictures of a mirrored event (as :func:`media_origin` gives them): which a node has cached, it knows by
+    its own disk (a row naming a file says that some node has it)."""
+    rows = _mirrored().where((Media.event == event_id) & (Media.kind == "image"))
     return [_origin(row, row.site, row.event) for row in rows.order_by(Media.position, Media.id)]
 
 
@@ -58,6 +59,8 @@ def store_media_file(site_key: str, remote_id: int, thumbnail: bool, relpath: st
              .where((Site.key == site_key) & (Media.remote_id == remote_id)).first())
     if media is None:
         return None
+    if (media.thumb_path if thumbnail else media.path) == relpath and (thumbnail or media.sha256 == sha256):
+        return int(media.id)  # another node (or an earlier copy) named it already: nothing new to announce
     if thumbnail:
         media.thumb_path = relpath
     else:
