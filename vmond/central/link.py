@@ -6,9 +6,9 @@ Each central node keeps broker connections of its own for it (:mod:`vmond.centra
 subscription ``$share/<central.mqtt.share_group>/<prefix>/+/...`` to ``events``, ``alarms``, ``config``,
 ``status``, ``available`` and ``commands/result``, so each message goes to one node of the group and what the
 sites publish while the node is down waits in its session at the broker; a second connection takes the retained
-copies the broker keeps (a new central learns every site's config) and every site's ``media/#``, not shared: each
-node caches the sites' files on its own disk, so each receives every one (:mod:`vmond.central.media`). A node
-that stops cleanly leaves the group (:meth:`MirrorLink.__aexit__`), and a survivor empties a dead node's session
+copies the broker keeps (a new central learns every site's config), and a third every site's ``media/#``, not
+shared: each node caches the sites' files on its own disk, so each receives every one (:mod:`vmond.central.media`).
+A node that stops cleanly leaves the group (:meth:`MirrorLink.__aexit__`), and a survivor empties a dead node's session
 (:meth:`MirrorLink.adopt`).
 
 A message is acknowledged (PUBACK) only once its change is committed, so a node killed in between gets it again
@@ -34,9 +34,18 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from vmond.central.sessions import ADOPTED, MEDIA_TOPICS, OWN, RETAINED, RETAINED_TOPICS, MirrorSession, ack
+from vmond.central.sessions import (
+    ADOPTED,
+    MEDIA,
+    MEDIA_TOPICS,
+    OWN,
+    RETAINED,
+    RETAINED_TOPICS,
+    MirrorSession,
+    ack,
+)
 from vmond.config import Config
-from vmond.mqtt.client import PAHO2, LinkSettings
+from vmond.mqtt.client import PAHO2, LinkSettings, erase_session
 from vmond.store.changes import Changes
 from vmond.store.db import Database
 from vmond.store.mirrorbatch import SiteMessage, mirror_messages
@@ -63,6 +72,11 @@ ADOPT_CONNECT = 10.0  # seconds to reach the broker with a dead node's client id
 def node_client_id(client_id: str, node: str) -> str:
     """The client id of *node*'s own session (the same on every node: survivors adopt it by this name)."""
     return f"{client_id}-{node}"
+
+
+def media_client_id(own_id: str) -> str:
+    """The client id of a node's media session (not shared: every node receives every site's files)."""
+    return f"{own_id}-media"
 
 
 @dataclasses.dataclass
@@ -97,6 +111,7 @@ class MirrorLink:
         self._settings: LinkSettings | None = None
         self._own: MirrorSession | None = None
         self._retained: MirrorSession | None = None
+        self._files: MirrorSession | None = None
         self._adopted: set[MirrorSession] = set()
         self.adopted = 0  # dead nodes' sessions emptied
         self.left: bool | None = None  # at the stop: whether the session left the group (None: still running)
@@ -119,10 +134,14 @@ class MirrorLink:
                                   prefix=self._prefix, node=self._node, loop=loop, on_up=self._listening,
                                   dropped=[f"{share}/{what}" for what in DROPPED])
         self._retained = MirrorSession(RETAINED, dataclasses.replace(settings, client_id=f"{own_id}-retained"),
-                                       [f"{self._prefix}/+/{what}" for what in (*RETAINED_TOPICS, MEDIA_TOPICS)],
-                                       self._on_message, prefix=self._prefix, node=self._node, loop=loop)
+                                       [f"{self._prefix}/+/{what}" for what in RETAINED_TOPICS], self._on_message,
+                                       prefix=self._prefix, node=self._node, loop=loop)
+        self._files = MirrorSession(MEDIA, dataclasses.replace(settings, client_id=media_client_id(own_id)),
+                                    [f"{self._prefix}/+/{MEDIA_TOPICS}"], self._on_message,
+                                    prefix=self._prefix, node=self._node, loop=loop)
         self._own.start()
         self._retained.start()
+        self._files.start()
         log.info("central: mirroring the sites on %s:%d under %s/+ as %s in group %s", settings.host,
                  settings.port, self._prefix, own_id, self._central.mqtt.share_group)
         return self
@@ -132,12 +151,17 @@ class MirrorLink:
             await session.stop()
         if self._retained is not None:
             await self._retained.stop()
+        media, self._files = self._files, None
+        if media is not None:
+            await media.stop()
         own, self._own = self._own, None
         if own is not None:
             self.left = False
             try:
                 if self._may_leave is not None and own.connected and await self._may_leave():
                     self.left = await own.leave()
+                    if self.left and media is not None:  # the files sent while it is away are not kept for it
+                        await asyncio.get_running_loop().run_in_executor(None, erase_session, media.settings)
                 else:
                     log.info("central: no other node is alive: this node's session stays at the broker, "
                              "holding the sites' messages until a node is back")
@@ -172,6 +196,9 @@ class MirrorLink:
             log.info("central: adopting the session of node %s (%s)", node, client_id)
             erased = await session.leave()
             if erased and node != LEGACY:
+                # Its media session too: a cache, of no use to anyone else, that would fill at the broker.
+                await self._loop.run_in_executor(None, erase_session, dataclasses.replace(
+                    self._settings, client_id=media_client_id(client_id)))
                 self.adopted += 1
                 log.info("central: node %s's session emptied (%d message(s)) and erased", node, session.taken)
             return erased
@@ -187,6 +214,7 @@ class MirrorLink:
                 "client_id": own.settings.client_id if own is not None else None,
                 "share_group": self._central.mqtt.share_group,
                 "retained_connected": self._retained is not None and self._retained.connected,
+                "media_connected": self._files is not None and self._files.connected,
                 "adopting": len(self._adopted), "adopted": self.adopted}
 
     # -- paho's thread -----------------------------------------------------------------------------------------

@@ -7,9 +7,11 @@
   ``config``, ``status`` and ``available`` topics, and taking only the copies the broker kept (the retain flag
   set, MQTT 3.1.1 §3.3.1.3): MQTT 5 says a shared subscription gets no retained messages (mosquitto 2.0 sends
   them anyway, to every member: the own session leaves them to this one), and a new central needs every site's
-  config. The live copies of those topics come through the shared subscription, to one node. It also takes
-  every site's ``media/#`` (not shared): the pictures are a cache on each node's own disk, so every node
-  receives every file (a node that is down misses them and asks the site again when someone opens one).
+  config. The live copies of those topics come through the shared subscription, to one node.
+- **media**: ``<client_id>-<node>-media``, clean session off, subscribed (not shared) to every site's
+  ``media/#``: the pictures are a cache on each node's own disk, so every node receives every file, and what the
+  sites send while the node is down waits in this session (erased when the node leaves the group or is adopted:
+  the node then asks the sites again for what someone opens).
 - **adopted**: a dead node's client id, clean session off: what its session holds is mirrored here, then the
   session is erased (see :meth:`MirrorSession.leave`).
 
@@ -39,9 +41,9 @@ from vmond.mqtt.client import PAHO2, LinkSettings, connected_ok, erase_session, 
 
 log = logging.getLogger(__name__)
 
-OWN, RETAINED, ADOPTED = "own", "retained", "adopted"
+OWN, RETAINED, ADOPTED, MEDIA = "own", "retained", "adopted", "media"
 RETAINED_TOPICS = ("config", "status", "available")
-MEDIA_TOPICS = "media/#"  # every node's own copy, on the retained connection
+MEDIA_TOPICS = "media/#"  # every node's own copy, on the media connection
 DRAIN_QUIET = 30.0  # seconds without any message after which a drain that never saw its marker gives up
 STOP_WAIT = 10.0  # seconds for paho's thread to stop
 
@@ -63,7 +65,6 @@ class MirrorSession:
         self.settings = settings
         self.topics = topics
         self.dropped = dropped or []  # subscriptions an older version left in the session: unsubscribed
-        self._prefix = prefix
         self._sink = sink
         self._loop = loop
         self._on_up = on_up
@@ -118,7 +119,7 @@ class MirrorSession:
         self.connections += 1
         self.connected = True
         if self.kind != ADOPTED and not self.leaving:
-            # own: the session keeps the subscriptions, made again in case the broker lost it; retained: a clean
+            # own, media: the session keeps the subscriptions, made again in case the broker lost it; retained: a clean
             # session, so the broker hands over its kept copies again at every connect.
             client.subscribe([(topic, 1) for topic in self.topics])
             if self.dropped:
@@ -149,20 +150,14 @@ class MirrorSession:
             self._call(self._marker_seen.set)
             return
         self._call(self._seen)
-        if self.kind == RETAINED and self._is_media(message.topic):
-            self._sink(self, client, message)  # a site's file, live: every node caches its own copy
+        if self.kind == MEDIA:
+            self._sink(self, client, message)  # a site's file: every node caches its own copy
             return
         if (self.kind == RETAINED) != bool(message.retain):
             # The retained session takes only the broker's kept copies; the others leave those to it.
             ack(client, message.mid, message.qos)
             return
         self._sink(self, client, message)
-
-    def _is_media(self, topic: str) -> bool:
-        if not topic.startswith(f"{self._prefix}/"):
-            return False
-        site, _, what = topic[len(self._prefix) + 1:].partition("/")
-        return bool(site) and what.startswith("media/")
 
     def _seen(self) -> None:
         self.last_message = time.monotonic()
