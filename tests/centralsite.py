@@ -136,14 +136,15 @@ def _stop_if_running(process: DaemonProcess) -> None:
 def central_nodes(directory: Path, port: int, database: str, names: tuple[str, ...] = ("a", "b"),
                   prelude: str | None = None, **central: Any) -> Iterator[list[Central]]:
     """Central nodes (issue 19) as ``vmond run`` processes sharing the PostgreSQL *database* and the broker on
-    *port*: each with a data directory of its own (``central-<name>``) and an MQTT client id of its own; the
+    *port*: each with a data directory of its own (``central-<name>``) and its own ``central.node``; the
     first one adds the admin user."""
     with contextlib.ExitStack() as stack:
         nodes = []
         for index, name in enumerate(names):
             node_dir = directory / f"central-{name}"
-            mqtt = {"host": "127.0.0.1", "port": port, "client_id": f"vmond-central-{name}"}
-            config = write_central_config(node_dir, port, {"database": database}, **{**central, "mqtt": mqtt})
+            mqtt = {"host": "127.0.0.1", "port": port}  # one client id base: a survivor adopts by it
+            config = write_central_config(node_dir, port, {"database": database},
+                                          **{**central, "mqtt": mqtt, "node": name})
             process = stack.enter_context(process_with_admin(node_dir, config, admin=index == 0))
             process.prelude = prelude
             process.start()
