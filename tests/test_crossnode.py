@@ -200,3 +200,18 @@ async def test_a_message_the_bridge_cannot_send_never_fails_the_change_and_the_o
     assert [type_ for type_, _ in a.seen()] == ["event.updated"]
     await until(lambda: b.seen("resync"), "node B is told to resync")
     assert "could not send event.updated to the other central nodes" in caplog.text
+
+
+async def test_a_message_a_node_cannot_take_holds_back_none_after_it(
+        nodes: tuple[Node, Node], caplog: pytest.LogCaptureFixture) -> None:
+    a, b = nodes
+    assert a.bridge is not None and b.bridge is not None
+
+    def refuse(node: str, data: dict[str, Any]) -> None:
+        raise ValueError("not for me")
+
+    b.bridge.on_message("odd", refuse)
+    a.bridge.share("odd", {})  # both in one round trip, most likely handed to node B's loop together
+    a.bridge.share("site.updated", {"id": "s1"})
+    await until(lambda: b.seen("site.updated"), "node B publishes the message after the one it could not take")
+    assert "could not take odd from central node node-a" in caplog.text

@@ -176,12 +176,15 @@ class BusBridge:
             self._incoming.clear()
             lost, self._lost_incoming = self._lost_incoming, False
         for node, type_, data in items:
-            if (handler := self._handlers.get(type_)) is not None:
-                handler(node, data)
-            elif type_ == WAKE:
-                self._changes.wake(queued=bool(data.get("queued")), notified=bool(data.get("notified")))
-            else:
-                self._changes.publish_remote(type_, data)
+            try:
+                if (handler := self._handlers.get(type_)) is not None:
+                    handler(node, data)
+                elif type_ == WAKE:
+                    self._changes.wake(queued=bool(data.get("queued")), notified=bool(data.get("notified")))
+                else:
+                    self._changes.publish_remote(type_, data)
+            except Exception:  # noqa: BLE001 - one bad message must not hold back the ones after it
+                log.exception("could not take %s from central node %s", type_, node)
         if lost:
             self._changes.publish_remote(RESYNC, {})
 

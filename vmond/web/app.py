@@ -60,8 +60,10 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     bridge = services.bridge  # several central nodes: who has which alarm open is told to the others as well
     app[keys.PRESENCE] = ws.Presence(services.bus, share=None if bridge is None
                                      else functools.partial(bridge.share, ws.PRESENCE_MESSAGE))
+    app[keys.CLOSING] = set()
     if bridge is not None:
         bridge.on_message(ws.PRESENCE_MESSAGE, app[keys.PRESENCE].remote)
+        bridge.on_message(ws.SIGNED_OUT_MESSAGE, ws.signed_out_elsewhere(app))
     public_host = urlsplit(config.web.public_url).hostname if config.web.public_url else None
     app[keys.WARNINGS] = Repeats()
     app[keys.HOSTS] = HostPolicy(config.web.allowed_hosts + ((public_host,) if public_host else ()))

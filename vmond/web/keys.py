@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    import asyncio
     from concurrent.futures import Executor
 
     from vmond.config import Config
@@ -51,6 +52,7 @@ LOGIN_LIMITER: web.AppKey[LoginLimiter] = _app_key("login_limiter", object)
 WEB_PATHS: web.AppKey[WebPaths] = _app_key("web_paths", object)
 WS_CLIENTS: web.AppKey[dict[web.WebSocketResponse, dict[str, Any]]] = _app_key("ws_clients", dict)  # -> principal
 PRESENCE: web.AppKey[Presence] = _app_key("presence", object)
+CLOSING: web.AppKey[set[asyncio.Task[None]]] = _app_key("closing", set)  # sockets another node signed out
 HOSTS: web.AppKey[HostPolicy] = _app_key("hosts", object)
 WARNINGS: web.AppKey[Repeats] = _app_key("warnings", object)  # what the web side says about misbehaving clients
 COMMAND_SECRETS: web.AppKey[CommandSecrets] = _app_key("command_secrets", object)  # a central's, per site

@@ -8,8 +8,9 @@ from the dashboard's own origin (a foreign page could otherwise ride on the cook
 
 A socket lives no longer than its session: signing out closes it at once, and every
 :data:`SESSION_CHECK_INTERVAL` seconds the sockets whose session expired, was deleted (a password change, even
-one made with the command line) or whose user was disabled are closed with 4401. What a client may send is
-rate-limited; a client that keeps flooding is closed with 1008.
+one made with the command line) or whose user was disabled are closed with 4401. Several central nodes: signing
+out, or a user's password changed or account disabled, closes their sockets on the other nodes at once too.
+What a client may send is rate-limited; a client that keeps flooding is closed with 1008.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from vmond.store.users import valid_sessions
 from vmond.util import auth
 from vmond.util.bus import Bus, Message, Subscription
 from vmond.util.ratelimit import TokenBucket
-from vmond.web.keys import AUTH_VIA, BUS, DB, PRESENCE, PRINCIPAL, WARNINGS, WS_CLIENTS
+from vmond.web.keys import AUTH_VIA, BUS, CLOSING, DB, PRESENCE, PRINCIPAL, SERVICES, WARNINGS, WS_CLIENTS
 from vmond.web.scope import message_allowed, scope_from
 from vmond.web.security import json_error, origin_ok, require
 
@@ -45,6 +46,7 @@ SESSION_CHECK_INTERVAL = 10.0  # seconds between checks that every open socket's
 CLIENT_RATE, CLIENT_BURST = 5.0, 20  # messages a client may send per second, and in a burst
 CLIENT_FLOOD = 200  # messages over the rate before the client is disconnected
 PRESENCE_MESSAGE = "presence"  # between central nodes: who has which alarm open on a node
+SIGNED_OUT_MESSAGE = "signed_out"  # between central nodes: {"session": hash} or {"user_id": id} ended
 PRESENCE_REFRESH = 20.0  # seconds between a node's repeats of who has which alarm open there
 PRESENCE_EXPIRY = 3 * PRESENCE_REFRESH  # a node not heard from for this long has no viewers any more
 
@@ -244,18 +246,46 @@ async def presence_refresh(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-async def close_sockets_of(app: web.Application, *, user_id: int) -> None:
-    """Close all live connections of a user (disabled, deleted, or their password changed)."""
+async def close_sockets_of(app: web.Application, *, user_id: int, everywhere: bool = True) -> None:
+    """Close all live connections of a user (disabled, deleted, or their password changed); *everywhere*: on
+    the other central nodes too (at once, not at their next session check)."""
+    if everywhere:
+        _tell_nodes(app, {"user_id": user_id})
     for ws, who in list(app[WS_CLIENTS].items()):
         if who["user_id"] == user_id:
             await ws.close(code=WS_SIGNED_OUT, message=b"signed out")
 
 
-async def close_session_sockets(app: web.Application, session_hash: str, reason: bytes = b"signed out") -> None:
-    """Close the live connections of one session (signed out, expired, revoked)."""
+async def close_session_sockets(app: web.Application, session_hash: str, reason: bytes = b"signed out",
+                                everywhere: bool = True) -> None:
+    """Close the live connections of one session (signed out, expired, revoked); *everywhere*: on the other
+    central nodes too."""
+    if everywhere:
+        _tell_nodes(app, {"session": session_hash})
     for ws, who in list(app[WS_CLIENTS].items()):
         if who.get("session_hash") == session_hash:
             await ws.close(code=WS_SIGNED_OUT, message=reason)
+
+
+def _tell_nodes(app: web.Application, data: dict[str, Any]) -> None:
+    if (bridge := app[SERVICES].bridge) is not None:
+        bridge.share(SIGNED_OUT_MESSAGE, data)
+
+
+def signed_out_elsewhere(app: web.Application) -> Callable[[str, dict[str, Any]], None]:
+    """The bridge's handler of :data:`SIGNED_OUT_MESSAGE`: a session or user another node signed out."""
+    def close(node: str, data: dict[str, Any]) -> None:
+        if isinstance(session := data.get("session"), str):
+            closing = close_session_sockets(app, session, everywhere=False)
+        elif isinstance(user_id := data.get("user_id"), int):
+            closing = close_sockets_of(app, user_id=user_id, everywhere=False)
+        else:
+            return
+        task = asyncio.create_task(closing, name="signed-out-elsewhere")
+        app[CLOSING].add(task)  # kept until done: a task nobody holds may be collected mid-way
+        task.add_done_callback(app[CLOSING].discard)
+
+    return close
 
 
 async def check_sessions(app: web.Application) -> None:
@@ -266,7 +296,7 @@ async def check_sessions(app: web.Application) -> None:
         return
     valid = await app[DB].read(valid_sessions, sorted(hashes))
     for session_hash in hashes - valid:
-        await close_session_sockets(app, session_hash, b"session ended")
+        await close_session_sockets(app, session_hash, b"session ended", everywhere=False)  # each node checks
 
 
 async def session_watch(app: web.Application) -> AsyncIterator[None]:
