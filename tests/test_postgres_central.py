@@ -6,12 +6,14 @@ with the central process on PostgreSQL."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from centralsite import Central, central, central_process, edge, edge_process, poll, watchful_central  # noqa: F401
+from conftest import Daemon
 from helpers import run_cli
 from mosquitto import Mosquitto
 from postgres import PostgresCluster
@@ -27,6 +29,16 @@ from test_central_mirror import (
 )
 from test_central_sites import test_a_killed_edge_is_offline_until_it_returns  # noqa: F401
 
+# First-run setup, logins and tokens on a central in the test's loop (the fixture `daemon` below): its users and
+# sessions in PostgreSQL.
+from test_web import (
+    test_first_run_setup_creates_the_admin_once,  # noqa: F401
+    test_login_wrong_password_and_rate_limit,  # noqa: F401
+    test_token_gives_bearer_access,  # noqa: F401
+)
+
+from vmond.config import Config
+from vmond.daemon import running
 from vmond.store import migrations
 
 pytestmark = pytest.mark.usefixtures("quick_mqtt")
@@ -41,6 +53,8 @@ async def test_a_central_migrates_an_empty_database_and_serves(central: Central,
                                                                postgres_db: str) -> None:
     status, _, body = await central.fetch("/api/health")
     assert status == 200 and json.loads(body)["status"] == "ok", body
+    database = json.loads(body)["database"]
+    assert database["ok"] and database["engine"] == "postgresql" and database["reconnects"] == 0, database
     versions = postgres.execute("SELECT max(version) FROM vmond_schema", dbname=postgres_db)
     assert versions == [(migrations.LATEST,)]
     # the admin `vmond user add` created (centralsite) logged in: its session is a row in PostgreSQL
@@ -74,7 +88,8 @@ def test_a_wrong_password_stops_the_start_with_a_clear_error(tmp_path: Path,
     result = run_cli("user", "add", "someone", "--role", "admin", "--password-stdin", "--config", str(config),
                      stdin="correct horse battery\n")
     assert result.returncode != 0
-    assert "password authentication failed" in result.stderr
+    (line,) = result.stderr.splitlines()  # one line, no traceback
+    assert line.startswith(f"cannot open the database {url}: ") and "password authentication failed" in line
     assert "not the password" not in result.stderr
 
 
@@ -106,3 +121,14 @@ def test_users_are_kept_in_postgresql(tmp_path: Path, postgres: PostgresCluster,
     assert again.returncode != 0 and "exists already" in again.stderr
     assert postgres.execute("SELECT role, active FROM \"user\" WHERE username = 'guard7'",
                             dbname=postgres_db) == [("guard", True)]
+
+
+@pytest.fixture
+async def daemon(make_config: Callable[..., Config], broker: Mosquitto, postgres_url: str) -> AsyncIterator[Daemon]:
+    """A central station on PostgreSQL, in the test's loop (no edge: its users are what is tested)."""
+    config = make_config(storage={"data_dir": "data", "min_free_space": 0, "database": postgres_url},
+                         central={"mqtt": {"host": "127.0.0.1", "port": broker.port}, "sites": "auto",
+                                  "command_secret": "secret-of-every-site"}, accounts=[])
+    assert config.central.enabled and config.storage.postgresql
+    async with running(config) as services:
+        yield Daemon(services)

@@ -14,14 +14,15 @@ from typing import Any
 import peewee as pw
 import pytest
 from postgres import PostgresCluster
-from test_store import record
+from test_store import NOW, record
 
 from vmond.config import Config
-from vmond.store import migrations, pgschema
+from vmond.store import migrations, mirrorbatch, pgschema
 from vmond.store.alarms import alarm_summary, raise_alarm, tick_step
 from vmond.store.changes import Change, Changes
 from vmond.store.db import Database, open_postgresql, open_sqlite
 from vmond.store.events import record_mail
+from vmond.store.mirrorbatch import SiteMessage
 from vmond.store.models import MODELS, Alarm, User
 from vmond.store.sync import sync_accounts
 from vmond.util.bus import Bus
@@ -245,3 +246,25 @@ async def test_the_server_restarted_under_a_running_database(postgres: PostgresC
             except pw.DatabaseError:
                 assert attempt == 0
         assert await db.read(lambda: User.select().count()) == 2
+
+
+def test_a_batch_that_loses_its_connection_is_not_dropped(postgres_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection dies under the mirror's second message: the batch fails whole (the link tries it again),
+    rather than counting that message and the ones after it as bad and dropping them."""
+    db = open_postgresql(postgres_url)
+    real = mirrorbatch.note_status
+
+    def dies_on_second(key: str, *args: Any) -> None:
+        if key == "site-b":
+            db.execute_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+        real(key, *args)
+
+    monkeypatch.setattr(mirrorbatch, "note_status", dies_on_second)
+    status = {"version": "1.0", "outbox_depth": 0}
+    messages = [SiteMessage(site, "status", status) for site in ("site-a", "site-b", "site-c")]
+    try:
+        with pytest.raises((pw.OperationalError, pw.InterfaceError)):
+            mirrorbatch.mirror_messages(messages, NOW, "central.local", {})
+    finally:
+        db.close()

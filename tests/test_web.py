@@ -59,7 +59,7 @@ async def test_health_needs_no_login(daemon: Daemon) -> None:
     status, body = await daemon.api("GET", "/api/health", None)
     assert status == 200
     assert body["status"] == "ok" and body["version"]
-    assert body["smtp"]["listening"] and body["database"]["ok"]
+    assert body["smtp"]["listening"] and body["database"]["ok"] and body["database"]["engine"] == "sqlite"
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)

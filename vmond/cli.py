@@ -130,10 +130,13 @@ def _read_password(args: argparse.Namespace) -> str:
 def _write(config: Config, fn: Callable[..., object], *args: object) -> None:
     """Run *fn* in one write transaction on the daemon's database (it may be running: on SQLite, WAL and a busy
     timeout let both write; on PostgreSQL, a conflict with a running node is tried again)."""
-    from vmond.store.db import open_configured, run_transaction
+    from vmond.store.db import DatabaseUnavailable, open_configured, run_transaction
 
     storage = config.storage
-    db = open_configured(storage.data_dir, storage.database, storage.read_database_password())
+    try:
+        db = open_configured(storage.data_dir, storage.database, storage.read_database_password())
+    except DatabaseUnavailable as exc:
+        raise SystemExit(str(exc)) from None
     try:
         run_transaction(db, lambda: fn(*args))
     finally:

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vmond.central.adoption import Adopter, wait_not_adopted
+from vmond.central.crossnode import BusBridge
 from vmond.central.duties import NOTIFY, OUTBOX, SITEWATCH, Node
 from vmond.central.link import MirrorLink
 from vmond.central.media import CentralMedia
@@ -138,13 +139,19 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if config.web.tls.self_signed and config.web.tls.certificate is None:
             config = await loop.run_in_executor(io, ensure_self_signed, config)
 
-        mqtt = mirror = node = None
+        mqtt = mirror = node = bridge = None
         central_media = None  # a central's copies of the sites' pictures and clips
         bus = Bus()
         # A central reports nothing of its own over MQTT (what it mirrors is the sites' to report): no topics.
         changes = Changes(db, bus, None if central else outbox_topics(config),
                           None if central else NotifyRules.from_config(config))
         notifier = None
+        if central and config.storage.database is not None and config.storage.postgresql:
+            # Several central nodes on one PostgreSQL: each node's changes reach every node's dashboards.
+            password = config.storage.read_database_password()
+            bridge = await stack.enter_async_context(BusBridge(
+                config.storage.database, config.central.node, changes,
+                password=None if password is None else password.reveal()))
         if central:  # one of several central nodes (issue 19): the duties run where their leases are held
             node = await stack.enter_async_context(Node(db, config.central.node))
             changes.on_queued(node.waker(OUTBOX))  # commands to the sites wait in the outbox
@@ -188,7 +195,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, changes=changes, started_at=time.monotonic(), mqtt=mqtt,
                             metrics=metrics, clips=clips, disk=keeper, live=live, notifications=notifier,
-                            mirror=mirror, central_media=central_media, node=node)
+                            mirror=mirror, central_media=central_media, node=node, bridge=bridge)
         if node is not None:
             _central_duties(node, services, media)
 

@@ -94,15 +94,18 @@ def open_postgresql(url: str, password: Secret | None = None) -> PostgresDatabas
     return db
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The configured PostgreSQL cannot be reached or refuses the login (the message says which, one line)."""
+
+
 def open_configured(data_dir: Path, url: str | None, password: Secret | None = None) -> pw.Database:
     """The configuration's database for a command-line tool: PostgreSQL at *url*, else SQLite in *data_dir*."""
     if url is not None:
-        return open_postgresql(url, password)
+        try:
+            return open_postgresql(url, password)
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            raise DatabaseUnavailable(f"cannot open the database {url}: {_first_line(exc)}") from exc
     return open_sqlite(data_dir / "vmond.db")
-
-
-def is_postgresql(db: pw.Database) -> bool:
-    return isinstance(db, pw.PostgresqlDatabase)
 
 
 class _DbThread(threading.Thread):
@@ -161,10 +164,13 @@ def run_transaction(db: pw.Database, call: Callable[[], T], *, writer: bool = Tr
         except Exception as exc:
             if connection_lost(db):
                 counts.reconnects += 1
+                # peewee 3.14's rollback on the dead connection raises "connection already closed": the caller
+                # gets what broke it instead (an OperationalError, like any other database trouble)
+                cause = _what_broke(exc)
                 log.warning("database: connection lost (%s: %s); a new one for the next call",
-                            type(exc).__name__, _first_line(exc))
+                            type(cause).__name__, _first_line(cause))
                 drop_connection(db)
-                raise
+                raise cause from None
             if not (writer and worth_retrying(exc)) or attempt >= MAX_ATTEMPTS:
                 if attempt > 1:
                     log.warning("database: a write still conflicted after %d attempts: %s", attempt,
@@ -178,6 +184,16 @@ def run_transaction(db: pw.Database, call: Callable[[], T], *, writer: bool = Tr
         if attempt > 2:
             log.info("database: a write committed at attempt %d (it conflicted with another node's)", attempt)
         return result
+
+
+def _what_broke(exc: BaseException) -> BaseException:
+    """The first database error in *exc*'s context chain (past the rollback's "connection already closed")."""
+    item: BaseException | None = exc
+    while item is not None:
+        if isinstance(item, pw.DatabaseError):
+            return item
+        item = item.__context__
+    return exc
 
 
 def _first_line(exc: BaseException) -> str:
@@ -240,6 +256,16 @@ class Database:
     def conflicts(self) -> int:
         """PostgreSQL: write attempts run again after a serialization failure or deadlock, since the start."""
         return self._writer.counts.retries if self._writer is not None else 0
+
+    @property
+    def reconnects(self) -> int:
+        """PostgreSQL: connections found broken and replaced, since the start."""
+        return sum(t.counts.reconnects for t in (self._writer, *self._readers) if t is not None)
+
+    def status(self) -> dict[str, Any]:
+        """For ``/api/health``: the engine, and PostgreSQL's conflicts and reconnections since the start."""
+        return {"engine": "postgresql" if self.postgresql else "sqlite", "conflicts": self.conflicts,
+                "reconnects": self.reconnects}
 
     def _open(self) -> pw.Database:
         if self.url is not None:

@@ -59,8 +59,8 @@ def mirror_messages(messages: list[SiteMessage], at: datetime, domain: str, name
                 if heard is not None:
                     _keep_last_heard(heard, change)
             later += told
-        except pw.OperationalError:
-            raise  # the database (disk full, busy), not the message: the caller tries the batch again
+        except (pw.OperationalError, pw.InterfaceError):
+            raise  # the database (disk full, busy, its connection lost), not the message: the batch is tried again
         except Exception as exc:  # noqa: BLE001 - whatever a message makes fail, it must not stop the mirror
             dropped += 1
             log.warning("central: site %s's %s message was dropped: %s: %s", message.site, message.what,

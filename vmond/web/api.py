@@ -43,6 +43,7 @@ async def health(request: web.Request) -> web.Response:
         db_state: dict[str, Any] = {"ok": True, "write_latency_ms": round(db_latency * 1000, 1)}
     except (TimeoutError, Exception) as exc:  # noqa: BLE001 - health reports, never raises
         db_state = {"ok": False, "error": type(exc).__name__}
+    db_state.update(services.db.status())
     low_disk = disk.free < config.storage.min_free_space or services.ingest.refusing_for_space()
     status = "ok" if db_state["ok"] and not low_disk else "degraded"
     body = {
@@ -71,6 +72,7 @@ async def health(request: web.Request) -> web.Response:
         "central": services.mirror.status() if services.mirror is not None else None,  # a central's sites in
         # A central node (issue 19): its name, the duties it runs, and who holds each lease.
         "cluster": await _cluster(services),
+        "bridge": services.bridge.status() if services.bridge is not None else None,  # the other central nodes
     }
     return web.json_response(body)
 
