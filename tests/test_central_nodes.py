@@ -233,3 +233,23 @@ async def _active(central: Central, count: int) -> bool:
 async def _all_done(central: Central) -> bool:
     commands = await central.list("/api/commands?state=all", "commands")
     return len(commands) == 4 and all(c["state"] == "done" for c in commands)
+
+
+async def test_a_node_back_before_its_lease_expired_resumes_its_own_session(
+        tmp_path: Path, broker: Mosquitto, fleet: Fleet, shared: SharedDatabase) -> None:
+    with central_node(tmp_path, broker.port, "node-a", shared) as a:
+        with central_node(tmp_path, broker.port, "node-b", shared, first=False) as b:
+            publishing = flood(fleet, 300, rate=60)
+            await poll(lambda: asyncio.to_thread(lambda: len(shared.events()) >= 50), "events flowing", timeout=30)
+            assert a.process.popen is not None
+            a.process.popen.kill()
+            a.process.popen.wait()
+            await asyncio.to_thread(a.restart)  # back within seconds: its node lease has not expired
+            await asyncio.to_thread(publishing.join, 60)
+            want = {origin: 1 for origin in fleet.origin.values()}
+            await poll(lambda: asyncio.to_thread(lambda: every_event_once(fleet, shared) == want),
+                       "every event mirrored exactly once", timeout=60)
+            # node-a took its own session back (what it had not acknowledged came again): nothing to adopt.
+            assert (await b.get("/api/health"))["central"]["adopted"] == 0
+            assert (await a.get("/api/health"))["central"]["connected"]
+            assert shared.holders()["node:node-a"] == "node-a"
