@@ -78,7 +78,8 @@ class MirrorLink:
 
     def __init__(self, config: Config, db: Database, changes: Changes, io: Executor,
                  on_media: MediaHandler | None = None,
-                 may_leave: Callable[[], Awaitable[bool]] | None = None) -> None:
+                 may_leave: Callable[[], Awaitable[bool]] | None = None,
+                 stay: Callable[[], Awaitable[None]] | None = None) -> None:
         self._config = config
         self._central = config.central
         self._prefix = config.central.mqtt.topic_prefix
@@ -89,6 +90,7 @@ class MirrorLink:
         self._names = {site.id: site.name for site in config.central.sites if site.name}  # over the announced
         self._node = config.central.node
         self._may_leave = may_leave  # at a clean stop: whether this node leaves the group (another is alive)
+        self._stay = stay  # it was to leave but could not: its session is left to a survivor to adopt
         self._settings: LinkSettings | None = None
         self._own: MirrorSession | None = None
         self._retained: MirrorSession | None = None
@@ -132,6 +134,8 @@ class MirrorLink:
             try:
                 if self._may_leave is not None and own.connected and await self._may_leave():
                     self.left = await own.leave()
+                    if not self.left and self._stay is not None:
+                        await self._stay()
                 else:
                     log.info("central: no other node is alive: this node's session stays at the broker, "
                              "holding the sites' messages until a node is back")
