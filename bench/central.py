@@ -314,8 +314,11 @@ async def bench(args: argparse.Namespace, scratch: Path, nodes: int) -> Summary:
         await asyncio.sleep(1.0)
         end_rss = await asyncio.to_thread(central.rss)
         others_rss = await asyncio.to_thread(central.rss_others)
-        healths = [(await each.get("/api/health")).get("central") or {} for each in apis]
+        bodies = [await each.get("/api/health") for each in apis]
+        healths = [body.get("central") or {} for body in bodies]
         health = {key: sum(int(h.get(key) or 0) for h in healths) for key in ("mirrored", "dropped", "waiting")}
+        # PostgreSQL: transactions that met another's and were run again (serialization failures, deadlocks)
+        health["conflicts"] = sum(int((body.get("database") or {}).get("conflicts") or 0) for body in bodies)
 
         report(out, args, ref_rate=ref_rate, sites_seen=sites_seen, onboarding=onboarding, fresh_rss=fresh_rss,
                idle_rss=idle_rss, end_rss=end_rss, others_rss=others_rss, peaks=sampler.peak, tokens=tokens,
@@ -398,6 +401,9 @@ def report(out: Results, args: argparse.Namespace, **r: Any) -> None:
     health = r["health"]
     out.say(f"| the central's `/api/health`: site messages mirrored / dropped / waiting | {health.get('mirrored')} / "
             f"{health.get('dropped')} / {health.get('waiting')} |")
+    if args.database == "postgresql":
+        out.say("| PostgreSQL: write transactions run again after a conflict, all nodes | "
+                f"{health.get('conflicts')} |")
     out.targets[f"mirror >= {TARGET_EVENTS_PER_S:.0f} events/s"] = (
         r["rate"] >= TARGET_EVENTS_PER_S and r["mirrored"] == r["burst"],
         f"{r['rate']:.1f} events/s ({r['mirrored']} of {r['burst']})")

@@ -222,9 +222,18 @@ def test_without_the_password_nobody_connects(broker: ReadmeBroker, clients: lis
     assert client.refused is not None
 
 
+def section(title: str) -> str:
+    """The README's section *title* (a ``###`` heading of the chapter), up to the next heading."""
+    text = chapter()
+    start = text.index(f"\n### {title}\n")
+    ends = [i for i in (text.find("\n### ", start + 1), text.find("\n## ", start + 1)) if i != -1]
+    return text[start:min(ends, default=len(text))]
+
+
 def test_the_chapter_configures_an_edge_and_a_central() -> None:
     edge, central = (parse_config_text(block, "README.md", check_files=False)
-                     for block in re.findall(r"^```yaml\n(.*?)^```$", chapter(), flags=re.M | re.S))
+                     for title in ("An edge for a central", "A central")
+                     for block in re.findall(r"^```yaml\n(.*?)^```$", section(title), flags=re.M | re.S))
     assert edge.mqtt.enabled and edge.mqtt.commands and edge.mqtt.publish_media == "thumbnails"
     assert edge.mqtt.username == edge.site.id  # what the ACL's %u patterns rely on
     assert not edge.central.enabled

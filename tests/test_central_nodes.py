@@ -203,3 +203,53 @@ async def test_the_session_of_a_central_from_before_several_nodes_is_emptied(
         # The retained copies make the sites, the old session's queue their events.
         await poll(lambda: asyncio.to_thread(lambda: every_event_once(fleet, database) == want),
                    "the events the old session held", timeout=20)
+
+
+async def test_a_command_queued_on_either_node_is_sent_once_by_the_outbox_holder(
+        tmp_path: Path, broker: Mosquitto, fleet: Fleet, shared: SharedDatabase) -> None:
+    with central_node(tmp_path, broker.port, "node-a", shared) as a:
+        await poll(lambda: asyncio.to_thread(lambda: shared.holders().get("duty:outbox") == "node-a"),
+                   "node-a holds duty:outbox")
+        with central_node(tmp_path, broker.port, "node-b", shared, first=False) as b:
+            for _ in range(4):
+                fleet.event(alarm_every=0)
+            await poll(lambda: _active(b, 4), "the events on the wall")
+            events = await b.list("/api/events", "events")
+            for node, event in zip((b, a, b, a), events, strict=True):  # b holds no duty:outbox
+                status, body = await node.call("POST", f"/api/events/{event['id']}/dismiss")
+                assert status == 202, body
+            await poll(lambda: asyncio.to_thread(lambda: len(fleet.commands) >= 4), "the commands at the sites")
+            await poll(lambda: _all_done(a), "every command answered")
+            # Sent once each: the sites saw each command id once, though both nodes' outboxes could read them.
+            assert len(fleet.commands) == 4 and all(seen.ok for seen in fleet.commands)
+            assert len({seen.command["id"] for seen in fleet.commands if seen.command}) == 4
+            assert (await b.get("/api/health"))["mqtt"] == {"enabled": True, "connected": False, "elsewhere": True}
+
+
+async def _active(central: Central, count: int) -> bool:
+    return len(await central.list("/api/events", "events")) >= count
+
+
+async def _all_done(central: Central) -> bool:
+    commands = await central.list("/api/commands?state=all", "commands")
+    return len(commands) == 4 and all(c["state"] == "done" for c in commands)
+
+
+async def test_a_node_back_before_its_lease_expired_resumes_its_own_session(
+        tmp_path: Path, broker: Mosquitto, fleet: Fleet, shared: SharedDatabase) -> None:
+    with central_node(tmp_path, broker.port, "node-a", shared) as a:
+        with central_node(tmp_path, broker.port, "node-b", shared, first=False) as b:
+            publishing = flood(fleet, 300, rate=60)
+            await poll(lambda: asyncio.to_thread(lambda: len(shared.events()) >= 50), "events flowing", timeout=30)
+            assert a.process.popen is not None
+            a.process.popen.kill()
+            a.process.popen.wait()
+            await asyncio.to_thread(a.restart)  # back within seconds: its node lease has not expired
+            await asyncio.to_thread(publishing.join, 60)
+            want = {origin: 1 for origin in fleet.origin.values()}
+            await poll(lambda: asyncio.to_thread(lambda: every_event_once(fleet, shared) == want),
+                       "every event mirrored exactly once", timeout=60)
+            # node-a took its own session back (what it had not acknowledged came again): nothing to adopt.
+            assert (await b.get("/api/health"))["central"]["adopted"] == 0
+            assert (await a.get("/api/health"))["central"]["connected"]
+            assert shared.holders()["node:node-a"] == "node-a"

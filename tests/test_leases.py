@@ -56,3 +56,21 @@ async def test_a_released_lease_is_free_at_once_and_only_its_holder_releases_it(
         assert await b.write(leases.hold, ["duty:sitewatch"], "b", 60.0) == {"duty:sitewatch"}
         assert await b.read(leases.live_nodes) == ["a"]
 
+
+
+async def test_the_last_node_alive_does_not_leave_and_a_node_that_could_not_leave_is_adopted(
+        tmp_path: Path, db_url: str | None) -> None:
+    async with Database(tmp_path / "vmond.db", url=db_url) as db:
+        await db.write(leases.hold, ["node:a"], "a", 60.0)
+        assert await db.write(leases.leave, "node:a", "a") is False  # alone: keeps its lease and its session
+        assert await db.read(leases.live_nodes) == ["a"]
+        await db.write(leases.hold, ["node:b"], "b", 60.0)
+        assert await db.write(leases.leave, "node:a", "a") is True  # b is alive: a leaves
+        assert await db.read(leases.live_nodes) == ["b"] and await db.read(leases.expired_nodes) == []
+        assert await db.write(leases.leave, "node:b", "b") is False  # now b is the last
+        await db.write(leases.abandon, "node:a", "a")  # a's session could not be erased after all
+        assert await db.read(leases.expired_nodes) == ["a"]  # so b adopts it
+        assert await db.write(leases.take_adoption, "a", "b", 60.0) is True
+        assert await db.write(leases.take_adoption, "a", "c", 60.0) is False  # one adopter at a time
+        await db.write(leases.adopted, "a", "b", True)
+        assert await db.read(leases.expired_nodes) == [] and await db.read(leases.holder, "adopt:a") is None

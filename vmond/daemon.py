@@ -160,7 +160,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
             await wait_not_adopted(db, config.central.node)  # a survivor still emptying this node's session
             mirror = await stack.enter_async_context(MirrorLink(config, db, changes, io,
                                                                 on_media=central_media.receive,
-                                                                may_leave=node.leave))
+                                                                may_leave=node.leave, stay=node.stay))
             mirror.on_available = node.waker(SITEWATCH)  # an edge's last will shows at once
             await stack.enter_async_context(Adopter(db, config.central.node, mirror))
         else:

@@ -131,6 +131,11 @@ class Node:
         self._left = left
         return left
 
+    async def stay(self) -> None:
+        """The node left (:meth:`leave`) but its session could not be erased: its node lease back, expired, so a
+        survivor adopts the session."""
+        await self._db.write(leases.abandon, self.lease, self.name)
+
     async def status(self) -> dict[str, Any]:
         """What ``/api/health`` says: this node, and who holds each lease (from the database)."""
         held = await self._db.read(leases.holders)

@@ -97,7 +97,8 @@ class MirrorLink:
 
     def __init__(self, config: Config, db: Database, changes: Changes, io: Executor,
                  on_media: MediaHandler | None = None,
-                 may_leave: Callable[[], Awaitable[bool]] | None = None) -> None:
+                 may_leave: Callable[[], Awaitable[bool]] | None = None,
+                 stay: Callable[[], Awaitable[None]] | None = None) -> None:
         self._config = config
         self._central = config.central
         self._prefix = config.central.mqtt.topic_prefix
@@ -108,6 +109,7 @@ class MirrorLink:
         self._names = {site.id: site.name for site in config.central.sites if site.name}  # over the announced
         self._node = config.central.node
         self._may_leave = may_leave  # at a clean stop: whether this node leaves the group (another is alive)
+        self._stay = stay  # it was to leave but could not: its session is left to a survivor to adopt
         self._settings: LinkSettings | None = None
         self._own: MirrorSession | None = None
         self._retained: MirrorSession | None = None
@@ -162,6 +164,8 @@ class MirrorLink:
                     self.left = await own.leave()
                     if self.left and media is not None:  # the files sent while it is away are not kept for it
                         await asyncio.get_running_loop().run_in_executor(None, erase_session, media.settings)
+                    elif not self.left and self._stay is not None:
+                        await self._stay()  # a survivor adopts its session, and erases its media session too
                 else:
                     log.info("central: no other node is alive: this node's session stays at the broker, "
                              "holding the sites' messages until a node is back")

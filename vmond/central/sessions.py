@@ -128,7 +128,7 @@ class MirrorSession:
 
     def _on_disconnect(self, client: mqtt.Client, *args: Any) -> None:
         self.connected = False
-        if self.kind == ADOPTED and not self.leaving:
+        if self.kind == ADOPTED:
             # Lost while adopting: the node came back and took its client id (or the broker went away). Never
             # reconnect: that would take the session from its owner. What was not acknowledged stays there.
             client.disconnect()

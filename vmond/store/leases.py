@@ -114,3 +114,11 @@ def adopted(dead: str, holder: str, erased: bool) -> None:
     release([ADOPT + dead], holder)
     if erased:
         Lease.delete().where(Lease.name == NODE + dead, Lease.expires_at <= database_now()).execute()
+
+
+def abandon(lease: str, holder: str) -> None:
+    """A node that gave its node lease up to leave but could not (its session is still at the broker): the lease
+    back, expired, so a survivor adopts the session as a dead node's."""
+    now = database_now()
+    Lease.delete().where(Lease.name == lease).execute()
+    Lease.insert(name=lease, holder=holder, expires_at=now, taken_at=now).execute()
