@@ -5,6 +5,8 @@ node, byte for byte as the site has them."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,27 @@ from test_central_media import edge_pictures, media_commands
 
 pytestmark = pytest.mark.usefixtures("quick_mqtt")
 MAIL = "hikvision-ipc-intrusion.eml"  # three pictures
+# A node's cache bound freeing its whole cache (argv: database URL, media directory, unused SQLite path, a file
+# that must then be "not fetched" on its row).
+FREE_ALL = """
+import asyncio, sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from vmond.central.mediacache import CacheBound
+from vmond.media.store import MediaStore
+from vmond.store.centralmedia import cached_paths
+from vmond.store.db import Database
+
+async def main():
+    url, media, unused, relpath = sys.argv[1:]
+    with ThreadPoolExecutor(1) as io:
+        async with Database(Path(unused), url=url) as db:
+            bound = CacheBound(db, MediaStore(Path(media)), io)
+            await bound.free_to(0)
+            assert bound.evicted > 0 and relpath not in await db.read(cached_paths)
+
+asyncio.run(main())
+"""
 
 
 @pytest.fixture
@@ -99,3 +122,37 @@ async def test_a_picture_opened_on_both_nodes_at_once_is_served_by_both(
             assert body == pictures[index][1]
     for node in nodes:
         assert all((cache_dir(node) / str(edge_id)).read_bytes() == picture for edge_id, picture, _ in pictures)
+
+
+async def test_one_nodes_cache_bound_leaves_the_other_node_serving_its_own_copy(
+        tmp_path: Path, postgres_url: str, edge: Daemon, nodes: list[Central]) -> None:  # noqa: F811
+    await edge.send(sample(MAIL))
+    events = await _event_on_every_node(nodes)
+    pictures = await edge_pictures(edge)
+    a, b = nodes
+    edge_id, picture, _ = pictures[0]
+    status, _, body = await a.fetch(events[0]["images"][0]["url"])
+    assert status == 200 and body == picture
+    for node in nodes:
+        async def cached(node: Central = node) -> bool:
+            return (cache_dir(node) / str(edge_id)).is_file()
+
+        await poll(cached, f"the picture in the cache of node {node.directory.name}")
+    asked = len(await media_commands(edge))
+
+    # Node A's cache bound frees its whole cache: its files go, and the shared rows say "not fetched". (In a
+    # process of its own, as on node A: the edge runs in this one, on its own database.)
+    evicted = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", FREE_ALL, postgres_url,
+                                                      str(a.directory / "data" / "media"), str(tmp_path / "unused.db"),
+                                                      f"central/test-site/{edge_id}"],
+                                      capture_output=True, text=True, timeout=60, check=False)
+    assert evicted.returncode == 0, evicted.stderr
+    assert not (cache_dir(a) / str(edge_id)).exists()
+
+    # Node B still serves its own copy, without asking the site; node A asks once more and serves it again.
+    status, _, body = await b.fetch(events[1]["images"][0]["url"])
+    assert status == 200 and body == picture
+    assert len(await media_commands(edge)) == asked
+    status, _, body = await a.fetch(events[0]["images"][0]["url"])
+    assert status == 200 and body == picture
+    assert len(await media_commands(edge)) == asked + 1
