@@ -10,10 +10,11 @@ CONFIG := $(VAR)/vmond.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests use: a real browser, openssl for certificates, ffmpeg to compare clips with, a broker,
 # an RTSP camera (GStreamer's RTSP server, x264enc from plugins-ugly, run by Debian's python3: tests/rtsp_server.py),
-# and PostgreSQL's server binaries (tests/postgres.py starts throw-away clusters of its own on free ports).
+# PostgreSQL's server binaries (tests/postgres.py starts throw-away clusters of its own on free ports), and the load
+# balancers of deploy/central (nginx, haproxy) and docker-compose to validate its compose file.
 RTSP_TEST_DEBS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly
-TEST_DEBS := chromium openssl ffmpeg mosquitto postgresql $(RTSP_TEST_DEBS)
+TEST_DEBS := chromium openssl ffmpeg mosquitto postgresql nginx haproxy docker-compose $(RTSP_TEST_DEBS)
 # The same suite on Debian 12's own library versions (what the .deb runs on).
 DEBIAN_VENV := .venv-debian
 DEBIAN_LIBS := python3-venv python3-aiohttp python3-aiohttp-jinja2 python3-aiosmtpd python3-peewee python3-pil \

@@ -49,8 +49,10 @@ from centralrig import (
     BareSubscriber,
     Broker,
     Central,
+    Database,
     Live,
     Sampler,
+    Sighting,
     profile_summary,
     start_profiler,
     stop_profiler,
@@ -184,11 +186,11 @@ async def command_round_trips(args: argparse.Namespace, fleet: Fleet, live: Live
     return trips, problems
 
 
-async def burst_run(args: argparse.Namespace, fleet: Fleet, live: Live, central: Central
+async def burst_run(args: argparse.Namespace, fleet: Fleet, live: Live, centrals: list[Central]
                     ) -> tuple[list[int], int, float, float, float]:
-    """The burst: (tokens, messages, when the first was published, when the last was mirrored, central CPU s)."""
-    profiler = start_profiler(args.profile, central.pid) if args.profile else None
-    cpu_before = await asyncio.to_thread(central.cpu)
+    """The burst: (tokens, messages, when the first was published, when the last was mirrored, the nodes' CPU s)."""
+    profiler = start_profiler(args.profile, centrals[0].pid) if args.profile else None
+    cpu_before = sum([await asyncio.to_thread(central.cpu) for central in centrals])
     start, sent_before = time.perf_counter(), fleet.messages_sent
     try:
         tokens = await asyncio.to_thread(publish_burst, fleet, args.burst, args.alarm_every)
@@ -198,7 +200,7 @@ async def burst_run(args: argparse.Namespace, fleet: Fleet, live: Live, central:
         if profiler is not None:
             await asyncio.to_thread(stop_profiler, profiler)
     seen = [live.first[t].at for t in tokens if t in live.first]
-    cpu = await asyncio.to_thread(central.cpu) - cpu_before
+    cpu = sum([await asyncio.to_thread(central.cpu) for central in centrals]) - cpu_before
     return tokens, messages, start, max(seen, default=start), cpu
 
 
@@ -212,17 +214,41 @@ async def count_sites(api: Api, cameras: int) -> int:
                and site.get("cameras") == cameras)
 
 
-async def bench(args: argparse.Namespace, scratch: Path) -> int:
+@dataclass
+class Summary:
+    """What the comparison of one node with two needs from a run."""
+
+    nodes: int
+    rate: float  # burst events/s mirrored
+    mirrored: int
+    burst: int
+    cpu_ms: float  # all nodes' CPU per event in the burst
+    latencies: list[float]  # paced: publish -> the first node's /ws, seconds
+    paced: int  # events published in the paced run
+
+
+async def bench(args: argparse.Namespace, scratch: Path, nodes: int) -> Summary:
+    scratch.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_hex(16)
     out = Results()
     broker = Broker(scratch / "broker", args.max_queued, args.max_inflight)
-    central: Central | None = None
+    database = Database(scratch / "postgres") if args.database == "postgresql" else None
+    centrals: list[Central] = []
     fleet: Fleet | None = None
-    api = live = sampler = None
+    apis: list[Api] = []
+    lives: list[Live] = []
+    sampler = None
     try:
         await asyncio.to_thread(broker.start)
-        central = Central(scratch / "central", broker.port, secret)
-        print(f"mosquitto on port {broker.port}; recording the template site and connecting "
+        if database is not None:
+            await asyncio.to_thread(database.start)
+        for index in range(nodes):
+            centrals.append(Central(scratch / f"central-{index + 1}", broker.port, secret,
+                                    node=f"node-{index + 1}" if nodes > 1 else None,
+                                    database=database.url if database is not None else None))
+        central = centrals[0]
+        print(f"mosquitto on port {broker.port}; {nodes} central node(s) on "
+              f"{'PostgreSQL' if database is not None else 'SQLite'}; recording the template site and connecting "
               f"{args.connections} publishing connections ...", flush=True)
         thumbnail = camera_jpegs(1, 480, 270, seed=args.seed, quality=75)[0] if args.thumbnails else None
         fleet = await asyncio.to_thread(Fleet, broker.port, args.sites, args.cameras, args.connections, secret,
@@ -235,13 +261,18 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
         # 2. Onboarding: every site's retained state is waiting when the central starts.
         await asyncio.to_thread(fleet.publish_retained)
         await wait_until(lambda: fleet is not None and fleet.unacknowledged() == 0, 60.0)
-        await asyncio.to_thread(central.start)
+        for index, node in enumerate(centrals):  # the first node makes the admin; the others share its database
+            await asyncio.to_thread(node.start, index == 0)
         started = time.perf_counter()
         fresh_rss = await asyncio.to_thread(central.rss)
-        api = Api(central)
-        await api.sign_in()
-        live = Live(api)
-        await live.start()
+        first: dict[int, Sighting] = {}
+        newest: dict[int, Sighting] = {}
+        for node in centrals:
+            apis.append(Api(node))
+            await apis[-1].sign_in()
+            lives.append(Live(apis[-1], first, newest))  # the first sighting on any node's socket counts
+            await lives[-1].start()
+        api, live = apis[0], lives[0]
         sampler = Sampler(central)
         sampler.start()
         sampler.phase = "onboarding"
@@ -271,36 +302,44 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
         # 5. Throughput.
         sampler.phase = "burst"
         burst_tokens, burst_messages, burst_start, burst_end, burst_cpu = await burst_run(args, fleet, live,
-                                                                                          central)
+                                                                                          centrals)
         mirrored = sum(1 for t in burst_tokens if t in live.first)
         rate = div(mirrored, burst_end - burst_start)
         print(f"burst: {mirrored} of {len(burst_tokens)} events mirrored in {burst_end - burst_start:.1f} s",
               flush=True)
+        if nodes > 1:  # every node's WebSocket shows every event, whichever node mirrored it
+            await wait_until(lambda: all(all(t in each.mine for t in burst_tokens) for each in lives), 10.0)
+        everywhere = sum(1 for t in burst_tokens if all(t in each.mine for each in lives))
         sampler.phase = "after"
         await asyncio.sleep(1.0)
         end_rss = await asyncio.to_thread(central.rss)
         others_rss = await asyncio.to_thread(central.rss_others)
-        health = (await api.get("/api/health")).get("central") or {}
+        healths = [(await each.get("/api/health")).get("central") or {} for each in apis]
+        health = {key: sum(int(h.get(key) or 0) for h in healths) for key in ("mirrored", "dropped", "waiting")}
 
         report(out, args, ref_rate=ref_rate, sites_seen=sites_seen, onboarding=onboarding, fresh_rss=fresh_rss,
                idle_rss=idle_rss, end_rss=end_rss, others_rss=others_rss, peaks=sampler.peak, tokens=tokens,
                central_lat=central_lat, bare_lat=bare_lat, trips=trips, problems=problems, burst=len(burst_tokens),
                mirrored=mirrored, rate=rate, burst_messages=burst_messages,
-               burst_cpu=burst_cpu, live=live, fleet=fleet, health=health)
-        return 0
+               burst_cpu=burst_cpu, live=live, fleet=fleet, health=health, nodes=nodes, everywhere=everywhere,
+               per_node=[len(each.mine & set(burst_tokens)) for each in lives])
+        return Summary(nodes, rate, mirrored, len(burst_tokens), div(burst_cpu * 1000, mirrored), central_lat,
+                       len(tokens))
     except BaseException:
-        if central is not None:
-            print("\nthe central's log, last lines:\n" + central.log_tail(), file=sys.stderr)
+        for node in centrals:
+            print(f"\n{node.folder.name}'s log, last lines:\n" + node.log_tail(), file=sys.stderr)
         raise
     finally:
-        for closing in (sampler, live, api):
+        for closing in (sampler, *lives, *apis):
             if closing is not None:
                 await closing.close()
         if fleet is not None:
             fleet.close()
-        if central is not None:
-            central.stop()
+        for node in centrals:
+            node.stop()
         broker.stop()
+        if database is not None:
+            database.stop()
 
 
 def report(out: Results, args: argparse.Namespace, **r: Any) -> None:
@@ -312,6 +351,8 @@ def report(out: Results, args: argparse.Namespace, **r: Any) -> None:
             f"every {args.alarm_every}th event also raises its alarm at the site (an events update and an alarms "
             f"message); the WebSocket reconnected {len(live.closes)} time(s), {live.resyncs} resync(s)")
     out.say()
+    out.say(f"{r['nodes']} central node(s) on {'PostgreSQL' if args.database == 'postgresql' else 'SQLite'}; "
+            "the latency is to the first node's WebSocket that shows the event")
     out.say("| what | figure |")
     out.say("|---|--:|")
     out.say(f"| reference: bare paho subscriber, messages/s | {r['ref_rate']:.0f} |")
@@ -321,7 +362,10 @@ def report(out: Results, args: argparse.Namespace, **r: Any) -> None:
     message_rate = div(r["burst_messages"] * r["rate"], r["burst"])
     out.say(f"| burst: events/s mirrored (messages/s) | {r['rate']:.1f} ({message_rate:.0f}) |")
     out.say(f"| burst: central/reference, messages/s | {div(message_rate, r['ref_rate']):.2f} |")
-    out.say(f"| burst: central CPU ms per event | {div(r['burst_cpu'] * 1000, r['mirrored']):.2f} |")
+    out.say(f"| burst: central CPU ms per event (all nodes) | {div(r['burst_cpu'] * 1000, r['mirrored']):.2f} |")
+    if r["nodes"] > 1:
+        out.say(f"| burst: events on every node's WebSocket / on each | {r['everywhere']} / "
+                f"{' + '.join(str(n) for n in r['per_node'])} |")
     central_lat, bare_lat = r["central_lat"], r["bare_lat"]
     out.say(f"| paced at {args.paced_rate:g}/s: events seen on the central's WebSocket | "
             f"{len(central_lat)} / {len(r['tokens'])} |")
@@ -400,7 +444,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "print where its time went")
     parser.add_argument("--seed", type=int, default=18, help="random seed: which site and camera each event has")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temporary one)")
-    return parser.parse_args(argv)
+    parser.add_argument("--nodes", choices=("1", "2", "both"), default="1",
+                        help="central nodes sharing the broker and the database: 1, 2, or both one after the other, "
+                        "with the gain (1)")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default=None,
+                        help="the central's database (default: SQLite for one node, PostgreSQL for two and for both, "
+                        "so that the comparison runs on one engine); PostgreSQL is a throw-away cluster of Debian's "
+                        "binaries (tests/postgres.py)")
+    args = parser.parse_args(argv)
+    if args.database is None:
+        args.database = "sqlite" if args.nodes == "1" else "postgresql"
+    if args.database == "sqlite" and args.nodes != "1":
+        parser.error("several nodes share a PostgreSQL database: --database postgresql")
+    return args
+
+
+def compare(one: Summary, two: Summary) -> None:
+    """The gain of a second node: the burst's throughput and the paced latency side by side."""
+    print()
+    print("| nodes | burst events/s mirrored | CPU ms per event (all nodes) | paced publish -> /ws p50 / p99 ms |")
+    print("|--:|--:|--:|--:|")
+    for run in (one, two):
+        print(f"| {run.nodes} | {run.rate:.1f} ({run.mirrored} of {run.burst}) | {run.cpu_ms:.2f} | "
+              f"{ms(percentile(run.latencies, 50))} / {ms(percentile(run.latencies, 99))} |")
+    print()
+    print(f"gain: 2-node throughput / 1-node throughput = {div(two.rate, one.rate):.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -413,7 +481,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"load {os.getloadavg()[0]:.1f}); {args.sites} sites x {args.cameras} cameras")
     with tempfile.TemporaryDirectory(prefix="vmond-bench-central-", dir=args.dir) as scratch:
         try:
-            return asyncio.run(bench(args, Path(scratch)))
+            if args.nodes != "both":
+                asyncio.run(bench(args, Path(scratch), int(args.nodes)))
+                return 0
+            one = asyncio.run(bench(args, Path(scratch) / "one-node", 1))
+            two = asyncio.run(bench(args, Path(scratch) / "two-nodes", 2))
+            compare(one, two)
+            return 0
         except KeyboardInterrupt:
             print("interrupted; cleaning up", file=sys.stderr)
             return 130

@@ -56,7 +56,7 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], what: str, timeo
             time.sleep(0.05)
 
 
-def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+def stop_process(process: subprocess.Popen[Any] | None) -> None:
     if process is None or process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -97,31 +97,69 @@ class Broker:
         stop_process(self.process)
 
 
-class Central:
-    """``vmond run`` as a central station on a temporary configuration, with the bench's admin user."""
+class Database:
+    """A throw-away PostgreSQL cluster (``tests/postgres.py``: Debian's binaries, a free loopback port) with one
+    fresh database, for central nodes that share it; ``url`` once started."""
 
-    def __init__(self, folder: Path, broker_port: int, secret: str) -> None:
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.url = ""
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / "postgres.log").open("a") as log:
+            self.process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "postgres.py")], text=True,
+                                            stdout=subprocess.PIPE, stderr=log)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()  # the script prints the URL once the cluster is up
+        if not line.startswith("postgresql://"):
+            self.stop()
+            raise RuntimeError(f"PostgreSQL did not start: {line!r} (see {self.folder / 'postgres.log'})")
+        self.url = line
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+class Central:
+    """``vmond run`` as a central station on a temporary configuration, with the bench's admin user. With
+    *database* (a PostgreSQL URL) and *node*, one of several nodes that share that database and the broker."""
+
+    def __init__(self, folder: Path, broker_port: int, secret: str, node: str | None = None,
+                 database: str | None = None) -> None:
+        self.folder = folder
+        self.node = node
         self.web_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.token = ""
         self.log = folder / "vmond.log"
         folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "vmond.yaml"
+        storage: dict[str, Any] = {"data_dir": str(folder / "data"), "min_free_space": 0}
+        central: dict[str, Any] = {"mqtt": {"host": "127.0.0.1", "port": broker_port, "topic_prefix": PREFIX},
+                                   "sites": "auto", "command_secret": secret}
+        if database is not None:
+            storage["database"] = database
+        if node is not None:
+            central["node"] = node
         self.config.write_text(json.dumps({  # JSON is YAML
             "site": {"id": "central-1", "name": "Bench Central"},
-            "storage": {"data_dir": str(folder / "data"), "min_free_space": 0},
+            "storage": storage,
             "web": {"listen": f"127.0.0.1:{self.web_port}"},
-            "central": {"mqtt": {"host": "127.0.0.1", "port": broker_port, "topic_prefix": PREFIX},
-                        "sites": "auto", "command_secret": secret},
+            "central": central,
         }, indent=1))
         self.notify = Notifications(folder / "notify.sock")
 
-    def start(self) -> None:
+    def start(self, add_user: bool = True) -> None:
+        """Start it; *add_user*: make the bench's admin first (once per database: the nodes share it)."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        subprocess.run([sys.executable, "-m", "vmond", "user", "add", "bench", "--role", "admin", "--password-stdin",
-                        "--config", str(self.config)], input=f"{PASSWORD}\n".encode(), check=True,
-                       capture_output=True, env=env, timeout=120)
+        if add_user:
+            made = subprocess.run([sys.executable, "-m", "vmond", "user", "add", "bench", "--role", "admin",
+                                   "--password-stdin", "--config", str(self.config)], input=f"{PASSWORD}\n".encode(),
+                                  capture_output=True, env=env, timeout=120)
+            if made.returncode != 0:
+                raise RuntimeError(f"vmond user add failed: {made.stdout.decode()}{made.stderr.decode()}")
         env.update(NOTIFY_SOCKET=str(self.notify.path), **UNIT_ENVIRONMENT)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
@@ -201,12 +239,16 @@ class Sighting:
 
 class Live:
     """The central's ``/ws``: the first ``event.*`` message of each bench event (found by the token in its
-    subject), and every message, for whoever waits for something else (a command's state)."""
+    subject), and every message, for whoever waits for something else (a command's state). The sockets of
+    several nodes may share *first* and *newest* (the first sighting on any node counts); ``mine`` is this
+    socket's own."""
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, first: dict[int, Sighting] | None = None,
+                 newest: dict[int, Sighting] | None = None) -> None:
         self.api = api
-        self.first: dict[int, Sighting] = {}  # token -> first sighting
-        self.newest: dict[int, Sighting] = {}  # central event id -> newest sighting
+        self.first: dict[int, Sighting] = {} if first is None else first  # token -> first sighting
+        self.newest: dict[int, Sighting] = {} if newest is None else newest  # central event id -> newest sighting
+        self.mine: set[int] = set()  # tokens this socket saw
         self.watchers: list[Callable[[str, dict[str, Any], float], None]] = []
         self.seq = 0
         self.closes: list[str] = []  # how the socket ended, each time it had to reconnect
@@ -245,8 +287,9 @@ class Live:
             if isinstance(data.get("id"), int):
                 self.newest[data["id"]] = sighting
             found = TOKEN.search(str(data.get("subject") or "").encode())
-            if found is not None and int(found.group(1)) not in self.first:
-                self.first[int(found.group(1))] = sighting
+            if found is not None:
+                self.mine.add(int(found.group(1)))
+                self.first.setdefault(int(found.group(1)), sighting)
         for watcher in list(self.watchers):
             watcher(kind, data, now)
 

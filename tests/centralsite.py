@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import Daemon, merge, write_config
-from daemon_process import DaemonProcess, process_with_admin
+from daemon_process import DaemonProcess, Notifications, process_with_admin
 from mosquitto import Mosquitto, Subscriber
 
 from vmond.config import Config
@@ -126,6 +126,33 @@ def central_process(directory: Path, port: int, prelude: str | None = None, stor
         assert process.stop() == 0
 
 
+def _stop_if_running(process: DaemonProcess) -> None:
+    """Stop a process a test left running (one it killed is not asked again): it must stop cleanly."""
+    if process.popen is not None and process.popen.poll() is None:
+        assert process.stop() == 0
+
+
+@contextlib.contextmanager
+def central_nodes(directory: Path, port: int, database: str, names: tuple[str, ...] = ("a", "b"),
+                  prelude: str | None = None, **central: Any) -> Iterator[list[Central]]:
+    """Central nodes (issue 19) as ``vmond run`` processes sharing the PostgreSQL *database* and the broker on
+    *port*: each with a data directory of its own (``central-<name>``) and its own ``central.node``; the
+    first one adds the admin user."""
+    with contextlib.ExitStack() as stack:
+        nodes = []
+        for index, name in enumerate(names):
+            node_dir = directory / f"central-{name}"
+            mqtt = {"host": "127.0.0.1", "port": port}  # one client id base: a survivor adopts by it
+            config = write_central_config(node_dir, port, {"database": database},
+                                          **{**central, "mqtt": mqtt, "node": name})
+            process = stack.enter_context(process_with_admin(node_dir, config, admin=index == 0))
+            process.prelude = prelude
+            process.start()
+            stack.callback(_stop_if_running, process)
+            nodes.append(Central(process, node_dir))
+        yield nodes
+
+
 @pytest.fixture
 def central(tmp_path: Path, broker: Mosquitto, central_options: dict[str, Any],
             central_storage: dict[str, Any]) -> Iterator[Central]:
@@ -214,3 +241,52 @@ async def until_edge_listens(port: int, site: str = "test-site", secret: str = S
                                                 for m in link.on(f"{prefix}/result")), timeout=1.0)
     finally:
         link.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The nodes of deploy/central/: the shipped configurations, with the test's addresses, ports, files and database
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "central"
+
+
+def write_node_config(name: str, directory: Path, *, broker_port: int, web_port: int, certificate: Path, key: Path,
+                      database: str, password_file: Path | None = None) -> Path:
+    """deploy/central/central-<name>.yaml as shipped, but reachable here: the broker on loopback without TLS or
+    password, the web server on *web_port* with the test's certificate, the node's data in *directory*, the
+    shared PostgreSQL *database* (its password in *password_file*), a command secret of the test's."""
+    document = yaml.safe_load((DEPLOY / f"central-{name}.yaml").read_text())
+    directory.mkdir(parents=True, exist_ok=True)
+    secret = directory / "command-secret"
+    secret.write_text(SECRET + "\n")
+    document["web"].update(listen=f"127.0.0.1:{web_port}", tls={"certificate": str(certificate), "key": str(key)},
+                           trusted_proxies=["127.0.0.1/32"])  # the balancer, here on loopback
+    storage = document["storage"]
+    storage.update(data_dir=str(directory / "data"), min_free_space=0, database=database)
+    if password_file is None:
+        storage.pop("database_password_file")
+    else:
+        storage["database_password_file"] = str(password_file)
+    central = document["central"]
+    mqtt = central["mqtt"]
+    for remote in ("username", "password_file"):
+        mqtt.pop(remote, None)
+    mqtt.update(host="127.0.0.1", port=broker_port, tls={"enabled": False})
+    central["command_secret_file"] = str(secret)
+    path = directory / f"central-{name}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@contextlib.contextmanager
+def node_process(directory: Path, config: Path) -> Iterator[DaemonProcess]:
+    """A not yet started ``vmond run`` on *config* (a node whose database has its users already); killed
+    afterwards if still up."""
+    notify = Notifications(directory / "notify.sock")
+    process = DaemonProcess(config, notify, directory / "vmond.log")
+    try:
+        yield process
+    finally:
+        if process.popen is not None and process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait()
+        notify.close()

@@ -96,10 +96,13 @@ class DaemonProcess:
 
 
 @contextmanager
-def process_with_admin(tmp_path: Path, config: Path) -> Iterator[DaemonProcess]:
-    """A not yet started ``vmond run`` subprocess on *config* with an admin user; killed afterwards if still up."""
-    subprocess.run([sys.executable, "-m", "vmond", "user", "add", "admin", "--role", "admin", "--password-stdin",
-                    "--config", str(config)], input=f"{PASSWORD}\n".encode(), check=True, capture_output=True)
+def process_with_admin(tmp_path: Path, config: Path, admin: bool = True) -> Iterator[DaemonProcess]:
+    """A not yet started ``vmond run`` subprocess on *config* with an admin user (*admin* False: its database
+    has one already, e.g. a second central node's); killed afterwards if still up."""
+    if admin:
+        subprocess.run([sys.executable, "-m", "vmond", "user", "add", "admin", "--role", "admin",
+                        "--password-stdin", "--config", str(config)], input=f"{PASSWORD}\n".encode(), check=True,
+                       capture_output=True)
     notify = Notifications(tmp_path / "notify.sock")
     process = DaemonProcess(config, notify, tmp_path / "vmond.log")
     try:

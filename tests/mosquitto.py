@@ -47,8 +47,9 @@ class TlsFiles:
     client_key: Path
 
 
-def make_tls_files(directory: Path) -> TlsFiles:
-    """A self-signed CA, a server certificate for 127.0.0.1/localhost and a client certificate, both from it."""
+def make_tls_files(directory: Path, names: tuple[str, ...] = ()) -> TlsFiles:
+    """A self-signed CA, a server certificate for 127.0.0.1/localhost (and the DNS *names*) and a client
+    certificate, both from it."""
     directory.mkdir(parents=True, exist_ok=True)
 
     def openssl(*args: str) -> None:
@@ -56,7 +57,9 @@ def make_tls_files(directory: Path) -> TlsFiles:
 
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=vmond test CA",
             "-keyout", "ca.key", "-out", "ca.pem")
-    for name, extensions in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
+    server_names = "".join(f",DNS:{name}" for name in names)
+    for name, extensions in (("server", f"subjectAltName=IP:127.0.0.1,DNS:localhost{server_names}\n"
+                                        "extendedKeyUsage=serverAuth"),
                              ("client", "extendedKeyUsage=clientAuth")):
         (directory / f"{name}.ext").write_text(extensions + "\n")
         openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=vmond test {name}",

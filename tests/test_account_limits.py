@@ -389,3 +389,16 @@ def test_migration_10_on_an_existing_database(tmp_path: Path) -> None:
             db.execute_sql("DELETE FROM account WHERE id = 1")  # the database itself refuses, too
     finally:
         db.close()
+
+
+async def test_a_resync_from_another_central_node_reaches_a_limited_user(two_accounts: Daemon) -> None:
+    """What the live bridge publishes when messages between nodes may have been missed names no account: a
+    user limited to accounts must get it too, or their wall would silently stay behind."""
+    daemon = two_accounts
+    await _setup(daemon)
+    async with aiohttp.ClientSession(headers=await _bearer(daemon, "guard1")) as http, \
+            http.ws_connect(f"{daemon.url}/ws") as ws:
+        await ws.send_str("ping")
+        assert await ws.receive_json(timeout=5) == {"type": "pong"}  # subscribed
+        daemon.services.changes.publish_remote("resync", {})
+        assert (await ws.receive_json(timeout=5))["type"] == "resync"

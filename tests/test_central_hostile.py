@@ -19,8 +19,9 @@ from test_mirror_store import event
 
 from vmond.central import link as link_module
 from vmond.central.link import MirrorLink
+from vmond.central.sessions import OWN, MirrorSession
 from vmond.config import Config
-from vmond.mqtt.client import PAHO2
+from vmond.mqtt.client import PAHO2, LinkSettings
 
 pytestmark = pytest.mark.usefixtures("quick_mqtt")
 SITE = "vmond/test-site"
@@ -125,19 +126,27 @@ def test_a_message_is_acknowledged_only_on_the_connection_that_delivered_it(
     config = make_config(central={"mqtt": {"host": "127.0.0.1"}, "sites": "auto"})
     link = MirrorLink(config, None, None, None)  # type: ignore[arg-type] # neither store nor thread is used
     client = RecordingClient()
-    link._client = client  # type: ignore[assignment]
-    link._on_connect(client, None, {}, 0)  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()  # the session tells the loop of (dis)connections: nobody listens here
+    session = _session(link, loop)
+    session.client = client  # type: ignore[assignment]
+    session._on_connect(client, None, {}, 0)  # type: ignore[arg-type]
     message = mqtt.MQTTMessage(mid=7, topic=b"vmond/site-a/events")
     message.payload, message.qos = b"{}", 1
-    before = link._received(message)
-    link._on_connect(client, None, {}, 0)  # type: ignore[arg-type] # the broker lost us meanwhile
+    before = link._item(session, message)
+    session._on_connect(client, None, {}, 0)  # type: ignore[arg-type] # the broker lost us meanwhile
     assert before is not None
     link._done(before)
     assert client.acks == []  # mid 7 of the new connection may be another message, not yet committed
-    again = link._received(message)  # the broker's copy on the new connection
+    again = link._item(session, message)  # the broker's copy on the new connection
     assert again is not None
     link._done(again)
     assert client.acks == ([(7, 1)] if PAHO2 else [])  # paho 1.6 acknowledges when on_message returns
+    loop.close()
+
+
+def _session(link: MirrorLink, loop: asyncio.AbstractEventLoop) -> MirrorSession:
+    return MirrorSession(OWN, LinkSettings("127.0.0.1", 1883, "vmond-central-node", 30), ["vmond/+/events"],
+                         link._on_message, prefix="vmond", node="node", loop=loop)
 
 
 async def test_after_a_broker_restart_the_central_subscribes_again_and_mirrors_on(
@@ -161,7 +170,8 @@ async def test_on_paho_1_6_a_message_is_not_acknowledged_before_its_commit_howev
     link._loop = asyncio.get_running_loop()
     message = mqtt.MQTTMessage(mid=7, topic=b"vmond/site-a/events")
     message.payload, message.qos = b"{}", 1
-    returned = asyncio.ensure_future(asyncio.to_thread(link._on_message, RecordingClient(), None, message))  # type: ignore[arg-type]
+    session = _session(link, link._loop)
+    returned = asyncio.ensure_future(asyncio.to_thread(link._on_message, session, RecordingClient(), message))  # type: ignore[arg-type]
     await asyncio.wait_for(link._queue.get(), 5)  # handed to the loop, never committed
     done, _ = await asyncio.wait([returned], timeout=2.5 * link_module.CLOSING_CHECK)
     assert not done  # still waiting: returning would acknowledge a message not stored

@@ -724,3 +724,21 @@ def test_a_central_serves_its_listed_sites_or_with_auto_any_well_formed_site() -
     assert not auto.central.serves("Site B") and not auto.central.serves("a" * 101) and not auto.central.serves("")
     kept_off = parse("central:\n  enabled: false\n  sites: auto\n")
     assert not kept_off.central.enabled
+
+
+def test_a_central_node_is_named_by_its_host_unless_the_file_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "central-b.example.net")
+    default = parse("central:\n  sites: auto\n")
+    assert default.central.node == "central-b"
+    assert default.central.mqtt.share_group == "vmond-central"
+    named = parse("central:\n  sites: auto\n  node: node_2\n  mqtt: {share_group: north}\n")
+    assert (named.central.node, named.central.mqtt.share_group) == ("node_2", "north")
+    monkeypatch.setattr("socket.gethostname", lambda: "ünïcode host")
+    assert parse("central:\n  sites: auto\n").central.node == "n-code-host"
+
+
+@pytest.mark.parametrize("bad", ["'a/b'", "'+'", "'#'", "''", "'-x'", "'" + "a" * 64 + "'"])
+def test_a_central_node_name_or_share_group_is_a_safe_token(bad: str) -> None:
+    assert any("central.node" in p for p in problems(f"central:\n  sites: auto\n  node: {bad}\n"))
+    assert any("central.mqtt.share_group" in p
+               for p in problems(f"central:\n  sites: auto\n  mqtt: {{share_group: {bad}}}\n"))

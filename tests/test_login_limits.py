@@ -191,3 +191,34 @@ async def test_foreign_host_names_are_refused(make_config: Callable[..., Config]
             async with http.post(f"{daemon.url}/logout", data={"csrf_token": csrf}, allow_redirects=False,
                                  headers={"Host": "evil.example", "Origin": "http://evil.example"}) as response:
                 assert response.status == 421
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(make_config: Callable[..., Config]) -> None:
+    """Every browser behind a load balancer arrives from its address: with web.trusted_proxies, one guessing
+    client is limited on its own, and the others behind the same proxy still sign in."""
+    async with running(make_config(web={"trusted_proxies": ["127.0.0.1/32"]})) as services:
+        daemon = Daemon(services)
+        await daemon.add_user("guard1", "guard")
+        async with from_address("127.0.0.1") as proxy:
+            guesser = {"X-Forwarded-For": "198.51.100.7"}
+            for _ in range(10):
+                async with proxy.post(f"{daemon.url}/api/token", headers=guesser,
+                                      json={"username": "guard1", "password": "wrong"}) as response:
+                    assert response.status == 401
+            # What the client itself put further left changes nothing: the proxy's own entry is the last.
+            for spoofed in (guesser, {"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}):
+                async with proxy.post(f"{daemon.url}/api/token", headers=spoofed,
+                                      json={"username": "guard1", "password": PASSWORD}) as response:
+                    assert response.status == 429
+            async with proxy.post(f"{daemon.url}/api/token", headers={"X-Forwarded-For": "198.51.100.8"},
+                                  json={"username": "guard1", "password": PASSWORD}) as response:
+                assert response.status == 200  # another browser behind the same proxy
+        # A client that is no trusted proxy cannot choose its address by the header.
+        async with from_address("127.0.0.2") as direct:
+            for n in range(10):
+                async with direct.post(f"{daemon.url}/api/token", headers={"X-Forwarded-For": f"192.0.2.{n}"},
+                                       json={"username": "guard1", "password": "wrong"}) as response:
+                    assert response.status == 401
+            async with direct.post(f"{daemon.url}/api/token", headers={"X-Forwarded-For": "192.0.2.99"},
+                                   json={"username": "guard1", "password": PASSWORD}) as response:
+                assert response.status == 429

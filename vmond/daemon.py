@@ -22,6 +22,9 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from vmond.central.adoption import Adopter, wait_not_adopted
+from vmond.central.crossnode import BusBridge
+from vmond.central.duties import NOTIFY, OUTBOX, SITEWATCH, Node
 from vmond.central.link import MirrorLink
 from vmond.central.media import CentralMedia
 from vmond.central.mediacache import CacheBound
@@ -136,32 +139,40 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if config.web.tls.self_signed and config.web.tls.certificate is None:
             config = await loop.run_in_executor(io, ensure_self_signed, config)
 
-        mqtt = mirror = None
+        mqtt = mirror = node = bridge = None
         central_media = None  # a central's copies of the sites' pictures and clips
-        if config.mqtt.enabled:  # before the pipeline: it stops after it, forwarding what the pipeline queued
-            mqtt = await stack.enter_async_context(Forwarder(config, db, media, io))
         bus = Bus()
         # A central reports nothing of its own over MQTT (what it mirrors is the sites' to report): no topics.
         changes = Changes(db, bus, None if central else outbox_topics(config),
                           None if central else NotifyRules.from_config(config))
-        if mqtt is not None:
-            changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
-            if central:  # the sites' messages in; commands to them go out through the outbox
-                central_media = await stack.enter_async_context(CentralMedia(config, db, changes, bus, media, io))
-                mirror = await stack.enter_async_context(MirrorLink(config, db, changes, io,
-                                                                    on_media=central_media.receive))
-                # Sites supervised: offline (their last will) or silent longer than central.site_silence.
-                link = mirror
-                watcher = await stack.enter_async_context(SiteWatcher(config, db, changes,
-                                                                      lambda: link.listening_since))
-                mirror.on_available = watcher.nudge
-            elif config.mqtt.commands:  # commands from a central station (issue 18); results go out via the outbox
-                await stack.enter_async_context(CommandReceiver(config, db, changes, io))
-        if not central:
+        notifier = None
+        if central and config.storage.database is not None and config.storage.postgresql:
+            # Several central nodes on one PostgreSQL: each node's changes reach every node's dashboards.
+            password = config.storage.read_database_password()
+            bridge = await stack.enter_async_context(BusBridge(
+                config.storage.database, config.central.node, changes,
+                password=None if password is None else password.reveal()))
+        if central:  # one of several central nodes (issue 19): the duties run where their leases are held
+            node = await stack.enter_async_context(Node(db, config.central.node))
+            changes.on_queued(node.waker(OUTBOX))  # commands to the sites wait in the outbox
+            changes.on_notified(node.waker(NOTIFY))
+            central_media = await stack.enter_async_context(CentralMedia(config, db, changes, bus, media, io))
+            await wait_not_adopted(db, config.central.node)  # a survivor still emptying this node's session
+            mirror = await stack.enter_async_context(MirrorLink(config, db, changes, io,
+                                                                on_media=central_media.receive,
+                                                                may_leave=node.leave))
+            mirror.on_available = node.waker(SITEWATCH)  # an edge's last will shows at once
+            await stack.enter_async_context(Adopter(db, config.central.node, mirror))
+        else:
+            if config.mqtt.enabled:  # before the pipeline: it stops after it, forwarding what the pipeline queued
+                mqtt = await stack.enter_async_context(Forwarder(config, db, media, io))
+                changes.on_queued(mqtt.notify)  # a change waits in the MQTT outbox: send it now, not at the next poll
+                if config.mqtt.commands:  # commands from a central station (issue 18); results via the outbox
+                    await stack.enter_async_context(CommandReceiver(config, db, changes, io))
             await requeue_config(changes, config)  # the central station's mirror of the site, as it is now
-        # Notifications (issue 17): like the forwarder, before the pipeline, so it sends what the pipeline queued.
-        notifier = await stack.enter_async_context(NotificationSender(config, db, changes))
-        changes.on_notified(notifier.wake)
+            # Notifications (issue 17): like the forwarder, before the pipeline, so it sends what it queued.
+            notifier = await stack.enter_async_context(NotificationSender(config, db, changes))
+            changes.on_notified(notifier.wake)
         cameras = CameraDirectory(db, config)
         await cameras.reload()
         # vmond.live.grab: live view's snapshot worker and reader processes are forked from the same server.
@@ -184,7 +195,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
         services = Services(config=config, db=db, bus=bus, spool=spool, media=media, cameras=cameras, io=io,
                             ingest=ingest, pipeline=pipeline, changes=changes, started_at=time.monotonic(), mqtt=mqtt,
                             metrics=metrics, clips=clips, disk=keeper, live=live, notifications=notifier,
-                            mirror=mirror, central_media=central_media)
+                            mirror=mirror, central_media=central_media, node=node, bridge=bridge)
+        if node is not None:
+            _central_duties(node, services, media)
 
         await stack.enter_async_context(pipeline)
         if not central:  # a central's cameras are the sites' to supervise
@@ -195,6 +208,28 @@ async def running(config: Config) -> AsyncIterator[Services]:
         if not central:
             services.smtp = await stack.enter_async_context(SmtpServer(config, ingest, cameras, metrics))
         yield services
+
+
+def _central_duties(node: Node, services: Services, media: MediaStore) -> None:
+    """A central's duties, each run by one node at a time (issue 19): the command forwarder (the outbox to the
+    sites), site supervision, notifications. Where a duty does not run, its service is None here."""
+    config, db, changes, io = services.config, services.db, services.changes, services.io
+    mirror = services.mirror
+    assert mirror is not None
+
+    def forwarding(forwarder: Forwarder | None) -> None:
+        services.mqtt = forwarder
+
+    def notifying(sender: NotificationSender | None) -> None:
+        services.notifications = sender
+
+    node.add(OUTBOX, lambda: Forwarder(config, db, media, io), on_start=forwarding, on_stop=lambda: forwarding(None),
+             wake=lambda forwarder: forwarder.notify())
+    # Sites supervised: offline (their last will) or silent longer than central.site_silence.
+    node.add(SITEWATCH, lambda: SiteWatcher(config, db, changes, lambda: mirror.listening_since),
+             wake=lambda watcher: watcher.nudge())
+    node.add(NOTIFY, lambda: NotificationSender(config, db, changes), on_start=notifying,
+             on_stop=lambda: notifying(None), wake=lambda sender: sender.wake())
 
 
 async def _reloads(services: Services, requested: asyncio.Event, notifier: Notifier) -> None:

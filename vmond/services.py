@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from vmond.util.metrics import Metrics
 
 if TYPE_CHECKING:
+    from vmond.central.crossnode import BusBridge
+    from vmond.central.duties import Node
     from vmond.central.link import MirrorLink
     from vmond.central.media import CentralMedia
     from vmond.config import Config
@@ -52,3 +54,5 @@ class Services:
     notifications: NotificationSender | None = None  # notify.targets and contacts' notify_url (issue 17)
     mirror: MirrorLink | None = None  # on a central station: the sites' messages in (issue 18)
     central_media: CentralMedia | None = None  # a central station: the sites' media, fetched and cached (issue 18)
+    node: Node | None = None  # a central station: this node's leases and the duties it runs (issue 19)
+    bridge: BusBridge | None = None  # a central on PostgreSQL: live updates to and from the other nodes (issue 19)

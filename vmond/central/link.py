@@ -1,14 +1,19 @@
-"""A central station's subscription to its sites (issue 18): every site message mirrored, acknowledged once stored.
+"""A central station's subscription to its sites (issues 18, 19): every site message mirrored, acknowledged once
+stored.
 
-The central keeps a broker connection of its own for it: a fixed client id (``<central.mqtt.client_id>-mirror``)
-with clean session off and QoS 1 subscriptions to ``<prefix>/+/events``, ``alarms``, ``config``, ``status``,
-``available``, ``commands/result`` and ``media/#``: what the sites publish while the central is down waits in
-the broker's session.
+Each central node keeps broker connections of its own for it (:mod:`vmond.central.sessions`): its own session
+(``<central.mqtt.client_id>-<central.node>``, clean session off) subscribes with QoS 1 through the shared
+subscription ``$share/<central.mqtt.share_group>/<prefix>/+/...`` to ``events``, ``alarms``, ``config``,
+``status``, ``available``, ``commands/result`` and ``media/#``, so each message goes to one node of the group and
+what the sites publish while the node is down waits in its session at the broker; a second connection takes the
+retained copies the broker keeps (a new central learns every site's config). A node that stops cleanly leaves the
+group (:meth:`MirrorLink.__aexit__`), and a survivor empties a dead node's session (:meth:`MirrorLink.adopt`).
 
-A message is acknowledged (PUBACK) only once its change is committed, so a central killed in between gets it again
-from the broker. On paho 2.x that is a manual acknowledgement, and the messages that arrived meanwhile are mirrored
-together in one transaction (each in a savepoint of its own: one bad message does not fail its neighbours); paho
-1.6 acknowledges when ``on_message`` returns, so there paho's thread waits for the message's commit.
+A message is acknowledged (PUBACK) only once its change is committed, so a node killed in between gets it again
+from the broker (or a survivor adopts its session). On paho 2.x that is a manual acknowledgement, and the messages
+that arrived meanwhile are mirrored together in one transaction (each in a savepoint of its own: one bad message
+does not fail its neighbours); paho 1.6 acknowledges when ``on_message`` returns, so there paho's thread waits for
+the message's commit.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -28,8 +32,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from vmond.central.sessions import ADOPTED, OWN, RETAINED, RETAINED_TOPICS, MirrorSession, ack
 from vmond.config import Config
-from vmond.mqtt.client import PAHO2, LinkSettings, connected_ok, session_client, stop_client
+from vmond.mqtt.client import PAHO2, LinkSettings
 from vmond.store.changes import Changes
 from vmond.store.db import Database
 from vmond.store.mirrorbatch import SiteMessage, mirror_messages
@@ -46,10 +51,13 @@ CLOSING_CHECK = 1.0  # seconds: how often paho 1.6's thread, waiting for a commi
 MAX_MESSAGE = 4 << 20
 SUBSCRIBED = ("events", "alarms", "config", "status", "available", "commands/result", "media/#")
 MediaHandler = Callable[[str, int, bool, bytes], Awaitable[None]]
+LEGACY = "mirror"  # the one central of issue 18 subscribed as <client_id>-mirror
+ADOPT_CONNECT = 10.0  # seconds to reach the broker with a dead node's client id before giving up for now
 
 
-def mirror_client_id(client_id: str) -> str:
-    return f"{client_id}-mirror"
+def node_client_id(client_id: str, node: str) -> str:
+    """The client id of *node*'s own session (the same on every node: survivors adopt it by this name)."""
+    return f"{client_id}-{node}"
 
 
 @dataclasses.dataclass
@@ -62,13 +70,15 @@ class _Received:
     retained: bool = False  # a copy the broker kept, handed over as the central (re)subscribed: old news
     done: ThreadFuture[None] | None = None  # paho 1.6: its thread waits on it
     connection: int = 0  # which connection delivered it: an acknowledgement is only good on that one
+    session: MirrorSession | None = None  # the session that delivered it, to acknowledge it on
 
 
 class MirrorLink:
     """``async with MirrorLink(config, db, changes, io):`` mirrors the sites' messages until the block ends."""
 
     def __init__(self, config: Config, db: Database, changes: Changes, io: Executor,
-                 on_media: MediaHandler | None = None) -> None:
+                 on_media: MediaHandler | None = None,
+                 may_leave: Callable[[], Awaitable[bool]] | None = None) -> None:
         self._config = config
         self._central = config.central
         self._prefix = config.central.mqtt.topic_prefix
@@ -77,7 +87,14 @@ class MirrorLink:
         self.on_available: Callable[[], None] | None = None  # a site's available topic was mirrored (committed)
         self.listening_since: datetime | None = None  # when the link last connected; None while it is down
         self._names = {site.id: site.name for site in config.central.sites if site.name}  # over the announced
-        self._client: mqtt.Client | None = None
+        self._node = config.central.node
+        self._may_leave = may_leave  # at a clean stop: whether this node leaves the group (another is alive)
+        self._settings: LinkSettings | None = None
+        self._own: MirrorSession | None = None
+        self._retained: MirrorSession | None = None
+        self._adopted: set[MirrorSession] = set()
+        self.adopted = 0  # dead nodes' sessions emptied
+        self.left: bool | None = None  # at the stop: whether the session left the group (None: still running)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Received] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -88,67 +105,111 @@ class MirrorLink:
     async def __aenter__(self) -> MirrorLink:
         loop = self._loop = asyncio.get_running_loop()
         link = self._central.link(self._config.mqtt)
-        settings = await loop.run_in_executor(self._io, LinkSettings.from_config, link)
-        settings = dataclasses.replace(settings, client_id=mirror_client_id(settings.client_id))
+        settings = self._settings = await loop.run_in_executor(self._io, LinkSettings.from_config, link)
+        share = f"$share/{self._central.mqtt.share_group}/{self._prefix}/+"
+        own_id = node_client_id(settings.client_id, self._node)
         self._worker = asyncio.create_task(self._mirror(), name="central-mirror")
-        self._client = session_client(settings, self._on_connect, self._on_message,
-                                      on_disconnect=self._on_disconnect, manual_ack=PAHO2)
-        log.info("central: mirroring the sites on %s:%d under %s/+ as %s", settings.host, settings.port,
-                 self._prefix, settings.client_id)
+        self._own = MirrorSession(OWN, dataclasses.replace(settings, client_id=own_id),
+                                  [f"{share}/{what}" for what in SUBSCRIBED], self._on_message,
+                                  prefix=self._prefix, node=self._node, loop=loop, on_up=self._listening)
+        self._retained = MirrorSession(RETAINED, dataclasses.replace(settings, client_id=f"{own_id}-retained"),
+                                       [f"{self._prefix}/+/{what}" for what in RETAINED_TOPICS], self._on_message,
+                                       prefix=self._prefix, node=self._node, loop=loop)
+        self._own.start()
+        self._retained.start()
+        log.info("central: mirroring the sites on %s:%d under %s/+ as %s in group %s", settings.host,
+                 settings.port, self._prefix, own_id, self._central.mqtt.share_group)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        for session in list(self._adopted):
+            await session.stop()
+        if self._retained is not None:
+            await self._retained.stop()
+        own, self._own = self._own, None
+        if own is not None:
+            self.left = False
+            try:
+                if self._may_leave is not None and own.connected and await self._may_leave():
+                    self.left = await own.leave()
+                else:
+                    log.info("central: no other node is alive: this node's session stays at the broker, "
+                             "holding the sites' messages until a node is back")
+            except Exception:  # noqa: BLE001 - the session then stays, to be adopted or resumed: nothing lost
+                log.exception("central: could not leave the group cleanly")
+            self.closing = True
+            await own.stop()
         self.closing = True
-        if self._client is not None:
-            client = self._client
-            self._client = None
-            await asyncio.get_running_loop().run_in_executor(None, functools.partial(stop_client, client))
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
+    async def adopt(self, node: str) -> bool:
+        """Empty dead *node*'s session: connect with its client id, mirror and acknowledge what it holds, leave
+        the group in its name and erase it. Returns whether it was erased (False: unreachable, or the node came
+        back and took its client id: its session is its own again, nothing lost). *node* :data:`LEGACY` is the
+        session of a central from before several nodes (``<client_id>-mirror``, not shared)."""
+        assert self._settings is not None and self._loop is not None
+        client_id = node_client_id(self._settings.client_id, node)
+        share = (f"{self._prefix}/+" if node == LEGACY else
+                 f"$share/{self._central.mqtt.share_group}/{self._prefix}/+")
+        session = MirrorSession(ADOPTED, dataclasses.replace(self._settings, client_id=client_id),
+                                [f"{share}/{what}" for what in SUBSCRIBED], self._on_message,
+                                prefix=self._prefix, node=self._node, loop=self._loop)
+        self._adopted.add(session)
+        try:
+            session.start()
+            if not await session.wait_up(ADOPT_CONNECT):
+                await session.stop()
+                return False
+            log.info("central: adopting the session of node %s (%s)", node, client_id)
+            erased = await session.leave()
+            if erased and node != LEGACY:
+                self.adopted += 1
+                log.info("central: node %s's session emptied (%d message(s)) and erased", node, session.taken)
+            return erased
+        finally:
+            self._adopted.discard(session)
+            await session.stop()
+
     def status(self) -> dict[str, Any]:
         """What ``/api/health`` says of the mirror."""
+        own = self._own
         return {"connected": self.connected, "mirrored": self.mirrored, "dropped": self.dropped,
-                "waiting": self._queue.qsize()}
+                "waiting": self._queue.qsize(), "node": self._node,
+                "client_id": own.settings.client_id if own is not None else None,
+                "share_group": self._central.mqtt.share_group,
+                "retained_connected": self._retained is not None and self._retained.connected,
+                "adopting": len(self._adopted), "adopted": self.adopted}
 
     # -- paho's thread -----------------------------------------------------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, properties: Any = None) -> None:
-        if not connected_ok(rc):
-            return
-        self.connections += 1
-        self.connected = True
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: vmond is going away
-                self._loop.call_soon_threadsafe(self._listening, True)
-        # The session keeps the subscriptions; made again in case the broker lost it.
-        client.subscribe([(f"{self._prefix}/+/{what}", 1) for what in SUBSCRIBED])
-
-    def _on_disconnect(self, client: mqtt.Client, *args: Any) -> None:
-        self.connected = False
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: vmond is going away
-                self._loop.call_soon_threadsafe(self._listening, False)
-
-    def _listening(self, up: bool) -> None:
+    def _listening(self, up: bool) -> None:  # on the loop: the own session went up or down
+        self.connected = up
+        if up:
+            self.connections += 1
         self.listening_since = utcnow() if up else None
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, session: MirrorSession, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
         loop = self._loop
-        item = self._received(message)
+        item = self._item(session, message)
         if item is None or loop is None:
-            self._ack(client, message.mid, message.qos)  # not ours: nothing to keep
+            ack(client, message.mid, message.qos)  # not ours: nothing to keep
             return
         if not PAHO2:
             item.done = ThreadFuture()
         try:
-            loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            loop.call_soon_threadsafe(self._enqueue, item)
         except RuntimeError:  # the loop is closed: vmond is going away, and the broker delivers it again
             return
         if item.done is not None:
             self._wait_committed(item.done)
+
+    def _enqueue(self, item: _Received) -> None:
+        if item.session is not None:
+            item.session.delivered()
+        self._queue.put_nowait(item)
 
     def _wait_committed(self, done: ThreadFuture[None]) -> None:
         """paho 1.6 acknowledges when ``on_message`` returns: wait for the commit however long the store takes (a
@@ -164,6 +225,13 @@ class MirrorLink:
                 if waited % 60 == 0:
                     log.warning("central: a site message has waited %.0f s for the database", waited)
 
+    def _item(self, session: MirrorSession, message: mqtt.MQTTMessage) -> _Received | None:
+        """The message as the mirror takes it, from *session*'s current connection (None: not ours)."""
+        item = self._received(message)
+        if item is not None:
+            item.session, item.connection = session, session.connections
+        return item
+
     def _received(self, message: mqtt.MQTTMessage) -> _Received | None:
         if not message.topic.startswith(f"{self._prefix}/"):
             return None
@@ -172,13 +240,7 @@ class MirrorLink:
             return None
         if site == self._config.site.id or not self._central.serves(site):
             return None  # the central's own topics, or a site it does not serve
-        return _Received(message.mid, message.qos, site, what, bytes(message.payload), bool(message.retain),
-                         connection=self.connections)
-
-    @staticmethod
-    def _ack(client: mqtt.Client, mid: int, qos: int) -> None:
-        if PAHO2 and qos > 0:
-            client.ack(mid, qos)  # paho 2.x only
+        return _Received(message.mid, message.qos, site, what, bytes(message.payload), bool(message.retain))
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
@@ -198,10 +260,13 @@ class MirrorLink:
                 self._done(item)
 
     def _done(self, item: _Received) -> None:
+        session = item.session
         if item.done is not None:
             item.done.set_result(None)
-        elif self._client is not None and item.connection == self.connections:
-            self._ack(self._client, item.mid, item.qos)
+        elif session is not None and session.client is not None and item.connection == session.connections:
+            ack(session.client, item.mid, item.qos)
+        if session is not None:
+            session.committed()
         # Delivered on a connection since lost: the broker sends it again on the new one (mirrored again, changing
         # nothing) and that copy is acknowledged; its old mid may now name another message not yet committed.
 

@@ -10,12 +10,14 @@ defaults that follow other keys (``mqtt.client_id``, a contact's ``priority`` ..
 
 from __future__ import annotations
 
+import socket
 from itertools import combinations
 from typing import Any
 
 import yaml
 
 from vmond.config.database import is_postgresql
+from vmond.config.links import NODE_NAME
 from vmond.config.schedule import system_timezone
 from vmond.config.schema import SECTIONS, suggest
 from vmond.config.spec import REQUIRED, ListOf, Section, Table
@@ -292,9 +294,17 @@ def _follow_other_keys(values: dict[str, Any]) -> None:
     mqtt["client_id"] = mqtt["client_id"] or f"vmond-{values['site']['id']}"
     central_mqtt = values["central"]["mqtt"]
     central_mqtt["client_id"] = central_mqtt["client_id"] or f"vmond-{values['site']['id']}"
+    values["central"]["node"] = values["central"]["node"] or default_node_name()
     values["site"]["timezone"] = values["site"]["timezone"] or system_timezone()  # schedules (issue 17)
     # A shorter audit_retention in the file is reported by _check_storage; the default follows a longer retention.
     storage["audit_retention"] = max(storage["audit_retention"], storage["retention"])
+
+
+def default_node_name() -> str:
+    """``central.node``'s default: the host's short name, made a safe token (issue 19)."""
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "-"
+                   for c in socket.gethostname().split(".")[0])[:63].strip("-_") or "node"
+    return name if NODE_NAME.fullmatch(name) else "node"
 
 
 def _check_central(central: dict[str, Any], ctx: Ctx) -> None:

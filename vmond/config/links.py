@@ -16,6 +16,9 @@ from vmond.config.values import boolean, choice, duration, integer, path, secret
 
 SITE_ID = re.compile(r"[a-z0-9-]+")
 MAX_SITE_ID = 100
+# A central node's name (issue 19): part of an MQTT client id and of lease names, so a short, safe token.
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_NODE_HINT = "must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
 def _topic(value: str) -> bool:
@@ -92,9 +95,18 @@ class CentralSiteConfig:
 
 
 @dataclass(frozen=True)
+class CentralLinkConfig(MqttLinkConfig):
+    """``central.mqtt``: the broker link, and the shared subscription's group the central nodes share (issue 19)."""
+
+    share_group: str = setting(string(pattern=NODE_NAME, hint=_NODE_HINT), "vmond-central")
+
+
+@dataclass(frozen=True)
 class CentralConfig:
     enabled: bool = setting(boolean, False)  # true when the file has a central: section (vmond.config.check)
-    mqtt: MqttLinkConfig = section()  # the broker the sites publish to; client_id defaults to vmond-<site.id>
+    mqtt: CentralLinkConfig = section()  # the broker the sites publish to; client_id defaults to vmond-<site.id>
+    # This node's name among the central nodes (issue 19); None in the file: the host name (vmond.config.check).
+    node: str = setting(string(pattern=NODE_NAME, hint=_NODE_HINT, nullable=True), None)
     # The sites served; `sites: auto` in the file sets auto_sites instead: any site that announces itself.
     sites: tuple[CentralSiteConfig, ...] = list_of()
     auto_sites: bool = setting(boolean, False)

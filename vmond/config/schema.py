@@ -44,6 +44,7 @@ from vmond.config.values import (
     is_null,
     names_from,
     networks,
+    optional_networks,
     path,
     positive_number,
     priorities,
@@ -144,6 +145,9 @@ class WebConfig:
     max_connections_per_peer: int = setting(integer(1), 64)
     # e.g. "https://monitor.example.com:8443", no trailing slash; None: MQTT messages carry relative media URLs only
     public_url: str | None = setting(public_url, None)
+    # Reverse proxies (load balancers) whose X-Forwarded-For names the client (issue 19): the login throttle
+    # counts that address instead of the proxy's, which every browser behind it shares.
+    trusted_proxies: tuple[Network, ...] = setting(optional_networks, (), _networks)
 
 
 @dataclass(frozen=True)

@@ -282,10 +282,17 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def networks(node: yaml.Node, ctx: Ctx, key: str) -> tuple[Network, ...]:
     """CIDR networks; host bits are cleared (10.0.0.1/8 means 10.0.0.0/8)."""
+    if isinstance(node, yaml.SequenceNode) and not node.value:
+        raise Invalid("list at least one network; no camera could connect")
+    return optional_networks(node, ctx, key)
+
+
+def optional_networks(node: yaml.Node, ctx: Ctx, key: str) -> tuple[Network, ...]:
+    """Like :func:`networks`, but none (``[]`` or null) is a valid answer."""
+    if is_null(node):
+        return ()
     if not isinstance(node, yaml.SequenceNode):
         raise Invalid(f"expected a list of networks, e.g. [10.0.0.0/8], found {kind(node)}")
-    if not node.value:
-        raise Invalid("list at least one network; no camera could connect")
     result = []
     for index, item in enumerate(node.value):
         try:

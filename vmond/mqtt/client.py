@@ -18,6 +18,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -56,10 +57,11 @@ def paho_client(client_id: str, clean_session: bool = True, manual_ack: bool = F
 
 
 def session_client(settings: LinkSettings, on_connect: Callable[..., None], on_message: Callable[..., None], *,
-                   on_disconnect: Callable[..., None] | None = None, manual_ack: bool = False) -> mqtt.Client:
+                   on_disconnect: Callable[..., None] | None = None, manual_ack: bool = False,
+                   clean_session: bool = False) -> mqtt.Client:
     """A started subscriber on a persistent session (clean session off, *settings*' fixed client id): what the
     broker queued for it while it was away arrives when it is back. Stop it with :func:`stop_client`."""
-    client = paho_client(settings.client_id, clean_session=False, manual_ack=manual_ack)
+    client = paho_client(settings.client_id, clean_session=clean_session, manual_ack=manual_ack)
     client.enable_logger(logging.getLogger("vmond.mqtt.paho"))
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
@@ -79,6 +81,30 @@ def stop_client(client: mqtt.Client) -> None:
     """Disconnect and join paho's thread (blocking: not on the event loop)."""
     client.disconnect()
     client.loop_stop()
+
+
+def erase_session(settings: LinkSettings, timeout: float = 10.0) -> bool:
+    """Connect once with *settings*' client id and clean session on, then disconnect: the broker discards the
+    session of that id (its subscriptions and whatever it still queued). Blocking; returns whether it did."""
+    connected = threading.Event()
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any, properties: Any = None) -> None:
+        if connected_ok(rc):
+            connected.set()
+
+    client = paho_client(settings.client_id, clean_session=True)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls is not None:
+        client.tls_set_context(settings.tls)
+    client.on_connect = on_connect
+    client.connect_async(settings.host, settings.port, keepalive=settings.keepalive)
+    client.loop_start()
+    try:
+        return connected.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def connected_ok(rc: Any) -> bool:

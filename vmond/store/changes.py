@@ -14,6 +14,11 @@ supervision event also write the notification rows the rules ask for (see :mod:`
 the same transaction and whether or not MQTT is on; after the commit the seam wakes the notification sender
 (registered with :meth:`Changes.on_notified`).
 
+Several central nodes (issue 19): whoever registered with :meth:`Changes.on_announced` is handed each change once
+the seam has published and woken locally, to tell the other nodes (:mod:`vmond.central.crossnode`); what another
+node announced comes back through :meth:`Changes.publish_remote` and :meth:`Changes.wake`, never through the hook
+again.
+
 Store functions stay callable without a seam (``change`` defaults to None): then nothing is queued or announced.
 Runs on the event loop; the :class:`Change` is made and filled on the writer thread, in the attempt that commits
 (on PostgreSQL a write may be attempted more than once), and read only after the commit.
@@ -107,6 +112,7 @@ class Changes:
         self._notify = notify
         self._senders: list[Callable[[], None]] = []
         self._notifiers: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[Change], None]] = []
 
     def on_queued(self, wake: Callable[[], None]) -> None:
         """Call *wake* (on the loop, never blocking) after each change that queued outbox rows."""
@@ -115,6 +121,25 @@ class Changes:
     def on_notified(self, wake: Callable[[], None]) -> None:
         """Call *wake* (on the loop, never blocking) after each change that queued notification rows."""
         self._notifiers.append(wake)
+
+    def on_announced(self, listener: Callable[[Change], None]) -> None:
+        """Call *listener* (on the loop, never blocking) with each committed change that announced something or
+        queued rows, after the seam published it and woke the local senders."""
+        self._listeners.append(listener)
+
+    def wake(self, *, queued: bool = False, notified: bool = False) -> None:
+        """Wake the outbox senders (*queued*) and the notification senders (*notified*), as a change that queued
+        such rows does; also for rows another central node queued."""
+        if queued:
+            for wake in self._senders:
+                wake()
+        if notified:
+            for wake in self._notifiers:
+                wake()
+
+    def publish_remote(self, type_: str, data: dict[str, Any]) -> None:
+        """Publish on this node's bus what another node announced (not handed to :meth:`on_announced` again)."""
+        self._bus.publish(type_, data)
 
     async def record(self, fn: Callable[..., T], /, *args: Any, after_commit: Callable[[], None] | None = None,
                      **kwargs: Any) -> T:
@@ -150,12 +175,10 @@ class Changes:
     def _announce(self, change: Change) -> None:
         for item in change.announcements:
             self._bus.publish(item.type, item.data)
-        if change.queued:
-            for wake in self._senders:
-                wake()
-        if change.notified:
-            for wake in self._notifiers:
-                wake()
+        self.wake(queued=bool(change.queued), notified=bool(change.notified))
+        if change.announcements or change.queued or change.notified:
+            for listener in self._listeners:
+                listener(change)
 
 
 class Batch:

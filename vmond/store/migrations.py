@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmond.store.schema_central import SCHEMA_15  # a central station's mirror (issue 18)
+from vmond.store.schema_cluster import SCHEMA_16  # leases of several central nodes (issue 19)
 from vmond.store.schema_commands import SCHEMA_14  # commands from a central station (issue 18)
 from vmond.store.schema_notify import SCHEMA_13  # notifications (issue 17)
 from vmond.store.schema_schedules import SCHEMA_12
@@ -362,6 +363,7 @@ MIGRATIONS: list[Migration] = [
     lambda conn: _apply_script(conn, SCHEMA_13),  # notifications (issue 17)
     lambda conn: _apply_script(conn, SCHEMA_14),  # commands from a central station (issue 18)
     lambda conn: _apply_script(conn, SCHEMA_15),  # a central station's mirror of its sites (issue 18)
+    Portable(SCHEMA_16),  # leases of several central nodes (issue 19)
 ]
 LATEST = len(MIGRATIONS)
 

@@ -353,6 +353,15 @@ class CentralCommand(BaseModel):
     answered_at = UtcDateTimeField(null=True)
 
 
+class Lease(BaseModel):
+    """Something one central node holds at a time, until ``expires_at`` by the database's clock (migration 16)."""
+
+    name = pw.TextField(primary_key=True)  # node:<name> | duty:<what> | adopt:<name>
+    holder = pw.TextField()  # central.node
+    expires_at = UtcDateTimeField()
+    taken_at = UtcDateTimeField()  # when this holder took it (kept while renewed)
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     Site,
     User,
@@ -373,4 +382,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     Notification,
     RemoteCommand,
     CentralCommand,
+    Lease,
 )

@@ -4,6 +4,8 @@ Every message gets a sequence number. The bus keeps the last few hundred so a da
 connection can ask for what it missed (``since``); when that is no longer held it must resync. Sequence
 numbers start from the boot time in milliseconds, so numbers from before a restart are always lower than
 numbers after it and a reconnecting client is told to resync instead of being handed the wrong messages.
+Several central nodes each have a bus of their own, numbered on their own: each bus has an :attr:`Bus.id`, and a
+client that names the bus its number came from is told to resync by any other (a browser moved to another node).
 
 Each subscriber has its own bounded queue. A subscriber that falls behind is cut off (its ``overflowed`` flag is
 set and its iterator ends), never allowed to hold messages back from the others or to grow memory.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -82,6 +85,7 @@ class Subscription:
 class Bus:
     def __init__(self, history: int = 500, first_seq: int | None = None) -> None:
         self._seq = int(time.time() * 1000) if first_seq is None else first_seq
+        self.id = secrets.token_hex(8)  # which bus (node, boot) the sequence numbers belong to
         self._history: deque[Message] = deque(maxlen=history)
         self._subscribers: set[Subscription] = set()
 

@@ -64,11 +64,27 @@ async def health(request: web.Request) -> web.Response:
         "clips": {"queued": services.clips.queued if services.clips else 0,
                   "skipped": services.clips.skipped if services.clips else 0,
                   "made": services.metrics.clip_count, "failed": services.metrics.clip_failures},
-        "mqtt": services.mqtt.status() if services.mqtt is not None else {"enabled": False, "connected": False},
+        "mqtt": (services.mqtt.status() if services.mqtt is not None
+                 # a central node where another node holds duty:outbox (see "cluster")
+                 else {"enabled": True, "connected": False, "elsewhere": True} if services.node is not None
+                 else {"enabled": False, "connected": False}),
         "notifications": services.notifications.status() if services.notifications is not None else None,
         "central": services.mirror.status() if services.mirror is not None else None,  # a central's sites in
+        # A central node (issue 19): its name, the duties it runs, and who holds each lease.
+        "cluster": await _cluster(services),
+        "bridge": services.bridge.status() if services.bridge is not None else None,  # the other central nodes
     }
     return web.json_response(body)
+
+
+async def _cluster(services: Any) -> dict[str, Any] | None:
+    if services.node is None:
+        return None
+    try:
+        async with asyncio.timeout(5):
+            return dict(await services.node.status())
+    except (TimeoutError, Exception) as exc:  # noqa: BLE001 - health reports, never raises
+        return {"node": services.node.name, "error": type(exc).__name__}
 
 
 @routes.get("/api/events")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
@@ -56,13 +57,18 @@ def create_app(config: Config, services: Services, web_paths: WebPaths | None = 
     app[keys.LOGIN_LIMITER] = LoginLimiter()
     app[keys.WEB_PATHS] = paths
     app[keys.WS_CLIENTS] = {}
-    app[keys.PRESENCE] = ws.Presence(services.bus)
+    bridge = services.bridge  # several central nodes: who has which alarm open is told to the others as well
+    app[keys.PRESENCE] = ws.Presence(services.bus, share=None if bridge is None
+                                     else functools.partial(bridge.share, ws.PRESENCE_MESSAGE))
+    if bridge is not None:
+        bridge.on_message(ws.PRESENCE_MESSAGE, app[keys.PRESENCE].remote)
     public_host = urlsplit(config.web.public_url).hostname if config.web.public_url else None
     app[keys.WARNINGS] = Repeats()
     app[keys.HOSTS] = HostPolicy(config.web.allowed_hosts + ((public_host,) if public_host else ()))
     app[keys.COMMAND_SECRETS] = remote.CommandSecrets(services.io)
     app[keys.CONNECTIONS] = ConnectionGuard(config.web.max_connections, config.web.max_connections_per_peer)
     app.cleanup_ctx.append(ws.session_watch)
+    app.cleanup_ctx.append(ws.presence_refresh)
 
     aiohttp_jinja2.setup(
         app,

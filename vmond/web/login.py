@@ -7,6 +7,7 @@ every password check is counted before it runs (:mod:`vmond.web.throttle`).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import secrets
 from datetime import timedelta
@@ -17,11 +18,13 @@ from aiohttp import web
 from multidict import MultiDict
 from yarl import URL
 
+from vmond.config.values import Network
 from vmond.store.users import create_session, create_user, credentials, delete_session, user_count
 from vmond.util import auth
 from vmond.util.clock import utcnow
+from vmond.util.ratelimit import peer_ip
 from vmond.web.bodies import SMALL_BODY, BodyError, json_object, small_form
-from vmond.web.keys import AUTH_VIA, DB, LOGIN_LIMITER
+from vmond.web.keys import AUTH_VIA, DB, LOGIN_LIMITER, config_of
 from vmond.web.render import render
 from vmond.web.security import (
     PRECSRF_COOKIE,
@@ -31,6 +34,7 @@ from vmond.web.security import (
     principal,
     public,
     require,
+    served_securely,
 )
 from vmond.web.throttle import MAX_NAME
 from vmond.web.ws import close_session_sockets
@@ -46,7 +50,27 @@ _UNSAFE_IN_NEXT = re.compile(r"[\x00-\x20\x7f\\]")  # browsers drop tabs and new
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The browser's address: the peer's, or behind the proxies of ``web.trusted_proxies`` the address the last
+    of them saw (``X-Forwarded-For`` read from the right, past the trusted ones; what a client put there itself
+    is further left and never read)."""
+    address = request.remote or "unknown"
+    trusted = config_of(request.app).web.trusted_proxies
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+    while trusted and _within(address, trusted) and forwarded:
+        hop = forwarded.pop().strip()
+        if not _within(hop, ()):  # not an IP address at all: a proxy of ours writes none such
+            break
+        address = hop
+    return address
+
+
+def _within(address: str, networks: tuple[Network, ...]) -> bool:
+    """Whether *address* is an IP address in one of *networks* (with no networks: whether it is an address)."""
+    try:
+        ip = ipaddress.ip_address(peer_ip(address))
+    except ValueError:
+        return False
+    return not networks or any(ip in network for network in networks)
 
 
 async def check_credentials(request: web.Request, username: str, password: str) -> dict[str, Any] | None:
@@ -71,7 +95,7 @@ async def start_session(request: web.Request, user: dict[str, Any], kind: str, l
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=request.secure or None,
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", secure=served_securely(request) or None,
                         path="/", max_age=int(WEB_SESSION.total_seconds()))
 
 
@@ -96,7 +120,8 @@ async def safe_next(request: web.Request, target: str | None) -> str:
 def _render_form(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     token = request.cookies.get(PRECSRF_COOKIE) or secrets.token_urlsafe(24)
     response = render(request, template, {"csrf_token": token, **context}, status=status)
-    response.set_cookie(PRECSRF_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure or None,
+    response.set_cookie(PRECSRF_COOKIE, token, httponly=True, samesite="Strict",
+                        secure=served_securely(request) or None,
                         path="/")
     return response
 

@@ -8,7 +8,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 import vmond
-from vmond.web.keys import PRINCIPAL, config_of
+from vmond.web.keys import BUS, PRINCIPAL, config_of
 
 
 def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
@@ -21,5 +21,6 @@ def render(request: web.Request, template: str, context: dict[str, Any], status:
         "version": vmond.__version__,
         "site": config_of(request.app).site,
         "central": config_of(request.app).central.enabled,  # a central station: its sites on the wall and pages
+        "bus_id": request.app[BUS].id,  # whose sequence numbers the page's data-seq is (pages.js: /ws?bus=)
     }
     return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)

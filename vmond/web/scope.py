@@ -25,8 +25,9 @@ from vmond.web.security import Handler, is_api, principal
 GUARDED_IDS = {"event_id": "event", "alarm_id": "alarm", "media_id": "media", "camera_id": "camera",
                "account_id": "account"}
 # Live messages that name no account and may still go to a limited user: ``alarm.viewers`` is only sent to the
-# sockets watching that alarm, and a limited user may watch only an alarm of theirs (see vmond.web.ws).
-ACCOUNT_FREE_MESSAGES = frozenset({"alarm.viewers"})
+# sockets watching that alarm, and a limited user may watch only an alarm of theirs (see vmond.web.ws);
+# ``resync`` (another central node's messages may have been missed: reload) tells nothing about any account.
+ACCOUNT_FREE_MESSAGES = frozenset({"alarm.viewers", "resync"})
 
 
 def scope_from(who: dict[str, Any] | None) -> Scope:

@@ -4,6 +4,10 @@ Every route handler is marked with :func:`require` (a minimum role) or :func:`pu
 route lacks a mark. Browsers authenticate with an HttpOnly session cookie and must send the session's CSRF
 token with every state-changing request; other clients send ``Authorization: Bearer <token>`` and need no CSRF
 token (a browser never adds that header on its own).
+
+Behind a reverse proxy that ends TLS (several central nodes behind one name, issue 19) the browser's origin is
+``https://<public name>`` while the node itself is asked over plain HTTP: the origin of ``web.public_url`` counts
+as the dashboard's own too, and cookies are then marked Secure.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from aiohttp import web
 from vmond.store.users import session_principal
 from vmond.util import auth
 from vmond.web.bodies import form_fields
-from vmond.web.keys import AUTH_VIA, DB, PRINCIPAL, WARNINGS
+from vmond.web.keys import AUTH_VIA, DB, PRINCIPAL, WARNINGS, config_of
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +81,37 @@ def require(role: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
+def _origin_of(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    netloc = parts.netloc.lower()
+    default_port = {"http": ":80", "https": ":443"}.get(parts.scheme.lower())
+    if default_port and netloc.endswith(default_port):
+        netloc = netloc[:-len(default_port)]
+    return parts.scheme.lower(), netloc
+
+
 def same_origin(request: web.Request, origin: str) -> bool:
-    """True when *origin* (an Origin header) names this very dashboard (scheme, host and port)."""
+    """True when *origin* (an Origin header) names this very dashboard (scheme, host and port), as the browser
+    reached it directly or through the proxy that ``web.public_url`` names."""
     parts = urlsplit(origin)
-    return bool(parts.scheme) and parts.scheme == request.scheme and parts.netloc.lower() == request.host.lower()
+    if not parts.scheme:
+        return False
+    if parts.scheme == request.scheme and parts.netloc.lower() == request.host.lower():
+        return True
+    public_url = config_of(request.app).web.public_url
+    return public_url is not None and _origin_of(origin) == _origin_of(public_url)
+
+
+def served_securely(request: web.Request) -> bool:
+    """Whether the browser reached the dashboard over HTTPS: directly, or through the proxy of an https
+    ``web.public_url`` (asked for by that name; the same node asked over plain HTTP on its own address, from
+    the LAN, must still be able to keep its cookie)."""
+    if request.secure:
+        return True
+    public_url = config_of(request.app).web.public_url
+    if public_url is None or not public_url.lower().startswith("https:"):
+        return False
+    return (urlsplit(public_url).hostname or "") == urlsplit(f"//{request.host}").hostname
 
 
 def origin_ok(request: web.Request) -> bool:

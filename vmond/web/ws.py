@@ -2,7 +2,8 @@
 
 Each client gets its own bounded queue (a bus subscription) drained by its own sender task: a browser that
 stops reading is cut off when its queue fills, and reconnects with ``?since=<seq>`` to get what it missed, or
-``resync`` when the server no longer holds it. Browsers authenticate with the session cookie and must come
+``resync`` when the server no longer holds it (or ``&bus=<id>`` names another node's bus: sequence numbers are
+per node, see :mod:`vmond.util.bus`). Browsers authenticate with the session cookie and must come
 from the dashboard's own origin (a foreign page could otherwise ride on the cookie).
 
 A socket lives no longer than its session: signing out closes it at once, and every
@@ -17,7 +18,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
@@ -42,6 +44,9 @@ WS_SIGNED_OUT = 4401  # application close code: the page goes to the login form 
 SESSION_CHECK_INTERVAL = 10.0  # seconds between checks that every open socket's session still holds
 CLIENT_RATE, CLIENT_BURST = 5.0, 20  # messages a client may send per second, and in a burst
 CLIENT_FLOOD = 200  # messages over the rate before the client is disconnected
+PRESENCE_MESSAGE = "presence"  # between central nodes: who has which alarm open on a node
+PRESENCE_REFRESH = 20.0  # seconds between a node's repeats of who has which alarm open there
+PRESENCE_EXPIRY = 3 * PRESENCE_REFRESH  # a node not heard from for this long has no viewers any more
 
 
 @routes.get("/ws")
@@ -66,9 +71,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     clients[ws] = who
     # No await between subscribing and reading the history: no message can fall between the two.
     subscription = bus.subscribe(QUEUE_PER_CLIENT)
-    backlog: list[Message] | None = [] if since is None else bus.since(since)
+    # A number from another bus (another central node, or before a restart) names none of this bus's messages.
+    foreign = request.query.get("bus", bus.id) != bus.id
+    backlog: list[Message] | None = [] if since is None else None if foreign else bus.since(since)
     # A user limited to accounts is sent only what concerns them, replayed messages too.
-    sender = asyncio.create_task(_send_loop(ws, subscription, backlog, bus.last_seq, scope_from(who)))
+    sender = asyncio.create_task(_send_loop(ws, subscription, backlog, bus.last_seq, bus.id, scope_from(who)))
     budget = TokenBucket(CLIENT_RATE, CLIENT_BURST)
     over = 0
     try:
@@ -136,26 +143,31 @@ class Presence:
     Told only when the viewers of an alarm change, and only to the sockets watching that alarm (a socket
     switching between alarms costs its own watchers, never every dashboard), as droppable news of the moment:
     not replayed, and carrying the last ``seq`` so that a client resuming from it misses nothing.
+
+    Several central nodes (issue 19): with *share*, this node's own viewers go to the other nodes (as
+    ``{"alarms": {alarm id: [user names]}}``) whenever they change and every :data:`PRESENCE_REFRESH` seconds;
+    what the others share comes in through :meth:`remote` and counts until that node has not been heard for
+    :data:`PRESENCE_EXPIRY` seconds (a node that died takes its viewers with it).
     """
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, share: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._bus = bus
+        self._share = share
         self._watching: dict[web.WebSocketResponse, tuple[int, str, Subscription]] = {}
+        self._remote: dict[str, tuple[float, dict[int, list[str]]]] = {}  # node -> (heard at, alarm -> users)
+
+    def _local(self, alarm_id: int) -> set[str]:
+        return {name for watched, name, _ in self._watching.values() if watched == alarm_id}
 
     def _viewers(self, alarm_id: int) -> list[str]:
-        return sorted({name for watched, name, _ in self._watching.values() if watched == alarm_id})
+        names = self._local(alarm_id)
+        for _, alarms in self._remote.values():
+            names.update(alarms.get(alarm_id, ()))
+        return sorted(names)
 
-    def _change(self, ws: web.WebSocketResponse, now: tuple[int, str, Subscription] | None) -> None:
-        previous = self._watching.get(ws)
-        if previous == now:
-            return
-        touched = {entry[0] for entry in (previous, now) if entry is not None}
-        before = {alarm_id: self._viewers(alarm_id) for alarm_id in touched}
-        if now is None:
-            del self._watching[ws]
-        else:
-            self._watching[ws] = now
-        for alarm_id in sorted(touched):
+    def _tell(self, before: dict[int, list[str]]) -> None:
+        """Tell the watchers of each alarm in *before* (its viewers then) when its viewers are not the same now."""
+        for alarm_id in sorted(before):
             users = self._viewers(alarm_id)
             if users == before[alarm_id]:
                 continue
@@ -164,12 +176,72 @@ class Presence:
                 if watched == alarm_id:
                     subscription.offer(message, droppable=True)
 
+    def _change(self, ws: web.WebSocketResponse, now: tuple[int, str, Subscription] | None) -> None:
+        previous = self._watching.get(ws)
+        if previous == now:
+            return
+        touched = {entry[0] for entry in (previous, now) if entry is not None}
+        before = {alarm_id: self._viewers(alarm_id) for alarm_id in touched}
+        local_before = {alarm_id: self._local(alarm_id) for alarm_id in touched}
+        if now is None:
+            del self._watching[ws]
+        else:
+            self._watching[ws] = now
+        self._tell(before)
+        if any(self._local(alarm_id) != names for alarm_id, names in local_before.items()):
+            self.share_own()
+
     def watch(self, ws: web.WebSocketResponse, subscription: Subscription, alarm_id: int, username: str) -> None:
         self._change(ws, (alarm_id, username, subscription))
 
     def leave(self, ws: web.WebSocketResponse) -> None:
         if ws in self._watching:
             self._change(ws, None)
+
+    def share_own(self) -> None:
+        """Tell the other nodes who has which alarm open here (with *share*; else nothing)."""
+        if self._share is not None:
+            alarms: dict[int, set[str]] = {}
+            for watched, name, _ in self._watching.values():
+                alarms.setdefault(watched, set()).add(name)
+            self._share({"alarms": {str(alarm_id): sorted(names) for alarm_id, names in alarms.items()}})
+
+    def remote(self, node: str, data: dict[str, Any]) -> None:
+        """What another node shared (see :meth:`share_own`): it replaces what that node said before."""
+        alarms: dict[int, list[str]] = {}
+        shared = data.get("alarms")
+        for key, names in (shared.items() if isinstance(shared, dict) else ()):
+            if isinstance(key, str) and key.isdigit() and isinstance(names, list):
+                alarms[int(key)] = [name[:64] for name in names[:100] if isinstance(name, str)]
+        _, earlier = self._remote.get(node, (0.0, {}))
+        before = {alarm_id: self._viewers(alarm_id) for alarm_id in {*earlier, *alarms}}
+        self._remote[node] = (time.monotonic(), alarms)
+        self._tell(before)
+
+    def refresh(self) -> None:
+        """Share this node's viewers again, and forget the nodes not heard from for :data:`PRESENCE_EXPIRY`."""
+        self.share_own()
+        cutoff = time.monotonic() - PRESENCE_EXPIRY
+        for node, (heard, alarms) in list(self._remote.items()):
+            if heard < cutoff:
+                before = {alarm_id: self._viewers(alarm_id) for alarm_id in alarms}
+                del self._remote[node]
+                self._tell(before)
+
+
+async def presence_refresh(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: :meth:`Presence.refresh` every :data:`PRESENCE_REFRESH` seconds."""
+
+    async def forever() -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_REFRESH)
+            app[PRESENCE].refresh()
+
+    task = asyncio.create_task(forever(), name="presence-refresh")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def close_sockets_of(app: web.Application, *, user_id: int) -> None:
@@ -216,10 +288,10 @@ async def session_watch(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _send_loop(ws: web.WebSocketResponse, subscription: Subscription, backlog: list[Message] | None,
-                     seq: int, scope: Scope) -> None:
+                     seq: int, bus_id: str, scope: Scope) -> None:
     try:
         if backlog is None:
-            await _send(ws, {"type": "resync", "seq": seq})
+            await _send(ws, {"type": "resync", "seq": seq, "bus": bus_id})
         else:
             for message in backlog:
                 if message_allowed(scope, message):

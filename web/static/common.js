@@ -39,10 +39,12 @@ export function el(tag, className, text) {
   return node;
 }
 
-// One WebSocket with resume: reconnects with ?since=<last seq>; "resync" when the server lost track.
+// One WebSocket with resume: reconnects with ?since=<last seq>; "resync" when the server lost track. Sequence
+// numbers are per server (each central node has its own): &bus= names whose they are, and a resync says the new.
 // The state of the link is the body's data-connection (see watchLink below).
 export function connectLive({seq, onMessage, onResync, indicator}) {
   let lastSeq = seq;
+  let busId = document.body.dataset.bus || "";
   let socket = null;
   let retryDelay = 500;
   const setState = (state, text) => {
@@ -83,7 +85,8 @@ export function connectLive({seq, onMessage, onResync, indicator}) {
   }
   function connect() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    socket = new WebSocket(scheme + "//" + location.host + "/ws?since=" + lastSeq);
+    const bus = busId ? "&bus=" + encodeURIComponent(busId) : "";
+    socket = new WebSocket(scheme + "//" + location.host + "/ws?since=" + lastSeq + bus);
     socket.onopen = () => {
       retryDelay = 500;
       setState("up", "live");
@@ -94,9 +97,14 @@ export function connectLive({seq, onMessage, onResync, indicator}) {
       link.heard();
       const message = JSON.parse(frame.data);
       if (message.type === "pong") return;
+      if (message.type === "resync") {
+        if (typeof message.seq === "number") lastSeq = message.seq; // this server's numbering from now on
+        if (typeof message.bus === "string") busId = message.bus;
+        onResync(message.seq);
+        return;
+      }
       if (typeof message.seq === "number") lastSeq = Math.max(lastSeq, message.seq);
-      if (message.type === "resync") onResync(message.seq);
-      else onMessage(message);
+      onMessage(message);
     };
     socket.onclose = lost;
   }
