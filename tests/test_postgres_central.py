@@ -92,6 +92,13 @@ def test_a_wrong_password_stops_the_start_with_a_clear_error(tmp_path: Path,
     (line,) = result.stderr.splitlines()  # one line, no traceback
     assert line.startswith(f"cannot open the database {url}: ") and "password authentication failed" in line
     assert "not the password" not in result.stderr
+    # The daemon too: it stops at once with that line last (systemd starts it again), not with a traceback.
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"vmond: cannot open the database {url}: ") and "password authentication failed" in last
+    assert "not the password" not in result.stderr
 
 
 def test_the_sqlite_tools_point_at_postgresqls(tmp_path: Path, postgres_url: str) -> None:
