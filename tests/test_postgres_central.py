@@ -6,6 +6,7 @@ with the central process on PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from test_web import (
     test_token_gives_bearer_access,  # noqa: F401
 )
 
-from vmond.config import Config
+from vmond.config import Config, parse_config_text
 from vmond.daemon import running
 from vmond.store import migrations
 
@@ -91,6 +92,13 @@ def test_a_wrong_password_stops_the_start_with_a_clear_error(tmp_path: Path,
     (line,) = result.stderr.splitlines()  # one line, no traceback
     assert line.startswith(f"cannot open the database {url}: ") and "password authentication failed" in line
     assert "not the password" not in result.stderr
+    # The daemon too: it stops at once with that line last (systemd starts it again), not with a traceback.
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"vmond: cannot open the database {url}: ") and "password authentication failed" in last
+    assert "not the password" not in result.stderr
 
 
 def test_the_sqlite_tools_point_at_postgresqls(tmp_path: Path, postgres_url: str) -> None:
@@ -132,3 +140,12 @@ async def daemon(make_config: Callable[..., Config], broker: Mosquitto, postgres
     assert config.central.enabled and config.storage.postgresql
     async with running(config) as services:
         yield Daemon(services)
+
+
+def test_the_readmes_example_is_a_valid_central_on_postgresql() -> None:
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    chapter = text[text.index("\n## Storage: SQLite or PostgreSQL\n"):text.index("\n## Configuration reference\n")]
+    (block,) = re.findall(r"^```yaml\n(.*?)^```$", chapter, flags=re.M | re.S)
+    config = parse_config_text(block, "README.md", check_files=False)
+    assert config.central.enabled and config.storage.postgresql
+    assert config.storage.database_password_file == Path("/etc/vmond/database-password")

@@ -269,7 +269,7 @@ class Database:
 
     def _open(self) -> pw.Database:
         if self.url is not None:
-            pg = open_postgresql(self.url, self._password)
+            pg = open_configured(self.path.parent, self.url, self._password)
             pg.close()  # this executor thread's connection; the database threads open their own
             return pg
         db = open_sqlite(self.path)
