@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import Daemon, merge, write_config
-from daemon_process import DaemonProcess, Notifications, process_with_admin
+from daemon_process import DaemonProcess, process_with_admin
 from mosquitto import Mosquitto, Subscriber
 
 from vmond.config import Config
@@ -276,17 +276,3 @@ def write_node_config(name: str, directory: Path, *, broker_port: int, web_port:
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 
-
-@contextlib.contextmanager
-def node_process(directory: Path, config: Path) -> Iterator[DaemonProcess]:
-    """A not yet started ``vmond run`` on *config* (a node whose database has its users already); killed
-    afterwards if still up."""
-    notify = Notifications(directory / "notify.sock")
-    process = DaemonProcess(config, notify, directory / "vmond.log")
-    try:
-        yield process
-    finally:
-        if process.popen is not None and process.popen.poll() is None:
-            process.popen.kill()
-            process.popen.wait()
-        notify.close()

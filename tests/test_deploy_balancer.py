@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from centralsite import node_process, write_node_config
+from centralsite import write_node_config
 from conftest import PASSWORD
 from daemon_process import DaemonProcess, process_with_admin
 from helpers import free_port
@@ -106,7 +106,7 @@ class Nodes:
 @contextlib.contextmanager
 def two_nodes(nodes: Nodes) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
     with process_with_admin(nodes.configs[0].parent, nodes.configs[0]) as a, \
-            node_process(nodes.configs[1].parent, nodes.configs[1]) as b:
+            process_with_admin(nodes.configs[1].parent, nodes.configs[1], admin=False) as b:
         yield a, b
 
 
