@@ -100,3 +100,42 @@ def test_two_nodes_batches_from_one_site_neither_wait_nor_run_again(postgres_url
     assert (counts["a"].retries, counts["b"].retries) == (0, 0)
     assert AlarmEvent.select().count() == 11
     database.close()
+
+
+def test_noting_sites_heard_does_not_wait_for_another_nodes_open_batch(postgres_url: str) -> None:
+    """Node A's batch is open (its events' foreign keys hold their site rows FOR KEY SHARE) when node B notes the
+    same sites heard: B must not wait for A's commit (a FOR UPDATE did, and deadlocked with A's next insert)."""
+    database = open_postgresql(postgres_url)
+    mirror_messages([SiteMessage(site, "events", event(n)) for n, site in ((1, "site-a"), (2, "site-b"))], AT,
+                    DOMAIN, {})
+    a_open, b_done = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def node_a() -> None:
+        def batch() -> None:
+            mirror_messages([SiteMessage(site, "events", event(n)) for n, site in ((3, "site-a"), (4, "site-b"))],
+                            AT, DOMAIN, {}, heard={})
+            a_open.set()
+            assert b_done.wait(WAIT), "noting the sites heard waited for node A's batch"
+        try:
+            run_transaction(database, batch)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's thread
+            failures.append(exc)
+            a_open.set()
+        finally:
+            database.close()
+
+    first = threading.Thread(target=node_a)
+    first.start()
+    assert a_open.wait(WAIT)
+    written: list[int] = []
+    second = threading.Thread(target=lambda: (written.append(run_transaction(
+        database, lambda: note_heard({"site-a": AT + timedelta(seconds=5), "site-b": AT + timedelta(seconds=5)}))),
+        b_done.set(), database.close()))
+    second.start()
+    second.join(WAIT)
+    first.join(WAIT)
+    assert not first.is_alive() and not second.is_alive()
+    assert failures == [] and written == [2]
+    assert heard_at("site-a") == heard_at("site-b") == AT + timedelta(seconds=5)
+    database.close()

@@ -138,8 +138,12 @@ def note_heard(heard: dict[str, datetime]) -> int:
     """Sites heard from (key: when): each one's ``last_message_at`` moved forward to that time, unless it is
     already within :data:`HEARD_STEP` of it. Returns how many rows were written.
 
-    One statement per time, over the sites in key order: two central nodes doing this at once lock the rows in
-    the same order, and a row another node has just moved is left alone (not written, not locked)."""
+    A row another node has just moved is left alone (not written, not locked). On PostgreSQL the rows to move are
+    locked first in key order, as every node does: two nodes doing this at once wait for each other briefly, never
+    in a deadlock (an UPDATE locks them in whatever order it finds them). ``FOR NO KEY UPDATE``, the lock such an
+    UPDATE takes anyway: ``FOR UPDATE`` would also wait for (and deadlock with) another node's open batch, whose
+    events' foreign keys hold their site rows ``FOR KEY SHARE``."""
+    locking = bool(getattr(Site._meta.database, "for_update", False))  # SQLite: one writer, no row locks
     written = 0
     by_time: dict[datetime, list[str]] = {}
     for key, at in heard.items():
@@ -147,10 +151,14 @@ def note_heard(heard: dict[str, datetime]) -> int:
     for at, keys in sorted(by_time.items()):
         keys.sort()
         for start in range(0, len(keys), 500):  # a few keys a statement: SQLite bounds a statement's parameters
-            written += (Site.update(last_message_at=at)
-                        .where(Site.key.in_(keys[start:start + 500])
-                               & (Site.last_message_at.is_null() | (Site.last_message_at < at - HEARD_STEP)))
-                        .execute())
+            stale = (Site.key.in_(keys[start:start + 500])
+                     & (Site.last_message_at.is_null() | (Site.last_message_at < at - HEARD_STEP)))
+            if locking:
+                ids = [row.id for row in Site.select(Site.id).where(stale).order_by(Site.key)
+                       .for_update("FOR NO KEY UPDATE")]
+                stale = Site.id.in_(ids) if ids else None
+            if stale is not None:
+                written += Site.update(last_message_at=at).where(stale).execute()
     return written
 
 
