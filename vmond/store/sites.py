@@ -155,10 +155,11 @@ def note_heard(heard: dict[str, datetime]) -> int:
                      & (Site.last_message_at.is_null() | (Site.last_message_at < at - HEARD_STEP)))
             if locking:
                 ids = [row.id for row in Site.select(Site.id).where(stale).order_by(Site.key)
-                       .for_update("FOR NO KEY UPDATE")]
-                stale = Site.id.in_(ids) if ids else None
-            if stale is not None:
-                written += Site.update(last_message_at=at).where(stale).execute()
+                       .for_update("FOR NO KEY UPDATE")]  # type: ignore[arg-type]  # a clause: peewee takes it, its stub says bool
+                if not ids:
+                    continue
+                stale = Site.id.in_(ids)
+            written += Site.update(last_message_at=at).where(stale).execute()
     return written
 
 
