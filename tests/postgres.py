@@ -139,6 +139,8 @@ class PostgresCluster:
 
     def remove(self) -> None:
         self.stop("immediate")
+        if os.environ.get("PG_KEEP_LOG"):
+            shutil.copy(self.log, os.environ["PG_KEEP_LOG"] + f".{os.getpid()}")
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def admin(self, dbname: str = "postgres") -> Any:

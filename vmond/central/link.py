@@ -49,6 +49,7 @@ from vmond.mqtt.client import PAHO2, LinkSettings, erase_session
 from vmond.store.changes import Changes
 from vmond.store.db import Database
 from vmond.store.mirrorbatch import SiteMessage, mirror_messages
+from vmond.store.sites import note_heard
 from vmond.util.clock import utcnow
 
 log = logging.getLogger(__name__)
@@ -331,8 +332,13 @@ class MirrorLink:
 
     async def _record(self, messages: list[SiteMessage]) -> None:
         if messages:
+            # PostgreSQL (several nodes): the sites' last_message_at in a short transaction after the batch's, so
+            # that no batch holds the site rows every node writes. The messages are acknowledged after both.
+            heard: dict[str, datetime] | None = {} if self._db.postgresql else None
             self.dropped += await self._changes.record(mirror_messages, messages, utcnow(), self._config.smtp.domain,
-                                                       self._names)
+                                                       self._names, heard=heard)
+            if heard:
+                await self._db.write(note_heard, heard)
             self.mirrored += len(messages)
             if self.on_available is not None and any(m.what == "available" for m in messages):
                 self.on_available()

@@ -23,7 +23,7 @@ from vmond.store.changes import Change
 from vmond.store.events import MAX_IMAGES_PER_EVENT, get_event
 from vmond.store.models import Account, Alarm, AlarmEvent, AlarmNote, AuditEntry, Camera, Contact, Media, Site
 from vmond.store.monitoring import OFF_WALL_FLAGS
-from vmond.store.sites import ensure_site, note_message, parse_time
+from vmond.store.sites import ensure_site, parse_time
 from vmond.store.sitevalues import (
     CLOCK_SKEW,
     MAX_ATTACHMENTS,
@@ -167,7 +167,7 @@ def mirror_event(key: str, event: dict[str, Any], at: datetime, domain: str, nam
                  change: Change | None = None, later: Later | None = None) -> int | None:
     """An ``events`` message's Event: created or brought up to date; returns the local event id (None: an older
     copy, ignored)."""
-    site = note_message(key, at, name)
+    site = ensure_site(key, name)  # its sign of life: the batch's (vmond.store.sites.note_heard)
     remote = remote_id(event, "an event")
     latest = at + CLOCK_SKEW  # not later: a time far ahead would keep an event atop the wall, or unchangeable
     updated = parse_time(event.get("updated_at"), latest) or parse_time(event.get("received_at"), latest) or at
@@ -262,7 +262,7 @@ def mirror_alarm(key: str, alarm: dict[str, Any], at: datetime, domain: str, nam
                  change: Change | None = None, later: Later | None = None) -> int | None:
     """An ``alarms`` message's Alarm: created or brought up to date, its last action on the trail; returns the
     local alarm id (None: its event is not known here)."""
-    site = note_message(key, at, name)
+    site = ensure_site(key, name)  # its sign of life: the batch's (vmond.store.sites.note_heard)
     remote = remote_id(alarm, "an alarm")
     if isinstance(alarm.get("event"), dict):
         mirror_event(key, alarm["event"], at, domain, name, change, later)

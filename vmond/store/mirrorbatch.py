@@ -1,6 +1,11 @@
 """A central station's mirror, a batch at a time (issue 18): the messages that arrived together from the sites,
 each mirrored in a savepoint of its own by :mod:`vmond.store.mirror`, and what they changed announced once, in
 order, at the batch's end. Synchronous, on the database's writer thread, inside the batch's transaction.
+
+The sites' signs of life (``last_message_at``) from events, alarms and command results are written once per site
+at the batch's end (:func:`vmond.store.sites.note_heard`), or handed to the caller to write in a transaction of
+its own: on PostgreSQL with several central nodes, the site rows are the rows every node's batches would share,
+and a batch holding them until its commit made the other node's batches wait, deadlock and run again.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from vmond.store.changes import Change
 from vmond.store.events import event_query, serialize_events
 from vmond.store.mirror import Later, mirror_alarm, mirror_config, mirror_event
 from vmond.store.models import AlarmEvent, Site
-from vmond.store.sites import announce_site, note_available, note_message, note_status
+from vmond.store.sites import announce_site, ensure_site, note_available, note_heard, note_status
 from vmond.store.sitevalues import BadMessage
 
 log = logging.getLogger(__name__)
@@ -43,28 +48,44 @@ class SiteMessage(NamedTuple):
     retained: bool = False
 
 
+# The messages whose site's last_message_at the batch moves at its end (status, available and config write the
+# site's row anyway, with what they bring).
+_SIGNS_OF_LIFE = frozenset({"events", "alarms", "commands/result"})
+
+
 def mirror_messages(messages: list[SiteMessage], at: datetime, domain: str, names: dict[str, str],
-                    change: Change | None = None) -> int:
+                    change: Change | None = None, heard: dict[str, datetime] | None = None) -> int:
     """Mirror *messages* in order, each in a savepoint of its own: one the mirror cannot take is logged and
-    dropped without undoing the others. Returns how many were dropped."""
+    dropped without undoing the others. Returns how many were dropped.
+
+    The sites heard from are noted at the end, in this transaction; with *heard*, they are put in it instead
+    (emptied first: a retried attempt starts again) for the caller to note after the commit."""
     dropped = 0
     database = Site._meta.database
     later: Later = []
+    alive: dict[str, datetime] = {}
     for message in messages:
         told: Later = []  # kept only once the message's savepoint holds
         try:
             with database.atomic():
-                heard = _last_heard(message) if message.retained else None
+                before = _last_heard(message) if message.retained else None
                 _mirror_one(message, at, domain, names.get(message.site), change, told)
-                if heard is not None:
-                    _keep_last_heard(heard, change)
+                if before is not None:
+                    _keep_last_heard(before, change)
             later += told
+            if message.what in _SIGNS_OF_LIFE and not message.retained:
+                alive[message.site] = at
         except (pw.OperationalError, pw.InterfaceError):
             raise  # the database (disk full, busy, its connection lost), not the message: the batch is tried again
         except Exception as exc:  # noqa: BLE001 - whatever a message makes fail, it must not stop the mirror
             dropped += 1
             log.warning("central: site %s's %s message was dropped: %s: %s", message.site, message.what,
                         type(exc).__name__, str(exc)[:200])
+    if heard is None:
+        note_heard(alive)
+    else:
+        heard.clear()
+        heard.update(alive)
     if change is not None:
         _announce_batch(later, domain, change)
     return dropped
@@ -84,7 +105,7 @@ def _mirror_one(message: SiteMessage, at: datetime, domain: str, name: str | Non
     elif what == "alarms":
         mirror_alarm(key, _part(body, "alarm"), at, domain, name, change, later)
     elif what == "commands/result":
-        note_message(key, at, name)
+        ensure_site(key, name)
         record_result(key, body, at, change)
 
 

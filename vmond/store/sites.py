@@ -7,7 +7,7 @@ Synchronous, on a database thread, inside the caller's transaction.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from vmond.store.changes import Change
@@ -22,6 +22,9 @@ def _iso(value: datetime | None) -> str | None:
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 MAX_SITES = 1000  # rows a central keeps for sites: `sites: auto` must not let anyone grow the table without end
+# A site's last_message_at is moved only when it moved by more than this: several central nodes would otherwise
+# write the same site rows for every message (central.site_silence is minutes, a second does not matter).
+HEARD_STEP = timedelta(seconds=1)
 
 
 class TooManySites(ValueError):
@@ -129,6 +132,35 @@ def note_message(key: str, at: datetime, name: str | None = None, change: Change
     # This column only: saving the whole row would write its status (the site's, any size) for every message.
     Site.update(last_message_at=at).where(Site.id == site.id).execute()
     return site
+
+
+def note_heard(heard: dict[str, datetime]) -> int:
+    """Sites heard from (key: when): each one's ``last_message_at`` moved forward to that time, unless it is
+    already within :data:`HEARD_STEP` of it. Returns how many rows were written.
+
+    A row another node has just moved is left alone (not written, not locked). On PostgreSQL the rows to move are
+    locked first in key order, as every node does: two nodes doing this at once wait for each other briefly, never
+    in a deadlock (an UPDATE locks them in whatever order it finds them). ``FOR NO KEY UPDATE``, the lock such an
+    UPDATE takes anyway: ``FOR UPDATE`` would also wait for (and deadlock with) another node's open batch, whose
+    events' foreign keys hold their site rows ``FOR KEY SHARE``."""
+    locking = bool(getattr(Site._meta.database, "for_update", False))  # SQLite: one writer, no row locks
+    written = 0
+    by_time: dict[datetime, list[str]] = {}
+    for key, at in heard.items():
+        by_time.setdefault(at, []).append(key)
+    for at, keys in sorted(by_time.items()):
+        keys.sort()
+        for start in range(0, len(keys), 500):  # a few keys a statement: SQLite bounds a statement's parameters
+            stale = (Site.key.in_(keys[start:start + 500])
+                     & (Site.last_message_at.is_null() | (Site.last_message_at < at - HEARD_STEP)))
+            if locking:
+                ids = [row.id for row in Site.select(Site.id).where(stale).order_by(Site.key)
+                       .for_update("FOR NO KEY UPDATE")]  # type: ignore[arg-type]  # a clause: peewee takes it, its stub says bool
+                if not ids:
+                    continue
+                stale = Site.id.in_(ids)
+            written += Site.update(last_message_at=at).where(stale).execute()
+    return written
 
 
 def note_status(key: str, status: dict[str, Any], at: datetime, name: str | None = None,
