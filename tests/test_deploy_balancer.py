@@ -78,6 +78,9 @@ class Browser:
 
     async def close(self) -> None:
         await self.http.close()
+        # aiohttp < 4 closes TLS transports a moment after the session (its "graceful shutdown" advice): wait for
+        # them, or they are collected unclosed after the test's loop has gone
+        await asyncio.sleep(0.25)
 
 
 async def pong(ws: aiohttp.ClientWebSocketResponse) -> None:
