@@ -99,10 +99,11 @@ class Daemon:
                                        mail_from=mail_from)
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
-        """Wait until the pipeline has turned everything spooled into events."""
-        spool = self.services.spool
+        """Wait until the pipeline has turned everything spooled into events, and a burst's pictures have their
+        thumbnails."""
+        spool, pipeline = self.services.spool, self.services.pipeline
         deadline = asyncio.get_running_loop().time() + timeout
-        while await asyncio.to_thread(spool.count_pending):
+        while await asyncio.to_thread(spool.count_pending) or pipeline.pictures_pending:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError("the pipeline did not drain the spool in time")
             await asyncio.sleep(0.02)

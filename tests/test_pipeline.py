@@ -90,18 +90,18 @@ async def test_an_unparseable_mail_is_kept_raw_and_flagged(daemon: Daemon) -> No
             assert response.content_type == "application/octet-stream"
 
 
-def crash_the_worker(raw: bytes) -> None:
+def crash_the_worker(path: str, quick: bool = False) -> None:
     os._exit(1)  # as a segfault in a decoder would
 
 
-def hang_the_worker(raw: bytes) -> None:
+def hang_the_worker(path: str, quick: bool = False) -> None:
     time.sleep(3600)
 
 
 @pytest.mark.parametrize("failure", [crash_the_worker, hang_the_worker])
 async def test_a_mail_that_kills_the_parser_is_kept_and_the_next_one_works(
-        daemon: Daemon, monkeypatch: pytest.MonkeyPatch, failure: Callable[[bytes], None]) -> None:
-    monkeypatch.setattr(pipeline_module, "prepare_mail", failure)
+        daemon: Daemon, monkeypatch: pytest.MonkeyPatch, failure: Callable[[str, bool], None]) -> None:
+    monkeypatch.setattr(pipeline_module, "prepare_spooled", failure)
     monkeypatch.setattr(pipeline_module, "PARSE_TIMEOUT", 2.0)
     raw = sample("amcrest-tamper.eml")
     assert (await daemon.send(raw))["data"][0] == 250

@@ -5,6 +5,10 @@ file is deleted only after the commit that holds its event; a replay of a file t
 its ingest key and creates nothing twice. Parsing and picture checks run in a worker process, file writes on
 I/O threads: never on the loop. While one mail is stored and committed, the next one is already parsed: the
 parse has no side effects, so this changes nothing about what a crash leaves behind.
+
+A mail with others waiting behind it in the spool gets only the quick picture check (header and end of each file)
+before its commit; its pictures are decoded and thumbnailed when the spool has drained
+(:mod:`vmond.ingest.finishing`). A mail alone gets the full check at once and is announced with its thumbnails.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from vmond.ingest.prepare import PreparedMail, prepare_mail
+from vmond.ingest.finishing import PictureFinisher
+from vmond.ingest.prepare import PreparedMail, prepare_spooled
 from vmond.ingest.records import build_records, content_digest, local_parts, resend_record
 from vmond.ingest.spool import Spool, SpoolEntry
 from vmond.store.events import IngestResult, find_resend, record_mail, record_resend
@@ -75,9 +80,17 @@ class Pipeline(BackgroundService):
         self._io = io_executor
         self._on_ingested = on_ingested
         self._wake = asyncio.Event()
+        self._finisher = PictureFinisher(config.smtp.domain, media, db, changes, workers, io_executor)
+        # A station that wants the thumbnail inside the event message gets it there: no quick check then.
+        self._quick_checks = not (config.mqtt.enabled and config.mqtt.embed_thumbnail)
         self.processed = 0
         self.failed = 0
         self.busy = False  # spooled mails are waiting to become events
+
+    @property
+    def pictures_pending(self) -> bool:
+        """Pictures of a burst still wait for their full check and thumbnail."""
+        return self._finisher.pending
 
     def notify(self, name: str = "") -> None:
         self._wake.set()
@@ -90,39 +103,55 @@ class Pipeline(BackgroundService):
         backlog = await self._in_thread(self._spool.count_pending)
         if backlog:
             log.info("replaying %d spooled mail(s) left from before", backlog)
+        self._finisher.recover()
         while True:
             self._wake.clear()
             names = await self._in_thread(self._spool.pending)
             self.busy = bool(names)
             await self._drain(names)
             self.busy = False
-            if not names:
-                await self._wake.wait()
+            if names:
+                continue
+            if self._finisher.pending:  # a round, then the spool again: new mails go first
+                try:
+                    await self._finisher.run_round()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("finishing pictures after a burst failed; they keep their full-size view")
+                continue
+            await self._wake.wait()
 
     async def _drain(self, names: list[str]) -> None:
         """Process ``names`` in order, each one's parse started while its predecessor is stored."""
         ahead: asyncio.Task[tuple[SpoolEntry, PreparedMail]] | None = None
         try:
             for index, name in enumerate(names):
-                current = ahead or asyncio.ensure_future(self._load_and_parse(name))
+                # Mails waiting behind this one: the quick picture check, and the wall first.
+                current = ahead or asyncio.ensure_future(self._load_and_parse(name, self._quick(names, index)))
                 ahead = None
                 if index + 1 < len(names):
-                    ahead = asyncio.ensure_future(self._load_and_parse(names[index + 1], after=current))
+                    ahead = asyncio.ensure_future(self._load_and_parse(names[index + 1], self._quick(names, index + 1),
+                                                                       after=current))
                 await self._process_with_retries(name, current)
         finally:
             if ahead is not None and not ahead.cancel() and not ahead.cancelled():
                 ahead.exception()  # done already: its failure needs no "never retrieved" warning
 
-    async def _load_and_parse(self, name: str, after: asyncio.Future[Any] | None = None,
+    def _quick(self, names: list[str], index: int) -> bool:
+        return self._quick_checks and index + 1 < len(names)
+
+    async def _load_and_parse(self, name: str, quick: bool, after: asyncio.Future[Any] | None = None,
                               ) -> tuple[SpoolEntry, PreparedMail]:
         if after is not None:
             await asyncio.wait([after])  # the worker parses in arrival order
         entry = await self._in_thread(self._spool.load, name)
-        return entry, await self._parse(entry.content)
+        return entry, await self._parse(name, quick)
 
-    async def _parse(self, content: bytes) -> PreparedMail:
+    async def _parse(self, name: str, quick: bool = False) -> PreparedMail:
         try:
-            return await self._workers.run(prepare_mail, content, timeout=PARSE_TIMEOUT)
+            return await self._workers.run(prepare_spooled, str(self._spool.path(name)), quick,
+                                           timeout=PARSE_TIMEOUT)
         except WorkerFailed as exc:
             # The mail itself is the likeliest cause: keep it raw rather than retry it into the same wall.
             return PreparedMail(parsed=None, error=f"parser {exc}")
@@ -183,7 +212,7 @@ class Pipeline(BackgroundService):
             self._announce(await self._changes.record(record_resend, domain, record.ingest_key, event_id, record))
         if len(resends) < len(local_parts(entry, domain)):
             if prepared is None:
-                prepared = await self._parse(entry.content)
+                prepared = await self._parse(name)
             if self._make_room is not None:
                 await self._make_room()  # so that the quota is exceeded by this mail's media at most
             records = await self._in_thread(build_records, entry, prepared, self._media, domain, set(resends),
@@ -198,6 +227,8 @@ class Pipeline(BackgroundService):
                                                 after_commit=lambda: crashpoint("after_db_commit"))
             for path in result.unused_media:
                 await self._in_thread(self._media.delete_sync, path)
+            if any(item.kind == "image" and item.thumb_path is None for item in record.media):
+                self._finisher.note(result.event["id"])
             self._announce(result)
         await self._in_thread(self._spool.remove, name)
         self.processed += 1

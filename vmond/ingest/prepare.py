@@ -1,7 +1,9 @@
 """The CPU-heavy half of ingest, run in a worker process: parse the mail, check and thumbnail its pictures.
 
-Pure and synchronous, with no asyncio and no file I/O: it gets the raw bytes and returns plain values, so a
-pathological mail can only cost a worker (which the pool replaces), never the event loop.
+Synchronous, with no asyncio and no writes: it reads the spool file itself (sending a megabyte to the worker costs
+more than reading it there) and returns plain values, so a pathological mail can only cost a worker (which the
+pool replaces), never the event loop. With ``quick`` the pictures get only :func:`check_image` (their thumbnails
+and full decode come after the commit), else :func:`inspect_image`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmond.ingest.mailparse import Attachment, ParsedMail, parse_mail
-from vmond.media.images import ImageInfo, ImageRejected, inspect_image
+from vmond.ingest.spool import read_message
+from vmond.media.images import ImageInfo, ImageRejected, check_image, inspect_image
 
 
 @dataclass(frozen=True)
@@ -27,16 +30,22 @@ class PreparedMail:
     error: str | None = None  # why parsing failed (the mail is then kept raw)
 
 
-def prepare_mail(raw: bytes) -> PreparedMail:
+def prepare_spooled(path: str, quick: bool = False) -> PreparedMail:
+    """:func:`prepare_mail` of the message in the spool file at *path*."""
+    return prepare_mail(read_message(path), quick)
+
+
+def prepare_mail(raw: bytes, quick: bool = False) -> PreparedMail:
     try:
         parsed = parse_mail(raw)
     except Exception as exc:  # noqa: BLE001 - any parser failure makes the mail an "unparsed" event
         return PreparedMail(parsed=None, error=f"{type(exc).__name__}: {exc}"[:300])
     images, rejected, others = [], [], []
+    check = check_image if quick else inspect_image
     for attachment in parsed.attachments:
         if attachment.is_image:
             try:
-                images.append(CheckedImage(attachment, inspect_image(attachment.data)))
+                images.append(CheckedImage(attachment, check(attachment.data)))
             except ImageRejected as exc:
                 rejected.append((attachment.filename, str(exc)[:300]))
         else:

@@ -58,12 +58,20 @@ def _flags(prepared: PreparedMail) -> tuple[str, ...]:
 
 def _store_image(media: MediaStore, base: str, image: CheckedImage) -> MediaRecord:
     data, info = image.attachment.data, image.info
-    path, thumb = base + _EXTENSIONS[info.content_type], base + ".thumb.jpg"
+    path = base + _EXTENSIONS[info.content_type]
     media.write_sync(path, data)
-    media.write_sync(thumb, info.thumbnail)
+    thumb = None  # made after the commit when the picture had the quick check only
+    if info.thumbnail is not None:
+        thumb = thumbnail_relpath(path)
+        media.write_sync(thumb, info.thumbnail)
     return MediaRecord(kind="image", path=path, content_type=info.content_type,
                        sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), thumb_path=thumb,
                        width=info.width, height=info.height, original_name=image.attachment.filename)
+
+
+def thumbnail_relpath(path: str) -> str:
+    """Where the thumbnail of the picture stored at *path* goes."""
+    return str(PurePosixPath(path).with_suffix(".thumb.jpg"))
 
 
 def _store_opaque(media: MediaStore, path: str, kind: str, content_type: str, data: bytes,

@@ -62,6 +62,19 @@ class SpoolEntry:
     content: bytes
 
 
+def _split(data: bytes, name: str) -> tuple[bytes, bytes]:
+    if not data.startswith(MAGIC):
+        raise ValueError(f"spool file {name} has no vmond header")
+    header, _, content = data.partition(b"\n")
+    return header, content
+
+
+def read_message(path: str) -> bytes:
+    """The message in the spool file at *path*, without vmond's header line."""
+    with open(path, "rb") as file:
+        return _split(file.read(), os.path.basename(path))[1]
+
+
 class Spool:
     def __init__(self, root: Path, min_free_space: int = 0) -> None:
         self.root = root
@@ -121,11 +134,12 @@ class Spool:
         """Names waiting in ``new``, oldest first."""
         return sorted(p.name for p in self.new.iterdir() if p.name.endswith(SUFFIX))
 
+    def path(self, name: str) -> Path:
+        """Where the waiting mail *name* is (for a worker that reads it itself)."""
+        return self.new / name
+
     def load(self, name: str) -> SpoolEntry:
-        data = (self.new / name).read_bytes()
-        if not data.startswith(MAGIC):
-            raise ValueError(f"spool file {name} has no vmond header")
-        header, _, content = data.partition(b"\n")
+        header, content = _split((self.new / name).read_bytes(), name)
         fields = json.loads(header[len(MAGIC):])
         fields["rcpt_tos"] = tuple(fields["rcpt_tos"])
         return SpoolEntry(name, SpoolEnvelope(**fields), content)

@@ -118,7 +118,8 @@ def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | Non
             {
                 "id": m.id,
                 "url": f"/media/{m.id}",
-                "thumbnail_url": f"/media/{m.id}/thumbnail",
+                # A picture whose thumbnail is still to come (a burst: see store.thumbnails) shows itself.
+                "thumbnail_url": f"/media/{m.id}/thumbnail" if m.thumb_path or m.site_id else f"/media/{m.id}",
                 "width": m.width,
                 "height": m.height,
                 "content_type": m.content_type,
