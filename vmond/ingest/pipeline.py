@@ -16,15 +16,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from vmond.ingest.finishing import PictureFinisher
 from vmond.ingest.prepare import PreparedMail, prepare_spooled
 from vmond.ingest.records import build_records, content_digest, local_parts, resend_record
 from vmond.ingest.spool import Spool, SpoolEntry
-from vmond.store.events import IngestResult, find_resend, record_mail, record_resend
+from vmond.store.events import IngestRecord, IngestResult, find_resend
+from vmond.store.ingestbatch import MailRecords, record_mails
 from vmond.util.crashpoints import crashpoint
 from vmond.util.tasks import BackgroundService
 from vmond.util.workers import WorkerFailed, WorkerPool
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 5  # then the file is set aside in spool/failed for a human, never deleted
+WINDOW = 6  # mails read, parsed and stored ahead of their commit (each holds about twice its size in memory)
+BATCH = 16  # mails committed in one transaction at most
 DISK_FULL_RETRY = 2.0  # seconds between tries while the disk is full
 
 
@@ -55,6 +59,41 @@ def _disk_full(exc: BaseException | None) -> bool:
         exc = exc.__cause__ or exc.__context__
     return False
 PARSE_TIMEOUT = 60.0  # seconds of worker time for one mail; no honest camera mail comes close
+
+
+class _Ready(NamedTuple):
+    """A spooled mail read, parsed and with its media durable on disk: ready for its commit."""
+
+    name: str
+    mails: list[MailRecords]  # one per recipient camera
+
+
+class _Order:
+    """The steps of a staged mail that the next one waits for: its resend check, then its parse."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.checked: asyncio.Future[None] = loop.create_future()
+        self.parsed: asyncio.Future[None] = loop.create_future()
+
+    def done(self) -> None:
+        for step in (self.checked, self.parsed):
+            if not step.done():
+                step.set_result(None)
+
+
+class _Flight:
+    """What the mails staged ahead of their commit carry: a later one with the same content for the same camera
+    is the camera's resend (the transaction, which sees the earlier one by then, confirms it)."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+
+    def carries(self, local: str, digest: str) -> bool:
+        return (local, digest) in self._seen
+
+    def add(self, locals_: list[str], digest: str) -> None:
+        self._seen.update((local, digest) for local in locals_)
 
 
 class Pipeline(BackgroundService):
@@ -81,6 +120,7 @@ class Pipeline(BackgroundService):
         self._on_ingested = on_ingested
         self._wake = asyncio.Event()
         self._finisher = PictureFinisher(config.smtp.domain, media, db, changes, workers, io_executor)
+        self._finisher.recover()  # what a crash left unfinished: looked for once the spool has drained
         # A station that wants the thumbnail inside the event message gets it there: no quick check then.
         self._quick_checks = not (config.mqtt.enabled and config.mqtt.embed_thumbnail)
         self.processed = 0
@@ -103,7 +143,6 @@ class Pipeline(BackgroundService):
         backlog = await self._in_thread(self._spool.count_pending)
         if backlog:
             log.info("replaying %d spooled mail(s) left from before", backlog)
-        self._finisher.recover()
         while True:
             self._wake.clear()
             names = await self._in_thread(self._spool.pending)
@@ -123,30 +162,82 @@ class Pipeline(BackgroundService):
             await self._wake.wait()
 
     async def _drain(self, names: list[str]) -> None:
-        """Process ``names`` in order, each one's parse started while its predecessor is stored."""
-        ahead: asyncio.Task[tuple[SpoolEntry, PreparedMail]] | None = None
+        """Process ``names`` in order: up to :data:`WINDOW` mails are read, parsed and stored ahead, and the ones
+        ready are committed together (up to :data:`BATCH` in one transaction)."""
+        flight = _Flight()
+        ahead: deque[tuple[str, asyncio.Task[_Ready]]] = deque()
+        before: _Order | None = None
+        following = iter(enumerate(names))
         try:
-            for index, name in enumerate(names):
-                # Mails waiting behind this one: the quick picture check, and the wall first.
-                current = ahead or asyncio.ensure_future(self._load_and_parse(name, self._quick(names, index)))
-                ahead = None
-                if index + 1 < len(names):
-                    ahead = asyncio.ensure_future(self._load_and_parse(names[index + 1], self._quick(names, index + 1),
-                                                                       after=current))
-                await self._process_with_retries(name, current)
+            while True:
+                for index, name in following:
+                    order = _Order()
+                    # Mails waiting behind this one: the quick picture check, and the wall first.
+                    task = asyncio.ensure_future(self._stage(name, self._quick(names, index), flight, before, order))
+                    ahead.append((name, task))
+                    before = order
+                    if len(ahead) >= WINDOW:
+                        break
+                if not ahead:
+                    return
+                await asyncio.wait([ahead[0][1]])
+                batch: list[_Ready] = []
+                while ahead and ahead[0][1].done() and not ahead[0][1].exception() and len(batch) < BATCH:
+                    batch.append(ahead.popleft()[1].result())
+                if not batch:  # the first one failed: it gets its own attempts, alone
+                    name, failed = ahead.popleft()
+                    log.debug("staging spooled mail %s failed; trying it alone", name, exc_info=failed.exception())
+                    await self._process_with_retries(name)
+                elif not await self._commit_batch(batch):
+                    for ready in batch:
+                        await self._process_with_retries(ready.name)
         finally:
-            if ahead is not None and not ahead.cancel() and not ahead.cancelled():
-                ahead.exception()  # done already: its failure needs no "never retrieved" warning
+            for _, task in ahead:
+                if not task.cancel() and not task.cancelled():
+                    task.exception()  # done already: its failure needs no "never retrieved" warning
 
     def _quick(self, names: list[str], index: int) -> bool:
         return self._quick_checks and index + 1 < len(names)
 
-    async def _load_and_parse(self, name: str, quick: bool, after: asyncio.Future[Any] | None = None,
-                              ) -> tuple[SpoolEntry, PreparedMail]:
-        if after is not None:
-            await asyncio.wait([after])  # the worker parses in arrival order
-        entry = await self._in_thread(self._spool.load, name)
-        return entry, await self._parse(name, quick)
+    async def _stage(self, name: str, quick: bool, flight: _Flight | None = None,
+                     before: _Order | None = None, order: _Order | None = None) -> _Ready:
+        """Read, parse and store one spooled mail, up to its commit: its media are durable when this returns.
+
+        Mails are read at once, checked for resends in arrival order, and parsed one after the other (*before*
+        holds the previous mail's steps, *order* this one's), so a worker that dies costs one mail; their media
+        are written concurrently."""
+        order = order or _Order()
+        try:
+            entry, digest = await self._in_thread(self._load, name)
+            domain = self._config.smtp.domain
+            locals_ = local_parts(entry, domain)
+            if before is not None:
+                await asyncio.wait([before.checked])
+            resends = set()
+            for local in locals_:
+                if (flight is not None and flight.carries(local, digest)) or await self._db.read(
+                        find_resend, local, digest, entry.envelope.received) is not None:
+                    resends.add(local)  # checked again in the transaction, which sees every mail before it
+            if flight is not None:
+                flight.add(locals_, digest)
+            order.checked.set_result(None)
+            if before is not None:
+                await asyncio.wait([before.parsed])
+            prepared = await self._parse(name, quick) if len(resends) < len(locals_) else None
+        finally:
+            order.done()
+        records: dict[str, IngestRecord] = {}
+        if prepared is not None:
+            if self._make_room is not None:
+                await self._make_room()  # so that the quota is exceeded by the media in flight at most
+            built = await self._in_thread(build_records, entry, prepared, self._media, domain, resends, digest)
+            records = {record.local_part: record for record in built}
+        return _Ready(name, [MailRecords(local, digest, resend_record(entry, local, domain, digest),
+                                         records.get(local)) for local in locals_])
+
+    def _load(self, name: str) -> tuple[SpoolEntry, str]:
+        entry = self._spool.load(name)
+        return entry, content_digest(entry.content)
 
     async def _parse(self, name: str, quick: bool = False) -> PreparedMail:
         try:
@@ -156,12 +247,11 @@ class Pipeline(BackgroundService):
             # The mail itself is the likeliest cause: keep it raw rather than retry it into the same wall.
             return PreparedMail(parsed=None, error=f"parser {exc}")
 
-    async def _process_with_retries(self, name: str,
-                                    parsed: asyncio.Future[tuple[SpoolEntry, PreparedMail]] | None = None) -> None:
+    async def _process_with_retries(self, name: str) -> None:
         attempt = 0
         while attempt < MAX_ATTEMPTS:
             try:
-                await self.process(name, parsed)
+                await self.process(name)
                 return
             except asyncio.CancelledError:
                 raise
@@ -175,63 +265,53 @@ class Pipeline(BackgroundService):
                     await asyncio.sleep(DISK_FULL_RETRY)
                     continue
                 attempt += 1
-                parsed = None  # a retry reads and parses the file afresh
                 log.exception("processing spooled mail %s failed (attempt %d of %d)", name, attempt, MAX_ATTEMPTS)
                 await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
         self.failed += 1
         target = await self._in_thread(self._spool.set_aside, name)
         log.error("spooled mail %s could not be processed; kept as %s for inspection", name, target)
 
-    async def process(self, name: str,
-                      parsed: asyncio.Future[tuple[SpoolEntry, PreparedMail]] | None = None) -> None:
-        """Turn one spool file into events (one per recipient camera), then delete it.
+    async def process(self, name: str) -> None:
+        """Turn one spool file into events (one per recipient camera), then delete it; errors propagate."""
+        ready = await self._stage(name, quick=False)
+        await self._commit([ready])
 
-        ``parsed``, when given, delivers the file's content and parse (started ahead of time); when it fails, the
-        file is read and parsed here again, so its error surfaces in this mail's own attempt.
-        """
-        entry: SpoolEntry | None = None
-        prepared: PreparedMail | None = None
-        if parsed is not None:
-            try:
-                entry, prepared = await parsed
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - read and parse again below, where a failure counts as an attempt
-                log.debug("parsing spooled mail %s ahead of time failed; trying again", name, exc_info=True)
-        if entry is None:
-            entry = await self._in_thread(self._spool.load, name)
-        domain = self._config.smtp.domain
-        digest = await self._in_thread(content_digest, entry.content)
-        resends = {}
-        for local in local_parts(entry, domain):
-            original = await self._db.read(find_resend, local, digest, entry.envelope.received)
-            if original is not None:
-                resends[local] = original
-        for local, event_id in resends.items():
-            record = resend_record(entry, local, domain, digest)
-            self._announce(await self._changes.record(record_resend, domain, record.ingest_key, event_id, record))
-        if len(resends) < len(local_parts(entry, domain)):
-            if prepared is None:
-                prepared = await self._parse(name)
-            if self._make_room is not None:
-                await self._make_room()  # so that the quota is exceeded by this mail's media at most
-            records = await self._in_thread(build_records, entry, prepared, self._media, domain, set(resends),
-                                            digest)
-        else:
-            records = []
-        for record in records:
-            result = await self._changes.record(record_mail, self._config.smtp.domain, record,
-                                                self._config.events.coalesce_window,
-                                                priorities=self._config.events.priorities,
-                                                timezone=self._config.site.timezone,
-                                                after_commit=lambda: crashpoint("after_db_commit"))
-            for path in result.unused_media:
-                await self._in_thread(self._media.delete_sync, path)
-            if any(item.kind == "image" and item.thumb_path is None for item in record.media):
-                self._finisher.note(result.event["id"])
-            self._announce(result)
-        await self._in_thread(self._spool.remove, name)
-        self.processed += 1
+    async def _commit_batch(self, batch: list[_Ready]) -> bool:
+        """Commit mails staged together; False when that failed (each then gets its own attempts)."""
+        if len(batch) == 1:
+            return await self._try(self._commit(batch), batch[0].name)
+        return await self._try(self._commit(batch), f"{len(batch)} spooled mails")
+
+    async def _try(self, commit: Awaitable[None], what: str) -> bool:
+        try:
+            await commit
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - each mail is tried alone next, where failures count and are logged
+            log.debug("committing %s failed; trying each mail alone", what, exc_info=True)
+            return False
+
+    async def _commit(self, batch: list[_Ready]) -> None:
+        done = await self._changes.record(record_mails, self._config.smtp.domain, [r.mails for r in batch],
+                                          self._config.events.coalesce_window,
+                                          priorities=self._config.events.priorities,
+                                          timezone=self._config.site.timezone,
+                                          after_commit=lambda: crashpoint("after_db_commit"))
+        for recorded in done:
+            for item in recorded:
+                for path in item.unused_media:
+                    await self._in_thread(self._media.delete_sync, path)
+                if item.record is not None and any(m.kind == "image" and m.thumb_path is None
+                                                   for m in item.record.media):
+                    self._finisher.note(item.result.event["id"])
+                self._announce(item.result)
+        await self._in_thread(self._remove, [ready.name for ready in batch])
+        self.processed += len(batch)
+
+    def _remove(self, names: list[str]) -> None:
+        for name in names:
+            self._spool.remove(name)
 
     def _announce(self, result: IngestResult) -> None:
         """Log and count what the mail became, and have its clip made (the seam has published it already)."""
