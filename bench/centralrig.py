@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from ingest import UNIT_ENVIRONMENT, Notifications, cpu_seconds, descendants, rss_mb
+from ingestservers import UNIT_ENVIRONMENT, Notifications
+from proctree import cpu_seconds, descendants, rss_mb
 from sites import PREFIX
 
 from vmond.mqtt.client import paho_client
