@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import select
 import shutil
 import signal
@@ -129,12 +130,16 @@ UNIT_ENVIRONMENT = unit_environment()
 
 
 class Notifications:
-    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET; ``address`` is the variable's value.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    In the abstract namespace ("@name", as systemd allows): a path in a deep scratch folder can be longer than a
+    socket address may be."""
+
+    def __init__(self) -> None:
+        name = f"vmond-bench-{os.getpid()}-{secrets.token_hex(6)}"
+        self.address = f"@{name}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
+        self.sock.bind(f"\0{name}")
 
     def wait_for(self, prefix: str, process: subprocess.Popen[bytes], timeout: float = IO_TIMEOUT) -> str:
         deadline = time.monotonic() + timeout
@@ -219,10 +224,10 @@ class Vmond(Server):
         shutil.copytree(template, data)  # the database with the bench's user, made once
         self.video = video
         self.config = write_vmond_config(folder, data, cameras, video)
-        self.notify = Notifications(folder / "notify.sock")
+        self.notify = Notifications()
 
     def start(self) -> None:
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "PYTHONPATH": str(ROOT), **UNIT_ENVIRONMENT}
+        env = {**os.environ, "NOTIFY_SOCKET": self.notify.address, "PYTHONPATH": str(ROOT), **UNIT_ENVIRONMENT}
         with (self.folder / "vmond.log").open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
