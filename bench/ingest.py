@@ -62,7 +62,7 @@ class Bench:
     async def running_vmond(self, label: str, video: bool) -> AsyncIterator[tuple[Vmond, Events]]:
         folder = self.scratch / f"vmond-{label}"
         folder.mkdir()
-        server = Vmond(folder, self.data_template, self.cameras, video)
+        server = Vmond(folder, self.data_template, self.cameras, video, self.args.video_encoder)
         self.servers.append(server)
         events = Events()
         try:
@@ -203,6 +203,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clip-pictures", type=int, default=5, help="JPEGs in the clip run's mail (5)")
     parser.add_argument("--clip-repeat", type=int, default=5, help="clips timed, each against the ffmpeg CLI "
                         "(5; 0: skip the clip run)")
+    parser.add_argument("--video-encoder", default="auto", choices=["auto", "libx264", "h264_v4l2m2m"],
+                        help="vmond's video.encoder in the runs with video on (auto)")
     parser.add_argument("--picture-size", type=picture_size, default=(1920, 1080), metavar="WxH",
                         help="size of the generated JPEGs (1920x1080)")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temporary one; put it on "

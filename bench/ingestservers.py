@@ -214,7 +214,7 @@ class Reference(Server):
 class Vmond(Server):
     name = "vmond"
 
-    def __init__(self, folder: Path, template: Path, cameras: int, video: bool) -> None:
+    def __init__(self, folder: Path, template: Path, cameras: int, video: bool, encoder: str = "auto") -> None:
         super().__init__()
         self.folder = folder
         self.web_port = 0
@@ -223,7 +223,7 @@ class Vmond(Server):
         data = folder / "data"
         shutil.copytree(template, data)  # the database with the bench's user, made once
         self.video = video
-        self.config = write_vmond_config(folder, data, cameras, video)
+        self.config = write_vmond_config(folder, data, cameras, video, encoder)
         self.notify = Notifications()
 
     def start(self) -> None:
@@ -258,23 +258,23 @@ def camera_address(index: int) -> str:
     return f"bench-cam{index:03d}@{DOMAIN}"
 
 
-def vmond_config(data: Path, cameras: int, video: bool) -> dict[str, Any]:
+def vmond_config(data: Path, cameras: int, video: bool, encoder: str = "auto") -> dict[str, Any]:
     return {
         "site": {"id": "bench", "name": "Ingest benchmark"},
         "storage": {"data_dir": str(data), "min_free_space": 0},
         "smtp": {"listen": "127.0.0.1:0", "domain": DOMAIN, "auth": "accept-any", "max_connections": cameras + 8},
         "web": {"listen": "127.0.0.1:0"},
         "events": {"coalesce_window": "0s"},
-        "video": {"enabled": video, "fps": CLIP_FPS, "max_width": CLIP_MAX_WIDTH},
+        "video": {"enabled": video, "fps": CLIP_FPS, "max_width": CLIP_MAX_WIDTH, "encoder": encoder},
         "accounts": [{"name": "Bench", "cameras": [
             {"name": f"Camera {index}", "smtp_address": camera_address(index).split("@")[0]}
             for index in range(cameras)]}],
     }
 
 
-def write_vmond_config(folder: Path, data: Path, cameras: int, video: bool) -> Path:
+def write_vmond_config(folder: Path, data: Path, cameras: int, video: bool, encoder: str = "auto") -> Path:
     path = folder / "vmond.yaml"
-    path.write_text(json.dumps(vmond_config(data, cameras, video), indent=1))  # JSON is YAML
+    path.write_text(json.dumps(vmond_config(data, cameras, video, encoder), indent=1))  # JSON is YAML
     return path
 
 
