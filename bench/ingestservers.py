@@ -262,7 +262,8 @@ def vmond_config(data: Path, cameras: int, video: bool, encoder: str = "auto") -
     return {
         "site": {"id": "bench", "name": "Ingest benchmark"},
         "storage": {"data_dir": str(data), "min_free_space": 0},
-        "smtp": {"listen": "127.0.0.1:0", "domain": DOMAIN, "auth": "accept-any", "max_connections": cameras + 8},
+        "smtp": {"listen": "127.0.0.1:0", "domain": DOMAIN, "auth": "accept-any", "max_connections": cameras + 8,
+                 "max_connections_per_peer": cameras + 8},  # every simulated camera mails from 127.0.0.1
         "web": {"listen": "127.0.0.1:0"},
         "events": {"coalesce_window": "0s"},
         "video": {"enabled": video, "fps": CLIP_FPS, "max_width": CLIP_MAX_WIDTH, "encoder": encoder},
