@@ -58,7 +58,8 @@ from centralrig import (
     stop_profiler,
     wait_until,
 )
-from ingest import div, percentile, verdict  # bench/ is the script's own folder
+from ingestload import percentile  # bench/ is the script's own folder
+from ingestreport import div, verdict
 from scenes import camera_jpegs
 from sites import PREFIX, Fleet, publish_burst, publish_paced
 

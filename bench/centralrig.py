@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from ingest import UNIT_ENVIRONMENT, Notifications, cpu_seconds, descendants, rss_mb
+from ingestservers import UNIT_ENVIRONMENT, Notifications
+from proctree import cpu_seconds, descendants, rss_mb
 from sites import PREFIX
 
 from vmond.mqtt.client import paho_client
@@ -149,7 +150,7 @@ class Central:
             "web": {"listen": f"127.0.0.1:{self.web_port}"},
             "central": central,
         }, indent=1))
-        self.notify = Notifications(folder / "notify.sock")
+        self.notify = Notifications()
 
     def start(self, add_user: bool = True) -> None:
         """Start it; *add_user*: make the bench's admin first (once per database: the nodes share it)."""
@@ -160,7 +161,7 @@ class Central:
                                   capture_output=True, env=env, timeout=120)
             if made.returncode != 0:
                 raise RuntimeError(f"vmond user add failed: {made.stdout.decode()}{made.stderr.decode()}")
-        env.update(NOTIFY_SOCKET=str(self.notify.path), **UNIT_ENVIRONMENT)
+        env.update(NOTIFY_SOCKET=self.notify.address, **UNIT_ENVIRONMENT)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "vmond", "run", "--config", str(self.config)],
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
