@@ -1,9 +1,11 @@
 """Several spooled mails recorded in one transaction (group commit), each as it would be on its own.
 
 While mails queue up, the pipeline commits the ones whose media are already durable on disk together: one COMMIT,
-one fsync of the database, for up to a batch of mails. Each mail is still checked against the mails before it,
-inside the transaction: a camera's resend of a mail committed earlier, or earlier in the same batch, is noted on
-the original event rather than raised twice. Synchronous: run on the writer thread.
+one fsync of the database, for up to a batch of mails. A mail the pipeline took for a camera's resend (of a mail
+committed before, or of one in flight with it) is looked up inside the transaction, which sees every mail before it
+(also those earlier in the same batch), and noted on the original event rather than raised twice; the others were
+checked against the committed mails already, and nothing but this pipeline commits mails in between.
+Synchronous: run on the writer thread.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ class MailRecords(NamedTuple):
     local_part: str
     digest: str  # sha256 of the whole message
     resend: IngestRecord  # what a resend notes
-    record: IngestRecord | None  # the mail as a new alarm, its media on disk; None: taken for a resend
+    # The mail as a new alarm, its media on disk (checked against the committed mails when staged: no earlier mail
+    # had its content); None: taken for a resend, looked up here.
+    record: IngestRecord | None
 
 
 class Recorded(NamedTuple):
@@ -42,16 +46,13 @@ def record_mails(domain: str, mails: list[list[MailRecords]], coalesce_window: f
     for mail in mails:
         recorded = []
         for item in mail:
-            original = find_resend(item.local_part, item.digest, item.resend.received_at)
-            if original is not None:
-                result = record_resend(domain, item.resend.ingest_key, original, item.resend, change)
-                written = () if item.record is None else tuple(
-                    p for m in item.record.media for p in (m.path, m.thumb_path) if p)
-                # A replay after a crash finds the mail itself: then the files are its own, and kept.
-                recorded.append(Recorded(result, None, () if result.replayed else written))
-                continue
             if item.record is None:
-                raise ResendLost(f"no earlier mail to {item.local_part} with the same content")
+                original = find_resend(item.local_part, item.digest, item.resend.received_at)
+                if original is None:
+                    raise ResendLost(f"no earlier mail to {item.local_part} with the same content")
+                recorded.append(Recorded(record_resend(domain, item.resend.ingest_key, original, item.resend, change),
+                                         None, ()))
+                continue
             result = record_mail(domain, item.record, coalesce_window, change, priorities, timezone)
             recorded.append(Recorded(result, item.record, result.unused_media))
         done.append(recorded)
