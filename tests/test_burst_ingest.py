@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,9 @@ from PIL import Image
 
 from vmond.config import Config
 from vmond.daemon import running
-from vmond.ingest.spool import Spool, SpoolEnvelope
+from vmond.ingest import pipeline as pipeline_module
+from vmond.ingest.prepare import prepare_spooled
+from vmond.ingest.spool import Spool, SpoolEnvelope, read_message
 from vmond.media.images import inspect_image
 from vmond.store.events import IngestRecord, MediaRecord, list_events
 from vmond.store.ingestbatch import MailRecords, ResendLost, record_mails
@@ -123,6 +126,28 @@ async def check_refusal(daemon: Daemon, messages: list[Message], png: bytes) -> 
     assert await asyncio.to_thread(daemon.services.media.resolve(stored).read_bytes) == png
     events = await daemon.services.db.read(list_events, "monitor.local", "all", 10, True)
     assert {e["camera"]["name"]: e["flags"] for e in events} == {"Front Door": ["image_rejected"], "Back Yard": []}
+
+
+def crash_on_the_marked_mail(path: str, quick: bool = False) -> object:
+    """The parse, except that the worker dies on a mail with the marker, as a segfault in a decoder would."""
+    if b"KILL-THE-PARSER" in read_message(path):
+        os._exit(1)
+    return prepare_spooled(path, quick)
+
+
+async def test_a_worker_that_dies_in_a_burst_costs_that_mail_only(burst_config: Config,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline_module, "prepare_spooled", crash_on_the_marked_mail)
+    mails = [distinct(sample("hikvision-ipc-intrusion.eml"), n) for n in range(5)]
+    mails[2] = mails[2].replace(b"Subject: ", b"Subject: KILL-THE-PARSER ", 1)
+    spool_burst(burst_config, mails)
+    async with running(burst_config) as services:
+        daemon = Daemon(services)
+        await daemon.wait_idle(timeout=30)
+        events = sorted(await services.db.read(list_events, "monitor.local", "all", 10, True), key=lambda e: e["id"])
+        assert [("unparsed" in e["flags"], len(e["images"])) for e in events] == [
+            (False, 3), (False, 3), (True, 0), (False, 3), (False, 3)]
+        assert services.pipeline._workers.restarts == 1
 
 
 async def test_pictures_a_crash_left_unfinished_are_finished_at_the_next_start(
