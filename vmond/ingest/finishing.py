@@ -66,16 +66,17 @@ class PictureFinisher:
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
-    async def run_round(self) -> None:
-        """Finish the pictures of a few events (the oldest waiting). Those events are taken off the list whatever
-        happens (an error propagates): a picture that fails for another reason waits for the next start."""
+    async def run_round(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """Finish the pictures of a few events (the oldest waiting), or fewer when *stop* says so between two
+        pictures (a mail came in: it goes first). An error propagates; the round's events are then off the list,
+        and a picture that failed that way waits for the next start."""
         self._running = True
         try:
-            await self._round()
+            await self._round(stop)
         finally:
             self._running = False
 
-    async def _round(self) -> None:
+    async def _round(self, stop: Callable[[], bool]) -> None:
         if self._everything:
             found = await self._db.read(unfinished_pictures, None, RECOVER_LIMIT)
             self._everything = False
@@ -85,7 +86,15 @@ class PictureFinisher:
         for event_id in events:
             del self._events[event_id]
         pictures = await self._db.read(unfinished_pictures, events) if events else []
-        done = [item for item in [await self._finish(picture) for picture in pictures] if item is not None]
+        done: list[Finished] = []
+        for index, picture in enumerate(pictures):
+            if index and stop():
+                # The rest waits for the next round, first in line.
+                self._events = dict.fromkeys([p.event_id for p in pictures[index:]]) | self._events
+                break
+            finished = await self._finish(picture)
+            if finished is not None:
+                done.append(finished)
         if done:
             orphans = await self._changes.record(finish_pictures, self._domain, done)
             for path in orphans:

@@ -153,7 +153,7 @@ class Pipeline(BackgroundService):
                 continue
             if self._finisher.pending:  # a round, then the spool again: new mails go first
                 try:
-                    await self._finisher.run_round()
+                    await self._finisher.run_round(stop=self._wake.is_set)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
