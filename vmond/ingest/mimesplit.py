@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from email.message import Message
 from itertools import chain
 
-from vmond.ingest.mimetext import header_text
+from vmond.ingest.mimetext import header_text, search_lines
 
 __all__ = ["MAX_HEADER_LINES", "MAX_HEADER_VALUE", "content_type", "params", "split_headers", "split_multipart"]
 
@@ -96,22 +96,6 @@ def content_type(headers: dict[str, bytes]) -> str:
     return f"{match.group(1)}/{match.group(2)}".lower() if match else "text/plain"
 
 
-def _line_matches(pattern: bytes, body: bytes) -> Iterator[tuple[int, re.Match[bytes]]]:
-    """(line start, match) for each line of ``body`` that starts with ``pattern``.
-
-    What a multi-line ``^`` + pattern finds, but searched as a line feed followed
-    by the pattern: a pattern that starts with a literal lets the regex engine
-    skip to the next candidate in C, where "^" is tried at every byte (0.3 ms
-    instead of 5 ms for a 1 MB mail).  ``pattern`` must leave the line end
-    unconsumed (end it with a lookahead), so that the next search starts with it.
-    """
-    first = re.compile(pattern).match(body)
-    if first is not None:
-        yield 0, first
-    for match in re.compile(b"\n" + pattern).finditer(body, first.end() if first else 0):
-        yield match.start() + 1, match
-
-
 # "(?=\n|\Z)" is a multi-line "$" that leaves the line end to the next search.
 _LINE_END = rb"[ \t]*\r?(?=\n|\Z)"
 
@@ -125,12 +109,12 @@ def _delimiters(body: bytes, boundary: bytes) -> Iterator[tuple[int, int, bool, 
     core = boundary.strip(b"-")
     if not core:  # an all-dash boundary: exact matches only
         exact = rb"--" + re.escape(boundary) + rb"(--)?" + _LINE_END
-        for start, m in _line_matches(exact, body):
+        for start, m in search_lines(exact, body):
             yield start, m.end(), m.group(1) is not None, False
         return
     lead0 = len(boundary) - len(boundary.lstrip(b"-")) + 2
     trail0 = len(boundary) - len(boundary.rstrip(b"-"))
-    for start, m in _line_matches(rb"(--+)" + re.escape(core) + rb"(-*)" + _LINE_END, body):
+    for start, m in search_lines(rb"(--+)" + re.escape(core) + rb"(-*)" + _LINE_END, body):
         lead, trail = len(m.group(1)), len(m.group(2))
         close = trail >= trail0 + 2
         yield start, m.end(), close, lead != lead0 or trail not in (trail0, trail0 + 2)
@@ -145,7 +129,7 @@ def split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> Iterato
     delims = _delimiters(body, boundary) if boundary else iter(())
     first = next(delims, None)
     if first is None:
-        guess = next(_line_matches(_GUESS, body), None)
+        guess = next(search_lines(_GUESS, body), None)
         if guess is None:
             return None
         defects.append("bad_boundary")
