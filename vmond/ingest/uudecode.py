@@ -123,8 +123,9 @@ def decode_uu(data: bytes) -> tuple[bytes, int]:
     if begin is not None:
         after = data.find(b"\n", begin[1].end())
         pos = len(data) + 1 if after < 0 else after + 1
+    clean = True  # the last line needed no repair: worth trying the fast path again
     while pos <= len(data):
-        full = _FULL_LINES.match(data, pos)
+        full = _FULL_LINES.match(data, pos) if clean else None
         if full is not None:
             digits = full.group().replace(b"\nM", b"\n")[1:]
             out += binascii.a2b_base64(digits.translate(_AS_BASE64, b"\r\n"))
@@ -140,9 +141,11 @@ def decode_uu(data: bytes) -> tuple[bytes, int]:
             break
         if len(line) > _MAX_LINE:
             bad += 1
+            clean = False
             continue
         chunk, repaired = _decode_line(_undo_dot_stuffing(line))
         bad += repaired
+        clean = not repaired
         out += chunk
     return bytes(out), bad
 
@@ -162,15 +165,14 @@ def _looks_uu(text: bytes, pos: int) -> bool:
 def find_uu_blocks(text: bytes, limit: int = 50) -> list[UUBlock]:
     """Find ``begin ... end`` blocks embedded in a text body (at most ``limit``)."""
     blocks: list[UUBlock] = []
-    pos = 0
-    while len(blocks) < limit:
-        found = next(search_lines(_BEGIN, text, pos), None)
-        if found is None:
+    pos = 0  # the end of the last block
+    for start, begin in search_lines(_BEGIN, text):
+        if len(blocks) >= limit:
             break
-        start, begin = found
-        if begin.group(1) is None or not _looks_uu(text, begin.end()):
-            pos = begin.end()  # "begin" in prose, not "begin 644 name" + data
+        if start < pos:  # a line of the last block
             continue
+        if begin.group(1) is None or not _looks_uu(text, begin.end()):
+            continue  # "begin" in prose, not "begin 644 name" + data
         end = next(search_lines(_END, text, begin.end()), None)
         stop = end[1].end() if end else len(text)
         data, bad = decode_uu(text[start:stop])
