@@ -7,11 +7,23 @@ delimiters in a row, near misses on the same or the next line, padding, dashes a
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from mailmaker import base64_lines, jpeg
 
 from vmond.ingest.mailparse import parse_mail
 from vmond.ingest.mimesplit import split_multipart
+from vmond.ingest.mimetext import search_lines
+
+
+@pytest.mark.parametrize("pattern", [rb"--B(--)?(?=\r?\n|\Z)", rb"(-+)B(?=\n|\Z)", rb"x*(?=\n)"])
+def test_search_lines_finds_what_a_multi_line_caret_finds(pattern: bytes) -> None:
+    data = b"--B\n--B\n\n--B--\nx--B\n---B\r\n--B\r\n\nxx\n--B"
+    reference = re.compile(b"(?m)^" + pattern)
+    for pos in range(len(data) + 1):
+        expected = [(m.start(), m.span(), m.groups()) for m in reference.finditer(data, pos)]
+        assert [(start, (start, m.end()), m.groups()) for start, m in search_lines(pattern, data, pos)] == expected
 
 
 def split(body: bytes, boundary: bytes = b"B") -> tuple[list[bytes] | None, bool]:
