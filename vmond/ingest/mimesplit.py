@@ -4,9 +4,10 @@
 whole tree before part count or depth could be bounded, and it folds a mangled
 closing delimiter (``----boundary--``) into the last attachment.  Here each
 header block is scanned for at most ``MAX_HEADER_LINES`` lines and each
-multipart level is one linear regex scan, yielding parts lazily so that the
-caller can stop at its part bound.  Parameters (boundary, filename, charset)
-are left to a compat32 ``Message`` built from bounded values.
+multipart level is one linear regex scan that skips from line to line in C,
+yielding parts lazily so that the caller can stop at its part bound.
+Parameters (boundary, filename, charset) are left to a compat32 ``Message``
+built from bounded values.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from email.message import Message
 from itertools import chain
 
-from vmond.ingest.mimetext import header_text
+from vmond.ingest.mimetext import header_text, search_lines
 
 __all__ = ["MAX_HEADER_LINES", "MAX_HEADER_VALUE", "content_type", "params", "split_headers", "split_multipart"]
 
@@ -95,6 +96,10 @@ def content_type(headers: dict[str, bytes]) -> str:
     return f"{match.group(1)}/{match.group(2)}".lower() if match else "text/plain"
 
 
+# "(?=\n|\Z)" is a multi-line "$" that leaves the line end to the next search.
+_LINE_END = rb"[ \t]*\r?(?=\n|\Z)"
+
+
 def _delimiters(body: bytes, boundary: bytes) -> Iterator[tuple[int, int, bool, bool]]:
     """Yield (line start, line end, is_close, mangled) for each delimiter line.
 
@@ -103,20 +108,20 @@ def _delimiters(body: bytes, boundary: bytes) -> Iterator[tuple[int, int, bool, 
     """
     core = boundary.strip(b"-")
     if not core:  # an all-dash boundary: exact matches only
-        pattern = re.compile(rb"(?m)^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$")
-        for m in pattern.finditer(body):
-            yield m.start(), m.end(), m.group(1) is not None, False
+        exact = rb"--" + re.escape(boundary) + rb"(--)?" + _LINE_END
+        for start, m in search_lines(exact, body):
+            yield start, m.end(), m.group(1) is not None, False
         return
     lead0 = len(boundary) - len(boundary.lstrip(b"-")) + 2
     trail0 = len(boundary) - len(boundary.rstrip(b"-"))
-    pattern = re.compile(rb"(?m)^(--+)" + re.escape(core) + rb"(-*)[ \t]*\r?$")
-    for m in pattern.finditer(body):
+    for start, m in search_lines(rb"(--+)" + re.escape(core) + rb"(-*)" + _LINE_END, body):
         lead, trail = len(m.group(1)), len(m.group(2))
         close = trail >= trail0 + 2
-        yield m.start(), m.end(), close, lead != lead0 or trail not in (trail0, trail0 + 2)
+        yield start, m.end(), close, lead != lead0 or trail not in (trail0, trail0 + 2)
 
 
-_GUESS = re.compile(rb"(?m)^--([!-~]{1,200})[ \t]*\r?\n(?=[Cc][Oo][Nn][Tt][Ee][Nn][Tt]-)")
+# A delimiter line followed by a part header: the boundary the mail really uses.
+_GUESS = rb"--([!-~]{1,200})[ \t]*\r?(?=\n[Cc][Oo][Nn][Tt][Ee][Nn][Tt]-)"
 
 
 def split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> Iterator[bytes] | None:
@@ -124,11 +129,11 @@ def split_multipart(body: bytes, boundary: bytes, defects: list[str]) -> Iterato
     delims = _delimiters(body, boundary) if boundary else iter(())
     first = next(delims, None)
     if first is None:
-        guess = _GUESS.search(body)
+        guess = next(search_lines(_GUESS, body), None)
         if guess is None:
             return None
         defects.append("bad_boundary")
-        delims = _delimiters(body, guess.group(1))
+        delims = _delimiters(body, guess[1].group(1))
         first = next(delims, None)
 
     def parts() -> Iterator[bytes]:

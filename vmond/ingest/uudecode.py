@@ -27,14 +27,24 @@ import binascii
 import re
 from dataclasses import dataclass
 
+from vmond.ingest.mimetext import search_lines
+
 __all__ = ["UUBlock", "decode_uu", "find_uu_blocks", "split_uu_blocks"]
 
 # "begin <mode> <name>"; a "begin" line without an octal mode is still accepted
 # inside a part labelled uuencode, but not when scanning prose (see below).
 # Greedy name group (stripped later): a lazy one backtracks quadratically on
-# a hostile line full of blanks.
-_BEGIN = re.compile(rb"^begin[ \t]+([0-7]{3,4}(?=[ \t]))?[ \t]*([^\r\n]*)", re.MULTILINE)
-_END = re.compile(rb"^end[ \t]*\r?$", re.MULTILINE)
+# a hostile line full of blanks.  Both patterns are searched at line starts
+# (``search_lines``) and leave the line end unconsumed.
+_BEGIN = rb"begin[ \t]+([0-7]{3,4}(?=[ \t]))?[ \t]*([^\r\n]*)"
+_END = rb"end[ \t]*\r?(?=\n|\Z)"
+# Full lines, "M" and 60 characters for 45 bytes, are the bulk of every file.  A
+# run of them is decoded at once in C: without their length characters and line
+# ends, and mapped to the base64 alphabet (same 6-bit digits), it is base64.
+_FULL_LINES = re.compile(rb"(?:M[ -`]{60}\r?\n)+")
+_UU_DIGITS = bytes(range(32, 97))  # "`" is a zero like " "
+_BASE64_DIGITS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_AS_BASE64 = bytes.maketrans(_UU_DIGITS, bytes(_BASE64_DIGITS[(c - 32) & 63] for c in _UU_DIGITS))
 # Longest sensible payload line: length char + 4 * ceil(63 / 3) chars (+ slack).
 _MAX_LINE = 200
 _FOLD = bytes(32 + ((b - 32) & 63) for b in range(256))
@@ -101,6 +111,16 @@ def _decode_line(line: bytes) -> tuple[bytes, bool]:
     return binascii.a2b_uu(line[: 1 + used].translate(_FOLD))[:count], True
 
 
+def _full_digits(run: bytes) -> bytes | bytearray:
+    """A run of full lines without the length character ("M") of each line."""
+    stride, mixed = divmod(len(run), run.count(b"\n"))
+    if mixed:  # LF and CRLF lines: no fixed stride
+        return run.replace(b"\nM", b"\n")[1:]
+    digits = bytearray(run)
+    del digits[::stride]  # one C pass, where replace() searches for each line start
+    return digits
+
+
 def decode_uu(data: bytes) -> tuple[bytes, int]:
     """Decode uuencoded ``data`` (with or without begin/end lines).
 
@@ -108,21 +128,33 @@ def decode_uu(data: bytes) -> tuple[bytes, int]:
     """
     out = bytearray()
     bad = 0
-    started = _BEGIN.search(data) is None  # no "begin": treat everything as payload
-    for raw in data.split(b"\n"):
-        line = raw.rstrip(b"\r")
-        if not started:
-            started = _BEGIN.match(line) is not None
+    begin = next(search_lines(_BEGIN, data), None)
+    pos = 0  # no "begin": everything is payload
+    if begin is not None:
+        after = data.find(b"\n", begin[1].end())
+        pos = len(data) + 1 if after < 0 else after + 1
+    clean = True  # the last line needed no repair: worth trying the fast path again
+    while pos <= len(data):
+        full = _FULL_LINES.match(data, pos) if clean else None
+        if full is not None:
+            out += binascii.a2b_base64(_full_digits(full.group()).translate(_AS_BASE64, b"\r\n"))
+            pos = full.end()
             continue
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end
+        line = data[pos:end].rstrip(b"\r")
+        pos = end + 1
         if not line.strip():
             continue
         if line.startswith(b"end"):  # "e" is outside the uu alphabet: never payload
             break
         if len(line) > _MAX_LINE:
             bad += 1
+            clean = False
             continue
         chunk, repaired = _decode_line(_undo_dot_stuffing(line))
         bad += repaired
+        clean = not repaired
         out += chunk
     return bytes(out), bad
 
@@ -142,19 +174,19 @@ def _looks_uu(text: bytes, pos: int) -> bool:
 def find_uu_blocks(text: bytes, limit: int = 50) -> list[UUBlock]:
     """Find ``begin ... end`` blocks embedded in a text body (at most ``limit``)."""
     blocks: list[UUBlock] = []
-    pos = 0
-    while len(blocks) < limit:
-        begin = _BEGIN.search(text, pos)
-        if begin is None:
+    pos = 0  # the end of the last block
+    for start, begin in search_lines(_BEGIN, text):
+        if len(blocks) >= limit:
             break
-        if begin.group(1) is None or not _looks_uu(text, begin.end()):
-            pos = begin.end()  # "begin" in prose, not "begin 644 name" + data
+        if start < pos:  # a line of the last block
             continue
-        end = _END.search(text, begin.end())
-        stop = end.end() if end else len(text)
-        data, bad = decode_uu(text[begin.start() : stop])
+        if begin.group(1) is None or not _looks_uu(text, begin.end()):
+            continue  # "begin" in prose, not "begin 644 name" + data
+        end = next(search_lines(_END, text, begin.end()), None)
+        stop = end[1].end() if end else len(text)
+        data, bad = decode_uu(text[start:stop])
         name = begin.group(2).decode("utf-8", "replace").strip() or None
-        blocks.append(UUBlock(name, data, begin.start(), stop, bad))
+        blocks.append(UUBlock(name, data, start, stop, bad))
         pos = stop
     return blocks
 
