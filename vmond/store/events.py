@@ -16,7 +16,8 @@ import peewee as pw
 from vmond.store import eventqueries as hot
 from vmond.store import prepared
 from vmond.store.changes import Change
-from vmond.store.eventqueries import MediaRow, event_query
+from vmond.store.eventqueries import MediaRow
+from vmond.store.eventqueries import event_query as event_query  # where the event readers take it from
 from vmond.store.mediaout import queue_eager
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, Site, User, utcnow
 from vmond.store.monitoring import off_wall_flags

@@ -43,7 +43,7 @@ def slot(name: str, field: pw.Field | None = None) -> pw.Value:
     return pw.Value(_Slot(name, None if field is None else field.db_value), converter=False, unpack=False)
 
 
-def cursor_rows(query: pw.BaseQuery, cursor: Any) -> Any:
+def cursor_rows(query: Any, cursor: Any) -> Any:
     """What *query* yields (model instances, tuples ...) from a cursor that ran its SQL: peewee's own row
     handling (``_get_cursor_wrapper`` is private, but the same from peewee 3.14 to 4)."""
     return query._get_cursor_wrapper(cursor)
