@@ -14,6 +14,7 @@ import pytest
 from test_store import NOW, record
 
 from vmond.store import eventqueries, outbox, prepared
+from vmond.store.cameras import record_sessions
 from vmond.store.changes import Change
 from vmond.store.db import open_sqlite, run_transaction
 from vmond.store.events import find_resend, get_event, record_mail
@@ -143,7 +144,8 @@ def test_a_joined_prepared_query_gives_models_with_their_joins(store_db: pw.Data
 
 def test_recording_a_mail_builds_no_sql_text_once_warm(store_db: pw.Database, built_per_call: list[str]) -> None:
     write(store_db, cameras)
-    write(store_db, record_mail, DOMAIN, record("warm", "camera-back"), 30.0, Change(TOPICS))
+    warm = write(store_db, record_mail, DOMAIN, record("warm", "camera-back"), 30.0, Change(TOPICS))
+    write(store_db, record_sessions, [([warm.event["camera"]["id"]], ["QUIT"], {})])
     run_transaction(store_db, lambda: find_resend("camera-back", "0" * 64, NOW))
     built_per_call.clear()
     for n, key in enumerate("abc"):  # a new event, then two mails joining it
@@ -152,6 +154,9 @@ def test_recording_a_mail_builds_no_sql_text_once_warm(store_db: pw.Database, bu
         result = write(store_db, record_mail, DOMAIN, replace(record(key, seconds=10 + n), sha256=key * 64),
                        30.0, Change(TOPICS))
         write(store_db, clip_inputs, result.event["id"])
+        write(store_db, record_sessions, [([result.event["camera"]["id"]], [f"MAIL FROM:<{key}@cam>"], {})])
     assert built_per_call == []
+    camera = run_transaction(store_db, lambda: Camera.get(Camera.smtp_local_part == "camera-front"))
+    assert camera.last_transcript == ["MAIL FROM:<c@cam>"]
     assert run_transaction(store_db, lambda: Mail.select().count()) == 4
     assert run_transaction(store_db, lambda: get_event(DOMAIN, result.event["id"]))["mail_count"] == 3
