@@ -4,10 +4,11 @@ prepared queries of vmond.store.prepared), not on every call."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import peewee as pw
 import pytest
@@ -22,6 +23,8 @@ from vmond.store.messages import Topics
 from vmond.store.models import Account, AuditEntry, Camera, Mail
 from vmond.store.videos import camera_videos, clip_inputs
 
+T = TypeVar("T")
+
 DOMAIN = "monitor.local"
 TOPICS = Topics("vmond", "test-site")
 
@@ -32,12 +35,12 @@ def cameras() -> None:
         Camera.create(account=account, name=local, smtp_local_part=local)
 
 
-def write(db: pw.Database, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+def write(db: pw.Database, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return run_transaction(db, lambda: fn(*args, **kwargs))
 
 
 @pytest.fixture
-def built_per_call(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def sql_built(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The SQL statements peewee builds from a query object (``Database.execute``), as they are built."""
     built: list[str] = []
     execute = pw.Database.execute
@@ -142,12 +145,12 @@ def test_a_joined_prepared_query_gives_models_with_their_joins(store_db: pw.Data
     assert run_transaction(store_db, lambda: eventqueries.event_by_id(event_id + 1)) is None
 
 
-def test_recording_a_mail_builds_no_sql_text_once_warm(store_db: pw.Database, built_per_call: list[str]) -> None:
+def test_recording_a_mail_builds_no_sql_text_once_warm(store_db: pw.Database, sql_built: list[str]) -> None:
     write(store_db, cameras)
     warm = write(store_db, record_mail, DOMAIN, record("warm", "camera-back"), 30.0, Change(TOPICS))
     write(store_db, record_sessions, [([warm.event["camera"]["id"]], ["QUIT"], {})])
     run_transaction(store_db, lambda: find_resend("camera-back", "0" * 64, NOW))
-    built_per_call.clear()
+    sql_built.clear()
     for n, key in enumerate("abc"):  # a new event, then two mails joining it
         received = datetime(2026, 1, 2, 3, 4, 10 + n, tzinfo=UTC)
         assert write(store_db, find_resend, "camera-front", key * 64, received) is None
@@ -155,7 +158,7 @@ def test_recording_a_mail_builds_no_sql_text_once_warm(store_db: pw.Database, bu
                        30.0, Change(TOPICS))
         write(store_db, clip_inputs, result.event["id"])
         write(store_db, record_sessions, [([result.event["camera"]["id"]], [f"MAIL FROM:<{key}@cam>"], {})])
-    assert built_per_call == []
+    assert sql_built == []
     camera = run_transaction(store_db, lambda: Camera.get(Camera.smtp_local_part == "camera-front"))
     assert camera.last_transcript == ["MAIL FROM:<c@cam>"]
     assert run_transaction(store_db, lambda: Mail.select().count()) == 4
