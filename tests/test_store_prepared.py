@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import peewee as pw
 import pytest
@@ -20,7 +21,7 @@ from vmond.store.changes import Change
 from vmond.store.db import open_sqlite, run_transaction
 from vmond.store.events import find_resend, get_event, record_mail
 from vmond.store.messages import Topics
-from vmond.store.models import Account, AuditEntry, Camera, Mail
+from vmond.store.models import Account, AuditEntry, Camera, Mail, UtcDateTimeField
 from vmond.store.videos import camera_videos, clip_inputs
 
 T = TypeVar("T")
@@ -163,3 +164,16 @@ def test_recording_a_mail_builds_no_sql_text_once_warm(store_db: pw.Database, sq
     assert camera.last_transcript == ["MAIL FROM:<c@cam>"]
     assert run_transaction(store_db, lambda: Mail.select().count()) == 4
     assert run_transaction(store_db, lambda: get_event(DOMAIN, result.event["id"]))["mail_count"] == 3
+
+
+def test_a_stored_utc_time_reads_back_as_written() -> None:
+    # read with fromisoformat when the text is what db_value writes, as strptime read it
+    field = UtcDateTimeField()
+    for value in (NOW, NOW.replace(microsecond=123456), datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                  datetime(2026, 6, 1, 12, tzinfo=ZoneInfo("Europe/Berlin"))):
+        text = field.db_value(value)
+        assert field.python_value(text) == value == datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=UTC)
+        assert field.python_value(text).tzinfo is UTC
+    with pytest.raises(ValueError):
+        field.python_value("2026-01-02 03:04:05")
