@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from vmond.media.cliptypes import ClipError, VideoRejected
 from vmond.media.clipwork import encode_files, probe_file
-from vmond.store.videos import adopt_camera_video, attach_clip, clip_inputs, reject_camera_video, set_video_state
+from vmond.store.videos import (
+    adopt_camera_video,
+    attach_clip,
+    camera_videos,
+    clip_inputs,
+    reject_camera_video,
+    set_video_state,
+)
 from vmond.util.tasks import BackgroundService
 from vmond.util.workers import WorkerFailed, WorkerPool
 
@@ -104,6 +111,11 @@ class ClipMaker(BackgroundService):
         await self._changes.record(set_video_state, self._config.smtp.domain, event_id, state, flag)
 
     async def _make(self, event_id: int) -> None:
+        if not self._config.video.enabled:  # no clips from stills: only a camera's own video may become the clip
+            for own in await self._db.read(camera_videos, event_id):
+                if await self._adopt(event_id, own):
+                    return
+            return
         inputs = await self._db.read(clip_inputs, event_id)
         if not inputs["exists"]:
             return

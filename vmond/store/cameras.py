@@ -8,6 +8,7 @@ from typing import Any
 
 from vmond.store.models import Account, Camera, Site
 from vmond.store.monitoring import camera_fields
+from vmond.store.prepared import Prepared, slot
 from vmond.store.scope import EVERY_ACCOUNT, Scope
 from vmond.store.sites import site_ref
 
@@ -75,9 +76,16 @@ def active_camera_ids(camera_ids: list[int]) -> set[int]:
 def record_sessions(sessions: list[tuple[list[int], list[str], dict[int, dict[str, str]]]]) -> None:
     """Keep, per camera, the last SMTP session that named it and what it was refused in it (in session order)."""
     for camera_ids, transcript, refusals in sessions:
-        Camera.update(last_transcript=transcript).where(Camera.id.in_(camera_ids)).execute()
+        if len(camera_ids) == 1:  # a camera's own session: every mail, so prepared once
+            _TRANSCRIPT.execute(id=camera_ids[0], transcript=transcript)
+        else:
+            Camera.update(last_transcript=transcript).where(Camera.id.in_(camera_ids)).execute()
         for camera_id, refusal in refusals.items():
             Camera.update(last_refusal=refusal).where(Camera.id == camera_id).execute()
+
+
+_TRANSCRIPT = Prepared(Camera, lambda: Camera.update({
+    Camera.last_transcript: slot("transcript", Camera.last_transcript)}).where(Camera.id == slot("id", Camera.id)))
 
 
 def peer_host(peer: str) -> str:

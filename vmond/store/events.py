@@ -13,7 +13,11 @@ from typing import Any
 
 import peewee as pw
 
+from vmond.store import eventqueries as hot
+from vmond.store import prepared
 from vmond.store.changes import Change
+from vmond.store.eventqueries import MediaRow
+from vmond.store.eventqueries import event_query as event_query  # where the event readers take it from
 from vmond.store.mediaout import queue_eager
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Mail, Media, Site, User, utcnow
 from vmond.store.monitoring import off_wall_flags
@@ -87,7 +91,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | None, media: list[Media],
+def _event_dict(event: AlarmEvent, camera: Camera | None, account: Account | None, media: list[MediaRow],
                 domain: str, site: dict[str, Any] | None = None) -> dict[str, Any]:
     images = [m for m in media if m.kind == "image"]
     video = next((m for m in media if m.kind == "video"), None)
@@ -146,8 +150,8 @@ def serialize_events(events: list[AlarmEvent], domain: str) -> list[dict[str, An
     """Event dicts for *events* (already joined with camera and account), media fetched in one query."""
     if not events:
         return []
-    by_event: dict[int, list[Media]] = {e.id: [] for e in events}
-    for m in Media.select().where(Media.event.in_(list(by_event))):
+    by_event: dict[int, list[MediaRow]] = {e.id: [] for e in events}
+    for m in hot.media_of(list(by_event)):
         by_event[m.event_id].append(m)
     sites = site_refs({e.site_id for e in events})
     result = []
@@ -156,15 +160,6 @@ def serialize_events(events: list[AlarmEvent], domain: str) -> list[dict[str, An
         account = camera.account if camera is not None else None
         result.append(_event_dict(e, camera, account, by_event[e.id], domain, sites.get(e.site_id or 0)))
     return result
-
-
-def event_query() -> pw.ModelSelect[AlarmEvent]:
-    # Only the camera's and account's columns an Event shows: a camera row is wide (its last SMTP transcript), and
-    # peewee's cost grows with every column it names.
-    return (AlarmEvent.select(AlarmEvent, Camera.id, Camera.name, Camera.smtp_local_part, Camera.account,
-                              Account.id, Account.name)
-            .join(Camera, pw.JOIN.LEFT_OUTER)
-            .join(Account, pw.JOIN.LEFT_OUTER))
 
 
 def of_site(query: pw.ModelSelect[AlarmEvent], site: str | None) -> pw.ModelSelect[AlarmEvent]:
@@ -207,7 +202,7 @@ def _kind_and_priority(record: IngestRecord, camera: Camera | None, priorities: 
 
 
 def get_event(domain: str, event_id: int) -> dict[str, Any]:
-    event = event_query().where(AlarmEvent.id == event_id).first()
+    event = hot.event_by_id(event_id)
     if event is None:
         raise EventNotFound(event_id)
     return serialize_events([event], domain)[0]
@@ -221,19 +216,14 @@ def _coalesce_target(camera: Camera, record: IngestRecord, window: float) -> Ala
     and two cameras that see something at once are two things for a guard to look at, not one."""
     if record.is_test:
         return None
-    query = (AlarmEvent.select().join(Mail)
-             .where(AlarmEvent.camera == camera, AlarmEvent.status == "active",
-                    AlarmEvent.is_test == False,  # noqa: E712 - peewee expression
-                    # peewee writes "== None" as IS NULL
-                    AlarmEvent.channel == record.channel, AlarmEvent.camera_name == record.camera_name))
     if record.phase == "stop":
         cutoff = record.received_at - timedelta(seconds=max(window, STOP_WINDOW))
-        query = query.where(AlarmEvent.event_type == record.event_type)
     elif window > 0:
         cutoff = record.received_at - timedelta(seconds=window)
     else:
         return None
-    return query.where(Mail.received_at >= cutoff).order_by(AlarmEvent.id.desc()).first()
+    return hot.open_event(camera.id, record.channel, record.camera_name,
+                          record.event_type if record.phase == "stop" else None, cutoff)
 
 
 def report(change: Change, kind: str, event: dict[str, Any]) -> None:
@@ -252,11 +242,11 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, chang
     *priorities* is ``events.priorities``; a mail that names a more urgent kind than its open event's raises it.
     *timezone* is ``site.timezone``, which the account's schedule is read in.
     """
-    existing = Mail.get_or_none(Mail.ingest_key == record.ingest_key)
-    if existing is not None:
-        return IngestResult(get_event(domain, existing.event_id), created=False, replayed=True)
+    recorded = hot.event_of_mail(record.ingest_key)
+    if recorded is not None:
+        return IngestResult(get_event(domain, recorded), created=False, replayed=True)
 
-    camera = Camera.get_or_none(Camera.smtp_local_part == record.local_part)
+    camera = hot.camera_for_mail(record.local_part)
     flags = list(record.flags)
     if camera is None:
         flags.append("unknown_camera")  # the camera was removed between RCPT and now; keep the alarm anyway
@@ -269,7 +259,8 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, chang
     created = event is None
     kind, priority = _kind_and_priority(record, camera, priorities)
     if event is None:
-        event = AlarmEvent.create(
+        event_id = prepared.insert(
+            AlarmEvent,
             camera=camera,
             received_at=record.received_at,
             updated_at=now,
@@ -288,17 +279,19 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, chang
         )
         position = 0
     else:
+        event_id = event.id
         event.mail_count += 1
         event.updated_at = now
         event.flags = sorted(set(event.flags or []) | set(flags))
         if priority < event.priority:  # "Motion", then "Person" within the window: a person event
             event.kind, event.priority = kind, priority
-        event.save()
-        position = Media.select().where(Media.event == event).count()
+        hot.save_extended(event)
+        position = hot.media_count(event_id)
 
-    mail = Mail.create(
+    mail_id = prepared.insert(
+        Mail,
         ingest_key=record.ingest_key,
-        event=event,
+        event=event_id,
         received_at=record.received_at,
         peer=record.peer,
         mail_from=record.mail_from,
@@ -314,21 +307,21 @@ def record_mail(domain: str, record: IngestRecord, coalesce_window: float, chang
         if item.kind == "image" and position >= MAX_IMAGES_PER_EVENT:
             unused += [p for p in (item.path, item.thumb_path) if p]
             continue
-        Media.create(event=event, mail=mail, kind=item.kind, position=position, path=item.path,
-                     thumb_path=item.thumb_path, content_type=item.content_type, sha256=item.sha256,
-                     width=item.width, height=item.height, bytes=item.bytes, original_name=item.original_name)
+        prepared.insert(Media, event=event_id, mail=mail_id, kind=item.kind, position=position, path=item.path,
+                        thumb_path=item.thumb_path, content_type=item.content_type, sha256=item.sha256,
+                        width=item.width, height=item.height, bytes=item.bytes, original_name=item.original_name)
         position += 1
     if camera is not None:
         camera.last_mail_at = record.received_at
         camera.last_peer = record.peer
         if record.is_test:
             camera.test_mail_at = record.received_at
-        camera.save()
+        hot.save_camera_mailed(camera)
         end_camera_silence(domain, camera, record.received_at, change)  # supervision: its mail ends a silence
-    result = IngestResult(get_event(domain, event.id), created=created, unused_media=tuple(unused))
+    result = IngestResult(get_event(domain, event_id), created=created, unused_media=tuple(unused))
     report(change or Change(), "new" if created else "update", result.event)
     if change is not None and not created:
-        queue_eager(change, result.event, mail_id=mail.id)  # a coalesced mail's pictures, per mqtt.publish_media
+        queue_eager(change, result.event, mail_id=mail_id)  # a coalesced mail's pictures, per mqtt.publish_media
     return result
 
 
@@ -337,11 +330,7 @@ RETRY_WINDOW = 3600.0  # seconds in which an identical mail from the same camera
 
 def find_resend(local_part: str, sha256: str, received_at: datetime) -> int | None:
     """The event an identical earlier mail to this camera became, when this one is a camera's resend."""
-    cutoff = received_at - timedelta(seconds=RETRY_WINDOW)
-    earlier = (Mail.select(Mail.event).join(AlarmEvent).join(Camera)
-               .where(Mail.sha256 == sha256, Camera.smtp_local_part == local_part, Mail.received_at >= cutoff)
-               .order_by(Mail.id).first())
-    return None if earlier is None else earlier.event_id
+    return hot.earlier_mail_event(local_part, sha256, received_at - timedelta(seconds=RETRY_WINDOW))
 
 
 def record_resend(domain: str, ingest_key: str, event_id: int, record: IngestRecord,

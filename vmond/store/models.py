@@ -33,6 +33,8 @@ class UtcDateTimeField(pw.TextField):
     def python_value(self, value: str | None) -> datetime | None:
         if value is None:
             return None
+        if len(value) == 27 and value[-1] == "Z":  # what db_value writes: fromisoformat is ten times strptime's speed
+            return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
         return datetime.strptime(value, _UTC_FORMAT).replace(tzinfo=UTC)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import peewee as pw
 
+from vmond.store import prepared
 from vmond.store.models import OutboxMessage, utcnow
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ def enqueue(topic: str, payload: bytes, qos: int = 1, retain: bool = False, even
     db = OutboxMessage._meta.database
     if isinstance(db, pw.PostgresqlDatabase):
         db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
-    return OutboxMessage.create(topic=topic, payload=payload, qos=qos, retain=retain, event_id=event_id).id
+    # prepared: one or more rows for each camera mail when MQTT is on
+    return prepared.insert(OutboxMessage, topic=topic, payload=payload, qos=qos, retain=retain, event_id=event_id)
 
 
 def supersede(topic: str) -> int:

@@ -31,6 +31,7 @@ from vmond.config.types import format_duration, parse_duration
 from vmond.store.changes import Change
 from vmond.store.models import Account, AlarmEvent, AuditEntry, Camera, Site, SupervisionCondition, utcnow
 from vmond.store.monitoring import off_wall_flags
+from vmond.store.prepared import Prepared, slot
 from vmond.store.sites import announce_site
 from vmond.util.kinds import priority_of
 
@@ -123,9 +124,14 @@ def _close(domain: str, condition: SupervisionCondition, reason: str, now: datet
 
 def end_camera_silence(domain: str, camera: Camera, at: datetime, change: Change | None = None) -> None:
     """The camera mailed (in the caller's transaction, the mail's own): its silence event, if any, is closed."""
-    condition = SupervisionCondition.get_or_none(SupervisionCondition.subject == camera_subject(camera.id))
+    condition = _CONDITION.first(subject=camera_subject(camera.id))
     if condition is not None:
         _close(domain, condition, "the camera mailed again", at, change)
+
+
+# Asked for every camera mail: prepared once (vmond.store.prepared).
+_CONDITION = Prepared(SupervisionCondition, lambda: SupervisionCondition.select().where(
+    SupervisionCondition.subject == slot("subject", SupervisionCondition.subject)).limit(1))
 
 
 def set_condition(domain: str, kind: str, present: bool, title: str, text: str,

@@ -12,20 +12,37 @@ from vmond.store.changes import Change
 from vmond.store.events import get_event, report
 from vmond.store.mediaout import queue_eager
 from vmond.store.models import AlarmEvent, Media, utcnow
+from vmond.store.prepared import Prepared, slot
 
 
 def clip_inputs(event_id: int) -> dict[str, Any]:
     """The pictures to encode (in order), the current clip, and camera-sent videos not yet vetted."""
-    media = list(Media.select().where(Media.event == event_id).order_by(Media.position, Media.id))
-    event = AlarmEvent.get_or_none(AlarmEvent.id == event_id)
+    media = _MEDIA.execute(event=event_id).fetchall()  # (id, kind, path, content_type), in order
+    state = _VIDEO_STATE.execute(id=event_id).fetchone()
     return {
-        "exists": event is not None,
-        "state": event.video_state if event is not None else None,
-        "images": [m.path for m in media if m.kind == "image"],
-        "clip": next(({"id": m.id, "path": m.path} for m in media if m.kind == "video"), None),
-        "camera_videos": [{"id": m.id, "path": m.path} for m in media
-                          if m.kind == "attachment" and m.content_type == "video/mp4"],
+        "exists": state is not None,
+        "state": state[0] if state is not None else None,
+        "images": [path for _, kind, path, _ in media if kind == "image"],
+        "clip": next(({"id": id_, "path": path} for id_, kind, path, _ in media if kind == "video"), None),
+        "camera_videos": _camera_videos(media),
     }
+
+
+def camera_videos(event_id: int) -> list[dict[str, Any]]:
+    """The event's camera-sent videos not yet vetted (all a clip needs when clips from stills are off)."""
+    return _camera_videos(_MEDIA.execute(event=event_id).fetchall())
+
+
+def _camera_videos(media: list[tuple[int, str, str, str]]) -> list[dict[str, Any]]:
+    return [{"id": id_, "path": path} for id_, kind, path, content_type in media
+            if kind == "attachment" and content_type == "video/mp4"]
+
+
+# Asked after every mail with pictures: prepared once (vmond.store.prepared).
+_MEDIA = Prepared(Media, lambda: Media.select(Media.id, Media.kind, Media.path, Media.content_type)
+                  .where(Media.event == slot("event", Media.event)).order_by(Media.position, Media.id))
+_VIDEO_STATE = Prepared(AlarmEvent, lambda: AlarmEvent.select(AlarmEvent.video_state)
+                        .where(AlarmEvent.id == slot("id", AlarmEvent.id)))
 
 
 def _save(event: AlarmEvent, state: str, flag: str | None) -> None:
