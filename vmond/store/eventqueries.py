@@ -29,10 +29,12 @@ class MediaRow(NamedTuple):
     bytes: int
     sha256: str
     original_name: str | None
+    thumb_path: str | None  # None while a burst's picture waits for its thumbnail (and on a central's mirror)
+    site_id: int | None  # on a central: the site the row mirrors
 
 
 MEDIA_COLUMNS = (Media.id, Media.event, Media.kind, Media.position, Media.content_type, Media.width, Media.height,
-                 Media.bytes, Media.sha256, Media.original_name)
+                 Media.bytes, Media.sha256, Media.original_name, Media.thumb_path, Media.site)
 
 
 def event_query() -> pw.ModelSelect[AlarmEvent]:
