@@ -330,7 +330,8 @@ class Pipeline(BackgroundService):
         else:
             self.metrics.events_updated += 1
         event = result.event
-        if self._clips is not None and (len(event["images"]) >= 2 or any(
+        # Stills become a clip only with video on; a camera's own MP4 is the event's clip either way.
+        if self._clips is not None and ((self._config.video.enabled and len(event["images"]) >= 2) or any(
                 a["content_type"] == "video/mp4" for a in event["attachments"])):
             self._clips.request(event["id"])
         if self._on_ingested is not None:
