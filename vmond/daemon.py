@@ -63,6 +63,7 @@ from vmond.web.app import WebServer, create_app
 log = logging.getLogger(__name__)
 
 IO_THREADS = 4  # spool and media writes (mostly waiting for fsync) and small file reads
+PIPELINE_IO_THREADS = 3  # the pipeline's reads of spooled mails and writes of their media
 PARSER_MEMORY = 1 << 30  # address space of the mail-parsing worker: a hostile mail cannot take the box's memory
 ENCODER_MEMORY = 1536 << 20  # libx264 on 1080p frames peaks near 550 MB of address space
 # Descriptors besides the SMTP and dashboard connections: database, spool and media files, worker pipes, MQTT,
@@ -123,6 +124,9 @@ async def running(config: Config) -> AsyncIterator[Services]:
         stack.enter_context(data_dir_lock(data_dir))  # one daemon (or restore) per data directory
         io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io")
         stack.push_async_callback(asyncio.to_thread, io.shutdown)
+        # The pipeline's own: a burst's media writes never keep the SMTP door's spool writes (its 250s) waiting.
+        pipeline_io = ThreadPoolExecutor(max_workers=PIPELINE_IO_THREADS, thread_name_prefix="pipeline-io")
+        stack.push_async_callback(asyncio.to_thread, pipeline_io.shutdown)
 
         db = await stack.enter_async_context(Database(data_dir / "vmond.db",
                                                            keep_free=config.storage.min_free_space,
@@ -188,7 +192,7 @@ async def running(config: Config) -> AsyncIterator[Services]:
         clips = await stack.enter_async_context(ClipMaker(config, db, changes, media, encoder, metrics, io,
                                                           make_room=keeper.make_room))
         live = await stack.enter_async_context(LiveHub(config, db, media, io, changes))
-        pipeline = Pipeline(config, spool, media, db, changes, io, parser, metrics, clips,
+        pipeline = Pipeline(config, spool, media, db, changes, pipeline_io, parser, metrics, clips,
                             on_disk_full=keeper.nudge, make_room=keeper.make_room)
         clips.wait_while = lambda: pipeline.busy  # clips give way while mails wait to become events
         ingest = IngestHandler(config, cameras, spool, db, io, pipeline.notify, on_low_disk=keeper.nudge)

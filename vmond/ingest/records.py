@@ -1,8 +1,8 @@
 """From a spooled mail and what the worker made of it to database records, with the media written to disk.
 
-Blocking (file writes with fsync): runs on an I/O thread. File names are vmond's own and deterministic for a
-spool entry and recipient, so a replay after a crash rewrites the same files instead of adding copies; the name
-an attachment had in the mail is kept only as metadata.
+Blocking (file writes with fsync, their folder fsynced once for the mail): runs on an I/O thread. File names are
+vmond's own and deterministic for a spool entry and recipient, so a replay after a crash rewrites the same files
+instead of adding copies; the name an attachment had in the mail is kept only as metadata.
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ def _flags(prepared: PreparedMail) -> tuple[str, ...]:
 def _store_image(media: MediaStore, base: str, image: CheckedImage) -> MediaRecord:
     data, info = image.attachment.data, image.info
     path = base + _EXTENSIONS[info.content_type]
-    media.write_sync(path, data)
+    media.write_sync(path, data, sync_directory=False)
     thumb = None  # made after the commit when the picture had the quick check only
     if info.thumbnail is not None:
         thumb = thumbnail_relpath(path)
-        media.write_sync(thumb, info.thumbnail)
+        media.write_sync(thumb, info.thumbnail, sync_directory=False)
     return MediaRecord(kind="image", path=path, content_type=info.content_type,
                        sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), thumb_path=thumb,
                        width=info.width, height=info.height, original_name=image.attachment.filename)
@@ -76,7 +76,7 @@ def thumbnail_relpath(path: str) -> str:
 
 def _store_opaque(media: MediaStore, path: str, kind: str, content_type: str, data: bytes,
                   original_name: str | None) -> MediaRecord:
-    media.write_sync(path, data)
+    media.write_sync(path, data, sync_directory=False)
     return MediaRecord(kind=kind, path=path, content_type=content_type, sha256=hashlib.sha256(data).hexdigest(),
                        bytes=len(data), original_name=original_name)
 
@@ -145,4 +145,6 @@ def build_records(entry: SpoolEntry, prepared: PreparedMail, media: MediaStore, 
             media=tuple(stored),
             sha256=digest,
         ))
+    # One fsync of the folder for all the files of the mail (written without), before anything is committed.
+    media.sync_directories([p for record in records for m in record.media for p in (m.path, m.thumb_path) if p])
     return records

@@ -48,8 +48,11 @@ class MediaStore:
             raise ValueError(f"bad media path {relpath!r}: {exc}") from None
         return self.root.joinpath(*pure.parts)
 
-    def write_sync(self, relpath: str, data: bytes) -> None:
-        """Write *data* durably (temporary file, fsync, rename, fsync directory). Blocking."""
+    def write_sync(self, relpath: str, data: bytes, sync_directory: bool = True) -> None:
+        """Write *data* durably (temporary file, fsync, rename, fsync directory). Blocking.
+
+        Without *sync_directory* the rename is durable only after :meth:`sync_directories` (one fsync for the
+        several files of a mail, which share their directory)."""
         target = self.resolve(relpath)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
@@ -61,10 +64,16 @@ class MediaStore:
             finally:
                 os.close(fd)
             self._rename(tmp, target, relpath)
-            fsync_directory(target.parent)
+            if sync_directory:
+                fsync_directory(target.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+    def sync_directories(self, relpaths: list[str]) -> None:
+        """Make the renames of files written without ``sync_directory`` durable: each folder fsynced once."""
+        for folder in dict.fromkeys(self.resolve(relpath).parent for relpath in relpaths):
+            fsync_directory(folder)
 
     def staging_path(self, relpath: str) -> Path:
         """A temporary name next to *relpath* for a file another process writes (a clip from the encoder);
