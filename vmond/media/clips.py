@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from vmond.media.cliptypes import ClipError, VideoRejected
-from vmond.media.clipwork import encode_files, probe_file
+from vmond.media.clipwork import MadeClip, encode_files, probe_file
 from vmond.store.videos import adopt_camera_video, attach_clip, clip_inputs, reject_camera_video, set_video_state
 from vmond.util.tasks import BackgroundService
 from vmond.util.workers import WorkerFailed, WorkerPool
@@ -35,6 +35,10 @@ QUEUE_SIZE = 32
 ENCODE_TIMEOUT = 120.0  # seconds for one clip in the worker; ten 4K stills take a few seconds on a Pi 4
 PROBE_TIMEOUT = 30.0
 MAX_YIELD = 10.0  # seconds a clip waits for the pipeline to catch up before it is made anyway
+YIELD_POLL = 0.02  # seconds between looks at the pipeline while waiting: the clip starts soon after the last event
+# libx264 preset of a clip made while its event may still grow: on 5 1080p frames ultrafast took 45-65 ms here
+# against veryfast's 110-190 ms (files about twice as large), and a guard waits for this one.
+QUICK_PRESET = "ultrafast"
 
 
 class ClipMaker(BackgroundService):
@@ -114,33 +118,20 @@ class ClipMaker(BackgroundService):
             return  # the camera's own video is the clip; stills add nothing to it
         if len(inputs["images"]) < 2 or not self._config.video.enabled:
             return
-        await self._publish_state(event_id, "pending")
-        for _ in range(int(MAX_YIELD / 0.1)):  # a flood of mail first becomes events, then clips
-            if not self.wait_while():
-                break
-            await asyncio.sleep(0.1)
-        first = PurePosixPath(inputs["images"][0])
-        relpath = str(first.parent / f"event-{event_id}-clip-{len(inputs['images'])}.mp4")
-        video = self._config.video
-        if self._make_room is not None:
-            await self._make_room()  # over the media quota: the disk keeper first removes the oldest media
-        loop = asyncio.get_running_loop()
-        # The encoder writes under a temporary name; the media store renames it into place and counts it.
-        staged = await loop.run_in_executor(self._io, self._media.staging_path, relpath)
-        started = time.monotonic()
+        # "pending" is written while the clip gets under way: it only has to be said before "ready" or "failed".
+        pending = asyncio.ensure_future(self._publish_state(event_id, "pending"))
         try:
-            made = await self._workers.run(encode_files, [self._media.resolve(p) for p in inputs["images"]],
-                                           staged, video.fps, video.max_width, video.encoder,
-                                           timeout=ENCODE_TIMEOUT)
-            await loop.run_in_executor(self._io, self._media.install_sync, staged, relpath)
+            made, relpath, started = await self._encode(event_id, inputs["images"])
         except (WorkerFailed, ClipError) as exc:
+            await pending
             self._metrics.clip_failures += 1
             self._metrics.clip_failures_in_a_row += 1
             log.warning("no clip for event %d: %s", event_id, exc)
             await self._publish_state(event_id, "failed", "clip_failed")
             return
         finally:
-            await loop.run_in_executor(self._io, _remove_leftover, staged)
+            await _settled(pending)
+        await pending  # its error, if it had one
         self._metrics.clip_seconds_sum += time.monotonic() - started
         self._metrics.clip_count += 1
         self._metrics.clip_failures_in_a_row = 0
@@ -149,10 +140,34 @@ class ClipMaker(BackgroundService):
                                                 sha256=made.sha256, size=info.bytes, width=info.width,
                                                 height=info.height)
         if old is not None:
-            await loop.run_in_executor(self._io, self._media.delete_sync, old)
+            await asyncio.get_running_loop().run_in_executor(self._io, self._media.delete_sync, old)
         if event is not None:
             log.info("clip for event %d: %d frames, %dx%d, %d kB, %s", event_id, info.frames, info.width,
                      info.height, info.bytes // 1024, info.encoder)
+
+    async def _encode(self, event_id: int, images: list[str]) -> tuple[MadeClip, str, float]:
+        """Encode *images* into the event's clip file, installed durably; the clip, its path, when it started."""
+        for _ in range(int(MAX_YIELD / YIELD_POLL)):  # a flood of mail first becomes events, then clips
+            if not self.wait_while():
+                break
+            await asyncio.sleep(YIELD_POLL)
+        first = PurePosixPath(images[0])
+        relpath = str(first.parent / f"event-{event_id}-clip-{len(images)}.mp4")
+        video = self._config.video
+        if self._make_room is not None:
+            await self._make_room()  # over the media quota: the disk keeper first removes the oldest media
+        loop = asyncio.get_running_loop()
+        # The encoder writes under a temporary name; the media store renames it into place and counts it.
+        staged = await loop.run_in_executor(self._io, self._media.staging_path, relpath)
+        started = time.monotonic()
+        try:
+            made = await self._workers.run(encode_files, [self._media.resolve(p) for p in images], staged,
+                                           video.fps, video.max_width, video.encoder, QUICK_PRESET,
+                                           timeout=ENCODE_TIMEOUT)
+            await loop.run_in_executor(self._io, self._media.install_sync, staged, relpath)
+        finally:
+            await loop.run_in_executor(self._io, _remove_leftover, staged)
+        return made, relpath, started
 
     async def _adopt(self, event_id: int, video: dict[str, Any]) -> bool:
         try:
@@ -167,6 +182,14 @@ class ClipMaker(BackgroundService):
             await self._changes.record(adopt_camera_video, domain, event_id, video["id"], width=info.width,
                                        height=info.height)
         return info is not None and info.browser_playable
+
+
+async def _settled(task: asyncio.Future[None]) -> None:
+    """Wait for *task* to end, without raising its error (the caller retrieves it, or has an error of its own)."""
+    if not task.done():
+        await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: no "never retrieved" warning when another error is on its way
 
 
 def _remove_leftover(staged: Path) -> None:
