@@ -50,6 +50,13 @@ def frames_of(data: bytes) -> tuple[int, str, str]:
         return frames, stream.codec_context.name, stream.codec_context.pix_fmt
 
 
+def x264_options(data: bytes) -> dict[str, str]:
+    """The settings libx264 writes into its stream (an SEI message): ``options: cabac=0 ref=1 ...``."""
+    start = data.index(b"x264 - core")
+    text = data[start:data.index(b"\x00", start)].decode()
+    return dict(item.split("=", 1) for item in text.split(" - options: ")[1].split() if "=" in item)
+
+
 @pytest.fixture
 def bursts(make_config: Callable[..., Config]) -> Config:
     return make_config(events={"coalesce_window": "30s"})
@@ -80,6 +87,16 @@ async def test_a_clip_is_made_and_remade_as_the_burst_grows(bursts: Config) -> N
         assert not first_file.exists()  # the shorter clip is gone
         status, health = await daemon.api("GET", "/api/health", None)
         assert health["clips"]["made"] == 2 and health["clips"]["failed"] == 0
+
+
+async def test_the_clip_a_guard_waits_for_is_encoded_for_speed(daemon: Daemon) -> None:
+    await daemon.add_user()
+    assert (await daemon.send(sample("hikvision-ipc-intrusion.eml")))["data"][0] == 250
+    await daemon.wait_idle()
+    event = await wait_for_video(daemon, 1)
+    options = x264_options(await fetch(daemon, event["video"]["url"]))
+    # ultrafast's signature: no CABAC, full-pixel motion search only, no B-frames (veryfast has all three)
+    assert (options["cabac"], options["subme"], options["bframes"]) == ("0", "0", "0"), options
 
 
 def crash(*args: object) -> None:

@@ -230,6 +230,17 @@ def test_frames_of_another_size_are_letterboxed(tmp_path: Path) -> None:
     assert 14 <= luma(wide, 160, 10), "the bars are video black (16), not below it"
 
 
+def test_frames_keep_their_order_when_decoded_in_parallel(tmp_path: Path) -> None:
+    # Large and small JPEGs alternate, so the decoder threads finish them out of order; the clip may not.
+    greys = list(range(20, 240, 25))
+    frames = [snapshot_jpeg(*((1280, 960) if index % 2 else (320, 240)), colour=(grey, grey, grey))
+              for index, grey in enumerate(greys)]
+    out, info = encode(tmp_path, frames)
+    assert (info.width, info.height, info.frames) == (320, 240, len(greys))
+    centres = [luma(frame, 160, 120) for frame in decoded_frames(out)]
+    assert centres == sorted(centres) and centres[-1] - centres[0] > 150, centres
+
+
 def test_corrupt_jpegs_are_skipped_and_counted(tmp_path: Path) -> None:
     good = burst(3)
     frames = [good[0], b"not a jpeg", good[1][: len(good[1]) // 2], good[1], b"", good[2]]
