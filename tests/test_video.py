@@ -19,6 +19,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from vmond.media import avcompat, video
+from vmond.media.clipwork import encode_files
 from vmond.media.video import ClipError, ClipInfo, encode_clip
 from vmond.media.videoprobe import VideoRejected, probe_video
 from vmond.util import fsutil
@@ -265,6 +266,24 @@ def test_a_failed_write_leaves_no_clip_and_no_temporary_file(tmp_path: Path, mon
     with pytest.raises(OSError, match="I/O error"):
         encode(tmp_path, burst(2))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_daemons_encode_leaves_the_directory_fsync_to_the_install(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = fsutil.fsync_file
+    monkeypatch.setattr(fsutil, "fsync_file", lambda fd: (synced.append("file"), real_fsync(fd)))
+    monkeypatch.setattr(fsutil, "fsync_directory", lambda path: synced.append("directory"))
+    encode(tmp_path, burst(2))
+    assert synced == ["file", "directory"]  # on its own, encode_clip makes the clip's name durable too
+    synced.clear()
+    pictures = []
+    for index, data in enumerate(burst(2)):
+        pictures.append(tmp_path / f"{index}.jpg")
+        pictures[-1].write_bytes(data)
+    made = encode_files(pictures, tmp_path / "staged.new", 2.0, 1280, "libx264", "ultrafast")
+    # The media store renames the staged file into place and fsyncs the directory then (install_sync).
+    assert synced == ["file"] and made.info.frames == 2
 
 
 def test_an_existing_clip_is_replaced_whole(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ def encode_files(frames: list[Path], out: Path, fps: float, max_width: int, enco
     from vmond.media.video import DEFAULT_PRESET, encode_clip
 
     info = encode_clip((path.read_bytes() for path in frames if path.is_file()), out, fps=fps,
-                       max_width=max_width, encoder=encoder, preset=preset or DEFAULT_PRESET)
+                       max_width=max_width, encoder=encoder, preset=preset or DEFAULT_PRESET,
+                       sync_directory=False)  # the daemon installs it with a rename and a directory fsync
     digest = hashlib.sha256()
     with open(out, "rb") as clip:
         for block in iter(lambda: clip.read(1 << 20), b""):

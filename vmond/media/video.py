@@ -65,8 +65,11 @@ class _EncoderFailed(Exception):
 
 
 def encode_clip(frames: Iterable[bytes], out: Path, *, fps: float, max_width: int, encoder: str = "auto",
-                preset: str = DEFAULT_PRESET) -> ClipInfo:
+                preset: str = DEFAULT_PRESET, sync_directory: bool = True) -> ClipInfo:
     """Encode the JPEGs in *frames* into the MP4 *out*, *fps* frames a second, at most *max_width* wide.
+
+    *sync_directory* False leaves the directory's fsync to a caller that renames *out* once more anyway (the
+    file's own data is fsynced either way): one fsync less on the way to a clip, tens of ms on an SD card.
 
     Frames whose size differs from the first one's are letterboxed into the first one's (scaled) size. A JPEG
     that does not decode is skipped and counted; fewer than two good ones raise :class:`ClipError`.
@@ -80,7 +83,7 @@ def encode_clip(frames: Iterable[bytes], out: Path, *, fps: float, max_width: in
     frames = list(frames)  # read twice if the hardware encoder fails
     for name in _encoder_order(encoder):
         try:
-            return _write_clip(frames, out, name, fps, max_width, preset)
+            return _write_clip(frames, out, name, fps, max_width, preset, sync_directory)
         except _EncoderFailed as exc:
             if name == SOFTWARE:
                 raise ClipError(f"{SOFTWARE}: {exc}") from exc
@@ -114,7 +117,8 @@ def _encoder_order(encoder: str) -> list[str]:
     return [HARDWARE, SOFTWARE] if wanted and HARDWARE not in _failed_encoders else [SOFTWARE]
 
 
-def _write_clip(frames: list[bytes], out: Path, encoder: str, fps: float, max_width: int, preset: str) -> ClipInfo:
+def _write_clip(frames: list[bytes], out: Path, encoder: str, fps: float, max_width: int, preset: str,
+                sync_directory: bool) -> ClipInfo:
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     os.close(fd)
     temporary = Path(name)
@@ -130,7 +134,8 @@ def _write_clip(frames: list[bytes], out: Path, encoder: str, fps: float, max_wi
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    fsutil.fsync_directory(out.parent)
+    if sync_directory:
+        fsutil.fsync_directory(out.parent)
     return ClipInfo(width, height, good, skipped, size, encoder, good / fps)
 
 
