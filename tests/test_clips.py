@@ -99,6 +99,34 @@ async def test_the_clip_a_guard_waits_for_is_encoded_for_speed(daemon: Daemon) -
     assert (options["cabac"], options["subme"], options["bframes"]) == ("0", "0", "0"), options
 
 
+async def test_a_quiet_events_quick_clip_is_replaced_by_a_smaller_final_one(
+        make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clips_module, "QUIET_FLOOR", 0.5)
+    async with running(make_config(events={"coalesce_window": "0s"})) as services:
+        daemon = Daemon(services)
+        await daemon.add_user()
+        with services.bus.subscribe() as live:
+            assert (await daemon.send(sample("hikvision-ipc-intrusion.eml")))["data"][0] == 250
+            await daemon.wait_idle()
+            quick = await wait_for_video(daemon, 1)
+            quick_clip = await fetch(daemon, quick["video"]["url"])
+            assert x264_options(quick_clip)["subme"] == "0"  # ultrafast first
+            quick_file = next(services.media.root.rglob("event-1-clip-3.mp4"))
+            deadline = asyncio.get_running_loop().time() + 60
+            while services.clips.refined < 1:
+                assert asyncio.get_running_loop().time() < deadline, "the quick clip was never refined"
+                await asyncio.sleep(0.05)
+            final = await services.db.read(get_event, "monitor.local", 1)
+            states = [m.data["video"]["state"] for m in list(live._queue._queue) if hasattr(m, "data")]
+        assert final["video"]["state"] == "ready" and final["video"]["url"] != quick["video"]["url"]
+        final_clip = await fetch(daemon, final["video"]["url"])
+        options = x264_options(final_clip)
+        assert (options["cabac"], options["subme"]) == ("1", "2"), options  # veryfast, the encoder's default
+        assert frames_of(final_clip)[0] == 3 and len(final_clip) < len(quick_clip)
+        assert not quick_file.exists()  # the quick clip's file is gone with its row
+        assert states == ["none", "pending", "ready", "ready"]  # never back to pending: the event kept a clip
+
+
 def crash(*args: object) -> None:
     os._exit(1)  # as a segfault in a codec would
 
