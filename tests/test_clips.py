@@ -14,6 +14,7 @@ import aiohttp
 import av
 import pytest
 from conftest import Daemon, distinct, sample
+from helpers import wait_until
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -125,6 +126,26 @@ async def test_a_quiet_events_quick_clip_is_replaced_by_a_smaller_final_one(
         assert frames_of(final_clip)[0] == 3 and len(final_clip) < len(quick_clip)
         assert not quick_file.exists()  # the quick clip's file is gone with its row
         assert states == ["none", "pending", "ready", "ready"]  # never back to pending: the event kept a clip
+
+
+async def test_refinements_that_pile_up_are_all_made(make_config: Callable[..., Config],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clips_module, "QUIET_FLOOR", 1.0)
+    async with running(make_config()) as services:
+        daemon, clips = Daemon(services), services.clips
+        for n in range(2):
+            assert (await daemon.send(distinct(sample("hikvision-ipc-intrusion.eml"), n)))["data"][0] == 250
+            await daemon.wait_idle()
+            await wait_for_video(daemon, n + 1)
+        held = True
+        clips.wait_while = lambda: held  # the third event's clip gives way, as to a busy pipeline ...
+        assert (await daemon.send(distinct(sample("hikvision-ipc-intrusion.eml"), 2)))["data"][0] == 250
+        await daemon.wait_idle()
+        # ... while the first two events turn quiet: both refinements wait in the queue at once.
+        await wait_until(lambda: clips.queued == 3, timeout=30, what="two refinements queued behind a clip")
+        held = False
+        await wait_until(lambda: clips.refined == 2 and not clips.queued, timeout=60, what="both refinements")
+        assert (await wait_for_video(daemon, 3))["video"]["state"] == "ready"
 
 
 def crash(*args: object) -> None:

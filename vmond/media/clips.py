@@ -126,6 +126,10 @@ class ClipMaker(BackgroundService):
     async def _run(self) -> None:
         while True:
             event_id = await self._queue.get()
+            if event_id in self._refining and any(other not in self._refining for other in self._queued):
+                self._queue.put_nowait(event_id)  # behind the quick clips: guards wait for those, not for this
+                await asyncio.sleep(0)  # get() does not yield while the queue has items
+                continue
             self._queued.discard(event_id)
             self._current = event_id
             try:
