@@ -14,6 +14,7 @@ import aiohttp
 import av
 import pytest
 from conftest import Daemon, distinct, sample
+from helpers import wait_until
 
 from vmond.config import Config
 from vmond.daemon import running
@@ -50,6 +51,13 @@ def frames_of(data: bytes) -> tuple[int, str, str]:
         return frames, stream.codec_context.name, stream.codec_context.pix_fmt
 
 
+def x264_options(data: bytes) -> dict[str, str]:
+    """The settings libx264 writes into its stream (an SEI message): ``options: cabac=0 ref=1 ...``."""
+    start = data.index(b"x264 - core")
+    text = data[start:data.index(b"\x00", start)].decode()
+    return dict(item.split("=", 1) for item in text.split(" - options: ")[1].split() if "=" in item)
+
+
 @pytest.fixture
 def bursts(make_config: Callable[..., Config]) -> Config:
     return make_config(events={"coalesce_window": "30s"})
@@ -80,6 +88,64 @@ async def test_a_clip_is_made_and_remade_as_the_burst_grows(bursts: Config) -> N
         assert not first_file.exists()  # the shorter clip is gone
         status, health = await daemon.api("GET", "/api/health", None)
         assert health["clips"]["made"] == 2 and health["clips"]["failed"] == 0
+
+
+async def test_the_clip_a_guard_waits_for_is_encoded_for_speed(daemon: Daemon) -> None:
+    await daemon.add_user()
+    assert (await daemon.send(sample("hikvision-ipc-intrusion.eml")))["data"][0] == 250
+    await daemon.wait_idle()
+    event = await wait_for_video(daemon, 1)
+    options = x264_options(await fetch(daemon, event["video"]["url"]))
+    # ultrafast's signature: no CABAC, full-pixel motion search only, no B-frames (veryfast has all three)
+    assert (options["cabac"], options["subme"], options["bframes"]) == ("0", "0", "0"), options
+
+
+async def test_a_quiet_events_quick_clip_is_replaced_by_a_smaller_final_one(
+        make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clips_module, "QUIET_FLOOR", 0.5)
+    async with running(make_config(events={"coalesce_window": "0s"})) as services:
+        daemon = Daemon(services)
+        await daemon.add_user()
+        with services.bus.subscribe() as live:
+            assert (await daemon.send(sample("hikvision-ipc-intrusion.eml")))["data"][0] == 250
+            await daemon.wait_idle()
+            quick = await wait_for_video(daemon, 1)
+            quick_clip = await fetch(daemon, quick["video"]["url"])
+            assert x264_options(quick_clip)["subme"] == "0"  # ultrafast first
+            quick_file = next(services.media.root.rglob("event-1-clip-3.mp4"))
+            deadline = asyncio.get_running_loop().time() + 60
+            while services.clips.refined < 1:
+                assert asyncio.get_running_loop().time() < deadline, "the quick clip was never refined"
+                await asyncio.sleep(0.05)
+            final = await services.db.read(get_event, "monitor.local", 1)
+            states = [m.data["video"]["state"] for m in list(live._queue._queue) if hasattr(m, "data")]
+        assert final["video"]["state"] == "ready" and final["video"]["url"] != quick["video"]["url"]
+        final_clip = await fetch(daemon, final["video"]["url"])
+        options = x264_options(final_clip)
+        assert (options["cabac"], options["subme"]) == ("1", "2"), options  # veryfast, the encoder's default
+        assert frames_of(final_clip)[0] == 3 and len(final_clip) < len(quick_clip)
+        assert not quick_file.exists()  # the quick clip's file is gone with its row
+        assert states == ["none", "pending", "ready", "ready"]  # never back to pending: the event kept a clip
+
+
+async def test_refinements_that_pile_up_are_all_made(make_config: Callable[..., Config],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clips_module, "QUIET_FLOOR", 1.0)
+    async with running(make_config()) as services:
+        daemon, clips = Daemon(services), services.clips
+        for n in range(2):
+            assert (await daemon.send(distinct(sample("hikvision-ipc-intrusion.eml"), n)))["data"][0] == 250
+            await daemon.wait_idle()
+            await wait_for_video(daemon, n + 1)
+        held = True
+        clips.wait_while = lambda: held  # the third event's clip gives way, as to a busy pipeline ...
+        assert (await daemon.send(distinct(sample("hikvision-ipc-intrusion.eml"), 2)))["data"][0] == 250
+        await daemon.wait_idle()
+        # ... while the first two events turn quiet: both refinements wait in the queue at once.
+        await wait_until(lambda: clips.queued == 3, timeout=30, what="two refinements queued behind a clip")
+        held = False
+        await wait_until(lambda: clips.refined == 2 and not clips.queued, timeout=60, what="both refinements")
+        assert (await wait_for_video(daemon, 3))["video"]["state"] == "ready"
 
 
 def crash(*args: object) -> None:

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from vmond.media import avcompat, video
+from vmond.media.clipwork import encode_files
 from vmond.media.video import ClipError, ClipInfo, encode_clip
 from vmond.media.videoprobe import VideoRejected, probe_video
 from vmond.util import fsutil
@@ -230,6 +231,17 @@ def test_frames_of_another_size_are_letterboxed(tmp_path: Path) -> None:
     assert 14 <= luma(wide, 160, 10), "the bars are video black (16), not below it"
 
 
+def test_frames_keep_their_order_when_decoded_in_parallel(tmp_path: Path) -> None:
+    # Large and small JPEGs alternate, so the decoder threads finish them out of order; the clip may not.
+    greys = list(range(20, 240, 25))
+    frames = [snapshot_jpeg(*((1280, 960) if index % 2 else (320, 240)), colour=(grey, grey, grey))
+              for index, grey in enumerate(greys)]
+    out, info = encode(tmp_path, frames)
+    assert (info.width, info.height, info.frames) == (320, 240, len(greys))
+    centres = [luma(frame, 160, 120) for frame in decoded_frames(out)]
+    assert centres == sorted(centres) and centres[-1] - centres[0] > 150, centres
+
+
 def test_corrupt_jpegs_are_skipped_and_counted(tmp_path: Path) -> None:
     good = burst(3)
     frames = [good[0], b"not a jpeg", good[1][: len(good[1]) // 2], good[1], b"", good[2]]
@@ -254,6 +266,24 @@ def test_a_failed_write_leaves_no_clip_and_no_temporary_file(tmp_path: Path, mon
     with pytest.raises(OSError, match="I/O error"):
         encode(tmp_path, burst(2))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_daemons_encode_leaves_the_directory_fsync_to_the_install(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = fsutil.fsync_file
+    monkeypatch.setattr(fsutil, "fsync_file", lambda fd: (synced.append("file"), real_fsync(fd)))
+    monkeypatch.setattr(fsutil, "fsync_directory", lambda path: synced.append("directory"))
+    encode(tmp_path, burst(2))
+    assert synced == ["file", "directory"]  # on its own, encode_clip makes the clip's name durable too
+    synced.clear()
+    pictures = []
+    for index, data in enumerate(burst(2)):
+        pictures.append(tmp_path / f"{index}.jpg")
+        pictures[-1].write_bytes(data)
+    made = encode_files(pictures, tmp_path / "staged.new", 2.0, 1280, "libx264", "ultrafast")
+    # The media store renames the staged file into place and fsyncs the directory then (install_sync).
+    assert synced == ["file"] and made.info.frames == 2
 
 
 def test_an_existing_clip_is_replaced_whole(tmp_path: Path) -> None:

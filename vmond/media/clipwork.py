@@ -19,11 +19,14 @@ class MadeClip:
     sha256: str
 
 
-def encode_files(frames: list[Path], out: Path, fps: float, max_width: int, encoder: str) -> MadeClip:
-    from vmond.media.video import encode_clip
+def encode_files(frames: list[Path], out: Path, fps: float, max_width: int, encoder: str,
+                 preset: str | None = None) -> MadeClip:
+    """*preset*: libx264's, None for :data:`vmond.media.video.DEFAULT_PRESET`."""
+    from vmond.media.video import DEFAULT_PRESET, encode_clip
 
     info = encode_clip((path.read_bytes() for path in frames if path.is_file()), out, fps=fps,
-                       max_width=max_width, encoder=encoder)
+                       max_width=max_width, encoder=encoder, preset=preset or DEFAULT_PRESET,
+                       sync_directory=False)  # the daemon installs it with a rename and a directory fsync
     digest = hashlib.sha256()
     with open(out, "rb") as clip:
         for block in iter(lambda: clip.read(1 << 20), b""):

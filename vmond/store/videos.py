@@ -76,10 +76,12 @@ def attach_clip(domain: str, event_id: int, path: str, *, sha256: str, size: int
         return None, path  # the event went away meanwhile (retention): the new file is the one to delete
     old = Media.get_or_none((Media.event == event) & (Media.kind == "video"))
     old_path = old.path if old is not None and old.path != path else None
-    if old is not None:
-        old.delete_instance()
+    # The new row first: SQLite gives a deleted highest rowid out again, and a clip's URL (its id) is cached as
+    # never changing, by browsers and by a central station.
     Media.create(event=event, kind="video", position=-1, path=path, content_type="video/mp4", sha256=sha256,
                  bytes=size, width=width, height=height)
+    if old is not None:
+        old.delete_instance()
     _save(event, "ready", None)
     changed = get_event(domain, event_id)
     report(change or Change(), "update", changed)
