@@ -29,7 +29,7 @@ from vmond.store.events import IngestRecord, IngestResult, find_resend
 from vmond.store.ingestbatch import MailRecords, record_mails
 from vmond.util.crashpoints import crashpoint
 from vmond.util.tasks import BackgroundService
-from vmond.util.workers import WorkerFailed, WorkerPool
+from vmond.util.workers import WorkerFailed, WorkerLost, WorkerPool
 
 if TYPE_CHECKING:
     from vmond.config import Config
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 5  # then the file is set aside in spool/failed for a human, never deleted
+LOST_PARSES = 3  # times a mail is parsed again after the worker died under another mail
 WINDOW = 6  # mails read, parsed and stored ahead of their commit (each holds about twice its size in memory)
 BATCH = 16  # mails committed in one transaction at most
 DISK_FULL_RETRY = 2.0  # seconds between tries while the disk is full
@@ -69,17 +70,22 @@ class _Ready(NamedTuple):
 
 
 class _Order:
-    """The steps of a staged mail that the next one waits for: its resend check, then its parse."""
+    """The steps of a staged mail that the next one waits for: its resend check, then its parse handed to the
+    worker (which takes the next mail's as soon as it is done with this one)."""
 
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
         self.checked: asyncio.Future[None] = loop.create_future()
-        self.parsed: asyncio.Future[None] = loop.create_future()
+        self.handed: asyncio.Future[None] = loop.create_future()
+
+    def submitted(self) -> None:
+        if not self.handed.done():
+            self.handed.set_result(None)
 
     def done(self) -> None:
-        for step in (self.checked, self.parsed):
-            if not step.done():
-                step.set_result(None)
+        self.submitted()
+        if not self.checked.done():
+            self.checked.set_result(None)
 
 
 class _Flight:
@@ -203,9 +209,9 @@ class Pipeline(BackgroundService):
                      before: _Order | None = None, order: _Order | None = None) -> _Ready:
         """Read, parse and store one spooled mail, up to its commit: its media are durable when this returns.
 
-        Mails are read at once, checked for resends in arrival order, and parsed one after the other (*before*
-        holds the previous mail's steps, *order* this one's), so a worker that dies costs one mail; their media
-        are written concurrently."""
+        Mails are read at once, checked for resends in arrival order, and handed to the parser one after the
+        other (*before* holds the previous mail's steps, *order* this one's): a worker that dies costs the mail it
+        was parsing, the one waiting behind it is parsed again. Their media are written concurrently."""
         order = order or _Order()
         try:
             entry, digest = await self._in_thread(self._load, name)
@@ -222,8 +228,8 @@ class Pipeline(BackgroundService):
                 flight.add(locals_, digest)
             order.checked.set_result(None)
             if before is not None:
-                await asyncio.wait([before.parsed])
-            prepared = await self._parse(name, quick) if len(resends) < len(locals_) else None
+                await asyncio.wait([before.handed])
+            prepared = await self._parse(name, quick, order) if len(resends) < len(locals_) else None
         finally:
             order.done()
         records: dict[str, IngestRecord] = {}
@@ -239,13 +245,18 @@ class Pipeline(BackgroundService):
         entry = self._spool.load(name)
         return entry, content_digest(entry.content)
 
-    async def _parse(self, name: str, quick: bool = False) -> PreparedMail:
-        try:
-            return await self._workers.run(prepare_spooled, str(self._spool.path(name)), quick,
-                                           timeout=PARSE_TIMEOUT)
-        except WorkerFailed as exc:
-            # The mail itself is the likeliest cause: keep it raw rather than retry it into the same wall.
-            return PreparedMail(parsed=None, error=f"parser {exc}")
+    async def _parse(self, name: str, quick: bool = False, order: _Order | None = None) -> PreparedMail:
+        for _ in range(LOST_PARSES):
+            try:
+                return await self._workers.run(prepare_spooled, str(self._spool.path(name)), quick,
+                                               timeout=PARSE_TIMEOUT,
+                                               on_submitted=None if order is None else order.submitted)
+            except WorkerLost:
+                continue  # the worker died under the mail before this one: not this mail's fault
+            except WorkerFailed as exc:
+                # The mail itself is the likeliest cause: keep it raw rather than retry it into the same wall.
+                return PreparedMail(parsed=None, error=f"parser {exc}")
+        return PreparedMail(parsed=None, error=f"parser died {LOST_PARSES} times under other mails")
 
     async def _process_with_retries(self, name: str) -> None:
         attempt = 0

@@ -35,6 +35,10 @@ class WorkerFailed(RuntimeError):
     """The task's worker died or overran its time; the message says which."""
 
 
+class WorkerLost(WorkerFailed):
+    """The worker died under another task while this one waited for it: this one is not to blame."""
+
+
 def _init_worker(nice: int, memory_limit: int | None, daemon_pid: int, idle: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice:
@@ -91,6 +95,8 @@ class WorkerPool:
         self._context = multiprocessing.get_context("forkserver")
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._handed: list[concurrent.futures.Future[Any]] = []  # tasks handed to the pool, oldest first
+        self._blamed: tuple[concurrent.futures.ProcessPoolExecutor, concurrent.futures.Future[Any]] | None = None
         self.restarts = 0
         self.completed = 0
 
@@ -134,32 +140,59 @@ class WorkerPool:
                 process.kill()
         executor.shutdown(wait=False, cancel_futures=True)
 
-    def _restart(self, why: str) -> None:
+    def _restart(self, why: str, broken: concurrent.futures.ProcessPoolExecutor | None) -> None:
+        if broken is not self._executor:
+            return  # another task saw the same break first and started a fresh pool
         log.warning("%s worker: %s; starting a fresh one", self.name, why)
         self.restarts += 1
         if self._executor is not None:
             self._kill(self._executor)  # kill() and a non-waiting shutdown: quick, fine on the loop
         self._executor = self._new_executor()
 
-    async def run(self, fn: Callable[..., T], *args: Any, timeout: float) -> T:
-        """Run ``fn(*args)`` in a worker; raises :class:`WorkerFailed` when the worker dies or overruns."""
+    async def run(self, fn: Callable[..., T], *args: Any, timeout: float,
+                  on_submitted: Callable[[], None] | None = None) -> T:
+        """Run ``fn(*args)`` in a worker; raises :class:`WorkerFailed` when the worker dies or overruns.
+
+        Up to twice the pool's workers tasks are handed to it at once, so a worker starts the next one as soon as
+        it is done (*on_submitted* is called once this one is handed over). When a worker dies, the task it was
+        running fails with :class:`WorkerFailed`; those waiting behind it fail with :class:`WorkerLost`, to be run
+        again: a task that kills its worker costs that task only."""
         assert self._executor is not None and self._slots is not None, "pool not started"
         loop = asyncio.get_running_loop()
         async with self._slots:
             # submit() may start a worker process (and the first time, the fork server): never on the loop.
+            executor = self._executor
             try:
-                future = await loop.run_in_executor(None, self._executor.submit, fn, *args)
+                future = await loop.run_in_executor(None, executor.submit, fn, *args)
             except BrokenProcessPool:
-                self._restart("the pool was broken")
-                future = await loop.run_in_executor(None, self._executor.submit, fn, *args)
+                self._restart("the pool was broken", executor)
+                executor = self._executor
+                future = await loop.run_in_executor(None, executor.submit, fn, *args)
+            self._handed.append(future)
+            if on_submitted is not None:
+                on_submitted()
             try:
                 async with asyncio.timeout(timeout):
                     result = await asyncio.wrap_future(future)
             except TimeoutError:
-                self._restart(f"a task ran longer than {timeout:.0f} s")
+                self._blame(executor, future)
+                self._restart(f"a task ran longer than {timeout:.0f} s", executor)
                 raise WorkerFailed(f"took longer than {timeout:.0f} s") from None
             except BrokenProcessPool:
-                self._restart("a worker died")
+                culprit = self._blame(executor, self._handed[0])
+                self._restart("a worker died", executor)
+                if culprit is not future:
+                    raise WorkerLost("the worker died while this task waited for it") from None
                 raise WorkerFailed("the worker process died") from None
+            finally:
+                self._handed.remove(future)
             self.completed += 1
             return result
+
+    def _blame(self, executor: concurrent.futures.ProcessPoolExecutor, task: concurrent.futures.Future[Any],
+               ) -> concurrent.futures.Future[Any]:
+        """The task that broke *executor*: the first one named (the oldest handed over when the break is seen;
+        the workers take tasks in that order)."""
+        if self._blamed is None or self._blamed[0] is not executor:
+            self._blamed = (executor, task)
+        return self._blamed[1]
