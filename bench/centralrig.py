@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 from ingestservers import UNIT_ENVIRONMENT, Notifications
-from proctree import cpu_seconds, descendants, rss_mb
+from proctree import cpu_seconds, descendants, rss_mb, stop_process
 from sites import PREFIX
 
 from vmond.mqtt.client import paho_client
@@ -55,17 +55,6 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], what: str, timeo
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{what} is not listening on port {port}") from None
             time.sleep(0.05)
-
-
-def stop_process(process: subprocess.Popen[Any] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
 
 
 # ---------------------------------------------------------------------------------------------------------------

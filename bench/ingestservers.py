@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from proctree import ProcessTree, descendants, rss_mb, stat_fields  # bench/ is the script's own folder
+from proctree import ProcessTree, descendants, rss_mb, stat_fields, stop_process  # bench/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parent.parent
 INGEST_SCRIPT = Path(__file__).with_name("ingest.py")  # runs the reference server: --reference-server PORT DIR
@@ -176,13 +176,7 @@ class Server:
         if self.tree is not None:
             for pid in descendants(process.pid):
                 self.tree.see(pid)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_process(process)
         for pid, started in (self.tree.seen if self.tree else {}).items():
             # Workers left behind by a daemon that had to be killed: only processes it started (same start time).
             fields = stat_fields(pid)

@@ -9,7 +9,10 @@ counts of reaped children.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKER_ROLES = ("parser", "encoder")
@@ -136,3 +139,15 @@ class ProcessTree:
             out[role] = out.get(role, 0.0) + rss_mb(pid)
             self._note_worker(pid, parent, cpu_seconds(pid)[0])
         return out
+
+
+def stop_process(process: subprocess.Popen[Any] | None) -> None:
+    """SIGTERM, and SIGKILL when it has not ended within 20 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
