@@ -8,6 +8,7 @@ and full decode come after the commit), else :func:`inspect_image`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from vmond.ingest.mailparse import Attachment, ParsedMail, parse_mail
@@ -19,6 +20,7 @@ from vmond.media.images import ImageInfo, ImageRejected, check_image, inspect_im
 class CheckedImage:
     attachment: Attachment
     info: ImageInfo
+    sha256: str  # of the picture's bytes, hashed here rather than in the daemon's process
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ def prepare_mail(raw: bytes, quick: bool = False) -> PreparedMail:
     for attachment in parsed.attachments:
         if attachment.is_image:
             try:
-                images.append(CheckedImage(attachment, check(attachment.data)))
+                images.append(CheckedImage(attachment, check(attachment.data),
+                                           hashlib.sha256(attachment.data).hexdigest()))
             except ImageRejected as exc:
                 rejected.append((attachment.filename, str(exc)[:300]))
         else:

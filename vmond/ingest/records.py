@@ -65,7 +65,7 @@ def _store_image(media: MediaStore, base: str, image: CheckedImage) -> MediaReco
         thumb = thumbnail_relpath(path)
         media.write_sync(thumb, info.thumbnail, sync_directory=False)
     return MediaRecord(kind="image", path=path, content_type=info.content_type,
-                       sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), thumb_path=thumb,
+                       sha256=image.sha256, bytes=len(data), thumb_path=thumb,
                        width=info.width, height=info.height, original_name=image.attachment.filename)
 
 
