@@ -4,8 +4,11 @@ afterwards gets no retained snapshot for it."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import BASE_CONFIG, Daemon, distinct, sample, write_config
@@ -15,7 +18,9 @@ from test_mqtt import BASE, MAIL, mqtt_daemon, mqtt_settings
 
 from vmond.config import Config
 from vmond.daemon import running
+from vmond.mqtt import discovery
 from vmond.reload import reload_accounts
+from vmond.store.cameras import active_camera_devices
 from vmond.store.models import AlarmEvent
 
 HA = "homeassistant/#"
@@ -104,3 +109,50 @@ async def wait_cleared(daemon: Daemon, cameras: list[int]) -> None:
     assert mqtt is not None
     await wait_until(lambda: not set(cameras) & set(mqtt._state.snapshots) and not mqtt._snapshots.clearing,
                      timeout=10)
+
+
+async def test_a_camera_deleted_while_cameras_are_announced_loses_its_configs_before_its_snapshot(
+        make_config: Callable[..., Config], broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deletion lands while the announcer is between reading the cameras and publishing: the next pass
+    takes the camera's Home Assistant configs back, and only then its snapshot, so a station that sees the
+    snapshot gone sees the configs gone too."""
+    async with mqtt_daemon(make_config, broker.port, homeassistant_discovery=True) as daemon:
+        await daemon.add_user()
+        token = await daemon.token()
+        status, gate = await daemon.api("POST", "/api/cameras", token, json={"account_id": 1, "name": "Side Gate"})
+        assert status == 201
+        camera = gate["id"]
+        mail = distinct(sample(MAIL), 7)
+        assert (await daemon.send(mail, to=gate["smtp_address"]))["data"][0] == 250
+        await daemon.wait_idle()
+        mqtt = daemon.services.mqtt
+        await wait_until(lambda: camera in mqtt._state.snapshots and camera in mqtt._state.announced, timeout=10)
+        watcher = Subscriber(broker.port, [snapshot_topic(camera), HA])
+        try:
+            await watcher.ready()
+            reading = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def slow_devices() -> dict[int, dict[str, Any]]:
+                devices = active_camera_devices()
+                loop.call_soon_threadsafe(reading.set)
+                time.sleep(0.5)  # the cameras are read; the deletion comes before they are published
+                return devices
+
+            monkeypatch.setattr(discovery, "active_camera_devices", slow_devices)
+            mqtt.refresh_discovery()
+            await asyncio.wait_for(reading.wait(), 5)
+            await daemon.services.db.write(lambda: AlarmEvent.delete().where(AlarmEvent.camera == camera).execute())
+            status, outcome = await daemon.api("DELETE", f"/api/cameras/{camera}", token)
+            assert status == 200 and outcome["outcome"] == "deleted"
+
+            def cleared(topic: str) -> float | None:
+                return next((m.at for m in list(watcher.messages) if m.topic == topic and not m.payload), None)
+
+            await wait_until(lambda: cleared(snapshot_topic(camera)) is not None, timeout=10)
+            snapshot_gone = cleared(snapshot_topic(camera))
+            configs_gone = [cleared(topic) for topic in discovery_topics(camera)]
+            assert None not in configs_gone, "the snapshot went while Home Assistant still had the camera"
+            assert max(configs_gone) <= snapshot_gone  # type: ignore[type-var]
+        finally:
+            watcher.close()

@@ -122,14 +122,17 @@ class Snapshots:
 
     async def _clear_gone(self, link: Link) -> bool:
         """Remove the retained snapshot of every camera the broker holds one for that is retired or deleted. A
-        camera with a picture still on its way waits for it, so the empty message comes last; True: some wait."""
+        camera with a picture still on its way waits for it, so the empty message comes last, and so does one
+        whose Home Assistant configs are not taken back yet (the announcer's next pass does): a station that
+        sees the snapshot gone sees the camera gone. True: some wait."""
         busy = {camera for camera, _ in self.in_flight.values()}
         held = (set(self._state.snapshots) | busy) - set(self.clearing.values())
         if not held:
             return False
         gone = held - await self._db.read(active_camera_ids, sorted(held))
-        for camera in sorted(gone - busy):
+        waiting = busy | self._state.announced
+        for camera in sorted(gone - waiting):
             log.info("mqtt: camera %d is retired or gone: removing its retained snapshot", camera)
             self.wanted.pop(camera, None)
             self.clearing[link.publish(self._topics.snapshot(camera), b"", retain=True)] = camera
-        return bool(gone & busy)
+        return bool(gone & waiting)
