@@ -4,8 +4,11 @@ audit trail, the live messages, and the supervisors' page of dismissed events.""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -13,6 +16,8 @@ from conftest import Daemon, distinct, sample
 from test_changes import Seam, _mail, seam  # noqa: F401 - the fixture is used by name
 from test_web import browser_session, csrf_of, log_in
 
+from vmond.config import Config
+from vmond.daemon import running
 from vmond.store import dismissals, outbox
 from vmond.store.dismissals import dismiss_events, restore_event
 from vmond.store.events import record_mail
@@ -220,3 +225,30 @@ async def test_the_central_station_hears_of_each_dismiss_and_restore(seam: Seam)
     with pytest.raises(dismissals.RestoreRefused):
         await seam.changes.record(restore_event, "monitor.local", ids[1], guard["id"], False, now=later)
     assert (await seam.changes.record(restore_event, "monitor.local", ids[1], other["id"], True, now=later))[1]
+
+
+async def test_the_dismissed_page_reads_its_days_in_the_sites_time_zone(
+        make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The site is 25 hours ahead of the appliance's own clock setting: "today" on the page is the site's."""
+    monkeypatch.setenv("TZ", "Pacific/Pago_Pago")  # UTC-11: the system's time zone
+    time.tzset()
+    try:
+        site = {"id": "test-site", "name": "Test Site", "timezone": "Pacific/Kiritimati"}
+        async with running(make_config(site=site)) as services:
+            daemon = Daemon(services)
+            await daemon.add_user("admin", "admin")
+            await daemon.add_user("boss", "supervisor")
+            token = await daemon.token("boss")
+            (event,) = await _events(daemon, 1)
+            assert (await daemon.api("POST", f"/api/events/{event}/dismiss", token))[0] == 200
+            site_today = datetime.now(ZoneInfo("Pacific/Kiritimati")).date()
+            system_today = datetime.now().astimezone().date()
+            assert site_today != system_today
+            async with browser_session() as http:
+                await log_in(daemon, http, "boss")
+                for day, listed in ((site_today, True), (system_today, False)):
+                    async with http.get(f"{daemon.url}/dismissed?from={day}&to={day}") as response:
+                        assert (f'data-dismissed-event-id="{event}"' in await response.text()) is listed, day
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -8,7 +8,7 @@ through the seam, which tells every wall live (``event.dismissed``, or ``event.u
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,6 +23,7 @@ from vmond.web.keys import CHANGES, DB, config_of
 from vmond.web.params import MAX_ID, path_id
 from vmond.web.remote import dismiss_many, event_command
 from vmond.web.render import render
+from vmond.web.reports import site_zone
 from vmond.web.scope import scope_of
 from vmond.web.security import json_error, principal, require
 
@@ -138,14 +139,21 @@ async def form_restore(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/events/{path_id(request, 'event_id')}")
 
 
+def _day_start(date: str, zone: tzinfo | None) -> datetime:
+    """Midnight of *date* in *zone* (None: the system's time zone)."""
+    day = datetime.fromisoformat(date)
+    return day.replace(tzinfo=zone) if zone is not None else day.astimezone()
+
+
 @routes.get("/dismissed")
 @require("supervisor")
 async def dismissed_page(request: web.Request) -> web.StreamResponse:
     dates = _dates(request.query)
     try:
-        # Days in the appliance's local time, as the alarm history has them; "to" includes that whole day.
-        since = datetime.fromisoformat(dates["from"]).astimezone() if "from" in dates else None
-        until = (datetime.fromisoformat(dates["to"]) + timedelta(days=1)).astimezone() if "to" in dates else None
+        # Days in the site's time zone, as the report has them; "to" includes that whole day.
+        zone = site_zone(request.app)
+        since = _day_start(dates["from"], zone) if "from" in dates else None
+        until = _day_start(dates["to"], zone) + timedelta(days=1) if "to" in dates else None
     except (ValueError, OverflowError):  # a date at the ends of time that the time zone overflows
         raise web.HTTPBadRequest(text="from and to are dates (YYYY-MM-DD)") from None
     events = await request.app[DB].read(list_dismissed, config_of(request.app).smtp.domain, since, until, 200,
