@@ -365,11 +365,13 @@ async def test_remembered_ids_are_forgotten_after_command_max_age(daemon: Daemon
     def remember() -> None:
         RemoteCommand.create(command_id="old", received_at=utcnow() - timedelta(hours=2), result="{}")
         RemoteCommand.create(command_id="new", received_at=utcnow() - timedelta(minutes=30), result="{}")
+        # Received 62 minutes ago, stamped up to 5 minutes ahead: valid for 3 more minutes, so still remembered.
+        RemoteCommand.create(command_id="ahead", received_at=utcnow() - timedelta(minutes=62), result="{}")
 
     await daemon.services.db.write(remember)
     assert await daemon.services.db.write(forget_commands, 3600.0) == 1
-    left = await daemon.services.db.read(lambda: [r.command_id for r in RemoteCommand.select()])
-    assert left == ["new"]
+    left = await daemon.services.db.read(lambda: sorted(r.command_id for r in RemoteCommand.select()))
+    assert left == ["ahead", "new"]
 
 
 async def test_a_command_the_store_fails_on_is_answered_refused_not_lost(

@@ -31,7 +31,7 @@ from vmond.store.alarms import (
     tick_step,
 )
 from vmond.store.changes import Change
-from vmond.store.commands import Command
+from vmond.store.commands import FUTURE_SKEW, Command
 from vmond.store.dismissals import RestoreRefused, restore_event
 from vmond.store.events import EventNotFound, StatusConflict, set_status
 from vmond.store.mediaout import queue_media
@@ -101,8 +101,10 @@ def apply_command(domain: str, site: str, command: Command, require_code: bool,
 
 
 def forget_commands(max_age: float) -> int:
-    """Drop remembered ids older than *max_age* seconds (their commands are refused as expired anyway)."""
-    cutoff = utcnow() - timedelta(seconds=max_age)
+    """Drop remembered ids older than *max_age* seconds plus the future skew allowed: a command stamped that far
+    ahead stays valid that much longer, and its id must be remembered until it expires, or a replay applies it
+    again."""
+    cutoff = utcnow() - timedelta(seconds=max_age) - FUTURE_SKEW
     return int(RemoteCommand.delete().where(RemoteCommand.received_at < cutoff).execute())
 
 
