@@ -726,6 +726,14 @@ def test_a_central_serves_its_listed_sites_or_with_auto_any_well_formed_site() -
     assert not kept_off.central.enabled
 
 
+def test_a_central_reads_a_copy_of_the_appliances_mqtt_section() -> None:
+    copied = parse("central:\n  sites: auto\n  mqtt: {enabled: true, host: broker.lan, port: 8883}\n")
+    assert copied.central.enabled and (copied.central.mqtt.host, copied.central.mqtt.port) == ("broker.lan", 8883)
+    assert "vmond.yaml:4: central.mqtt.enabled: a central station reaches its sites only over MQTT" in problems(
+        "central:\n  sites: auto\n  mqtt:\n    enabled: false\n")[0]
+    assert not parse("central:\n  enabled: false\n  mqtt:\n    enabled: false\n").central.enabled
+
+
 def test_a_central_node_is_named_by_its_host_unless_the_file_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("socket.gethostname", lambda: "central-b.example.net")
     default = parse("central:\n  sites: auto\n")

@@ -312,6 +312,9 @@ def _check_central(central: dict[str, Any], ctx: Ctx) -> None:
     if "central" in ctx.lines and "central.enabled" not in ctx.lines:
         central["enabled"] = True
     link = central["mqtt"]
+    if central["enabled"] and link["enabled"] is False and "central.mqtt.enabled" not in ctx.failed:
+        _report(ctx, "central.mqtt.enabled", "a central station reaches its sites only over MQTT: its link cannot "
+                "be switched off (leave the key out, or disable the central with `central.enabled: false`)")
     _together(link["tls"], "central.mqtt.tls", ctx)
     if _given(link, "central.mqtt.password", ctx) and _given(link, "central.mqtt.password_file", ctx):
         _report(ctx, "central.mqtt.password_file",

@@ -99,6 +99,8 @@ class CentralLinkConfig(MqttLinkConfig):
     """``central.mqtt``: the broker link, and the shared subscription's group the central nodes share (issue 19)."""
 
     share_group: str = setting(string(pattern=NODE_NAME, hint=_NODE_HINT), "vmond-central")
+    # Accepted so that a copy of the appliance's mqtt section reads; a central is always linked (false: an error).
+    enabled: bool = setting(boolean, True)
 
 
 @dataclass(frozen=True)
