@@ -1,3 +1,5 @@
 """vmond: the daemon of an on-prem video alarm appliance."""
 
-__version__ = "0.1.0"
+from vmond.util.version import VERSION as __version__
+
+__all__ = ["__version__"]

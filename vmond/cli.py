@@ -11,10 +11,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import vmond
 from vmond.config import Config, ConfigError, describe, load_config
 from vmond.ops.endpoints import INFO_NAMES
 from vmond.util import auth
+from vmond.util.version import VERSION
 
 DEFAULT_CONFIG = "/etc/vmond/vmond.yaml"
 EXIT_CONFIG = 2
@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from vmond.daemon import serve  # the daemon's imports are heavy; other subcommands do without
     from vmond.store.db import DatabaseUnavailable
 
-    logging.getLogger(__name__).info("vmond %s starting with %s", vmond.__version__, config.source)
+    logging.getLogger(__name__).info("vmond %s starting with %s", VERSION, config.source)
     try:
         asyncio.run(serve(config))
     except DatabaseUnavailable as exc:  # PostgreSQL away or refusing us: one line, and systemd tries again
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Every subcommand takes --config too; SUPPRESS keeps a subcommand from erasing one given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
-    parser.add_argument("--version", action="version", version=f"vmond {vmond.__version__}")
+    parser.add_argument("--version", action="version", version=f"vmond {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("run", parents=[common], help="run the daemon in the foreground").set_defaults(func=cmd_run)

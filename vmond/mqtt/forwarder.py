@@ -27,7 +27,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-import vmond
 from vmond.config import Config, MqttConfig
 from vmond.media.store import MediaStore
 from vmond.mqtt import pictures
@@ -42,6 +41,7 @@ from vmond.store.pictures import thumbnail_path
 from vmond.util.clock import utcnow
 from vmond.util.crashpoints import crashpoint
 from vmond.util.tasks import in_daemon_thread
+from vmond.util.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Forwarder:
         self._db, self._media, self._io = db, media, io
         self.topics = Topics(config.mqtt.topic_prefix, config.site.id)
         self._discovery = Discovery(self.topics, config.mqtt.homeassistant_prefix, config.site.name,
-                                    vmond.__version__)
+                                    VERSION)
         self._window, self._poll = window or WINDOW, poll_interval or POLL_INTERVAL
         self.limits = limits or OutboxLimits.from_config(config.mqtt)
         self._trim_interval = trim_interval or TRIM_INTERVAL
@@ -389,5 +389,5 @@ class Forwarder:
         disk = await asyncio.get_running_loop().run_in_executor(self._io, shutil.disk_usage, self._data_dir)
         body = {"outbox_depth": stats["depth"], "oldest_undelivered_age_s": stats["oldest_age_s"],
                 "dropped": self.dropped, "disk_free_bytes": disk.free, "disk_total_bytes": disk.total,
-                "version": vmond.__version__, "at": (at := utcnow().isoformat()), "heartbeat_at": at}
+                "version": VERSION, "at": (at := utcnow().isoformat()), "heartbeat_at": at}
         link.publish(self.topics.status, json.dumps(body, separators=(",", ":")).encode(), retain=True)

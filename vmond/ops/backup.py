@@ -39,7 +39,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import vmond
 from vmond.media.store import media_relpath
 from vmond.ops.backupcheck import (
     DB_NAME,
@@ -55,6 +54,7 @@ from vmond.ops.backupcheck import (
 )
 from vmond.store import migrations
 from vmond.util.fsutil import fsync_directory, fsync_path
+from vmond.util.version import VERSION
 
 __all__ = ["BackupError", "backup", "data_dir_lock", "restore"]
 
@@ -166,7 +166,7 @@ def _write_backup(data_dir: Path, dest: Path) -> dict[str, Any]:
         schema = migrations.schema_version(copy)
     copied = _copy_media(data_dir / "media", dest / "media", media, refusals)
     manifest: dict[str, Any] = {
-        "vmond": vmond.__version__, "schema": schema, "taken_at": datetime.now(UTC).isoformat(), "events": events,
+        "vmond": VERSION, "schema": schema, "taken_at": datetime.now(UTC).isoformat(), "events": events,
         "media_files": copied, "media_missing": len(media) - copied - refusals.counts["media"],
         "media_refused": refusals.counts["media"], "spooled_mails": spooled, "spool_refused": refusals.counts["spool"],
         "seconds": round(time.monotonic() - started, 2)}

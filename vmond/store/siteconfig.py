@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import vmond
 from vmond.store import outbox
 from vmond.store.models import Account, Camera, Contact, utcnow
 from vmond.store.monitoring import account_fields, camera_fields, monitoring_dict
+from vmond.util.version import VERSION
 
 if TYPE_CHECKING:
     from vmond.config import Config
@@ -46,7 +46,7 @@ def _camera(camera: Camera) -> dict[str, Any]:
 
 def config_message(site: dict[str, str]) -> dict[str, Any]:
     """The config message's body, read now."""
-    return {"site": site, "version": vmond.__version__, "at": utcnow().isoformat(),
+    return {"site": site, "version": VERSION, "at": utcnow().isoformat(),
             "accounts": [_account(a, site["timezone"]) for a in Account.select().order_by(Account.id)],
             "cameras": [_camera(c) for c in Camera.select().order_by(Camera.id)]}
 

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-import vmond
 from vmond.store.alarmtrail import event_with_trail
 from vmond.store.events import STATUSES, EventNotFound, StatusConflict, list_events, list_queue, set_status
 from vmond.store.outbox import stats as outbox_stats
 from vmond.store.refusals import list_refusals
 from vmond.util.metrics import exposition
+from vmond.util.version import VERSION
 from vmond.web.keys import CHANGES, CONNECTIONS, DB, HOSTS, IO, SERVICES, WS_CLIENTS, config_of
 from vmond.web.params import path_id, query_int
 from vmond.web.remote import api_event_command, with_commands
@@ -48,7 +48,7 @@ async def health(request: web.Request) -> web.Response:
     status = "ok" if db_state["ok"] and not low_disk else "degraded"
     body = {
         "status": status,
-        "version": vmond.__version__,
+        "version": VERSION,
         "uptime_s": round(time.monotonic() - services.started_at, 1),
         "site": {"id": config.site.id, "name": config.site.name},
         "database": db_state,
@@ -159,7 +159,7 @@ async def _metrics(request: web.Request) -> web.Response:
     outbox = await services.db.read(outbox_stats)
     counters = services.metrics
     samples: list[tuple[str, str, str, dict[str, str], float]] = [
-        ("vmond_up", "gauge", "1 while vmond runs", {"version": vmond.__version__}, 1),
+        ("vmond_up", "gauge", "1 while vmond runs", {"version": VERSION}, 1),
         ("vmond_smtp_mails_accepted_total", "counter", "Mails acknowledged with 250 after DATA", {},
          services.ingest.accepted),
         *[("vmond_smtp_replies_total", "counter", "SMTP replies sent, by reply code", {"code": code}, count)

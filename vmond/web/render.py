@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-import vmond
+from vmond.util.version import VERSION
 from vmond.web.keys import BUS, PRINCIPAL, config_of
 
 
@@ -18,7 +18,7 @@ def render(request: web.Request, template: str, context: dict[str, Any], status:
     base = {
         "user": who,
         "session_csrf": who.get("csrf_token") if who else None,
-        "version": vmond.__version__,
+        "version": VERSION,
         "site": config_of(request.app).site,
         "central": config_of(request.app).central.enabled,  # a central station: its sites on the wall and pages
         "bus_id": request.app[BUS].id,  # whose sequence numbers the page's data-seq is (pages.js: /ws?bus=)
