@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -177,8 +178,10 @@ async def test_foreign_host_names_are_refused(make_config: Callable[..., Config]
             async with http.post(f"{daemon.url}/setup", headers={"Host": f"evil.example:{port}"},
                                  data={"username": "eve", "password": PASSWORD}) as response:
                 assert response.status == 421
+            own = socket.gethostname().lower().split(".", 1)[0]
             for host in (f"127.0.0.1:{port}", "localhost", f"[::1]:{port}", "monitor.example.com",
-                         f"MONITOR.example.com.:{port}", "cam.site.example", "vmond.example.net:8443"):
+                         f"MONITOR.example.com.:{port}", "cam.site.example", "vmond.example.net:8443",
+                         f"{own}:{port}", f"{own.upper()}.local"):
                 async with http.get(f"{daemon.url}/api/health", headers={"Host": host}) as response:
                     assert response.status == 200, host
         await daemon.add_user()
