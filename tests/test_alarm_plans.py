@@ -256,3 +256,11 @@ async def test_the_plan_in_the_account_editor(daemon: Daemon) -> None:
         # An account declared in the file keeps the file's plan: the editor cannot change it.
         status, _, page = await post_form(http, daemon, "/accounts/1", {**form, "name": "Test Customer"})
         assert status == 409
+
+
+async def test_the_text_of_a_resolution_may_be_sent_as_text(daemon: Daemon, guard: str) -> None:
+    """The 400 for a missing text names it ``text``, as a resolve command does: a client that follows it is heard."""
+    _, alarm = await daemon.api("POST", f"/api/events/{await an_event(daemon)}/alarm", guard)
+    path = f"/api/alarms/{alarm['id']}/resolve"
+    status, answer = await daemon.api("POST", path, guard, json={"code": "other", "text": "Fox at the fence"})
+    assert status == 200 and answer["resolution"]["text"] == "Fox at the fence"

@@ -201,7 +201,9 @@ async def api_acknowledge(request: web.Request) -> web.Response:
 @require("guard")
 async def api_resolve(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    return await _api(request, 200, resolve, str(body.get("code") or ""), str(body.get("resolution") or ""),
+    # "text" as well: the field a resolve command and the 400 for a missing text name
+    text = body.get("resolution") or body.get("text") or ""
+    return await _api(request, 200, resolve, str(body.get("code") or ""), str(text),
                       require_code=_code_required(request))
 
 
