@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from vmond.central.duties import Node
+from vmond.central.duties import Node, NodeNameTaken
 from vmond.store import leases
 from vmond.store.db import Database
 
@@ -96,3 +96,55 @@ async def test_a_dead_nodes_duty_moves_and_a_wake_up_reaches_only_its_holder(tmp
         # b stopped cleanly: its duty lease is free at once
         assert await db.read(leases.holder, "duty:probe") is None
         await a.__aexit__(None, None, None)
+
+
+async def test_a_second_process_under_a_running_nodes_name_is_refused(tmp_path: Path, db_url: str | None) -> None:
+    """Two nodes configured with one name (a cloned machine keeps its host name) would share leases and fight
+    over one MQTT client id: the second start fails, and the first runs on undisturbed."""
+    probe = Probe()
+    async with Database(tmp_path / "vmond.db", url=db_url) as db, Node(db, "central", **FAST) as first:
+        first.add("duty:probe", probe.run)
+        await until(lambda: first.holds("duty:probe"), "the first holds the duty")
+        started = time.monotonic()
+        with pytest.raises(NodeNameTaken, match="central node 'central'.*its own `central.node`"):
+            async with Node(db, "central", **FAST):
+                pass
+        assert time.monotonic() - started < FAST["stop_after"] + FAST["renew"] * 2  # seen renewing, not timed out
+        await asyncio.sleep(FAST["ttl"])
+        assert first.holds("duty:probe") and not first.displaced and probe.stopped == []
+
+
+async def test_a_node_restarted_after_a_kill_takes_over_its_predecessors_leases(tmp_path: Path,
+                                                                                db_url: str | None) -> None:
+    """Killed and started again under its name: the new process waits to see that the old one is gone, keeping
+    the node lease alive all along (so no other node adopts its broker session), then runs the duties."""
+    before, after = Probe(), Probe()
+    async with Database(tmp_path / "vmond.db", url=db_url) as db:
+        old = await Node(db, "a", **FAST).__aenter__()
+        old.add("duty:probe", before.run)
+        await until(lambda: old.holds("duty:probe"), "the old process holds the duty")
+        assert old._task is not None
+        old._task.cancel()  # killed: no more renewals, nothing released
+        started = time.monotonic()
+        async with Node(db, "a", **FAST) as new:
+            assert time.monotonic() - started >= FAST["stop_after"]  # it waited for a sign of life
+            new.add("duty:probe", after.run)
+            await until(lambda: new.holds("duty:probe"), "the new process took the duty")
+            assert await db.read(leases.expired_nodes) == []  # the node lease never lapsed
+            assert not new.displaced
+        # A clean stop gives the name back: the next start does not wait.
+        started = time.monotonic()
+        async with Node(db, "a", **FAST):
+            assert time.monotonic() - started < FAST["stop_after"]
+
+
+async def test_a_process_that_lost_its_name_stops_its_duties(tmp_path: Path, db_url: str | None) -> None:
+    """A node frozen long enough to be taken for dead finds another process running as itself: it stops its
+    duties and says so, rather than running them twice."""
+    probe = Probe()
+    async with Database(tmp_path / "vmond.db", url=db_url) as db, Node(db, "a", **FAST) as frozen:
+        frozen.add("duty:probe", probe.run)
+        await until(lambda: frozen.holds("duty:probe"), "the duty runs")
+        await db.write(leases.claim_instance, "a", "another-process", FAST["ttl"] * 10, force=True)
+        await until(lambda: frozen.displaced and probe.stopped, "the duty stopped")
+        assert (await frozen.status())["displaced"] is True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import sys
 import threading
 import time
@@ -253,3 +254,19 @@ async def test_a_node_back_before_its_lease_expired_resumes_its_own_session(
             assert (await b.get("/api/health"))["central"]["adopted"] == 0
             assert (await a.get("/api/health"))["central"]["connected"]
             assert shared.holders()["node:node-a"] == "node-a"
+
+
+async def test_a_second_process_under_a_running_nodes_name_exits_and_the_node_runs_on(
+        tmp_path: Path, broker: Mosquitto, shared: SharedDatabase) -> None:
+    """A cloned machine keeps its host name, the default central.node: its vmond must not join as the same node
+    (shared leases, one MQTT client id fought over). It exits with one line; the running node is not disturbed."""
+    with central_node(tmp_path, broker.port, "node-a", shared) as a:
+        await poll(lambda: asyncio.to_thread(lambda: "node:node-a" in shared.holders()), "node-a up")
+        twin = write_central_config(tmp_path / "twin", broker.port, {"database": shared.url}, node="node-a",
+                                    sites="auto", command_secret=SECRET)
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "vmond", "run", "--config", str(twin)],
+                                       capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert "vmond: another process is running as central node 'node-a'" in done.stderr.splitlines()[-1]
+        health = await a.get("/api/health")
+        assert health["cluster"]["displaced"] is False and health["central"]["connected"]

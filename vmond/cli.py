@@ -57,13 +57,14 @@ def _setup_logging(level: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     _setup_logging(config.logging.level)
+    from vmond.central.duties import NodeNameTaken
     from vmond.daemon import serve  # the daemon's imports are heavy; other subcommands do without
     from vmond.store.db import DatabaseUnavailable
 
     logging.getLogger(__name__).info("vmond %s starting with %s", VERSION, config.source)
     try:
         asyncio.run(serve(config))
-    except DatabaseUnavailable as exc:  # PostgreSQL away or refusing us: one line, and systemd tries again
+    except (DatabaseUnavailable, NodeNameTaken) as exc:  # one line, and systemd tries again
         raise SystemExit(f"vmond: {exc}") from None
     return 0
 

@@ -11,6 +11,12 @@ could expire, so two nodes never run one duty at the same time (as long as stopp
 ``TTL - STOP_AFTER`` seconds and the process is not frozen meanwhile). A node that stops cleanly releases its duty
 leases, and another takes them at its next renewal.
 
+Two processes must never run as one node (the name is the holder of the node's leases and part of its MQTT
+client id): each process also holds ``instance:<central.node>`` under a random token. A process that finds it
+held by another waits up to :data:`STOP_AFTER` seconds, keeping the node lease alive meanwhile: if the other
+renews it, a second node is configured with this name and the start fails (:class:`NodeNameTaken`); if not, it
+was this node's predecessor, killed, and the new process takes over its leases and broker session.
+
 A duty is an async context factory: entered when the lease is taken, left when it is lost or the node stops.
 :meth:`Node.wake` lets another part (a cross-node wake-up) poke a duty that runs on this node. Runs on the loop.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -54,6 +61,10 @@ class Duty:
     started_at: float | None = None
 
 
+class NodeNameTaken(RuntimeError):
+    """Another running process is central node *name*: each node needs a ``central.node`` of its own."""
+
+
 class Node:
     """``async with Node(db, name) as node:`` holds ``node:<name>`` and runs the duties added with :meth:`add`
     while their leases are this node's."""
@@ -68,22 +79,46 @@ class Node:
         self._task: asyncio.Task[None] | None = None
         self._tick = asyncio.Event()
         self._left = False  # the node lease was given up (a clean leave): no more renewing it
+        self._token = secrets.token_hex(8)  # this process, as the holder of instance:<name>
+        self.displaced = False  # another process took instance:<name>: this one runs no duty any more
         self.renewed_at: float | None = None  # monotonic start of the last successful renewal
         self.renew_failures = 0
 
     async def __aenter__(self) -> Node:
-        while True:  # the node lease first: its own name, so it is free unless this node is alive already
-            try:
-                await self._db.write(leases.hold, [self.lease], self.name, self._ttl)
-                break
-            except Exception:  # noqa: BLE001 - the database not there yet: try again
-                log.exception("central node %s: cannot take its lease; trying again", self.name)
-                await asyncio.sleep(self._renew)
+        await self._claim()
         self.renewed_at = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="central-node")
         log.info("central node %s: up (leases renewed every %.0f s, lost after %.0f s)", self.name, self._renew,
                  self._ttl)
         return self
+
+    async def _claim(self) -> None:
+        """Take ``instance:<name>`` (and keep the node lease alive), waiting out a predecessor's (see above)."""
+        other: str | None = None
+        force, waited_since = False, time.monotonic()
+        while True:
+            try:
+                held_until = await self._db.write(leases.claim_instance, self.name, self._token, self._ttl,
+                                                  force=force)
+            except Exception:  # noqa: BLE001 - the database not there yet: try again
+                log.exception("central node %s: cannot take its lease; trying again", self.name)
+                await asyncio.sleep(self._renew)
+                continue
+            if held_until is None:
+                return
+            if other is None:
+                other = held_until
+                log.warning("central node %s: another process holds this node's name; waiting up to %.0f s to "
+                            "see whether it is still alive (after a crash it is not)", self.name, self._stop_after)
+            elif held_until != other:
+                raise NodeNameTaken(f"another process is running as central node {self.name!r} (it renewed "
+                                    "its lease just now): give each node its own `central.node` (the default "
+                                    "is the host's name)")
+            force = time.monotonic() - waited_since >= self._stop_after
+            if force:
+                log.info("central node %s: its predecessor showed no sign of life; taking over", self.name)
+            else:
+                await asyncio.sleep(self._renew / 4)
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._task is not None:
@@ -94,6 +129,7 @@ class Node:
             await self._stop(duty)
         with contextlib.suppress(Exception):  # another node takes them at once, not after TTL
             await self._db.write(leases.release, list(self._duties), self.name)
+            await self._db.write(leases.release, [leases.INSTANCE + self.name], self._token)
 
     def add(self, name: str, start: Callable[[], AbstractAsyncContextManager[Any]], *,
             on_start: Callable[[Any], None] | None = None, on_stop: Callable[[], None] | None = None,
@@ -140,7 +176,7 @@ class Node:
         """What ``/api/health`` says: this node, and who holds each lease (from the database)."""
         held = await self._db.read(leases.holders)
         return {"node": self.name, "here": sorted(n for n, d in self._duties.items() if d.running is not None),
-                "leases": held,
+                "leases": held, "displaced": self.displaced,
                 "renewed_s_ago": None if self.renewed_at is None else round(time.monotonic() - self.renewed_at, 1)}
 
     # -- the renewal loop ----------------------------------------------------------------------------------
@@ -151,7 +187,7 @@ class Node:
             names = [name for name in ([] if self._left else [self.lease])] + list(self._duties)
             try:
                 async with asyncio.timeout(self._stop_after):
-                    held = await self._db.write(leases.hold, names, self.name, self._ttl)
+                    held = await self._db.write(leases.renew_node, names, self.name, self._token, self._ttl)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the database away or stuck: the duties stop in time
@@ -159,7 +195,16 @@ class Node:
                 log.warning("central node %s: could not renew its leases: %s: %s", self.name, type(exc).__name__,
                             exc)
                 held = None
-            if held is not None:
+            else:
+                if held is None:  # another process runs as this node now: it has the duties
+                    if not self.displaced:
+                        log.error("central node %s: another process took over this node's name; this one stops "
+                                  "its duties (give each node its own `central.node`, and stop this one)",
+                                  self.name)
+                    self.displaced, held = True, set()
+                elif self.displaced:  # the other process has gone (stopped cleanly, or its lease expired)
+                    log.warning("central node %s: runs as this node again", self.name)
+                    self.displaced = False
                 self.renewed_at = started
             for duty in self._duties.values():
                 if held is not None and duty.name in held:

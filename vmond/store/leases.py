@@ -21,6 +21,7 @@ import peewee as pw
 from vmond.store.models import Lease
 
 NODE = "node:"  # node:<name>: held by a node while it is alive
+INSTANCE = "instance:"  # instance:<name>: held by the one process running as node <name> (its random token)
 DUTY = "duty:"  # duty:<what>: a duty that must run on one node at a time
 ADOPT = "adopt:"  # adopt:<name>: a survivor empties a dead node's broker session
 
@@ -52,6 +53,32 @@ def hold(names: Iterable[str], holder: str, ttl: float) -> set[str]:
         if taken:
             held.add(name)
     return held
+
+
+def claim_instance(name: str, token: str, ttl: float, *, force: bool = False) -> str | None:
+    """Run as node *name* in the process named by *token*: take ``instance:<name>`` unless another process holds
+    it (then return its ``expires_at``, ISO 8601, and take nothing), and keep ``node:<name>`` alive either way
+    (a node restarted after a crash keeps its broker session from being adopted meanwhile). *force*: take it
+    from the other process (it showed no sign of life)."""
+    lease = Lease.get_or_none(Lease.name == INSTANCE + name)
+    if not force and lease is not None and lease.holder != token and lease.expires_at > database_now():
+        hold([NODE + name], name, ttl)
+        return str(lease.expires_at.isoformat())
+    if force:
+        Lease.delete().where(Lease.name == INSTANCE + name, Lease.holder != token).execute()
+    hold([INSTANCE + name], token, ttl)
+    hold([NODE + name], name, ttl)
+    return None
+
+
+def renew_node(names: Iterable[str], name: str, token: str, ttl: float) -> set[str] | None:
+    """A running node's renewal: its ``instance:<name>`` for *token*, then *names* (``node:<name>`` and the
+    duties) for *name*; None, renewing nothing, when another process now holds the instance: it runs under this
+    node's name (a second node configured with the same name, or this one was frozen long enough to be
+    thought dead)."""
+    if not hold([INSTANCE + name], token, ttl):
+        return None
+    return hold(names, name, ttl)
 
 
 def release(names: Iterable[str], holder: str) -> int:
@@ -113,7 +140,8 @@ def adopted(dead: str, holder: str, erased: bool) -> None:
     it came back meanwhile and holds its lease again)."""
     release([ADOPT + dead], holder)
     if erased:
-        Lease.delete().where(Lease.name == NODE + dead, Lease.expires_at <= database_now()).execute()
+        now = database_now()
+        Lease.delete().where(Lease.name.in_([NODE + dead, INSTANCE + dead]), Lease.expires_at <= now).execute()
 
 
 def abandon(lease: str, holder: str) -> None:
