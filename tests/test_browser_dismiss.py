@@ -108,6 +108,8 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
         alarm_page = await context.new_page()
         await alarm_page.goto(f"{daemon.url}/alarms/{alarm['id']}")
         await expect(alarm_page.locator("body")).to_have_attribute("data-connection", "live")
+        draft = alarm_page.locator('#note-form textarea[name="text"]')
+        await draft.fill("Keyholder is on the way")  # typed, not sent: it must outlive the outage
         await page.bring_to_front()
         await page.keyboard.press("Shift")  # the guard has touched the page: sound may play
     # The daemon is gone: reconnecting at once, down (banner, tone, actions held) after five seconds.
@@ -157,3 +159,4 @@ async def test_the_link_is_loud_while_the_daemon_is_away(tmp_path: Path, browser
         await expect(alarm_page.locator("body")).to_have_attribute("data-connection", "live", timeout=15000)
         await expect(alarm_page.locator('[data-action="resolve"]')).to_be_enabled()
         await expect(alarm_page.locator("[data-step]")).to_be_enabled()
+        await expect(draft).to_have_value("Keyholder is on the way")  # the draft survived the reconnect
