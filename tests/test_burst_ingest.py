@@ -128,11 +128,11 @@ async def check_refusal(daemon: Daemon, messages: list[Message], png: bytes) -> 
     assert {e["camera"]["name"]: e["flags"] for e in events} == {"Front Door": ["image_rejected"], "Back Yard": []}
 
 
-def crash_on_the_marked_mail(path: str, quick: bool = False) -> object:
+def crash_on_the_marked_mail(path: str, quick: bool = False, staging: str | None = None) -> object:
     """The parse, except that the worker dies on a mail with the marker, as a segfault in a decoder would."""
     if b"KILL-THE-PARSER" in read_message(path):
         os._exit(1)
-    return prepare_spooled(path, quick)
+    return prepare_spooled(path, quick, staging)
 
 
 async def test_a_worker_that_dies_in_a_burst_costs_that_mail_only(burst_config: Config,

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import pytest
 from conftest import Daemon, distinct, sample
+from helpers import wait_until
 from mailmaker import dvr_mail
 
 from vmond.config import Config
 from vmond.daemon import running
 from vmond.ingest import pipeline as pipeline_module
+from vmond.ingest.mailparse import parse_mail
+from vmond.ingest.prepare import prepare_spooled
 from vmond.ingest.spool import Spool, SpoolEnvelope
 from vmond.store.events import list_events
 from vmond.store.models import Media
@@ -72,6 +78,33 @@ async def test_one_mail_to_two_cameras_makes_two_events(daemon: Daemon) -> None:
     events = await all_events(daemon)
     assert sorted(e["camera"]["name"] for e in events) == ["Back Yard", "Front Door"]
     assert all(len(e["images"]) == 1 for e in events)
+    # The parser worker staged the picture once; each camera has its own file of it, the mail's own bytes.
+    (picture,) = [a.data for a in parse_mail(sample("swann-nvr-human.eml")).attachments if a.is_image]
+    media = daemon.services.media
+    paths = await daemon.services.db.read(lambda: sorted(m.path for m in Media.select()))
+    assert len(set(paths)) == 2
+    assert [await asyncio.to_thread(media.resolve(p).read_bytes) for p in paths] == [picture, picture]
+    assert list(media.staging.iterdir()) == []  # nothing left over
+
+
+def test_a_worker_stages_the_pictures_and_sends_back_their_names(tmp_path: Path) -> None:
+    """Only names and figures cross back from the parser worker: the pictures are in durable files it wrote."""
+    raw = sample("swann-nvr-human.eml")
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    name = spool.store_sync(raw, envelope())
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    prepared = prepare_spooled(str(spool.path(name)), False, str(staging))
+    (image,) = prepared.images
+    (picture,) = [a.data for a in parse_mail(raw).attachments if a.is_image]
+    assert image.staged is not None and Path(image.staged).read_bytes() == picture
+    assert image.size == len(picture) and image.attachment.data == b""
+    assert prepared.parsed is not None and all(not a.data for a in prepared.parsed.attachments if a.is_image)
+    assert len(pickle.dumps(prepared)) < len(picture) // 4
+    # Without a staging folder it can use (gone, full), the pictures come back as before.
+    fallback = prepare_spooled(str(spool.path(name)), False, str(tmp_path / "missing"))
+    assert fallback.images[0].staged is None and fallback.images[0].attachment.data == picture
 
 
 async def test_an_unparseable_mail_is_kept_raw_and_flagged(daemon: Daemon) -> None:
@@ -90,17 +123,17 @@ async def test_an_unparseable_mail_is_kept_raw_and_flagged(daemon: Daemon) -> No
             assert response.content_type == "application/octet-stream"
 
 
-def crash_the_worker(path: str, quick: bool = False) -> None:
+def crash_the_worker(path: str, quick: bool = False, staging: str | None = None) -> None:
     os._exit(1)  # as a segfault in a decoder would
 
 
-def hang_the_worker(path: str, quick: bool = False) -> None:
+def hang_the_worker(path: str, quick: bool = False, staging: str | None = None) -> None:
     time.sleep(3600)
 
 
 @pytest.mark.parametrize("failure", [crash_the_worker, hang_the_worker])
 async def test_a_mail_that_kills_the_parser_is_kept_and_the_next_one_works(
-        daemon: Daemon, monkeypatch: pytest.MonkeyPatch, failure: Callable[[str, bool], None]) -> None:
+        daemon: Daemon, monkeypatch: pytest.MonkeyPatch, failure: Callable[[str, bool, str | None], None]) -> None:
     monkeypatch.setattr(pipeline_module, "prepare_spooled", failure)
     monkeypatch.setattr(pipeline_module, "PARSE_TIMEOUT", 2.0)
     raw = sample("amcrest-tamper.eml")
@@ -243,3 +276,19 @@ async def test_a_backlog_is_parsed_ahead_in_order_and_a_resend_in_it_is_still_no
     assert ("store", names[2]) not in steps  # the resend stores nothing
     assert [name for step, name in steps if step == "load"] == names
     assert list(spool.new.iterdir()) == []
+
+
+async def test_pictures_staged_for_a_mail_that_never_got_them_are_removed(make_config: Callable[..., Config]) -> None:
+    """A worker killed after staging, or a daemon killed before installing: the leftovers go at the next start,
+    and when the pipeline has drained the spool."""
+    config = make_config()
+    staging = config.storage.data_dir / "media-staging"
+    staging.mkdir(parents=True)
+    (staging / "from-before-a-crash.part").write_bytes(b"\xff\xd8\xff" * 100)
+    async with running(config) as services:
+        daemon = Daemon(services)
+        assert list(staging.iterdir()) == []
+        (staging / "from-a-dead-worker.part").write_bytes(b"\xff\xd8\xff" * 100)
+        assert (await daemon.send(sample("swann-nvr-human.eml")))["data"][0] == 250
+        await daemon.wait_idle()
+        await wait_until(lambda: list(staging.iterdir()) == [], what="the leftover removed after the drain")

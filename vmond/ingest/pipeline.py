@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from vmond.ingest.finishing import PictureFinisher
 from vmond.ingest.prepare import PreparedMail, prepare_spooled
-from vmond.ingest.records import build_records, content_digest, local_parts, resend_record
+from vmond.ingest.records import build_records, content_digest, discard_staged, local_parts, resend_record
 from vmond.ingest.spool import Spool, SpoolEntry
 from vmond.store.events import IngestRecord, IngestResult, find_resend
 from vmond.store.ingestbatch import MailRecords, record_mails
@@ -157,6 +157,9 @@ class Pipeline(BackgroundService):
             self.busy = False
             if names:
                 continue
+            # Pictures a worker staged and nobody installed (it died, or the mail failed before its media were
+            # written): nothing stages any more now, so whatever is there is left over.
+            await self._in_thread(self._media.clear_staging)
             if self._finisher.pending:  # a round, then the spool again: new mails go first
                 try:
                     await self._finisher.run_round(stop=self._wake.is_set)
@@ -235,7 +238,11 @@ class Pipeline(BackgroundService):
         records: dict[str, IngestRecord] = {}
         if prepared is not None:
             if self._make_room is not None:
-                await self._make_room()  # so that the quota is exceeded by the media in flight at most
+                try:
+                    await self._make_room()  # so that the quota is exceeded by the media in flight at most
+                except BaseException:
+                    await asyncio.shield(self._in_thread(discard_staged, prepared))
+                    raise
             built = await self._in_thread(build_records, entry, prepared, self._media, domain, resends, digest)
             records = {record.local_part: record for record in built}
         return _Ready(name, [MailRecords(local, digest, resend_record(entry, local, domain, digest),
@@ -249,7 +256,7 @@ class Pipeline(BackgroundService):
         for _ in range(LOST_PARSES):
             try:
                 return await self._workers.run(prepare_spooled, str(self._spool.path(name)), quick,
-                                               timeout=PARSE_TIMEOUT,
+                                               str(self._media.staging), timeout=PARSE_TIMEOUT,
                                                on_submitted=None if order is None else order.submitted)
             except WorkerLost:
                 continue  # the worker died under the mail before this one: not this mail's fault

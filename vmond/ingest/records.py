@@ -7,8 +7,10 @@ instead of adding copies; the name an attachment had in the mail is kept only as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import Set
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -57,15 +59,18 @@ def _flags(prepared: PreparedMail) -> tuple[str, ...]:
 
 
 def _store_image(media: MediaStore, base: str, image: CheckedImage) -> MediaRecord:
-    data, info = image.attachment.data, image.info
+    info = image.info
     path = base + _EXTENSIONS[info.content_type]
-    media.write_sync(path, data, sync_directory=False)
+    if image.staged is not None:  # the parser worker wrote it: linked into place
+        media.install_staged(image.staged, path)
+    else:
+        media.write_sync(path, image.attachment.data, sync_directory=False)
     thumb = None  # made after the commit when the picture had the quick check only
     if info.thumbnail is not None:
         thumb = thumbnail_relpath(path)
         media.write_sync(thumb, info.thumbnail, sync_directory=False)
     return MediaRecord(kind="image", path=path, content_type=info.content_type,
-                       sha256=image.sha256, bytes=len(data), thumb_path=thumb,
+                       sha256=image.sha256, bytes=image.size, thumb_path=thumb,
                        width=info.width, height=info.height, original_name=image.attachment.filename)
 
 
@@ -101,9 +106,26 @@ def resend_record(entry: SpoolEntry, local: str, domain: str, digest: str) -> In
                         sha256=digest)
 
 
+def discard_staged(prepared: PreparedMail) -> None:
+    """Remove the pictures the parser worker staged for *prepared* (installed or not). Blocking."""
+    for image in prepared.images:
+        if image.staged is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(image.staged)
+
+
 def build_records(entry: SpoolEntry, prepared: PreparedMail, media: MediaStore, domain: str,
                   skip: Set[str] = frozenset(), digest: str | None = None) -> list[IngestRecord]:
-    """One record per recipient camera (but those in *skip*), its media already durable on disk."""
+    """One record per recipient camera (but those in *skip*), its media already durable on disk; the staged
+    pictures are gone afterwards, whatever happened."""
+    try:
+        return _build_records(entry, prepared, media, domain, skip, digest)
+    finally:
+        discard_staged(prepared)
+
+
+def _build_records(entry: SpoolEntry, prepared: PreparedMail, media: MediaStore, domain: str,
+                   skip: Set[str], digest: str | None) -> list[IngestRecord]:
     parsed = prepared.parsed
     received = entry.envelope.received.astimezone(UTC)
     stem = entry.name.removesuffix(SUFFIX)

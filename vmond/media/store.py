@@ -8,6 +8,8 @@ quota is checked against that count).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import uuid
 from pathlib import Path, PurePosixPath
@@ -32,13 +34,46 @@ def media_relpath(value: object) -> PurePosixPath:
     return pure
 
 
+def stage_file(folder: str, data: bytes) -> str:
+    """Write *data* durably (fsync) to a new file in *folder*, a media store's :attr:`MediaStore.staging`
+    folder; returns its path. Blocking; for the parser worker, which stages a mail's pictures so that only their
+    names cross to the daemon's process (:meth:`MediaStore.install_staged` puts them in place)."""
+    path = os.path.join(folder, f"{uuid.uuid4().hex}.part")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        try:
+            write_all(fd, data)
+            fsutil.fsync_file(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
+
+
 class MediaStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Files another process wrote for us to install (:func:`stage_file`): beside the media directory, not in
+        # it (not counted, never served), on the same file system (installed by a link, not a copy).
+        self.staging = root.with_name(f"{root.name}-staging")
         self.usage = MediaUsage()  # measured by the disk keeper after a start, then kept by every change here
 
     def prepare(self) -> None:
+        """Blocking: the folders, and no staged file left from before a crash."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.staging.mkdir(exist_ok=True)
+        self.clear_staging()
+
+    def clear_staging(self) -> None:
+        """Remove every staged file. Blocking; only while nothing is being staged or installed (before the
+        pipeline starts, or when it has drained the spool)."""
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.staging) as leftovers:
+            for leftover in leftovers:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover.path)
 
     def resolve(self, relpath: str) -> Path:
         """The absolute path of a stored file; refuses anything that would leave the media directory."""
@@ -66,6 +101,27 @@ class MediaStore:
             self._rename(tmp, target, relpath)
             if sync_directory:
                 fsync_directory(target.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def install_staged(self, staged: str, relpath: str) -> None:
+        """Put a copy of the durable staged file *staged* at *relpath* (a hard link, so the staged file may be
+        installed for several cameras, then discarded); durable once its folder is synced, as with
+        ``write_sync(sync_directory=False)``. Blocking."""
+        target = self.resolve(relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            os.link(staged, tmp)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            with open(staged, "rb") as source:  # another file system after all: a copy
+                self.write_sync(relpath, source.read(), sync_directory=False)
+            return
+        try:
+            self._rename(tmp, target, relpath)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
