@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import os
 import pickle
 import threading
@@ -24,6 +25,7 @@ from vmond.ingest import pipeline as pipeline_module
 from vmond.ingest.mailparse import parse_mail
 from vmond.ingest.prepare import prepare_spooled
 from vmond.ingest.spool import Spool, SpoolEnvelope
+from vmond.media.store import MediaStore, stage_file
 from vmond.store.events import list_events
 from vmond.store.models import Media
 
@@ -292,3 +294,20 @@ async def test_pictures_staged_for_a_mail_that_never_got_them_are_removed(make_c
         assert (await daemon.send(sample("swann-nvr-human.eml")))["data"][0] == 250
         await daemon.wait_idle()
         await wait_until(lambda: list(staging.iterdir()) == [], what="the leftover removed after the drain")
+
+
+@pytest.mark.parametrize("refusal", [errno.EXDEV, errno.EPERM])
+def test_a_staged_picture_is_copied_where_hard_links_cannot_be_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     refusal: int) -> None:
+    """Media on another file system, or on one without hard links (FAT): the staged picture is copied instead."""
+    media = MediaStore(tmp_path / "media")
+    media.prepare()
+    staged = stage_file(str(media.staging), b"\xff\xd8\xff picture")
+
+    def no_link(*args: object) -> None:
+        raise OSError(refusal, os.strerror(refusal))
+
+    monkeypatch.setattr(os, "link", no_link)
+    for camera in ("front", "back"):
+        media.install_staged(staged, f"2026/12/07/mail-{camera}-0.jpg")
+        assert media.resolve(f"2026/12/07/mail-{camera}-0.jpg").read_bytes() == b"\xff\xd8\xff picture"

@@ -34,6 +34,9 @@ def media_relpath(value: object) -> PurePosixPath:
     return pure
 
 
+_NO_LINKS = (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK)  # a hard link cannot be made here
+
+
 def stage_file(folder: str, data: bytes) -> str:
     """Write *data* durably (fsync) to a new file in *folder*, a media store's :attr:`MediaStore.staging`
     folder; returns its path. Blocking; for the parser worker, which stages a mail's pictures so that only their
@@ -115,9 +118,10 @@ class MediaStore:
         try:
             os.link(staged, tmp)
         except OSError as exc:
-            if exc.errno != errno.EXDEV:
+            if exc.errno not in _NO_LINKS:
                 raise
-            with open(staged, "rb") as source:  # another file system after all: a copy
+            # Another file system after all, or one without hard links (FAT on a USB disk): a copy.
+            with open(staged, "rb") as source:
                 self.write_sync(relpath, source.read(), sync_directory=False)
             return
         try:
